@@ -1,0 +1,43 @@
+// swift-tools-version:6.1
+// dsmopt — an open, self-hostable stereo-photogrammetry DSM service.
+//
+// Module layering (each arrow is a dependency):
+//   dsmopt (CLI) → SensorIngest → GDALKit → CGDAL (the only module that sees GDAL's C API)
+//                              ↘ DSMCore → LinearAlgebra → CLinAlg (the only module that sees BLAS/LAPACKE)
+// DSMCore is the numeric core: no I/O, no server dependency, so it builds and tests on its own.
+import PackageDescription
+
+let optimise: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+
+let package = Package(
+    name: "dsmopt",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "dsmopt", targets: ["dsmopt"]),
+        .library(name: "DSMCore", targets: ["DSMCore"]),
+        .library(name: "SensorIngest", targets: ["SensorIngest"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CGDAL", pkgConfig: "gdal", providers: [.apt(["libgdal-dev"])]),
+        .systemLibrary(name: "CLinAlg", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]),
+        .target(name: "LinearAlgebra", dependencies: ["CLinAlg"], swiftSettings: optimise),
+        .target(name: "DSMCore", dependencies: ["LinearAlgebra"], swiftSettings: optimise),
+        .target(name: "GDALKit", dependencies: ["CGDAL"], swiftSettings: optimise),
+        .target(name: "SensorIngest", dependencies: ["DSMCore", "GDALKit"], swiftSettings: optimise),
+        .executableTarget(
+            name: "dsmopt",
+            dependencies: [
+                "SensorIngest", "DSMCore", "GDALKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: optimise
+        ),
+        .testTarget(name: "DSMCoreTests", dependencies: ["DSMCore"]),
+        .testTarget(name: "SensorIngestTests", dependencies: ["SensorIngest", "DSMCore", "GDALKit"]),
+        .testTarget(name: "CLITests", dependencies: ["SensorIngest", "GDALKit"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,72 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+
+/// The text of every leaf element of an XML document with its element path ("A/B/C"), in document order.
+/// Enough for DIMAP metadata, whose values all sit in leaf elements.
+struct XMLLeaves {
+    struct Leaf {
+        let path: [String]
+        let text: String
+    }
+    let leaves: [Leaf]
+
+    init(data: Data, file: String) throws {
+        let collector = Collector()
+        let parser = XMLParser(data: data)
+        parser.delegate = collector
+        guard parser.parse() else {
+            let reason = parser.parserError.map { "\($0.localizedDescription)" } ?? "unknown error"
+            throw IngestError.malformed(file: file, reason: "not well-formed XML (line \(parser.lineNumber): \(reason))")
+        }
+        leaves = collector.leaves
+    }
+
+    /// First leaf whose path ends with `suffix` (element names, last one is the leaf).
+    func first(_ suffix: String...) -> String? {
+        leaves.first { $0.path.count >= suffix.count && Array($0.path.suffix(suffix.count)) == suffix }?.text
+    }
+
+    /// All leaves directly below an element named `parent` (first occurrence), as name → text.
+    func children(of parent: String, under ancestor: String? = nil) -> [String: String] {
+        var out: [String: String] = [:]
+        var seenParentPath: [String]?
+        for leaf in leaves where leaf.path.count >= 2 && leaf.path[leaf.path.count - 2] == parent {
+            if let a = ancestor, !leaf.path.contains(a) { continue }
+            let p = Array(leaf.path.dropLast())
+            if seenParentPath == nil { seenParentPath = p }
+            guard p == seenParentPath else { continue }
+            out[leaf.path.last!] = leaf.text
+        }
+        return out
+    }
+
+    func contains(element: String) -> Bool { leaves.contains { $0.path.contains(element) } }
+
+    private final class Collector: NSObject, XMLParserDelegate {
+        var stack: [String] = []
+        var text = ""
+        var hadChild: [Bool] = []
+        var leaves: [Leaf] = []
+
+        func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?,
+                    qualifiedName: String?, attributes: [String: String] = [:]) {
+            if !hadChild.isEmpty { hadChild[hadChild.count - 1] = true }
+            stack.append(name)
+            hadChild.append(false)
+            text = ""
+        }
+
+        func parser(_ parser: XMLParser, foundCharacters string: String) { text += string }
+
+        func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) {
+            if hadChild.last == false {
+                leaves.append(Leaf(path: stack, text: text.trimmingCharacters(in: .whitespacesAndNewlines)))
+            }
+            stack.removeLast()
+            hadChild.removeLast()
+            text = ""
+        }
+    }
+}
