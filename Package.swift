@@ -35,9 +35,11 @@ let package = Package(
             ],
             swiftSettings: optimise
         ),
-        .testTarget(name: "DSMCoreTests", dependencies: ["DSMCore"]),
-        .testTarget(name: "SensorIngestTests", dependencies: ["SensorIngest", "DSMCore", "GDALKit"]),
-        .testTarget(name: "CLITests", dependencies: ["SensorIngest", "GDALKit"]),
+        // Helpers shared by the test targets: test-data location (../shared/data or $DSMOPT_TEST_DATA), temp folders.
+        .target(name: "TestSupport"),
+        .testTarget(name: "DSMCoreTests", dependencies: ["DSMCore", "TestSupport"]),
+        .testTarget(name: "SensorIngestTests", dependencies: ["SensorIngest", "DSMCore", "GDALKit", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["SensorIngest", "GDALKit", "TestSupport", "dsmopt"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -60,7 +60,9 @@ public enum PleiadesMetadataReader {
         var m = AcquisitionMetadata(source: url.lastPathComponent)
         m.platform = xml.first("MISSION").map { mission in
             (xml.first("MISSION_INDEX")).map { "\(mission) \($0)" } ?? mission
-        } ?? xml.first("PLATFORM_NAME")
+        } ?? xml.first("PLATFORM_NAME").map { name in
+            (xml.first("PLATFORM_SERIAL_NUMBER")).map { "\(name)\($0)" } ?? name
+        }
         // Commercial DIMAP V2: values at the scene centre (Located_Geometric_Values with LOCATION_TYPE Center).
         var centre: [String: String] = [:]
         var inCentre = false

@@ -30,6 +30,7 @@ public struct SensorImage: Sendable {
         guard !isDir.boolValue else { throw IngestError.notAnImage(file: path, detail: "is a folder") }
         let ds: RasterDataset
         do { ds = try RasterDataset(path: path) } catch let e as GDALError {
+            if hasTIFFSignature(path) { throw IngestError.unreadableImage(file: path, detail: e.message) }
             throw IngestError.notAnImage(file: path, detail: e.message)
         }
         guard ds.width > 0, ds.height > 0, ds.bandCount > 0 else {
@@ -95,6 +96,16 @@ public struct SensorImage: Sendable {
         let pixels = try ds.read(width: bw * factor, height: bh * factor, bufferWidth: bw, bufferHeight: bh, resampling: .average)
         return GrayImage(width: bw, height: bh, pixels: pixels, scale: Double(factor))
     }
+}
+
+/// True when a file starts like a TIFF/BigTIFF (so a failure to open it means a damaged TIFF).
+func hasTIFFSignature(_ path: String) -> Bool {
+    guard let h = FileHandle(forReadingAtPath: path) else { return false }
+    defer { try? h.close() }
+    let b = [UInt8](h.readData(ofLength: 4))
+    guard b.count == 4 else { return false }
+    return (b[0] == 0x49 && b[1] == 0x49 && (b[2] == 42 || b[2] == 43) && b[3] == 0)
+        || (b[0] == 0x4D && b[1] == 0x4D && b[2] == 0 && (b[3] == 42 || b[3] == 43))
 }
 
 /// The sidecar files that may sit beside an image.

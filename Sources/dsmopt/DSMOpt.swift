@@ -13,7 +13,7 @@ struct DSMOpt: ParsableCommand {
         Image coordinates on the command line follow GDAL (`gdaltransform -rpc`): the top-left corner of the \
         image is (0, 0), the centre of the first pixel (0.5, 0.5). Heights are metres above the WGS84 ellipsoid.
         """,
-        subcommands: [Inspect.self, RPCCommand.self]
+        subcommands: [Inspect.self, RPCCommand.self, Synth.self]
     )
 
     /// Runs the command; errors the user can act on are printed as one line with a specific exit code.
@@ -120,5 +120,32 @@ struct RPCCommand: ParsableCommand {
             let g = try img.model.localize(column: v[0] - 0.5, row: v[1] - 0.5, height: v[2])
             print(String(format: "%.10f %.10f", g.longitude, g.latitude))
         }
+    }
+}
+
+struct Synth: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a synthetic stereo product with known truth (views with RPC, true DSM, scene.json).")
+
+    @Option(help: "Output folder.") var out: String
+    @Option(help: "Number of views: 2 (pair) or 3 (triplet).") var views = 2
+    @Option(help: "Image size in pixels (square).") var size = 256
+    @Option(help: "Ground sampling distance, metres.") var gsd = 0.5
+    @Option(help: "Base-to-height ratio of the forward/backward pair.") var baseToHeight = 0.25
+    @Option(help: "Height of the hills, metres.") var relief = 30.0
+    @Option(help: "Random seed of the terrain and texture.") var seed: UInt64 = 1
+
+    func validate() throws {
+        guard (2...3).contains(views) else { throw ValidationError("--views must be 2 or 3") }
+        guard (32...8192).contains(size) else { throw ValidationError("--size must be within 32–8192") }
+        guard gsd > 0, gsd <= 100 else { throw ValidationError("--gsd must be within (0, 100] metres") }
+        guard baseToHeight > 0, baseToHeight <= 1.5 else { throw ValidationError("--base-to-height must be within (0, 1.5]") }
+    }
+
+    func run() throws {
+        var p = SyntheticProduct()
+        p.views = views; p.size = size; p.gsd = gsd; p.baseToHeight = baseToHeight; p.relief = relief; p.seed = seed
+        let d = try p.write(to: out)
+        print("wrote \(d.views.joined(separator: ", ")), \(d.truthDSM) and scene.json to \(out)")
     }
 }

@@ -1,0 +1,24 @@
+# dsmopt — multi-stage build: a Swift builder with the -dev packages, a slim Debian runtime.
+#   docker build -t dsmopt .
+#   docker run --rm -v "$PWD/data:/data" dsmopt inspect /data/img_01.tif /data/img_02.tif
+FROM swift:6.1-bookworm AS build
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      pkg-config libgdal-dev libopenblas-dev liblapacke-dev libsqlite3-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN swift build -c release --product dsmopt --static-swift-stdlib \
+ && install -D .build/release/dsmopt /out/dsmopt
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      libgdal32 libopenblas0-pthread liblapacke libsqlite3-0 libxml2 libcurl4 ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/dsmopt /usr/local/bin/dsmopt
+COPY Presets /usr/share/dsmopt/presets
+COPY Fixtures /usr/share/dsmopt/fixtures
+ENV DSMOPT_PRESETS=/usr/share/dsmopt/presets
+ENTRYPOINT ["dsmopt"]
+CMD ["--help"]

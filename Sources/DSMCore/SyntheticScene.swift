@@ -1,0 +1,127 @@
+import Foundation
+
+/// A synthetic scene with known truth: a smooth terrain with hills, covered by a band-limited texture,
+/// that can be rendered into any RPC view. Used for fixtures and accuracy tests.
+public struct SyntheticScene: Sendable {
+    public struct Hill: Sendable {
+        public var east: Double, north: Double, height: Double, radius: Double
+        public init(east: Double, north: Double, height: Double, radius: Double) {
+            self.east = east; self.north = north; self.height = height; self.radius = radius
+        }
+    }
+
+    /// Scene centre; its height is the base height of the terrain.
+    public var centre: GeoPoint
+    public var hills: [Hill]
+    /// A planar slope (metres per metre) to the east and north.
+    public var slope: SIMD2<Double>
+    public var seed: UInt64
+    /// Size of the finest texture detail, metres (keep above ~2 GSD so views are not aliased).
+    public var textureScale: Double
+
+    public let frame: LocalFrame
+
+    public init(centre: GeoPoint, hills: [Hill], slope: SIMD2<Double> = .zero, seed: UInt64 = 1, textureScale: Double = 1.5) {
+        self.centre = centre
+        self.hills = hills
+        self.slope = slope
+        self.seed = seed
+        self.textureScale = textureScale
+        frame = LocalFrame(longitude: centre.longitude, latitude: centre.latitude, height: 0)
+    }
+
+    /// A default scene: a few hills up to `relief` metres over a gentle slope.
+    public static func hills(centre: GeoPoint, extent: Double, relief: Double = 40, seed: UInt64 = 1) -> SyntheticScene {
+        var g = SplitMix64(seed)
+        var hills: [Hill] = []
+        for _ in 0..<6 {
+            hills.append(Hill(east: (g.unit() - 0.5) * extent, north: (g.unit() - 0.5) * extent,
+                              height: relief * (0.3 + 0.7 * g.unit()), radius: extent * (0.08 + 0.15 * g.unit())))
+        }
+        return SyntheticScene(centre: centre, hills: hills, slope: SIMD2(0.02, -0.01), seed: seed)
+    }
+
+    /// Terrain height (metres above the ellipsoid) at local east/north metres.
+    public func height(east e: Double, north n: Double) -> Double {
+        var h = centre.height + slope.x * e + slope.y * n
+        for hill in hills {
+            let d2 = ((e - hill.east) * (e - hill.east) + (n - hill.north) * (n - hill.north)) / (hill.radius * hill.radius)
+            h += hill.height * exp(-0.5 * d2)
+        }
+        return h
+    }
+
+    public func height(longitude: Double, latitude: Double) -> Double {
+        let p = frame.enu(longitude: longitude, latitude: latitude, height: 0)
+        return height(east: p.x, north: p.y)
+    }
+
+    /// Ground reflectance in [0, 1]: several octaves of smooth value noise.
+    public func texture(east e: Double, north n: Double) -> Double {
+        var sum = 0.0, amp = 1.0, norm = 0.0, scale = textureScale * 8
+        for octave in 0..<4 {
+            sum += amp * valueNoise(e / scale, n / scale, octave: UInt64(octave))
+            norm += amp
+            amp *= 0.6
+            scale /= 2
+        }
+        return sum / norm
+    }
+
+    /// Renders the scene as seen by `model`: each pixel sees the terrain point found by intersecting its
+    /// line of sight with the terrain (fixed-point iteration, valid for smooth terrain without hidden parts).
+    public func render(model: RPCModel, width: Int, height: Int, gain: Double = 3000, offset: Double = 500) throws -> [Float] {
+        var out = [Float](repeating: 0, count: width * height)
+        for r in 0..<height {
+            var h = centre.height
+            for c in 0..<width {
+                var e = 0.0, n = 0.0
+                for _ in 0..<30 {
+                    let g = try model.localize(column: Double(c), row: Double(r), height: h)
+                    let p = frame.enu(longitude: g.longitude, latitude: g.latitude, height: 0)
+                    e = p.x; n = p.y
+                    let next = self.height(east: e, north: n)
+                    if abs(next - h) < 1e-4 { h = next; break }
+                    h = next
+                }
+                out[r * width + c] = Float(offset + gain * texture(east: e, north: n))
+            }
+        }
+        return out
+    }
+
+    // MARK: noise
+
+    func lattice(_ i: Int, _ j: Int, _ octave: UInt64) -> Double {
+        var x = UInt64(bitPattern: Int64(i)) &* 0x9E37_79B9_7F4A_7C15
+        x ^= UInt64(bitPattern: Int64(j)) &* 0xC2B2_AE3D_27D4_EB4F
+        x ^= (seed &+ octave) &* 0x1656_67B1_9E37_79F9
+        var g = SplitMix64(x)
+        return g.unit()
+    }
+
+    func valueNoise(_ x: Double, _ y: Double, octave: UInt64) -> Double {
+        let i = Int(floor(x)), j = Int(floor(y))
+        let fx = x - floor(x), fy = y - floor(y)
+        // Quintic fade for a smooth (C²) field.
+        let u = fx * fx * fx * (fx * (fx * 6 - 15) + 10), v = fy * fy * fy * (fy * (fy * 6 - 15) + 10)
+        let a = lattice(i, j, octave), b = lattice(i + 1, j, octave)
+        let c = lattice(i, j + 1, octave), d = lattice(i + 1, j + 1, octave)
+        return (a * (1 - u) + b * u) * (1 - v) + (c * (1 - u) + d * u) * v
+    }
+}
+
+/// SplitMix64: a small deterministic generator for synthetic data and reproducible tests.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    var state: UInt64
+    public init(_ seed: UInt64) { state = seed }
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    public mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
+}

@@ -1,0 +1,87 @@
+import Foundation
+
+/// Shared helpers of the test targets (not shipped in the `dsmopt` binary).
+public enum TestData {
+    /// The package root (two levels above this file's folder).
+    public static let packageRoot: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// `$DSMOPT_TEST_DATA`, or `../shared/data` beside the package root.
+    public static var root: URL {
+        if let env = ProcessInfo.processInfo.environment["DSMOPT_TEST_DATA"], !env.isEmpty {
+            return URL(fileURLWithPath: env)
+        }
+        return packageRoot.deletingLastPathComponent().appendingPathComponent("shared/data")
+    }
+
+    /// Path of a shared data file; the test fails (never skips) when it is missing.
+    public static func path(_ relative: String) throws -> String {
+        let p = root.appendingPathComponent(relative).path
+        guard FileManager.default.fileExists(atPath: p) else {
+            throw MissingTestData(path: p)
+        }
+        return p
+    }
+
+    public static func fixture(_ relative: String) -> String {
+        packageRoot.appendingPathComponent("Fixtures").appendingPathComponent(relative).path
+    }
+
+    public struct MissingTestData: Error, CustomStringConvertible {
+        public let path: String
+        public var description: String { "test data missing: \(path) (set DSMOPT_TEST_DATA or provide ../shared/data)" }
+    }
+}
+
+/// A fresh temporary folder, removed when the value is released.
+public final class TemporaryFolder: @unchecked Sendable {
+    public let url: URL
+    public init() throws {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("dsmopt-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+    public func path(_ name: String) -> String { url.appendingPathComponent(name).path }
+    deinit { try? FileManager.default.removeItem(at: url) }
+}
+
+/// Runs a program and captures its exit code and output.
+public struct ProcessResult: Sendable {
+    public let status: Int32
+    public let stdout: String
+    public let stderr: String
+}
+
+public func run(_ executable: String, _ arguments: [String], timeout: TimeInterval = 120) throws -> ProcessResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = arguments
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    // Read before waiting so that a full pipe cannot block the child.
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    let deadline = Date().addingTimeInterval(timeout)
+    while p.isRunning && Date() < deadline { usleep(10_000) }
+    if p.isRunning { p.terminate(); p.waitUntilExit() }
+    p.waitUntilExit()
+    return ProcessResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
+                         stderr: String(decoding: e, as: UTF8.self))
+}
+
+/// The built `dsmopt` executable: `$DSMOPT_BIN`, or the one beside the running test bundle.
+public func dsmoptExecutable() throws -> String {
+    if let env = ProcessInfo.processInfo.environment["DSMOPT_BIN"], !env.isEmpty { return env }
+    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for _ in 0..<4 {
+        let candidate = dir.appendingPathComponent("dsmopt").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        dir = dir.deletingLastPathComponent()
+    }
+    let fallback = TestData.packageRoot.appendingPathComponent(".build/debug/dsmopt").path
+    guard FileManager.default.isExecutableFile(atPath: fallback) else {
+        throw TestData.MissingTestData(path: "dsmopt executable (build it with `swift build` or set DSMOPT_BIN)")
+    }
+    return fallback
+}

@@ -1,0 +1,132 @@
+import Foundation
+import GDALKit
+import TestSupport
+import Testing
+
+/// The `dsmopt` executable, run as a user would: exit codes and one-line messages.
+@Suite struct CLITests {
+    let reunion1: String
+    let reunion2: String
+
+    init() throws {
+        reunion1 = try TestData.path("pleiades/reunion-pair/img_01.tif")
+        reunion2 = try TestData.path("pleiades/reunion-pair/img_02.tif")
+    }
+
+    func dsmopt(_ args: String...) throws -> ProcessResult { try run(try dsmoptExecutable(), args, timeout: 120) }
+
+    /// A failure: the expected exit code and exactly one line on stderr that contains every fragment.
+    func expectFailure(_ r: ProcessResult, code: Int32, _ fragments: String..., sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(r.status == code, "exit \(r.status), stderr: \(r.stderr)", sourceLocation: sourceLocation)
+        let lines = r.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "expected one line, got: \(r.stderr)", sourceLocation: sourceLocation)
+        for f in fragments { #expect(r.stderr.contains(f), "'\(f)' not in: \(r.stderr)", sourceLocation: sourceLocation) }
+        #expect(r.stdout.isEmpty, sourceLocation: sourceLocation)
+    }
+
+    @Test func inspectPrintsPairJSON() throws {
+        let r = try dsmopt("inspect", reunion1, reunion2)
+        #expect(r.status == 0, "\(r.stderr)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        let images = try #require(json["images"] as? [[String: Any]])
+        #expect(images.count == 2)
+        for key in ["path", "width", "height", "bands", "dataType", "gsd", "incidenceDeg", "azimuthDeg", "acquisitionTime", "footprint"] {
+            #expect(images[0][key] != nil, "images[0].\(key) missing")
+        }
+        let pairs = try #require(json["pairs"] as? [[String: Any]])
+        for key in ["images", "baseToHeight", "convergenceDeg", "overlap", "score"] { #expect(pairs[0][key] != nil) }
+        let bh = try #require(pairs[0]["baseToHeight"] as? Double)
+        #expect((0.2...0.35).contains(bh))
+        #expect((json["selected"] as? [[Int]]) == [[0, 1]])
+    }
+
+    @Test func rpcSubcommandsMatchGDAL() throws {
+        let gdal = try GDALRPCTransformer(rpcMetadata: try RasterDataset(path: reunion1).metadataItems(domain: "RPC"))
+        let ground = try #require(gdal.localize([(col: 300.25, row: 700.75, h: 2300)])[0])
+        let p = try dsmopt("rpc", "project", reunion1, String(ground.lon), String(ground.lat), "2300")
+        #expect(p.status == 0, "\(p.stderr)")
+        let cr = p.stdout.split(separator: " ").compactMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        #expect(cr.count == 2 && abs(cr[0] - 300.25) < 1e-4 && abs(cr[1] - 700.75) < 1e-4)
+        let l = try dsmopt("rpc", "localize", reunion1, "300.25", "700.75", "2300")
+        #expect(l.status == 0, "\(l.stderr)")
+        let ll = l.stdout.split(separator: " ").compactMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        #expect(ll.count == 2 && abs(ll[0] - ground.lon) < 1e-8 && abs(ll[1] - ground.lat) < 1e-8)
+    }
+
+    @Test func rpcSubcommandRejectsBadNumbers() throws {
+        expectFailure(try dsmopt("rpc", "project", reunion1, "55.6", "abc", "2300"), code: 2, "LAT is not a number")
+        expectFailure(try dsmopt("rpc", "localize", reunion1, "1", "2"), code: 2, "expected COL ROW HEIGHT")
+    }
+
+    @Test func fileThatIsNotAnImage() throws {
+        let tmp = try TemporaryFolder()
+        let path = tmp.path("notes.tif")
+        try "this is a text file, not a TIFF\n".write(toFile: path, atomically: true, encoding: .utf8)
+        expectFailure(try dsmopt("inspect", path, reunion2), code: 3, path, "not a raster image")
+    }
+
+    @Test func truncatedTIFF() throws {
+        let tmp = try TemporaryFolder()
+        let path = tmp.path("truncated.tif")
+        let data = try Data(contentsOf: URL(fileURLWithPath: reunion1))
+        try data.prefix(data.count * 6 / 10).write(to: URL(fileURLWithPath: path))
+        expectFailure(try dsmopt("inspect", path, reunion2), code: 3, path, "truncated or corrupt")
+        // A TIFF whose directory comes first (as GDAL writes them) opens, then fails while reading pixels.
+        let front = tmp.path("front.tif")
+        try RasterWriter.write(path: front, width: 512, height: 512, bands: [(0..<(512 * 512)).map { Float($0 % 251) }],
+                               type: .uint16, metadata: ["RPC": try RasterDataset(path: reunion1).metadataItems(domain: "RPC")])
+        let full = try Data(contentsOf: URL(fileURLWithPath: front))
+        try full.prefix(full.count / 2).write(to: URL(fileURLWithPath: front))
+        expectFailure(try dsmopt("inspect", front, reunion2), code: 3, front, "truncated or corrupt")
+    }
+
+    @Test func imageWithoutRPC() throws {
+        let tmp = try TemporaryFolder()
+        let path = tmp.path("plain.tif")
+        try RasterWriter.write(path: path, width: 64, height: 64, bands: [[Float](repeating: 7, count: 4096)], type: .byte)
+        expectFailure(try dsmopt("inspect", path, reunion2), code: 3, path, "no RPC camera model found")
+    }
+
+    /// An _RPC.TXT sidecar written by GDAL, then damaged.
+    func damagedSidecar(_ transform: (String) -> String) throws -> (TemporaryFolder, String, String) {
+        let tmp = try TemporaryFolder()
+        let path = tmp.path("img.tif")
+        try RasterWriter.write(path: path, width: 64, height: 64, bands: [[Float](repeating: 7, count: 4096)], type: .uint16,
+                               metadata: ["RPC": try RasterDataset(path: reunion1).metadataItems(domain: "RPC")],
+                               options: [("PROFILE", "BASELINE"), ("RPCTXT", "YES")])
+        let sidecar = tmp.path("img_RPC.TXT")
+        try transform(try String(contentsOfFile: sidecar, encoding: .utf8)).write(toFile: sidecar, atomically: true, encoding: .utf8)
+        return (tmp, path, sidecar)
+    }
+
+    @Test func rpcWithMissingCoefficient() throws {
+        let (tmp, path, sidecar) = try damagedSidecar { $0.split(separator: "\n").filter { !$0.hasPrefix("LINE_DEN_COEFF_12:") }.joined(separator: "\n") }
+        expectFailure(try dsmopt("inspect", path, reunion2), code: 3, sidecar, "LINE_DEN_COEFF_12 is missing")
+        _ = tmp
+    }
+
+    @Test func rpcWithNonNumericCoefficient() throws {
+        let (tmp, path, sidecar) = try damagedSidecar { text in
+            text.split(separator: "\n").map { $0.hasPrefix("LAT_OFF:") ? "LAT_OFF: twenty" : String($0) }.joined(separator: "\n")
+        }
+        expectFailure(try dsmopt("inspect", path, reunion2), code: 3, sidecar, "LAT_OFF is not a number")
+        _ = tmp
+    }
+
+    @Test func oneImage() throws {
+        expectFailure(try dsmopt("inspect", reunion1), code: 2, "2 or 3 images, got 1")
+    }
+
+    @Test func fourImages() throws {
+        expectFailure(try dsmopt("inspect", reunion1, reunion2, reunion1, reunion2), code: 2, "2 or 3 images, got 4")
+    }
+
+    @Test func imagesThatDoNotOverlap() throws {
+        let other = try TestData.path("pleiades/marseille-triplet/img_01.tif")
+        expectFailure(try dsmopt("inspect", reunion1, other), code: 4, reunion1, other, "do not overlap")
+    }
+
+    @Test func missingFile() throws {
+        expectFailure(try dsmopt("inspect", "/nonexistent/a.tif", reunion2), code: 3, "/nonexistent/a.tif", "no such file")
+    }
+}

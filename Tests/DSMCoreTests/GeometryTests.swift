@@ -1,0 +1,154 @@
+import DSMCore
+import Foundation
+import TestSupport
+import Testing
+
+@Suite struct GeodesyTests {
+    @Test func ecefRoundTrip() {
+        var rng = SplitMix64(seed: 7)
+        for _ in 0..<1000 {
+            let lon = Double.random(in: -180...180, using: &rng), lat = Double.random(in: -89...89, using: &rng)
+            let h = Double.random(in: -500...9000, using: &rng)
+            let g = WGS84.toGeodetic(WGS84.toECEF(longitude: lon, latitude: lat, height: h))
+            #expect(abs(g.longitude - lon) < 1e-9 && abs(g.latitude - lat) < 1e-9 && abs(g.height - h) < 1e-5)
+        }
+    }
+
+    @Test func knownECEF() {
+        // The equator at the prime meridian lies one semi-major axis from the centre.
+        let p = WGS84.toECEF(longitude: 0, latitude: 0, height: 0)
+        #expect(abs(p.x - 6_378_137) < 1e-6 && abs(p.y) < 1e-6 && abs(p.z) < 1e-6)
+        // The pole lies one semi-minor axis up.
+        let q = WGS84.toECEF(longitude: 0, latitude: 90, height: 0)
+        #expect(abs(q.z - 6_356_752.314245) < 1e-3)
+    }
+
+    @Test func localFrameRoundTrip() {
+        let f = LocalFrame(longitude: 55.65, latitude: -21.23, height: 2300)
+        let e = f.enu(longitude: 55.651, latitude: -21.229, height: 2310)
+        // 0.001° of longitude at 21° S is about 104 m, of latitude about 111 m.
+        #expect(abs(e.x - 103.9) < 0.5 && abs(e.y - 110.6) < 0.5 && abs(e.z - 10) < 0.01)
+        let g = f.geodetic(e)
+        #expect(abs(g.longitude - 55.651) < 1e-10 && abs(g.latitude + 21.229) < 1e-10)
+    }
+}
+
+@Suite struct PolygonTests {
+    let frame = LocalFrame(longitude: 0, latitude: 45)
+
+    func square(_ x: Double, _ y: Double, _ s: Double) -> GroundPolygon {
+        GroundPolygon(frame: frame, vertices: [SIMD2(x, y), SIMD2(x + s, y), SIMD2(x + s, y + s), SIMD2(x, y + s)])
+    }
+
+    @Test func intersectionArea() {
+        let a = square(0, 0, 10), b = square(5, 5, 10)
+        #expect(abs(a.intersection(convex: b).area - 25) < 1e-9)
+        #expect(a.intersection(convex: square(20, 20, 5)).area == 0)
+        // Orientation does not matter.
+        let cw = GroundPolygon(frame: frame, vertices: square(5, 5, 10).vertices.reversed())
+        #expect(abs(a.intersection(convex: cw).area - 25) < 1e-9)
+        #expect(abs(a.centroid.x - 5) < 1e-12 && abs(a.centroid.y - 5) < 1e-12)
+    }
+}
+
+@Suite struct RPCModelTests {
+    let centre = GeoPoint(longitude: 5.5, latitude: 43.3, height: 300)
+
+    @Test func affineViewHasTheRequestedGeometry() throws {
+        let m = RPCModel.affineView(centre: centre, width: 2000, height: 1500, gsd: 0.5, incidenceDeg: 12, azimuthDeg: 100)
+        let v = m.viewingGeometry(at: centre)
+        #expect(abs(v.incidenceDegrees - 12) < 0.01)
+        #expect(abs(v.azimuthDegrees - 100) < 0.01)
+        let g = try m.groundSampling(column: 999.5, row: 749.5, height: 300)
+        #expect(abs(g.mean - 0.5) < 0.001)
+        // The centre of the image sees the scene centre at its reference height.
+        let p = m.project(longitude: centre.longitude, latitude: centre.latitude, height: centre.height)
+        #expect(abs(p.column - 999.5) < 1e-9 && abs(p.row - 749.5) < 1e-9)
+    }
+
+    @Test func localisationInvertsProjection() throws {
+        let m = RPCModel.affineView(centre: centre, width: 1000, height: 1000, gsd: 0.7, incidenceDeg: 20, azimuthDeg: 250)
+        var rng = SplitMix64(seed: 11)
+        for _ in 0..<500 {
+            let c = Double.random(in: 0...999, using: &rng), r = Double.random(in: 0...999, using: &rng)
+            let h = Double.random(in: -200...800, using: &rng)
+            let g = try m.localize(column: c, row: r, height: h)
+            let p = m.project(longitude: g.longitude, latitude: g.latitude, height: h)
+            #expect(hypot(p.column - c, p.row - r) < 1e-6)
+        }
+    }
+
+    @Test func nonConvergingLocalisationThrows() {
+        // A column polynomial that does not depend on the ground position cannot be inverted.
+        var m = RPCModel.affineView(centre: centre, width: 100, height: 100, gsd: 1, incidenceDeg: 0, azimuthDeg: 0)
+        var num = [Double](repeating: 0, count: 20)
+        num[0] = 0.25
+        m.column = RationalFunction(numerator: num, denominator: m.column.denominator)
+        #expect(throws: SensorModelError.self) { try m.localize(column: 10, row: 10, height: 300) }
+        // A reachable target still converges under a tight iteration cap.
+        let ok = RPCModel.affineView(centre: centre, width: 100, height: 100, gsd: 1, incidenceDeg: 5, azimuthDeg: 0)
+        #expect(throws: Never.self) { try ok.localize(column: 10, row: 10, height: 300, maxIterations: 5) }
+    }
+
+    @Test func stereoGeometryOfSyntheticViews() {
+        // Forward and backward views 10° either side of nadir along north-south: B/H = 2·tan 10°.
+        let a = RPCModel.affineView(centre: centre, width: 500, height: 500, gsd: 0.5, incidenceDeg: 10, azimuthDeg: 0)
+        let b = RPCModel.affineView(centre: centre, width: 500, height: 500, gsd: 0.5, incidenceDeg: 10, azimuthDeg: 180)
+        let s = StereoGeometry(a.viewingGeometry(at: centre), b.viewingGeometry(at: centre))
+        #expect(abs(s.baseToHeight - 2 * tan(10 * Double.pi / 180)) < 1e-4)
+        #expect(abs(s.convergenceDegrees - 20) < 0.01)
+    }
+}
+
+@Suite struct PairSelectionTests {
+    let centre = GeoPoint(longitude: 5.5, latitude: 43.3, height: 300)
+
+    func view(_ inc: Double, _ az: Double, shiftColumns: Double = 0, time: Double = 0) -> StereoView {
+        var m = RPCModel.affineView(centre: centre, width: 800, height: 800, gsd: 0.5, incidenceDeg: inc, azimuthDeg: az)
+        m.columnNorm.offset += shiftColumns
+        return StereoView(model: m, width: 800, height: 800, acquisitionTime: Date(timeIntervalSince1970: 1e9 + time))
+    }
+
+    @Test func pairInTheBandIsSelected() throws {
+        let s = try PairSelector().select([view(8, 0), view(8, 180)], sceneHeight: 300, incidences: [8, 8])
+        #expect(s.selected == [[0, 1]])
+        let p = s.pairs[0]
+        #expect(abs(p.baseToHeight - 2 * tan(8 * Double.pi / 180)) < 1e-3)
+        #expect(p.overlap > 0.99 && p.status == "selected" && p.score > 0.99)
+    }
+
+    @Test func wideConvergenceIsRejected() throws {
+        let s = try PairSelector().select([view(12, 0), view(12, 180)], sceneHeight: 300, incidences: [12, 12])
+        #expect(s.selected.isEmpty)
+        #expect(s.pairs[0].status == "rejected" && s.pairs[0].reason.contains("convergence"))
+    }
+
+    @Test func smallOverlapIsRejected() throws {
+        // Shifting the second image by 700 of its 800 columns leaves 1/8 of the footprint shared.
+        let s = try PairSelector().select([view(8, 0), view(8, 180, shiftColumns: 700)], sceneHeight: 300, incidences: [8, 8])
+        #expect(s.pairs[0].status == "rejected" && s.pairs[0].reason.contains("overlap"))
+        #expect(abs(s.pairs[0].overlap - 0.125) < 0.01)
+    }
+
+    @Test func multiDatePairsScoreLower() throws {
+        let same = try PairSelector().select([view(8, 0), view(8, 180, time: 20)], sceneHeight: 300, incidences: [8, 8])
+        let multi = try PairSelector().select([view(8, 0), view(8, 180, time: 86400 * 40)], sceneHeight: 300, incidences: [8, 8])
+        #expect(multi.pairs[0].score < same.pairs[0].score)
+        #expect(multi.pairs[0].reason.contains("multi-date"))
+    }
+
+    @Test func tripletFusesThePairsThroughNadir() throws {
+        // Forward 15°, nadir 1°, backward 15°: the wide pair's B/H (≈0.54) is above the band.
+        let views = [view(15, 0), view(1, 90), view(15, 180)]
+        let s = try PairSelector().select(views, sceneHeight: 300, incidences: [15, 1, 15])
+        #expect(Set(s.selected.map { Set($0) }) == [Set([0, 1]), Set([1, 2])])
+        #expect(s.reason.contains("nadir image 1"))
+        #expect(s.pairs.first { $0.images == [0, 2] }?.status != "selected")
+    }
+
+    @Test func wrongCountsAreRefused() {
+        #expect(throws: PairSelectionError.wrongImageCount(1)) {
+            try PairSelector().select([view(5, 0)], sceneHeight: 300, incidences: [5])
+        }
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what dsmopt needs on a Debian/Ubuntu machine, only what is missing.
+# Usage: scripts/setup.sh [--test]   (--test adds what the test suite needs)
+set -euo pipefail
+
+packages=(pkg-config libgdal-dev libopenblas-dev liblapacke-dev libsqlite3-dev)
+if [[ "${1:-}" == "--test" ]]; then
+    # gdal-bin and python3-gdal/numpy run ../shared/tools (dsm_compare.py, disp_eval.py).
+    packages+=(gdal-bin python3-gdal python3-numpy)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}" >&2
+    sudo=""
+    [[ $(id -u) -ne 0 ]] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
+fi
+
+if ! command -v swift >/dev/null 2>&1; then
+    for d in /opt/swift/usr/bin /usr/share/swift/usr/bin; do
+        [[ -x "$d/swift" ]] && export PATH="$d:$PATH"
+    done
+fi
+if ! command -v swift >/dev/null 2>&1; then
+    echo "setup: a Swift 6.1+ toolchain is required on PATH (https://www.swift.org/install/linux/)" >&2
+    exit 1
+fi

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what is missing and runs the whole test suite.
+# Test data: $DSMOPT_TEST_DATA, default ../shared/data beside the project; tests fail if it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh --test
+export DSMOPT_TEST_DATA="${DSMOPT_TEST_DATA:-$(cd .. && pwd)/shared/data}"
+if [[ ! -d "$DSMOPT_TEST_DATA/pleiades" ]]; then
+    echo "test: test data not found at $DSMOPT_TEST_DATA (set DSMOPT_TEST_DATA)" >&2
+    exit 1
+fi
+swift build --build-tests
+# No --parallel: XCTest then prints no summary line.
+swift test
