@@ -13,7 +13,7 @@ struct DSMOpt: ParsableCommand {
         Image coordinates on the command line follow GDAL (`gdaltransform -rpc`): the top-left corner of the \
         image is (0, 0), the centre of the first pixel (0.5, 0.5). Heights are metres above the WGS84 ellipsoid.
         """,
-        subcommands: [Inspect.self, RPCCommand.self, Synth.self]
+        subcommands: [Inspect.self, RPCCommand.self, Match.self, Synth.self]
     )
 
     /// Runs the command; errors the user can act on are printed as one line with a specific exit code.
@@ -34,6 +34,8 @@ struct DSMOpt: ParsableCommand {
             fail(e.description, code: ExitCodes.geometry)
         } catch let e as GDALError {
             fail(e.description, code: ExitCodes.badInput)
+        } catch let e as MatchingError {
+            fail(e.description, code: ExitCodes.usage)
         } catch {
             exit(withError: error)
         }
@@ -147,5 +149,66 @@ struct Synth: ParsableCommand {
         p.views = views; p.size = size; p.gsd = gsd; p.baseToHeight = baseToHeight; p.relief = relief; p.seed = seed
         let d = try p.write(to: out)
         print("wrote \(d.views.joined(separator: ", ")), \(d.truthDSM) and scene.json to \(out)")
+    }
+}
+
+/// Expert matching parameters shared by the commands that match (same names as the API).
+struct ExpertOptions: ParsableArguments {
+    @Option(help: "Correlation window size, odd, 3–15.") var window = MatchingParameters.defaults.window
+    @Option(help: "Regularisation factor, 0–1: penalty on disparity changes relative to the correlation cost.")
+    var regularisation = MatchingParameters.defaults.regularisation
+    @Option(name: .customLong("z-uncertainty"), help: "Search interval around the coarse estimate, share of the range, (0, 1].")
+    var zUncertainty = MatchingParameters.defaults.zUncertainty
+    @Option(help: "Potential-precision threshold: quantisation step of the search, 0.05–1 px.")
+    var precision = MatchingParameters.defaults.precision
+    @Option(name: .customLong("decorrelation-threshold"), help: "Pixels whose correlation falls below it are left empty, [0, 1).")
+    var decorrelationThreshold = MatchingParameters.defaults.decorrelationThreshold
+    @Option(name: .customLong("left-right-tolerance"), help: "Left/right consistency tolerance, pixels.")
+    var leftRightTolerance = MatchingParameters.defaults.leftRightTolerance
+
+    var parameters: MatchingParameters {
+        var p = MatchingParameters()
+        p.window = window
+        p.regularisation = regularisation
+        p.zUncertainty = zUncertainty
+        p.precision = precision
+        p.decorrelationThreshold = decorrelationThreshold
+        p.leftRightTolerance = leftRightTolerance
+        return p
+    }
+}
+
+struct Match: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Densely match an already rectified pair; writes the left disparity (x_right = x_left − d) as Float32 GeoTIFF, NaN where invalid.")
+
+    @Option(help: "Left (reference) rectified image.") var left: String
+    @Option(help: "Right rectified image.") var right: String
+    @Option(name: .customLong("min-disparity"), help: "Smallest disparity searched, pixels.") var minDisparity: Double
+    @Option(name: .customLong("max-disparity"), help: "Largest disparity searched, pixels.") var maxDisparity: Double
+    @Option(help: "Output disparity GeoTIFF.") var out: String
+    @Option(help: "Optional output correlation-score GeoTIFF (ZNCC of the chosen match).") var score: String?
+    @OptionGroup var expert: ExpertOptions
+
+    func run() throws {
+        let p = expert.parameters
+        let problems = p.validate()
+        guard problems.isEmpty else { throw MatchingError.invalidParameters(problems) }
+        guard minDisparity <= maxDisparity else { throw MatchingError.invalidDisparityRange(min: minDisparity, max: maxDisparity) }
+        let l = try readGrayImage(left), r = try readGrayImage(right)
+        let clock = ContinuousClock()
+        var result: (map: DisparityMap, report: MatchingReport)!
+        let elapsed = try clock.measure {
+            result = try DenseMatcher(parameters: p).matchWithReport(left: l, right: r, minDisparity: minDisparity, maxDisparity: maxDisparity)
+        }
+        let meta = [("DISPARITY_CONVENTION", "left x matches right x - d"),
+                    ("SEARCHED_RANGE", "\(result.report.searchedRange.lowerBound) \(result.report.searchedRange.upperBound)")]
+        try writeFloatRaster(out, width: l.width, height: l.height, values: result.map.disparity, metadata: meta)
+        if let score { try writeFloatRaster(score, width: l.width, height: l.height, values: result.map.score) }
+        let valid = Double(result.map.validCount) / Double(l.width * l.height)
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        FileHandle.standardError.write(Data(String(format: "match: %d×%d, range %.1f…%.1f, %.1f M cells, %.3f s, %.1f%% valid\n",
+            l.width, l.height, result.report.searchedRange.lowerBound, result.report.searchedRange.upperBound,
+            Double(result.report.cells) / 1e6, seconds, valid * 100).utf8))
     }
 }
