@@ -7,7 +7,14 @@
 // DSMCore is the numeric core: no I/O, no server dependency, so it builds and tests on its own.
 import PackageDescription
 
-let optimise: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+import Foundation
+
+// Release builds target the build machine's CPU (AVX2 etc.) unless DSMOPT_TARGET_CPU names another
+// (e.g. "x86-64" for a portable binary, as the Dockerfile does).
+let targetCPU = ProcessInfo.processInfo.environment["DSMOPT_TARGET_CPU"] ?? "native"
+let optimise: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked", "-wmo", "-target-cpu", targetCPU], .when(configuration: .release)),
+]
 
 let package = Package(
     name: "dsmopt",

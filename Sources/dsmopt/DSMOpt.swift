@@ -188,6 +188,10 @@ struct Match: ParsableCommand {
     @Option(name: .customLong("max-disparity"), help: "Largest disparity searched, pixels.") var maxDisparity: Double
     @Option(help: "Output disparity GeoTIFF.") var out: String
     @Option(help: "Optional output correlation-score GeoTIFF (ZNCC of the chosen match).") var score: String?
+    @Option(help: "Optional output status GeoTIFF (UInt8: 0 valid, 1 decorrelated, 2 occluded, 3 mismatch, 4 outside, 5 filled occlusion, 6 filled mismatch).")
+    var status: String?
+    @Flag(help: "Fill left/right-check failures (occlusions with the background, mismatches with the median); flagged in the status layer, never decorrelated pixels.")
+    var fill = false
     @OptionGroup var expert: ExpertOptions
 
     func run() throws {
@@ -199,12 +203,18 @@ struct Match: ParsableCommand {
         let clock = ContinuousClock()
         var result: (map: DisparityMap, report: MatchingReport)!
         let elapsed = try clock.measure {
-            result = try DenseMatcher(parameters: p).matchWithReport(left: l, right: r, minDisparity: minDisparity, maxDisparity: maxDisparity)
+            var matcher = DenseMatcher(parameters: p)
+            matcher.fillInvalid = fill
+            result = try matcher.matchWithReport(left: l, right: r, minDisparity: minDisparity, maxDisparity: maxDisparity)
         }
         let meta = [("DISPARITY_CONVENTION", "left x matches right x - d"),
                     ("SEARCHED_RANGE", "\(result.report.searchedRange.lowerBound) \(result.report.searchedRange.upperBound)")]
         try writeFloatRaster(out, width: l.width, height: l.height, values: result.map.disparity, metadata: meta)
         if let score { try writeFloatRaster(score, width: l.width, height: l.height, values: result.map.score) }
+        if let status {
+            try RasterWriter.write(path: status, width: l.width, height: l.height, bands: [result.map.status.map(Float.init)],
+                                   type: .byte, options: [("COMPRESS", "DEFLATE")])
+        }
         let valid = Double(result.map.validCount) / Double(l.width * l.height)
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
         FileHandle.standardError.write(Data(String(format: "match: %d×%d, range %.1f…%.1f, %.1f M cells, %.3f s, %.1f%% valid\n",

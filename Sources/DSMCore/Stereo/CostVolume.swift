@@ -29,6 +29,12 @@ struct CostVolume {
     var data: [Int16]
     /// Default cost given to decorrelated cells: (1 − threshold) in cost units.
     let defaultCost: Int16
+    /// The normalised left image and the right image shifted by each label's fractional phase.
+    let left: GrayImage
+    let phases: [GrayImage]
+    let labelPhase: [Int]
+    let labelShift: [Int]
+    let windowRadius: Int
 
     static let paddingCost: Int16 = 1023
 
@@ -90,7 +96,7 @@ extension CostVolume {
     /// grow with the window size. A right image shifted by each distinct fractional part of the labels
     /// (bicubic) serves sub-pixel steps.
     static func zncc(left: GrayImage, right: GrayImage, labels: DisparityLabels, window: Int,
-                     decorrelationThreshold: Double, minimumStd: Float) -> CostVolume {
+                     decorrelationThreshold: Double, minimumStd: Float, shiftable: Bool) -> CostVolume {
         let w = left.width, h = left.height, wr = right.width
         let r = window / 2
         let n = Float(window * window)
@@ -119,101 +125,118 @@ extension CostVolume {
         let rightStats = phases.map { WindowStatistics($0.pixels, width: wr, height: h, radius: r, minimumStd: minimumStd) }
 
         let threshold = Float(decorrelationThreshold)
+        let invN = 1 / n
+        let fDefault = Float(defaultCost)
         var columnSums = [Float](repeating: 0, count: labels.count * w)
         var rowCosts = [Int16](repeating: 0, count: labels.count * w)
-        var prefix = [Float](repeating: 0, count: w + 1)
+        var window = [Float](repeating: 0, count: w)
+        var rowFloat = [Float](repeating: 0, count: w)
+        var minTmp = [Int16](repeating: 0, count: w)
+        let shiftOffset = shiftable ? r : 0
 
         left.pixels.withUnsafeBufferPointer { L in
         columnSums.withUnsafeMutableBufferPointer { V in
         rowCosts.withUnsafeMutableBufferPointer { RC in
-        prefix.withUnsafeMutableBufferPointer { P in
+        window.withUnsafeMutableBufferPointer { S in
+        rowFloat.withUnsafeMutableBufferPointer { F in
+        minTmp.withUnsafeMutableBufferPointer { M in
         volume.withUnsafeMutableBufferPointer { out in
-            @inline(__always) func product(_ k: Int, _ x: Int, _ y: Int, _ R: UnsafeBufferPointer<Float>) -> Float {
-                let yy = min(max(y, 0), h - 1)
-                let xl = min(max(x, 0), w - 1)
-                let xr = min(max(xl - labelShift[k], 0), wr - 1)
-                return L[yy * w + xl] * R[yy * wr + xr]
+            let lp = L.baseAddress!
+            /// Adds sign · L(row)·R(row, x − shift) to the column sums of one label, x in 0..<w.
+            @inline(__always) func accumulate(_ v: UnsafeMutablePointer<Float>, _ rp: UnsafePointer<Float>, row: Int,
+                                              shift: Int, sign: Float) {
+                let yy = min(max(row, 0), h - 1)
+                let lrow = lp + yy * w, rrow = rp + yy * wr
+                let lo = min(w, max(0, shift)), hi = max(lo, min(w, wr + shift))
+                for x in 0..<lo { v[x] += sign * lrow[x] * rrow[min(max(x - shift, 0), wr - 1)] }
+                let rs = rrow - shift
+                for x in lo..<hi { v[x] += sign * lrow[x] * rs[x] }
+                for x in hi..<w { v[x] += sign * lrow[x] * rrow[min(max(x - shift, 0), wr - 1)] }
             }
             for y in 0..<h {
+                let lMean = leftStats.mean.withUnsafeBufferPointer { $0.baseAddress! } + y * w
+                let lInv = leftStats.inverseStd.withUnsafeBufferPointer { $0.baseAddress! } + y * w
                 for k in 0..<labels.count {
-                    phases[labelPhase[k]].pixels.withUnsafeBufferPointer { R in
-                        let base = k * w
+                    let phase = labelPhase[k], shift = labelShift[k]
+                    let stats = rightStats[phase]
+                    phases[phase].pixels.withUnsafeBufferPointer { R in
+                    stats.mean.withUnsafeBufferPointer { RM in
+                    stats.inverseStd.withUnsafeBufferPointer { RI in
+                        let rp = R.baseAddress!
+                        let v = V.baseAddress! + k * w
                         if y % 64 == 0 {
-                            // Exact refresh of the vertical window sums.
-                            for x in 0..<w {
-                                var s: Float = 0
-                                for dy in -r...r { s += product(k, x, y + dy, R) }
-                                V[base + x] = s
-                            }
+                            // Exact refresh of the vertical window sums (bounds Float drift).
+                            for x in 0..<w { v[x] = 0 }
+                            for dy in -r...r { accumulate(v, rp, row: y + dy, shift: shift, sign: 1) }
                         } else {
-                            for x in 0..<w { V[base + x] += product(k, x, y + r, R) - product(k, x, y - r - 1, R) }
+                            accumulate(v, rp, row: y + r, shift: shift, sign: 1)
+                            accumulate(v, rp, row: y - r - 1, shift: shift, sign: -1)
                         }
-                        // Horizontal window sums through a prefix sum over clamped columns.
-                        P[0] = 0
-                        for x in 0..<w { P[x + 1] = P[x] + V[base + x] }
-                        let firstCol = V[base], lastCol = V[base + w - 1]
-                        let stats = rightStats[labelPhase[k]]
-                        let shift = labelShift[k]
+                        // Horizontal window sums, running along the row with replicated edge columns.
+                        var run: Float = 0
+                        for dx in -r...r { run += v[min(max(dx, 0), w - 1)] }
+                        S[0] = run
+                        if w > 1 {
+                            for x in 1..<w { run += v[min(x + r, w - 1)] - v[max(x - r - 1, 0)]; S[x] = run }
+                        }
+                        // ZNCC → cost where the match lies inside the right image, default cost elsewhere.
                         let d = labels.disparity(k)
-                        for x in 0..<w {
-                            let lo = x - r, hi = x + r
-                            var s = P[min(hi, w - 1) + 1] - P[max(lo, 0)]
-                            if lo < 0 { s += Float(-lo) * firstCol }
-                            if hi > w - 1 { s += Float(hi - (w - 1)) * lastCol }
-                            let xr = x - shift
-                            let matchX = Double(x) - d
-                            var cost = defaultCost
-                            if matchX >= 0, matchX <= Double(wr - 1), xr >= 0, xr < wr {
-                                let li = y * w + x, ri = y * wr + xr
-                                let invL = leftStats.inverseStd[li], invR = stats.inverseStd[ri]
-                                if invL > 0, invR > 0 {
-                                    let ncc = (s / n - leftStats.mean[li] * stats.mean[ri]) * invL * invR
-                                    if ncc > threshold {
-                                        cost = Int16((max(0, 1 - ncc) * costUnitsPerZNCC).rounded())
-                                    }
+                        let first = max(0, min(w, Int(d.rounded(.up)))), last = max(first, min(w, Int((Double(wr - 1) + d).rounded(.down)) + 1))
+                        let rm = RM.baseAddress! + y * wr - shift, ri = RI.baseAddress! + y * wr - shift
+                        for x in 0..<first { F[x] = fDefault }
+                        for x in first..<last {
+                            let ncc = (S[x] * invN - lMean[x] * rm[x]) * lInv[x] * ri[x]
+                            F[x] = ncc > threshold ? max(0, 1 - ncc) * costUnitsPerZNCC : fDefault
+                        }
+                        for x in last..<w { F[x] = fDefault }
+                        let rc = RC.baseAddress! + k * w
+                        for x in 0..<w { rc[x] = Int16(F[x].rounded()) }
+                        if shiftOffset > 0 {
+                            // Horizontal half of the shiftable-window minimum (edges clamp).
+                            for x in 0..<w { M[x] = rc[x] }
+                            let o = shiftOffset
+                            for x in 0..<min(o, w) {
+                                var m = M[x]
+                                for t in 0...min(w - 1, x + o) { m = min(m, M[t]) }
+                                rc[x] = m
+                            }
+                            if w > 2 * o {
+                                for x in o..<(w - o) {
+                                    var m = M[x - o]
+                                    for t in 1...(2 * o) { m = min(m, M[x - o + t]) }
+                                    rc[x] = m
                                 }
                             }
-                            RC[base + x] = cost
+                            for x in max(o, w - o)..<w {
+                                var m = M[x]
+                                for t in max(0, x - o)..<w { m = min(m, M[t]) }
+                                rc[x] = m
+                            }
                         }
-                    }
+                    }}}
                 }
                 // Transpose the row's [label][column] costs into [column][label].
                 let rowBase = y * w * kp
                 for x in 0..<w {
-                    let o = rowBase + x * kp
-                    for k in 0..<labels.count { out[o + k] = RC[k * w + x] }
+                    let o = out.baseAddress! + rowBase + x * kp
+                    for k in 0..<labels.count { o[k] = RC[k * w + x] }
                 }
             }
-        }}}}}
-        return CostVolume(width: w, height: h, labels: labels, paddedLabels: kp, data: volume, defaultCost: defaultCost)
+        }}}}}}}
+        return CostVolume(width: w, height: h, labels: labels, paddedLabels: kp, data: volume, defaultCost: defaultCost,
+                          left: left, phases: phases, labelPhase: labelPhase, labelShift: labelShift, windowRadius: r)
     }
 }
 
 extension CostVolume {
-    /// Shiftable windows: each cell takes the best (lowest) cost among the windows offset by
-    /// every offset in −offset…offset along x and y, so that a pixel near a depth edge can use a window that does not
-    /// straddle it. A separable 3-tap minimum over every label plane, 16 labels at a time.
-    mutating func applyShiftableWindows(offset o: Int) {
+    /// Shiftable windows: each cell takes the best (lowest) cost among the windows offset by every
+    /// offset in −offset…offset along x and y, so that a pixel near a depth edge can use a window that
+    /// does not straddle it. The minimum is separable: the horizontal half is fused into `zncc`, this is
+    /// the vertical half, over every label plane 16 labels at a time.
+    mutating func applyVerticalShiftableWindows(offset o: Int) {
         guard o > 0 else { return }
         let w = width, h = height, kp = paddedLabels
-        var tmp = data
-        data.withUnsafeBufferPointer { src in
-            tmp.withUnsafeMutableBufferPointer { dst in
-                for y in 0..<h {
-                    for x in 0..<w {
-                        let pd = dst.baseAddress! + (y * w + x) * kp
-                        for q in stride(from: 0, to: kp, by: 16) {
-                            var v = UnsafeRawPointer(src.baseAddress! + (y * w + x) * kp + q).loadUnaligned(as: SIMD16<Int16>.self)
-                            for t in -o...o where t != 0 {
-                                let xx = min(max(x + t, 0), w - 1)
-                                v = pointwiseMin(v, UnsafeRawPointer(src.baseAddress! + (y * w + xx) * kp + q).loadUnaligned(as: SIMD16<Int16>.self))
-                            }
-                            UnsafeMutableRawPointer(pd + q).storeBytes(of: v, as: SIMD16<Int16>.self)
-                        }
-                    }
-                }
-            }
-        }
+        let tmp = data
         tmp.withUnsafeBufferPointer { src in
             data.withUnsafeMutableBufferPointer { dst in
                 for y in 0..<h {
@@ -231,5 +254,28 @@ extension CostVolume {
                 }
             }
         }
+    }
+}
+
+extension CostVolume {
+    /// ZNCC of the centred window at (x, y) for label k (edges replicated); nil without texture.
+    func centredZNCC(x: Int, y: Int, label k: Int) -> Float? {
+        let r = windowRadius
+        let R = phases[labelPhase[k]]
+        let shift = labelShift[k]
+        var sl: Float = 0, sr: Float = 0, sll: Float = 0, srr: Float = 0, slr: Float = 0
+        for dy in -r...r {
+            let yy = min(max(y + dy, 0), height - 1)
+            for dx in -r...r {
+                let xl = min(max(x + dx, 0), width - 1)
+                let xr = min(max(xl - shift, 0), R.width - 1)
+                let a = left.pixels[yy * width + xl], b = R.pixels[yy * R.width + xr]
+                sl += a; sr += b; sll += a * a; srr += b * b; slr += a * b
+            }
+        }
+        let n = Float((2 * r + 1) * (2 * r + 1))
+        let vl = sll - sl * sl / n, vr = srr - sr * sr / n
+        guard vl > 1e-6, vr > 1e-6 else { return nil }
+        return (slr - sl * sr / n) / (vl * vr).squareRoot()
     }
 }

@@ -7,17 +7,45 @@ public struct DisparityMap: Sendable {
     public let width: Int
     public let height: Int
     public var disparity: [Float]
-    /// ZNCC of the chosen match (the correlation-score quality layer), NaN where invalid.
+    /// ZNCC of the chosen match (the correlation-score quality layer), NaN where invalid or filled.
     public var score: [Float]
+    /// Why each pixel has (or lacks) a disparity: `MatchStatus` raw values.
+    public var status: [UInt8]
 
     public init(width: Int, height: Int) {
         self.width = width
         self.height = height
         disparity = [Float](repeating: .nan, count: width * height)
         score = [Float](repeating: .nan, count: width * height)
+        status = [UInt8](repeating: MatchStatus.outside.rawValue, count: width * height)
+    }
+
+    /// Counts of each status.
+    public var statusCounts: [MatchStatus: Int] {
+        var c: [MatchStatus: Int] = [:]
+        for v in status { c[MatchStatus(rawValue: v) ?? .outside, default: 0] += 1 }
+        return c
     }
 
     public var validCount: Int { disparity.reduce(0) { $0 + ($1.isNaN ? 0 : 1) } }
+}
+
+/// Per-pixel outcome of matching (the values of the status layer).
+public enum MatchStatus: UInt8, Sendable, CaseIterable {
+    /// Matched, consistent left/right.
+    case valid = 0
+    /// Best correlation below the decorrelation threshold (or no texture): left empty, never filled.
+    case decorrelated = 1
+    /// Failed the left/right check and the right view sees something closer: hidden in the right image.
+    case occluded = 2
+    /// Failed the left/right check otherwise.
+    case mismatch = 3
+    /// The match falls outside the right image.
+    case outside = 4
+    /// An occluded pixel filled with the background disparity (when filling is on).
+    case filledOcclusion = 5
+    /// A mismatch filled with the median of its neighbours (when filling is on).
+    case filledMismatch = 6
 }
 
 /// What a matching run did: for benchmarks and logs.
@@ -47,6 +75,10 @@ public struct DenseMatcher: Sendable {
     public var minimumRelativeContrast: Float = 0.01
     /// Take the best of the correlation windows shifted by ± half a window (limits edge fattening).
     public var shiftableWindows = true
+    /// Fill left/right-check failures: occlusions with the background (second-lowest disparity found
+    /// along 8 directions), mismatches with the median. Filled pixels keep no score and are flagged in
+    /// the status layer; decorrelated pixels are never filled. Off by default.
+    public var fillInvalid = false
 
     public init(parameters: MatchingParameters = .defaults) { self.parameters = parameters }
 
@@ -71,7 +103,8 @@ public struct DenseMatcher: Sendable {
         let range = try searchRange(left: l, right: r, min: minDisparity, max: maxDisparity, parameters: p, report: &report)
         report.searchedRange = range
         let labels = DisparityLabels(minimum: range.lowerBound, maximum: range.upperBound, step: p.precision)
-        let map = matchStrips(left: l, right: r, labels: labels, parameters: p, report: &report)
+        var map = matchStrips(left: l, right: r, labels: labels, parameters: p, report: &report)
+        if fillInvalid { map.fillLeftRightFailures() }
         return (map, report)
     }
 
@@ -122,17 +155,28 @@ public struct DenseMatcher: Sendable {
         let minimumStd = minimumRelativeContrast  // images are normalised to unit variance
         let margin = stripMargin
         let shiftableWindows = self.shiftableWindows
+        let profile = ProcessInfo.processInfo.environment["DSMOPT_PROFILE"] != nil
         DispatchQueue.concurrentPerform(iterations: strips) { s in
             let y0 = s * rowsPerStrip, y1 = min(h, y0 + rowsPerStrip)
             guard y0 < y1 else { return }
             let a = max(0, y0 - margin), b = min(h, y1 + margin)
             let l = left.crop(x: 0, y: a, width: left.width, height: b - a)
             let r = right.crop(x: 0, y: a, width: right.width, height: b - a)
+            let t0 = DispatchTime.now().uptimeNanoseconds
             var volume = CostVolume.zncc(left: l, right: r, labels: labels, window: p.window,
-                                         decorrelationThreshold: p.decorrelationThreshold, minimumStd: minimumStd)
-            if shiftableWindows { volume.applyShiftableWindows(offset: p.window / 2) }
+                                         decorrelationThreshold: p.decorrelationThreshold, minimumStd: minimumStd,
+                                         shiftable: shiftableWindows)
+            let t1 = DispatchTime.now().uptimeNanoseconds
+            if shiftableWindows { volume.applyVerticalShiftableWindows(offset: p.window / 2) }
+            let t2 = DispatchTime.now().uptimeNanoseconds
             let total = aggregate(volume, guide: l.pixels, penalties: Penalties(parameters: p))
+            let t3 = DispatchTime.now().uptimeNanoseconds
             let map = select(volume, total, rightWidth: r.width, parameters: p)
+            let t4 = DispatchTime.now().uptimeNanoseconds
+            if profile {
+                print(String(format: "strip %d: cost %.3f s, shift %.3f s, sgm %.3f s, select %.3f s", s,
+                             Double(t1 - t0) * 1e-9, Double(t2 - t1) * 1e-9, Double(t3 - t2) * 1e-9, Double(t4 - t3) * 1e-9))
+            }
             results.store(s, rows: y0..<y1, offset: y0 - a, map: map, cells: l.width * l.height * labels.count)
         }
         report.cells += results.cells
@@ -146,23 +190,28 @@ public struct DenseMatcher: Sendable {
         var best = [Int](repeating: 0, count: w * h)
         var rightBest = [Int](repeating: -1, count: wr)
         var rightCost = [Int16](repeating: .max, count: wr)
+        // Integer column offset of each label in the right view: xr = x − round(d_k).
+        let offsets = (0..<n).map { Int(c.labels.disparity($0).rounded()) }
         s.withUnsafeBufferPointer { S in
             for y in 0..<h {
                 for x in 0..<w {
-                    let o = (y * w + x) * kp
+                    let o = S.baseAddress! + (y * w + x) * kp
+                    // Vectorised minimum, then the first label that reaches it.
+                    var mv = SIMD16<Int16>(repeating: .max)
+                    for q in stride(from: 0, to: kp, by: 16) { mv = pointwiseMin(mv, UnsafeRawPointer(o + q).loadUnaligned(as: SIMD16<Int16>.self)) }
+                    let m = mv.min()
                     var k0 = 0
-                    var m = S[o]
-                    for k in 1..<n where S[o + k] < m { m = S[o + k]; k0 = k }
-                    best[y * w + x] = k0
+                    while o[k0] != m { k0 += 1 }
+                    best[y * w + x] = min(k0, n - 1)
                 }
-                // Right view's winners: for right column xr the candidates are left columns round(xr + d_k).
+                // Right view's winners: for right column xr the candidates are left columns xr + round(d_k).
                 for i in 0..<wr { rightBest[i] = -1; rightCost[i] = .max }
                 for x in 0..<w {
-                    let o = (y * w + x) * kp
+                    let o = S.baseAddress! + (y * w + x) * kp
                     for k in 0..<n {
-                        let xr = Int((Double(x) - c.labels.disparity(k)).rounded())
+                        let xr = x - offsets[k]
                         guard xr >= 0, xr < wr else { continue }
-                        let v = S[o + k]
+                        let v = o[k]
                         if v < rightCost[xr] { rightCost[xr] = v; rightBest[xr] = k }
                     }
                 }
@@ -170,18 +219,33 @@ public struct DenseMatcher: Sendable {
                     let k = best[y * w + x]
                     let o = (y * w + x) * kp
                     let cost = c.data[o + k]
-                    if cost >= c.defaultCost { continue }  // decorrelated
+                    if cost >= c.defaultCost { map.status[y * w + x] = MatchStatus.decorrelated.rawValue; continue }
                     var d = c.labels.disparity(k)
-                    if k > 0, k < n - 1 {
-                        let a = Double(S[o + k - 1]), b = Double(S[o + k]), e = Double(S[o + k + 1])
-                        let den = a - 2 * b + e
-                        if den > 0 { d += max(-0.5, min(0.5, 0.5 * (a - e) / den)) * c.labels.step }
+                    // Sub-pixel: parabola through the centred-window ZNCC at the winner and its two
+                    // neighbouring labels (the aggregated costs carry the regularisation's bias).
+                    // The correlation peak may sit one label beside the regularised winner: climb to it first.
+                    var kc = k
+                    for _ in 0..<3 {
+                        guard kc > 0, kc < n - 1, let a = c.centredZNCC(x: x, y: y, label: kc - 1),
+                              let b = c.centredZNCC(x: x, y: y, label: kc),
+                              let e = c.centredZNCC(x: x, y: y, label: kc + 1) else { break }
+                        if a > b, a >= e, abs(kc - 1 - k) <= 1 { kc -= 1; continue }
+                        if e > b, e > a, abs(kc + 1 - k) <= 1 { kc += 1; continue }
+                        let den = Double(a - 2 * b + e)
+                        d = c.labels.disparity(kc)
+                        if den < 0 { d += max(-0.5, min(0.5, 0.5 * Double(a - e) / den)) * c.labels.step }
+                        break
                     }
                     let xr = Int((Double(x) - d).rounded())
                     guard Double(x) - d >= -0.5, xr < wr, xr >= 0 else { continue }
                     // Left/right consistency.
                     let kr = rightBest[xr]
-                    guard kr >= 0, abs(c.labels.disparity(kr) - d) <= p.leftRightTolerance else { continue }
+                    guard kr >= 0, abs(c.labels.disparity(kr) - d) <= p.leftRightTolerance else {
+                        let closer = kr >= 0 && c.labels.disparity(kr) > d
+                        map.status[y * w + x] = (closer ? MatchStatus.occluded : MatchStatus.mismatch).rawValue
+                        continue
+                    }
+                    map.status[y * w + x] = MatchStatus.valid.rawValue
                     map.disparity[y * w + x] = Float(d)
                     map.score[y * w + x] = 1 - Float(cost) / costUnitsPerZNCC
                 }
@@ -213,9 +277,44 @@ final class StripResults: @unchecked Sendable {
                 for x in 0..<width {
                     out.disparity[dst + x] = part.map.disparity[src + x]
                     out.score[dst + x] = part.map.score[src + x]
+                    out.status[dst + x] = part.map.status[src + x]
                 }
             }
         }
         return out
+    }
+}
+
+extension DisparityMap {
+    /// Fills occluded and mismatched pixels from the valid disparities found along 8 directions.
+    public mutating func fillLeftRightFailures() {
+        let directions = [(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1)]
+        let original = disparity
+        var found: [Float] = []
+        for y in 0..<height {
+            for x in 0..<width {
+                let i = y * width + x
+                let st = MatchStatus(rawValue: status[i])
+                guard st == .occluded || st == .mismatch else { continue }
+                found.removeAll(keepingCapacity: true)
+                for (dx, dy) in directions {
+                    var xx = x + dx, yy = y + dy
+                    while xx >= 0, xx < width, yy >= 0, yy < height {
+                        let v = original[yy * width + xx]
+                        if !v.isNaN { found.append(v); break }
+                        xx += dx; yy += dy
+                    }
+                }
+                guard !found.isEmpty else { continue }
+                found.sort()
+                if st == .occluded {
+                    disparity[i] = found[min(1, found.count - 1)]
+                    status[i] = MatchStatus.filledOcclusion.rawValue
+                } else {
+                    disparity[i] = found[found.count / 2]
+                    status[i] = MatchStatus.filledMismatch.rawValue
+                }
+            }
+        }
     }
 }

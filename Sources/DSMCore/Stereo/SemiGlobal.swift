@@ -6,7 +6,7 @@ struct Penalties {
     let small: Int16
     /// Cost of any larger jump.
     let large: Int16
-    /// Label changes that count as small: round(1 px / step), at least 1.
+    /// Label changes that count as small: the whole steps within one pixel, at least 1.
     let smallJump: Int
     /// Intensity step (normalised image units) that halves the large-jump penalty: jumps are cheaper
     /// across image edges, where depth discontinuities usually are.
@@ -18,7 +18,7 @@ struct Penalties {
         let p2 = min(Float(p.regularisation * p.jumpPenaltyRatio) * costUnitsPerZNCC, 2 * costUnitsPerZNCC)
         small = Int16(p1.rounded())
         large = max(small, Int16(p2.rounded()))
-        smallJump = max(1, Int((1 / p.precision).rounded()))
+        smallJump = max(1, Int((1 / p.precision + 1e-9).rounded(.down)))
         edgeScale = 0.25
     }
 

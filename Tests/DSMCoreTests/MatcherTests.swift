@@ -1,0 +1,156 @@
+import DSMCore
+import Foundation
+import Testing
+
+/// Known-answer tests of the dense matcher on synthetic pairs rendered from an analytic texture, so that
+/// sub-pixel shifts carry no interpolation error.
+@Suite struct MatcherTests {
+    let scene = SyntheticScene(centre: GeoPoint(longitude: 0, latitude: 0), hills: [], textureScale: 2.0)
+
+    /// A pair where right(x, y) = left(x + shift(x, y), y): the true disparity is `shift`.
+    func pair(width: Int = 160, height: Int = 120, shift: (Int, Int) -> Double) -> (GrayImage, GrayImage) {
+        var l = [Float](repeating: 0, count: width * height), r = l
+        for y in 0..<height {
+            for x in 0..<width {
+                l[y * width + x] = Float(scene.texture(east: Double(x), north: Double(y)))
+                r[y * width + x] = Float(scene.texture(east: Double(x) + shift(x, y), north: Double(y)))
+            }
+        }
+        return (GrayImage(width: width, height: height, pixels: l), GrayImage(width: width, height: height, pixels: r))
+    }
+
+    func stats(_ m: DisparityMap, truth: Double, margin: Int = 20) -> (meanError: Double, maxError: Double, valid: Double) {
+        var sum = 0.0, worst = 0.0, n = 0, total = 0
+        for y in margin..<(m.height - margin) {
+            for x in margin..<(m.width - margin) {
+                total += 1
+                let d = m.disparity[y * m.width + x]
+                guard !d.isNaN else { continue }
+                let e = abs(Double(d) - truth)
+                sum += e; worst = max(worst, e); n += 1
+            }
+        }
+        return (sum / Double(max(n, 1)), worst, Double(n) / Double(total))
+    }
+
+    @Test(arguments: [4.0, 7.0, 3.3, 5.75, 6.2])
+    func constantShiftIsRecovered(_ truth: Double) throws {
+        // Left x matches right x − d: right(x − d) = left(x) ⇒ right(x) = left(x + d).
+        let (l, r) = pair { _, _ in truth }
+        let m = try DenseMatcher().match(left: l, right: r, minDisparity: 0, maxDisparity: 12)
+        let s = stats(m, truth: truth)
+        print("constant shift \(truth): mean |error| \(s.meanError) px, max \(s.maxError) px, valid \(s.valid)")
+        #expect(s.valid > 0.98)
+        #expect(s.meanError < 0.05, "mean sub-pixel error \(s.meanError) px")
+        #expect(s.maxError < 0.25)
+    }
+
+    @Test func stepEdgeOcclusionIsRemovedByLeftRightCheck() throws {
+        // Foreground (disparity 12) on the right half, background (disparity 4) on the left half: the
+        // background just left of the edge is hidden in the right image.
+        let edge = 80
+        let (l, r) = pair(width: 160, height: 80) { x, _ in x >= edge ? 12 : 4 }
+        // Re-render the right image as a real occlusion: right(xr) shows the foreground where any
+        // foreground pixel lands, else the background.
+        var right = [Float](repeating: 0, count: 160 * 80)
+        for y in 0..<80 {
+            for xr in 0..<160 {
+                let xf = Double(xr) + 12  // foreground left pixel seen at xr
+                let v = xf >= Double(edge) ? scene.texture(east: xf, north: Double(y)) : scene.texture(east: Double(xr) + 4, north: Double(y))
+                right[y * 160 + xr] = Float(v)
+            }
+        }
+        let m = try DenseMatcher().match(left: l, right: GrayImage(width: 160, height: 80, pixels: right), minDisparity: 0, maxDisparity: 16)
+        _ = r
+        // Left pixels edge−8 ..< edge are background hidden behind the foreground in the right view.
+        var occludedValid = 0, occludedTotal = 0, visibleGood = 0, visibleTotal = 0
+        for y in 10..<70 {
+            for x in (edge - 7)..<(edge - 1) {
+                occludedTotal += 1
+                if !m.disparity[y * 160 + x].isNaN { occludedValid += 1 }
+            }
+            for x in 30..<(edge - 12) {
+                visibleTotal += 1
+                if abs(m.disparity[y * 160 + x] - 4) < 0.5 { visibleGood += 1 }
+            }
+            for x in (edge + 4)..<150 {
+                visibleTotal += 1
+                if abs(m.disparity[y * 160 + x] - 12) < 0.5 { visibleGood += 1 }
+            }
+        }
+        print("step edge: \(occludedValid)/\(occludedTotal) occluded pixels kept, \(visibleGood)/\(visibleTotal) visible correct")
+        #expect(Double(occludedValid) / Double(occludedTotal) < 0.1, "occluded pixels must be invalidated")
+        #expect(Double(visibleGood) / Double(visibleTotal) > 0.97)
+        let occludedStatus = (10..<70).flatMap { y in ((edge - 7)..<(edge - 1)).map { m.status[y * 160 + $0] } }
+        // They are reported as left/right failures (occlusion or mismatch, a heuristic split).
+        let occludedCount = occludedStatus.filter { $0 == MatchStatus.occluded.rawValue }.count
+        let mismatchCount = occludedStatus.filter { $0 == MatchStatus.mismatch.rawValue }.count
+        print("step edge statuses: \(occludedCount) occluded, \(mismatchCount) mismatch of \(occludedStatus.count)")
+        #expect(occludedCount + mismatchCount >= occludedStatus.count * 9 / 10)
+    }
+
+    @Test func texturelessAreaIsDecorrelatedNotInvented() throws {
+        var (l, r) = pair(width: 160, height: 120) { _, _ in 5 }
+        // A flat patch in both images (the same ground, seen shifted by 5 px).
+        for y in 40..<80 {
+            for x in 50..<110 { l.pixels[y * 160 + x] = 0.5 }
+            for x in 45..<105 { r.pixels[y * 160 + x] = 0.5 }
+        }
+        let m = try DenseMatcher().match(left: l, right: r, minDisparity: 0, maxDisparity: 12)
+        var inside = 0, invented = 0
+        for y in 46..<74 {
+            for x in 56..<104 {
+                inside += 1
+                if !m.disparity[y * 160 + x].isNaN { invented += 1 }
+                #expect(m.status[y * 160 + x] == MatchStatus.decorrelated.rawValue || !m.disparity[y * 160 + x].isNaN)
+            }
+        }
+        print("textureless: \(invented)/\(inside) pixels got a disparity")
+        #expect(invented == 0, "textureless pixels must be left empty")
+        // Filling never touches decorrelated pixels either.
+        var filler = DenseMatcher()
+        filler.fillInvalid = true
+        let f = try filler.match(left: l, right: r, minDisparity: 0, maxDisparity: 12)
+        #expect(f.disparity[60 * 160 + 80].isNaN)
+        // Textured pixels around it are matched.
+        #expect(abs(m.disparity[20 * 160 + 80] - 5) < 0.1)
+    }
+
+    @Test func coarseToFineNarrowsLargeRanges() throws {
+        let (l, r) = pair(width: 256, height: 128) { _, _ in 37.4 }
+        var matcher = DenseMatcher()
+        matcher.coarseToFineLabels = 100
+        let (m, report) = try matcher.matchWithReport(left: l, right: r, minDisparity: -60, maxDisparity: 100)
+        print("coarse-to-fine: searched \(report.searchedRange), levels \(report.pyramidLevels), cells \(report.cells)")
+        #expect(report.pyramidLevels >= 1)
+        #expect(report.searchedRange.lowerBound > -60 && report.searchedRange.upperBound < 100)
+        #expect(report.searchedRange.contains(37.4))
+        let s = stats(m, truth: 37.4, margin: 48)
+        #expect(s.valid > 0.95 && s.meanError < 0.05)
+    }
+
+    @Test func parametersAreValidated() {
+        var p = MatchingParameters()
+        p.window = 4
+        p.regularisation = -1
+        p.zUncertainty = 0
+        p.precision = 2
+        p.decorrelationThreshold = 1
+        let problems = p.validate()
+        #expect(Set(problems.map(\.field)) == ["window", "regularisation", "z-uncertainty", "precision", "decorrelation-threshold"])
+        #expect(MatchingParameters.defaults.validate().isEmpty)
+        #expect(MatchingParameters.defaults.window == 5 && MatchingParameters.defaults.regularisation == 0.025)
+        #expect(MatchingParameters.defaults.zUncertainty == 0.1 && MatchingParameters.defaults.precision == 0.4)
+        #expect(MatchingParameters.defaults.decorrelationThreshold == 0.2)
+        #expect(throws: MatchingError.self) {
+            try DenseMatcher(parameters: p).match(left: GrayImage(width: 20, height: 20, pixels: .init(repeating: 0, count: 400)),
+                                                  right: GrayImage(width: 20, height: 20, pixels: .init(repeating: 0, count: 400)),
+                                                  minDisparity: 0, maxDisparity: 4)
+        }
+        #expect(throws: MatchingError.invalidDisparityRange(min: 5, max: 1)) {
+            try DenseMatcher().match(left: GrayImage(width: 20, height: 20, pixels: .init(repeating: 0, count: 400)),
+                                     right: GrayImage(width: 20, height: 20, pixels: .init(repeating: 0, count: 400)),
+                                     minDisparity: 5, maxDisparity: 1)
+        }
+    }
+}
