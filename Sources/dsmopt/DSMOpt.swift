@@ -13,7 +13,7 @@ struct DSMOpt: ParsableCommand {
         Image coordinates on the command line follow GDAL (`gdaltransform -rpc`): the top-left corner of the \
         image is (0, 0), the centre of the first pixel (0.5, 0.5). Heights are metres above the WGS84 ellipsoid.
         """,
-        subcommands: [Inspect.self, RPCCommand.self, Match.self, Synth.self]
+        subcommands: [Inspect.self, RPCCommand.self, Epipolar.self, Match.self, Synth.self]
     )
 
     /// Runs the command; errors the user can act on are printed as one line with a specific exit code.
@@ -184,8 +184,8 @@ struct Match: ParsableCommand {
 
     @Option(help: "Left (reference) rectified image.") var left: String
     @Option(help: "Right rectified image.") var right: String
-    @Option(name: .customLong("min-disparity"), help: "Smallest disparity searched, pixels.") var minDisparity: Double
-    @Option(name: .customLong("max-disparity"), help: "Largest disparity searched, pixels.") var maxDisparity: Double
+    @Option(name: .customLong("min-disparity"), parsing: .unconditional, help: "Smallest disparity searched, pixels.") var minDisparity: Double
+    @Option(name: .customLong("max-disparity"), parsing: .unconditional, help: "Largest disparity searched, pixels.") var maxDisparity: Double
     @Option(help: "Output disparity GeoTIFF.") var out: String
     @Option(help: "Optional output correlation-score GeoTIFF (ZNCC of the chosen match).") var score: String?
     @Option(help: "Optional output status GeoTIFF (UInt8: 0 valid, 1 decorrelated, 2 occluded, 3 mismatch, 4 outside, 5 filled occlusion, 6 filled mismatch).")
@@ -220,5 +220,60 @@ struct Match: ParsableCommand {
         FileHandle.standardError.write(Data(String(format: "match: %d×%d, range %.1f…%.1f, %.1f M cells, %.3f s, %.1f%% valid\n",
             l.width, l.height, result.report.searchedRange.lowerBound, result.report.searchedRange.upperBound,
             Double(result.report.cells) / 1e6, seconds, valid * 100).utf8))
+    }
+}
+
+struct Epipolar: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Epipolar resampling of a stereo pair, tile by tile; prints each tile's geometry and measured residual as JSON.")
+
+    @Argument(help: "The two images (the first is the reference).") var images: [String] = []
+    @Option(parsing: .upToNextOption, help: "Region of the first image: COL ROW WIDTH HEIGHT (default: whole image).")
+    var roi: [Int] = []
+    @Option(help: "Tile size in pixels of the first image.") var tile = 512
+    @Option(name: .customLong("z-uncertainty"), help: "Height margin around the coarse scene heights, share of their range, (0, 1].")
+    var zUncertainty = MatchingParameters.defaults.zUncertainty
+    @Option(help: "Folder for the rectified tiles (left_<i>.tif, right_<i>.tif) and tiles.json.") var out: String?
+    @Flag(name: .customLong("no-pointing-correction"), help: "Do not correct the vertical parallax measured by matching.")
+    var noPointingCorrection = false
+
+    func run() throws {
+        guard images.count == 2 else {
+            throw CLIFailure(message: "epipolar needs exactly 2 images, got \(images.count)", code: ExitCodes.usage)
+        }
+        guard (64...4096).contains(tile) else { throw CLIFailure(message: "--tile must be within 64–4096", code: ExitCodes.usage) }
+        guard zUncertainty > 0, zUncertainty <= 1 else { throw CLIFailure(message: "--z-uncertainty must be in (0, 1]", code: ExitCodes.usage) }
+        let a = try SensorImage.open(images[0]), b = try SensorImage.open(images[1])
+        let report = try StereoInspector().inspect([a, b])
+        let window: PixelWindow
+        if roi.isEmpty {
+            window = PixelWindow(x: 0, y: 0, width: a.width, height: a.height)
+        } else {
+            guard roi.count == 4, roi[2] > 0, roi[3] > 0, roi[0] >= 0, roi[1] >= 0,
+                  roi[0] + roi[2] <= a.width, roi[1] + roi[3] <= a.height else {
+                throw CLIFailure(message: "--roi must be COL ROW WIDTH HEIGHT inside the \(a.width)×\(a.height) first image", code: ExitCodes.usage)
+            }
+            window = PixelWindow(x: roi[0], y: roi[1], width: roi[2], height: roi[3])
+        }
+        let s = report.sceneHeight
+        let margin = max(20, zUncertainty * (s.high - s.low))
+        let heights = (s.low - margin)...(s.high + margin)
+        var rect = PairRectification(first: a, second: b)
+        rect.correctPointing = !noPointingCorrection
+        if let out { try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true) }
+        var reports: [RectifiedTileReport] = []
+        for (i, w) in PairRectification.tiles(window, size: tile).enumerated() {
+            let t = try rect.rectify(w, heights: heights)
+            reports.append(RectifiedTileReport(t))
+            if let out {
+                try writeFloatRaster("\(out)/left_\(i).tif", width: t.left.width, height: t.left.height, values: t.left.pixels)
+                try writeFloatRaster("\(out)/right_\(i).tif", width: t.right.width, height: t.right.height, values: t.right.pixels)
+            }
+        }
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let json = try enc.encode(reports)
+        if let out { try json.write(to: URL(fileURLWithPath: "\(out)/tiles.json")) }
+        print(String(decoding: json, as: UTF8.self))
     }
 }

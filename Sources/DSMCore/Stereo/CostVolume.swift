@@ -69,6 +69,9 @@ func boxMeans(_ img: [Float], width: Int, height: Int, radius r: Int) -> [Float]
     return out
 }
 
+/// Value given to no-data pixels of normalised images; any window that contains one is not correlated.
+let noDataSentinel: Float = 1e4
+
 /// Local mean and inverse standard deviation of an image over the correlation window.
 struct WindowStatistics {
     let mean: [Float]
@@ -79,9 +82,15 @@ struct WindowStatistics {
         mean = boxMeans(img, width: width, height: height, radius: radius)
         let sq = boxMeans(img.map { $0 * $0 }, width: width, height: height, radius: radius)
         var inv = [Float](repeating: 0, count: img.count)
+        // Interpolation spreads the sentinel into its neighbours (with either sign): anything far outside
+        // the normalised range counts as no-data.
+        let isNoData: (Float) -> Bool = { abs($0) >= noDataSentinel / 100 }
+        let hasNoData = img.contains(where: isNoData)
+        let noData = hasNoData ? boxMeans(img.map { isNoData($0) ? 1 : 0 }, width: width, height: height, radius: radius) : []
         for i in 0..<img.count {
             let v = sq[i] - mean[i] * mean[i]
             inv[i] = v > minimumStd * minimumStd ? 1 / v.squareRoot() : 0
+            if hasNoData && noData[i] > 0 { inv[i] = 0 }
         }
         inverseStd = inv
     }

@@ -104,6 +104,9 @@ public struct DenseMatcher: Sendable {
         report.searchedRange = range
         let labels = DisparityLabels(minimum: range.lowerBound, maximum: range.upperBound, step: p.precision)
         var map = matchStrips(left: l, right: r, labels: labels, parameters: p, report: &report)
+        for i in 0..<map.disparity.count where !left.pixels[i].isFinite {
+            map.disparity[i] = .nan; map.score[i] = .nan; map.status[i] = MatchStatus.outside.rawValue
+        }
         if fillInvalid { map.fillLeftRightFailures() }
         return (map, report)
     }
@@ -139,11 +142,16 @@ public struct DenseMatcher: Sendable {
         return a <= b ? a...b : lo...hi
     }
 
-    /// Images scaled to zero mean and unit variance (ZNCC is invariant to it; Float sums stay accurate).
+    /// Images scaled to zero mean and unit variance over their valid pixels (ZNCC is invariant to it; Float
+    /// sums stay accurate). No-data (NaN) pixels become a large sentinel that `WindowStatistics` detects.
     func normalised(_ img: GrayImage) -> GrayImage {
-        let s = img.statistics
-        let m = Float(s.mean), inv = Float(s.std > 0 ? 1 / s.std : 1)
-        return GrayImage(width: img.width, height: img.height, pixels: img.pixels.map { ($0 - m) * inv }, scale: img.scale)
+        var s = 0.0, s2 = 0.0, n = 0.0
+        for v in img.pixels where v.isFinite { let d = Double(v); s += d; s2 += d * d; n += 1 }
+        let m = n > 0 ? s / n : 0
+        let std = n > 0 ? max(0, s2 / n - m * m).squareRoot() : 1
+        let mf = Float(m), inv = Float(std > 0 ? 1 / std : 1)
+        return GrayImage(width: img.width, height: img.height,
+                         pixels: img.pixels.map { $0.isFinite ? ($0 - mf) * inv : noDataSentinel }, scale: img.scale)
     }
 
     func matchStrips(left: GrayImage, right: GrayImage, labels: DisparityLabels, parameters p: MatchingParameters,

@@ -1,0 +1,91 @@
+import Foundation
+
+/// One sparse 2-D match between rectified images: its position and the residual vertical parallax.
+public struct ParallaxSample: Sendable, Equatable {
+    public var u: Double
+    public var v: Double
+    public var disparity: Double
+    /// Right row minus left row of the match, pixels (0 for perfect epipolar resampling).
+    public var rowOffset: Double
+    public var correlation: Double
+}
+
+/// Measures the residual epipolar error of rectified images by sparse 2-D correlation: for a grid of
+/// textured left pixels, the best ZNCC over the disparity range and ±`rowSearch` rows, refined to
+/// sub-pixel in both directions by parabolas.
+public struct VerticalParallaxProbe: Sendable {
+    public var grid = 20
+    public var radius = 7
+    public var rowSearch = 4
+    public var minimumCorrelation = 0.8
+
+    public init() {}
+
+    /// - Parameters:
+    ///   - right: the right rectified grid, whose column j is common-frame column j + rightOffset.
+    public func measure(left: GrayImage, right: GrayImage, rightOffset: Int,
+                        disparities: ClosedRange<Double>) -> [ParallaxSample] {
+        let r = radius, rs = rowSearch
+        var out: [ParallaxSample] = []
+        let dLo = Int(disparities.lowerBound.rounded(.down)), dHi = Int(disparities.upperBound.rounded(.up))
+        for gy in 0..<grid {
+            for gx in 0..<grid {
+                let u = r + rs + 1 + (left.width - 2 * (r + rs + 1)) * (2 * gx + 1) / (2 * grid)
+                let v = r + rs + 1 + (left.height - 2 * (r + rs + 1)) * (2 * gy + 1) / (2 * grid)
+                guard u - r >= 0, u + r < left.width, v - r - rs >= 0, v + r + rs < left.height else { continue }
+                guard let ref = patch(left, u, v) else { continue }
+                var best = -2.0, bd = 0, bdy = 0
+                var table: [Int: Double] = [:]
+                for d in dLo...dHi {
+                    for dy in -rs...rs {
+                        let ur = u - d - rightOffset, vr = v + dy
+                        guard ur - r >= 0, ur + r < right.width, vr - r >= 0, vr + r < right.height,
+                              let c = correlate(ref, right, ur, vr) else { continue }
+                        table[d * 1000 + dy] = c
+                        if c > best { best = c; bd = d; bdy = dy }
+                    }
+                }
+                guard best >= minimumCorrelation else { continue }
+                func val(_ d: Int, _ dy: Int) -> Double? { table[d * 1000 + dy] }
+                func vertex(_ a: Double?, _ b: Double, _ c: Double?) -> Double? {
+                    guard let a, let c else { return nil }
+                    let den = a - 2 * b + c
+                    return den < 0 ? max(-0.5, min(0.5, 0.5 * (a - c) / den)) : nil
+                }
+                guard let sx = vertex(val(bd - 1, bdy), best, val(bd + 1, bdy)),
+                      let sy = vertex(val(bd, bdy - 1), best, val(bd, bdy + 1)),
+                      abs(bdy) < rs else { continue }
+                out.append(ParallaxSample(u: Double(u), v: Double(v), disparity: Double(bd) - sx,
+                                          rowOffset: Double(bdy) + sy, correlation: best))
+            }
+        }
+        return out
+    }
+
+    func patch(_ img: GrayImage, _ u: Int, _ v: Int) -> [Float]? {
+        var p: [Float] = []
+        p.reserveCapacity((2 * radius + 1) * (2 * radius + 1))
+        for dy in -radius...radius { for dx in -radius...radius { p.append(img[u + dx, v + dy]) } }
+        guard !p.contains(where: { $0.isNaN }) else { return nil }
+        let m = p.reduce(0, +) / Float(p.count)
+        var ss: Float = 0
+        for i in p.indices { p[i] -= m; ss += p[i] * p[i] }
+        guard ss > 1e-6 * Float(p.count) else { return nil }
+        let inv = 1 / ss.squareRoot()
+        return p.map { $0 * inv }
+    }
+
+    func correlate(_ ref: [Float], _ img: GrayImage, _ u: Int, _ v: Int) -> Double? {
+        guard let q = patch(img, u, v) else { return nil }
+        var s: Float = 0
+        for i in ref.indices { s += ref[i] * q[i] }
+        return Double(s)
+    }
+
+    /// Median of |row offset| and the median signed row offset.
+    public static func summary(_ s: [ParallaxSample]) -> (medianAbsolute: Double, median: Double, count: Int) {
+        guard !s.isEmpty else { return (.nan, .nan, 0) }
+        let a = s.map { abs($0.rowOffset) }.sorted(), m = s.map(\.rowOffset).sorted()
+        return (a[a.count / 2], m[m.count / 2], s.count)
+    }
+}

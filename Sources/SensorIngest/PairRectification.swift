@@ -1,0 +1,99 @@
+import DSMCore
+import Foundation
+import GDALKit
+
+/// A rectified tile: its geometry, both resampled images and the measured epipolar residual.
+public struct RectifiedTile: Sendable {
+    public var geometry: EpipolarTile
+    public var left: GrayImage
+    public var right: GrayImage
+    /// Residual vertical parallax measured by sparse 2-D matching before the pointing correction.
+    public var parallaxBefore: (medianAbsolute: Double, median: Double, count: Int)
+    /// The same after the correction (what the matcher sees).
+    public var parallaxAfter: (medianAbsolute: Double, median: Double, count: Int)
+}
+
+/// Summary of a rectified tile, for JSON reports.
+public struct RectifiedTileReport: Sendable, Codable {
+    public var window: PixelWindow
+    public var rectifiedSize: [Int]
+    public var disparityRange: [Double]
+    public var heightRange: [Double]
+    public var modelResidualPx: Double
+    public var pointingCorrectionPx: Double
+    public var parallaxSamples: Int
+    /// nil when no point correlated well enough to measure.
+    public var medianAbsoluteRowResidualBeforePx: Double?
+    public var medianAbsoluteRowResidualPx: Double?
+
+    public init(_ t: RectifiedTile) {
+        window = t.geometry.window
+        rectifiedSize = [t.geometry.width, t.geometry.height]
+        disparityRange = [t.geometry.disparityRange.lowerBound, t.geometry.disparityRange.upperBound]
+        heightRange = [t.geometry.heightRange.lowerBound, t.geometry.heightRange.upperBound]
+        modelResidualPx = t.geometry.modelResidual
+        pointingCorrectionPx = t.geometry.pointingCorrection
+        parallaxSamples = t.parallaxAfter.count
+        medianAbsoluteRowResidualBeforePx = t.parallaxBefore.count > 0 ? t.parallaxBefore.medianAbsolute : nil
+        medianAbsoluteRowResidualPx = t.parallaxAfter.count > 0 ? t.parallaxAfter.medianAbsolute : nil
+    }
+}
+
+/// Epipolar resampling of a pair, tile by tile: each tile reads only the source windows it needs.
+public struct PairRectification: Sendable {
+    public let first: SensorImage
+    public let second: SensorImage
+    public var probe = VerticalParallaxProbe()
+    /// Correct the right image's rows by the median vertical parallax measured by image matching (the
+    /// relative pointing error of the two RPC models).
+    public var correctPointing = true
+
+    public init(first: SensorImage, second: SensorImage) {
+        self.first = first
+        self.second = second
+    }
+
+    /// Splits a window of the first image into tiles of at most `size` pixels, of equal sizes (no slivers).
+    public static func tiles(_ roi: PixelWindow, size: Int) -> [PixelWindow] {
+        func split(_ start: Int, _ length: Int) -> [(Int, Int)] {
+            let n = max(1, (length + size - 1) / size)
+            return (0..<n).map { i in
+                let a = start + length * i / n, b = start + length * (i + 1) / n
+                return (a, b - a)
+            }
+        }
+        return split(roi.y, roi.height).flatMap { y in split(roi.x, roi.width).map { x in
+            PixelWindow(x: x.0, y: y.0, width: x.1, height: y.1)
+        } }
+    }
+
+    func read(_ image: SensorImage, toGrid: Affine2D, width: Int, height: Int, columnOffset: Int) throws -> GrayImage {
+        guard let win = EpipolarResampler.sourceWindow(toGrid: toGrid, width: width, height: height, columnOffset: columnOffset,
+                                                        imageWidth: image.width, imageHeight: image.height) else {
+            return GrayImage(width: width, height: height, pixels: [Float](repeating: .nan, count: width * height))
+        }
+        let ds = try RasterDataset(path: image.path)
+        let px = try ds.read(column: win.x, row: win.y, width: win.width, height: win.height)
+        let src = GrayImage(width: win.width, height: win.height, pixels: px)
+        return EpipolarResampler.resample(src, origin: (win.x, win.y), toGrid: toGrid, width: width, height: height,
+                                          columnOffset: columnOffset)
+    }
+
+    public func rectify(_ window: PixelWindow, heights: ClosedRange<Double>) throws -> RectifiedTile {
+        var g = try EpipolarRectifier(first: first.model, second: second.model).tile(window, heights: heights)
+        let left = try read(first, toGrid: g.left, width: g.width, height: g.height, columnOffset: 0)
+        var right = try read(second, toGrid: g.right, width: g.rightWidth, height: g.height, columnOffset: 0)
+        let before = VerticalParallaxProbe.summary(probe.measure(left: left, right: right, rightOffset: 0,
+                                                                 disparities: g.disparityRange))
+        var after = before
+        if correctPointing, before.count >= 10, abs(before.median) > 0.05 {
+            // Right row v + offset matches left row v: move the right grid by the offset.
+            g.right = g.right.translated(0, -before.median)
+            g.pointingCorrection = -before.median
+            right = try read(second, toGrid: g.right, width: g.rightWidth, height: g.height, columnOffset: 0)
+            after = VerticalParallaxProbe.summary(probe.measure(left: left, right: right, rightOffset: 0,
+                                                                disparities: g.disparityRange))
+        }
+        return RectifiedTile(geometry: g, left: left, right: right, parallaxBefore: before, parallaxAfter: after)
+    }
+}
