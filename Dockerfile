@@ -7,6 +7,8 @@ RUN apt-get update \
       pkg-config libgdal-dev libopenblas-dev liblapacke-dev libsqlite3-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# A portable binary: the image may run on another CPU than the one that built it.
+ENV DSMOPT_TARGET_CPU=x86-64
 COPY . .
 RUN swift build -c release --product dsmopt --static-swift-stdlib \
  && install -D .build/release/dsmopt /out/dsmopt

@@ -130,3 +130,79 @@ import Testing
         expectFailure(try dsmopt("inspect", "/nonexistent/a.tif", reunion2), code: 3, "/nonexistent/a.tif", "no such file")
     }
 }
+
+/// `dsmopt match` and `dsmopt epipolar` as a user runs them.
+@Suite struct StereoCLITests {
+    func dsmopt(_ args: String...) throws -> ProcessResult { try run(try dsmoptExecutable(), args, timeout: 300) }
+
+    @Test func matchWritesDisparityScoreAndStatus() throws {
+        let tmp = try TemporaryFolder()
+        let l = try TestData.path("middlebury-cones/Cones_LEFT.tif"), r = try TestData.path("middlebury-cones/Cones_RIGHT.tif")
+        let res = try dsmopt("match", "--left", l, "--right", r, "--min-disparity", "0", "--max-disparity", "64",
+                             "--out", tmp.path("d.tif"), "--score", tmp.path("s.tif"), "--status", tmp.path("st.tif"))
+        #expect(res.status == 0, "\(res.stderr)")
+        let d = try RasterDataset(path: tmp.path("d.tif"))
+        #expect(d.width == 450 && d.height == 375 && d.dataType() == .float32)
+        #expect(d.noDataValue()?.isNaN == true)
+        let values = try d.read()
+        let valid = values.filter { !$0.isNaN }
+        #expect(valid.count > values.count * 8 / 10)
+        #expect(valid.allSatisfy { (0...64).contains($0) })
+        let score = try RasterDataset(path: tmp.path("s.tif")).read()
+        // The score exists exactly where the disparity does, and is a correlation above the threshold.
+        for i in values.indices where !values[i].isNaN { #expect(score[i] >= 0.2 && score[i] <= 1.0001) }
+        #expect(zip(values, score).allSatisfy { $0.isNaN == $1.isNaN })
+        let status = try RasterDataset(path: tmp.path("st.tif")).read()
+        #expect(zip(values, status).allSatisfy { ($0.isNaN) == ($1 != 0) })
+    }
+
+    @Test func negativeDisparitiesAreAccepted() throws {
+        let tmp = try TemporaryFolder()
+        let l = try TestData.path("middlebury-cones/Cones_LEFT.tif")
+        // The same image on both sides: every disparity is 0, inside a range that starts below zero.
+        let res = try dsmopt("match", "--left", l, "--right", l, "--min-disparity", "-8", "--max-disparity", "8",
+                             "--out", tmp.path("d.tif"), "--precision", "1")
+        #expect(res.status == 0, "\(res.stderr)")
+        let v = try RasterDataset(path: tmp.path("d.tif")).read().filter { !$0.isNaN }.sorted()
+        // Every pixel lands on the zero label; the sub-pixel parabola keeps it within half a step, and
+        // the median is zero.
+        #expect(v.count > 100_000 && v.allSatisfy { abs($0) <= 0.5 })
+        #expect(abs(v[v.count / 2]) < 0.05)
+    }
+
+    @Test func invalidExpertParametersAreAllListed() throws {
+        let tmp = try TemporaryFolder()
+        let l = try TestData.path("middlebury-cones/Cones_LEFT.tif")
+        let res = try dsmopt("match", "--left", l, "--right", l, "--min-disparity", "0", "--max-disparity", "8",
+                             "--out", tmp.path("d.tif"), "--window", "4", "--regularisation", "2", "--precision", "0.01",
+                             "--decorrelation-threshold", "1.5", "--z-uncertainty", "0")
+        #expect(res.status == 2)
+        #expect(res.stderr.split(separator: "\n").count == 1, "\(res.stderr)")
+        for field in ["window = 4", "regularisation = 2", "precision = 0.01", "decorrelation-threshold = 1.5", "z-uncertainty = 0"] {
+            #expect(res.stderr.contains(field), "\(field) missing from: \(res.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: tmp.path("d.tif")), "nothing written on invalid parameters")
+        let reversed = try dsmopt("match", "--left", l, "--right", l, "--min-disparity", "9", "--max-disparity", "1", "--out", tmp.path("d.tif"))
+        #expect(reversed.status == 2 && reversed.stderr.contains("invalid disparity range"))
+        let notImage = try dsmopt("match", "--left", "/nonexistent.tif", "--right", l, "--min-disparity", "0", "--max-disparity", "1", "--out", tmp.path("d.tif"))
+        #expect(notImage.status == 3 && notImage.stderr.contains("/nonexistent.tif"))
+    }
+
+    @Test func epipolarReportsResidualsAndWritesTiles() throws {
+        let tmp = try TemporaryFolder()
+        let a = try TestData.path("pleiades/reunion-pair/img_01.tif"), b = try TestData.path("pleiades/reunion-pair/img_02.tif")
+        let res = try dsmopt("epipolar", a, b, "--roi", "300", "300", "400", "400", "--out", tmp.url.path)
+        #expect(res.status == 0, "\(res.stderr)")
+        let tiles = try #require(try JSONSerialization.jsonObject(with: Data(res.stdout.utf8)) as? [[String: Any]])
+        #expect(tiles.count == 1)
+        let residual = try #require(tiles[0]["medianAbsoluteRowResidualPx"] as? Double)
+        #expect(residual < 0.3)
+        let range = try #require(tiles[0]["disparityRange"] as? [Double])
+        // The rectified tiles match with the reported range.
+        let m = try dsmopt("match", "--left", tmp.path("left_0.tif"), "--right", tmp.path("right_0.tif"),
+                           "--min-disparity", String(range[0]), "--max-disparity", String(range[1]), "--out", tmp.path("d.tif"))
+        #expect(m.status == 0, "\(m.stderr)")
+        let bad = try dsmopt("epipolar", a, b, "--roi", "900", "900", "400", "400")
+        #expect(bad.status == 2 && bad.stderr.contains("--roi"))
+    }
+}
