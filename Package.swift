@@ -23,6 +23,7 @@ let package = Package(
         .executable(name: "dsmopt", targets: ["dsmopt"]),
         .library(name: "DSMCore", targets: ["DSMCore"]),
         .library(name: "SensorIngest", targets: ["SensorIngest"]),
+        .library(name: "DSMPipeline", targets: ["DSMPipeline"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -34,10 +35,12 @@ let package = Package(
         .target(name: "DSMCore", dependencies: ["LinearAlgebra"], swiftSettings: optimise),
         .target(name: "GDALKit", dependencies: ["CGDAL"], swiftSettings: optimise),
         .target(name: "SensorIngest", dependencies: ["DSMCore", "GDALKit"], swiftSettings: optimise),
+        // The DSM pipeline (`dsmopt run`): no server dependency either.
+        .target(name: "DSMPipeline", dependencies: ["SensorIngest", "DSMCore", "GDALKit"], swiftSettings: optimise),
         .executableTarget(
             name: "dsmopt",
             dependencies: [
-                "SensorIngest", "DSMCore", "GDALKit",
+                "SensorIngest", "DSMCore", "GDALKit", "DSMPipeline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: optimise
@@ -47,6 +50,7 @@ let package = Package(
         .testTarget(name: "DSMCoreTests", dependencies: ["DSMCore", "TestSupport"]),
         .testTarget(name: "SensorIngestTests", dependencies: ["SensorIngest", "DSMCore", "GDALKit", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["SensorIngest", "GDALKit", "TestSupport", "dsmopt"]),
+        .testTarget(name: "PipelineTests", dependencies: ["DSMPipeline", "SensorIngest", "DSMCore", "GDALKit", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

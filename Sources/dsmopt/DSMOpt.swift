@@ -3,6 +3,7 @@ import DSMCore
 import Foundation
 import GDALKit
 import SensorIngest
+import DSMPipeline
 
 @main
 struct DSMOpt: ParsableCommand {
@@ -13,7 +14,7 @@ struct DSMOpt: ParsableCommand {
         Image coordinates on the command line follow GDAL (`gdaltransform -rpc`): the top-left corner of the \
         image is (0, 0), the centre of the first pixel (0.5, 0.5). Heights are metres above the WGS84 ellipsoid.
         """,
-        subcommands: [Inspect.self, RPCCommand.self, Epipolar.self, Match.self, Synth.self]
+        subcommands: [Run.self, Inspect.self, RPCCommand.self, Epipolar.self, Match.self, Synth.self]
     )
 
     /// Runs the command; errors the user can act on are printed as one line with a specific exit code.
@@ -36,6 +37,16 @@ struct DSMOpt: ParsableCommand {
             fail(e.description, code: ExitCodes.badInput)
         } catch let e as MatchingError {
             fail(e.description, code: ExitCodes.usage)
+        } catch let e as PipelineError {
+            switch e {
+            case .outputNotWritable: fail(e.description, code: ExitCodes.badInput)
+            case .noPairSelected, .nothingMatched, .aoiOutsideFootprint: fail(e.description, code: ExitCodes.geometry)
+            default: fail(e.description, code: ExitCodes.usage)
+            }
+        } catch let e as PresetError {
+            fail(e.description, code: ExitCodes.usage)
+        } catch let e as EpipolarError {
+            fail(e.description, code: ExitCodes.geometry)
         } catch {
             exit(withError: error)
         }
@@ -152,28 +163,34 @@ struct Synth: ParsableCommand {
     }
 }
 
-/// Expert matching parameters shared by the commands that match (same names as the API).
+/// Expert matching parameters shared by the commands that match (same names as the API). Each one, when
+/// given, overrides the preset (`run`) or the DSM-OPT default (`match`).
 struct ExpertOptions: ParsableArguments {
-    @Option(help: "Correlation window size, odd, 3–15.") var window = MatchingParameters.defaults.window
-    @Option(help: "Regularisation factor, 0–1: penalty on disparity changes relative to the correlation cost.")
-    var regularisation = MatchingParameters.defaults.regularisation
-    @Option(name: .customLong("z-uncertainty"), help: "Search interval around the coarse estimate, share of the range, (0, 1].")
-    var zUncertainty = MatchingParameters.defaults.zUncertainty
-    @Option(help: "Potential-precision threshold: quantisation step of the search, 0.05–1 px.")
-    var precision = MatchingParameters.defaults.precision
-    @Option(name: .customLong("decorrelation-threshold"), help: "Pixels whose correlation falls below it are left empty, [0, 1).")
-    var decorrelationThreshold = MatchingParameters.defaults.decorrelationThreshold
-    @Option(name: .customLong("left-right-tolerance"), help: "Left/right consistency tolerance, pixels.")
-    var leftRightTolerance = MatchingParameters.defaults.leftRightTolerance
+    @Option(help: "Correlation window size, odd, 3–15 (default 5).") var window: Int?
+    @Option(help: "Regularisation factor, 0–1: penalty on disparity changes relative to the correlation cost (default 0.025).")
+    var regularisation: Double?
+    @Option(name: .customLong("z-uncertainty"), help: "Search interval around the coarse estimate, share of the range, (0, 1] (default 0.1).")
+    var zUncertainty: Double?
+    @Option(help: "Potential-precision threshold: quantisation step of the search, 0.05–1 px (default 0.4).")
+    var precision: Double?
+    @Option(name: .customLong("decorrelation-threshold"), help: "Pixels whose correlation falls below it are left empty, [0, 1) (default 0.2).")
+    var decorrelationThreshold: Double?
+    @Option(name: .customLong("left-right-tolerance"), help: "Left/right consistency tolerance, pixels (default 1).")
+    var leftRightTolerance: Double?
+
+    var overrides: ParameterOverrides {
+        var o = ParameterOverrides()
+        o.window = window
+        o.regularisation = regularisation
+        o.zUncertainty = zUncertainty
+        o.precision = precision
+        o.decorrelationThreshold = decorrelationThreshold
+        return o
+    }
 
     var parameters: MatchingParameters {
-        var p = MatchingParameters()
-        p.window = window
-        p.regularisation = regularisation
-        p.zUncertainty = zUncertainty
-        p.precision = precision
-        p.decorrelationThreshold = decorrelationThreshold
-        p.leftRightTolerance = leftRightTolerance
+        var p = overrides.applied(to: .defaults)
+        if let leftRightTolerance { p.leftRightTolerance = leftRightTolerance }
         return p
     }
 }
@@ -275,5 +292,59 @@ struct Epipolar: ParsableCommand {
         let json = try enc.encode(reports)
         if let out { try json.write(to: URL(fileURLWithPath: "\(out)/tiles.json")) }
         print(String(decoding: json, as: UTF8.self))
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Turn 2 or 3 images into the DSM-OPT product set (DSM, hillshades, true orthos, ...).")
+
+    @Argument(help: "2 or 3 images with RPC (or DIMAP product folders); the first is the reference for --roi.")
+    var images: [String] = []
+    @Option(help: "Output folder.") var out: String
+    @Option(help: "Landscape preset (a file of Presets/): default, urban, mountain, forest, flat, snow-ice.")
+    var preset = "default"
+    @OptionGroup var expert: ExpertOptions
+    @Option(help: "DSM cell size in metres (default: resolution factor × image GSD).") var resolution: Double?
+    @Option(name: .customLong("resolution-factor"), help: "DSM resolution as a multiple of the image GSD (default: the preset's, 2).")
+    var resolutionFactor: Double?
+    @Option(help: "EPSG code of the output CRS (default: the scene's UTM zone).") var epsg: Int?
+    @Option(parsing: .upToNextOption, help: "Region of the first image: COL ROW WIDTH HEIGHT.") var roi: [Int] = []
+    @Option(help: "Area of interest: minLon,minLat,maxLon,maxLat, or a GeoJSON polygon (text or file).") var aoi: String?
+    @Flag(name: .customLong("point-cloud"), help: "Also write the DSM as a LAS 1.4 point cloud.") var pointCloud = false
+    @Flag(name: .customLong("no-orthos"), help: "Skip the per-image true orthos.") var noOrthos = false
+    @Flag(name: .customLong("no-mosaic"), help: "Skip the ortho-mosaic.") var noMosaic = false
+    @Option(name: .customLong("tile-size"), help: "Tile size in pixels of the reference image.") var tileSize = 512
+
+    func run() throws {
+        let paths = try ProductDiscovery.expand(images)
+        guard (2...3).contains(paths.count) else {
+            throw CLIFailure(message: InspectionError.wrongImageCount(paths.count, paths).description, code: ExitCodes.usage)
+        }
+        var o = PipelineOptions(images: paths, output: out)
+        o.preset = preset
+        o.overrides = expert.overrides
+        o.resolution = resolution
+        o.resolutionFactor = resolutionFactor
+        o.epsg = epsg
+        if !roi.isEmpty {
+            guard roi.count == 4 else { throw CLIFailure(message: "--roi takes COL ROW WIDTH HEIGHT", code: ExitCodes.usage) }
+            o.roi = PixelWindow(x: roi[0], y: roi[1], width: roi[2], height: roi[3])
+        }
+        if let aoi { o.aoi = try AreaOfInterest.parse(aoi) }
+        guard o.roi == nil || o.aoi == nil else { throw CLIFailure(message: "give --roi or --aoi, not both", code: ExitCodes.usage) }
+        o.pointCloud = pointCloud
+        o.orthoImages = !noOrthos
+        o.orthoMosaic = !noMosaic
+        o.tileSize = tileSize
+        let clock = ContinuousClock()
+        let start = clock.now
+        let runner = DSMPipelineRunner(options: o) { e in
+            FileHandle.standardError.write(Data(String(format: "[%3d%%] %@: %@\n", Int(e.fraction * 100), e.stage, e.message).utf8))
+        }
+        let manifest = try runner.run()
+        let d = clock.now - start
+        let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+        FileHandle.standardError.write(Data(String(format: "run: %d products in %@ (%.1f s)\n", manifest.products.count, out, seconds).utf8))
     }
 }

@@ -268,8 +268,8 @@ extension CostVolume {
 
 extension CostVolume {
     /// ZNCC of the centred window at (x, y) for label k (edges replicated); nil without texture.
-    func centredZNCC(x: Int, y: Int, label k: Int) -> Float? {
-        let r = windowRadius
+    func centredZNCC(x: Int, y: Int, label k: Int, radius: Int? = nil) -> Float? {
+        let r = radius ?? windowRadius
         let R = phases[labelPhase[k]]
         let shift = labelShift[k]
         var sl: Float = 0, sr: Float = 0, sll: Float = 0, srr: Float = 0, slr: Float = 0

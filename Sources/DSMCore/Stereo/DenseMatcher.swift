@@ -79,6 +79,9 @@ public struct DenseMatcher: Sendable {
     /// along 8 directions), mismatches with the median. Filled pixels keep no score and are flagged in
     /// the status layer; decorrelated pixels are never filled. Off by default.
     public var fillInvalid = false
+    /// Window of the sub-pixel refinement (at least the correlation window): a larger one averages more
+    /// image noise on smooth surfaces.
+    public var subpixelWindow = 5
 
     public init(parameters: MatchingParameters = .defaults) { self.parameters = parameters }
 
@@ -195,6 +198,7 @@ public struct DenseMatcher: Sendable {
     func select(_ c: CostVolume, _ s: [Int16], rightWidth wr: Int, parameters p: MatchingParameters) -> DisparityMap {
         let w = c.width, h = c.height, kp = c.paddedLabels, n = c.labels.count
         var map = DisparityMap(width: w, height: h)
+        let refineRadius = max(p.window / 2, subpixelWindow / 2)
         var best = [Int](repeating: 0, count: w * h)
         var rightBest = [Int](repeating: -1, count: wr)
         var rightCost = [Int16](repeating: .max, count: wr)
@@ -234,9 +238,9 @@ public struct DenseMatcher: Sendable {
                     // The correlation peak may sit one label beside the regularised winner: climb to it first.
                     var kc = k
                     for _ in 0..<3 {
-                        guard kc > 0, kc < n - 1, let a = c.centredZNCC(x: x, y: y, label: kc - 1),
-                              let b = c.centredZNCC(x: x, y: y, label: kc),
-                              let e = c.centredZNCC(x: x, y: y, label: kc + 1) else { break }
+                        guard kc > 0, kc < n - 1, let a = c.centredZNCC(x: x, y: y, label: kc - 1, radius: refineRadius),
+                              let b = c.centredZNCC(x: x, y: y, label: kc, radius: refineRadius),
+                              let e = c.centredZNCC(x: x, y: y, label: kc + 1, radius: refineRadius) else { break }
                         if a > b, a >= e, abs(kc - 1 - k) <= 1 { kc -= 1; continue }
                         if e > b, e > a, abs(kc + 1 - k) <= 1 { kc += 1; continue }
                         let den = Double(a - 2 * b + e)

@@ -33,25 +33,25 @@ public struct MatchingParameters: Sendable, Codable, Equatable {
     public func validate() -> [ParameterProblem] {
         var p: [ParameterProblem] = []
         if !(3...15).contains(window) || window % 2 == 0 {
-            p.append(.init(field: "window", value: "\(window)", expected: "an odd integer from 3 to 15"))
+            p.append(ParameterProblem(field: "window", value: "\(window)", expected: "an odd integer from 3 to 15"))
         }
         if !(regularisation >= 0 && regularisation <= 1) {
-            p.append(.init(field: "regularisation", value: "\(regularisation)", expected: "a number from 0 to 1"))
+            p.append(ParameterProblem(field: "regularisation", value: "\(regularisation)", expected: "a number from 0 to 1"))
         }
         if !(zUncertainty > 0 && zUncertainty <= 1) {
-            p.append(.init(field: "z-uncertainty", value: "\(zUncertainty)", expected: "a number in (0, 1]"))
+            p.append(ParameterProblem(field: "z-uncertainty", value: "\(zUncertainty)", expected: "a number in (0, 1]"))
         }
         if !(precision >= 0.05 && precision <= 1) {
-            p.append(.init(field: "precision", value: "\(precision)", expected: "a step from 0.05 to 1 pixel"))
+            p.append(ParameterProblem(field: "precision", value: "\(precision)", expected: "a step from 0.05 to 1 pixel"))
         }
         if !(decorrelationThreshold >= 0 && decorrelationThreshold < 1) {
-            p.append(.init(field: "decorrelation-threshold", value: "\(decorrelationThreshold)", expected: "a correlation in [0, 1)"))
+            p.append(ParameterProblem(field: "decorrelation-threshold", value: "\(decorrelationThreshold)", expected: "a correlation in [0, 1)"))
         }
         if !(leftRightTolerance >= 0.25 && leftRightTolerance <= 8) {
-            p.append(.init(field: "left-right-tolerance", value: "\(leftRightTolerance)", expected: "from 0.25 to 8 pixels"))
+            p.append(ParameterProblem(field: "left-right-tolerance", value: "\(leftRightTolerance)", expected: "from 0.25 to 8 pixels"))
         }
         if !(jumpPenaltyRatio >= 1 && jumpPenaltyRatio <= 64) {
-            p.append(.init(field: "jump-penalty-ratio", value: "\(jumpPenaltyRatio)", expected: "from 1 to 64"))
+            p.append(ParameterProblem(field: "jump-penalty-ratio", value: "\(jumpPenaltyRatio)", expected: "from 1 to 64"))
         }
         return p
     }
@@ -69,6 +69,9 @@ public struct ParameterProblem: Sendable, Codable, Equatable, CustomStringConver
     public var value: String
     public var expected: String
     public var description: String { "\(field) = \(value): expected \(expected)" }
+    public init(field: String, value: String, expected: String) {
+        self.field = field; self.value = value; self.expected = expected
+    }
 }
 
 public enum MatchingError: Error, Equatable, CustomStringConvertible {
@@ -82,5 +85,39 @@ public enum MatchingError: Error, Equatable, CustomStringConvertible {
         case .invalidDisparityRange(let a, let b): return "invalid disparity range [\(a), \(b)]: the minimum must not exceed the maximum"
         case .sizeMismatch(let s): return "images do not match: \(s)"
         }
+    }
+}
+
+extension MatchingParameters {
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case window, regularisation, zUncertainty, precision, decorrelationThreshold, leftRightTolerance, jumpPenaltyRatio
+    }
+
+    /// Decodes with the defaults for absent keys; unknown keys are an error (a misspelt parameter must
+    /// not be silently ignored).
+    public init(from decoder: Decoder) throws {
+        self.init()
+        let any = try decoder.container(keyedBy: AnyKey.self)
+        let known = Set(CodingKeys.allCases.map(\.rawValue))
+        let unknown = any.allKeys.map(\.stringValue).filter { !known.contains($0) }.sorted()
+        if !unknown.isEmpty {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                                                    debugDescription: "unknown parameter(s): \(unknown.joined(separator: ", "))"))
+        }
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        window = try c.decodeIfPresent(Int.self, forKey: .window) ?? window
+        regularisation = try c.decodeIfPresent(Double.self, forKey: .regularisation) ?? regularisation
+        zUncertainty = try c.decodeIfPresent(Double.self, forKey: .zUncertainty) ?? zUncertainty
+        precision = try c.decodeIfPresent(Double.self, forKey: .precision) ?? precision
+        decorrelationThreshold = try c.decodeIfPresent(Double.self, forKey: .decorrelationThreshold) ?? decorrelationThreshold
+        leftRightTolerance = try c.decodeIfPresent(Double.self, forKey: .leftRightTolerance) ?? leftRightTolerance
+        jumpPenaltyRatio = try c.decodeIfPresent(Double.self, forKey: .jumpPenaltyRatio) ?? jumpPenaltyRatio
+    }
+
+    struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
     }
 }

@@ -1,0 +1,68 @@
+import DSMCore
+import Foundation
+
+/// A landscape preset: expert parameters and a DSM resolution factor.
+public struct Preset: Sendable, Codable, Equatable {
+    public var name: String
+    public var description: String
+    public var resolutionFactor: Double
+    public var parameters: MatchingParameters
+}
+
+public enum PresetError: Error, Equatable, CustomStringConvertible {
+    case unknown(String, available: [String])
+    case invalid(file: String, reason: String)
+    case folderMissing(String)
+
+    public var description: String {
+        switch self {
+        case .unknown(let n, let a): return "unknown preset '\(n)' (available: \(a.joined(separator: ", ")))"
+        case .invalid(let f, let r): return "\(f): invalid preset: \(r)"
+        case .folderMissing(let f): return "preset folder \(f) not found (set DSMOPT_PRESETS)"
+        }
+    }
+}
+
+/// The presets of a folder (`Presets/` of the project, `$DSMOPT_PRESETS`, or the installed copy).
+public struct PresetLibrary: Sendable {
+    public let folder: String
+    public let presets: [String: Preset]
+
+    /// Loads and validates every `*.json` of a folder; any invalid file is an error naming it.
+    public init(folder: String) throws {
+        self.folder = folder
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { throw PresetError.folderMissing(folder) }
+        var out: [String: Preset] = [:]
+        for name in names.sorted() where name.hasSuffix(".json") {
+            let path = (folder as NSString).appendingPathComponent(name)
+            let p: Preset
+            do { p = try JSONDecoder().decode(Preset.self, from: Data(contentsOf: URL(fileURLWithPath: path))) } catch {
+                throw PresetError.invalid(file: path, reason: "\(error)")
+            }
+            let problems = p.parameters.validate()
+            guard problems.isEmpty else { throw PresetError.invalid(file: path, reason: problems.map(\.description).joined(separator: "; ")) }
+            guard p.resolutionFactor >= 0.5, p.resolutionFactor <= 20 else {
+                throw PresetError.invalid(file: path, reason: "resolutionFactor \(p.resolutionFactor) outside 0.5–20")
+            }
+            guard p.name + ".json" == name else { throw PresetError.invalid(file: path, reason: "name '\(p.name)' does not match the file name") }
+            out[p.name] = p
+        }
+        presets = out
+    }
+
+    public func preset(_ name: String) throws -> Preset {
+        guard let p = presets[name] else { throw PresetError.unknown(name, available: presets.keys.sorted()) }
+        return p
+    }
+
+    /// `$DSMOPT_PRESETS`, else `share/dsmopt/presets` beside the executable, else the source tree's
+    /// `Presets/`, else `/usr/share/dsmopt/presets`.
+    public static func defaultFolder() -> String {
+        if let env = ProcessInfo.processInfo.environment["DSMOPT_PRESETS"], !env.isEmpty { return env }
+        let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        let candidates = [exe.appendingPathComponent("../share/dsmopt/presets").standardized.path,
+                          URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Presets").standardized.path,
+                          "/usr/share/dsmopt/presets"]
+        return candidates.first { FileManager.default.fileExists(atPath: $0) } ?? candidates[1]
+    }
+}
