@@ -337,9 +337,18 @@ public struct DSMPipelineRunner: Sendable {
         }
         guard pointsTotal > 0 else { throw PipelineError.nothingMatched("no pixel of the selected pairs correlated above the decorrelation threshold") }
         progress(.init(stage: "fuse", fraction: 0.7, message: "fusing \(pairs.count) pair(s), \(pointsTotal) points"))
-        let weights = pairs.map { pair -> Float in
-            let bh = prepared.inspection.pairs.first { $0.images == pair }?.baseToHeight ?? 1
-            return Float(bh * bh)
+        let bhs = pairs.map { pair in prepared.inspection.pairs.first { $0.images == pair }?.baseToHeight ?? 1 }
+        let weights = bhs.map { Float($0 * $0) }
+        // Align every pair vertically on the pair with the largest B/H before fusing.
+        let reference = bhs.indices.max { bhs[$0] < bhs[$1] }!
+        let offsets = DSMFusion.verticalOffsets(heightsPerPair, reference: reference)
+        for k in heightsPerPair.indices {
+            guard let o = offsets[k], o != 0 else { continue }
+            heightsPerPair[k].values = heightsPerPair[k].values.map { $0 - o }
+        }
+        if pairs.count > 1 {
+            let text = zip(pairs, offsets).map { "\($0.0): \($0.1.map { String(format: "%+.2f m", $0) } ?? "n/a")" }.joined(separator: ", ")
+            progress(.init(stage: "fuse", fraction: 0.68, message: "vertical offsets removed before fusion (reference pair \(pairs[reference])): \(text)"))
         }
         let fused = DSMFusion.fuse(heights: heightsPerPair, scores: scoresPerPair, weights: weights)
         progress(.init(stage: "filter", fraction: 0.75, message: "outlier removal, small-hole filling, denoising"))
@@ -349,6 +358,8 @@ public struct DSMPipelineRunner: Sendable {
         let dsm = DSMFilter.denoise(holesFilled)
         let writer = try ProductWriter(folder: dir, grid: prepared.grid)
         var manifest = Manifest(parameters: prepared.parameters, grid: prepared.grid, crsWKT: writer.wkt)
+        manifest.pairOffsets = zip(pairs, offsets).map { PairOffset(pair: $0.0, verticalOffsetM: $0.1.map(Double.init), baseToHeight: 0) }
+        for k in manifest.pairOffsets.indices { manifest.pairOffsets[k].baseToHeight = bhs[k] }
         try writer.writeDSMProducts(raw: fused.height, score: fused.score, dsm: dsm, filled: filled,
                                     contributors: fused.contributors, pairs: pairs, manifest: &manifest)
         progress(.init(stage: "hillshade", fraction: 0.8, message: "hillshades"))

@@ -21,6 +21,8 @@ public struct Manifest: Sendable, Codable {
     public var grid: GridDefinition
     public var verticalReference = "heights in metres above the WGS84 ellipsoid"
     public var parameters: ResolvedParameters
+    /// Per pair: B/H and the vertical offset removed to align it on the widest pair before fusion.
+    public var pairOffsets: [PairOffset] = []
 
     init(parameters: ResolvedParameters, grid: GridDefinition, crsWKT: String) {
         self.parameters = parameters
@@ -28,6 +30,12 @@ public struct Manifest: Sendable, Codable {
         self.crs = "EPSG:\(grid.epsg)"
         self.crsWKT = crsWKT
     }
+}
+
+public struct PairOffset: Sendable, Codable {
+    public var pair: [Int]
+    public var verticalOffsetM: Double?
+    public var baseToHeight: Double
 }
 
 /// Writes the products of a run as Cloud Optimized GeoTIFFs on the DSM grid.

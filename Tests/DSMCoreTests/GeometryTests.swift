@@ -152,3 +152,46 @@ import Testing
         }
     }
 }
+
+@Suite struct FusionAndFilterTests {
+    let grid = GridDefinition(epsg: 32631, originX: 0, originY: 100, resolution: 1, width: 10, height: 10)
+
+    @Test func fusionIsRobustToOneFailingPair() {
+        let a = GridRaster(grid: grid, fill: 100), b = GridRaster(grid: grid, fill: 100.4)
+        var c = GridRaster(grid: grid, fill: 100.2)
+        c.values[5] = 140  // a gross error in the third pair
+        let s = GridRaster(grid: grid, fill: 0.8)
+        let f = DSMFusion.fuse(heights: [a, b, c], scores: [s, s, s])
+        #expect(abs(f.height.values[0] - 100.2) < 1e-4 && f.contributors[0] == 7)
+        #expect(abs(f.height.values[5] - 100.2) < 1e-4 && f.contributors[5] == 3)
+        // Weights follow (B/H)²: a pair with twice the B/H counts four times as much.
+        let w = DSMFusion.fuse(heights: [a, b], scores: [s, s], weights: [1, 4])
+        #expect(abs(w.height.values[0] - (100 + 4 * 100.4) / 5) < 1e-4)
+    }
+
+    @Test func outliersRemovedAndSmallHolesFilled() {
+        var r = GridRaster(grid: grid, values: (0..<100).map { Float($0 % 10) * 0.5 + 50 })
+        r.values[44] = 90  // spike
+        r.values[55] = .nan  // small hole
+        let cleaned = DSMFilter.removeOutliers(r)
+        #expect(cleaned.values[44].isNaN && !cleaned.values[33].isNaN)
+        let (filled, mask) = DSMFilter.fillSmallHoles(cleaned, maximumArea: 4)
+        #expect(mask[44] && mask[55] && !mask[0])
+        // The plane z = 50 + 0.5·x is interpolated exactly.
+        #expect(abs(filled.values[55] - 52.5) < 0.05 && abs(filled.values[44] - 52) < 0.05)
+        // Holes touching the border or larger than the limit stay empty.
+        var border = r
+        border.values[0] = .nan
+        #expect(DSMFilter.fillSmallHoles(border, maximumArea: 4).0.values[0].isNaN)
+    }
+
+    @Test func rasterisationTakesTheCellMedian() {
+        var p = ProjectedPoints()
+        p.x = [0.5, 0.5, 0.5, 3.2]; p.y = [99.5, 99.5, 99.5, 96.6]; p.z = [10, 11, 30, 5]; p.score = [1, 1, 1, 0.5]
+        let r = Rasterizer.rasterize(p, grid: grid)
+        #expect(r.height.values[0] == 11)
+        #expect(r.height.values[3 * 10 + 3] == 5)
+        // An empty cell next to a point takes it by the Gaussian splat; far cells stay empty.
+        #expect(r.height.values[3 * 10 + 2] == 5 && r.height.values[9 * 10 + 9].isNaN)
+    }
+}

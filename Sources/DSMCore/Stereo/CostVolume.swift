@@ -69,8 +69,6 @@ func boxMeans(_ img: [Float], width: Int, height: Int, radius r: Int) -> [Float]
     return out
 }
 
-/// Value given to no-data pixels of normalised images; any window that contains one is not correlated.
-let noDataSentinel: Float = 1e4
 
 /// Local mean and inverse standard deviation of an image over the correlation window.
 struct WindowStatistics {
@@ -78,15 +76,14 @@ struct WindowStatistics {
     /// 1/σ, or 0 where the window has no texture (σ below `minimumStd`).
     let inverseStd: [Float]
 
-    init(_ img: [Float], width: Int, height: Int, radius: Int, minimumStd: Float) {
+    /// - Parameter noData: 1 where the pixel is no-data (its value is 0 in `img`); interpolated masks
+    ///   count as no-data wherever they exceed 0.01. Windows touching no-data are not correlated.
+    init(_ img: [Float], noData mask: [Float]?, width: Int, height: Int, radius: Int, minimumStd: Float) {
         mean = boxMeans(img, width: width, height: height, radius: radius)
         let sq = boxMeans(img.map { $0 * $0 }, width: width, height: height, radius: radius)
         var inv = [Float](repeating: 0, count: img.count)
-        // Interpolation spreads the sentinel into its neighbours (with either sign): anything far outside
-        // the normalised range counts as no-data.
-        let isNoData: (Float) -> Bool = { abs($0) >= noDataSentinel / 100 }
-        let hasNoData = img.contains(where: isNoData)
-        let noData = hasNoData ? boxMeans(img.map { isNoData($0) ? 1 : 0 }, width: width, height: height, radius: radius) : []
+        let hasNoData = mask != nil
+        let noData = mask.map { m in boxMeans(m.map { abs($0) > 0.01 ? 1 : 0 }, width: width, height: height, radius: radius) } ?? []
         for i in 0..<img.count {
             let v = sq[i] - mean[i] * mean[i]
             inv[i] = v > minimumStd * minimumStd ? 1 / v.squareRoot() : 0
@@ -104,7 +101,8 @@ extension CostVolume {
     /// columns (refreshed every 64 rows to bound drift) and along rows, so the cost per label does not
     /// grow with the window size. A right image shifted by each distinct fractional part of the labels
     /// (bicubic) serves sub-pixel steps.
-    static func zncc(left: GrayImage, right: GrayImage, labels: DisparityLabels, window: Int,
+    static func zncc(left: GrayImage, right: GrayImage, leftNoData: GrayImage?, rightNoData: GrayImage?,
+                     labels: DisparityLabels, window: Int,
                      decorrelationThreshold: Double, minimumStd: Float, shiftable: Bool) -> CostVolume {
         let w = left.width, h = left.height, wr = right.width
         let r = window / 2
@@ -116,6 +114,7 @@ extension CostVolume {
         // Distinct fractional phases and the shifted right images with their window statistics.
         var phaseIndex: [Int: Int] = [:]
         var phases: [GrayImage] = []
+        var phaseMasks: [GrayImage?] = []
         var labelPhase = [Int](repeating: 0, count: labels.count)
         var labelShift = [Int](repeating: 0, count: labels.count)
         for k in 0..<labels.count {
@@ -126,12 +125,15 @@ extension CostVolume {
             if phaseIndex[key] == nil {
                 phaseIndex[key] = phases.count
                 phases.append(right.shiftedHorizontally(by: frac))
+                phaseMasks.append(rightNoData?.shiftedHorizontally(by: frac))
             }
             labelPhase[k] = phaseIndex[key]!
             labelShift[k] = Int(whole)
         }
-        let leftStats = WindowStatistics(left.pixels, width: w, height: h, radius: r, minimumStd: minimumStd)
-        let rightStats = phases.map { WindowStatistics($0.pixels, width: wr, height: h, radius: r, minimumStd: minimumStd) }
+        let leftStats = WindowStatistics(left.pixels, noData: leftNoData?.pixels, width: w, height: h, radius: r, minimumStd: minimumStd)
+        let rightStats = phases.indices.map {
+            WindowStatistics(phases[$0].pixels, noData: phaseMasks[$0]?.pixels, width: wr, height: h, radius: r, minimumStd: minimumStd)
+        }
 
         let threshold = Float(decorrelationThreshold)
         let invN = 1 / n

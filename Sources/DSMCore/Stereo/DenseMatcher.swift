@@ -103,7 +103,7 @@ public struct DenseMatcher: Sendable {
         }
         let l = normalised(left), r = normalised(right)
         var report = MatchingReport()
-        let range = try searchRange(left: l, right: r, min: minDisparity, max: maxDisparity, parameters: p, report: &report)
+        let range = try searchRange(left: l.image, right: r.image, min: minDisparity, max: maxDisparity, parameters: p, report: &report)
         report.searchedRange = range
         let labels = DisparityLabels(minimum: range.lowerBound, maximum: range.upperBound, step: p.precision)
         var map = matchStrips(left: l, right: r, labels: labels, parameters: p, report: &report)
@@ -146,19 +146,23 @@ public struct DenseMatcher: Sendable {
     }
 
     /// Images scaled to zero mean and unit variance over their valid pixels (ZNCC is invariant to it; Float
-    /// sums stay accurate). No-data (NaN) pixels become a large sentinel that `WindowStatistics` detects.
-    func normalised(_ img: GrayImage) -> GrayImage {
+    /// sums stay accurate). No-data (NaN) pixels become 0, and a mask (1 = no-data) is returned when there
+    /// are any: windows touching no-data are not correlated.
+    func normalised(_ img: GrayImage) -> (image: GrayImage, noData: GrayImage?) {
         var s = 0.0, s2 = 0.0, n = 0.0
         for v in img.pixels where v.isFinite { let d = Double(v); s += d; s2 += d * d; n += 1 }
         let m = n > 0 ? s / n : 0
         let std = n > 0 ? max(0, s2 / n - m * m).squareRoot() : 1
         let mf = Float(m), inv = Float(std > 0 ? 1 / std : 1)
-        return GrayImage(width: img.width, height: img.height,
-                         pixels: img.pixels.map { $0.isFinite ? ($0 - mf) * inv : noDataSentinel }, scale: img.scale)
+        let out = GrayImage(width: img.width, height: img.height,
+                            pixels: img.pixels.map { $0.isFinite ? ($0 - mf) * inv : 0 }, scale: img.scale)
+        guard Int(n) < img.pixels.count else { return (out, nil) }
+        return (out, GrayImage(width: img.width, height: img.height, pixels: img.pixels.map { $0.isFinite ? 0 : 1 }, scale: img.scale))
     }
 
-    func matchStrips(left: GrayImage, right: GrayImage, labels: DisparityLabels, parameters p: MatchingParameters,
-                     report: inout MatchingReport) -> DisparityMap {
+    func matchStrips(left lm: (image: GrayImage, noData: GrayImage?), right rm: (image: GrayImage, noData: GrayImage?),
+                     labels: DisparityLabels, parameters p: MatchingParameters, report: inout MatchingReport) -> DisparityMap {
+        let left = lm.image, right = rm.image
         let h = left.height
         let strips = max(1, min((h + stripRows - 1) / stripRows, h / 16))
         let rowsPerStrip = (h + strips - 1) / strips
@@ -173,8 +177,10 @@ public struct DenseMatcher: Sendable {
             let a = max(0, y0 - margin), b = min(h, y1 + margin)
             let l = left.crop(x: 0, y: a, width: left.width, height: b - a)
             let r = right.crop(x: 0, y: a, width: right.width, height: b - a)
+            let ln = lm.noData?.crop(x: 0, y: a, width: left.width, height: b - a)
+            let rn = rm.noData?.crop(x: 0, y: a, width: right.width, height: b - a)
             let t0 = DispatchTime.now().uptimeNanoseconds
-            var volume = CostVolume.zncc(left: l, right: r, labels: labels, window: p.window,
+            var volume = CostVolume.zncc(left: l, right: r, leftNoData: ln, rightNoData: rn, labels: labels, window: p.window,
                                          decorrelationThreshold: p.decorrelationThreshold, minimumStd: minimumStd,
                                          shiftable: shiftableWindows)
             let t1 = DispatchTime.now().uptimeNanoseconds
