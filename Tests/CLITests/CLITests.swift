@@ -206,3 +206,53 @@ import Testing
         #expect(bad.status == 2 && bad.stderr.contains("--roi"))
     }
 }
+
+/// `dsmopt run` as a user runs it: progress lines, products, one-line errors and nothing half-written.
+@Suite struct RunCLITests {
+    func dsmopt(_ args: String...) throws -> ProcessResult { try run(try dsmoptExecutable(), args, timeout: 600) }
+
+    @Test func runOnTheBundledSyntheticTriplet() throws {
+        let tmp = try TemporaryFolder()
+        let f = TestData.fixture("synthetic-triplet")
+        let r = try dsmopt("run", "\(f)/view_1.tif", "\(f)/view_2.tif", "\(f)/view_3.tif", "--out", tmp.path("out"),
+                           "--resolution", "0.5", "--point-cloud", "--preset", "flat", "--window", "7")
+        #expect(r.status == 0, "\(r.stderr)")
+        // Progress per stage on stderr.
+        for stage in ["inspect", "match", "fuse", "filter", "hillshade", "ortho", "pointcloud", "done"] {
+            #expect(r.stderr.contains("] \(stage):"), "no progress line for \(stage)")
+        }
+        let m = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: tmp.path("out/manifest.json")))) as? [String: Any]
+        let products = try #require(m?["products"] as? [[String: Any]])
+        #expect(Set(products.compactMap { $0["code"] as? String }).isSuperset(of: ["A1", "A2", "A3", "B2", "B4", "C1", "C2", "C3", "C4", "D1"]))
+        // The preset and the override both show in the resolved parameters.
+        let p = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: tmp.path("out/parameters.json")))) as? [String: Any]
+        let matching = try #require(p?["matching"] as? [String: Any])
+        #expect(p?["preset"] as? String == "flat" && matching["window"] as? Int == 7 && matching["regularisation"] as? Double == 0.08)
+    }
+
+    @Test func runRefusesBadInputWithOneLine() throws {
+        let tmp = try TemporaryFolder()
+        let a = try TestData.path("pleiades/reunion-pair/img_01.tif"), b = try TestData.path("pleiades/reunion-pair/img_02.tif")
+        let cases: [([String], Int32, String)] = [
+            (["run", a, b, "--out", tmp.path("o1"), "--preset", "lunar"], 2, "unknown preset 'lunar'"),
+            (["run", a, b, "--out", tmp.path("o2"), "--window", "16"], 2, "window = 16"),
+            (["run", a, b, "--out", tmp.path("o3"), "--aoi", "10,10,10.01,10.01"], 4, "outside the first image's footprint"),
+            (["run", a, b, "--out", tmp.path("o4"), "--roi", "900", "900", "400", "400"], 2, "invalid region of interest"),
+            (["run", a, try TestData.path("pleiades/marseille-triplet/img_01.tif"), "--out", tmp.path("o5")], 4, "do not overlap"),
+            (["run", a, "--out", tmp.path("o6")], 2, "2 or 3 images, got 1"),
+        ]
+        for (args, code, fragment) in cases {
+            let r = try run(try dsmoptExecutable(), args, timeout: 300)
+            #expect(r.status == code, "\(args): exit \(r.status): \(r.stderr)")
+            let errors = r.stderr.split(separator: "\n").filter { $0.hasPrefix("dsmopt: error:") }
+            #expect(errors.count == 1 && errors[0].contains(fragment), "\(args): \(r.stderr)")
+            let out = args[args.firstIndex(of: "--out")! + 1]
+            #expect(((try? FileManager.default.contentsOfDirectory(atPath: out)) ?? []).isEmpty, "\(out) is not empty")
+        }
+        // An unwritable output folder: below a regular file.
+        let file = tmp.path("file")
+        try "x".write(toFile: file, atomically: true, encoding: .utf8)
+        let r = try dsmopt("run", a, b, "--out", file + "/out")
+        #expect(r.status == 3 && r.stderr.contains("output folder is not writable"))
+    }
+}
