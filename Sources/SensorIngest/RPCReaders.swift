@@ -185,8 +185,6 @@ public enum DIMAPRPCReader {
         let validity = xml.children(of: "RFM_Validity")
         guard !inverse.isEmpty else { throw IngestError.missingField(file: file, field: "Inverse_Model") }
         guard !validity.isEmpty else { throw IngestError.missingField(file: file, field: "RFM_Validity") }
-        let imageDomain = xml.children(of: "Direct_Model_Validity_Domain")
-        let groundDomain = xml.children(of: "Inverse_Model_Validity_Domain")
         func n(_ k: String) throws -> Double { try number(validity, k, file: file) }
         var model = RPCModel(
             column: RationalFunction(numerator: try coefficients(inverse, "SAMP_NUM_COEFF", file: file),
@@ -205,20 +203,7 @@ public enum DIMAPRPCReader {
             model.directLatitude = RationalFunction(numerator: try coefficients(direct, "LINE_NUM_COEFF", file: file),
                                                     denominator: try coefficients(direct, "LINE_DEN_COEFF", file: file))
         }
-        if !imageDomain.isEmpty {
-            model.imageDomain = ImageDomain(
-                firstColumn: try number(imageDomain, "FIRST_COL", file: file) - 1,
-                firstRow: try number(imageDomain, "FIRST_ROW", file: file) - 1,
-                lastColumn: try number(imageDomain, "LAST_COL", file: file) - 1,
-                lastRow: try number(imageDomain, "LAST_ROW", file: file) - 1)
-        }
-        if !groundDomain.isEmpty {
-            model.groundDomain = GroundDomain(
-                minLongitude: try number(groundDomain, "FIRST_LON", file: file),
-                minLatitude: try number(groundDomain, "FIRST_LAT", file: file),
-                maxLongitude: try number(groundDomain, "LAST_LON", file: file),
-                maxLatitude: try number(groundDomain, "LAST_LAT", file: file))
-        }
+        try readValidityDomains(xml, into: &model, file: file)
         try validate(model, file: file)
         return model
     }
@@ -246,6 +231,13 @@ public enum DIMAPRPCReader {
                              longitudeNorm: try ab("Lon"), latitudeNorm: try ab("Lat"), heightNorm: try ab("Alt"),
                              columnNorm: col, rowNorm: row,
                              directLongitude: try list(direct, "F_LON"), directLatitude: try list(direct, "F_LAT"))
+        try readValidityDomains(xml, into: &model, file: file)
+        try validate(model, file: file)
+        return model
+    }
+
+    /// The image and ground validity domains (DIMAP pixels count from 1).
+    static func readValidityDomains(_ xml: XMLLeaves, into model: inout RPCModel, file: String) throws {
         let imageDomain = xml.children(of: "Direct_Model_Validity_Domain")
         let groundDomain = xml.children(of: "Inverse_Model_Validity_Domain")
         if !imageDomain.isEmpty {
@@ -262,8 +254,6 @@ public enum DIMAPRPCReader {
                 maxLongitude: try number(groundDomain, "LAST_LON", file: file),
                 maxLatitude: try number(groundDomain, "LAST_LAT", file: file))
         }
-        try validate(model, file: file)
-        return model
     }
 
     static func validate(_ m: RPCModel, file: String) throws {

@@ -28,11 +28,7 @@ public struct SensorImage: Sendable {
             throw IngestError.notAnImage(file: path, detail: "no such file")
         }
         guard !isDir.boolValue else { throw IngestError.notAnImage(file: path, detail: "is a folder") }
-        let ds: RasterDataset
-        do { ds = try RasterDataset(path: path) } catch let e as GDALError {
-            if hasTIFFSignature(path) { throw IngestError.unreadableImage(file: path, detail: e.message) }
-            throw IngestError.notAnImage(file: path, detail: e.message)
-        }
+        let ds = try openRaster(path)
         guard ds.width > 0, ds.height > 0, ds.bandCount > 0 else {
             throw IngestError.notAnImage(file: path, detail: "no raster band")
         }
@@ -95,6 +91,15 @@ public struct SensorImage: Sendable {
         // Read the part that divides evenly so that each sample averages exactly factor × factor pixels.
         let pixels = try ds.read(width: bw * factor, height: bh * factor, bufferWidth: bw, bufferHeight: bh, resampling: .average)
         return GrayImage(width: bw, height: bh, pixels: pixels, scale: Double(factor))
+    }
+}
+
+/// Opens a raster for ingestion: a file GDAL cannot open is "not an image", unless it starts like a TIFF,
+/// in which case it is a damaged (e.g. truncated) image.
+func openRaster(_ path: String) throws -> RasterDataset {
+    do { return try RasterDataset(path: path) } catch let e as GDALError {
+        if hasTIFFSignature(path) { throw IngestError.unreadableImage(file: path, detail: e.message) }
+        throw IngestError.notAnImage(file: path, detail: e.message)
     }
 }
 

@@ -170,6 +170,7 @@ public struct DenseMatcher: Sendable {
         let minimumStd = minimumRelativeContrast  // images are normalised to unit variance
         let margin = stripMargin
         let shiftableWindows = self.shiftableWindows
+        // DSMOPT_PROFILE=1 prints the time of each phase of each strip on stderr.
         let profile = ProcessInfo.processInfo.environment["DSMOPT_PROFILE"] != nil
         DispatchQueue.concurrentPerform(iterations: strips) { s in
             let y0 = s * rowsPerStrip, y1 = min(h, y0 + rowsPerStrip)
@@ -191,8 +192,8 @@ public struct DenseMatcher: Sendable {
             let map = select(volume, total, rightWidth: r.width, parameters: p)
             let t4 = DispatchTime.now().uptimeNanoseconds
             if profile {
-                print(String(format: "strip %d: cost %.3f s, shift %.3f s, sgm %.3f s, select %.3f s", s,
-                             Double(t1 - t0) * 1e-9, Double(t2 - t1) * 1e-9, Double(t3 - t2) * 1e-9, Double(t4 - t3) * 1e-9))
+                FileHandle.standardError.write(Data(String(format: "strip %d: cost %.3f s, shift %.3f s, sgm %.3f s, select %.3f s\n", s,
+                             Double(t1 - t0) * 1e-9, Double(t2 - t1) * 1e-9, Double(t3 - t2) * 1e-9, Double(t4 - t3) * 1e-9).utf8))
             }
             results.store(s, rows: y0..<y1, offset: y0 - a, map: map, cells: l.width * l.height * labels.count)
         }
