@@ -27,6 +27,12 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // The job service only; the numeric core and the pipeline do not depend on these.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
     ],
     targets: [
         .systemLibrary(name: "CGDAL", pkgConfig: "gdal", providers: [.apt(["libgdal-dev"])]),
@@ -37,10 +43,22 @@ let package = Package(
         .target(name: "SensorIngest", dependencies: ["DSMCore", "GDALKit"], swiftSettings: optimise),
         // The DSM pipeline (`dsmopt run`): no server dependency either.
         .target(name: "DSMPipeline", dependencies: ["SensorIngest", "DSMCore", "GDALKit"], swiftSettings: optimise),
+        // The job service (`dsmopt serve`, `worker`, `admin`): REST API, SQLite store, workers, quotas.
+        .target(
+            name: "JobService",
+            dependencies: [
+                "DSMPipeline", "SensorIngest", "DSMCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "dsmopt",
             dependencies: [
-                "SensorIngest", "DSMCore", "GDALKit", "DSMPipeline",
+                "SensorIngest", "DSMCore", "GDALKit", "DSMPipeline", "JobService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: optimise
@@ -51,6 +69,7 @@ let package = Package(
         .testTarget(name: "SensorIngestTests", dependencies: ["SensorIngest", "DSMCore", "GDALKit", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["SensorIngest", "GDALKit", "TestSupport", "dsmopt"]),
         .testTarget(name: "PipelineTests", dependencies: ["DSMPipeline", "SensorIngest", "DSMCore", "GDALKit", "TestSupport"]),
+        .testTarget(name: "ServiceTests", dependencies: ["TestSupport", "dsmopt"]),
     ],
     swiftLanguageModes: [.v6]
 )

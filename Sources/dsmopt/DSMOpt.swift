@@ -4,9 +4,10 @@ import Foundation
 import GDALKit
 import SensorIngest
 import DSMPipeline
+import JobService
 
 @main
-struct DSMOpt: ParsableCommand {
+struct DSMOpt: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dsmopt",
         abstract: "Stereo-photogrammetry DSM service for Pléiades stereo pairs and tri-stereo triplets.",
@@ -14,14 +15,18 @@ struct DSMOpt: ParsableCommand {
         Image coordinates on the command line follow GDAL (`gdaltransform -rpc`): the top-left corner of the \
         image is (0, 0), the centre of the first pixel (0.5, 0.5). Heights are metres above the WGS84 ellipsoid.
         """,
-        subcommands: [Run.self, Inspect.self, RPCCommand.self, Epipolar.self, Match.self, Synth.self]
+        subcommands: [Serve.self, Worker.self, Admin.self, Run.self, Inspect.self, RPCCommand.self, Epipolar.self, Match.self, Synth.self]
     )
 
     /// Runs the command; errors the user can act on are printed as one line with a specific exit code.
-    static func main() {
+    static func main() async {
         do {
             var command = try parseAsRoot()
-            try command.run()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
         } catch let e as CLIFailure {
             fail(e.message, code: e.code)
         } catch let e as IngestError {
@@ -47,6 +52,10 @@ struct DSMOpt: ParsableCommand {
             fail(e.description, code: ExitCodes.usage)
         } catch let e as EpipolarError {
             fail(e.description, code: ExitCodes.geometry)
+        } catch let e as ConfigurationError {
+            fail(e.description, code: ExitCodes.usage)
+        } catch let e as StoreError {
+            fail(e.description, code: ExitCodes.usage)
         } catch {
             exit(withError: error)
         }
@@ -345,6 +354,127 @@ struct Run: ParsableCommand {
         let manifest = try runner.run()
         let d = clock.now - start
         let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
-        FileHandle.standardError.write(Data(String(format: "run: %d products in %@ (%.1f s)\n", manifest.products.count, out, seconds).utf8))
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        let cpu = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) * 1e-6
+        FileHandle.standardError.write(Data(String(format: "run: %d products in %@ (%.1f s, cpu %.2f s)\n", manifest.products.count, out, seconds, cpu).utf8))
+    }
+}
+
+/// Options shared by the daemon commands.
+struct DaemonOptions: ParsableArguments {
+    @Option(help: "Data folder (database, uploads, jobs, presets). Env DSMOPT_DATA.") var data: String?
+    @Option(help: "JSON configuration file (default DATA/dsmopt.json when present).") var config: String?
+    @Option(help: "Jobs run at the same time by this process. Env DSMOPT_WORKERS.") var workers: Int?
+    @Option(help: "Results retention, e.g. 21d, 12h, 300s. Env DSMOPT_RETENTION_SECONDS.") var retention: String?
+
+    func configuration() throws -> ServiceConfiguration {
+        let env = ProcessInfo.processInfo.environment
+        guard let dir = data ?? env["DSMOPT_DATA"] else { throw CLIFailure(message: "--data DIR (or DSMOPT_DATA) is required", code: ExitCodes.usage) }
+        var c = try ServiceConfiguration.load(dataDirectory: dir, file: config, environment: env)
+        if let workers { c.workers = workers }
+        if let retention {
+            guard let s = parseDuration(retention) else { throw CLIFailure(message: "--retention must look like 21d, 12h, 30m or 45s", code: ExitCodes.usage) }
+            c.retentionSeconds = s
+        }
+        return c
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the job service: REST API and workers on the embedded SQLite store in the data folder.")
+    @OptionGroup var daemon: DaemonOptions
+    @Option(help: "Listening address. Env DSMOPT_HOST.") var host: String?
+    @Option(help: "Listening port (0: any free port, written to DATA/server.port). Env DSMOPT_PORT.") var port: Int?
+    @Option(name: .customLong("max-upload-bytes"), help: "Largest accepted upload. Env DSMOPT_MAX_UPLOAD_BYTES.") var maxUploadBytes: Int64?
+    @Option(name: .customLong("archive-root"), help: "Folder the catalogue may reference images in. Env DSMOPT_ARCHIVE_ROOT.") var archiveRoot: String?
+
+    func run() async throws {
+        var c = try daemon.configuration()
+        if let host { c.host = host }
+        if let port { c.port = port }
+        if let maxUploadBytes { c.maxUploadBytes = maxUploadBytes }
+        if let archiveRoot { c.archiveRoot = archiveRoot }
+        try await Daemon.serve(c)
+    }
+}
+
+struct Worker: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run workers only, on the data folder a `serve` process uses.")
+    @OptionGroup var daemon: DaemonOptions
+
+    func run() async throws { try await Daemon.work(try daemon.configuration()) }
+}
+
+struct Admin: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Manage users, tokens and quotas from the command line.",
+        subcommands: [CreateUser.self, SetQuota.self, ListUsers.self])
+
+    /// `--data` and friends may come before the subcommand (`dsmopt admin --data DIR create-user …`).
+    @OptionGroup var daemon: DaemonOptions
+
+    struct QuotaOptions: ParsableArguments {
+        @Option(name: .customLong("max-concurrent-jobs")) var maxConcurrentJobs: Int?
+        @Option(name: .customLong("cpu-seconds-per-month")) var cpuSecondsPerMonth: Double?
+        @Option(name: .customLong("storage-bytes")) var storageBytes: Int64?
+        @Option(name: .customLong("max-input-bytes")) var maxInputBytes: Int64?
+
+        func apply(_ q: Quota) throws -> Quota {
+            var q = q
+            if let v = maxConcurrentJobs { q.maxConcurrentJobs = v }
+            if let v = cpuSecondsPerMonth { q.cpuSecondsPerMonth = v }
+            if let v = storageBytes { q.storageBytes = v }
+            if let v = maxInputBytes { q.maxInputBytes = v }
+            guard q.maxConcurrentJobs >= 0, q.cpuSecondsPerMonth >= 0, q.storageBytes >= 0, q.maxInputBytes >= 0 else {
+                throw CLIFailure(message: "quota values must be non-negative", code: ExitCodes.usage)
+            }
+            return q
+        }
+    }
+
+    struct CreateUser: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "create-user", abstract: "Create a user; prints the new token alone on stdout.")
+        @OptionGroup var daemon: DaemonOptions
+        @Argument var name: String
+        @Option(help: "researcher, operator, admin or catalogue.") var role: String = "researcher"
+        @OptionGroup var quota: QuotaOptions
+
+        func run() async throws {
+            let c = try daemon.configuration()
+            guard let r = Role(rawValue: role) else {
+                throw CLIFailure(message: "unknown role '\(role)' (researcher, operator, admin, catalogue)", code: ExitCodes.usage)
+            }
+            let store = try Daemon.prepare(c)
+            let (_, token) = try await store.createUser(name: name, role: r, quota: try quota.apply(c.defaultQuota))
+            print(token)
+        }
+    }
+
+    struct SetQuota: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "set-quota", abstract: "Change a user's quota.")
+        @OptionGroup var daemon: DaemonOptions
+        @Argument var name: String
+        @OptionGroup var quota: QuotaOptions
+
+        func run() async throws {
+            let store = try Daemon.prepare(try daemon.configuration())
+            guard let u = try await store.user(name: name) else { throw CLIFailure(message: "unknown user '\(name)'", code: ExitCodes.usage) }
+            _ = try await store.setQuota(userId: u.id, quota: try quota.apply(u.quota))
+        }
+    }
+
+    struct ListUsers: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "list-users", abstract: "Users with their role, quota and usage (JSON).")
+        @OptionGroup var daemon: DaemonOptions
+
+        func run() async throws {
+            let store = try Daemon.prepare(try daemon.configuration())
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            enc.dateEncodingStrategy = .iso8601
+            print(String(decoding: try enc.encode(try await store.users()), as: UTF8.self))
+        }
     }
 }

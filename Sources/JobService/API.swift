@@ -1,0 +1,551 @@
+import Crypto
+import DSMPipeline
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Hummingbird
+import SensorIngest
+
+/// An HTTP error as an RFC 9457 problem document.
+struct APIProblem: Error {
+    var status: HTTPResponse.Status
+    var title: String
+    var detail: String
+    var errors: [FieldError]? = nil
+    var limit: String? = nil
+
+    static func notFound(_ what: String) -> APIProblem { APIProblem(status: .notFound, title: "Not Found", detail: what) }
+    static func forbidden(_ why: String) -> APIProblem { APIProblem(status: .forbidden, title: "Forbidden", detail: why) }
+    static func badRequest(_ why: String) -> APIProblem { APIProblem(status: .badRequest, title: "Bad Request", detail: why) }
+
+    var response: Response {
+        struct Body: Encodable { var type: String; var title: String; var status: Int; var detail: String; var errors: [FieldError]?; var limit: String? }
+        let b = Body(type: "about:blank", title: title, status: Int(status.code), detail: detail, errors: errors, limit: limit)
+        return jsonResponse(b, status: status, contentType: "application/problem+json")
+    }
+}
+
+func jsonResponse<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok, contentType: String = "application/json",
+                                headers extra: HTTPFields = [:]) -> Response {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    enc.dateEncodingStrategy = .iso8601
+    let data = (try? enc.encode(value)) ?? Data("{}".utf8)
+    var headers = extra
+    headers[.contentType] = contentType
+    return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+}
+
+/// Turns thrown problems into problem documents and records per-route latency.
+struct ProblemAndMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
+    let metrics: ServiceMetrics
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let start = DispatchTime.now().uptimeNanoseconds
+        var response: Response
+        do { response = try await next(request, context) } catch let p as APIProblem {
+            response = p.response
+        } catch let e as HTTPError {
+            response = APIProblem(status: e.status, title: e.status.reasonPhrase, detail: e.body ?? e.status.reasonPhrase).response
+        } catch {
+            response = APIProblem(status: .internalServerError, title: "Internal Server Error", detail: "\(error)").response
+        }
+        metrics.observeRequest(method: request.method.rawValue, route: Self.route(request.uri.path), status: Int(response.status.code),
+                               seconds: Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)
+        return response
+    }
+
+    /// The route pattern of a path (ids and names replaced), to keep metric labels bounded.
+    static func route(_ path: String) -> String {
+        let parts = path.split(separator: "/").map(String.init)
+        var out: [String] = []
+        for (i, p) in parts.enumerated() {
+            if i > 0, ["jobs", "presets", "users"].contains(parts[i - 1]) { out.append(":id") }
+            else if i > 0, parts[i - 1] == "results" { out.append(":file") }
+            else { out.append(p) }
+        }
+        return "/" + out.joined(separator: "/")
+    }
+}
+
+/// The REST API: OGC API – Processes style jobs, uploads, presets, users and quotas.
+public struct ServiceAPI: Sendable {
+    let store: JobStore
+    let config: ServiceConfiguration
+    let metrics: ServiceMetrics
+
+    public init(store: JobStore, config: ServiceConfiguration, metrics: ServiceMetrics) {
+        self.store = store
+        self.config = config
+        self.metrics = metrics
+    }
+
+    // MARK: helpers
+
+    func authenticate(_ request: Request) async throws -> User {
+        guard let h = request.headers[.authorization], h.hasPrefix("Bearer ") else {
+            throw APIProblem(status: .unauthorized, title: "Unauthorized", detail: "an Authorization: Bearer <token> header is required")
+        }
+        guard let u = try await store.user(token: String(h.dropFirst(7)).trimmingCharacters(in: .whitespaces)) else {
+            throw APIProblem(status: .unauthorized, title: "Unauthorized", detail: "unknown or revoked token")
+        }
+        return u
+    }
+
+    func require(_ user: User, _ roles: Set<Role>) throws {
+        guard roles.contains(user.role) else {
+            throw APIProblem.forbidden("this needs the role \(roles.map(\.rawValue).sorted().joined(separator: " or ")); you are \(user.role.rawValue)")
+        }
+    }
+
+    /// A job the caller may see (own, or any for operators and admins); 404 otherwise.
+    func visibleJob(_ id: String?, for user: User) async throws -> Job {
+        guard let id, let job = try await store.job(id: id), job.userId == user.id || [.operator, .admin].contains(user.role) else {
+            throw APIProblem.notFound("no job \(id ?? "") for this user")
+        }
+        return job
+    }
+
+    func presets() throws -> PresetLibrary { try PresetLibrary(folder: config.presetsDirectory) }
+
+    func body(_ request: Request, limit: Int = 4 << 20) async throws -> Data {
+        do {
+            let b = try await request.body.collect(upTo: limit)
+            return Data(b.readableBytesView)
+        } catch {
+            throw APIProblem(status: .contentTooLarge, title: "Content Too Large", detail: "request body above \(limit) bytes")
+        }
+    }
+
+    struct JobView: Encodable {
+        var jobID: String
+        var processID = "dsm-opt"
+        var type = "process"
+        var name: String
+        var owner: String
+        var status: String
+        var progress: Int
+        var stage: String?
+        var message: String?
+        var created: Date
+        var started: Date?
+        var finished: Date?
+        var purgeDate: Date?
+        var resultsPurged: Bool
+        var error: String?
+        var cpuSeconds: Double
+        var links: [[String: String]]
+    }
+
+    static func view(_ j: Job) -> JobView {
+        var links = [["href": "/jobs/\(j.id)", "rel": "self", "type": "application/json"],
+                     ["href": "/jobs/\(j.id)/logs", "rel": "log", "type": "text/plain"]]
+        if j.status == .successful { links.append(["href": "/jobs/\(j.id)/results", "rel": "http://www.opengis.net/def/rel/ogc/1.0/results", "type": "application/json"]) }
+        return JobView(jobID: j.id, name: j.name, owner: j.userId, status: j.status.rawValue, progress: j.progress, stage: j.stage,
+                       message: j.message, created: j.createdAt, started: j.startedAt, finished: j.finishedAt, purgeDate: j.purgeAt,
+                       resultsPurged: j.purged, error: j.error, cpuSeconds: (j.cpuSeconds * 100).rounded() / 100, links: links)
+    }
+
+    // MARK: routes
+
+    public func router() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.add(middleware: ProblemAndMetricsMiddleware(metrics: metrics))
+
+        router.get("/health") { _, _ in jsonResponse(["status": "ok"]) }
+        router.get("/metrics") { _, _ in
+            let text = metrics.render(jobCounts: try await store.jobCounts())
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: text)))
+        }
+        router.get("/openapi.json") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
+        }
+        router.get("/processes") { _, _ in jsonResponse(ProcessDescription.list) }
+        router.get("/processes/dsm-opt") { _, _ in jsonResponse(try ProcessDescription.dsmOpt(presets: try presets())) }
+
+        router.post("/uploads") { request, _ in try await upload(request) }
+        router.post("/processes/dsm-opt/execution") { request, _ in
+            let user = try await authenticate(request)
+            return try await submit(try await body(request), for: user, allowRemote: false)
+        }
+        router.post("/catalogue/jobs") { request, _ in
+            let caller = try await authenticate(request)
+            try require(caller, [.catalogue])
+            return try await catalogueSubmit(try await body(request))
+        }
+        router.get("/jobs") { request, _ in
+            let user = try await authenticate(request)
+            let limit = min(200, max(1, Int(request.uri.queryParameters["limit"] ?? "") ?? 20))
+            let offset = max(0, Int(request.uri.queryParameters["offset"] ?? "") ?? 0)
+            let scope = [.operator, .admin].contains(user.role) && request.uri.queryParameters["all"] == "true" ? nil : user.id
+            let jobs = try await store.jobs(userId: scope, limit: limit, offset: offset)
+            let total = try await store.countJobs(userId: scope)
+            struct Page: Encodable { var jobs: [JobView]; var total: Int; var limit: Int; var offset: Int; var links: [[String: String]] }
+            var links: [[String: String]] = []
+            if offset + limit < total { links.append(["rel": "next", "href": "/jobs?limit=\(limit)&offset=\(offset + limit)"]) }
+            if offset > 0 { links.append(["rel": "prev", "href": "/jobs?limit=\(limit)&offset=\(max(0, offset - limit))"]) }
+            return jsonResponse(Page(jobs: jobs.map(Self.view), total: total, limit: limit, offset: offset, links: links))
+        }
+        router.get("/jobs/:id") { request, context in
+            let user = try await authenticate(request)
+            return jsonResponse(Self.view(try await visibleJob(context.parameters.get("id"), for: user)))
+        }
+        router.delete("/jobs/:id") { request, context in
+            let user = try await authenticate(request)
+            let job = try await visibleJob(context.parameters.get("id"), for: user)
+            if job.status == .accepted || job.status == .running {
+                let j = try await store.cancel(jobId: job.id, now: Date()) ?? job
+                return jsonResponse(Self.view(j), status: .accepted)
+            }
+            try? FileManager.default.removeItem(atPath: config.jobDirectory(job.id))
+            try await store.delete(jobId: job.id)
+            var v = Self.view(job)
+            v.status = JobStatus.dismissed.rawValue
+            return jsonResponse(v)
+        }
+        router.get("/jobs/:id/logs") { request, context in
+            let user = try await authenticate(request)
+            let job = try await visibleJob(context.parameters.get("id"), for: user)
+            let text = (try? String(contentsOfFile: config.logPath(job.id), encoding: .utf8)) ?? ""
+            return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: text)))
+        }
+        router.get("/jobs/:id/results") { request, context in
+            let user = try await authenticate(request)
+            let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user))
+            let manifestPath = (config.resultsDirectory(job.id) as NSString).appendingPathComponent("manifest.json")
+            guard let data = FileManager.default.contents(atPath: manifestPath),
+                  var manifest = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                throw APIProblem.notFound("the results of job \(job.id) have no manifest")
+            }
+            if var products = manifest["products"] as? [[String: Any]] {
+                for i in products.indices { products[i]["href"] = "/jobs/\(job.id)/results/\(products[i]["file"] as? String ?? "")" }
+                manifest["products"] = products
+            }
+            manifest["jobID"] = job.id
+            manifest["purgeDate"] = job.purgeAt.map { ISO8601DateFormatter().string(from: $0) }
+            let out = try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys])
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: out)))
+        }
+        router.get("/jobs/:id/results/:file") { request, context in
+            let user = try await authenticate(request)
+            let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user))
+            return try download(job: job, file: context.parameters.get("file") ?? "", range: request.headers[.range])
+        }
+        router.get("/presets") { _, _ in jsonResponse(try presets().presets.values.sorted { $0.name < $1.name }) }
+        router.get("/presets/:name") { _, context in
+            let lib = try presets()
+            guard let name = context.parameters.get("name"), let p = lib.presets[name] else { throw APIProblem.notFound("no preset \(context.parameters.get("name") ?? "")") }
+            return jsonResponse(p)
+        }
+        router.put("/presets/:name") { request, context in
+            let user = try await authenticate(request)
+            try require(user, [.operator, .admin])
+            return try await putPreset(context.parameters.get("name") ?? "", try await body(request))
+        }
+        router.get("/me") { request, _ in
+            let user = try await authenticate(request)
+            struct Me: Encodable { var id: String; var name: String; var role: String; var quota: Quota; var usage: Usage }
+            return jsonResponse(Me(id: user.id, name: user.name, role: user.role.rawValue, quota: user.quota,
+                                   usage: try await store.usage(userId: user.id, now: Date())))
+        }
+        router.get("/admin/users") { request, _ in
+            let user = try await authenticate(request)
+            try require(user, [.admin])
+            struct U: Encodable { var id: String; var name: String; var role: String; var quota: Quota; var usage: Usage }
+            var out: [U] = []
+            for u in try await store.users() {
+                out.append(U(id: u.id, name: u.name, role: u.role.rawValue, quota: u.quota, usage: try await store.usage(userId: u.id, now: Date())))
+            }
+            return jsonResponse(out)
+        }
+        router.post("/admin/users") { request, _ in
+            let user = try await authenticate(request)
+            try require(user, [.admin])
+            struct NewUser: Decodable { var name: String; var role: Role; var quota: Quota? }
+            guard let n = try? JSONDecoder().decode(NewUser.self, from: try await body(request)), !n.name.isEmpty else {
+                throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content",
+                                 detail: "expected {\"name\": string, \"role\": researcher|operator|admin|catalogue, \"quota\"?: {...}}")
+            }
+            do {
+                let (u, token) = try await store.createUser(name: n.name, role: n.role, quota: n.quota ?? config.defaultQuota)
+                struct Created: Encodable { var user: User; var token: String }
+                return jsonResponse(Created(user: u, token: token), status: .created, headers: [.location: "/admin/users/\(u.id)"])
+            } catch let e as StoreError { throw APIProblem(status: .conflict, title: "Conflict", detail: e.description) }
+        }
+        router.put("/admin/users/:id/quota") { request, context in
+            let user = try await authenticate(request)
+            try require(user, [.admin])
+            guard let q = try? JSONDecoder().decode(Quota.self, from: try await body(request)),
+                  q.maxConcurrentJobs >= 0, q.cpuSecondsPerMonth >= 0, q.storageBytes >= 0, q.maxInputBytes >= 0 else {
+                throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content",
+                                 detail: "expected a quota {maxConcurrentJobs, cpuSecondsPerMonth, storageBytes, maxInputBytes} with non-negative values")
+            }
+            guard let u = try await store.setQuota(userId: context.parameters.get("id") ?? "", quota: q) else { throw APIProblem.notFound("no such user") }
+            return jsonResponse(u)
+        }
+        return router
+    }
+
+    func readyJob(_ job: Job) async throws -> Job {
+        if job.purged { throw APIProblem(status: .gone, title: "Gone", detail: "the results of job \(job.id) were purged after the retention period") }
+        guard job.status == .successful else {
+            throw APIProblem.notFound("job \(job.id) has no results (status \(job.status.rawValue))")
+        }
+        return job
+    }
+
+    // MARK: uploads
+
+    static func sanitize(_ name: String) -> String? {
+        let base = (name as NSString).lastPathComponent
+        let ok = base.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0) }
+        return ok && !base.isEmpty && !base.hasPrefix(".") && base.count <= 200 ? base : nil
+    }
+
+    func upload(_ request: Request) async throws -> Response {
+        let user = try await authenticate(request)
+        guard let name = Self.sanitize(request.uri.queryParameters["name"].map(String.init) ?? "upload.tif") else {
+            throw APIProblem.badRequest("the file name may only hold letters, digits, '.', '_' and '-'")
+        }
+        let limit = min(config.maxUploadBytes, user.quota.maxInputBytes)
+        if let cl = request.headers[.contentLength].flatMap({ Int64($0) }), cl > limit {
+            throw APIProblem(status: .contentTooLarge, title: "Content Too Large", detail: "upload of \(cl) bytes above the limit of \(limit) bytes",
+                             limit: limit == config.maxUploadBytes ? "maxUploadBytes" : "maxInputBytes")
+        }
+        let id = SQLiteJobStore.newID()
+        let dir = (config.uploadsDirectory as NSString).appendingPathComponent(id)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let final = (dir as NSString).appendingPathComponent(name), part = final + ".part"
+        FileManager.default.createFile(atPath: part, contents: nil)
+        guard let handle = FileHandle(forWritingAtPath: part) else { throw APIProblem(status: .internalServerError, title: "Internal Server Error", detail: "cannot store the upload") }
+        var hasher = SHA256()
+        var size: Int64 = 0
+        do {
+            for try await chunk in request.body {
+                size += Int64(chunk.readableBytes)
+                if size > limit {
+                    throw APIProblem(status: .contentTooLarge, title: "Content Too Large", detail: "upload above the limit of \(limit) bytes",
+                                     limit: limit == config.maxUploadBytes ? "maxUploadBytes" : "maxInputBytes")
+                }
+                let bytes = Data(chunk.readableBytesView)
+                hasher.update(data: bytes)
+                try handle.write(contentsOf: bytes)
+            }
+            try handle.close()
+        } catch {
+            try? handle.close()
+            try? FileManager.default.removeItem(atPath: dir)
+            if let p = error as? APIProblem { throw p }
+            throw APIProblem.badRequest("the upload was interrupted: \(error)")
+        }
+        guard size > 0 else {
+            try? FileManager.default.removeItem(atPath: dir)
+            throw APIProblem.badRequest("empty upload")
+        }
+        let usage = try await store.usage(userId: user.id, now: Date())
+        if usage.storageBytes + size > user.quota.storageBytes {
+            try? FileManager.default.removeItem(atPath: dir)
+            throw APIProblem(status: .forbidden, title: "Forbidden",
+                             detail: QuotaExceeded.storage(used: usage.storageBytes, requested: size, limit: user.quota.storageBytes).description,
+                             limit: "storageBytes")
+        }
+        try FileManager.default.moveItem(atPath: part, toPath: final)
+        let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let u = Upload(id: id, userId: user.id, fileName: name, size: size, sha256: digest, createdAt: Date())
+        try await store.addUpload(u)
+        return jsonResponse(u, status: .created, headers: [.location: "/uploads/\(id)"])
+    }
+
+    // MARK: submission
+
+    /// Validates a request (fields, images, preset), checks the quota atomically and queues the job.
+    func submit(_ body: Data, for user: User, allowRemote: Bool, fetched: [Upload]? = nil) async throws -> Response {
+        let lib = try presets()
+        let (parsed, fieldErrors) = RequestValidator.validate(body, presets: lib)
+        var errors = fieldErrors
+        guard var request = parsed, errors.isEmpty else {
+            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has \(errors.count) invalid field(s)", errors: errors)
+        }
+        var inputs: [(String, Int64)] = []
+        var paths: [String] = []
+        for (i, ref) in request.images.enumerated() {
+            if let fetched {
+                let u = fetched[i]
+                paths.append(config.uploadPath(u)); inputs.append((u.fileName, u.size)); continue
+            }
+            guard let id = ref.upload else {
+                errors.append(.init(field: "images[\(i)]", message: allowRemote ? "could not be fetched" : "only the catalogue may reference URLs or paths; upload the image first"))
+                continue
+            }
+            guard let u = try await store.upload(id: id, userId: user.id) else {
+                errors.append(.init(field: "images[\(i)].upload", message: "unknown upload \(id)"))
+                continue
+            }
+            paths.append(config.uploadPath(u)); inputs.append((u.fileName, u.size))
+        }
+        // Every image must be readable with an RPC model, before anything is queued.
+        if errors.isEmpty {
+            for (i, p) in paths.enumerated() {
+                do { _ = try SensorImage.open(p) } catch let e as IngestError {
+                    errors.append(.init(field: "images[\(i)]", message: e.description.replacingOccurrences(of: p, with: inputs[i].0)))
+                } catch { errors.append(.init(field: "images[\(i)]", message: "\(error)")) }
+            }
+        }
+        guard errors.isEmpty else {
+            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has \(errors.count) invalid field(s)", errors: errors)
+        }
+        request.resolvedImagePaths = paths
+        let now = Date()
+        let job = Job(id: SQLiteJobStore.newID(), userId: user.id, name: request.name ?? "dsm-opt job", status: .accepted, progress: 0,
+                      stage: nil, message: nil, request: String(decoding: try JSONEncoder().encode(request), as: UTF8.self),
+                      createdAt: now, startedAt: nil, finishedAt: nil, purgeAt: nil, purged: false, error: nil, cpuSeconds: 0,
+                      resultBytes: 0, attempts: 0, worker: nil, leaseUntil: nil, cancelRequested: false)
+        do {
+            try await store.createJob(job, inputBytes: inputs, quota: user.quota, now: now)
+        } catch let q as QuotaExceeded {
+            let status: HTTPResponse.Status = { if case .concurrentJobs = q { return .tooManyRequests }; return .forbidden }()
+            throw APIProblem(status: status, title: status == .tooManyRequests ? "Too Many Requests" : "Forbidden", detail: q.description, limit: q.limit)
+        }
+        return jsonResponse(Self.view(job), status: .created, headers: [.location: "/jobs/\(job.id)"])
+    }
+
+    /// Catalogue forwarding: `{"user": NAME, "images": [{"url"|"path": …}], …}`; the service fetches the images
+    /// as uploads of that user, whose quota applies.
+    func catalogueSubmit(_ body: Data) async throws -> Response {
+        guard let obj = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else { throw APIProblem.badRequest("not a JSON object") }
+        guard let name = obj["user"] as? String else {
+            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "user is required", errors: [.init(field: "user", message: "is required")])
+        }
+        guard let user = try await store.user(name: name) else {
+            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "unknown user '\(name)'",
+                             errors: [.init(field: "user", message: "unknown user '\(name)'")])
+        }
+        var forwarded = obj
+        forwarded.removeValue(forKey: "user")
+        let data = try JSONSerialization.data(withJSONObject: forwarded)
+        let (parsed, errors) = RequestValidator.validate(data, presets: try presets())
+        guard let request = parsed else {
+            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has \(errors.count) invalid field(s)", errors: errors)
+        }
+        var fetched: [Upload] = []
+        var fetchErrors: [FieldError] = []
+        for (i, ref) in request.images.enumerated() {
+            do { fetched.append(try await fetch(ref, for: user)) } catch {
+                fetchErrors.append(.init(field: "images[\(i)]", message: "\(error)"))
+            }
+        }
+        guard fetchErrors.isEmpty else {
+            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "images could not be fetched", errors: fetchErrors)
+        }
+        return try await submit(data, for: user, allowRemote: true, fetched: fetched)
+    }
+
+    struct FetchError: Error, CustomStringConvertible { let description: String }
+
+    func fetch(_ ref: ImageReference, for user: User) async throws -> Upload {
+        let id = SQLiteJobStore.newID()
+        let dir = (config.uploadsDirectory as NSString).appendingPathComponent(id)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var source: URL
+        var data: Data
+        if let path = ref.path {
+            guard let root = config.archiveRoot else { throw FetchError(description: "no archive root is configured for paths") }
+            let rootURL = URL(fileURLWithPath: root).standardizedFileURL.resolvingSymlinksInPath()
+            source = rootURL.appendingPathComponent(path).standardizedFileURL.resolvingSymlinksInPath()
+            guard source.path.hasPrefix(rootURL.path + "/") else { throw FetchError(description: "path \(path) is outside the archive") }
+            guard let d = FileManager.default.contents(atPath: source.path) else { throw FetchError(description: "no file \(path) in the archive") }
+            data = d
+        } else if let url = ref.url.flatMap(URL.init(string:)), ["http", "https"].contains(url.scheme ?? "") {
+            source = url
+            let (d, response) = try await URLSession.shared.data(from: url)
+            guard let http = response as? HTTPURLResponse, http.statusCode == 200 else {
+                throw FetchError(description: "GET \(url) answered \((response as? HTTPURLResponse)?.statusCode ?? 0)")
+            }
+            data = d
+        } else {
+            throw FetchError(description: "expected an http(s) url or an archive path")
+        }
+        guard Int64(data.count) <= min(config.maxUploadBytes, user.quota.maxInputBytes) else {
+            throw FetchError(description: "\(source.lastPathComponent) is \(data.count) bytes, above the input limit")
+        }
+        let name = Self.sanitize(source.lastPathComponent) ?? "image.tif"
+        let u = Upload(id: id, userId: user.id, fileName: name, size: Int64(data.count),
+                       sha256: SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined(), createdAt: Date())
+        try data.write(to: URL(fileURLWithPath: config.uploadPath(u)))
+        try await store.addUpload(u)
+        return u
+    }
+
+    // MARK: downloads
+
+    func download(job: Job, file: String, range: String?) throws -> Response {
+        guard let name = Self.sanitize(file) else { throw APIProblem.notFound("no product \(file)") }
+        let path = (config.resultsDirectory(job.id) as NSString).appendingPathComponent(name)
+        guard let attrs = try? FileManager.default.attributesOfItem(atPath: path), let size = (attrs[.size] as? NSNumber)?.int64Value else {
+            throw APIProblem.notFound("no product \(file) in the results of job \(job.id)")
+        }
+        var start: Int64 = 0, end = size - 1
+        var status: HTTPResponse.Status = .ok
+        var headers: HTTPFields = [.acceptRanges: "bytes"]
+        if let range {
+            // bytes=a-b, bytes=a-, bytes=-n (one range).
+            let spec = range.hasPrefix("bytes=") ? String(range.dropFirst(6)) : ""
+            let parts = spec.split(separator: "-", omittingEmptySubsequences: false).map(String.init)
+            guard parts.count == 2, !spec.contains(",") else { throw APIProblem(status: .rangeNotSatisfiable, title: "Range Not Satisfiable", detail: "unsupported range \(range)") }
+            if parts[0].isEmpty, let n = Int64(parts[1]), n > 0 { start = max(0, size - n) }
+            else if let a = Int64(parts[0]) { start = a; if let b = Int64(parts[1]) { end = min(b, size - 1) } }
+            else { throw APIProblem(status: .rangeNotSatisfiable, title: "Range Not Satisfiable", detail: "unsupported range \(range)") }
+            guard start <= end, start < size else {
+                var p = APIProblem(status: .rangeNotSatisfiable, title: "Range Not Satisfiable", detail: "range \(range) outside the \(size) bytes").response
+                p.headers[.contentRange] = "bytes */\(size)"
+                return p
+            }
+            status = .partialContent
+            headers[.contentRange] = "bytes \(start)-\(end)/\(size)"
+        }
+        let length = end - start + 1
+        headers[.contentType] = name.hasSuffix(".json") ? "application/json" : name.hasSuffix(".png") ? "image/png"
+            : name.hasSuffix(".las") ? "application/vnd.las" : "image/tiff; application=geotiff"
+        headers[.contentDisposition] = "attachment; filename=\"\(name)\""
+        let from = start
+        let body = ResponseBody(contentLength: Int(length)) { writer in
+            guard let h = FileHandle(forReadingAtPath: path) else { throw APIProblem.notFound("product vanished") }
+            defer { try? h.close() }
+            try h.seek(toOffset: UInt64(from))
+            var left = length
+            while left > 0 {
+                let chunk = h.readData(ofLength: Int(min(left, 256 << 10)))
+                if chunk.isEmpty { break }
+                try await writer.write(ByteBuffer(bytes: chunk))
+                left -= Int64(chunk.count)
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: status, headers: headers, body: body)
+    }
+
+    // MARK: presets
+
+    func putPreset(_ name: String, _ body: Data) async throws -> Response {
+        guard let safe = Self.sanitize(name), !safe.contains("."), safe == name else { throw APIProblem.badRequest("invalid preset name '\(name)'") }
+        // Validate through the same loader as the presets folder, in a scratch folder.
+        let scratch = (config.dataDirectory as NSString).appendingPathComponent(".preset-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        var obj = (try? JSONSerialization.jsonObject(with: body) as? [String: Any]) ?? nil
+        guard obj != nil else { throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "not a JSON object") }
+        if obj?["name"] == nil { obj?["name"] = name }
+        let data = try JSONSerialization.data(withJSONObject: obj!, options: [.prettyPrinted, .sortedKeys])
+        try data.write(to: URL(fileURLWithPath: (scratch as NSString).appendingPathComponent("\(name).json")))
+        let preset: Preset
+        do { preset = try PresetLibrary(folder: scratch).preset(name) } catch let e as PresetError {
+            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content",
+                             detail: e.description.replacingOccurrences(of: scratch + "/", with: ""))
+        }
+        let existed = try presets().presets[name] != nil
+        let target = (config.presetsDirectory as NSString).appendingPathComponent("\(name).json")
+        try data.write(to: URL(fileURLWithPath: target), options: .atomic)
+        return jsonResponse(preset, status: existed ? .ok : .created)
+    }
+}

@@ -1,0 +1,103 @@
+import Foundation
+
+/// Daemon configuration: defaults < config file (JSON, `--config` or DIR/dsmopt.json) < environment
+/// (`DSMOPT_*`) < command-line flags.
+public struct ServiceConfiguration: Sendable, Codable, Equatable {
+    /// Data folder: database, uploads, job folders, presets.
+    public var dataDirectory: String
+    public var host = "127.0.0.1"
+    /// 0 picks a free port (written to DIR/server.port).
+    public var port = 8080
+    /// Jobs run at the same time by this process.
+    public var workers = 1
+    /// Largest accepted upload, bytes (413 above).
+    public var maxUploadBytes: Int64 = 8 << 30
+    /// How long results are kept after a job finishes, seconds (default 21 days).
+    public var retentionSeconds: Double = 21 * 86_400
+    /// Lease of a running job; a worker that stops heart-beating loses its job after this many seconds.
+    public var leaseSeconds: Double = 15
+    /// Root under which the catalogue may reference images by path.
+    public var archiveRoot: String?
+    /// Quota given to users created without explicit limits.
+    public var defaultQuota = Quota()
+    /// The `dsmopt` executable that runs jobs (default: this one).
+    public var executable: String?
+
+    public init(dataDirectory: String) { self.dataDirectory = dataDirectory }
+
+    enum CodingKeys: String, CodingKey {
+        case dataDirectory, host, port, workers, maxUploadBytes, retentionSeconds, leaseSeconds, archiveRoot, defaultQuota, executable
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(dataDirectory: try c.decodeIfPresent(String.self, forKey: .dataDirectory) ?? "dsmopt-data")
+        host = try c.decodeIfPresent(String.self, forKey: .host) ?? host
+        port = try c.decodeIfPresent(Int.self, forKey: .port) ?? port
+        workers = try c.decodeIfPresent(Int.self, forKey: .workers) ?? workers
+        maxUploadBytes = try c.decodeIfPresent(Int64.self, forKey: .maxUploadBytes) ?? maxUploadBytes
+        retentionSeconds = try c.decodeIfPresent(Double.self, forKey: .retentionSeconds) ?? retentionSeconds
+        leaseSeconds = try c.decodeIfPresent(Double.self, forKey: .leaseSeconds) ?? leaseSeconds
+        archiveRoot = try c.decodeIfPresent(String.self, forKey: .archiveRoot)
+        defaultQuota = try c.decodeIfPresent(Quota.self, forKey: .defaultQuota) ?? defaultQuota
+        executable = try c.decodeIfPresent(String.self, forKey: .executable)
+    }
+
+    /// Applies a JSON config file and the `DSMOPT_*` environment on top of the defaults.
+    public static func load(dataDirectory: String, file: String?, environment: [String: String]) throws -> ServiceConfiguration {
+        var c = ServiceConfiguration(dataDirectory: dataDirectory)
+        let path = file ?? (dataDirectory as NSString).appendingPathComponent("dsmopt.json")
+        if FileManager.default.fileExists(atPath: path) {
+            c = try JSONDecoder().decode(ServiceConfiguration.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+            c.dataDirectory = dataDirectory
+        } else if file != nil {
+            throw ConfigurationError.missingFile(path)
+        }
+        if let v = environment["DSMOPT_HOST"] { c.host = v }
+        if let v = environment["DSMOPT_PORT"].flatMap(Int.init) { c.port = v }
+        if let v = environment["DSMOPT_WORKERS"].flatMap(Int.init) { c.workers = v }
+        if let v = environment["DSMOPT_MAX_UPLOAD_BYTES"].flatMap(Int64.init) { c.maxUploadBytes = v }
+        if let v = environment["DSMOPT_RETENTION_SECONDS"].flatMap(Double.init) { c.retentionSeconds = v }
+        if let v = environment["DSMOPT_ARCHIVE_ROOT"] { c.archiveRoot = v }
+        return c
+    }
+
+    public func validate() throws {
+        guard (0...65535).contains(port) else { throw ConfigurationError.invalid("port \(port) outside 0–65535") }
+        guard (0...64).contains(workers) else { throw ConfigurationError.invalid("workers \(workers) outside 0–64") }
+        guard maxUploadBytes > 0 else { throw ConfigurationError.invalid("maxUploadBytes must be positive") }
+        guard retentionSeconds > 0 else { throw ConfigurationError.invalid("retention must be positive") }
+        guard leaseSeconds >= 3 else { throw ConfigurationError.invalid("leaseSeconds must be at least 3") }
+    }
+
+    // Layout of the data folder.
+    public var databasePath: String { path("dsmopt.sqlite") }
+    public var uploadsDirectory: String { path("uploads") }
+    public var jobsDirectory: String { path("jobs") }
+    public var presetsDirectory: String { path("presets") }
+    func path(_ s: String) -> String { (dataDirectory as NSString).appendingPathComponent(s) }
+    func jobDirectory(_ id: String) -> String { (jobsDirectory as NSString).appendingPathComponent(id) }
+    func resultsDirectory(_ id: String) -> String { (jobDirectory(id) as NSString).appendingPathComponent("results") }
+    func logPath(_ id: String) -> String { (jobDirectory(id) as NSString).appendingPathComponent("log.txt") }
+    func uploadPath(_ u: Upload) -> String {
+        ((uploadsDirectory as NSString).appendingPathComponent(u.id) as NSString).appendingPathComponent(u.fileName)
+    }
+}
+
+public enum ConfigurationError: Error, Equatable, CustomStringConvertible {
+    case missingFile(String)
+    case invalid(String)
+    public var description: String {
+        switch self {
+        case .missingFile(let f): return "\(f): configuration file not found"
+        case .invalid(let r): return "invalid configuration: \(r)"
+        }
+    }
+}
+
+/// Parses "21d", "12h", "30m", "45s" or plain seconds.
+public func parseDuration(_ s: String) -> Double? {
+    let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]
+    if let u = s.last, let f = units[u], let v = Double(s.dropLast()), v > 0 { return v * f }
+    return Double(s).flatMap { $0 > 0 ? $0 : nil }
+}

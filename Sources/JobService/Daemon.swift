@@ -1,0 +1,59 @@
+import DSMPipeline
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+
+/// The composition root of the service: store, workers and HTTP server built from one configuration.
+public enum Daemon {
+    /// Prepares the data folder (sub-folders, database and its migrations, presets).
+    public static func prepare(_ config: ServiceConfiguration) throws -> SQLiteJobStore {
+        try config.validate()
+        for d in [config.dataDirectory, config.uploadsDirectory, config.jobsDirectory, config.presetsDirectory] {
+            try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        }
+        // Seed the operator-editable presets from the bundled ones (never overwrite edited files).
+        let bundled = PresetLibrary.defaultFolder()
+        if bundled != config.presetsDirectory, let names = try? FileManager.default.contentsOfDirectory(atPath: bundled) {
+            for n in names where n.hasSuffix(".json") {
+                let dst = (config.presetsDirectory as NSString).appendingPathComponent(n)
+                if !FileManager.default.fileExists(atPath: dst) {
+                    try? FileManager.default.copyItem(atPath: (bundled as NSString).appendingPathComponent(n), toPath: dst)
+                }
+            }
+        }
+        _ = try PresetLibrary(folder: config.presetsDirectory)
+        return try SQLiteJobStore(path: config.databasePath)
+    }
+
+    /// `dsmopt serve`: HTTP API and workers in one process; SIGTERM/SIGINT shut it down gracefully.
+    public static func serve(_ config: ServiceConfiguration) async throws {
+        let store = try prepare(config)
+        let metrics = ServiceMetrics()
+        let pool = WorkerPool(store: store, config: config, metrics: metrics)
+        let api = ServiceAPI(store: store, config: config, metrics: metrics)
+        var logger = Logger(label: "dsmopt")
+        logger.logLevel = .warning
+        let portFile = config.path("server.port")
+        let app = Application(router: api.router(), configuration: .init(address: .hostname(config.host, port: config.port), serverName: "dsmopt"),
+                              services: config.workers > 0 ? [pool] : [],
+                              onServerRunning: { channel in
+                                  let port = channel.localAddress?.port ?? config.port
+                                  try? "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
+                                  FileHandle.standardError.write(Data("dsmopt: listening on http://\(config.host):\(port) (data \(config.dataDirectory), \(config.workers) worker(s))\n".utf8))
+                              },
+                              logger: logger)
+        try await app.runService()
+        try? FileManager.default.removeItem(atPath: portFile)
+    }
+
+    /// `dsmopt worker`: workers only, sharing the data folder's store with a `serve` process.
+    public static func work(_ config: ServiceConfiguration) async throws {
+        let store = try prepare(config)
+        let pool = WorkerPool(store: store, config: config, metrics: ServiceMetrics())
+        var logger = Logger(label: "dsmopt-worker")
+        logger.logLevel = .warning
+        let group = ServiceGroup(configuration: .init(services: [pool], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}

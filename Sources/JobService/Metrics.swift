@@ -1,0 +1,55 @@
+import Foundation
+
+/// In-process metrics exposed as Prometheus text at `/metrics`: HTTP latencies per route, pipeline stage
+/// durations (from this process's workers); job counts and queue length come from the store at scrape time.
+public final class ServiceMetrics: @unchecked Sendable {
+    private let lock = NSLock()
+    static let buckets: [Double] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+    private struct Histogram { var counts = [Int](repeating: 0, count: ServiceMetrics.buckets.count); var sum = 0.0; var count = 0 }
+    private var http: [String: Histogram] = [:]
+    private var stages: [String: (sum: Double, count: Int)] = [:]
+    private var requests: [String: Int] = [:]
+
+    public init() {}
+
+    func observeRequest(method: String, route: String, status: Int, seconds: Double) {
+        lock.withLock {
+            let key = "method=\"\(method)\",route=\"\(route)\""
+            var h = http[key] ?? Histogram()
+            for (i, b) in Self.buckets.enumerated() where seconds <= b { h.counts[i] += 1 }
+            h.sum += seconds; h.count += 1
+            http[key] = h
+            requests["method=\"\(method)\",route=\"\(route)\",status=\"\(status)\"", default: 0] += 1
+        }
+    }
+
+    func observeStage(_ stage: String, seconds: Double) {
+        lock.withLock {
+            var s = stages[stage] ?? (0, 0)
+            s.sum += seconds; s.count += 1
+            stages[stage] = s
+        }
+    }
+
+    func render(jobCounts: [JobStatus: Int]) -> String {
+        lock.withLock {
+            var out = "# HELP dsmopt_jobs Jobs by state.\n# TYPE dsmopt_jobs gauge\n"
+            for s in JobStatus.allCases { out += "dsmopt_jobs{state=\"\(s.rawValue)\"} \(jobCounts[s] ?? 0)\n" }
+            out += "# HELP dsmopt_queue_length Jobs accepted and waiting for a worker.\n# TYPE dsmopt_queue_length gauge\n"
+            out += "dsmopt_queue_length \(jobCounts[.accepted] ?? 0)\n"
+            out += "# HELP dsmopt_stage_seconds Time spent in each pipeline stage by this process's workers.\n# TYPE dsmopt_stage_seconds summary\n"
+            for (k, v) in stages.sorted(by: { $0.key < $1.key }) {
+                out += "dsmopt_stage_seconds_sum{stage=\"\(k)\"} \(v.sum)\ndsmopt_stage_seconds_count{stage=\"\(k)\"} \(v.count)\n"
+            }
+            out += "# HELP dsmopt_http_requests_total HTTP requests by route and status.\n# TYPE dsmopt_http_requests_total counter\n"
+            for (k, v) in requests.sorted(by: { $0.key < $1.key }) { out += "dsmopt_http_requests_total{\(k)} \(v)\n" }
+            out += "# HELP dsmopt_http_request_duration_seconds HTTP request latency.\n# TYPE dsmopt_http_request_duration_seconds histogram\n"
+            for (k, h) in http.sorted(by: { $0.key < $1.key }) {
+                for (i, b) in Self.buckets.enumerated() { out += "dsmopt_http_request_duration_seconds_bucket{\(k),le=\"\(b)\"} \(h.counts[i])\n" }
+                out += "dsmopt_http_request_duration_seconds_bucket{\(k),le=\"+Inf\"} \(h.count)\n"
+                out += "dsmopt_http_request_duration_seconds_sum{\(k)} \(h.sum)\ndsmopt_http_request_duration_seconds_count{\(k)} \(h.count)\n"
+            }
+            return out
+        }
+    }
+}

@@ -1,0 +1,109 @@
+import Foundation
+
+/// Who a user is to the service.
+public enum Role: String, Sendable, Codable, CaseIterable {
+    /// Submits and follows their own jobs.
+    case researcher
+    /// Also manages presets and sees every job.
+    case `operator`
+    /// Also manages users and quotas.
+    case admin
+    /// A catalogue service account (e.g. DINAMIS) that forwards jobs on behalf of named users.
+    case catalogue
+}
+
+/// Per-user limits, checked atomically when a job is submitted.
+public struct Quota: Sendable, Codable, Equatable {
+    /// Jobs accepted or running at the same time.
+    public var maxConcurrentJobs: Int = 2
+    /// Compute budget: CPU-seconds per calendar month (UTC), charged from measured usage.
+    public var cpuSecondsPerMonth: Double = 36_000
+    /// Uploads plus results kept on disk, bytes.
+    public var storageBytes: Int64 = 50 << 30
+    /// Largest single input image, bytes.
+    public var maxInputBytes: Int64 = 8 << 30
+
+    public init() {}
+}
+
+public struct User: Sendable, Codable, Equatable {
+    public var id: String
+    public var name: String
+    public var role: Role
+    public var quota: Quota
+    public var createdAt: Date
+}
+
+public struct Upload: Sendable, Codable, Equatable {
+    public var id: String
+    public var userId: String
+    public var fileName: String
+    public var size: Int64
+    public var sha256: String
+    public var createdAt: Date
+}
+
+/// OGC API – Processes job states.
+public enum JobStatus: String, Sendable, Codable, CaseIterable {
+    case accepted, running, successful, failed, dismissed
+}
+
+public struct Job: Sendable, Codable, Equatable {
+    public var id: String
+    public var userId: String
+    public var name: String
+    public var status: JobStatus
+    /// 0–100.
+    public var progress: Int
+    public var stage: String?
+    public var message: String?
+    /// The validated execution request (JSON).
+    public var request: String
+    public var createdAt: Date
+    public var startedAt: Date?
+    public var finishedAt: Date?
+    /// When the results are deleted (finished time + retention).
+    public var purgeAt: Date?
+    public var purged: Bool
+    public var error: String?
+    public var cpuSeconds: Double
+    public var resultBytes: Int64
+    public var attempts: Int
+    public var worker: String?
+    public var leaseUntil: Date?
+    public var cancelRequested: Bool
+}
+
+/// A user's current consumption, as shown by `GET /me`.
+public struct Usage: Sendable, Codable, Equatable {
+    public var activeJobs: Int
+    public var cpuSecondsThisMonth: Double
+    public var storageBytes: Int64
+}
+
+/// Which limit a submission would exceed.
+public enum QuotaExceeded: Error, Equatable, CustomStringConvertible {
+    case concurrentJobs(limit: Int)
+    case cpuBudget(used: Double, limit: Double)
+    case storage(used: Int64, requested: Int64, limit: Int64)
+    case inputSize(file: String, size: Int64, limit: Int64)
+
+    public var description: String {
+        switch self {
+        case .concurrentJobs(let l): return "the limit of \(l) concurrent jobs is reached"
+        case .cpuBudget(let u, let l): return "the monthly compute budget is used up (\(Int(u)) of \(Int(l)) CPU-seconds)"
+        case .storage(let u, let r, let l): return "storage quota exceeded (\(u) bytes used, \(r) more requested, limit \(l))"
+        case .inputSize(let f, let s, let l): return "input \(f) is \(s) bytes, above the per-input limit of \(l)"
+        }
+    }
+
+    /// The quota field at stake.
+    public var limit: String {
+        switch self {
+        case .concurrentJobs: return "maxConcurrentJobs"
+        case .cpuBudget: return "cpuSecondsPerMonth"
+        case .storage: return "storageBytes"
+        case .inputSize: return "maxInputBytes"
+        }
+    }
+}

@@ -1,0 +1,50 @@
+/// The OpenAPI 3.1 description of the served API (`GET /openapi.json`). `routes` is the list the test
+/// suite checks against the running server.
+public enum OpenAPIDocument {
+    public struct Route: Sendable { public var method: String; public var path: String; public var summary: String; public var responses: [Int] }
+
+    public static let routes: [Route] = [
+        .init(method: "get", path: "/health", summary: "Liveness", responses: [200]),
+        .init(method: "get", path: "/metrics", summary: "Prometheus metrics: jobs by state, queue length, stage durations, HTTP latencies", responses: [200]),
+        .init(method: "get", path: "/openapi.json", summary: "This document", responses: [200]),
+        .init(method: "get", path: "/processes", summary: "List of processes (OGC API – Processes)", responses: [200]),
+        .init(method: "get", path: "/processes/dsm-opt", summary: "The DSM process: inputs, parameters with ranges and defaults, presets, outputs", responses: [200]),
+        .init(method: "post", path: "/processes/dsm-opt/execution", summary: "Create a job (201, Location: /jobs/{id}); 422 lists every invalid field; 429/403 over quota", responses: [201, 401, 422, 429, 403]),
+        .init(method: "post", path: "/uploads", summary: "Stream an image to disk (?name=FILE); returns id, size, SHA-256; 413 above the size limit", responses: [201, 400, 401, 403, 413]),
+        .init(method: "get", path: "/jobs", summary: "The caller's jobs, newest first (?limit, ?offset; ?all=true for operators)", responses: [200, 401]),
+        .init(method: "get", path: "/jobs/{id}", summary: "Job status: accepted | running | successful | failed | dismissed, progress, stage, times, purge date, error", responses: [200, 401, 404]),
+        .init(method: "delete", path: "/jobs/{id}", summary: "Cancel a queued or running job (202), or delete a finished one and its results (200)", responses: [200, 202, 401, 404]),
+        .init(method: "get", path: "/jobs/{id}/results", summary: "The product manifest with links", responses: [200, 401, 404, 410]),
+        .init(method: "get", path: "/jobs/{id}/results/{file}", summary: "Download a product (HTTP Range supported)", responses: [200, 206, 401, 404, 410, 416]),
+        .init(method: "get", path: "/jobs/{id}/logs", summary: "The job's pipeline log", responses: [200, 401, 404]),
+        .init(method: "get", path: "/presets", summary: "Landscape presets", responses: [200]),
+        .init(method: "get", path: "/presets/{name}", summary: "One preset", responses: [200, 404]),
+        .init(method: "put", path: "/presets/{name}", summary: "Create or update a preset (operators), validated like user parameters", responses: [200, 201, 401, 403, 422]),
+        .init(method: "get", path: "/me", summary: "The caller's quota limits and current usage", responses: [200, 401]),
+        .init(method: "get", path: "/admin/users", summary: "Users with quotas and usage (admins)", responses: [200, 401, 403]),
+        .init(method: "post", path: "/admin/users", summary: "Create a user; returns its token once (admins)", responses: [201, 401, 403, 409, 422]),
+        .init(method: "put", path: "/admin/users/{id}/quota", summary: "Set a user's quota (admins)", responses: [200, 401, 403, 404, 422]),
+        .init(method: "post", path: "/catalogue/jobs", summary: "Catalogue forwarding: create a job for a named user from image URLs or archive paths (catalogue accounts)", responses: [201, 401, 403, 422, 429]),
+    ]
+
+    public static var json: String {
+        var paths: [String: [String]] = [:]
+        for r in routes {
+            let params = r.path.split(separator: "/").filter { $0.hasPrefix("{") }.map {
+                "{\"name\":\"\($0.dropFirst().dropLast())\",\"in\":\"path\",\"required\":true,\"schema\":{\"type\":\"string\"}}"
+            }
+            let responses = r.responses.map { code -> String in
+                let media = code >= 400 ? "application/problem+json" : (r.path.hasSuffix("/metrics") || r.path.hasSuffix("/logs") ? "text/plain" : "application/json")
+                return "\"\(code)\":{\"description\":\"\(code)\",\"content\":{\"\(media)\":{}}}"
+            }.joined(separator: ",")
+            let secured = !["/health", "/metrics", "/openapi.json", "/processes", "/processes/dsm-opt", "/presets", "/presets/{name}"].contains(r.path) || r.method != "get"
+            let op = "\"\(r.method)\":{\"summary\":\"\(r.summary.replacingOccurrences(of: "\"", with: "\\\""))\",\"parameters\":[\(params.joined(separator: ","))],\"responses\":{\(responses)}\(secured ? ",\"security\":[{\"bearer\":[]}]" : "")}"
+            paths[r.path, default: []].append(op)
+        }
+        let body = paths.sorted { $0.key < $1.key }.map { "\"\($0.key)\":{\($0.value.joined(separator: ","))}" }.joined(separator: ",")
+        return """
+        {"openapi":"3.1.0","info":{"title":"dsmopt","version":"1.0","description":"Stereo-photogrammetry DSM service (OGC API – Processes job semantics)."},\
+        "components":{"securitySchemes":{"bearer":{"type":"http","scheme":"bearer"}}},"paths":{\(body)}}
+        """
+    }
+}

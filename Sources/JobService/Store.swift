@@ -1,0 +1,322 @@
+import Crypto
+import Foundation
+import GRDB
+
+/// Everything the API and the workers keep durably. The SQLite implementation serves one machine
+/// (several processes may share its file); a PostgreSQL one can implement the same protocol for
+/// several machines.
+public protocol JobStore: Sendable {
+    func createUser(name: String, role: Role, quota: Quota) async throws -> (User, token: String)
+    func user(token: String) async throws -> User?
+    func user(id: String) async throws -> User?
+    func user(name: String) async throws -> User?
+    func users() async throws -> [User]
+    func setQuota(userId: String, quota: Quota) async throws -> User?
+
+    func addUpload(_ upload: Upload) async throws
+    func upload(id: String, userId: String) async throws -> Upload?
+    func usage(userId: String, now: Date) async throws -> Usage
+
+    /// Inserts a job if the user's quota allows it, atomically with the check.
+    func createJob(_ job: Job, inputBytes: [(String, Int64)], quota: Quota, now: Date) async throws
+    func job(id: String) async throws -> Job?
+    func jobs(userId: String?, limit: Int, offset: Int) async throws -> [Job]
+    func countJobs(userId: String?) async throws -> Int
+    func jobCounts() async throws -> [JobStatus: Int]
+
+    /// Claims the oldest accepted job for `worker` with a lease, or nil.
+    func claimJob(worker: String, leaseUntil: Date, now: Date) async throws -> Job?
+    /// Renews the lease and records progress; false when the worker no longer owns the job.
+    func heartbeat(jobId: String, worker: String, progress: Int?, stage: String?, message: String?, leaseUntil: Date) async throws -> Bool
+    func finish(jobId: String, worker: String, status: JobStatus, error: String?, cpuSeconds: Double,
+                resultBytes: Int64, finishedAt: Date, purgeAt: Date?) async throws
+    /// Puts back in the queue the running jobs whose lease expired (their worker died).
+    func requeueExpired(now: Date) async throws -> [String]
+    /// Gives back a worker's running jobs (graceful shutdown): they run again later.
+    func release(worker: String) async throws
+    /// Cancels: an accepted job is dismissed at once; a running one is flagged for its worker.
+    func cancel(jobId: String, now: Date) async throws -> Job?
+    func delete(jobId: String) async throws
+    func jobsToPurge(now: Date) async throws -> [Job]
+    func markPurged(jobId: String) async throws
+}
+
+public enum StoreError: Error, Equatable, CustomStringConvertible {
+    case duplicateUser(String)
+    public var description: String {
+        switch self { case .duplicateUser(let n): return "a user named '\(n)' already exists" }
+    }
+}
+
+/// SQLite through GRDB (WAL mode), with versioned migrations.
+public final class SQLiteJobStore: JobStore {
+    let db: DatabasePool
+
+    public init(path: String) throws {
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        db = try DatabasePool(path: path, configuration: config)
+        try Self.migrator.migrate(db)
+    }
+
+    /// Append-only list of migrations: never edit one that has shipped.
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1-users-uploads-jobs") { db in
+            try db.execute(sql: """
+                CREATE TABLE users (
+                    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                    role TEXT NOT NULL CHECK (role IN ('researcher', 'operator', 'admin', 'catalogue')),
+                    token_hash TEXT NOT NULL UNIQUE, quota TEXT NOT NULL, created_at REAL NOT NULL);
+                CREATE TABLE uploads (
+                    id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id),
+                    file_name TEXT NOT NULL, size INTEGER NOT NULL CHECK (size >= 0), sha256 TEXT NOT NULL,
+                    created_at REAL NOT NULL);
+                CREATE TABLE jobs (
+                    id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), name TEXT NOT NULL,
+                    status TEXT NOT NULL CHECK (status IN ('accepted', 'running', 'successful', 'failed', 'dismissed')),
+                    progress INTEGER NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
+                    stage TEXT, message TEXT, request TEXT NOT NULL,
+                    created_at REAL NOT NULL, started_at REAL, finished_at REAL, purge_at REAL,
+                    purged INTEGER NOT NULL DEFAULT 0, error TEXT,
+                    cpu_seconds REAL NOT NULL DEFAULT 0, result_bytes INTEGER NOT NULL DEFAULT 0,
+                    attempts INTEGER NOT NULL DEFAULT 0, worker TEXT, lease_until REAL,
+                    cancel_requested INTEGER NOT NULL DEFAULT 0);
+                CREATE INDEX jobs_queue ON jobs(status, created_at);
+                CREATE INDEX jobs_user ON jobs(user_id, created_at);
+                """)
+        }
+        return m
+    }
+
+    static func hash(_ token: String) -> String {
+        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    static func newToken() -> String {
+        var g = SystemRandomNumberGenerator()
+        return "dso_" + (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &g)) }.joined()
+    }
+
+    static func newID() -> String { UUID().uuidString.lowercased() }
+
+    static func decodeQuota(_ s: String) -> Quota { (try? JSONDecoder().decode(Quota.self, from: Data(s.utf8))) ?? Quota() }
+    static func encode<T: Encodable>(_ v: T) -> String { String(decoding: try! JSONEncoder().encode(v), as: UTF8.self) }
+
+    static func user(_ r: Row) -> User {
+        User(id: r["id"], name: r["name"], role: Role(rawValue: r["role"]) ?? .researcher,
+             quota: decodeQuota(r["quota"]), createdAt: Date(timeIntervalSince1970: r["created_at"]))
+    }
+
+    static func date(_ r: Row, _ k: String) -> Date? { (r[k] as Double?).map { Date(timeIntervalSince1970: $0) } }
+
+    static func job(_ r: Row) -> Job {
+        Job(id: r["id"], userId: r["user_id"], name: r["name"], status: JobStatus(rawValue: r["status"]) ?? .failed,
+            progress: r["progress"], stage: r["stage"], message: r["message"], request: r["request"],
+            createdAt: Date(timeIntervalSince1970: r["created_at"]), startedAt: date(r, "started_at"),
+            finishedAt: date(r, "finished_at"), purgeAt: date(r, "purge_at"), purged: r["purged"], error: r["error"],
+            cpuSeconds: r["cpu_seconds"], resultBytes: r["result_bytes"], attempts: r["attempts"], worker: r["worker"],
+            leaseUntil: date(r, "lease_until"), cancelRequested: r["cancel_requested"])
+    }
+
+    public func createUser(name: String, role: Role, quota: Quota) async throws -> (User, token: String) {
+        let token = Self.newToken()
+        let u = User(id: Self.newID(), name: name, role: role, quota: quota, createdAt: Date())
+        try await db.write { db in
+            if try Row.fetchOne(db, sql: "SELECT 1 FROM users WHERE name = ?", arguments: [name]) != nil {
+                throw StoreError.duplicateUser(name)
+            }
+            try db.execute(sql: "INSERT INTO users (id, name, role, token_hash, quota, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                           arguments: [u.id, name, role.rawValue, Self.hash(token), Self.encode(quota), u.createdAt.timeIntervalSince1970])
+        }
+        return (u, token)
+    }
+
+    public func user(token: String) async throws -> User? {
+        let h = Self.hash(token)
+        return try await db.read { db in try Row.fetchOne(db, sql: "SELECT * FROM users WHERE token_hash = ?", arguments: [h]).map(Self.user) }
+    }
+
+    public func user(id: String) async throws -> User? {
+        try await db.read { db in try Row.fetchOne(db, sql: "SELECT * FROM users WHERE id = ?", arguments: [id]).map(Self.user) }
+    }
+
+    public func user(name: String) async throws -> User? {
+        try await db.read { db in try Row.fetchOne(db, sql: "SELECT * FROM users WHERE name = ?", arguments: [name]).map(Self.user) }
+    }
+
+    public func users() async throws -> [User] {
+        try await db.read { db in try Row.fetchAll(db, sql: "SELECT * FROM users ORDER BY created_at").map(Self.user) }
+    }
+
+    public func setQuota(userId: String, quota: Quota) async throws -> User? {
+        try await db.write { db in
+            try db.execute(sql: "UPDATE users SET quota = ? WHERE id = ?", arguments: [Self.encode(quota), userId])
+            return try Row.fetchOne(db, sql: "SELECT * FROM users WHERE id = ?", arguments: [userId]).map(Self.user)
+        }
+    }
+
+    public func addUpload(_ u: Upload) async throws {
+        try await db.write { db in
+            try db.execute(sql: "INSERT INTO uploads (id, user_id, file_name, size, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                           arguments: [u.id, u.userId, u.fileName, u.size, u.sha256, u.createdAt.timeIntervalSince1970])
+        }
+    }
+
+    public func upload(id: String, userId: String) async throws -> Upload? {
+        try await db.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM uploads WHERE id = ? AND user_id = ?", arguments: [id, userId]).map {
+                Upload(id: $0["id"], userId: $0["user_id"], fileName: $0["file_name"], size: $0["size"], sha256: $0["sha256"],
+                       createdAt: Date(timeIntervalSince1970: $0["created_at"]))
+            }
+        }
+    }
+
+    static func monthStart(_ now: Date) -> Double {
+        var cal = Calendar(identifier: .gregorian)
+        cal.timeZone = TimeZone(identifier: "UTC")!
+        return cal.date(from: cal.dateComponents([.year, .month], from: now))!.timeIntervalSince1970
+    }
+
+    static func usage(_ db: Database, userId: String, now: Date) throws -> Usage {
+        let active = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status IN ('accepted', 'running')",
+                                      arguments: [userId]) ?? 0
+        let cpu = try Double.fetchOne(db, sql: "SELECT COALESCE(SUM(cpu_seconds), 0) FROM jobs WHERE user_id = ? AND COALESCE(finished_at, started_at, created_at) >= ?",
+                                      arguments: [userId, monthStart(now)]) ?? 0
+        let uploads = try Int64.fetchOne(db, sql: "SELECT COALESCE(SUM(size), 0) FROM uploads WHERE user_id = ?", arguments: [userId]) ?? 0
+        let results = try Int64.fetchOne(db, sql: "SELECT COALESCE(SUM(result_bytes), 0) FROM jobs WHERE user_id = ? AND purged = 0", arguments: [userId]) ?? 0
+        return Usage(activeJobs: active, cpuSecondsThisMonth: cpu, storageBytes: uploads + results)
+    }
+
+    public func usage(userId: String, now: Date) async throws -> Usage {
+        try await db.read { db in try Self.usage(db, userId: userId, now: now) }
+    }
+
+    public func createJob(_ job: Job, inputBytes: [(String, Int64)], quota: Quota, now: Date) async throws {
+        try await db.write { db in
+            for (name, size) in inputBytes where size > quota.maxInputBytes {
+                throw QuotaExceeded.inputSize(file: name, size: size, limit: quota.maxInputBytes)
+            }
+            let u = try Self.usage(db, userId: job.userId, now: now)
+            if u.activeJobs >= quota.maxConcurrentJobs { throw QuotaExceeded.concurrentJobs(limit: quota.maxConcurrentJobs) }
+            if u.cpuSecondsThisMonth >= quota.cpuSecondsPerMonth {
+                throw QuotaExceeded.cpuBudget(used: u.cpuSecondsThisMonth, limit: quota.cpuSecondsPerMonth)
+            }
+            if u.storageBytes >= quota.storageBytes { throw QuotaExceeded.storage(used: u.storageBytes, requested: 0, limit: quota.storageBytes) }
+            try db.execute(sql: "INSERT INTO jobs (id, user_id, name, status, progress, request, created_at) VALUES (?, ?, ?, 'accepted', 0, ?, ?)",
+                           arguments: [job.id, job.userId, job.name, job.request, job.createdAt.timeIntervalSince1970])
+        }
+    }
+
+    public func job(id: String) async throws -> Job? {
+        try await db.read { db in try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id]).map(Self.job) }
+    }
+
+    public func jobs(userId: String?, limit: Int, offset: Int) async throws -> [Job] {
+        try await db.read { db in
+            if let userId {
+                return try Row.fetchAll(db, sql: "SELECT * FROM jobs WHERE user_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+                                        arguments: [userId, limit, offset]).map(Self.job)
+            }
+            return try Row.fetchAll(db, sql: "SELECT * FROM jobs ORDER BY created_at DESC, id LIMIT ? OFFSET ?", arguments: [limit, offset]).map(Self.job)
+        }
+    }
+
+    public func countJobs(userId: String?) async throws -> Int {
+        try await db.read { db in
+            if let userId { return try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs WHERE user_id = ?", arguments: [userId]) ?? 0 }
+            return try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs") ?? 0
+        }
+    }
+
+    public func jobCounts() async throws -> [JobStatus: Int] {
+        try await db.read { db in
+            var out: [JobStatus: Int] = [:]
+            for s in JobStatus.allCases { out[s] = 0 }
+            for r in try Row.fetchAll(db, sql: "SELECT status, COUNT(*) AS n FROM jobs GROUP BY status") {
+                if let s = JobStatus(rawValue: r["status"]) { out[s] = r["n"] }
+            }
+            return out
+        }
+    }
+
+    public func claimJob(worker: String, leaseUntil: Date, now: Date) async throws -> Job? {
+        try await db.write { db in
+            guard let id = try String.fetchOne(db, sql: "SELECT id FROM jobs WHERE status = 'accepted' ORDER BY created_at, id LIMIT 1") else { return nil }
+            try db.execute(sql: """
+                UPDATE jobs SET status = 'running', worker = ?, lease_until = ?, started_at = ?, attempts = attempts + 1,
+                    progress = 0, stage = 'queued', message = NULL WHERE id = ? AND status = 'accepted'
+                """, arguments: [worker, leaseUntil.timeIntervalSince1970, now.timeIntervalSince1970, id])
+            return try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id]).map(Self.job)
+        }
+    }
+
+    public func heartbeat(jobId: String, worker: String, progress: Int?, stage: String?, message: String?, leaseUntil: Date) async throws -> Bool {
+        try await db.write { db in
+            try db.execute(sql: """
+                UPDATE jobs SET progress = COALESCE(?, progress), stage = COALESCE(?, stage), message = COALESCE(?, message), lease_until = ?
+                WHERE id = ? AND worker = ? AND status = 'running'
+                """, arguments: [progress.map { max(0, min(100, $0)) }, stage, message, leaseUntil.timeIntervalSince1970, jobId, worker])
+            return db.changesCount == 1
+        }
+    }
+
+    public func finish(jobId: String, worker: String, status: JobStatus, error: String?, cpuSeconds: Double,
+                       resultBytes: Int64, finishedAt: Date, purgeAt: Date?) async throws {
+        try await db.write { db in
+            try db.execute(sql: """
+                UPDATE jobs SET status = ?, error = ?, cpu_seconds = cpu_seconds + ?, result_bytes = ?, finished_at = ?, purge_at = ?,
+                    progress = CASE WHEN ? = 'successful' THEN 100 ELSE progress END, worker = NULL, lease_until = NULL
+                WHERE id = ? AND worker = ?
+                """, arguments: [status.rawValue, error, cpuSeconds, resultBytes, finishedAt.timeIntervalSince1970,
+                                 purgeAt?.timeIntervalSince1970, status.rawValue, jobId, worker])
+        }
+    }
+
+    public func requeueExpired(now: Date) async throws -> [String] {
+        try await db.write { db in
+            let ids = try String.fetchAll(db, sql: "SELECT id FROM jobs WHERE status = 'running' AND lease_until < ?", arguments: [now.timeIntervalSince1970])
+            for id in ids {
+                try db.execute(sql: """
+                    UPDATE jobs SET status = CASE WHEN cancel_requested = 1 THEN 'dismissed' ELSE 'accepted' END,
+                        worker = NULL, lease_until = NULL, stage = 'requeued after its worker stopped'
+                    WHERE id = ?
+                    """, arguments: [id])
+            }
+            return ids
+        }
+    }
+
+    public func release(worker: String) async throws {
+        try await db.write { db in
+            try db.execute(sql: """
+                UPDATE jobs SET status = 'accepted', worker = NULL, lease_until = NULL, stage = 'requeued at shutdown'
+                WHERE worker = ? AND status = 'running' AND cancel_requested = 0
+                """, arguments: [worker])
+        }
+    }
+
+    public func cancel(jobId: String, now: Date) async throws -> Job? {
+        try await db.write { db in
+            try db.execute(sql: "UPDATE jobs SET status = 'dismissed', finished_at = ?, stage = 'dismissed' WHERE id = ? AND status = 'accepted'",
+                           arguments: [now.timeIntervalSince1970, jobId])
+            try db.execute(sql: "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'", arguments: [jobId])
+            return try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [jobId]).map(Self.job)
+        }
+    }
+
+    public func delete(jobId: String) async throws {
+        try await db.write { db in try db.execute(sql: "DELETE FROM jobs WHERE id = ?", arguments: [jobId]) }
+    }
+
+    public func jobsToPurge(now: Date) async throws -> [Job] {
+        try await db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM jobs WHERE purged = 0 AND purge_at IS NOT NULL AND purge_at <= ?",
+                             arguments: [now.timeIntervalSince1970]).map(Self.job)
+        }
+    }
+
+    public func markPurged(jobId: String) async throws {
+        try await db.write { db in try db.execute(sql: "UPDATE jobs SET purged = 1, result_bytes = 0 WHERE id = ?", arguments: [jobId]) }
+    }
+}
