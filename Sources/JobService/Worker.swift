@@ -132,6 +132,7 @@ public final class WorkerPool: Service, @unchecked Sendable {
         let exe = config.executable ?? CommandLine.arguments[0]
         var env = ProcessInfo.processInfo.environment
         env["DSMOPT_PRESETS"] = config.presetsDirectory
+        env["DSMOPT_PARENT_PID"] = "\(ProcessInfo.processInfo.processIdentifier)"
         var cpu: Double = 0
         var lastError: String?
         var stageStarted = Date()
@@ -158,7 +159,9 @@ public final class WorkerPool: Service, @unchecked Sendable {
                         stage = p.stage; stageStarted = Date()
                     }
                     progress = min(99, p.percent)
-                    _ = try? await store.heartbeat(jobId: job.id, worker: worker, progress: progress, stage: p.stage, message: p.message,
+                    // Server paths stay private: the last line names the output folder.
+                    let message = p.stage == "done" ? "products ready" : p.message
+                    _ = try? await store.heartbeat(jobId: job.id, worker: worker, progress: progress, stage: p.stage, message: message,
                                                    leaseUntil: Date().addingTimeInterval(config.leaseSeconds))
                 } else if line.hasPrefix("dsmopt: error:") {
                     lastError = String(line.dropFirst("dsmopt: error: ".count))

@@ -346,6 +346,14 @@ struct Run: ParsableCommand {
         o.orthoImages = !noOrthos
         o.orthoMosaic = !noMosaic
         o.tileSize = tileSize
+        // Run by a service worker: stop as soon as the worker's process is gone (kill -9), so that the job,
+        // re-queued, never runs twice at the same time. Nothing is left: products are staged until the end.
+        if let parent = ProcessInfo.processInfo.environment["DSMOPT_PARENT_PID"].flatMap(Int32.init) {
+            Thread.detachNewThread {
+                while getppid() == parent { usleep(200_000) }
+                Foundation.exit(75)
+            }
+        }
         let clock = ContinuousClock()
         let start = clock.now
         let runner = DSMPipelineRunner(options: o) { e in

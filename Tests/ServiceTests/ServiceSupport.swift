@@ -1,0 +1,111 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import TestSupport
+import Testing
+
+/// A real `dsmopt serve` process on loopback with its own data folder.
+final class ServerProcess: @unchecked Sendable {
+    let data: TemporaryFolder
+    let arguments: [String]
+    var process: Process?
+    var base = ""
+
+    init(workers: Int = 1, extra: [String] = [], config: String? = nil) throws {
+        data = try TemporaryFolder()
+        if let config { try config.write(toFile: data.path("dsmopt.json"), atomically: true, encoding: .utf8) }
+        arguments = ["serve", "--data", data.url.path, "--port", "0", "--workers", "\(workers)"] + extra
+        try start()
+    }
+
+    func start() throws {
+        try? FileManager.default.removeItem(atPath: data.path("server.port"))
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try dsmoptExecutable())
+        p.arguments = arguments
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try p.run()
+        process = p
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if let s = try? String(contentsOfFile: data.path("server.port"), encoding: .utf8), let port = Int(s.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                base = "http://127.0.0.1:\(port)"
+                return
+            }
+            usleep(50_000)
+        }
+        throw ServerError(message: "dsmopt serve did not start within 30 s")
+    }
+
+    /// Stops the daemon with a signal (SIGTERM: graceful; SIGKILL: crash) and waits for it.
+    func stop(signal: Int32 = SIGTERM) {
+        guard let p = process, p.isRunning else { return }
+        kill(p.processIdentifier, signal)
+        p.waitUntilExit()
+        process = nil
+    }
+
+    deinit { stop(signal: SIGKILL) }
+
+    /// Creates a user with `dsmopt admin create-user` and returns the token it prints.
+    func user(_ name: String, role: String = "researcher", quota: [String] = []) throws -> String {
+        try admin(["create-user", name, "--role", role] + quota)
+    }
+
+    func admin(_ args: [String]) throws -> String {
+        let r = try run(try dsmoptExecutable(), ["admin", "--data", data.url.path] + args)
+        guard r.status == 0 else { throw ServerError(message: "admin failed: \(r.stderr)") }
+        return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
+
+struct HTTPResult {
+    var status: Int
+    var headers: [String: String]
+    var body: Data
+    var json: [String: Any]? { try? JSONSerialization.jsonObject(with: body) as? [String: Any] }
+    var text: String { String(decoding: body, as: UTF8.self) }
+}
+
+/// Plain HTTP through URLSession (no cookies, no cache).
+func http(_ method: String, _ url: String, token: String? = nil, body: Data? = nil, headers: [String: String] = [:]) async throws -> HTTPResult {
+    var r = URLRequest(url: URL(string: url)!)
+    r.httpMethod = method
+    r.httpBody = body
+    r.timeoutInterval = 60
+    if let token { r.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+    for (k, v) in headers { r.setValue(v, forHTTPHeaderField: k) }
+    let (data, response) = try await URLSession.shared.data(for: r)
+    let h = response as! HTTPURLResponse
+    var hs: [String: String] = [:]
+    for (k, v) in h.allHeaderFields { hs[String(describing: k).lowercased()] = String(describing: v) }
+    return HTTPResult(status: h.statusCode, headers: hs, body: data)
+}
+
+func json(_ object: Any) -> Data { try! JSONSerialization.data(withJSONObject: object) }
+
+/// Uploads a file; returns its id.
+func upload(_ server: ServerProcess, token: String, path: String, name: String) async throws -> String {
+    let r = try await http("POST", "\(server.base)/uploads?name=\(name)", token: token, body: try Data(contentsOf: URL(fileURLWithPath: path)))
+    #expect(r.status == 201, "upload: \(r.status) \(r.text)")
+    return try #require(r.json?["id"] as? String)
+}
+
+/// Polls a job until it reaches one of `states`.
+func waitFor(_ server: ServerProcess, token: String, job: String, states: Set<String>, timeout: Double = 180) async throws -> [String: Any] {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        let r = try await http("GET", "\(server.base)/jobs/\(job)", token: token)
+        if let j = r.json, let s = j["status"] as? String, states.contains(s) { return j }
+        try await Task.sleep(nanoseconds: 200_000_000)
+    }
+    Issue.record("job \(job) did not reach \(states) within \(timeout) s")
+    return [:]
+}
+
+struct ServerError: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
+}

@@ -1,0 +1,339 @@
+import Crypto
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import TestSupport
+import Testing
+
+/// The job service over real HTTP on loopback: a real `dsmopt serve` with a temporary data folder.
+@Suite(.serialized) struct ServiceTests {
+    let img1: String
+    let img2: String
+
+    init() throws {
+        img1 = try TestData.path("pleiades/reunion-pair/img_01.tif")
+        img2 = try TestData.path("pleiades/reunion-pair/img_02.tif")
+    }
+
+    func submit(_ s: ServerProcess, token: String, uploads: [String], roi: [Int] = [350, 350, 300, 300], extra: [String: Any] = [:]) async throws -> HTTPResult {
+        var params: [String: Any] = ["roi": roi, "resolution": 1.0, "orthos": false]
+        for (k, v) in extra { params[k] = v }
+        return try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
+                              body: json(["name": "test", "images": uploads.map { ["upload": $0] }, "preset": "default", "parameters": params]),
+                              headers: ["Content-Type": "application/json"])
+    }
+
+    @Test func fullJobFromUploadToDownload() async throws {
+        let s = try ServerProcess(workers: 1)
+        let token = try s.user("alice")
+        // Uploads stream to disk and report size and SHA-256.
+        let r1 = try await http("POST", "\(s.base)/uploads?name=img_01.tif", token: token, body: try Data(contentsOf: URL(fileURLWithPath: img1)))
+        #expect(r1.status == 201)
+        let expected = SHA256.hash(data: try Data(contentsOf: URL(fileURLWithPath: img1))).map { String(format: "%02x", $0) }.joined()
+        #expect(r1.json?["sha256"] as? String == expected)
+        #expect((r1.json?["size"] as? Int) == (try FileManager.default.attributesOfItem(atPath: img1)[.size] as? Int))
+        let u1 = try #require(r1.json?["id"] as? String)
+        let u2 = try await upload(s, token: token, path: img2, name: "img_02.tif")
+        let created = try await submit(s, token: token, uploads: [u1, u2], extra: ["point-cloud": true])
+        #expect(created.status == 201, "\(created.text)")
+        let id = try #require(created.json?["jobID"] as? String)
+        #expect(created.headers["location"] == "/jobs/\(id)")
+        // Progress is visible while it runs, then the job succeeds.
+        var seen: Set<Int> = []
+        let deadline = Date().addingTimeInterval(180)
+        var final: [String: Any] = [:]
+        while Date() < deadline {
+            let j = try await http("GET", "\(s.base)/jobs/\(id)", token: token).json ?? [:]
+            if let p = j["progress"] as? Int { seen.insert(p) }
+            if ["successful", "failed"].contains(j["status"] as? String ?? "") { final = j; break }
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        #expect(final["status"] as? String == "successful", "\(final)")
+        #expect(final["progress"] as? Int == 100 && seen.count >= 2)
+        #expect((final["cpuSeconds"] as? Double ?? 0) > 0)
+        let purge = ISO8601DateFormatter().date(from: final["purgeDate"] as? String ?? "")
+        let finished = ISO8601DateFormatter().date(from: final["finished"] as? String ?? "")
+        #expect(purge != nil && finished != nil && abs(purge!.timeIntervalSince(finished!) - 21 * 86400) < 2)
+        // Results: manifest with links, downloads with and without Range.
+        let results = try await http("GET", "\(s.base)/jobs/\(id)/results", token: token)
+        let products = try #require(results.json?["products"] as? [[String: Any]])
+        #expect(products.contains { $0["file"] as? String == "dsm.tif" && $0["href"] as? String == "/jobs/\(id)/results/dsm.tif" })
+        #expect(products.contains { $0["code"] as? String == "D1" })
+        let full = try await http("GET", "\(s.base)/jobs/\(id)/results/dsm.tif", token: token)
+        #expect(full.status == 200 && full.body.prefix(2) == Data("II".utf8))
+        let part = try await http("GET", "\(s.base)/jobs/\(id)/results/dsm.tif", token: token, headers: ["Range": "bytes=100-199"])
+        #expect(part.status == 206 && part.body == full.body.subdata(in: 100..<200))
+        #expect(part.headers["content-range"] == "bytes 100-199/\(full.body.count)")
+        let bad = try await http("GET", "\(s.base)/jobs/\(id)/results/dsm.tif", token: token, headers: ["Range": "bytes=\(full.body.count + 10)-"])
+        #expect(bad.status == 416)
+        let logs = try await http("GET", "\(s.base)/jobs/\(id)/logs", token: token)
+        #expect(logs.status == 200 && logs.text.contains("] match:"))
+        let me = try await http("GET", "\(s.base)/me", token: token).json
+        let usage = try #require(me?["usage"] as? [String: Any])
+        #expect((usage["cpuSecondsThisMonth"] as? Double ?? 0) > 0 && (usage["storageBytes"] as? Int ?? 0) > 4_000_000)
+        // The metrics show the finished job and the HTTP latencies.
+        let metrics = try await http("GET", "\(s.base)/metrics").text
+        #expect(metrics.contains("dsmopt_jobs{state=\"successful\"} 1") && metrics.contains("dsmopt_http_request_duration_seconds_bucket"))
+        #expect(metrics.contains("dsmopt_stage_seconds_sum{stage=\"match\"}"))
+        // Deleting a finished job removes it and its results.
+        let del = try await http("DELETE", "\(s.base)/jobs/\(id)", token: token)
+        #expect(del.status == 200)
+        let answer0 = try await http("GET", "\(s.base)/jobs/\(id)", token: token)
+        #expect(answer0.status == 404)
+    }
+
+    @Test func quotasAreEnforced() async throws {
+        // No worker: jobs stay accepted, so the concurrency limit is deterministic.
+        let s = try ServerProcess(workers: 0)
+        let token = try s.user("carol", quota: ["--max-concurrent-jobs", "1"])
+        let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
+        let answer1 = try await submit(s, token: token, uploads: [u1, u2])
+        #expect(answer1.status == 201)
+        let second = try await submit(s, token: token, uploads: [u1, u2])
+        #expect(second.status == 429 && second.json?["limit"] as? String == "maxConcurrentJobs", "\(second.text)")
+        #expect(second.headers["content-type"]?.hasPrefix("application/problem+json") == true)
+        // Compute budget.
+        let dave = try s.user("dave", quota: ["--cpu-seconds-per-month", "0"])
+        let d1 = try await upload(s, token: dave, path: img1, name: "a.tif"), d2 = try await upload(s, token: dave, path: img2, name: "b.tif")
+        let budget = try await submit(s, token: dave, uploads: [d1, d2])
+        #expect(budget.status == 403 && budget.json?["limit"] as? String == "cpuSecondsPerMonth", "\(budget.text)")
+        // Storage: the second upload would exceed 3 MB.
+        let erin = try s.user("erin", quota: ["--storage-bytes", "3000000"])
+        _ = try await upload(s, token: erin, path: img1, name: "a.tif")
+        let full = try await http("POST", "\(s.base)/uploads?name=b.tif", token: erin, body: try Data(contentsOf: URL(fileURLWithPath: img2)))
+        #expect(full.status == 403 && full.json?["limit"] as? String == "storageBytes", "\(full.text)")
+        // Largest input.
+        let fred = try s.user("fred", quota: ["--max-input-bytes", "1000000"])
+        let big = try await http("POST", "\(s.base)/uploads?name=a.tif", token: fred, body: try Data(contentsOf: URL(fileURLWithPath: img1)))
+        #expect(big.status == 413 && big.json?["limit"] as? String == "maxInputBytes")
+        // An admin changes a quota over REST; the user sees it in /me.
+        let admin = try s.user("root", role: "admin")
+        let users = try await http("GET", "\(s.base)/admin/users", token: admin)
+        let carolId = try #require((try JSONSerialization.jsonObject(with: users.body) as? [[String: Any]])?.first { $0["name"] as? String == "carol" }?["id"] as? String)
+        let q = try await http("PUT", "\(s.base)/admin/users/\(carolId)/quota", token: admin,
+                               body: json(["maxConcurrentJobs": 3, "cpuSecondsPerMonth": 100, "storageBytes": 1 << 30, "maxInputBytes": 1 << 28]))
+        #expect(q.status == 200)
+        let me = try await http("GET", "\(s.base)/me", token: token).json
+        #expect((me?["quota"] as? [String: Any])?["maxConcurrentJobs"] as? Int == 3)
+        let answer2 = try await submit(s, token: token, uploads: [u1, u2])
+        #expect(answer2.status == 201)
+        // Only admins manage users.
+        let answer3 = try await http("GET", "\(s.base)/admin/users", token: token)
+        #expect(answer3.status == 403)
+        let created = try await http("POST", "\(s.base)/admin/users", token: admin, body: json(["name": "gina", "role": "researcher"]))
+        let ginaToken = try #require(created.json?["token"] as? String)
+        let answer4 = try await http("GET", "\(s.base)/me", token: ginaToken)
+        #expect(created.status == 201 && answer4.status == 200)
+    }
+
+    @Test func usersAreIsolated() async throws {
+        let s = try ServerProcess(workers: 0)
+        let alice = try s.user("alice"), bob = try s.user("bob")
+        let u1 = try await upload(s, token: alice, path: img1, name: "a.tif"), u2 = try await upload(s, token: alice, path: img2, name: "b.tif")
+        let id = try #require(try await submit(s, token: alice, uploads: [u1, u2]).json?["jobID"] as? String)
+        let answer5 = try await http("GET", "\(s.base)/jobs/\(id)", token: bob)
+        #expect(answer5.status == 404)
+        let answer6 = try await http("GET", "\(s.base)/jobs/\(id)/logs", token: bob)
+        #expect(answer6.status == 404)
+        let answer7 = try await http("GET", "\(s.base)/jobs/\(id)/results/dsm.tif", token: bob)
+        #expect(answer7.status == 404)
+        let answer8 = try await http("DELETE", "\(s.base)/jobs/\(id)", token: bob)
+        #expect(answer8.status == 404)
+        let list = try await http("GET", "\(s.base)/jobs", token: bob).json
+        #expect((list?["jobs"] as? [Any])?.isEmpty == true)
+        // Bob cannot use Alice's uploads.
+        let stolen = try await submit(s, token: bob, uploads: [u1, u2])
+        #expect(stolen.status == 422 && stolen.text.contains("unknown upload"))
+        // An operator sees every job; unauthenticated calls are refused.
+        let op = try s.user("olga", role: "operator")
+        let answer9 = try await http("GET", "\(s.base)/jobs/\(id)", token: op)
+        #expect(answer9.status == 200)
+        let answer10 = try await http("GET", "\(s.base)/jobs")
+        #expect(answer10.status == 401)
+        let answer11 = try await http("GET", "\(s.base)/jobs", token: "dso_forged")
+        #expect(answer11.status == 401)
+        // Alice's job is still queued and intact.
+        let answer12 = try await http("GET", "\(s.base)/jobs/\(id)", token: alice)
+        #expect(answer12.json?["status"] as? String == "accepted")
+    }
+
+    @Test func jobSurvivesKillMinusNine() async throws {
+        let s = try ServerProcess(workers: 1, config: #"{"leaseSeconds": 3}"#)
+        let token = try s.user("alice")
+        let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
+        let id = try #require(try await submit(s, token: token, uploads: [u1, u2], roi: [100, 100, 800, 800]).json?["jobID"] as? String)
+        _ = try await waitFor(s, token: token, job: id, states: ["running"])
+        try await Task.sleep(nanoseconds: 1_000_000_000)
+        s.stop(signal: SIGKILL)
+        try s.start()
+        let j = try await waitFor(s, token: token, job: id, states: ["successful", "failed"], timeout: 240)
+        #expect(j["status"] as? String == "successful", "\(j)")
+        // The results are complete (a manifest and the DSM), from the second run.
+        let results = try await http("GET", "\(s.base)/jobs/\(id)/results", token: token)
+        #expect(results.status == 200 && (results.json?["products"] as? [Any])?.isEmpty == false)
+        let log = try await http("GET", "\(s.base)/jobs/\(id)/logs", token: token).text
+        #expect(log.contains("] done:"))
+    }
+
+    @Test func cancellationStopsARunningJob() async throws {
+        let s = try ServerProcess(workers: 1)
+        let token = try s.user("alice")
+        let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
+        let id = try #require(try await submit(s, token: token, uploads: [u1, u2], roi: [0, 0, 1024, 1024]).json?["jobID"] as? String)
+        _ = try await waitFor(s, token: token, job: id, states: ["running"])
+        let del = try await http("DELETE", "\(s.base)/jobs/\(id)", token: token)
+        #expect(del.status == 202)
+        let start = Date()
+        let j = try await waitFor(s, token: token, job: id, states: ["dismissed", "successful", "failed"], timeout: 30)
+        #expect(j["status"] as? String == "dismissed")
+        #expect(Date().timeIntervalSince(start) < 10)
+        #expect(!FileManager.default.fileExists(atPath: s.data.path("jobs/\(id)/results/dsm.tif")))
+        // A queued job is dismissed at once.
+        let queued = try #require(try await submit(s, token: token, uploads: [u1, u2]).json?["jobID"] as? String)
+        let q = try await http("DELETE", "\(s.base)/jobs/\(queued)", token: token)
+        #expect(q.status == 202 && ["dismissed", "running"].contains(q.json?["status"] as? String ?? ""))
+    }
+
+    @Test func resultsArePurgedAfterRetention() async throws {
+        let s = try ServerProcess(workers: 1, extra: ["--retention", "3s"])
+        let token = try s.user("alice")
+        let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
+        let id = try #require(try await submit(s, token: token, uploads: [u1, u2]).json?["jobID"] as? String)
+        let j = try await waitFor(s, token: token, job: id, states: ["successful", "failed"])
+        #expect(j["status"] as? String == "successful")
+        let answer13 = try await http("GET", "\(s.base)/jobs/\(id)/results", token: token)
+        #expect(answer13.status == 200)
+        try await Task.sleep(nanoseconds: 6_000_000_000)
+        let answer14 = try await http("GET", "\(s.base)/jobs/\(id)/results", token: token)
+        #expect(answer14.status == 410)
+        let answer15 = try await http("GET", "\(s.base)/jobs/\(id)", token: token)
+        #expect(answer15.json?["resultsPurged"] as? Bool == true)
+        #expect(!FileManager.default.fileExists(atPath: s.data.path("jobs/\(id)/results")))
+    }
+
+    @Test func badRequestsGetSpecificErrors() async throws {
+        let s = try ServerProcess(workers: 0, extra: ["--max-upload-bytes", "3000000"])
+        let token = try s.user("alice")
+        let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
+        let url = "\(s.base)/processes/dsm-opt/execution"
+        let malformed = try await http("POST", url, token: token, body: Data("{not json".utf8))
+        #expect(malformed.status == 422 && malformed.headers["content-type"]?.hasPrefix("application/problem+json") == true)
+        // Wrong types and ranges: every bad field is listed.
+        let wrong = try await http("POST", url, token: token, body: json([
+            "images": [["upload": u1], ["upload": u2]], "preset": "lunar",
+            "parameters": ["window": "five", "regularisation": 3, "roi": [1, 2], "point-cloud": "yes", "colour": 1]]))
+        #expect(wrong.status == 422)
+        let fields = Set(((wrong.json?["errors"] as? [[String: Any]]) ?? []).compactMap { $0["field"] as? String })
+        #expect(fields.isSuperset(of: ["preset", "parameters.window", "parameters.regularisation", "parameters.roi", "parameters.point-cloud", "parameters.colour"]), "\(fields)")
+        let one = try await http("POST", url, token: token, body: json(["images": [["upload": u1]]]))
+        #expect(one.status == 422 && one.text.contains("2 or 3 images"))
+        // An image without RPC is refused at submission, naming the image.
+        let plain = TestData.fixture("synthetic-pair/truth_dsm.tif")
+        let noRPC = try await upload(s, token: token, path: plain, name: "plain.tif")
+        let r = try await http("POST", url, token: token, body: json(["images": [["upload": u1], ["upload": noRPC]]]))
+        #expect(r.status == 422 && r.text.contains("images[1]") && r.text.contains("no RPC camera model"), "\(r.text)")
+        // Oversize upload: 413 and nothing stored.
+        let big = try await http("POST", "\(s.base)/uploads?name=big.tif", token: token, body: Data(count: 3_500_000))
+        #expect(big.status == 413 && big.json?["limit"] as? String == "maxUploadBytes")
+        // A truncated upload (the client goes away mid-body) registers nothing.
+        let before = try await http("GET", "\(s.base)/me", token: token).json?["usage"] as? [String: Any]
+        let port = String(s.base.split(separator: ":").last!)
+        _ = try run("/usr/bin/python3", ["-c", """
+            import socket; s = socket.create_connection(("127.0.0.1", \(port)))
+            s.sendall(b"POST /uploads?name=cut.tif HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: Bearer \(token)\\r\\nContent-Length: 100000\\r\\n\\r\\n" + b"x" * 5000)
+            s.close()
+            """])
+        try await Task.sleep(nanoseconds: 500_000_000)
+        let after = try await http("GET", "\(s.base)/me", token: token).json?["usage"] as? [String: Any]
+        #expect(before?["storageBytes"] as? Int == after?["storageBytes"] as? Int)
+        let leftovers = try FileManager.default.subpathsOfDirectory(atPath: s.data.path("uploads")).filter { $0.hasSuffix("cut.tif") || $0.hasSuffix(".part") }
+        #expect(leftovers.isEmpty, "\(leftovers)")
+        // A path in the file name is reduced to its last component, inside the upload's own folder.
+        let sneaky = try await http("POST", "\(s.base)/uploads?name=../../etc/passwd", token: token, body: Data("x".utf8))
+        #expect(sneaky.status == 201 && sneaky.json?["fileName"] as? String == "passwd")
+        let bad = try await http("POST", "\(s.base)/uploads?name=%24%28rm%29.tif", token: token, body: Data("x".utf8))
+        #expect(bad.status == 400)
+        let answer16 = try await http("GET", "\(s.base)/nowhere", token: token)
+        #expect(answer16.status == 404)
+    }
+
+    @Test func presetsAndProcessDescription() async throws {
+        let s = try ServerProcess(workers: 0)
+        let op = try s.user("olga", role: "operator"), researcher = try s.user("rita")
+        let list = try await http("GET", "\(s.base)/presets")
+        let names = Set(((try JSONSerialization.jsonObject(with: list.body) as? [[String: Any]]) ?? []).compactMap { $0["name"] as? String })
+        #expect(names.isSuperset(of: ["default", "urban", "mountain", "forest", "flat", "snow-ice"]))
+        let preset: [String: Any] = ["description": "steep glaciers", "resolutionFactor": 2, "parameters": ["window": 9, "regularisation": 0.06]]
+        let answer17 = try await http("PUT", "\(s.base)/presets/glacier", token: researcher, body: json(preset))
+        #expect(answer17.status == 403)
+        let created = try await http("PUT", "\(s.base)/presets/glacier", token: op, body: json(preset))
+        #expect(created.status == 201, "\(created.text)")
+        let answer18 = try await http("GET", "\(s.base)/presets/glacier")
+        #expect((answer18.json?["parameters"] as? [String: Any])?["window"] as? Int == 9)
+        let invalid = try await http("PUT", "\(s.base)/presets/glacier", token: op,
+                                     body: json(["description": "x", "resolutionFactor": 2, "parameters": ["window": 4]]))
+        #expect(invalid.status == 422 && invalid.text.contains("window"))
+        let answer19 = try await http("GET", "\(s.base)/presets/glacier")
+        #expect((answer19.json?["parameters"] as? [String: Any])?["window"] as? Int == 9)
+        let process = try await http("GET", "\(s.base)/processes/dsm-opt").json
+        let params = (process?["parameters"] as? [[String: Any]]) ?? []
+        #expect(params.contains { $0["name"] as? String == "window" && $0["default"] as? String == "5" })
+        #expect((process?["presets"] as? [Any])?.count ?? 0 >= 7)
+    }
+
+    @Test func openAPIDescribesTheServedRoutes() async throws {
+        let s = try ServerProcess(workers: 0)
+        let admin = try s.user("root", role: "admin")
+        let doc = try #require(try await http("GET", "\(s.base)/openapi.json").json)
+        #expect(doc["openapi"] as? String == "3.1.0")
+        let paths = try #require(doc["paths"] as? [String: [String: Any]])
+        #expect(paths.count >= 17)
+        for (path, ops) in paths {
+            for method in ops.keys {
+                let concrete = path.replacingOccurrences(of: "{id}", with: "00000000-0000-0000-0000-000000000000")
+                    .replacingOccurrences(of: "{name}", with: "default").replacingOccurrences(of: "{file}", with: "dsm.tif")
+                let r = try await http(method.uppercased(), "\(s.base)\(concrete)", token: admin, body: method == "get" ? nil : Data("{}".utf8))
+                // A documented route exists: never the router's generic "Not Found".
+                #expect(!(r.status == 404 && (r.json?["detail"] as? String) == "Not Found"), "\(method) \(path) is documented but not served")
+            }
+        }
+    }
+
+    @Test func catalogueForwardsJobsForNamedUsers() async throws {
+        // A small HTTP server on loopback plays the catalogue's image store.
+        let dir = try TestData.path("pleiades/reunion-pair")
+        let port = 18000 + Int.random(in: 0..<2000)
+        let web = Process()
+        web.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        web.arguments = ["-m", "http.server", "\(port)", "--bind", "127.0.0.1", "--directory", dir]
+        web.standardOutput = FileHandle.nullDevice
+        web.standardError = FileHandle.nullDevice
+        try web.run()
+        defer { web.terminate() }
+        try await Task.sleep(nanoseconds: 800_000_000)
+        let s = try ServerProcess(workers: 1, extra: ["--archive-root", URL(fileURLWithPath: dir).deletingLastPathComponent().path])
+        let catalogue = try s.user("dinamis", role: "catalogue"), alice = try s.user("alice")
+        let body: [String: Any] = ["user": "alice", "name": "from the catalogue",
+                                   "images": [["url": "http://127.0.0.1:\(port)/img_01.tif"], ["path": "reunion-pair/img_02.tif"]],
+                                   "parameters": ["roi": [350, 350, 300, 300], "resolution": 1.0, "orthos": false]]
+        let answer20 = try await http("POST", "\(s.base)/catalogue/jobs", token: alice, body: json(body))
+        #expect(answer20.status == 403)
+        let r = try await http("POST", "\(s.base)/catalogue/jobs", token: catalogue, body: json(body))
+        #expect(r.status == 201, "\(r.text)")
+        let id = try #require(r.json?["jobID"] as? String)
+        // The job belongs to Alice and runs under her quota.
+        let j = try await waitFor(s, token: alice, job: id, states: ["successful", "failed"])
+        #expect(j["status"] as? String == "successful", "\(j)")
+        let answer21 = try await http("GET", "\(s.base)/jobs/\(id)", token: catalogue)
+        #expect(answer21.status == 404)
+        var unknown = body
+        unknown["user"] = "nobody"
+        let u = try await http("POST", "\(s.base)/catalogue/jobs", token: catalogue, body: json(unknown))
+        #expect(u.status == 422 && u.text.contains("unknown user"))
+        var escape = body
+        escape["images"] = [["path": "../../../etc/passwd"], ["path": "reunion-pair/img_02.tif"]]
+        let e = try await http("POST", "\(s.base)/catalogue/jobs", token: catalogue, body: json(escape))
+        #expect(e.status == 422 && e.text.contains("outside the archive"))
+    }
+}
