@@ -129,7 +129,7 @@ public final class WorkerPool: Service, @unchecked Sendable {
         let resultDir = config.resultsDirectory(job.id)
         try? FileManager.default.removeItem(atPath: resultDir)
         try? FileManager.default.createDirectory(atPath: config.jobDirectory(job.id), withIntermediateDirectories: true)
-        let exe = config.executable ?? CommandLine.arguments[0]
+        let exe = config.executable ?? currentExecutable()
         var env = ProcessInfo.processInfo.environment
         env["DSMOPT_PRESETS"] = config.presetsDirectory
         env["DSMOPT_PARENT_PID"] = "\(ProcessInfo.processInfo.processIdentifier)"
@@ -225,4 +225,11 @@ func directorySize(_ path: String) -> Int64 {
         total += (attrs?[.size] as? NSNumber)?.int64Value ?? 0
     }
     return total
+}
+
+/// Absolute path of the running executable (argv[0] may be a bare name found through PATH).
+func currentExecutable() -> String {
+    if let p = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") { return p }
+    if let p = Bundle.main.executablePath { return p }
+    return CommandLine.arguments[0]
 }

@@ -12,7 +12,11 @@ final class ServerProcess: @unchecked Sendable {
     var process: Process?
     var base = ""
 
-    init(workers: Int = 1, extra: [String] = [], config: String? = nil) throws {
+    /// Start through `/usr/bin/env dsmopt` with PATH, as a user typing `dsmopt serve` does (argv[0] is a bare name).
+    let throughPATH: Bool
+
+    init(workers: Int = 1, extra: [String] = [], config: String? = nil, throughPATH: Bool = false) throws {
+        self.throughPATH = throughPATH
         data = try TemporaryFolder()
         if let config { try config.write(toFile: data.path("dsmopt.json"), atomically: true, encoding: .utf8) }
         arguments = ["serve", "--data", data.url.path, "--port", "0", "--workers", "\(workers)"] + extra
@@ -22,8 +26,17 @@ final class ServerProcess: @unchecked Sendable {
     func start() throws {
         try? FileManager.default.removeItem(atPath: data.path("server.port"))
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: try dsmoptExecutable())
-        p.arguments = arguments
+        let exe = try dsmoptExecutable()
+        if throughPATH {
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["dsmopt"] + arguments
+            var env = ProcessInfo.processInfo.environment
+            env["PATH"] = URL(fileURLWithPath: exe).deletingLastPathComponent().path + ":" + (env["PATH"] ?? "/usr/bin:/bin")
+            p.environment = env
+        } else {
+            p.executableURL = URL(fileURLWithPath: exe)
+            p.arguments = arguments
+        }
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try p.run()

@@ -83,6 +83,16 @@ import Testing
         #expect(answer0.status == 404)
     }
 
+    @Test func daemonStartedThroughPATHRunsJobs() async throws {
+        // Found through PATH, argv[0] is a bare "dsmopt": workers must still find the executable.
+        let s = try ServerProcess(workers: 1, throughPATH: true)
+        let token = try s.user("alice")
+        let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
+        let id = try #require(try await submit(s, token: token, uploads: [u1, u2]).json?["jobID"] as? String)
+        let j = try await waitFor(s, token: token, job: id, states: ["successful", "failed"])
+        #expect(j["status"] as? String == "successful", "\(j)")
+    }
+
     @Test func quotasAreEnforced() async throws {
         // No worker: jobs stay accepted, so the concurrency limit is deterministic.
         let s = try ServerProcess(workers: 0)
