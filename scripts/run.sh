@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: install what is missing, build dsmopt (release) and run the DSM
-# pipeline on the bundled synthetic tri-stereo fixture (products in out/synthetic-triplet). Extra
-# arguments replace the default command, e.g.
-#   scripts/run.sh run ../shared/data/pleiades/reunion-pair/img_01.tif ../shared/data/pleiades/reunion-pair/img_02.tif --out out/reunion
+# The main job on a fresh machine: install what is missing, build dsmopt (release) and start the job
+# service on its embedded SQLite store in ./dsmopt-data (port 8080, or $DSMOPT_PORT). On the first start an
+# admin user is created; its token is written to dsmopt-data/admin.token.
+# Any arguments run another dsmopt command instead, e.g. the DSM pipeline on the bundled fixture:
+#   scripts/run.sh run Fixtures/synthetic-triplet/view_1.tif Fixtures/synthetic-triplet/view_2.tif \
+#       Fixtures/synthetic-triplet/view_3.tif --resolution 0.5 --out out/synthetic-triplet
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -10,6 +12,11 @@ swift build -c release --product dsmopt
 if (($#)); then
     exec .build/release/dsmopt "$@"
 fi
-.build/release/dsmopt run Fixtures/synthetic-triplet/view_1.tif Fixtures/synthetic-triplet/view_2.tif \
-    Fixtures/synthetic-triplet/view_3.tif --resolution 0.5 --point-cloud --out out/synthetic-triplet
-echo "products: $(ls out/synthetic-triplet | tr '\n' ' ')"
+data="${DSMOPT_DATA:-dsmopt-data}"
+if [[ ! -f "$data/admin.token" ]]; then
+    mkdir -p "$data"
+    .build/release/dsmopt admin --data "$data" create-user admin --role admin > "$data/admin.token"
+    chmod 600 "$data/admin.token"
+    echo "run: created user 'admin'; its token is in $data/admin.token" >&2
+fi
+exec .build/release/dsmopt serve --data "$data" --port "${DSMOPT_PORT:-8080}"

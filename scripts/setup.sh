@@ -3,7 +3,7 @@
 # Usage: scripts/setup.sh [--test]   (--test adds what the test suite needs)
 set -euo pipefail
 
-packages=(pkg-config libgdal-dev libopenblas-dev liblapacke-dev libsqlite3-dev)
+packages=(pkg-config libgdal-dev libopenblas-dev liblapacke-dev libsqlite3-dev zlib1g-dev)
 if [[ "${1:-}" == "--test" ]]; then
     # gdal-bin and python3-gdal/numpy run ../shared/tools (dsm_compare.py, disp_eval.py).
     packages+=(gdal-bin python3-gdal python3-numpy)

@@ -6,6 +6,7 @@ import FoundationNetworking
 #endif
 import Hummingbird
 import SensorIngest
+import ZIPFoundation
 
 /// An HTTP error as an RFC 9457 problem document.
 struct APIProblem: Error {
@@ -351,10 +352,55 @@ public struct ServiceAPI: Sendable {
                              limit: "storageBytes")
         }
         try FileManager.default.moveItem(atPath: part, toPath: final)
+        if name.lowercased().hasSuffix(".zip") {
+            do { try Self.extractProduct(final, into: (dir as NSString).appendingPathComponent("product"), limit: limit * 4) } catch {
+                try? FileManager.default.removeItem(atPath: dir)
+                throw error
+            }
+        }
         let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
         let u = Upload(id: id, userId: user.id, fileName: name, size: size, sha256: digest, createdAt: Date())
         try await store.addUpload(u)
         return jsonResponse(u, status: .created, headers: [.location: "/uploads/\(id)"])
+    }
+
+    /// Extracts a zipped product (e.g. a DIMAP folder) beside the upload, refusing archives that expand
+    /// beyond `limit` bytes or hold entries that would land outside the folder.
+    static func extractProduct(_ zip: String, into folder: String, limit: Int64) throws {
+        let archive: Archive
+        do { archive = try Archive(url: URL(fileURLWithPath: zip), accessMode: .read) } catch {
+            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the upload is not a valid zip archive")
+        }
+        var total: Int64 = 0
+        for entry in archive {
+            total += Int64(entry.uncompressedSize)
+            if entry.path.hasPrefix("/") || entry.path.split(separator: "/").contains("..") {
+                throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "zip entry \(entry.path) points outside the archive")
+            }
+        }
+        guard total <= limit else {
+            throw APIProblem(status: .contentTooLarge, title: "Content Too Large", detail: "the archive expands to \(total) bytes, above \(limit)", limit: "maxUploadBytes")
+        }
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        do { try FileManager.default.unzipItem(at: URL(fileURLWithPath: zip), to: URL(fileURLWithPath: folder)) } catch {
+            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the zip archive cannot be extracted: \(error)")
+        }
+    }
+
+    /// The image an upload stands for: the file itself, or the one image of a zipped product.
+    func imagePath(_ u: Upload) throws -> String {
+        let path = config.uploadPath(u)
+        guard u.fileName.lowercased().hasSuffix(".zip") else { return path }
+        let folder = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent("product")
+        var found = ProductDiscovery.images(in: folder)
+        if found.isEmpty {
+            let all = (FileManager.default.subpaths(atPath: folder) ?? []).filter { ["tif", "tiff", "jp2"].contains(($0 as NSString).pathExtension.lowercased()) }
+            found = all.map { (folder as NSString).appendingPathComponent($0) }
+        }
+        guard found.count == 1 else {
+            throw FetchError(description: "the zipped product \(u.fileName) holds \(found.count) images; upload one image (or one single-image product) per upload")
+        }
+        return found[0]
     }
 
     // MARK: submission
@@ -382,7 +428,9 @@ public struct ServiceAPI: Sendable {
                 errors.append(.init(field: "images[\(i)].upload", message: "unknown upload \(id)"))
                 continue
             }
-            paths.append(config.uploadPath(u)); inputs.append((u.fileName, u.size))
+            do { paths.append(try imagePath(u)); inputs.append((u.fileName, u.size)) } catch {
+                errors.append(.init(field: "images[\(i)].upload", message: "\(error)"))
+            }
         }
         // Every image must be readable with an RPC model, before anything is queued.
         if errors.isEmpty {

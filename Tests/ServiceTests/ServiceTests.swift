@@ -93,6 +93,32 @@ import Testing
         #expect(j["status"] as? String == "successful", "\(j)")
     }
 
+    @Test func zippedProductsAreAccepted() async throws {
+        let s = try ServerProcess(workers: 1)
+        let token = try s.user("alice")
+        // A zipped product: the synthetic view 2 with its .RPB sidecar, in a folder.
+        let tmp = try TemporaryFolder()
+        let f = TestData.fixture("synthetic-pair")
+        let zip = tmp.path("view_2.zip")
+        let z = try run("/usr/bin/python3", ["-c", """
+            import zipfile; z = zipfile.ZipFile("\(zip)", "w")
+            z.write("\(f)/view_2.tif", "PRODUCT/view_2.tif"); z.write("\(f)/view_2.RPB", "PRODUCT/view_2.RPB"); z.close()
+            """])
+        #expect(z.status == 0, "\(z.stderr)")
+        let zipped = try await upload(s, token: token, path: zip, name: "view_2.zip")
+        let plain = try await upload(s, token: token, path: "\(f)/view_1.tif", name: "view_1.tif")
+        let r = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
+                               body: json(["images": [["upload": plain], ["upload": zipped]], "parameters": ["resolution": 1.0]]))
+        #expect(r.status == 201, "\(r.text)")
+        let id = try #require(r.json?["jobID"] as? String)
+        let j = try await waitFor(s, token: token, job: id, states: ["successful", "failed"])
+        #expect(j["status"] as? String == "successful", "\(j)")
+        // A corrupt archive is refused and leaves nothing behind.
+        try Data("PK this is not a zip".utf8).write(to: URL(fileURLWithPath: tmp.path("bad.zip")))
+        let bad = try await http("POST", "\(s.base)/uploads?name=bad.zip", token: token, body: try Data(contentsOf: URL(fileURLWithPath: tmp.path("bad.zip"))))
+        #expect(bad.status == 422 && bad.text.contains("not a valid zip"), "\(bad.text)")
+    }
+
     @Test func quotasAreEnforced() async throws {
         // No worker: jobs stay accepted, so the concurrency limit is deterministic.
         let s = try ServerProcess(workers: 0)
