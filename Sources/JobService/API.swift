@@ -166,6 +166,18 @@ public struct ServiceAPI: Sendable {
         router.get("/processes/dsm-opt") { _, _ in jsonResponse(try ProcessDescription.dsmOpt(presets: try presets())) }
 
         router.post("/uploads") { request, _ in try await upload(request) }
+        router.delete("/uploads/:id") { request, context in
+            let user = try await authenticate(request)
+            let id = context.parameters.get("id") ?? ""
+            // Jobs keep their own copy of nothing: a queued or running job still needs its inputs.
+            let active = try await store.jobs(userId: user.id, limit: 1000, offset: 0).filter { [.accepted, .running].contains($0.status) }
+            if active.contains(where: { $0.request.contains(id) }) {
+                throw APIProblem(status: .conflict, title: "Conflict", detail: "upload \(id) is an input of a queued or running job")
+            }
+            guard try await store.deleteUpload(id: id, userId: user.id) else { throw APIProblem.notFound("no upload \(id) for this user") }
+            try? FileManager.default.removeItem(atPath: (config.uploadsDirectory as NSString).appendingPathComponent(id))
+            return Response(status: .noContent)
+        }
         router.post("/processes/dsm-opt/execution") { request, _ in
             let user = try await authenticate(request)
             return try await submit(try await body(request), for: user, allowRemote: false)

@@ -11,6 +11,7 @@ public enum OpenAPIDocument {
         .init(method: "get", path: "/processes/dsm-opt", summary: "The DSM process: inputs, parameters with ranges and defaults, presets, outputs", responses: [200]),
         .init(method: "post", path: "/processes/dsm-opt/execution", summary: "Create a job (201, Location: /jobs/{id}); 422 lists every invalid field; 429/403 over quota", responses: [201, 401, 422, 429, 403]),
         .init(method: "post", path: "/uploads", summary: "Stream an image to disk (?name=FILE); returns id, size, SHA-256; 413 above the size limit", responses: [201, 400, 401, 403, 413]),
+        .init(method: "delete", path: "/uploads/{id}", summary: "Delete one of the caller's uploads (409 while a queued or running job uses it)", responses: [204, 401, 404, 409]),
         .init(method: "get", path: "/jobs", summary: "The caller's jobs, newest first (?limit, ?offset; ?all=true for operators)", responses: [200, 401]),
         .init(method: "get", path: "/jobs/{id}", summary: "Job status: accepted | running | successful | failed | dismissed, progress, stage, times, purge date, error", responses: [200, 401, 404]),
         .init(method: "delete", path: "/jobs/{id}", summary: "Cancel a queued or running job (202), or delete a finished one and its results (200)", responses: [200, 202, 401, 404]),

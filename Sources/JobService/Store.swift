@@ -16,6 +16,8 @@ public protocol JobStore: Sendable {
     func addUpload(_ upload: Upload) async throws
     func upload(id: String, userId: String) async throws -> Upload?
     func usage(userId: String, now: Date) async throws -> Usage
+    /// Removes an upload record of its owner; false when there is none.
+    func deleteUpload(id: String, userId: String) async throws -> Bool
 
     /// Inserts a job if the user's quota allows it, atomically with the check.
     func createJob(_ job: Job, inputBytes: [(String, Int64)], quota: Quota, now: Date) async throws
@@ -169,6 +171,13 @@ public final class SQLiteJobStore: JobStore {
                 Upload(id: $0["id"], userId: $0["user_id"], fileName: $0["file_name"], size: $0["size"], sha256: $0["sha256"],
                        createdAt: Date(timeIntervalSince1970: $0["created_at"]))
             }
+        }
+    }
+
+    public func deleteUpload(id: String, userId: String) async throws -> Bool {
+        try await db.write { db in
+            try db.execute(sql: "DELETE FROM uploads WHERE id = ? AND user_id = ?", arguments: [id, userId])
+            return db.changesCount == 1
         }
     }
 

@@ -189,6 +189,18 @@ import Testing
         #expect(answer10.status == 401)
         let answer11 = try await http("GET", "\(s.base)/jobs", token: "dso_forged")
         #expect(answer11.status == 401)
+        // Uploads: only their owner deletes them, and not while a queued job needs them.
+        let bobDelete = try await http("DELETE", "\(s.base)/uploads/\(u1)", token: bob)
+        #expect(bobDelete.status == 404)
+        let inUse = try await http("DELETE", "\(s.base)/uploads/\(u1)", token: alice)
+        #expect(inUse.status == 409)
+        let spare = try await upload(s, token: alice, path: img1, name: "spare.tif")
+        let before = try await http("GET", "\(s.base)/me", token: alice)
+        let gone = try await http("DELETE", "\(s.base)/uploads/\(spare)", token: alice)
+        #expect(gone.status == 204)
+        let after = try await http("GET", "\(s.base)/me", token: alice)
+        let b = (before.json?["usage"] as? [String: Any])?["storageBytes"] as? Int ?? 0, a = (after.json?["usage"] as? [String: Any])?["storageBytes"] as? Int ?? 0
+        #expect(b - a == (try FileManager.default.attributesOfItem(atPath: img1)[.size] as? Int))
         // Alice's job is still queued and intact.
         let answer12 = try await http("GET", "\(s.base)/jobs/\(id)", token: alice)
         #expect(answer12.json?["status"] as? String == "accepted")
