@@ -1,10 +1,12 @@
 # dsmopt — multi-stage build: a Swift builder with the -dev packages, a slim Debian runtime.
 #   docker build -t dsmopt .
-#   docker run --rm -v "$PWD/data:/data" dsmopt inspect /data/img_01.tif /data/img_02.tif
+#   docker run -d -p 8080:8080 -v dsmopt-data:/data dsmopt                 # the job service
+#   docker run --rm -v dsmopt-data:/data dsmopt admin --data /data create-user alice --role researcher
+#   docker run --rm -v "$PWD:/work" dsmopt run /work/img_01.tif /work/img_02.tif --out /work/out
 FROM swift:6.1-bookworm AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      pkg-config libgdal-dev libopenblas-dev liblapacke-dev libsqlite3-dev \
+      pkg-config libgdal-dev libopenblas-dev liblapacke-dev libsqlite3-dev zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # A portable binary: the image may run on another CPU than the one that built it.
@@ -22,5 +24,7 @@ COPY --from=build /out/dsmopt /usr/local/bin/dsmopt
 COPY Presets /usr/share/dsmopt/presets
 COPY Fixtures /usr/share/dsmopt/fixtures
 ENV DSMOPT_PRESETS=/usr/share/dsmopt/presets
+VOLUME /data
+EXPOSE 8080
 ENTRYPOINT ["dsmopt"]
-CMD ["--help"]
+CMD ["serve", "--data", "/data", "--host", "0.0.0.0", "--port", "8080"]
