@@ -241,9 +241,17 @@ public struct DSMPipelineRunner: Sendable {
                 cs.append(q.column); rs.append(q.row)
             }
         }
+        guard let w = Self.clippedWindow(columns: cs, rows: rs, in: image), w.width > 16, w.height > 16 else {
+            throw PipelineError.aoiOutsideFootprint
+        }
+        return w
+    }
+
+    /// The pixel window bounding projected points, clipped to the image; nil when nothing is left.
+    static func clippedWindow(columns cs: [Double], rows rs: [Double], in image: SensorImage) -> PixelWindow? {
         let x0 = max(0, Int(cs.min()!.rounded(.down))), y0 = max(0, Int(rs.min()!.rounded(.down)))
         let x1 = min(image.width - 1, Int(cs.max()!.rounded(.up))), y1 = min(image.height - 1, Int(rs.max()!.rounded(.up)))
-        guard x1 - x0 >= 16, y1 - y0 >= 16 else { throw PipelineError.aoiOutsideFootprint }
+        guard x1 >= x0, y1 >= y0 else { return nil }
         return PixelWindow(x: x0, y: y0, width: x1 - x0 + 1, height: y1 - y0 + 1)
     }
 
@@ -257,10 +265,10 @@ public struct DSMPipelineRunner: Sendable {
                 cs.append(q.column); rs.append(q.row)
             }
         }
-        let x0 = max(0, Int(cs.min()!.rounded(.down))), y0 = max(0, Int(rs.min()!.rounded(.down)))
-        let x1 = min(other.width - 1, Int(cs.max()!.rounded(.up))), y1 = min(other.height - 1, Int(rs.max()!.rounded(.up)))
-        guard x1 > x0, y1 > y0 else { throw PipelineError.aoiOutsideFootprint }
-        return PixelWindow(x: x0, y: y0, width: x1 - x0 + 1, height: y1 - y0 + 1)
+        guard let w = Self.clippedWindow(columns: cs, rows: rs, in: other), w.width > 1, w.height > 1 else {
+            throw PipelineError.aoiOutsideFootprint
+        }
+        return w
     }
 
     /// Matches one pair over a window of its reference image and returns the projected points.

@@ -9,12 +9,14 @@ import SensorIngest
 import ZIPFoundation
 
 /// An HTTP error as an RFC 9457 problem document.
-struct APIProblem: Error {
+struct APIProblem: Error, CustomStringConvertible {
     var status: HTTPResponse.Status
     var title: String
     var detail: String
     var errors: [FieldError]? = nil
     var limit: String? = nil
+
+    var description: String { detail }
 
     static func notFound(_ what: String) -> APIProblem { APIProblem(status: .notFound, title: "Not Found", detail: what) }
     static func forbidden(_ why: String) -> APIProblem { APIProblem(status: .forbidden, title: "Forbidden", detail: why) }
@@ -364,16 +366,25 @@ public struct ServiceAPI: Sendable {
                              limit: "storageBytes")
         }
         try FileManager.default.moveItem(atPath: part, toPath: final)
-        if name.lowercased().hasSuffix(".zip") {
-            do { try Self.extractProduct(final, into: (dir as NSString).appendingPathComponent("product"), limit: limit * 4) } catch {
-                try? FileManager.default.removeItem(atPath: dir)
-                throw error
-            }
-        }
-        let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-        let u = Upload(id: id, userId: user.id, fileName: name, size: size, sha256: digest, createdAt: Date())
-        try await store.addUpload(u)
+        let u = Upload(id: id, userId: user.id, fileName: name, size: size, sha256: hexString(hasher.finalize()), createdAt: Date())
+        try await storeUpload(u, limit: limit)
         return jsonResponse(u, status: .created, headers: [.location: "/uploads/\(id)"])
+    }
+
+    /// Records a file already written at `config.uploadPath(u)`: a zipped product is extracted first. On
+    /// failure the upload's folder is removed, so nothing half-stored remains.
+    func storeUpload(_ u: Upload, limit: Int64) async throws {
+        let path = config.uploadPath(u)
+        let dir = (path as NSString).deletingLastPathComponent
+        do {
+            if u.fileName.lowercased().hasSuffix(".zip") {
+                try Self.extractProduct(path, into: (dir as NSString).appendingPathComponent("product"), limit: limit * 4)
+            }
+            try await store.addUpload(u)
+        } catch {
+            try? FileManager.default.removeItem(atPath: dir)
+            throw error
+        }
     }
 
     /// Extracts a zipped product (e.g. a DIMAP folder) beside the upload, refusing archives that expand
@@ -428,18 +439,19 @@ public struct ServiceAPI: Sendable {
         var inputs: [(String, Int64)] = []
         var paths: [String] = []
         for (i, ref) in request.images.enumerated() {
-            if let fetched {
-                let u = fetched[i]
-                paths.append(config.uploadPath(u)); inputs.append((u.fileName, u.size)); continue
+            var upload = fetched?[i]  // catalogue jobs: the images the service fetched itself
+            if upload == nil {
+                guard let id = ref.upload else {
+                    errors.append(.init(field: "images[\(i)]", message: allowRemote ? "could not be fetched" : "only the catalogue may reference URLs or paths; upload the image first"))
+                    continue
+                }
+                guard let u = try await store.upload(id: id, userId: user.id) else {
+                    errors.append(.init(field: "images[\(i)].upload", message: "unknown upload \(id)"))
+                    continue
+                }
+                upload = u
             }
-            guard let id = ref.upload else {
-                errors.append(.init(field: "images[\(i)]", message: allowRemote ? "could not be fetched" : "only the catalogue may reference URLs or paths; upload the image first"))
-                continue
-            }
-            guard let u = try await store.upload(id: id, userId: user.id) else {
-                errors.append(.init(field: "images[\(i)].upload", message: "unknown upload \(id)"))
-                continue
-            }
+            guard let u = upload else { continue }
             do { paths.append(try imagePath(u)); inputs.append((u.fileName, u.size)) } catch {
                 errors.append(.init(field: "images[\(i)].upload", message: "\(error)"))
             }
@@ -531,9 +543,9 @@ public struct ServiceAPI: Sendable {
         }
         let name = Self.sanitize(source.lastPathComponent) ?? "image.tif"
         let u = Upload(id: id, userId: user.id, fileName: name, size: Int64(data.count),
-                       sha256: SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined(), createdAt: Date())
+                       sha256: hexString(SHA256.hash(data: data)), createdAt: Date())
         try data.write(to: URL(fileURLWithPath: config.uploadPath(u)))
-        try await store.addUpload(u)
+        try await storeUpload(u, limit: min(config.maxUploadBytes, user.quota.maxInputBytes))
         return u
     }
 

@@ -43,6 +43,11 @@ public protocol JobStore: Sendable {
     func markPurged(jobId: String) async throws
 }
 
+/// Lower-case hexadecimal of bytes (digests, tokens).
+func hexString<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
+    bytes.map { String(format: "%02x", $0) }.joined()
+}
+
 public enum StoreError: Error, Equatable, CustomStringConvertible {
     case duplicateUser(String)
     public var description: String {
@@ -91,13 +96,11 @@ public final class SQLiteJobStore: JobStore {
         return m
     }
 
-    static func hash(_ token: String) -> String {
-        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
-    }
+    static func hash(_ token: String) -> String { hexString(SHA256.hash(data: Data(token.utf8))) }
 
     static func newToken() -> String {
         var g = SystemRandomNumberGenerator()
-        return "dso_" + (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &g)) }.joined()
+        return "dso_" + hexString((0..<32).map { _ in UInt8.random(in: 0...255, using: &g) })
     }
 
     static func newID() -> String { UUID().uuidString.lowercased() }

@@ -86,11 +86,8 @@ struct Inspect: ParsableCommand {
     var inputs: [String] = []
 
     func run() throws {
-        let paths = try ProductDiscovery.expand(inputs)
-        guard (2...3).contains(paths.count) else {
-            throw CLIFailure(message: InspectionError.wrongImageCount(paths.count, paths).description, code: ExitCodes.usage)
-        }
-        let report = try StereoInspector().inspect(paths)
+        // The inspector expands product folders and checks the image count (exit 2 on a wrong count).
+        let report = try StereoInspector().inspect(inputs)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
@@ -326,11 +323,8 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("tile-size"), help: "Tile size in pixels of the reference image.") var tileSize = 512
 
     func run() throws {
-        let paths = try ProductDiscovery.expand(images)
-        guard (2...3).contains(paths.count) else {
-            throw CLIFailure(message: InspectionError.wrongImageCount(paths.count, paths).description, code: ExitCodes.usage)
-        }
-        var o = PipelineOptions(images: paths, output: out)
+        // The pipeline expands product folders and checks the image count before anything else.
+        var o = PipelineOptions(images: images, output: out)
         o.preset = preset
         o.overrides = expert.overrides
         o.resolution = resolution
