@@ -70,7 +70,7 @@ let package = Package(
         .testTarget(name: "DSMCoreTests", dependencies: ["DSMCore", "TestSupport"]),
         .testTarget(name: "SensorIngestTests", dependencies: ["SensorIngest", "DSMCore", "GDALKit", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["SensorIngest", "GDALKit", "TestSupport", "dsmopt"]),
-        .testTarget(name: "PipelineTests", dependencies: ["DSMPipeline", "SensorIngest", "DSMCore", "GDALKit", "TestSupport"]),
+        .testTarget(name: "PipelineTests", dependencies: ["DSMPipeline", "SensorIngest", "DSMCore", "GDALKit", "TestSupport", "dsmopt"]),
         .testTarget(name: "ServiceTests", dependencies: ["TestSupport", "dsmopt"]),
     ],
     swiftLanguageModes: [.v6]

@@ -53,6 +53,8 @@ public enum PipelineError: Error, Equatable, CustomStringConvertible {
     case outputNotWritable(String, String)
     case noPairSelected(String)
     case nothingMatched(String)
+    case workFolder(String, String)
+    case nothingToResume(String)
 
     public var description: String {
         switch self {
@@ -63,6 +65,8 @@ public enum PipelineError: Error, Equatable, CustomStringConvertible {
         case .outputNotWritable(let f, let r): return "\(f): output folder is not writable (\(r))"
         case .noPairSelected(let r): return "no stereo pair can be matched: \(r)"
         case .nothingMatched(let r): return "matching produced no point: \(r)"
+        case .workFolder(let f, let r): return "\(f): \(r)"
+        case .nothingToResume(let f): return "\(f): no interrupted run to resume here (no \(WorkFolder.name)/plan.json)"
         }
     }
 }
@@ -102,8 +106,14 @@ public struct PipelineOptions: Sendable {
     public var orthoImages = true
     public var orthoMosaic = true
     public var pointCloud = false
-    public var tileSize = 512
+    /// Ground tile size, DSM cells (the unit of work: tiles run in parallel and are resumable); nil: the
+    /// size whose footprint is about 1024 pixels of the first image (margins then cost ~13 %).
+    public var tileSize: Int?
     public var presetFolder: String?
+    /// Memory the run may use (peak RSS); bounds the tiles in flight and the matcher's strips.
+    public var memoryBudget = MemoryBudget.machineDefault
+    /// Cores to use (default: all).
+    public var cores = ProcessInfo.processInfo.activeProcessorCount
 
     public init(images: [String], output: String) {
         self.images = images
@@ -156,8 +166,12 @@ public struct DSMPipelineRunner: Sendable {
         if let f = options.resolutionFactor, !(f >= 0.5 && f <= 20) {
             problems.append(ParameterProblem(field: "resolution-factor", value: "\(f)", expected: "from 0.5 to 20"))
         }
-        if !(64...4096).contains(options.tileSize) {
-            problems.append(ParameterProblem(field: "tile-size", value: "\(options.tileSize)", expected: "64–4096 pixels"))
+        if let t = options.tileSize, !(64...4096).contains(t) {
+            problems.append(ParameterProblem(field: "tile-size", value: "\(t)", expected: "64–4096 cells"))
+        }
+        if options.memoryBudget.bytes < MemoryBudget.baseBytes + (64 << 20) {
+            problems.append(ParameterProblem(field: "max-memory", value: "\(options.memoryBudget.bytes >> 20) MiB",
+                                             expected: "at least \((MemoryBudget.baseBytes >> 20) + 64) MiB"))
         }
         if !problems.isEmpty { throw PipelineError.invalidParameters(problems) }
         try checkWritable(options.output)
@@ -271,119 +285,170 @@ public struct DSMPipelineRunner: Sendable {
         return w
     }
 
-    /// Matches one pair over a window of its reference image and returns the projected points.
-    func matchPair(_ a: SensorImage, _ b: SensorImage, window: PixelWindow, prepared: Prepared,
-                   progressRange: (Double, Double), label: String) throws -> ProjectedPoints {
-        let tiles = PairRectification.tiles(window, size: options.tileSize)
-        let rect = PairRectification(first: a, second: b)
-        let toGrid = try CoordinateTransform(fromEPSG: 4326, toEPSG: prepared.grid.epsg)
-        let matcher = DenseMatcher(parameters: prepared.parameters.matching)
-        var all = ProjectedPoints()
-        for (k, w) in tiles.enumerated() {
-            let t = try rect.rectify(w, heights: prepared.heights)
-            let m = try matcher.match(left: t.left, right: t.right, minDisparity: t.geometry.disparityRange.lowerBound,
-                                      maxDisparity: t.geometry.disparityRange.upperBound)
-            // Lines of sight over the source windows of both grids.
-            let lw = EpipolarResampler.sourceWindow(toGrid: t.geometry.left, width: t.geometry.width, height: t.geometry.height,
-                                                    imageWidth: Int.max / 4, imageHeight: Int.max / 4)!
-            let rw = EpipolarResampler.sourceWindow(toGrid: t.geometry.right, width: t.geometry.rightWidth, height: t.geometry.height,
-                                                    imageWidth: Int.max / 4, imageHeight: Int.max / 4)!
-            let g1 = try LineOfSightGrid(model: a.model, x0: Double(lw.x), y0: Double(lw.y), x1: Double(lw.x + lw.width),
-                                         y1: Double(lw.y + lw.height), heights: prepared.heights)
-            let g2 = try LineOfSightGrid(model: b.model, x0: Double(rw.x), y0: Double(rw.y), x1: Double(rw.x + rw.width),
-                                         y1: Double(rw.y + rw.height), heights: prepared.heights)
-            let pts = Triangulation.points(tile: t.geometry, disparity: m, first: g1, second: g2)
-            var p = ProjectedPoints()
-            p.x = pts.map(\.longitude); p.y = pts.map(\.latitude)
-            p.z = pts.map { Float($0.height) }; p.score = pts.map(\.score)
-            toGrid.transform(x: &p.x, y: &p.y)
-            all.append(p)
-            let f = progressRange.0 + (progressRange.1 - progressRange.0) * Double(k + 1) / Double(tiles.count)
-            progress(.init(stage: "match", fraction: f,
-                           message: "\(label): tile \(k + 1)/\(tiles.count), \(pts.count) points, row residual \(String(format: "%.2f", t.parallaxAfter.medianAbsolute)) px"))
+    /// The whole-scene first pass and the tiling: per pair the region of its reference image and its
+    /// relative pointing correction (sparse matching in sample windows), the ground tiles, and how many
+    /// tiles fit the memory budget at once.
+    func plan(_ prepared: Prepared) throws -> RunPlan {
+        let images = prepared.images
+        let p = prepared.parameters
+        var regions: [PixelWindow] = [], pointing: [PairPointing] = []
+        for (n, pair) in p.pairs.enumerated() {
+            let a = images[pair[0]], b = images[pair[1]]
+            let region = pair[0] == 0 ? p.roi : try window(of: p.roi, from: images[0], to: a, heights: prepared.heights)
+            regions.append(region)
+            progress(.init(stage: "orient", fraction: 0.03 + 0.02 * Double(n) / Double(p.pairs.count),
+                           message: "pair \(pair): measuring the relative pointing over the scene"))
+            let m = try PairRectification(first: a, second: b).measurePointing(over: region, heights: prepared.heights)
+            pointing.append(PairPointing(pair: pair, correctionPx: m.correction, samples: m.samples))
+            progress(.init(stage: "orient", fraction: 0.03 + 0.02 * Double(n + 1) / Double(p.pairs.count),
+                           message: "pair \(pair): row correction \(String(format: "%+.3f", m.correction)) px from \(m.samples.filter { $0.matches >= 10 }.count)/\(m.samples.count) sample windows"))
         }
-        return all
+        let bhs = p.pairs.map { pair in prepared.inspection.pairs.first { $0.images == pair }?.baseToHeight ?? 1 }
+        // Labels of the widest search: height span × parallax per metre (B/H / GSD) / precision.
+        let span = prepared.heights.upperBound - prepared.heights.lowerBound
+        let labels = p.pairs.indices.map { k -> Int in
+            let gsd = prepared.inspection.images[p.pairs[k][0]].gsd
+            return Int((span * bhs[k] / max(gsd, 0.01) / p.matching.precision).rounded(.up)) + 8
+        }.max() ?? 64
+        let pixelsPerCell = p.resolution / max(prepared.inspection.images[0].gsd, 0.01)
+        let tileSize = options.tileSize ?? max(128, min(4096, Int((1024 / pixelsPerCell).rounded())))
+        let tiles = TilePlan(grid: prepared.grid, tileSize: tileSize)
+        let epipolar = min(512, Int(Double(tileSize) * pixelsPerCell) + 64)
+        let workload = TileWorkload.plan(budget: options.memoryBudget, cores: options.cores, epipolarWidth: max(epipolar, 128),
+                                         labels: labels, tileCells: tileSize * tileSize, pairs: p.pairs.count)
+        let maxHole = max(4, Int((25 / (p.resolution * p.resolution)).rounded()))
+        return RunPlan(images: images.map { URL(fileURLWithPath: $0.path).standardizedFileURL.path }, parameters: p, tiles: tiles,
+                       heights: [prepared.heights.lowerBound, prepared.heights.upperBound], baseToHeight: bhs,
+                       incidences: prepared.inspection.images.map(\.incidenceDeg), pairRegions: regions, pointing: pointing,
+                       workload: workload, memoryBudget: options.memoryBudget, filterMargin: min(maxHole, 64) + 8,
+                       maxHoleCells: maxHole, orthoImages: options.orthoImages, orthoMosaic: options.orthoMosaic,
+                       pointCloud: options.pointCloud)
     }
 
-    /// Runs everything and returns the manifest.
+    /// Runs everything (or, with `resume`, what an interrupted run left undone) and returns the manifest.
+    /// Finished tiles are kept in the output folder's work folder until the products are in place.
     @discardableResult
-    public func run() throws -> Manifest {
-        let prepared = try prepare()
-        let staging = (options.output as NSString).appendingPathComponent(".staging-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+    public func run(resume: Bool = false) throws -> Manifest {
+        let work = WorkFolder(output: options.output)
+        GDAL.setCacheMax(bytes: MemoryBudget.gdalCacheBytes)
+        let plan: RunPlan
+        let images: [SensorImage]
+        if resume {
+            guard let p = try work.readJSON(RunPlan.self, from: work.planPath), p.formatVersion == RunPlan.formatVersion else {
+                throw PipelineError.nothingToResume(options.output)
+            }
+            plan = p
+            progress(.init(stage: "inspect", fraction: 0, message: "resuming: reading \(p.images.count) images"))
+            images = try p.images.map { try SensorImage.open($0) }
+        } else {
+            let prepared = try prepare()
+            try? FileManager.default.removeItem(atPath: work.root)
+            try work.create()
+            plan = try self.plan(prepared)
+            images = prepared.images
+            try work.writeJSON(plan, to: work.planPath)
+        }
+        try work.create()
+        let t = plan.tiles
+        progress(.init(stage: "plan", fraction: 0.05,
+                       message: "\(t.rows * t.columns) tiles of \(t.tileSize) cells (\(t.grid.width)×\(t.grid.height) cells at \(plan.parameters.resolution) m), \(plan.workload.concurrency) at a time, budget \(plan.memoryBudget.bytes >> 20) MiB"))
+        // Leftovers of an interrupted assembly are never products.
+        try? FileManager.default.removeItem(atPath: work.stagingPath)
+        try? FileManager.default.removeItem(atPath: work.assemblyPath)
+
+        try runStage(.match, plan: plan, work: work, range: (0.05, 0.75), MatchTask(plan: plan, images: images, work: work).run)
+        var offsets: PairOffsets?
+        if plan.pairs.count > 1 {
+            let path = work.path("offsets.json")
+            if let o = try work.readJSON(PairOffsets.self, from: path) { offsets = o } else {
+                let o = try OffsetPass.run(plan: plan, work: work)
+                try work.writeJSON(o, to: path)
+                offsets = o
+            }
+            let text = zip(plan.pairs, offsets!.offsets).map { "\($0.0): \($0.1.map { String(format: "%+.2f m", $0) } ?? "n/a")" }.joined(separator: ", ")
+            progress(.init(stage: "fuse", fraction: 0.75, message: "vertical offsets removed before fusion (reference pair \(plan.pairs[offsets!.reference])): \(text)"))
+        }
+        try runStage(.fuse, plan: plan, work: work, range: (0.75, 0.85), FuseTask(plan: plan, offsets: offsets, work: work).run)
+        try checkMatched(plan: plan, work: work)
+        if plan.orthoImages || plan.orthoMosaic {
+            try runStage(.ortho, plan: plan, work: work, range: (0.85, 0.92), OrthoTask(plan: plan, images: images, work: work).run)
+        }
+        let writerWKT = try SpatialReference.wkt(epsg: plan.grid.epsg)
+        var manifest = Manifest(parameters: plan.parameters, grid: plan.grid, crsWKT: writerWKT)
+        manifest.pairOffsets = plan.pairs.indices.map {
+            PairOffset(pair: plan.pairs[$0], verticalOffsetM: offsets?.offsets[$0].map(Double.init) ?? (plan.pairs.count == 1 ? 0 : nil),
+                       baseToHeight: plan.baseToHeight[$0])
+        }
+        manifest.pointing = plan.pointing
+        manifest.tiling = .init(tileSizeCells: t.tileSize, tiles: t.rows * t.columns, rows: t.rows, columns: t.columns,
+                                concurrentTiles: plan.workload.concurrency, matcherThreadsPerTile: plan.workload.matcherThreads,
+                                stripRows: plan.workload.stripRows, memoryBudgetBytes: plan.memoryBudget.bytes,
+                                estimatedBytesPerTile: plan.workload.bytesPerTile)
+        progress(.init(stage: "products", fraction: 0.92, message: "assembling the products from \(t.rows * t.columns) tiles"))
+        let assembly = ProductAssembly(plan: plan, images: images, work: work, staging: work.stagingPath, wkt: writerWKT) { m, f in
+            progress(.init(stage: "products", fraction: f, message: m))
+        }
         do {
-            let manifest = try produce(prepared, into: staging)
+            try assembly.run(manifest: &manifest)
+            try writeJSON(plan.parameters, to: (work.stagingPath as NSString).appendingPathComponent("parameters.json"))
+            manifest.products.append(.init(code: "-", file: "parameters.json", description: "fully resolved parameters of the run", units: "-"))
+            try writeJSON(manifest, to: (work.stagingPath as NSString).appendingPathComponent("manifest.json"))
             // Move the finished products into place, replacing older ones of the same name.
-            for file in try FileManager.default.contentsOfDirectory(atPath: staging) where !file.hasPrefix(".") {
+            for file in try FileManager.default.contentsOfDirectory(atPath: work.stagingPath) where !file.hasPrefix(".") {
                 let dst = (options.output as NSString).appendingPathComponent(file)
                 try? FileManager.default.removeItem(atPath: dst)
-                try FileManager.default.moveItem(atPath: (staging as NSString).appendingPathComponent(file), toPath: dst)
+                try FileManager.default.moveItem(atPath: (work.stagingPath as NSString).appendingPathComponent(file), toPath: dst)
             }
-            try? FileManager.default.removeItem(atPath: staging)
-            progress(.init(stage: "done", fraction: 1, message: "products in \(options.output)"))
-            return manifest
         } catch {
-            try? FileManager.default.removeItem(atPath: staging)
+            // Keep the finished tiles for --resume; never leave half-assembled products.
+            try? FileManager.default.removeItem(atPath: work.stagingPath)
+            try? FileManager.default.removeItem(atPath: work.assemblyPath)
             throw error
         }
+        try? FileManager.default.removeItem(atPath: work.root)
+        progress(.init(stage: "done", fraction: 1, message: "products in \(options.output)"))
+        return manifest
     }
 
-    func produce(_ prepared: Prepared, into dir: String) throws -> Manifest {
-        let images = prepared.images
-        let pairs = prepared.parameters.pairs
-        var heightsPerPair: [GridRaster] = [], scoresPerPair: [GridRaster] = []
-        var pointsTotal = 0
-        for (n, pair) in pairs.enumerated() {
-            let a = images[pair[0]], b = images[pair[1]]
-            let w = pair[0] == 0 ? prepared.parameters.roi
-                : try window(of: prepared.parameters.roi, from: images[0], to: a, heights: prepared.heights)
-            let range = (0.05 + 0.6 * Double(n) / Double(pairs.count), 0.05 + 0.6 * Double(n + 1) / Double(pairs.count))
-            let pts = try matchPair(a, b, window: w, prepared: prepared, progressRange: range, label: "pair \(pair)")
-            pointsTotal += pts.count
-            let r = Rasterizer.rasterize(pts, grid: prepared.grid)
-            heightsPerPair.append(r.height); scoresPerPair.append(r.score)
+    func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        try enc.encode(value).write(to: URL(fileURLWithPath: path))
+    }
+
+    /// Runs one stage over the tiles it has not finished yet, in parallel within the memory budget.
+    func runStage(_ stage: TileStage, plan: RunPlan, work: WorkFolder, range: (Double, Double),
+                  _ body: @escaping @Sendable (GroundTile) throws -> Void) throws {
+        let all = plan.tiles.tiles
+        let todo = all.filter { !work.isDone(stage, $0) }
+        let already = all.count - todo.count
+        if already > 0 {
+            progress(.init(stage: stage.rawValue, fraction: range.0 + (range.1 - range.0) * Double(already) / Double(all.count),
+                           message: "\(already)/\(all.count) tiles already done"))
         }
-        guard pointsTotal > 0 else { throw PipelineError.nothingMatched("no pixel of the selected pairs correlated above the decorrelation threshold") }
-        progress(.init(stage: "fuse", fraction: 0.7, message: "fusing \(pairs.count) pair(s), \(pointsTotal) points"))
-        let bhs = pairs.map { pair in prepared.inspection.pairs.first { $0.images == pair }?.baseToHeight ?? 1 }
-        let weights = bhs.map { Float($0 * $0) }
-        // Align every pair vertically on the pair with the largest B/H before fusing.
-        let reference = bhs.indices.max { bhs[$0] < bhs[$1] }!
-        let offsets = DSMFusion.verticalOffsets(heightsPerPair, reference: reference)
-        for k in heightsPerPair.indices {
-            guard let o = offsets[k], o != 0 else { continue }
-            heightsPerPair[k].values = heightsPerPair[k].values.map { $0 - o }
+        // Matching is bounded by the budget; fusion and orthos hold a few tile-sized rasters only.
+        let concurrency = stage == .match ? plan.workload.concurrency : max(1, options.cores)
+        let progress = self.progress
+        let executor = TileExecutor(concurrency: concurrency) { done, total, eta in
+            let d = already + done, n = all.count
+            let etaText = eta.map { $0 > 0 ? ", ETA \(Self.duration($0))" : "" } ?? ""
+            progress(.init(stage: stage.rawValue, fraction: range.0 + (range.1 - range.0) * Double(d) / Double(n),
+                           message: "tile \(d)/\(n)\(etaText)"))
         }
-        if pairs.count > 1 {
-            let text = zip(pairs, offsets).map { "\($0.0): \($0.1.map { String(format: "%+.2f m", $0) } ?? "n/a")" }.joined(separator: ", ")
-            progress(.init(stage: "fuse", fraction: 0.68, message: "vertical offsets removed before fusion (reference pair \(pairs[reference])): \(text)"))
+        try executor.run(todo, body)
+    }
+
+    static func duration(_ s: Double) -> String {
+        let t = Int(s.rounded())
+        return t >= 3600 ? "\(t / 3600)h\(String(format: "%02d", t / 60 % 60))m" : t >= 60 ? "\(t / 60)m\(String(format: "%02d", t % 60))s" : "\(t)s"
+    }
+
+    /// A run where no tile matched anything is a failure, not an empty DSM.
+    func checkMatched(plan: RunPlan, work: WorkFolder) throws {
+        for t in plan.tiles.tiles {
+            let r = try work.read(.fuse, t)
+            if r.bands[0].contains(where: { !$0.isNaN }) { return }
         }
-        let fused = DSMFusion.fuse(heights: heightsPerPair, scores: scoresPerPair, weights: weights)
-        progress(.init(stage: "filter", fraction: 0.75, message: "outlier removal, small-hole filling, denoising"))
-        let cleaned = DSMFilter.removeOutliers(fused.height)
-        let maxHole = max(4, Int((25 / (prepared.grid.resolution * prepared.grid.resolution)).rounded()))
-        let (holesFilled, filled) = DSMFilter.fillSmallHoles(cleaned, maximumArea: maxHole)
-        let dsm = DSMFilter.denoise(holesFilled)
-        let writer = try ProductWriter(folder: dir, grid: prepared.grid)
-        var manifest = Manifest(parameters: prepared.parameters, grid: prepared.grid, crsWKT: writer.wkt)
-        manifest.pairOffsets = zip(pairs, offsets).map { PairOffset(pair: $0.0, verticalOffsetM: $0.1.map(Double.init), baseToHeight: 0) }
-        for k in manifest.pairOffsets.indices { manifest.pairOffsets[k].baseToHeight = bhs[k] }
-        try writer.writeDSMProducts(raw: fused.height, score: fused.score, dsm: dsm, filled: filled,
-                                    contributors: fused.contributors, pairs: pairs, manifest: &manifest)
-        progress(.init(stage: "hillshade", fraction: 0.8, message: "hillshades"))
-        try writer.writeHillshades(dsm: dsm, manifest: &manifest)
-        if options.orthoImages || options.orthoMosaic {
-            progress(.init(stage: "ortho", fraction: 0.85, message: "true ortho-images"))
-            try writer.writeOrthos(dsm: dsm, images: images, incidences: prepared.inspection.images.map(\.incidenceDeg),
-                                   individual: options.orthoImages, mosaic: options.orthoMosaic, manifest: &manifest)
-        }
-        if options.pointCloud {
-            progress(.init(stage: "pointcloud", fraction: 0.95, message: "LAS point cloud"))
-            try writer.writePointCloud(dsm: dsm, score: fused.score, manifest: &manifest)
-        }
-        try writer.writeJSON(prepared.parameters, name: "parameters.json")
-        manifest.products.append(.init(code: "-", file: "parameters.json", description: "fully resolved parameters of the run", units: "-"))
-        try writer.writeJSON(manifest, name: "manifest.json")
-        return manifest
+        throw PipelineError.nothingMatched("no pixel of the selected pairs correlated above the decorrelation threshold")
     }
 }

@@ -118,16 +118,23 @@ public final class WorkerPool: Service, @unchecked Sendable {
     }
 
     func arguments(for job: Job) throws -> [String] {
+        // A job re-queued after its worker died resumes from the tiles it had finished.
+        if Self.canResume(config.resultsDirectory(job.id)) { return ["run", "--resume", config.resultsDirectory(job.id)] }
         let request = try JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8))
         var args = ["run"] + request.resolvedImagePaths + ["--out", config.resultsDirectory(job.id), "--preset", request.preset ?? "default"]
         args += request.parameters?.commandLine ?? []
         return args
     }
 
+    /// An interrupted run left its plan and finished tiles in the job's result folder.
+    static func canResume(_ resultDir: String) -> Bool {
+        FileManager.default.fileExists(atPath: resultDir + "/" + WorkFolder.name + "/plan.json")
+    }
+
     func execute(_ job: Job, worker: String) async {
         let started = Date()
         let resultDir = config.resultsDirectory(job.id)
-        try? FileManager.default.removeItem(atPath: resultDir)
+        if !Self.canResume(resultDir) { try? FileManager.default.removeItem(atPath: resultDir) }
         try? FileManager.default.createDirectory(atPath: config.jobDirectory(job.id), withIntermediateDirectories: true)
         let exe = config.executable ?? currentExecutable()
         var env = ProcessInfo.processInfo.environment

@@ -79,6 +79,60 @@ public struct PairRectification: Sendable {
                                           columnOffset: columnOffset)
     }
 
+    /// Rectifies a window of the first image. With `pointingCorrection` (rows, measured once for the scene
+    /// by `measurePointing`), it is applied as given and nothing is measured: every tile of a scene then
+    /// shares one relative orientation, whatever the tiling.
+    public func rectify(_ window: PixelWindow, heights: ClosedRange<Double>, pointingCorrection: Double?) throws -> RectifiedTile {
+        guard let correction = pointingCorrection else { return try rectify(window, heights: heights) }
+        var g = try EpipolarRectifier(first: first.model, second: second.model).tile(window, heights: heights)
+        if correction != 0 {
+            g.right = g.right.translated(0, correction)
+            g.pointingCorrection = correction
+        }
+        let left = try read(first, toGrid: g.left, width: g.width, height: g.height, columnOffset: 0)
+        let right = try read(second, toGrid: g.right, width: g.rightWidth, height: g.height, columnOffset: 0)
+        let none = (medianAbsolute: Double.nan, median: Double.nan, count: 0)
+        return RectifiedTile(geometry: g, left: left, right: right, parallaxBefore: none, parallaxAfter: none)
+    }
+
+    /// The relative pointing error of the pair, measured once for a scene: the vertical parallax (rows of
+    /// the rectified frame) of sparse 2-D matches in sample windows spread over `region`, combined by a
+    /// median weighted by each window's match count. Returns the correction to apply and the samples.
+    /// `samplesPerSide` (default: 1 up to 1024 px, 2 up to 4096 px, 3 beyond) windows per side.
+    public func measurePointing(over region: PixelWindow, heights: ClosedRange<Double>, samplesPerSide: Int? = nil,
+                                windowSize: Int = 512) throws -> (correction: Double, samples: [PointingSample]) {
+        var samples: [PointingSample] = []
+        let side = max(region.width, region.height)
+        let n = max(1, samplesPerSide ?? (side <= 1024 ? 1 : side <= 4096 ? 2 : 3))
+        let w = min(windowSize, region.width), h = min(windowSize, region.height)
+        var seen = Set<[Int]>()
+        for j in 0..<n {
+            for i in 0..<n {
+                let x = region.x + (n == 1 ? (region.width - w) / 2 : (region.width - w) * i / (n - 1))
+                let y = region.y + (n == 1 ? (region.height - h) / 2 : (region.height - h) * j / (n - 1))
+                guard seen.insert([x, y]).inserted else { continue }
+                let win = PixelWindow(x: x, y: y, width: w, height: h)
+                let g = try EpipolarRectifier(first: first.model, second: second.model).tile(win, heights: heights)
+                let left = try read(first, toGrid: g.left, width: g.width, height: g.height, columnOffset: 0)
+                let right = try read(second, toGrid: g.right, width: g.rightWidth, height: g.height, columnOffset: 0)
+                let m = VerticalParallaxProbe.summary(probe.measure(left: left, right: right, rightOffset: 0, disparities: g.disparityRange))
+                samples.append(PointingSample(window: win, rowOffset: m.count > 0 ? m.median : nil, matches: m.count))
+            }
+        }
+        // Weighted median of the windows with enough matches.
+        let good = samples.filter { $0.matches >= 10 && $0.rowOffset != nil }.sorted { $0.rowOffset! < $1.rowOffset! }
+        let total = good.reduce(0) { $0 + $1.matches }
+        guard total > 0 else { return (0, samples) }
+        var acc = 0
+        var median = good[0].rowOffset!
+        for s in good {
+            acc += s.matches
+            if 2 * acc >= total { median = s.rowOffset!; break }
+        }
+        // Right row v + offset matches left row v: the right grid moves by −offset.
+        return (abs(median) > 0.05 ? -median : 0, samples)
+    }
+
     public func rectify(_ window: PixelWindow, heights: ClosedRange<Double>) throws -> RectifiedTile {
         var g = try EpipolarRectifier(first: first.model, second: second.model).tile(window, heights: heights)
         let left = try read(first, toGrid: g.left, width: g.width, height: g.height, columnOffset: 0)
@@ -96,4 +150,13 @@ public struct PairRectification: Sendable {
         }
         return RectifiedTile(geometry: g, left: left, right: right, parallaxBefore: before, parallaxAfter: after)
     }
+}
+
+
+/// One sample window of the scene-wide pointing measurement.
+public struct PointingSample: Sendable, Codable, Equatable {
+    public var window: PixelWindow
+    /// Median row offset of the right image's matches, rectified pixels (nil: nothing matched).
+    public var rowOffset: Double?
+    public var matches: Int
 }

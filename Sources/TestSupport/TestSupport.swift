@@ -59,15 +59,19 @@ public func run(_ executable: String, _ arguments: [String], timeout: TimeInterv
     p.standardOutput = out
     p.standardError = err
     try p.run()
-    // Read before waiting so that a full pipe cannot block the child.
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
+    // Both pipes are drained on their own threads while the timeout is enforced, so that a child writing
+    // much to either cannot block, and a child that hangs is stopped.
+    let o = PipeReader(out.fileHandleForReading), e = PipeReader(err.fileHandleForReading)
     let deadline = Date().addingTimeInterval(timeout)
     while p.isRunning && Date() < deadline { usleep(10_000) }
-    if p.isRunning { p.terminate(); p.waitUntilExit() }
+    if p.isRunning {
+        p.terminate()
+        usleep(500_000)
+        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+    }
     p.waitUntilExit()
-    return ProcessResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
-                         stderr: String(decoding: e, as: UTF8.self))
+    return ProcessResult(status: p.terminationStatus, stdout: String(decoding: o.wait(), as: UTF8.self),
+                         stderr: String(decoding: e.wait(), as: UTF8.self))
 }
 
 /// The built `dsmopt` executable: `$DSMOPT_BIN`, or the one beside the running test bundle.
@@ -84,4 +88,20 @@ public func dsmoptExecutable() throws -> String {
         throw TestData.MissingTestData(path: "dsmopt executable (build it with `swift build` or set DSMOPT_BIN)")
     }
     return fallback
+}
+
+/// Reads a pipe to its end on a thread of its own.
+final class PipeReader: @unchecked Sendable {
+    private var data = Data()
+    private let done = DispatchSemaphore(value: 0)
+    init(_ handle: FileHandle) {
+        Thread.detachNewThread { [self] in
+            data = handle.readDataToEndOfFile()
+            done.signal()
+        }
+    }
+    func wait() -> Data {
+        done.wait()
+        return data
+    }
 }

@@ -44,7 +44,7 @@ struct DSMOpt: AsyncParsableCommand {
             fail(e.description, code: ExitCodes.usage)
         } catch let e as PipelineError {
             switch e {
-            case .outputNotWritable: fail(e.description, code: ExitCodes.badInput)
+            case .outputNotWritable, .workFolder: fail(e.description, code: ExitCodes.badInput)
             case .noPairSelected, .nothingMatched, .aoiOutsideFootprint: fail(e.description, code: ExitCodes.geometry)
             default: fail(e.description, code: ExitCodes.usage)
             }
@@ -307,7 +307,7 @@ struct Run: ParsableCommand {
 
     @Argument(help: "2 or 3 images with RPC (or DIMAP product folders); the first is the reference for --roi.")
     var images: [String] = []
-    @Option(help: "Output folder.") var out: String
+    @Option(help: "Output folder.") var out: String?
     @Option(help: "Landscape preset (a file of Presets/): default, urban, mountain, forest, flat, snow-ice.")
     var preset = "default"
     @OptionGroup var expert: ExpertOptions
@@ -320,11 +320,27 @@ struct Run: ParsableCommand {
     @Flag(name: .customLong("point-cloud"), help: "Also write the DSM as a LAS 1.4 point cloud.") var pointCloud = false
     @Flag(name: .customLong("no-orthos"), help: "Skip the per-image true orthos.") var noOrthos = false
     @Flag(name: .customLong("no-mosaic"), help: "Skip the ortho-mosaic.") var noMosaic = false
-    @Option(name: .customLong("tile-size"), help: "Tile size in pixels of the reference image.") var tileSize = 512
+    @Option(name: .customLong("tile-size"), help: "Ground tile size in DSM cells, the unit of parallel, resumable work (default: about 1024 pixels of the first image).")
+    var tileSize: Int?
+    @Option(name: .customLong("max-memory"), help: "Memory budget, e.g. 1.5G or 800M (default: half of the machine's RAM).")
+    var maxMemory: String?
+    @Option(help: "Resume the interrupted run whose output folder is DIR (recomputes only unfinished tiles).") var resume: String?
+
+    func validate() throws {
+        if resume == nil && out == nil { throw ValidationError("--out DIR is required (or --resume DIR)") }
+        if resume != nil && !images.isEmpty { throw ValidationError("--resume takes no images: the run's plan names them") }
+    }
 
     func run() throws {
         // The pipeline expands product folders and checks the image count before anything else.
+        let out = resume ?? self.out!
         var o = PipelineOptions(images: images, output: out)
+        if let maxMemory {
+            guard let b = MemoryBudget.parse(maxMemory) else {
+                throw CLIFailure(message: "--max-memory must look like 1.5G, 800M or a number of bytes", code: ExitCodes.usage)
+            }
+            o.memoryBudget = b
+        }
         o.preset = preset
         o.overrides = expert.overrides
         o.resolution = resolution
@@ -353,13 +369,16 @@ struct Run: ParsableCommand {
         let runner = DSMPipelineRunner(options: o) { e in
             FileHandle.standardError.write(Data(String(format: "[%3d%%] %@: %@\n", Int(e.fraction * 100), e.stage, e.message).utf8))
         }
-        let manifest = try runner.run()
+        let manifest = try runner.run(resume: resume != nil)
         let d = clock.now - start
         let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
         var usage = rusage()
         getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
         let cpu = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) * 1e-6
-        FileHandle.standardError.write(Data(String(format: "run: %d products in %@ (%.1f s, cpu %.2f s)\n", manifest.products.count, out, seconds, cpu).utf8))
+        // ru_maxrss is in KiB on Linux.
+        let peak = Double(usage.ru_maxrss) / 1024
+        FileHandle.standardError.write(Data(String(format: "run: %d products in %@ (%.1f s, cpu %.2f s, peak RSS %.0f MiB)\n",
+                                                   manifest.products.count, out, seconds, cpu, peak).utf8))
     }
 }
 

@@ -172,7 +172,7 @@ public struct DenseMatcher: Sendable {
         let shiftableWindows = self.shiftableWindows
         // DSMOPT_PROFILE=1 prints the time of each phase of each strip on stderr.
         let profile = ProcessInfo.processInfo.environment["DSMOPT_PROFILE"] != nil
-        DispatchQueue.concurrentPerform(iterations: strips) { s in
+        let matchStrip: @Sendable (Int) -> Void = { s in
             let y0 = s * rowsPerStrip, y1 = min(h, y0 + rowsPerStrip)
             guard y0 < y1 else { return }
             let a = max(0, y0 - margin), b = min(h, y1 + margin)
@@ -196,6 +196,15 @@ public struct DenseMatcher: Sendable {
                              Double(t1 - t0) * 1e-9, Double(t2 - t1) * 1e-9, Double(t3 - t2) * 1e-9, Double(t4 - t3) * 1e-9).utf8))
             }
             results.store(s, rows: y0..<y1, offset: y0 - a, map: map, cells: l.width * l.height * labels.count)
+        }
+        // One strip's cost volume per thread: `threads` bounds the memory as well as the parallelism.
+        if threads <= 1 || strips == 1 {
+            for s in 0..<strips { matchStrip(s) }
+        } else {
+            let cursor = StripCursor(count: strips)
+            DispatchQueue.concurrentPerform(iterations: min(threads, strips)) { _ in
+                while let s = cursor.next() { matchStrip(s) }
+            }
         }
         report.cells += results.cells
         return results.merged(width: left.width, height: h)
@@ -335,5 +344,20 @@ extension DisparityMap {
                 }
             }
         }
+    }
+}
+
+
+/// Hands out strip indices to the matcher's threads.
+final class StripCursor: @unchecked Sendable {
+    private let lock = NSLock()
+    private var cursor = 0
+    let count: Int
+    init(count: Int) { self.count = count }
+    func next() -> Int? {
+        lock.lock(); defer { lock.unlock() }
+        guard cursor < count else { return nil }
+        cursor += 1
+        return cursor - 1
     }
 }

@@ -49,27 +49,41 @@ enum TrueOrtho {
     }
 }
 
-/// A minimal LAS 1.4 writer: point data record format 6 with one extra-bytes float attribute.
-enum LASWriter {
-    static func write(path: String, x: [Double], y: [Double], z: [Double], score: [Float], wkt: String) throws {
+/// A LAS 1.4 writer, point data record format 6 with one extra-bytes float attribute ("score"),
+/// streamed: points are appended in batches and the header (counts, bounds) is completed at the end.
+final class LASWriter {
+    let path: String
+    let handle: FileHandle
+    let offset: (Double, Double, Double)
+    let scale = 0.001
+    var count = 0
+    var minimum = SIMD3<Double>(repeating: .infinity), maximum = SIMD3<Double>(repeating: -.infinity)
+    let wkt: String
+
+    /// `origin`: offsets of the stored integer coordinates (near the data's minimum).
+    init(path: String, wkt: String, origin: (Double, Double, Double)) throws {
+        self.path = path
+        self.wkt = wkt
+        offset = ((origin.0 / 1000).rounded(.down) * 1000, (origin.1 / 1000).rounded(.down) * 1000, (origin.2 / 100).rounded(.down) * 100)
+        guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path) else {
+            throw PipelineError.workFolder(path, "cannot be created")
+        }
+        handle = h
+        try handle.write(contentsOf: header())
+    }
+
+    func header() -> Data {
         var d = Data()
         func u8(_ v: UInt8) { d.append(v) }
         func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) } }
         func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) } }
         func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) } }
-        func i32(_ v: Int32) { withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) } }
         func f64(_ v: Double) { withUnsafeBytes(of: v.bitPattern.littleEndian) { d.append(contentsOf: $0) } }
-        func f32(_ v: Float) { withUnsafeBytes(of: v.bitPattern.littleEndian) { d.append(contentsOf: $0) } }
         func text(_ s: String, _ n: Int) { var b = Array(s.utf8.prefix(n)); b += [UInt8](repeating: 0, count: n - b.count); d.append(contentsOf: b) }
-
-        let n = x.count
         let wktBytes = Array(wkt.utf8) + [0]
         let vlr1 = 54 + wktBytes.count, vlr2 = 54 + 192
-        let offset = 375 + vlr1 + vlr2
-        let scale = 0.001
-        let ox = ((x.min() ?? 0) / 1000).rounded(.down) * 1000, oy = ((y.min() ?? 0) / 1000).rounded(.down) * 1000
-        let oz = ((z.min() ?? 0) / 100).rounded(.down) * 100
-        // Header (375 bytes).
+        let pointOffset = 375 + vlr1 + vlr2
+        let lo = count > 0 ? minimum : SIMD3(offset.0, offset.1, offset.2), hi = count > 0 ? maximum : lo
         text("LASF", 4); u16(0); u16(0x10)  // global encoding: CRS as WKT
         d.append(contentsOf: [UInt8](repeating: 0, count: 16))
         u8(1); u8(4)
@@ -77,13 +91,13 @@ enum LASWriter {
         let cal = Calendar(identifier: .gregorian)
         let now = Date()
         u16(UInt16(cal.ordinality(of: .day, in: .year, for: now) ?? 1)); u16(UInt16(cal.component(.year, from: now)))
-        u16(375); u32(UInt32(offset)); u32(2)
+        u16(375); u32(UInt32(pointOffset)); u32(2)
         u8(6); u16(34)
         u32(0); for _ in 0..<5 { u32(0) }
-        f64(scale); f64(scale); f64(scale); f64(ox); f64(oy); f64(oz)
-        f64(x.max() ?? 0); f64(x.min() ?? 0); f64(y.max() ?? 0); f64(y.min() ?? 0); f64(z.max() ?? 0); f64(z.min() ?? 0)
+        f64(scale); f64(scale); f64(scale); f64(offset.0); f64(offset.1); f64(offset.2)
+        f64(hi.x); f64(lo.x); f64(hi.y); f64(lo.y); f64(hi.z); f64(lo.z)
         u64(0); u64(0); u32(0)
-        u64(UInt64(n)); u64(UInt64(n)); for _ in 0..<14 { u64(0) }
+        u64(UInt64(count)); u64(UInt64(count)); for _ in 0..<14 { u64(0) }
         precondition(d.count == 375)
         // VLR: OGC WKT coordinate system.
         u16(0); text("LASF_Projection", 16); u16(2112); u16(UInt16(wktBytes.count)); text("OGC WKT", 32)
@@ -93,13 +107,30 @@ enum LASWriter {
         d.append(contentsOf: [0, 0]); u8(9); u8(0); text("score", 32); d.append(contentsOf: [UInt8](repeating: 0, count: 4))
         d.append(contentsOf: [UInt8](repeating: 0, count: 8 + 16 + 8 + 16 + 8 + 16 + 8 + 16 + 8 + 16))
         text("ZNCC correlation score, -1 filled", 32)
-        precondition(d.count == offset)
-        d.reserveCapacity(offset + 34 * n)
-        for k in 0..<n {
-            i32(Int32(((x[k] - ox) / scale).rounded())); i32(Int32(((y[k] - oy) / scale).rounded())); i32(Int32(((z[k] - oz) / scale).rounded()))
-            u16(0); u8(0x11); u8(0); u8(1); u8(0); u16(0); u16(0); f64(0)
-            f32(score[k])
+        precondition(d.count == pointOffset)
+        return d
+    }
+
+    func append(x: [Double], y: [Double], z: [Double], score: [Float]) throws {
+        var d = Data()
+        d.reserveCapacity(34 * x.count)
+        func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) } }
+        for k in 0..<x.count {
+            let p = SIMD3(x[k], y[k], z[k])
+            minimum = pointwiseMin(minimum, p); maximum = pointwiseMax(maximum, p)
+            put(Int32(((x[k] - offset.0) / scale).rounded())); put(Int32(((y[k] - offset.1) / scale).rounded()))
+            put(Int32(((z[k] - offset.2) / scale).rounded()))
+            put(UInt16(0)); d.append(0x11); d.append(0); d.append(1); d.append(0); put(UInt16(0)); put(UInt16(0)); put(UInt64(0))
+            put(score[k].bitPattern)
         }
-        try d.write(to: URL(fileURLWithPath: path))
+        count += x.count
+        try handle.write(contentsOf: d)
+    }
+
+    /// Rewrites the header with the final counts and bounds, and closes the file.
+    func finish() throws {
+        try handle.seek(toOffset: 0)
+        try handle.write(contentsOf: header())
+        try handle.close()
     }
 }

@@ -61,7 +61,7 @@ public struct PresetLibrary: Sendable {
         if let env = ProcessInfo.processInfo.environment["DSMOPT_PRESETS"], !env.isEmpty { return env }
         let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
         let candidates = [exe.appendingPathComponent("../share/dsmopt/presets").standardized.path,
-                          URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Presets").standardized.path,
+                          URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../../Presets").standardized.path,
                           "/usr/share/dsmopt/presets"]
         return candidates.first { FileManager.default.fileExists(atPath: $0) } ?? candidates[1]
     }

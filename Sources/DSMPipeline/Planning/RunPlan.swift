@@ -1,0 +1,63 @@
+import DSMCore
+import SensorIngest
+import Foundation
+
+/// Everything the tile tasks of a run need, fixed before the first tile starts and written to the work
+/// folder (`plan.json`): the grid and its tiles, the resolved parameters, and what the whole-scene first
+/// pass measured (the relative pointing of each pair). Tiles read it and nothing else, so they are
+/// independent of each other and of the process that runs them; `--resume` reloads it.
+public struct RunPlan: Sendable, Codable {
+    public static let formatVersion = 1
+    public var formatVersion = RunPlan.formatVersion
+    /// Absolute paths of the input images, in the order given.
+    public var images: [String]
+    public var parameters: ResolvedParameters
+    public var tiles: TilePlan
+    /// Heights searched by matching (the scene's coarse heights widened by the Z uncertainty).
+    public var heights: [Double]
+    /// Per selected pair: B/H (from the RPC geometry).
+    public var baseToHeight: [Double]
+    /// Per image: incidence of the line of sight at the image centre, degrees.
+    public var incidences: [Double]
+    /// Per selected pair: the region of its reference image (pair[0]) that sees the run's area.
+    public var pairRegions: [PixelWindow]
+    /// Per selected pair: the relative pointing correction (rows of the rectified frame) and its samples.
+    public var pointing: [PairPointing]
+    public var workload: TileWorkload
+    public var memoryBudget: MemoryBudget
+    /// Size in image pixels of the epipolar sub-tiles matched inside a ground tile.
+    public var epipolarTileSize = 512
+    /// Image pixels matched around a ground tile's footprint (context for the matcher at its borders).
+    public var matchMargin = 32
+    /// Cells read around a tile for fusion and filtering: the filters' reach (outlier test 2 cells,
+    /// denoising 2) plus the largest hole filled, capped at 64 cells — a hole reaching a tile's edge is
+    /// then filled exactly as in an untiled run unless it is both under the 25 m² limit and stretched
+    /// over more than 64 cells.
+    public var filterMargin: Int
+    /// Cells read around a tile for the true orthos' occlusion test.
+    public var orthoMargin = 32
+    /// Largest hole filled, cells.
+    public var maxHoleCells: Int
+    public var orthoImages: Bool
+    public var orthoMosaic: Bool
+    public var pointCloud: Bool
+
+    public var grid: GridDefinition { tiles.grid }
+    public var heightRange: ClosedRange<Double> { heights[0]...heights[1] }
+    public var pairs: [[Int]] { parameters.pairs }
+}
+
+public struct PairPointing: Sendable, Codable, Equatable {
+    public var pair: [Int]
+    /// Row shift applied to the second image's rectified grid, pixels.
+    public var correctionPx: Double
+    public var samples: [PointingSample]
+}
+
+/// Vertical offsets of the pairs (triplets), from the whole scene's matched tiles.
+public struct PairOffsets: Sendable, Codable, Equatable {
+    public var reference: Int
+    /// Metres removed from each pair's heights (nil: too few common cells).
+    public var offsets: [Float?]
+    public var commonCells: [Int]
+}

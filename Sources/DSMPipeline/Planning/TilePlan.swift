@@ -1,0 +1,78 @@
+import DSMCore
+import Foundation
+
+/// A window of the output grid, in cells.
+public struct CellWindow: Sendable, Codable, Equatable, Hashable {
+    public var x: Int
+    public var y: Int
+    public var width: Int
+    public var height: Int
+    public init(x: Int, y: Int, width: Int, height: Int) { self.x = x; self.y = y; self.width = width; self.height = height }
+    public var count: Int { width * height }
+
+    /// This window grown by `margin` cells on every side, clipped to a grid.
+    public func expanded(by margin: Int, within grid: GridDefinition) -> CellWindow {
+        let x0 = max(0, x - margin), y0 = max(0, y - margin)
+        let x1 = min(grid.width, x + width + margin), y1 = min(grid.height, y + height + margin)
+        return CellWindow(x: x0, y: y0, width: x1 - x0, height: y1 - y0)
+    }
+
+    public func intersection(_ o: CellWindow) -> CellWindow? {
+        let x0 = max(x, o.x), y0 = max(y, o.y), x1 = min(x + width, o.x + o.width), y1 = min(y + height, o.y + o.height)
+        guard x1 > x0, y1 > y0 else { return nil }
+        return CellWindow(x: x0, y: y0, width: x1 - x0, height: y1 - y0)
+    }
+}
+
+extension GridDefinition {
+    /// The grid of a window of this grid (same CRS and resolution).
+    public func subgrid(_ w: CellWindow) -> GridDefinition {
+        GridDefinition(epsg: epsg, originX: originX + Double(w.x) * resolution, originY: originY - Double(w.y) * resolution,
+                       resolution: resolution, width: w.width, height: w.height)
+    }
+}
+
+/// The unit of work of a run: one ground tile of the output grid. Every stage of the pipeline computes a
+/// tile on its own (reading what it needs of its neighbours' earlier stages for its margins), so tiles
+/// run in any order, in parallel, or in another process, and a finished tile is never computed again.
+public struct GroundTile: Sendable, Codable, Hashable, CustomStringConvertible {
+    public var row: Int
+    public var column: Int
+    public var cells: CellWindow
+    public var name: String { "r\(row)_c\(column)" }
+    public var description: String { "tile \(name)" }
+}
+
+/// The output grid cut into ground tiles of `tileSize` cells (equal sizes, no slivers).
+public struct TilePlan: Sendable, Codable, Equatable {
+    public var grid: GridDefinition
+    public var tileSize: Int
+    public var rows: Int
+    public var columns: Int
+
+    public init(grid: GridDefinition, tileSize: Int) {
+        self.grid = grid
+        self.tileSize = tileSize
+        rows = max(1, (grid.height + tileSize - 1) / tileSize)
+        columns = max(1, (grid.width + tileSize - 1) / tileSize)
+    }
+
+    static func split(_ length: Int, _ n: Int, _ i: Int) -> (Int, Int) {
+        let a = length * i / n, b = length * (i + 1) / n
+        return (a, b - a)
+    }
+
+    public func tile(row r: Int, column c: Int) -> GroundTile {
+        let (y, h) = Self.split(grid.height, rows, r), (x, w) = Self.split(grid.width, columns, c)
+        return GroundTile(row: r, column: c, cells: CellWindow(x: x, y: y, width: w, height: h))
+    }
+
+    public var tiles: [GroundTile] {
+        (0..<rows).flatMap { r in (0..<columns).map { c in tile(row: r, column: c) } }
+    }
+
+    /// The tiles whose cells intersect a window.
+    public func tiles(intersecting w: CellWindow) -> [GroundTile] {
+        tiles.filter { $0.cells.intersection(w) != nil }
+    }
+}

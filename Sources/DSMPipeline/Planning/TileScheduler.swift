@@ -1,0 +1,131 @@
+import Dispatch
+import Foundation
+
+/// How much memory a run may use, and how that bounds the work in flight.
+public struct MemoryBudget: Sendable, Codable, Equatable {
+    public var bytes: Int
+
+    public init(bytes: Int) { self.bytes = bytes }
+
+    /// Half of the machine's physical memory: leaves room for the page cache and other processes.
+    public static var machineDefault: MemoryBudget {
+        MemoryBudget(bytes: Int(ProcessInfo.processInfo.physicalMemory / 2))
+    }
+
+    /// "1.5G", "800M", "2048K" or a plain number of bytes.
+    public static func parse(_ text: String) -> MemoryBudget? {
+        let t = text.trimmingCharacters(in: .whitespaces).uppercased()
+        let units: [(String, Double)] = [("GB", 1_073_741_824), ("G", 1_073_741_824), ("MB", 1_048_576), ("M", 1_048_576), ("KB", 1024), ("K", 1024)]
+        for (suffix, m) in units where t.hasSuffix(suffix) {
+            guard let v = Double(t.dropLast(suffix.count)), v > 0 else { return nil }
+            return MemoryBudget(bytes: Int(v * m))
+        }
+        guard let v = Int(t), v > 0 else { return nil }
+        return MemoryBudget(bytes: v)
+    }
+
+    /// Memory the process needs whatever the tiling: code, GDAL's block cache, the plan, buffers.
+    public static let baseBytes = 160 << 20
+    /// GDAL's raster block cache, part of `baseBytes`.
+    public static let gdalCacheBytes = 64 << 20
+}
+
+/// The shape of the matching work of one tile, from which its memory is estimated and bounded.
+public struct TileWorkload: Sendable, Codable, Equatable {
+    /// Tiles matched at the same time.
+    public var concurrency: Int
+    /// Threads of the matcher inside one tile (strips in parallel).
+    public var matcherThreads: Int
+    /// Rows of a matcher strip (the cost volume is held for one strip at a time per thread).
+    public var stripRows: Int
+    /// Estimated peak bytes of one tile in flight.
+    public var bytesPerTile: Int
+
+    /// Bytes of one tile: image windows, rectified tiles, points, per-pair rasters, and `threads` strip
+    /// cost volumes (cost, shiftable-window copy and path aggregation: ~12 bytes per cell).
+    static func bytes(stripRows: Int, threads: Int, epipolarWidth: Int, labels: Int, tileCells: Int, pairs: Int) -> Int {
+        let volume = (stripRows + 32) * (epipolarWidth + 64) * labels * 12
+        let images = 12 * epipolarWidth * epipolarWidth * 4 * 2
+        let rasters = tileCells * 4 * (2 * pairs + 8) + tileCells * 40
+        return 24 << 20 + threads * volume + images + rasters
+    }
+
+    /// The most tiles (then the most matcher threads, then the tallest strips) that fit the budget.
+    public static func plan(budget: MemoryBudget, cores: Int, epipolarWidth: Int, labels: Int, tileCells: Int,
+                            pairs: Int) -> TileWorkload {
+        let available = max(64 << 20, budget.bytes - MemoryBudget.baseBytes)
+        for concurrency in stride(from: max(1, cores), through: 1, by: -1) {
+            for rows in [256, 192, 128, 96, 64, 48, 32] {
+                let per = bytes(stripRows: rows, threads: 1, epipolarWidth: epipolarWidth, labels: labels, tileCells: tileCells, pairs: pairs)
+                if per * concurrency <= available {
+                    let threads = max(1, cores / concurrency)
+                    let perT = bytes(stripRows: rows, threads: threads, epipolarWidth: epipolarWidth, labels: labels,
+                                     tileCells: tileCells, pairs: pairs)
+                    let t = perT * concurrency <= available ? threads : 1
+                    return TileWorkload(concurrency: concurrency, matcherThreads: t, stripRows: rows,
+                                        bytesPerTile: bytes(stripRows: rows, threads: t, epipolarWidth: epipolarWidth, labels: labels,
+                                                            tileCells: tileCells, pairs: pairs))
+                }
+            }
+        }
+        return TileWorkload(concurrency: 1, matcherThreads: 1, stripRows: 32,
+                            bytesPerTile: bytes(stripRows: 32, threads: 1, epipolarWidth: epipolarWidth, labels: labels,
+                                                tileCells: tileCells, pairs: pairs))
+    }
+}
+
+/// Runs independent tile tasks on a fixed number of threads; the first error stops the others from
+/// starting and is rethrown. Reports tiles done / total and an ETA.
+struct TileExecutor {
+    var concurrency: Int
+    var report: @Sendable (_ done: Int, _ total: Int, _ eta: Double?) -> Void
+
+    func run<T: Sendable>(_ items: [T], _ body: @escaping @Sendable (T) throws -> Void) throws {
+        guard !items.isEmpty else { return }
+        let state = ExecutorState(total: items.count)
+        let start = DispatchTime.now().uptimeNanoseconds
+        let report = self.report
+        DispatchQueue.concurrentPerform(iterations: min(concurrency, items.count)) { _ in
+            while let i = state.next() {
+                do {
+                    try body(items[i])
+                    // Reported under the lock: progress never goes backwards.
+                    state.finished { done in
+                        let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
+                        report(done, items.count, done < items.count ? elapsed / Double(done) * Double(items.count - done) : 0)
+                    }
+                } catch {
+                    state.fail(error)
+                }
+            }
+        }
+        if let e = state.error { throw e }
+    }
+}
+
+private final class ExecutorState: @unchecked Sendable {
+    private let lock = NSLock()
+    private var cursor = 0
+    private var done = 0
+    private(set) var error: Error?
+    let total: Int
+    init(total: Int) { self.total = total }
+
+    func next() -> Int? {
+        lock.lock(); defer { lock.unlock() }
+        guard error == nil, cursor < total else { return nil }
+        cursor += 1
+        return cursor - 1
+    }
+
+    func finished(_ then: (Int) -> Void) {
+        lock.lock(); defer { lock.unlock() }
+        done += 1
+        then(done)
+    }
+
+    func fail(_ e: Error) {
+        lock.lock(); defer { lock.unlock() }
+        if error == nil { error = e }
+    }
+}

@@ -1,0 +1,144 @@
+import DSMCore
+import Foundation
+
+/// The run's work folder (`<output>/.dsmopt-work`): the plan, the whole-scene first pass, and each stage's
+/// finished tiles. A tile file appears only complete (written beside, then renamed), so its presence is
+/// the record that the tile is done: `--resume` (or a re-queued service job) recomputes only the others.
+public struct WorkFolder: Sendable {
+    public static let name = ".dsmopt-work"
+    public let root: String
+
+    public init(output: String) { root = (output as NSString).appendingPathComponent(Self.name) }
+
+    public func path(_ parts: String...) -> String {
+        parts.reduce(root) { ($0 as NSString).appendingPathComponent($1) }
+    }
+
+    public var planPath: String { path("plan.json") }
+    public var stagingPath: String { path("staging") }
+    public var assemblyPath: String { path("assembly") }
+
+    public func create() throws {
+        for stage in TileStage.allCases {
+            try FileManager.default.createDirectory(atPath: path(stage.rawValue), withIntermediateDirectories: true)
+        }
+    }
+
+    public func tilePath(_ stage: TileStage, _ tile: GroundTile) -> String { path(stage.rawValue, "\(tile.name).tile") }
+
+    public func isDone(_ stage: TileStage, _ tile: GroundTile) -> Bool {
+        FileManager.default.fileExists(atPath: tilePath(stage, tile))
+    }
+
+    /// Writes a file atomically: to a temporary name in the same folder, then renamed.
+    public static func writeAtomically(_ data: Data, to path: String) throws {
+        let tmp = path + ".part-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        do {
+            try data.write(to: URL(fileURLWithPath: tmp))
+            guard rename(tmp, path) == 0 else {
+                throw PipelineError.workFolder(path, String(cString: strerror(errno)))
+            }
+        } catch let e as PipelineError {
+            try? FileManager.default.removeItem(atPath: tmp)
+            throw e
+        } catch {
+            try? FileManager.default.removeItem(atPath: tmp)
+            throw PipelineError.workFolder(path, "cannot be written (\(error.localizedDescription))")
+        }
+    }
+
+    public func write(_ stage: TileStage, _ tile: GroundTile, bands: [[Float]]) throws {
+        try Self.writeAtomically(TileRaster.encode(width: tile.cells.width, height: tile.cells.height, bands: bands),
+                                 to: tilePath(stage, tile))
+    }
+
+    public func read(_ stage: TileStage, _ tile: GroundTile) throws -> TileRaster {
+        let p = tilePath(stage, tile)
+        guard let d = FileManager.default.contents(atPath: p) else { throw PipelineError.workFolder(p, "missing") }
+        return try TileRaster.decode(d, path: p)
+    }
+
+    /// Band `band` of a stage over any window of the grid, assembled from the tiles it crosses.
+    public func read(_ stage: TileStage, plan: TilePlan, window w: CellWindow, bands: [Int]) throws -> [[Float]] {
+        var out = bands.map { _ in [Float](repeating: .nan, count: w.count) }
+        for t in plan.tiles(intersecting: w) {
+            let r = try read(stage, t)
+            let common = t.cells.intersection(w)!
+            for (k, b) in bands.enumerated() {
+                let src = r.bands[b]
+                for y in common.y..<(common.y + common.height) {
+                    let so = (y - t.cells.y) * t.cells.width + (common.x - t.cells.x)
+                    let dso = (y - w.y) * w.width + (common.x - w.x)
+                    out[k].withUnsafeMutableBufferPointer { o in
+                        src.withUnsafeBufferPointer { s in
+                            for i in 0..<common.width { o[dso + i] = s[so + i] }
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    public func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        try Self.writeAtomically(try enc.encode(value), to: path)
+    }
+
+    public func readJSON<T: Decodable>(_ type: T.Type, from path: String) throws -> T? {
+        guard let d = FileManager.default.contents(atPath: path) else { return nil }
+        do { return try JSONDecoder().decode(T.self, from: d) } catch {
+            throw PipelineError.workFolder(path, "unreadable (\(error))")
+        }
+    }
+}
+
+/// The per-tile stages whose results are kept in the work folder.
+public enum TileStage: String, Sendable, CaseIterable, Codable {
+    /// Per pair: height and correlation score rasterised on the tile (2 bands per pair).
+    case match
+    /// Fused and filtered: raw DSM, score, DSM, filled mask, pair contributions.
+    case fuse
+    /// True orthos: one band per image, then the mosaic and its source index.
+    case ortho
+}
+
+/// A tile's bands (Float32), stored little-endian with a small header.
+public struct TileRaster: Sendable {
+    public var width: Int
+    public var height: Int
+    public var bands: [[Float]]
+
+    static let magic: [UInt8] = Array("DSMT1\n".utf8)
+
+    static func encode(width: Int, height: Int, bands: [[Float]]) -> Data {
+        var d = Data(magic)
+        for v in [UInt32(width), UInt32(height), UInt32(bands.count)] { withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) } }
+        for b in bands {
+            precondition(b.count == width * height)
+            b.withUnsafeBytes { d.append(contentsOf: $0) }
+        }
+        return d
+    }
+
+    static func decode(_ d: Data, path: String) throws -> TileRaster {
+        let h = magic.count
+        guard d.count >= h + 12, Array(d.prefix(h)) == magic else { throw PipelineError.workFolder(path, "not a tile file") }
+        func u32(_ o: Int) -> Int { Int(d.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: o, as: UInt32.self) }.littleEndian) }
+        let w = u32(h), ht = u32(h + 4), n = u32(h + 8)
+        let count = w * ht
+        guard d.count == h + 12 + n * count * 4 else { throw PipelineError.workFolder(path, "truncated tile file") }
+        var bands: [[Float]] = []
+        for b in 0..<n {
+            let start = h + 12 + b * count * 4
+            bands.append([Float](unsafeUninitializedCapacity: count) { buf, n in
+                d.withUnsafeBytes { raw in
+                    _ = memcpy(buf.baseAddress!, raw.baseAddress! + start, count * 4)
+                }
+                n = count
+            })
+        }
+        return TileRaster(width: w, height: ht, bands: bands)
+    }
+}

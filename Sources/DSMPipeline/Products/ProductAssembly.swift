@@ -1,0 +1,253 @@
+import Dispatch
+import DSMCore
+import Foundation
+import GDALKit
+import SensorIngest
+
+/// The last step of a run: the products assembled from the finished tiles without ever holding a whole
+/// raster — each layer written tile by tile into a tiled GeoTIFF, turned into a Cloud Optimized GeoTIFF
+/// by GDAL (which builds the overviews); hillshades by GDAL on the assembled DSM, coloured strip by
+/// strip; the quick-look read from the hillshade's overviews; the point cloud streamed.
+struct ProductAssembly: Sendable {
+    let plan: RunPlan
+    let images: [SensorImage]
+    let work: WorkFolder
+    let staging: String
+    let wkt: String
+    let progress: @Sendable (String, Double) -> Void
+
+    var grid: GridDefinition { plan.grid }
+    func assembled(_ name: String) -> String { (work.assemblyPath as NSString).appendingPathComponent(name) }
+    func staged(_ name: String) -> String { (staging as NSString).appendingPathComponent(name) }
+
+    static let heightMetadata: [(String, String)] = [("VERTICAL_REFERENCE", "WGS84 ellipsoid"), ("UNITS", "metre"), ("PRODUCER", "dsmopt")]
+
+    func writer(_ name: String, bands: Int, type: RasterDataType, noData: Double?, metadata: [(String, String)] = [],
+                descriptions: [String] = [], rgb: Bool = false) throws -> WindowedRasterWriter {
+        try WindowedRasterWriter(path: assembled(name), width: grid.width, height: grid.height, bands: bands, type: type,
+                                 geoTransform: grid.geoTransform, projectionWKT: wkt, noData: noData, metadata: metadata,
+                                 bandDescriptions: descriptions, colorInterpretationRGB: rgb)
+    }
+
+    func publish(_ name: String, floatingPoint: Bool) throws {
+        try GeoProducts.toCOG(source: assembled(name), destination: staged(name), floatingPoint: floatingPoint)
+    }
+
+    func run(manifest: inout Manifest) throws {
+        try FileManager.default.createDirectory(atPath: work.assemblyPath, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        let range = try writeDSMLayers(manifest: &manifest)
+        progress("hillshades", 0.93)
+        try writeHillshades(colourRange: range, manifest: &manifest)
+        if plan.orthoImages || plan.orthoMosaic {
+            progress("true ortho-images", 0.96)
+            try writeOrthos(manifest: &manifest)
+        }
+        if plan.pointCloud {
+            progress("LAS point cloud", 0.98)
+            try writePointCloud(manifest: &manifest)
+        }
+    }
+
+    /// A1, A2, A3 layers; returns the 2–98 % height range used to colour the hillshades.
+    func writeDSMLayers(manifest: inout Manifest) throws -> (Float, Float)? {
+        let crs = manifest.crs
+        let score = try writer("correlation_score.tif", bands: 1, type: .float32, noData: .nan,
+                               metadata: [("UNITS", "ZNCC (0-1)")], descriptions: ["correlation score"])
+        let raw = try writer("dsm_raw.tif", bands: 1, type: .float32, noData: .nan, metadata: Self.heightMetadata, descriptions: ["height"])
+        let dsm = try writer("dsm.tif", bands: 1, type: .float32, noData: .nan, metadata: Self.heightMetadata, descriptions: ["height"])
+        let filled = try writer("dsm_filled_mask.tif", bands: 1, type: .byte, noData: nil, descriptions: ["1 = filled by interpolation"])
+        let legend = plan.pairs.enumerated().map { "bit \($0.offset) = pair \($0.element)" }.joined(separator: ", ")
+        let contributions = try writer("pair_contributions.tif", bands: 1, type: .byte, noData: nil, metadata: [("BITS", legend)],
+                                       descriptions: ["contributing pairs (bit mask)"])
+        // Height histogram (5 cm bins) for the colour range.
+        let lo = Float(plan.heights[0] - 500), bin: Float = 0.05
+        var hist = [Int](repeating: 0, count: Int((Float(plan.heights[1] + 500) - lo) / bin) + 1)
+        var valid = 0
+        for t in plan.tiles.tiles {
+            let r = try work.read(.fuse, t)
+            let c = t.cells
+            try raw.write(band: 1, x: c.x, y: c.y, width: c.width, height: c.height, values: r.bands[0])
+            try score.write(band: 1, x: c.x, y: c.y, width: c.width, height: c.height,
+                            values: r.bands[1].map { $0.isNaN ? .nan : max(0, min(1, $0)) })
+            try dsm.write(band: 1, x: c.x, y: c.y, width: c.width, height: c.height, values: r.bands[2])
+            try filled.write(band: 1, x: c.x, y: c.y, width: c.width, height: c.height, values: r.bands[3])
+            try contributions.write(band: 1, x: c.x, y: c.y, width: c.width, height: c.height, values: r.bands[4])
+            for v in r.bands[2] where v.isFinite {
+                hist[max(0, min(hist.count - 1, Int((v - lo) / bin)))] += 1
+                valid += 1
+            }
+        }
+        for w in [score, raw, dsm, filled, contributions] { try w.close() }
+        try parallel([("correlation_score.tif", true), ("dsm_raw.tif", true), ("dsm.tif", true),
+                      ("dsm_filled_mask.tif", false), ("pair_contributions.tif", false)].map { name, fp in
+            { try self.publish(name, floatingPoint: fp) }
+        })
+        manifest.products.append(.init(code: "A1", file: "correlation_score.tif",
+                                       description: "DSM quality: mean correlation score (ZNCC) of the matches in each DSM cell, nodata where empty",
+                                       units: "0-1", crs: crs))
+        manifest.products.append(.init(code: "A2", file: "dsm_raw.tif",
+                                       description: "DSM before filtering (fused pairs), nodata where no match", units: "m above WGS84 ellipsoid", crs: crs))
+        manifest.products.append(.init(code: "A3", file: "dsm.tif",
+                                       description: "delivered DSM: outliers removed, small holes filled (see dsm_filled_mask.tif), denoised (3×3 median then 3×3 mean)",
+                                       units: "m above WGS84 ellipsoid", crs: crs))
+        manifest.products.append(.init(code: "A3", file: "dsm_filled_mask.tif", description: "1 where dsm.tif was filled by interpolation, 0 elsewhere",
+                                       units: "flag", crs: crs))
+        manifest.products.append(.init(code: "A2", file: "pair_contributions.tif",
+                                       description: "which stereo pairs contributed to each cell of dsm_raw.tif (\(legend))", units: "bit mask", crs: crs))
+        guard valid > 0 else { return nil }
+        func quantile(_ q: Double) -> Float {
+            let target = Int(Double(valid) * q)
+            var acc = 0
+            for (b, n) in hist.enumerated() {
+                acc += n
+                if acc > target { return lo + (Float(b) + 0.5) * bin }
+            }
+            return lo + Float(hist.count) * bin
+        }
+        let a = quantile(0.02)
+        return (a, max(quantile(0.98), a + 1))
+    }
+
+    /// Elevation colour ramp (green → yellow → brown → white) of a height normalised to [0, 1].
+    static func ramp(_ t: Float) -> SIMD3<Float> {
+        let stops: [(Float, SIMD3<Float>)] = [(0, SIMD3(40, 110, 60)), (0.35, SIMD3(170, 190, 90)),
+                                              (0.65, SIMD3(180, 130, 70)), (0.85, SIMD3(140, 100, 80)), (1, SIMD3(245, 245, 245))]
+        let x = max(0, min(1, t))
+        for k in 1..<stops.count where x <= stops[k].0 {
+            let (a, ca) = stops[k - 1], (b, cb) = stops[k]
+            let f = (x - a) / (b - a)
+            return ca + (cb - ca) * f
+        }
+        return stops.last!.1
+    }
+
+    /// Runs independent jobs (each opens its own GDAL datasets) on the machine's cores; the first error
+    /// is rethrown.
+    func parallel(_ jobs: [@Sendable () throws -> Void]) throws {
+        let errors = ErrorBox()
+        DispatchQueue.concurrentPerform(iterations: jobs.count) { k in
+            do { try jobs[k]() } catch { errors.set(error) }
+        }
+        if let e = errors.error { throw e }
+    }
+
+    func writeHillshades(colourRange: (Float, Float)?, manifest: inout Manifest) throws {
+        guard let range = colourRange else { return }
+        let shades = [
+            ("hillshade.tif", "B2", ["-compute_edges", "-az", "315", "-alt", "45"], "hillshade, one light source (azimuth 315°, altitude 45°), coloured by elevation"),
+            ("hillshade_multidirectional.tif", "B4", ["-compute_edges", "-multidirectional"], "multidirectional hillshade, coloured by elevation"),
+        ]
+        try parallel(shades.map { name, _, args, _ in { try self.writeHillshade(name, args, range) } })
+        for (name, code, _, text) in shades {
+            manifest.products.append(.init(code: code, file: name, description: text, units: "RGB", crs: manifest.crs))
+            if code == "B2" {
+                // Quick-look: at most 512 pixels on the longer side, read from the COG's overviews.
+                let f = max(1, Int((Double(max(grid.width, grid.height)) / 512).rounded(.up)))
+                let pw = max(1, grid.width / f), ph = max(1, grid.height / f)
+                try GeoProducts.translate(source: staged(name), destination: staged("preview.png"),
+                                          arguments: ["-of", "PNG", "-outsize", "\(pw)", "\(ph)", "-b", "1", "-b", "2", "-b", "3", "-a_nodata", "none"])
+                try? FileManager.default.removeItem(atPath: staged("preview.png.aux.xml"))
+                manifest.products.append(.init(code: "-", file: "preview.png", description: "small coloured hillshade quick-look", units: "RGB"))
+            }
+        }
+    }
+
+    func writeHillshade(_ name: String, _ args: [String], _ range: (Float, Float)) throws {
+        let (lo, hi) = range
+        do {
+            let shadePath = assembled("shade_" + name)
+            try GeoProducts.demProcessing("hillshade", source: assembled("dsm.tif"), destination: shadePath,
+                                          arguments: args + ["-co", "TILED=YES", "-co", "COMPRESS=DEFLATE", "-co", "ZLEVEL=1", "-co", "BIGTIFF=IF_SAFER"])
+            let out = try writer(name, bands: 3, type: .byte, noData: 0, metadata: [("ELEVATION_COLOUR_RANGE_M", "\(lo) \(hi)")], rgb: true)
+            let dsm = try RasterDataset(path: assembled("dsm.tif")), shade = try RasterDataset(path: shadePath)
+            var y = 0
+            while y < grid.height {
+                let h = min(256, grid.height - y)
+                let z = try dsm.read(column: 0, row: y, width: grid.width, height: h)
+                let s = try shade.read(column: 0, row: y, width: grid.width, height: h)
+                var r = [Float](repeating: 0, count: z.count), g = r, b = r
+                for i in 0..<z.count where !z[i].isNaN {
+                    let c = Self.ramp((z[i] - lo) / (hi - lo)) * (0.25 + 0.75 * s[i] / 255)
+                    r[i] = max(1, c.x.rounded()); g[i] = max(1, c.y.rounded()); b[i] = max(1, c.z.rounded())
+                }
+                try out.write(band: 1, x: 0, y: y, width: grid.width, height: h, values: r)
+                try out.write(band: 2, x: 0, y: y, width: grid.width, height: h, values: g)
+                try out.write(band: 3, x: 0, y: y, width: grid.width, height: h, values: b)
+                y += h
+            }
+            try out.close()
+            try publish(name, floatingPoint: false)
+        }
+    }
+
+    func orthoName(_ k: Int) -> String {
+        "ortho_\(URL(fileURLWithPath: images[k].path).deletingPathExtension().lastPathComponent).tif"
+    }
+
+    func writeOrthos(manifest: inout Manifest) throws {
+        let n = images.count
+        var writers: [WindowedRasterWriter?] = []
+        for k in 0..<n {
+            writers.append(plan.orthoImages
+                ? try writer(orthoName(k), bands: 1, type: .uint16, noData: 0, descriptions: ["true ortho, 0 where hidden or outside"]) : nil)
+        }
+        let mosaic = plan.orthoMosaic
+            ? try writer("ortho_mosaic.tif", bands: 2, type: .uint16, noData: 0,
+                         descriptions: ["ortho-mosaic", "source image (1-based index), 0 where no view sees the cell"]) : nil
+        for t in plan.tiles.tiles {
+            let r = try work.read(.ortho, t)
+            let c = t.cells
+            for k in 0..<n { try writers[k]?.write(band: 1, x: c.x, y: c.y, width: c.width, height: c.height, values: r.bands[k]) }
+            try mosaic?.write(band: 1, x: c.x, y: c.y, width: c.width, height: c.height, values: r.bands[n])
+            try mosaic?.write(band: 2, x: c.x, y: c.y, width: c.width, height: c.height, values: r.bands[n + 1])
+        }
+        for w in writers { try w?.close() }
+        try mosaic?.close()
+        var names = (0..<n).filter { writers[$0] != nil }.map(orthoName)
+        if mosaic != nil { names.append("ortho_mosaic.tif") }
+        try parallel(names.map { name in { try self.publish(name, floatingPoint: false) } })
+        let roles = ["forward", "nadir", "backward"]
+        for k in 0..<n where writers[k] != nil {
+            let role = n == 3 ? " (\(roles[k]) view)" : ""
+            manifest.products.append(.init(code: "C\(k + 1)", file: orthoName(k),
+                                           description: "true ortho-image of \(URL(fileURLWithPath: images[k].path).lastPathComponent)\(role) on the DSM; parts hidden from this view are nodata",
+                                           units: "image digital numbers", crs: manifest.crs))
+        }
+        if mosaic != nil {
+            manifest.products.append(.init(code: "C4", file: "ortho_mosaic.tif",
+                                           description: "ortho-mosaic taking each cell from the most nadir view that sees it (band 2: source image)",
+                                           units: "image digital numbers", crs: manifest.crs))
+        }
+    }
+
+    func writePointCloud(manifest: inout Manifest) throws {
+        let las = try LASWriter(path: staged("pointcloud.las"), wkt: wkt,
+                                origin: (grid.originX, grid.originY - Double(grid.height) * grid.resolution, plan.heights[0]))
+        for t in plan.tiles.tiles {
+            let r = try work.read(.fuse, t)
+            let g = grid.subgrid(t.cells)
+            var x: [Double] = [], y: [Double] = [], z: [Double] = [], s: [Float] = []
+            for j in 0..<g.height {
+                for i in 0..<g.width {
+                    let c = j * g.width + i
+                    let h = r.bands[2][c]
+                    guard !h.isNaN else { continue }
+                    let p = g.centre(i, j)
+                    x.append(p.x); y.append(p.y); z.append(Double(h)); s.append(r.bands[1][c].isNaN ? -1 : r.bands[1][c])
+                }
+            }
+            try las.append(x: x, y: y, z: z, score: s)
+        }
+        try las.finish()
+        manifest.products.append(.init(code: "D1", file: "pointcloud.las",
+                                       description: "the DSM as a LAS 1.4 point cloud (point format 6) with the correlation score as an extra-bytes attribute 'score' (-1 where filled)",
+                                       units: "m", crs: manifest.crs))
+    }
+}
+
+private final class ErrorBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var error: Error?
+    func set(_ e: Error) { lock.lock(); if error == nil { error = e }; lock.unlock() }
+}

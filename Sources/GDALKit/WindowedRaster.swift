@@ -1,0 +1,121 @@
+import CGDAL
+import Foundation
+
+extension GDAL {
+    /// Bounds GDAL's raster block cache (bytes). GDAL's default is 5 % of the machine's RAM, which a
+    /// scene-scale run must not take for granted: the pipeline sets it from its memory budget.
+    public static func setCacheMax(bytes: Int) {
+        initialize()
+        GDALSetCacheMax64(GIntBig(bytes))
+    }
+}
+
+/// A tiled GeoTIFF written window by window (the products of a scene are assembled from ground tiles
+/// without ever holding a whole raster). Not thread-safe: one writer, one thread.
+public final class WindowedRasterWriter {
+    public let path: String
+    public let width: Int
+    public let height: Int
+    public let bandCount: Int
+    private var handle: GDALDatasetH?
+
+    /// Creates the file (tiled 256×256, fast deflate) with its georeferencing, no-data, metadata and band
+    /// descriptions; values are written with `write(band:x:y:width:height:values:)`.
+    public init(path: String, width: Int, height: Int, bands: Int, type: RasterDataType, geoTransform: [Double],
+                projectionWKT: String, noData: Double?, metadata: [(String, String)] = [], bandDescriptions: [String] = [],
+                colorInterpretationRGB: Bool = false) throws {
+        GDAL.initialize()
+        GDAL.resetError()
+        self.path = path; self.width = width; self.height = height; self.bandCount = bands
+        guard let drv = GDALGetDriverByName("GTiff") else {
+            throw GDALError(operation: "find the GTiff driver", path: path, message: GDAL.lastError())
+        }
+        let opts = GDAL.stringList([("TILED", "YES"), ("BLOCKXSIZE", "256"), ("BLOCKYSIZE", "256"), ("COMPRESS", "DEFLATE"),
+                                    ("ZLEVEL", "1"), ("BIGTIFF", "IF_SAFER"), ("SPARSE_OK", "TRUE")])
+        defer { CSLDestroy(opts) }
+        guard let ds = GDALCreate(drv, path, Int32(width), Int32(height), Int32(bands), type.gdal, opts) else {
+            throw GDALError(operation: "create", path: path, message: GDAL.lastError())
+        }
+        handle = ds
+        var gt = geoTransform
+        GDALSetGeoTransform(ds, &gt)
+        GDALSetProjection(ds, projectionWKT)
+        if !metadata.isEmpty {
+            let list = GDAL.stringList(metadata)
+            GDALSetMetadata(ds, list, nil)
+            CSLDestroy(list)
+        }
+        for i in 0..<bands {
+            let b = GDALGetRasterBand(ds, Int32(i + 1))
+            if let noData { GDALSetRasterNoDataValue(b, noData) }
+            if i < bandDescriptions.count { GDALSetDescription(b, bandDescriptions[i]) }
+            if colorInterpretationRGB && bands >= 3 && i < 3 {
+                GDALSetRasterColorInterpretation(b, [GCI_RedBand, GCI_GreenBand, GCI_BlueBand][i])
+            }
+        }
+    }
+
+    deinit { if let handle { GDALClose(handle) } }
+
+    /// Writes a window of one band (1-based) from Float32 values (converted to the file's type).
+    public func write(band: Int, x: Int, y: Int, width w: Int, height h: Int, values: [Float]) throws {
+        guard let ds = handle else { throw GDALError(operation: "write", path: path, message: "already closed") }
+        precondition(values.count == w * h && x >= 0 && y >= 0 && x + w <= width && y + h <= height)
+        GDAL.resetError()
+        var copy = values
+        let err = copy.withUnsafeMutableBytes {
+            GDALRasterIO(GDALGetRasterBand(ds, Int32(band)), GF_Write, Int32(x), Int32(y), Int32(w), Int32(h), $0.baseAddress,
+                         Int32(w), Int32(h), GDT_Float32, 0, 0)
+        }
+        guard err == CE_None else { throw GDALError(operation: "write window \(x),\(y) \(w)×\(h)", path: path, message: GDAL.lastError()) }
+    }
+
+    /// Flushes and closes the file; a write error surfacing at close (full disk) is thrown.
+    public func close() throws {
+        guard let ds = handle else { return }
+        handle = nil
+        GDAL.resetError()
+        GDALFlushCache(ds)
+        let m = GDAL.lastError()
+        GDALClose(ds)
+        if CPLGetLastErrorType() == CE_Failure || CPLGetLastErrorType() == CE_Fatal {
+            throw GDALError(operation: "flush", path: path, message: m)
+        }
+    }
+}
+
+extension GeoProducts {
+    /// `gdal_translate` through the C API (e.g. `["-of", "COG", "-co", "COMPRESS=DEFLATE"]`, or
+    /// `["-of", "PNG", "-outsize", "512", "0"]`, which reads the source's overviews).
+    public static func translate(source: String, destination: String, arguments: [String]) throws {
+        GDAL.initialize()
+        GDAL.resetError()
+        guard let src = GDALOpen(source, GA_ReadOnly) else {
+            throw GDALError(operation: "open", path: source, message: GDAL.lastError())
+        }
+        defer { GDALClose(src) }
+        var argv = GDAL.stringList([])
+        for a in arguments { argv = CSLAddString(argv, a) }
+        defer { CSLDestroy(argv) }
+        guard let opts = GDALTranslateOptionsNew(argv, nil) else {
+            throw GDALError(operation: "gdal_translate options \(arguments)", path: nil, message: GDAL.lastError())
+        }
+        defer { GDALTranslateOptionsFree(opts) }
+        var usage: Int32 = 0
+        guard let out = GDALTranslate(destination, src, opts, &usage) else {
+            throw GDALError(operation: "gdal_translate", path: destination, message: GDAL.lastError())
+        }
+        GDALClose(out)
+        if CPLGetLastErrorType() == CE_Failure {
+            throw GDALError(operation: "gdal_translate", path: destination, message: GDAL.lastError())
+        }
+    }
+
+    /// Converts a (tiled) GeoTIFF into a Cloud Optimized GeoTIFF: deflate, internal overviews, 256² blocks.
+    public static func toCOG(source: String, destination: String, floatingPoint: Bool) throws {
+        var args = ["-of", "COG", "-co", "COMPRESS=DEFLATE", "-co", "OVERVIEWS=AUTO", "-co", "BLOCKSIZE=256",
+                    "-co", "BIGTIFF=IF_SAFER", "-co", "NUM_THREADS=1"]
+        if floatingPoint { args += ["-co", "PREDICTOR=YES"] }
+        try translate(source: source, destination: destination, arguments: args)
+    }
+}
