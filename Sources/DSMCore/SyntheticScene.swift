@@ -71,8 +71,14 @@ public struct SyntheticScene: Sendable {
     /// Renders the scene as seen by `model`: each pixel sees the terrain point found by intersecting its
     /// line of sight with the terrain (fixed-point iteration, valid for smooth terrain without hidden parts).
     public func render(model: RPCModel, width: Int, height: Int, gain: Double = 3000, offset: Double = 500) throws -> [Float] {
-        var out = [Float](repeating: 0, count: width * height)
-        for r in 0..<height {
+        try render(model: model, width: width, rows: 0..<height, gain: gain, offset: offset)
+    }
+
+    /// Renders rows `rows` of a `width`-wide image (row-major, `rows.count × width`): the same values as
+    /// the whole image's rows, so an image can be rendered strip by strip.
+    public func render(model: RPCModel, width: Int, rows: Range<Int>, gain: Double = 3000, offset: Double = 500) throws -> [Float] {
+        var out = [Float](repeating: 0, count: width * rows.count)
+        for r in rows {
             var h = centre.height
             for c in 0..<width {
                 var e = 0.0, n = 0.0
@@ -84,7 +90,7 @@ public struct SyntheticScene: Sendable {
                     if abs(next - h) < 1e-4 { h = next; break }
                     h = next
                 }
-                out[r * width + c] = Float(offset + gain * texture(east: e, north: n))
+                out[(r - rows.lowerBound) * width + c] = Float(offset + gain * texture(east: e, north: n))
             }
         }
         return out

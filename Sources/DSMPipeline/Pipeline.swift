@@ -320,7 +320,7 @@ public struct DSMPipelineRunner: Sendable {
         return RunPlan(images: images.map { URL(fileURLWithPath: $0.path).standardizedFileURL.path }, parameters: p, tiles: tiles,
                        heights: [prepared.heights.lowerBound, prepared.heights.upperBound], baseToHeight: bhs,
                        incidences: prepared.inspection.images.map(\.incidenceDeg), pairRegions: regions, pointing: pointing,
-                       workload: workload, memoryBudget: options.memoryBudget, filterMargin: min(maxHole, 64) + 8,
+                       workload: workload, memoryBudget: options.memoryBudget, gsd: prepared.inspection.images[0].gsd, filterMargin: min(maxHole, 64) + 8,
                        maxHoleCells: maxHole, orthoImages: options.orthoImages, orthoMosaic: options.orthoMosaic,
                        pointCloud: options.pointCloud)
     }
@@ -426,8 +426,21 @@ public struct DSMPipelineRunner: Sendable {
             progress(.init(stage: stage.rawValue, fraction: range.0 + (range.1 - range.0) * Double(already) / Double(all.count),
                            message: "\(already)/\(all.count) tiles already done"))
         }
-        // Matching is bounded by the budget; fusion and orthos hold a few tile-sized rasters only.
-        let concurrency = stage == .match ? plan.workload.concurrency : max(1, options.cores)
+        // Each stage runs as many tiles at once as its per-tile memory allows within the budget.
+        let side = plan.tiles.tileSize
+        let concurrency: Int
+        switch stage {
+        case .match: concurrency = plan.workload.concurrency
+        case .fuse:
+            let ext = (side + 2 * plan.filterMargin) * (side + 2 * plan.filterMargin)
+            concurrency = TileWorkload.concurrency(budget: plan.memoryBudget, cores: options.cores,
+                                                   bytes: TileWorkload.fuseBytes(extendedCells: ext, pairs: plan.pairs.count))
+        case .ortho:
+            let ext = (side + 2 * plan.orthoMargin) * (side + 2 * plan.orthoMargin)
+            let ppc = plan.parameters.resolution / max(0.01, plan.gsd)
+            concurrency = TileWorkload.concurrency(budget: plan.memoryBudget, cores: options.cores,
+                                                   bytes: TileWorkload.orthoBytes(extendedCells: ext, images: plan.images.count, pixelsPerCell: ppc))
+        }
         let progress = self.progress
         let executor = TileExecutor(concurrency: concurrency) { done, total, eta in
             let d = already + done, n = all.count

@@ -21,25 +21,34 @@ public final class WindowedRasterWriter {
 
     /// Creates the file (tiled 256×256, fast deflate) with its georeferencing, no-data, metadata and band
     /// descriptions; values are written with `write(band:x:y:width:height:values:)`.
-    public init(path: String, width: Int, height: Int, bands: Int, type: RasterDataType, geoTransform: [Double],
-                projectionWKT: String, noData: Double?, metadata: [(String, String)] = [], bandDescriptions: [String] = [],
-                colorInterpretationRGB: Bool = false) throws {
+    /// `domains`: extra metadata domains (e.g. "RPC"); `options`: extra or overriding creation options
+    /// (e.g. ("RPB", "YES")).
+    public init(path: String, width: Int, height: Int, bands: Int, type: RasterDataType, geoTransform: [Double]?,
+                projectionWKT: String?, noData: Double?, metadata: [(String, String)] = [], bandDescriptions: [String] = [],
+                colorInterpretationRGB: Bool = false, domains: [String: [(String, String)]] = [:],
+                options extra: [(String, String)] = []) throws {
         GDAL.initialize()
         GDAL.resetError()
         self.path = path; self.width = width; self.height = height; self.bandCount = bands
         guard let drv = GDALGetDriverByName("GTiff") else {
             throw GDALError(operation: "find the GTiff driver", path: path, message: GDAL.lastError())
         }
-        let opts = GDAL.stringList([("TILED", "YES"), ("BLOCKXSIZE", "256"), ("BLOCKYSIZE", "256"), ("COMPRESS", "DEFLATE"),
-                                    ("ZLEVEL", "1"), ("BIGTIFF", "IF_SAFER"), ("SPARSE_OK", "TRUE")])
+        var base: [(String, String)] = [("TILED", "YES"), ("BLOCKXSIZE", "256"), ("BLOCKYSIZE", "256"), ("COMPRESS", "DEFLATE"),
+                                        ("ZLEVEL", "1"), ("BIGTIFF", "IF_SAFER"), ("SPARSE_OK", "TRUE")]
+        base = base.filter { b in !extra.contains { $0.0 == b.0 } } + extra
+        let opts = GDAL.stringList(base)
         defer { CSLDestroy(opts) }
         guard let ds = GDALCreate(drv, path, Int32(width), Int32(height), Int32(bands), type.gdal, opts) else {
             throw GDALError(operation: "create", path: path, message: GDAL.lastError())
         }
         handle = ds
-        var gt = geoTransform
-        GDALSetGeoTransform(ds, &gt)
-        GDALSetProjection(ds, projectionWKT)
+        if var gt = geoTransform { GDALSetGeoTransform(ds, &gt) }
+        if let projectionWKT { GDALSetProjection(ds, projectionWKT) }
+        for (domain, items) in domains {
+            let list = GDAL.stringList(items)
+            GDALSetMetadata(ds, list, domain)
+            CSLDestroy(list)
+        }
         if !metadata.isEmpty {
             let list = GDAL.stringList(metadata)
             GDALSetMetadata(ds, list, nil)

@@ -1,3 +1,4 @@
+import Dispatch
 import DSMCore
 import Foundation
 import GDALKit
@@ -44,14 +45,21 @@ public struct SyntheticProduct: Sendable {
                                              [("COMPRESS", "DEFLATE"), ("PREDICTOR", "2"), ("PROFILE", "BASELINE"), ("RPB", "YES")],
                                              [("COMPRESS", "DEFLATE"), ("PREDICTOR", "2"), ("PROFILE", "BASELINE"), ("RPCTXT", "YES")]]
         var names: [String] = []
+        var low = Float.infinity, high = -Float.infinity
         for (k, g) in geometry.enumerated() {
             let model = RPCModel.affineView(centre: centre, width: size, height: size, gsd: gsd,
                                             incidenceDeg: g.incidence, azimuthDeg: g.azimuth, heightScale: 500)
-            let pixels = try scene.render(model: model, width: size, height: size)
             let name = "view_\(k + 1).tif"
-            try RasterWriter.write(path: (folder as NSString).appendingPathComponent(name), width: size, height: size,
-                                   bands: [pixels.map { $0.rounded() }], type: .uint16,
-                                   metadata: ["RPC": RPCDictionaryReader.items(of: model)], options: options[k])
+            let writer = try WindowedRasterWriter(path: (folder as NSString).appendingPathComponent(name), width: size, height: size,
+                                                  bands: 1, type: .uint16, geoTransform: nil, projectionWKT: nil, noData: nil,
+                                                  domains: ["RPC": RPCDictionaryReader.items(of: model)],
+                                                  options: options[k] + [("ZLEVEL", "6")])
+            try Self.strips(rows: size) { rows in
+                try scene.render(model: model, width: size, rows: rows).map { $0.rounded() }
+            } write: { rows, values in
+                try writer.write(band: 1, x: 0, y: rows.lowerBound, width: size, height: rows.count, values: values)
+            }
+            try writer.close()
             names.append(name)
         }
         // Truth on a lon/lat grid covering 1.5× the image footprint, at GSD spacing.
@@ -59,24 +67,57 @@ public struct SyntheticProduct: Sendable {
         let radii = WGS84.radiiOfCurvature(latitude: centre.latitude)
         let dLon = gsd / radii.east * 180 / .pi, dLat = gsd / radii.north * 180 / .pi
         let lon0 = centre.longitude - Double(n) / 2 * dLon, lat0 = centre.latitude + Double(n) / 2 * dLat
-        var truth = [Float](repeating: 0, count: n * n)
-        for r in 0..<n {
-            for c in 0..<n {
-                truth[r * n + c] = Float(scene.height(longitude: lon0 + (Double(c) + 0.5) * dLon,
-                                                      latitude: lat0 - (Double(r) + 0.5) * dLat))
+        let truth = try WindowedRasterWriter(path: (folder as NSString).appendingPathComponent("truth_dsm.tif"), width: n, height: n,
+                                             bands: 1, type: .float32, geoTransform: [lon0, dLon, 0, lat0, 0, -dLat],
+                                             projectionWKT: try SpatialReference.wkt(epsg: 4326), noData: nil,
+                                             metadata: [("VERTICAL_REFERENCE", "WGS84 ellipsoid"), ("UNITS", "metre")],
+                                             options: [("PREDICTOR", "3"), ("ZLEVEL", "6")])
+        try Self.strips(rows: n) { rows in
+            var v = [Float](repeating: 0, count: n * rows.count)
+            for r in rows {
+                for c in 0..<n {
+                    v[(r - rows.lowerBound) * n + c] = Float(scene.height(longitude: lon0 + (Double(c) + 0.5) * dLon,
+                                                                          latitude: lat0 - (Double(r) + 0.5) * dLat))
+                }
             }
+            return v
+        } write: { rows, values in
+            for x in values { low = min(low, x); high = max(high, x) }
+            try truth.write(band: 1, x: 0, y: rows.lowerBound, width: n, height: rows.count, values: values)
         }
-        try RasterWriter.write(path: (folder as NSString).appendingPathComponent("truth_dsm.tif"), width: n, height: n,
-                               bands: [truth], type: .float32,
-                               metadata: ["": [("VERTICAL_REFERENCE", "WGS84 ellipsoid"), ("UNITS", "metre")]],
-                               options: [("COMPRESS", "DEFLATE"), ("PREDICTOR", "3")], geoTransform: [lon0, dLon, 0, lat0, 0, -dLat],
-                               projectionWKT: try SpatialReference.wkt(epsg: 4326))
+        try truth.close()
         let d = Description(views: names, incidenceDeg: geometry.map(\.incidence), azimuthDeg: geometry.map(\.azimuth),
                             baseToHeight: baseToHeight, gsd: gsd, truthDSM: "truth_dsm.tif",
-                            heightRange: [Double(truth.min()!), Double(truth.max()!)])
+                            heightRange: [Double(low), Double(high)])
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try enc.encode(d).write(to: URL(fileURLWithPath: (folder as NSString).appendingPathComponent("scene.json")))
         return d
     }
+
+    /// Renders an image in strips of 256 rows on every core and writes them in order: memory holds a
+    /// few strips, never the image.
+    static func strips(rows: Int, render: @escaping @Sendable (Range<Int>) throws -> [Float],
+                       write: (Range<Int>, [Float]) throws -> Void) throws {
+        let step = 256
+        let batch = max(1, ProcessInfo.processInfo.activeProcessorCount) * 2
+        var start = 0
+        while start < rows {
+            let ranges = stride(from: start, to: min(rows, start + batch * step), by: step).map { $0..<min(rows, $0 + step) }
+            let results = StripBox(count: ranges.count)
+            DispatchQueue.concurrentPerform(iterations: ranges.count) { k in
+                results.set(k, Result { try render(ranges[k]) })
+            }
+            for (k, r) in ranges.enumerated() { try write(r, try results.get(k)) }
+            start = ranges.last!.upperBound
+        }
+    }
+}
+
+private final class StripBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var values: [Result<[Float], Error>?]
+    init(count: Int) { values = Array(repeating: nil, count: count) }
+    func set(_ k: Int, _ r: Result<[Float], Error>) { lock.lock(); values[k] = r; lock.unlock() }
+    func get(_ k: Int) throws -> [Float] { lock.lock(); defer { lock.unlock() }; return try values[k]!.get() }
 }

@@ -156,7 +156,7 @@ struct Synth: ParsableCommand {
 
     func validate() throws {
         guard (2...3).contains(views) else { throw ValidationError("--views must be 2 or 3") }
-        guard (32...8192).contains(size) else { throw ValidationError("--size must be within 32–8192") }
+        guard (32...32768).contains(size) else { throw ValidationError("--size must be within 32–32768") }
         guard gsd > 0, gsd <= 100 else { throw ValidationError("--gsd must be within (0, 100] metres") }
         guard baseToHeight > 0, baseToHeight <= 1.5 else { throw ValidationError("--base-to-height must be within (0, 1.5]") }
     }

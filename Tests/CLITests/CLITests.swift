@@ -217,10 +217,17 @@ import Testing
         let r = try dsmopt("run", "\(f)/view_1.tif", "\(f)/view_2.tif", "\(f)/view_3.tif", "--out", tmp.path("out"),
                            "--resolution", "0.5", "--point-cloud", "--preset", "flat", "--window", "7")
         #expect(r.status == 0, "\(r.stderr)")
-        // Progress per stage on stderr.
-        for stage in ["inspect", "match", "fuse", "filter", "hillshade", "ortho", "pointcloud", "done"] {
+        // Progress per stage on stderr, tiles done / total with an ETA, and the run's figures at the end.
+        for stage in ["inspect", "orient", "plan", "match", "fuse", "ortho", "products", "done"] {
             #expect(r.stderr.contains("] \(stage):"), "no progress line for \(stage)")
         }
+        #expect(r.stderr.range(of: #"\] match: tile [0-9]+/[0-9]+"#, options: .regularExpression) != nil)
+        #expect(r.stderr.range(of: #"cpu [0-9.]+ s, peak RSS [0-9]+ MiB"#, options: .regularExpression) != nil)
+        let percents = r.stderr.split(separator: "\n").compactMap { l -> Int? in
+            guard l.hasPrefix("["), let e = l.firstIndex(of: "%") else { return nil }
+            return Int(l[l.index(after: l.startIndex)..<e].trimmingCharacters(in: .whitespaces))
+        }
+        #expect(percents == percents.sorted(), "progress went backwards: \(percents)")
         let m = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: tmp.path("out/manifest.json")))) as? [String: Any]
         let products = try #require(m?["products"] as? [[String: Any]])
         #expect(Set(products.compactMap { $0["code"] as? String }).isSuperset(of: ["A1", "A2", "A3", "B2", "B4", "C1", "C2", "C3", "C4", "D1"]))

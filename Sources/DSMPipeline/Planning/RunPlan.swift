@@ -25,6 +25,8 @@ public struct RunPlan: Sendable, Codable {
     public var pointing: [PairPointing]
     public var workload: TileWorkload
     public var memoryBudget: MemoryBudget
+    /// Ground sampling distance of the first image, metres.
+    public var gsd: Double
     /// Size in image pixels of the epipolar sub-tiles matched inside a ground tile.
     public var epipolarTileSize = 512
     /// Image pixels matched around a ground tile's footprint (context for the matcher at its borders).

@@ -74,6 +74,24 @@ public struct TileWorkload: Sendable, Codable, Equatable {
     }
 }
 
+extension TileWorkload {
+    /// Bytes of one fusion/filtering tile: the extended window's per-pair bands and ~16 rasters of work
+    /// (fusion, outliers, hole labels, denoising), 4–8 bytes per cell.
+    static func fuseBytes(extendedCells: Int, pairs: Int) -> Int { extendedCells * (4 * (2 * pairs) + 4 * 16 + 16) + (8 << 20) }
+
+    /// Bytes of one true-ortho tile: ground coordinates (2 doubles), projections (2 doubles), the DSM and
+    /// z-buffer per image, and the image window (about the tile's footprint in pixels).
+    static func orthoBytes(extendedCells: Int, images: Int, pixelsPerCell: Double) -> Int {
+        let pixels = Int(Double(extendedCells) * max(1, pixelsPerCell * pixelsPerCell) * 1.3)
+        return extendedCells * (32 + 4 * (images + 2)) + pixels * 12 + (8 << 20)
+    }
+
+    /// How many tiles of `bytes` each fit the budget at once (at least 1, at most `cores`).
+    static func concurrency(budget: MemoryBudget, cores: Int, bytes: Int) -> Int {
+        max(1, min(cores, (budget.bytes - MemoryBudget.baseBytes) / max(1, bytes)))
+    }
+}
+
 /// Runs independent tile tasks on a fixed number of threads; the first error stops the others from
 /// starting and is rethrown. Reports tiles done / total and an ETA.
 struct TileExecutor {
@@ -89,6 +107,9 @@ struct TileExecutor {
             while let i = state.next() {
                 do {
                     try body(items[i])
+                    // Give the tile's freed memory back to the system: glibc keeps it in per-thread arenas
+                    // otherwise, and the peak would grow with the number of threads that ever ran a tile.
+                    releaseFreedMemory()
                     // Reported under the lock: progress never goes backwards.
                     state.finished { done in
                         let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
@@ -129,3 +150,11 @@ private final class ExecutorState: @unchecked Sendable {
         if error == nil { error = e }
     }
 }
+
+#if os(Linux)
+@_silgen_name("malloc_trim") private func glibcMallocTrim(_ pad: Int) -> Int32
+/// Returns the allocator's free pages to the system (glibc `malloc_trim`).
+func releaseFreedMemory() { _ = glibcMallocTrim(0) }
+#else
+func releaseFreedMemory() {}
+#endif
