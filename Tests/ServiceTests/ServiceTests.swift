@@ -35,7 +35,9 @@ import Testing
         #expect((r1.json?["size"] as? Int) == (try FileManager.default.attributesOfItem(atPath: img1)[.size] as? Int))
         let u1 = try #require(r1.json?["id"] as? String)
         let u2 = try await upload(s, token: token, path: img2, name: "img_02.tif")
-        let created = try await submit(s, token: token, uploads: [u1, u2], extra: ["point-cloud": true])
+        // The whole pair at 0.5 m (4 tiles): long enough for the poller to see progress even when the other
+        // suites load both cores (a 300×300 region at 1 m could finish before the submission's answer arrived).
+        let created = try await submit(s, token: token, uploads: [u1, u2], roi: [0, 0, 1024, 1024], extra: ["point-cloud": true, "resolution": 0.5])
         #expect(created.status == 201, "\(created.text)")
         let id = try #require(created.json?["jobID"] as? String)
         #expect(created.headers["location"] == "/jobs/\(id)")
@@ -50,7 +52,7 @@ import Testing
             try await Task.sleep(nanoseconds: 100_000_000)
         }
         #expect(final["status"] as? String == "successful", "\(final)")
-        #expect(final["progress"] as? Int == 100 && seen.count >= 2)
+        #expect(final["progress"] as? Int == 100 && seen.count >= 2, "progress values seen while polling: \(seen.sorted())")
         #expect((final["cpuSeconds"] as? Double ?? 0) > 0)
         let purge = ISO8601DateFormatter().date(from: final["purgeDate"] as? String ?? "")
         let finished = ISO8601DateFormatter().date(from: final["finished"] as? String ?? "")

@@ -1,23 +1,6 @@
 import Foundation
 
 public enum DSMFusion {
-    /// Vertical offsets that align each pair's DSM on the reference pair's: the median height difference
-    /// over their common cells (0 for the reference, nil without enough common cells). Relative RPC errors
-    /// along the epipolar lines become height biases proportional to 1/(B/H), different for every pair.
-    public static func verticalOffsets(_ heights: [GridRaster], reference r: Int, minimumCommon: Int = 100) -> [Float?] {
-        heights.indices.map { k in
-            if k == r { return 0 }
-            var d: [Float] = []
-            for c in 0..<heights[k].values.count {
-                let a = heights[k].values[c], b = heights[r].values[c]
-                if !a.isNaN && !b.isNaN { d.append(a - b) }
-            }
-            guard d.count >= minimumCommon else { return nil }
-            d.sort()
-            return d[d.count / 2]
-        }
-    }
-
     /// Fuses the DSMs of several pairs cell by cell: one value is kept as is; two values are averaged
     /// when they agree within `tolerance` metres (otherwise the better-correlated one wins); three or more
     /// take the median and average the values within `tolerance` of it, so one failing pair cannot pull
