@@ -28,6 +28,7 @@ public struct SensorImage: Sendable {
             throw IngestError.notAnImage(file: path, detail: "no such file")
         }
         guard !isDir.boolValue else { throw IngestError.notAnImage(file: path, detail: "is a folder") }
+        if DIMAPProduct.isDIMFile(path) { return try openProduct(path) }
         let ds = try openRaster(path)
         guard ds.width > 0, ds.height > 0, ds.bandCount > 0 else {
             throw IngestError.notAnImage(file: path, detail: "no raster band")
@@ -54,16 +55,18 @@ public struct SensorImage: Sendable {
             throw IngestError.noRPC(file: path, lookedFor: ["GeoTIFF RPC tags", sidecars.rpbName, sidecars.rpcTextName,
                                                             "RPC_<product>.XML / PHRDIMAP_*.XML beside IMG_<product>_R1C1"])
         }
-        if model.imageDomain == nil { model.imageDomain = ImageDomain(width: ds.width, height: ds.height) }
-
-        // Read the whole image at low resolution: a truncated or corrupt file fails here, not mid-pipeline.
-        let probe = max(1, max(ds.width, ds.height) / 64)
-        do {
-            _ = try ds.read(bufferWidth: max(1, ds.width / probe), bufferHeight: max(1, ds.height / probe), resampling: .nearest)
-            _ = try ds.read(column: 0, row: ds.height - 1, width: ds.width, height: 1)
-        } catch let e as GDALError {
-            throw IngestError.unreadableImage(file: path, detail: e.message)
+        // One tile of a multi-tile DIMAP product: its RPC_<product>.XML describes the whole mosaic, so the
+        // model moves by the tile's offset in the mosaic (as GDAL does); never applied unshifted.
+        if source == .dimapXML, let dim = sidecars.dimMetadata, let product = try? DIMAPProduct.read(dim.path), product.tiles.count > 1 {
+            guard let o = product.offset(of: path) else {
+                throw IngestError.malformed(file: path, reason: "\(dim.lastPathComponent) describes a \(product.tiles.count)-tile mosaic that does not list this file: give the DIM file or the product folder")
+            }
+            model.columnNorm.offset -= Double(o.column)
+            model.rowNorm.offset -= Double(o.row)
+            model.imageDomain = ImageDomain(width: ds.width, height: ds.height)
         }
+        if model.imageDomain == nil { model.imageDomain = ImageDomain(width: ds.width, height: ds.height) }
+        try probe(ds, path)
 
         var metadata: AcquisitionMetadata?
         if let dim = sidecars.dimMetadata ?? sidecars.phrDimap {
@@ -83,13 +86,69 @@ public struct SensorImage: Sendable {
                            dataType: ds.dataType(), model: model, rpcSource: source, rpcFile: rpcFile, metadata: metadata)
     }
 
+    /// Reads the whole image at low resolution: a truncated or corrupt file fails here, not mid-pipeline.
+    static func probe(_ ds: RasterDataset, _ path: String) throws {
+        let step = max(1, max(ds.width, ds.height) / 64)
+        do {
+            _ = try ds.read(bufferWidth: max(1, ds.width / step), bufferHeight: max(1, ds.height / step), resampling: .nearest)
+            _ = try ds.read(column: 0, row: ds.height - 1, width: ds.width, height: 1)
+        } catch let e as GDALError {
+            throw IngestError.unreadableImage(file: path, detail: e.message)
+        }
+    }
+
+    /// A DIMAP V2 product given by its DIM_*.XML: the mosaic GDAL's DIMAP driver opens, after checking its
+    /// tiles, with the RPC and acquisition metadata the product names.
+    static func openProduct(_ path: String) throws -> SensorImage {
+        let product = try DIMAPProduct.read(path)
+        try product.checkTiles()
+        let ds = try openRaster(path)
+        guard ds.width == product.width, ds.height == product.height, ds.bandCount > 0 else {
+            throw IngestError.malformed(file: path, reason: "GDAL reads a \(ds.width)×\(ds.height) mosaic, the product says \(product.width)×\(product.height)")
+        }
+        guard let rpc = product.rpcFile, FileManager.default.fileExists(atPath: rpc) else {
+            throw IngestError.noRPC(file: path, lookedFor: [product.rpcFile ?? "RPC_\(product.productID).XML (named by the DIM file or beside it)"])
+        }
+        let (m, source) = try DIMAPRPCReader.model(contentsOf: URL(fileURLWithPath: rpc))
+        var model = m
+        if model.imageDomain == nil { model.imageDomain = ImageDomain(width: ds.width, height: ds.height) }
+        try probe(ds, path)
+        let metadata = try PleiadesMetadataReader.read(contentsOf: URL(fileURLWithPath: path))
+        return SensorImage(path: path, width: ds.width, height: ds.height, bands: ds.bandCount, dataType: ds.dataType(),
+                           model: model, rpcSource: source, rpcFile: rpc, metadata: metadata)
+    }
+
     /// The first band decimated so that its longer side is at most `maxSize` samples (box average).
     public func decimated(maxSize: Int) throws -> GrayImage {
         let factor = max(1, Int((Double(max(width, height)) / Double(maxSize)).rounded(.up)))
         let bw = width / factor, bh = height / factor
         let ds = try RasterDataset(path: path)
-        // Read the part that divides evenly so that each sample averages exactly factor × factor pixels.
-        let pixels = try ds.read(width: bw * factor, height: bh * factor, bufferWidth: bw, bufferHeight: bh, resampling: .average)
+        // Box averages of full-resolution pixels, computed here in windows of about 1024² pixels: the
+        // result does not depend on the container (a JPEG2000's reduced-resolution levels or a GeoTIFF's
+        // overviews would otherwise be used, and differ).
+        var pixels = [Float](repeating: 0, count: bw * bh)
+        let chunk = max(1, 1024 / factor)
+        var by = 0
+        while by < bh {
+            let nby = min(chunk, bh - by)
+            var bx = 0
+            while bx < bw {
+                let nbx = min(chunk, bw - bx)
+                let w = nbx * factor, h = nby * factor
+                let v = try ds.read(column: bx * factor, row: by * factor, width: w, height: h)
+                for j in 0..<nby {
+                    for i in 0..<nbx {
+                        var s: Double = 0
+                        for y in (j * factor)..<((j + 1) * factor) {
+                            for x in (i * factor)..<((i + 1) * factor) { s += Double(v[y * w + x]) }
+                        }
+                        pixels[(by + j) * bw + bx + i] = Float(s / Double(factor * factor))
+                    }
+                }
+                bx += nbx
+            }
+            by += nby
+        }
         return GrayImage(width: bw, height: bh, pixels: pixels, scale: Double(factor))
     }
 }
@@ -149,7 +208,10 @@ struct Sidecars {
     }
 }
 
-/// Expands command-line inputs: a DIMAP product folder becomes the Pléiades images found below it.
+/// Expands command-line inputs into images. A DIMAP V2 product is ONE image, given as its `DIM_*.XML`, its
+/// product folder, or a delivery folder holding one product per view (with its `VOL_PHR.XML` index, or
+/// the DIM files below it); when a delivery bundles panchromatic and multispectral products, the
+/// panchromatic ones are matched. Other folders give the Pléiades images found below them.
 public enum ProductDiscovery {
     static let imageExtensions: Set<String> = ["tif", "tiff", "jp2"]
 
@@ -157,15 +219,43 @@ public enum ProductDiscovery {
         var out: [String] = []
         for input in inputs {
             var isDir: ObjCBool = false
-            if FileManager.default.fileExists(atPath: input, isDirectory: &isDir), isDir.boolValue {
-                let found = images(in: input)
-                guard !found.isEmpty else { throw IngestError.noImagesInFolder(folder: input) }
-                out += found
+            let exists = FileManager.default.fileExists(atPath: input, isDirectory: &isDir)
+            let name = (input as NSString).lastPathComponent.uppercased()
+            if exists, !isDir.boolValue, name == "VOL_PHR.XML" || name == "VOL_PNEO.XML" {
+                out += try expandFolder((input as NSString).deletingLastPathComponent)
+            } else if exists, isDir.boolValue {
+                out += try expandFolder(input)
             } else {
                 out.append(input)
             }
         }
         return out
+    }
+
+    static func expandFolder(_ folder: String) throws -> [String] {
+        if let dims = try DeliveryIndex.products(in: folder) { return try panchromaticFirst(dims) }
+        let dims = dimFiles(in: folder)
+        if !dims.isEmpty { return try panchromaticFirst(dims) }
+        let found = images(in: folder)
+        guard !found.isEmpty else { throw IngestError.noImagesInFolder(folder: folder) }
+        return found
+    }
+
+    /// The panchromatic products when there are any (PAN + MS bundles), else all of them.
+    static func panchromaticFirst(_ dims: [String]) throws -> [String] {
+        let products = try dims.map { try DIMAPProduct.read($0) }
+        let pan = products.filter(\.isPanchromatic)
+        return (pan.isEmpty ? products : pan).map(\.dimFile)
+    }
+
+    /// DIM_*.XML files below a folder, sorted by path.
+    static func dimFiles(in folder: String) -> [String] {
+        guard let e = FileManager.default.enumerator(atPath: folder) else { return [] }
+        var found: [String] = []
+        while let rel = e.nextObject() as? String {
+            if DIMAPProduct.isDIMFile(rel) { found.append((folder as NSString).appendingPathComponent(rel)) }
+        }
+        return found.sorted()
     }
 
     /// Pléiades images (IMG_*.TIF/JP2 with an RPC_/PHRDIMAP_ XML beside) below a folder, sorted by path.

@@ -9,6 +9,8 @@ struct XMLLeaves {
     struct Leaf {
         let path: [String]
         let text: String
+        /// Attributes of each element of `path`.
+        let attributes: [[String: String]]
     }
     let leaves: [Leaf]
 
@@ -42,10 +44,16 @@ struct XMLLeaves {
         return out
     }
 
+    /// Leaves whose path ends with `suffix`, in document order.
+    func all(_ suffix: String...) -> [Leaf] {
+        leaves.filter { $0.path.count >= suffix.count && Array($0.path.suffix(suffix.count)) == suffix }
+    }
+
     func contains(element: String) -> Bool { leaves.contains { $0.path.contains(element) } }
 
     private final class Collector: NSObject, XMLParserDelegate {
         var stack: [String] = []
+        var attributeStack: [[String: String]] = []
         var text = ""
         var hadChild: [Bool] = []
         var leaves: [Leaf] = []
@@ -54,6 +62,7 @@ struct XMLLeaves {
                     qualifiedName: String?, attributes: [String: String] = [:]) {
             if !hadChild.isEmpty { hadChild[hadChild.count - 1] = true }
             stack.append(name)
+            attributeStack.append(attributes)
             hadChild.append(false)
             text = ""
         }
@@ -62,9 +71,10 @@ struct XMLLeaves {
 
         func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) {
             if hadChild.last == false {
-                leaves.append(Leaf(path: stack, text: text.trimmingCharacters(in: .whitespacesAndNewlines)))
+                leaves.append(Leaf(path: stack, text: text.trimmingCharacters(in: .whitespacesAndNewlines), attributes: attributeStack))
             }
             stack.removeLast()
+            attributeStack.removeLast()
             hadChild.removeLast()
             text = ""
         }

@@ -15,7 +15,7 @@ struct DSMOpt: AsyncParsableCommand {
         Image coordinates on the command line follow GDAL (`gdaltransform -rpc`): the top-left corner of the \
         image is (0, 0), the centre of the first pixel (0.5, 0.5). Heights are metres above the WGS84 ellipsoid.
         """,
-        subcommands: [Serve.self, Worker.self, Admin.self, Run.self, Inspect.self, RPCCommand.self, Epipolar.self, Match.self, Synth.self]
+        subcommands: [Serve.self, Worker.self, Admin.self, Run.self, Inspect.self, RPCCommand.self, Epipolar.self, Match.self, Synth.self, MakeDelivery.self]
     )
 
     /// Runs the command; errors the user can act on are printed as one line with a specific exit code.
@@ -166,6 +166,27 @@ struct Synth: ParsableCommand {
         p.views = views; p.size = size; p.gsd = gsd; p.baseToHeight = baseToHeight; p.relief = relief; p.seed = seed
         let d = try p.write(to: out)
         print("wrote \(d.views.joined(separator: ", ")), \(d.truthDSM) and scene.json to \(out)")
+    }
+}
+
+struct MakeDelivery: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "make-delivery",
+        abstract: "Repackage images with RPC as a Pléiades DIMAP V2 delivery (tiled JPEG2000 products, DIM/RPC XML, VOL_PHR.XML).")
+
+    @Argument(help: "Images with RPC, one product each.") var images: [String] = []
+    @Option(help: "Output folder (the delivery root).") var out: String
+    @Option(help: "Tiles per product, ROWSxCOLUMNS.") var tiles = "2x2"
+
+    func run() throws {
+        let parts = tiles.lowercased().split(separator: "x").compactMap { Int($0) }
+        guard parts.count == 2, (1...16).contains(parts[0]), (1...16).contains(parts[1]) else {
+            throw CLIFailure(message: "--tiles must look like 2x2 (1–16 each)", code: ExitCodes.usage)
+        }
+        guard !images.isEmpty else { throw CLIFailure(message: "give at least one image", code: ExitCodes.usage) }
+        var w = DIMAPDeliveryWriter()
+        w.tileRows = parts[0]; w.tileColumns = parts[1]
+        for d in try w.write(images: images, to: out) { print(d) }
     }
 }
 

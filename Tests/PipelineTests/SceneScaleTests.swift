@@ -151,6 +151,23 @@ import Testing
         #expect(dsm.width > 4000 && dsm.metadata(domain: "IMAGE_STRUCTURE")["LAYOUT"] == "COG")
     }
 
+    @Test func deliveryGivesTheSameDSMAsItsSourceImages() throws {
+        let tmp = try TemporaryFolder()
+        let sources = [try TestData.path("pleiades/reunion-pair/img_01.tif"), try TestData.path("pleiades/reunion-pair/img_02.tif")]
+        try DIMAPDeliveryWriter().write(images: sources, to: tmp.path("delivery"))
+        var bands: [[Float]] = []
+        for (name, inputs) in [("source", sources), ("delivery", [tmp.path("delivery")])] {
+            var o = options(inputs, out: tmp.path(name))
+            o.roi = PixelWindow(x: 250, y: 250, width: 500, height: 500)
+            o.orthoImages = false
+            let m = try DSMPipelineRunner(options: o).run()
+            #expect(m.parameters.pairs == [[0, 1]])
+            bands.append(try band(tmp.path("\(name)/dsm.tif")))
+        }
+        #expect(bands[0].count == bands[1].count && bands[0].contains { !$0.isNaN })
+        #expect(zip(bands[0], bands[1]).allSatisfy { $0 == $1 || ($0.isNaN && $1.isNaN) }, "the delivery's DSM differs from its source images'")
+    }
+
     @Test func badResumeAndBudgetAreRefused() throws {
         let exe = try dsmoptExecutable()
         let tmp = try TemporaryFolder()
