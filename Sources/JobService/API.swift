@@ -415,7 +415,8 @@ public struct ServiceAPI: Sendable {
         let path = config.uploadPath(u)
         guard u.fileName.lowercased().hasSuffix(".zip") else { return path }
         let folder = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent("product")
-        var found = ProductDiscovery.images(in: folder)
+        // A DIMAP product (possibly tiled) is one image: its DIM file; otherwise the images below.
+        var found = (try? ProductDiscovery.expandFolder(folder)) ?? []
         if found.isEmpty {
             let all = (FileManager.default.subpaths(atPath: folder) ?? []).filter { ["tif", "tiff", "jp2"].contains(($0 as NSString).pathExtension.lowercased()) }
             found = all.map { (folder as NSString).appendingPathComponent($0) }

@@ -232,7 +232,8 @@ public enum ProductDiscovery {
         return out
     }
 
-    static func expandFolder(_ folder: String) throws -> [String] {
+    /// The images of a folder: its DIMAP products (PAN first), else the Pléiades images below it.
+    public static func expandFolder(_ folder: String) throws -> [String] {
         if let dims = try DeliveryIndex.products(in: folder) { return try panchromaticFirst(dims) }
         let dims = dimFiles(in: folder)
         if !dims.isEmpty { return try panchromaticFirst(dims) }

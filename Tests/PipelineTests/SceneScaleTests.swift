@@ -151,6 +151,31 @@ import Testing
         #expect(dsm.width > 4000 && dsm.metadata(domain: "IMAGE_STRUCTURE")["LAYOUT"] == "COG")
     }
 
+    /// A disk that fills during a run (here: a file-size limit, so that the tile files of the fuse stage
+    /// cannot be written while the smaller match tiles can): a clear error, no product, the finished
+    /// tiles kept, and `--resume` on a disk with room finishes the run.
+    @Test func fullDiskKeepsTheFinishedTiles() throws {
+        let tmp = try TemporaryFolder()
+        let exe = try dsmoptExecutable()
+        try synthetic(tmp.path("scene"), size: 512)
+        let out = tmp.path("out")
+        // Match tiles of 128² cells are 131 KiB, fuse tiles 328 KiB: a 200 KiB limit stops the run at fusion.
+        let r = try run("/bin/bash", ["-c", "ulimit -f 200; trap '' XFSZ; exec \"$0\" \"$@\"", exe, "run",
+                                      tmp.path("scene/view_1.tif"), tmp.path("scene/view_2.tif"), "--resolution", "0.5",
+                                      "--tile-size", "128", "--out", out])
+        #expect(r.status == 3, "\(r.status): \(r.stderr)")
+        let line = r.stderr.split(separator: "\n").last.map(String.init) ?? ""
+        #expect(line.hasPrefix("dsmopt: error:") && line.contains("cannot be written") && line.contains("/fuse/"), "\(line)")
+        let left = try FileManager.default.contentsOfDirectory(atPath: out)
+        #expect(left == [WorkFolder.name], "output holds \(left)")
+        let matched = try FileManager.default.contentsOfDirectory(atPath: out + "/\(WorkFolder.name)/match")
+        #expect(matched.count == 25 && matched.allSatisfy { $0.hasSuffix(".tile") }, "\(matched)")
+        let resumed = try run(exe, ["run", "--resume", out], timeout: 300)
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("25/25 tiles already done"), "\(resumed.stderr)")
+        #expect(FileManager.default.fileExists(atPath: out + "/dsm.tif"))
+    }
+
     @Test func deliveryGivesTheSameDSMAsItsSourceImages() throws {
         let tmp = try TemporaryFolder()
         let sources = [try TestData.path("pleiades/reunion-pair/img_01.tif"), try TestData.path("pleiades/reunion-pair/img_02.tif")]

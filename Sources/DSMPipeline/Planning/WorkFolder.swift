@@ -43,8 +43,16 @@ public struct WorkFolder: Sendable {
             throw e
         } catch {
             try? FileManager.default.removeItem(atPath: tmp)
-            throw PipelineError.workFolder(path, "cannot be written (\(error.localizedDescription))")
+            throw PipelineError.workFolder(path, "cannot be written (\(Self.reason(error))); finished tiles are kept: free some space and resume with `dsmopt run --resume`")
         }
+    }
+
+    /// The system's reason for a failed write (e.g. "No space left on device"), when Foundation kept it.
+    static func reason(_ error: Error) -> String {
+        let ns = error as NSError
+        if let u = ns.userInfo[NSUnderlyingErrorKey] as? NSError, u.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(u.code))) }
+        if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
+        return ns.localizedDescription
     }
 
     public func write(_ stage: TileStage, _ tile: GroundTile, bands: [[Float]]) throws {
