@@ -1,5 +1,8 @@
 import DSMCore
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The run's work folder (`<output>/.dsmopt-work`): the plan, the whole-scene first pass, and each stage's
 /// finished tiles. A tile file appears only complete (written beside, then renamed), so its presence is
@@ -30,29 +33,29 @@ public struct WorkFolder: Sendable {
         FileManager.default.fileExists(atPath: tilePath(stage, tile))
     }
 
-    /// Writes a file atomically: to a temporary name in the same folder, then renamed.
+    /// Writes a file atomically: to a temporary name in the same folder, then renamed. Written with POSIX
+    /// calls so that a failure carries the system's reason (e.g. "No space left on device").
     public static func writeAtomically(_ data: Data, to path: String) throws {
         let tmp = path + ".part-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        do {
-            try data.write(to: URL(fileURLWithPath: tmp))
-            guard rename(tmp, path) == 0 else {
-                throw PipelineError.workFolder(path, String(cString: strerror(errno)))
-            }
-        } catch let e as PipelineError {
+        func fail(_ what: String) -> PipelineError {
+            let reason = String(cString: strerror(errno))
             try? FileManager.default.removeItem(atPath: tmp)
-            throw e
-        } catch {
-            try? FileManager.default.removeItem(atPath: tmp)
-            throw PipelineError.workFolder(path, "cannot be written (\(Self.reason(error))); finished tiles are kept: free some space and resume with `dsmopt run --resume`")
+            return PipelineError.workFolder(path, "cannot be written (\(what): \(reason)); finished tiles are kept: free some space and resume with `dsmopt run --resume`")
         }
-    }
-
-    /// The system's reason for a failed write (e.g. "No space left on device"), when Foundation kept it.
-    static func reason(_ error: Error) -> String {
-        let ns = error as NSError
-        if let u = ns.userInfo[NSUnderlyingErrorKey] as? NSError, u.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(u.code))) }
-        if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
-        return ns.localizedDescription
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw fail("open") }
+        var ok = true
+        data.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if n < 0 { if errno == EINTR { continue }; ok = false; return }
+                offset += n
+            }
+        }
+        if !ok { let e = fail("write"); Glibc.close(fd); throw e }
+        guard Glibc.close(fd) == 0 else { throw fail("close") }
+        guard rename(tmp, path) == 0 else { throw fail("rename") }
     }
 
     public func write(_ stage: TileStage, _ tile: GroundTile, bands: [[Float]]) throws {
