@@ -87,10 +87,12 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
 public enum ConfigurationError: Error, Equatable, CustomStringConvertible {
     case missingFile(String)
     case invalid(String)
+    case cannotListen(host: String, port: Int, reason: String)
     public var description: String {
         switch self {
         case .missingFile(let f): return "\(f): configuration file not found"
         case .invalid(let r): return "invalid configuration: \(r)"
+        case .cannotListen(let h, let p, let r): return "cannot listen on \(h):\(p): \(r) (another dsmopt serve? choose another --port or DSMOPT_PORT)"
         }
     }
 }

@@ -43,7 +43,17 @@ public enum Daemon {
                                   FileHandle.standardError.write(Data("dsmopt: listening on http://\(config.host):\(port) (data \(config.dataDirectory), \(config.workers) worker(s))\n".utf8))
                               },
                               logger: logger)
-        try await app.runService()
+        do {
+            try await app.runService()
+        } catch {
+            // A port already in use (or an address that cannot be bound) ends the daemon at once with one
+            // clear line, instead of leaving its workers running without an API.
+            let text = String(describing: error)
+            if let r = ["Address already in use", "Cannot assign requested address", "Permission denied"].first(where: { text.contains($0) }) {
+                throw ConfigurationError.cannotListen(host: config.host, port: config.port, reason: r.lowercased())
+            }
+            throw error
+        }
         try? FileManager.default.removeItem(atPath: portFile)
     }
 

@@ -67,7 +67,9 @@ public final class WorkerPool: Service, @unchecked Sendable {
         name = "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))"
     }
 
-    var isStopping: Bool { lock.withLock { stopping } }
+    /// Stopping: asked to shut down, or the task running the loops was cancelled (a cancelled sleep
+    /// returns at once, so a loop that only watched `stopping` would spin forever).
+    var isStopping: Bool { Task.isCancelled || lock.withLock { stopping } }
 
     public func run() async throws {
         try await withGracefulShutdownHandler {

@@ -85,6 +85,34 @@ import Testing
         #expect(answer0.status == 404)
     }
 
+    /// A second daemon on a port already in use fails at once with one clear line (it used to spin at
+    /// ~95 % CPU forever, ignoring SIGTERM: its worker loops never ended once cancelled).
+    @Test func busyPortFailsAtOnce() async throws {
+        let first = try ServerProcess(workers: 1)
+        let port = try #require(URLComponents(string: first.base)?.port)
+        let data = try TemporaryFolder()
+        let started = Date()
+        let r = try run(try dsmoptExecutable(), ["serve", "--data", data.url.path, "--port", "\(port)", "--workers", "2"], timeout: 30)
+        let seconds = Date().timeIntervalSince(started)
+        #expect(r.status != 0 && r.status != 15, "exit \(r.status) after \(seconds) s: \(r.stderr)")
+        #expect(r.stderr.contains("cannot listen on 127.0.0.1:\(port): address already in use"), "\(r.stderr)")
+        // A fence, not a target: it returns in well under a second here; the bug never returned.
+        #expect(seconds < 20)
+        // The first daemon still answers.
+        #expect(try await http("GET", "\(first.base)/health").status == 200)
+    }
+
+    /// SIGTERM ends a daemon whose workers are idle promptly (every loop ends on cancellation).
+    @Test func sigtermStopsTheDaemonPromptly() async throws {
+        let s = try ServerProcess(workers: 3)
+        let p = try #require(s.process)
+        let started = Date()
+        kill(p.processIdentifier, SIGTERM)
+        while p.isRunning && Date().timeIntervalSince(started) < 20 { try await Task.sleep(nanoseconds: 50_000_000) }
+        #expect(!p.isRunning, "still running 20 s after SIGTERM")
+        #expect(Date().timeIntervalSince(started) < 20)
+    }
+
     @Test func daemonStartedThroughPATHRunsJobs() async throws {
         // Found through PATH, argv[0] is a bare "dsmopt": workers must still find the executable.
         let s = try ServerProcess(workers: 1, throughPATH: true)
