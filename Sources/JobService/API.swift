@@ -25,7 +25,9 @@ struct APIProblem: Error, CustomStringConvertible {
     var response: Response {
         struct Body: Encodable { var type: String; var title: String; var status: Int; var detail: String; var errors: [FieldError]?; var limit: String? }
         let b = Body(type: "about:blank", title: title, status: Int(status.code), detail: detail, errors: errors, limit: limit)
-        return jsonResponse(b, status: status, contentType: "application/problem+json")
+        // RFC 9110: a 401 names the scheme the client must use.
+        let extra: HTTPFields = status == .unauthorized ? [.wwwAuthenticate: "Bearer realm=\"dsmopt\""] : [:]
+        return jsonResponse(b, status: status, contentType: "application/problem+json", headers: extra)
     }
 }
 
@@ -87,7 +89,8 @@ public struct ServiceAPI: Sendable {
     // MARK: helpers
 
     func authenticate(_ request: Request) async throws -> User {
-        guard let h = request.headers[.authorization], h.hasPrefix("Bearer ") else {
+        // The scheme name is case-insensitive (RFC 9110 §11.1).
+        guard let h = request.headers[.authorization], h.lowercased().hasPrefix("bearer ") else {
             throw APIProblem(status: .unauthorized, title: "Unauthorized", detail: "an Authorization: Bearer <token> header is required")
         }
         guard let u = try await store.user(token: String(h.dropFirst(7)).trimmingCharacters(in: .whitespaces)) else {
@@ -242,10 +245,14 @@ public struct ServiceAPI: Sendable {
             let out = try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys])
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: out)))
         }
-        router.get("/jobs/:id/results/:file") { request, context in
-            let user = try await authenticate(request)
-            let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user))
-            return try download(job: job, file: context.parameters.get("file") ?? "", range: request.headers[.range])
+        // GET and HEAD on every product, with Range, ETag, If-None-Match and If-Range: GDAL's /vsicurl/
+        // and QGIS stream the COGs from here.
+        for method in [HTTPRequest.Method.get, .head] {
+            router.on("/jobs/:id/results/:file", method: method) { request, context in
+                let user = try await authenticate(request)
+                let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user))
+                return try download(job: job, file: context.parameters.get("file") ?? "", request: request)
+            }
         }
         router.get("/presets") { _, _ in jsonResponse(try presets().presets.values.sorted { $0.name < $1.name }) }
         router.get("/presets/:name") { _, context in
@@ -552,15 +559,24 @@ public struct ServiceAPI: Sendable {
 
     // MARK: downloads
 
-    func download(job: Job, file: String, range: String?) throws -> Response {
+    func download(job: Job, file: String, request: Request) throws -> Response {
         guard let name = Self.sanitize(file) else { throw APIProblem.notFound("no product \(file)") }
         let path = (config.resultsDirectory(job.id) as NSString).appendingPathComponent(name)
         guard let attrs = try? FileManager.default.attributesOfItem(atPath: path), let size = (attrs[.size] as? NSNumber)?.int64Value else {
             throw APIProblem.notFound("no product \(file) in the results of job \(job.id)")
         }
+        // A strong validator: size and modification time (products never change in place).
+        let modified = (attrs[.modificationDate] as? Date) ?? Date(timeIntervalSince1970: 0)
+        let etag = "\"\(String(size, radix: 16))-\(String(Int64(modified.timeIntervalSince1970 * 1e6), radix: 16))\""
         var start: Int64 = 0, end = size - 1
         var status: HTTPResponse.Status = .ok
-        var headers: HTTPFields = [.acceptRanges: "bytes"]
+        var headers: HTTPFields = [.acceptRanges: "bytes", .eTag: etag, .lastModified: Self.httpDate(modified)]
+        if let inm = request.headers[.ifNoneMatch], inm == "*" || inm.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag }) {
+            return Response(status: .notModified, headers: headers)
+        }
+        // If-Range: the range applies only to the representation the client already has.
+        var range = request.headers[.range]
+        if let ifRange = request.headers[.ifRange], ifRange != etag, ifRange != Self.httpDate(modified) { range = nil }
         if let range {
             // bytes=a-b, bytes=a-, bytes=-n (one range).
             let spec = range.hasPrefix("bytes=") ? String(range.dropFirst(6)) : ""
@@ -582,20 +598,34 @@ public struct ServiceAPI: Sendable {
             : name.hasSuffix(".las") ? "application/vnd.las" : "image/tiff; application=geotiff"
         headers[.contentDisposition] = "attachment; filename=\"\(name)\""
         let from = start
+        if request.method == .head {
+            // The headers a GET would send, no body.
+            headers[.contentLength] = "\(length)"
+            return Response(status: status, headers: headers, body: ResponseBody(contentLength: Int(length)) { writer in try await writer.finish(nil) })
+        }
         let body = ResponseBody(contentLength: Int(length)) { writer in
             guard let h = FileHandle(forReadingAtPath: path) else { throw APIProblem.notFound("product vanished") }
             defer { try? h.close() }
             try h.seek(toOffset: UInt64(from))
             var left = length
             while left > 0 {
-                let chunk = h.readData(ofLength: Int(min(left, 256 << 10)))
-                if chunk.isEmpty { break }
+                // The throwing read: an I/O error ends this response, never the daemon.
+                guard let chunk = try h.read(upToCount: Int(min(left, 256 << 10))), !chunk.isEmpty else { break }
                 try await writer.write(ByteBuffer(bytes: chunk))
                 left -= Int64(chunk.count)
             }
             try await writer.finish(nil)
         }
         return Response(status: status, headers: headers, body: body)
+    }
+
+    /// An IMF-fixdate (RFC 9110), e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
+    static func httpDate(_ d: Date) -> String {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "GMT")
+        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        return f.string(from: d)
     }
 
     // MARK: presets

@@ -69,6 +69,29 @@ import Testing
         #expect(part.headers["content-range"] == "bytes 100-199/\(full.body.count)")
         let bad = try await http("GET", "\(s.base)/jobs/\(id)/results/dsm.tif", token: token, headers: ["Range": "bytes=\(full.body.count + 10)-"])
         #expect(bad.status == 416)
+        // HEAD, validators and conditional requests (what /vsicurl/ and QGIS send).
+        let head = try await http("HEAD", "\(s.base)/jobs/\(id)/results/dsm.tif", token: token)
+        let etag = try #require(head.headers["etag"])
+        #expect(head.status == 200 && head.body.isEmpty && head.headers["content-length"] == "\(full.body.count)"
+                && head.headers["accept-ranges"] == "bytes" && full.headers["etag"] == etag, "\(head.headers)")
+        #expect(try await http("GET", "\(s.base)/jobs/\(id)/results/dsm.tif", token: token, headers: ["If-None-Match": etag]).status == 304)
+        let stale = try await http("GET", "\(s.base)/jobs/\(id)/results/dsm.tif", token: token, headers: ["Range": "bytes=0-9", "If-Range": "\"other\""])
+        #expect(stale.status == 200 && stale.body.count == full.body.count)
+        let fresh = try await http("GET", "\(s.base)/jobs/\(id)/results/dsm.tif", token: token, headers: ["Range": "bytes=0-9", "If-Range": etag])
+        #expect(fresh.status == 206 && fresh.body.count == 10)
+        // GDAL streams the COG over HTTP with the bearer token (GDAL_HTTP_HEADERS), HEAD included
+        // (CPL_VSIL_CURL_USE_HEAD defaults to YES); without the token it is refused.
+        let url = "/vsicurl/\(s.base)/jobs/\(id)/results/dsm.tif"
+        let streamed = try run("/usr/bin/env", ["GDAL_HTTP_HEADERS=Authorization: Bearer \(token)", "GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR",
+                                                "/usr/bin/gdalinfo", "-json", url])
+        let layout = streamed.stdout.replacingOccurrences(of: " ", with: "")
+        #expect(streamed.status == 0 && layout.contains("\"LAYOUT\":\"COG\""), "\(streamed.stderr)")
+        let refused = try run("/usr/bin/env", ["GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR", "/usr/bin/gdalinfo", url])
+        #expect(refused.status != 0)
+        let anonymous = try await http("HEAD", "\(s.base)/jobs/\(id)/results/dsm.tif")
+        #expect(anonymous.status == 401 && anonymous.headers["www-authenticate"]?.hasPrefix("Bearer") == true)
+        // The scheme name is case-insensitive.
+        #expect(try await http("GET", "\(s.base)/me", headers: ["Authorization": "bearer \(token)"]).status == 200)
         let logs = try await http("GET", "\(s.base)/jobs/\(id)/logs", token: token)
         #expect(logs.status == 200 && logs.text.contains("] match:"))
         let me = try await http("GET", "\(s.base)/me", token: token).json
