@@ -246,6 +246,14 @@ public struct DSMPipelineRunner: Sendable {
         try? FileManager.default.removeItem(atPath: probe)
     }
 
+    /// The first image's pixel window that covers an AOI, at the heights of its RPC model's domain (what
+    /// can be checked before the scene heights are known); nil when the AOI misses the image.
+    public static func roughWindow(of aoi: AreaOfInterest, in image: SensorImage) -> PixelWindow? {
+        let h = image.model.heightNorm
+        return try? DSMPipelineRunner(options: PipelineOptions(images: [], output: ""))
+            .window(of: aoi, in: image, heights: [h.offset - h.scale, h.offset, h.offset + h.scale])
+    }
+
     /// The first image's pixel window that covers an AOI (projected at several heights), clipped to the image.
     func window(of aoi: AreaOfInterest, in image: SensorImage, heights: [Double]) throws -> PixelWindow {
         var cs: [Double] = [], rs: [Double] = []

@@ -365,6 +365,16 @@ public struct ServiceAPI: Sendable {
             try? FileManager.default.removeItem(atPath: dir)
             throw APIProblem.badRequest("empty upload")
         }
+        // What the service can use starts like one: TIFF/BigTIFF, JPEG2000, a zip of a product, or DIMAP XML.
+        guard let kind = UploadKind(signatureOf: part) else {
+            try? FileManager.default.removeItem(atPath: dir)
+            throw APIProblem(status: .unsupportedMediaType, title: "Unsupported Media Type",
+                             detail: "the upload is not a TIFF, JPEG2000, zip or DIMAP XML file (send the raw file bytes as the request body, not a form)")
+        }
+        if kind == .zip, !name.lowercased().hasSuffix(".zip") {
+            try? FileManager.default.removeItem(atPath: dir)
+            throw APIProblem(status: .unsupportedMediaType, title: "Unsupported Media Type", detail: "a zip archive must be uploaded with a name ending in .zip")
+        }
         let usage = try await store.usage(userId: user.id, now: Date())
         if usage.storageBytes + size > user.quota.storageBytes {
             try? FileManager.default.removeItem(atPath: dir)
@@ -447,6 +457,10 @@ public struct ServiceAPI: Sendable {
         var inputs: [(String, Int64)] = []
         var paths: [String] = []
         for (i, ref) in request.images.enumerated() {
+            if let id = ref.upload, let first = request.images.prefix(i).firstIndex(where: { $0.upload == id }) {
+                errors.append(.init(field: "images[\(i)].upload", message: "the same upload as images[\(first)]: a stereo pair needs two different images"))
+                continue
+            }
             var upload = fetched?[i]  // catalogue jobs: the images the service fetched itself
             if upload == nil {
                 guard let id = ref.upload else {
@@ -465,11 +479,27 @@ public struct ServiceAPI: Sendable {
             }
         }
         // Every image must be readable with an RPC model, before anything is queued.
+        var opened: [SensorImage] = []
         if errors.isEmpty {
             for (i, p) in paths.enumerated() {
-                do { _ = try SensorImage.open(p) } catch let e as IngestError {
+                do { opened.append(try SensorImage.open(p)) } catch let e as IngestError {
                     errors.append(.init(field: "images[\(i)]", message: e.description.replacingOccurrences(of: p, with: inputs[i].0)))
                 } catch { errors.append(.init(field: "images[\(i)]", message: "\(error)")) }
+            }
+        }
+        // What the images being open lets us check now rather than fail in the worker: their overlap, the
+        // ROI's bounds, the AOI against the footprint. Messages name uploads, never server paths.
+        if errors.isEmpty, opened.count == paths.count, (2...3).contains(opened.count) {
+            do { _ = try StereoInspector().overlappingPairs(opened) } catch InspectionError.noOverlap(let a, let b) {
+                let name = { (p: String) in paths.firstIndex(of: p).map { inputs[$0].0 } ?? "an image" }
+                errors.append(.init(field: "images", message: "\(name(a)) and \(name(b)) do not overlap on the ground"))
+            }
+            let first = opened[0]
+            if let r = request.parameters?.roi, r.count == 4, r[0] + r[2] > first.width || r[1] + r[3] > first.height {
+                errors.append(.init(field: "parameters.roi", message: "\(r) is not inside the \(first.width)×\(first.height) first image"))
+            }
+            if let text = request.parameters?.aoi, let aoi = try? AreaOfInterest.parse(text), DSMPipelineRunner.roughWindow(of: aoi, in: first) == nil {
+                errors.append(.init(field: "parameters.aoi", message: "lies outside the first image's footprint"))
             }
         }
         guard errors.isEmpty else {
@@ -650,5 +680,29 @@ public struct ServiceAPI: Sendable {
         let target = (config.presetsDirectory as NSString).appendingPathComponent("\(name).json")
         try data.write(to: URL(fileURLWithPath: target), options: .atomic)
         return jsonResponse(preset, status: existed ? .ok : .created)
+    }
+}
+
+/// The kinds of file an upload may be, recognised by their first bytes.
+enum UploadKind: Equatable {
+    case tiff, jpeg2000, zip, xml
+
+    init?(signatureOf path: String) {
+        guard let h = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? h.close() }
+        let b = [UInt8]((try? h.read(upToCount: 64)) ?? Data())
+        func starts(_ p: [UInt8]) -> Bool { b.count >= p.count && Array(b.prefix(p.count)) == p }
+        if starts([0x49, 0x49, 0x2A, 0]) || starts([0x4D, 0x4D, 0, 0x2A]) || starts([0x49, 0x49, 0x2B, 0]) || starts([0x4D, 0x4D, 0, 0x2B]) {
+            self = .tiff
+        } else if starts([0, 0, 0, 0x0C, 0x6A, 0x50, 0x20, 0x20, 0x0D, 0x0A, 0x87, 0x0A]) || starts([0xFF, 0x4F, 0xFF, 0x51]) {
+            self = .jpeg2000
+        } else if starts([0x50, 0x4B, 0x03, 0x04]) {
+            self = .zip
+        } else if let text = String(bytes: b.drop { $0 == 0xEF || $0 == 0xBB || $0 == 0xBF }, encoding: .utf8)?
+                    .trimmingCharacters(in: .whitespacesAndNewlines), text.hasPrefix("<?xml") || text.hasPrefix("<Dimap_Document") {
+            self = .xml
+        } else {
+            return nil
+        }
     }
 }

@@ -68,11 +68,14 @@ public struct StereoInspector: Sendable {
         return try inspect(images)
     }
 
-    public func inspect(_ images: [SensorImage]) throws -> InspectionReport {
-        guard (2...3).contains(images.count) else { throw InspectionError.wrongImageCount(images.count, images.map(\.path)) }
-        let views = images.map { StereoView(model: $0.model, width: $0.width, height: $0.height, acquisitionTime: $0.metadata?.acquisitionTime) }
+    /// The pairs whose footprints overlap at some height of their RPC domains (geometry only, cheap);
+    /// throws `noOverlap` when an image overlaps none of the others.
+    public func overlappingPairs(_ images: [SensorImage]) throws -> [[Int]] {
+        try overlappingPairs(images, views: images.map { StereoView(model: $0.model, width: $0.width, height: $0.height,
+                                                                    acquisitionTime: $0.metadata?.acquisitionTime) })
+    }
 
-        // 1. Which pairs overlap at some height of the RPC domain.
+    func overlappingPairs(_ images: [SensorImage], views: [StereoView]) throws -> [[Int]] {
         var overlapping: [[Int]] = []
         for i in 0..<images.count {
             for j in (i + 1)..<images.count {
@@ -88,6 +91,15 @@ public struct StereoInspector: Sendable {
             let other = images.indices.first { $0 != i }!
             throw InspectionError.noOverlap(images[i].path, images[other].path)
         }
+        return overlapping
+    }
+
+    public func inspect(_ images: [SensorImage]) throws -> InspectionReport {
+        guard (2...3).contains(images.count) else { throw InspectionError.wrongImageCount(images.count, images.map(\.path)) }
+        let views = images.map { StereoView(model: $0.model, width: $0.width, height: $0.height, acquisitionTime: $0.metadata?.acquisitionTime) }
+
+        // 1. Which pairs overlap at some height of the RPC domain.
+        let overlapping = try overlappingPairs(images, views: views)
 
         // 2. Scene heights by sparse correlation over every overlapping pair.
         var samples: [HeightSample] = []

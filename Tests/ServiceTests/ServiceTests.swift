@@ -167,7 +167,7 @@ import Testing
         let j = try await waitFor(s, token: token, job: id, states: ["successful", "failed"])
         #expect(j["status"] as? String == "successful", "\(j)")
         // A corrupt archive is refused and leaves nothing behind.
-        try Data("PK this is not a zip".utf8).write(to: URL(fileURLWithPath: tmp.path("bad.zip")))
+        try (Data([0x50, 0x4B, 0x03, 0x04]) + Data(" this is not a zip".utf8)).write(to: URL(fileURLWithPath: tmp.path("bad.zip")))
         let bad = try await http("POST", "\(s.base)/uploads?name=bad.zip", token: token, body: try Data(contentsOf: URL(fileURLWithPath: tmp.path("bad.zip"))))
         #expect(bad.status == 422 && bad.text.contains("not a valid zip"), "\(bad.text)")
     }
@@ -334,6 +334,24 @@ import Testing
         let noRPC = try await upload(s, token: token, path: plain, name: "plain.tif")
         let r = try await http("POST", url, token: token, body: json(["images": [["upload": u1], ["upload": noRPC]]]))
         #expect(r.status == 422 && r.text.contains("images[1]") && r.text.contains("no RPC camera model"), "\(r.text)")
+        // Checked at submission, not in the worker (422 naming the field, no server path in the answer).
+        func refusal(_ body: [String: Any]) async throws -> (Int, Set<String>, String) {
+            let a = try await http("POST", url, token: token, body: json(body))
+            return (a.status, Set(((a.json?["errors"] as? [[String: Any]]) ?? []).compactMap { $0["field"] as? String }), a.text)
+        }
+        let twice = try await refusal(["images": [["upload": u1], ["upload": u1]]])
+        #expect(twice.0 == 422 && twice.1 == ["images[1].upload"], "\(twice.2)")
+        let roi = try await refusal(["images": [["upload": u1], ["upload": u2]], "parameters": ["roi": [900, 0, 300, 300]]])
+        #expect(roi.0 == 422 && roi.1 == ["parameters.roi"] && roi.2.contains("1024×1024"), "\(roi.2)")
+        let aoi = try await refusal(["images": [["upload": u1], ["upload": u2]], "parameters": ["aoi": "5.0,43.0,5.1,43.1"]])
+        #expect(aoi.0 == 422 && aoi.1 == ["parameters.aoi"], "\(aoi.2)")
+        let far = try await upload(s, token: token, path: try TestData.path("pleiades/marseille-triplet/img_01.tif"), name: "marseille.tif")
+        let apart = try await refusal(["images": [["upload": u1], ["upload": far]]])
+        #expect(apart.0 == 422 && apart.1 == ["images"] && apart.2.contains("do not overlap") && !apart.2.contains(s.data.url.path), "\(apart.2)")
+        // What cannot be an image is refused at upload (415), e.g. a multipart form instead of the file.
+        let form = try await http("POST", "\(s.base)/uploads?name=a.tif", token: token,
+                                  body: Data("--xyz\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nII*\r\n--xyz--\r\n".utf8))
+        #expect(form.status == 415, "\(form.text)")
         // Oversize upload: 413 and nothing stored.
         let big = try await http("POST", "\(s.base)/uploads?name=big.tif", token: token, body: Data(count: 3_500_000))
         #expect(big.status == 413 && big.json?["limit"] as? String == "maxUploadBytes")
@@ -351,9 +369,10 @@ import Testing
         let leftovers = try FileManager.default.subpathsOfDirectory(atPath: s.data.path("uploads")).filter { $0.hasSuffix("cut.tif") || $0.hasSuffix(".part") }
         #expect(leftovers.isEmpty, "\(leftovers)")
         // A path in the file name is reduced to its last component, inside the upload's own folder.
-        let sneaky = try await http("POST", "\(s.base)/uploads?name=../../etc/passwd", token: token, body: Data("x".utf8))
+        let tiffBytes = Data([0x49, 0x49, 0x2A, 0]) + Data("x".utf8)
+        let sneaky = try await http("POST", "\(s.base)/uploads?name=../../etc/passwd", token: token, body: tiffBytes)
         #expect(sneaky.status == 201 && sneaky.json?["fileName"] as? String == "passwd")
-        let bad = try await http("POST", "\(s.base)/uploads?name=%24%28rm%29.tif", token: token, body: Data("x".utf8))
+        let bad = try await http("POST", "\(s.base)/uploads?name=%24%28rm%29.tif", token: token, body: tiffBytes)
         #expect(bad.status == 400)
         let answer16 = try await http("GET", "\(s.base)/nowhere", token: token)
         #expect(answer16.status == 404)
