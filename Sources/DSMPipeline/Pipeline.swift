@@ -199,7 +199,7 @@ public struct DSMPipelineRunner: Sendable {
         }
         let gsd = report.images[0].gsd
         let factor = options.resolutionFactor ?? preset.resolutionFactor
-        let resolution = options.resolution ?? (factor * gsd * 100).rounded() / 100
+        let resolution = options.resolution ?? Self.cleanResolution(factor * gsd)
         // Output grid: the ROI's ground footprint at the scene's heights, in the output CRS.
         var lon: [Double] = [], lat: [Double] = []
         for h in [scene.low, scene.high] {
@@ -220,6 +220,15 @@ public struct DSMPipelineRunner: Sendable {
                                           pairs: report.selected, heightRange: [heights.lowerBound, heights.upperBound],
                                           verticalReference: "heights in metres above the WGS84 ellipsoid")
         return Prepared(images: images, inspection: report, parameters: resolved, grid: grid, heights: heights)
+    }
+
+    /// A default cell size others can overlay: factor × GSD rounded to a clean step (0.05 m below 1 m,
+    /// 0.1 m below 10 m, 1 m beyond), so that 2 × Pléiades' 0.506 m gives 1.0 m, not 1.01 m. The grid's
+    /// origin is a multiple of the cell size (`GridDefinition`).
+    public static func cleanResolution(_ r: Double) -> Double {
+        let step = r < 1 ? 0.05 : r < 10 ? 0.1 : 1
+        let v = max(1, (r / step).rounded()) * step
+        return (v * 1e6).rounded() / 1e6
     }
 
     public struct Prepared: Sendable {

@@ -79,6 +79,13 @@ public struct Usage: Sendable, Codable, Equatable {
     public var activeJobs: Int
     public var cpuSecondsThisMonth: Double
     public var storageBytes: Int64
+
+    public init(activeJobs: Int, cpuSecondsThisMonth: Double, storageBytes: Int64) {
+        self.activeJobs = activeJobs
+        // Sums of measured CPU carry float noise (15.399999999999999): shown to the hundredth.
+        self.cpuSecondsThisMonth = (cpuSecondsThisMonth * 100).rounded() / 100
+        self.storageBytes = storageBytes
+    }
 }
 
 /// Which limit a submission would exceed.

@@ -39,6 +39,16 @@ final class ChildRun: @unchecked Sendable {
         }
     }
 
+    /// CPU seconds (user + system) the child has used so far, from /proc (Linux); nil once it is gone.
+    func cpuSeconds() -> Double? {
+        guard process.isRunning, let stat = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        // Fields after the command name: state is field 3, utime 14, stime 15.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 13, let u = Double(fields[11]), let s = Double(fields[12]) else { return nil }
+        return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
     func stop() {
         guard process.isRunning else { return }
         process.terminate()
@@ -134,7 +144,6 @@ public final class WorkerPool: Service, @unchecked Sendable {
     }
 
     func execute(_ job: Job, worker: String) async {
-        let started = Date()
         let resultDir = config.resultsDirectory(job.id)
         if !Self.canResume(resultDir) { try? FileManager.default.removeItem(atPath: resultDir) }
         try? FileManager.default.createDirectory(atPath: config.jobDirectory(job.id), withIntermediateDirectories: true)
@@ -146,18 +155,29 @@ public final class WorkerPool: Service, @unchecked Sendable {
         var lastError: String?
         var stageStarted = Date()
         var stage = "queued"
+        // What is left of the owner's CPU budget this month when the job starts (its own charge comes at the end).
+        var budget = Double.infinity
+        if let owner = try? await store.user(id: job.userId), let used = try? await store.usage(userId: job.userId, now: Date()) {
+            budget = max(0, owner.quota.cpuSecondsPerMonth - used.cpuSecondsThisMonth)
+        }
+        let metered = CPUMeter()
         do {
             let child = try ChildRun(executable: exe, arguments: try arguments(for: job), environment: env, log: config.logPath(job.id))
             lock.withLock { children[job.id] = child }
             defer { _ = lock.withLock { children.removeValue(forKey: job.id) } }
-            // Heart-beat and cancellation check, independent of the child's output.
+            // Heart-beat, CPU metering and cancellation check, independent of the child's output.
             let beat = Task {
                 while !Task.isCancelled {
                     await sleep(min(2, config.leaseSeconds / 3))
+                    if let used = child.cpuSeconds() {
+                        metered.record(used)
+                        // The budget is enforced while the job runs, not only at submission.
+                        if used > budget { metered.exhaust(); child.stop(); return }
+                    }
                     let owned = (try? await store.heartbeat(jobId: job.id, worker: worker, progress: nil, stage: nil, message: nil,
                                                             leaseUntil: Date().addingTimeInterval(config.leaseSeconds))) ?? true
                     let current = try? await store.job(id: job.id)
-                    if !owned || current?.cancelRequested == true { child.stop(); return }
+                    if !owned || current?.cancelRequested == true { child.cpuSeconds().map(metered.record); child.stop(); return }
                 }
             }
             var progress = 0
@@ -181,10 +201,17 @@ public final class WorkerPool: Service, @unchecked Sendable {
             child.process.waitUntilExit()
             beat.cancel()
             metrics.observeStage(stage, seconds: Date().timeIntervalSince(stageStarted))
-            if cpu == 0 { cpu = Date().timeIntervalSince(started) }  // no self-report (killed): charge wall time
+            // Charged: the child's own getrusage figure when it could report it, else (stopped, cancelled,
+            // killed) the CPU time read from /proc at the last heartbeat — measured CPU, never wall time.
+            cpu = max(cpu, metered.seconds)
             let current = try? await store.job(id: job.id)
             let now = Date()
-            if current?.cancelRequested == true {
+            if metered.exhausted {
+                try? FileManager.default.removeItem(atPath: resultDir)
+                try? await store.finish(jobId: job.id, worker: worker, status: .failed,
+                                        error: String(format: "stopped: the job used the %.1f CPU-seconds left of this month's budget", budget),
+                                        cpuSeconds: cpu, resultBytes: 0, finishedAt: now, purgeAt: nil)
+            } else if current?.cancelRequested == true {
                 try? FileManager.default.removeItem(atPath: resultDir)
                 try? await store.finish(jobId: job.id, worker: worker, status: .dismissed, error: "cancelled by the user",
                                         cpuSeconds: cpu, resultBytes: 0, finishedAt: now, purgeAt: nil)
@@ -241,4 +268,15 @@ func currentExecutable() -> String {
     if let p = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") { return p }
     if let p = Bundle.main.executablePath { return p }
     return CommandLine.arguments[0]
+}
+
+/// The CPU time of a running child as last read, and whether it went over its budget.
+final class CPUMeter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0.0
+    private var over = false
+    func record(_ s: Double) { lock.lock(); value = max(value, s); lock.unlock() }
+    func exhaust() { lock.lock(); over = true; lock.unlock() }
+    var seconds: Double { lock.lock(); defer { lock.unlock() }; return value }
+    var exhausted: Bool { lock.lock(); defer { lock.unlock() }; return over }
 }

@@ -210,7 +210,12 @@ import Testing
         let prepared = try DSMPipelineRunner(options: o).prepare()
         // About 155 m × 166 m at ~0.5 m pixels: a few hundred pixels each way, inside the image.
         #expect((200...450).contains(prepared.parameters.roi.width) && (200...450).contains(prepared.parameters.roi.height))
-        #expect(prepared.parameters.resolution == 1.01 || prepared.parameters.resolution == 1.0 || prepared.parameters.resolution == 1.02)
+        // The default cell is 2 × GSD (0.506 m) rounded to a clean 1.0 m, on a grid whose origin is a whole
+        // number of cells (so it overlays other DEMs without resampling).
+        #expect(prepared.parameters.resolution == 1.0)
+        #expect(prepared.grid.originX.truncatingRemainder(dividingBy: 1) == 0 && prepared.grid.originY.truncatingRemainder(dividingBy: 1) == 0)
+        #expect(DSMPipelineRunner.cleanResolution(0.506) == 0.5 && DSMPipelineRunner.cleanResolution(1.517) == 1.5
+                && DSMPipelineRunner.cleanResolution(0.01) == 0.05 && DSMPipelineRunner.cleanResolution(23.4) == 23)
         #expect(prepared.parameters.epsg == 32740)
         #expect(throws: PipelineError.self) { _ = try AreaOfInterest.parse("not json") }
         #expect(try AreaOfInterest.parse("55.6,-21.3,55.7,-21.2") == .boundingBox(55.6, -21.3, 55.7, -21.2))

@@ -172,6 +172,30 @@ import Testing
         #expect(bad.status == 422 && bad.text.contains("not a valid zip"), "\(bad.text)")
     }
 
+    /// The monthly CPU budget holds while a job runs: a job that would use more is stopped, with a clear
+    /// error, and charged the CPU it measurably used (not its wall time, not the whole run).
+    @Test func cpuBudgetIsEnforcedWhileRunning() async throws {
+        let s = try ServerProcess(workers: 1)
+        let token = try s.user("fred", quota: ["--cpu-seconds-per-month", "1.5"])
+        let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
+        // The whole pair at 0.5 m takes ~6 CPU-seconds here.
+        let created = try await submit(s, token: token, uploads: [u1, u2], roi: [0, 0, 1024, 1024], extra: ["resolution": 0.5])
+        #expect(created.status == 201, "\(created.text)")
+        let id = try #require(created.json?["jobID"] as? String)
+        let j = try await waitFor(s, token: token, job: id, states: ["successful", "failed"])
+        let cpu = j["cpuSeconds"] as? Double ?? 0
+        #expect(j["status"] as? String == "failed" && (j["error"] as? String ?? "").contains("CPU-seconds left of this month's budget"), "\(j)")
+        // Stopped within a heartbeat (2 s) of crossing the budget, on 2 cores: at most ~1.5 + 4 CPU-s.
+        #expect(cpu >= 1.5 && cpu < 5.5, "charged \(cpu) CPU-s")
+        let usage = try #require(try await http("GET", "\(s.base)/me", token: token).json?["usage"] as? [String: Any])
+        let shown = try #require(usage["cpuSecondsThisMonth"] as? Double)
+        #expect(abs(shown - cpu) < 0.011 && (shown * 100).rounded() / 100 == shown, "\(usage)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: s.data.path("jobs/\(id)")).allSatisfy { $0 != "results" })
+        // Nothing is left of the budget: the next submission is refused up front.
+        let next = try await submit(s, token: token, uploads: [u1, u2])
+        #expect(next.status == 403 && next.json?["limit"] as? String == "cpuSecondsPerMonth", "\(next.text)")
+    }
+
     @Test func quotasAreEnforced() async throws {
         // No worker: jobs stay accepted, so the concurrency limit is deterministic.
         let s = try ServerProcess(workers: 0)
