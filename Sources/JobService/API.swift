@@ -26,7 +26,9 @@ struct APIProblem: Error, CustomStringConvertible {
         struct Body: Encodable { var type: String; var title: String; var status: Int; var detail: String; var errors: [FieldError]?; var limit: String? }
         let b = Body(type: "about:blank", title: title, status: Int(status.code), detail: detail, errors: errors, limit: limit)
         // RFC 9110: a 401 names the scheme the client must use.
-        let extra: HTTPFields = status == .unauthorized ? [.wwwAuthenticate: "Bearer realm=\"dsmopt\""] : [:]
+        var extra: HTTPFields = status == .unauthorized ? [.wwwAuthenticate: "Bearer realm=\"dsmopt\""] : [:]
+        // A concurrent-jobs limit clears when a job ends: suggest when to try again.
+        if status == .tooManyRequests { extra[.retryAfter] = "30" }
         return jsonResponse(b, status: status, contentType: "application/problem+json", headers: extra)
     }
 }
@@ -298,12 +300,24 @@ public struct ServiceAPI: Sendable {
         router.put("/admin/users/:id/quota") { request, context in
             let user = try await authenticate(request)
             try require(user, [.admin])
-            guard let q = try? JSONDecoder().decode(Quota.self, from: try await body(request)),
-                  q.maxConcurrentJobs >= 0, q.cpuSecondsPerMonth >= 0, q.storageBytes >= 0, q.maxInputBytes >= 0 else {
+            // Partial updates: the fields given replace the user's current ones (as `admin set-quota`).
+            struct Patch: Decodable { var maxConcurrentJobs: Int?; var cpuSecondsPerMonth: Double?; var storageBytes: Int64?; var maxInputBytes: Int64? }
+            let id = context.parameters.get("id") ?? ""
+            guard let target = try await store.user(id: id) else { throw APIProblem.notFound("no such user") }
+            let data = try await body(request)
+            let keys = Set(((try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]).keys)
+            let known: Set<String> = ["maxConcurrentJobs", "cpuSecondsPerMonth", "storageBytes", "maxInputBytes"]
+            guard let p = try? JSONDecoder().decode(Patch.self, from: data), !keys.isEmpty, keys.isSubset(of: known),
+                  (p.maxConcurrentJobs ?? 0) >= 0, (p.cpuSecondsPerMonth ?? 0) >= 0, (p.storageBytes ?? 0) >= 0, (p.maxInputBytes ?? 0) >= 0 else {
                 throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content",
-                                 detail: "expected a quota {maxConcurrentJobs, cpuSecondsPerMonth, storageBytes, maxInputBytes} with non-negative values")
+                                 detail: "expected some of {maxConcurrentJobs, cpuSecondsPerMonth, storageBytes, maxInputBytes} with non-negative values")
             }
-            guard let u = try await store.setQuota(userId: context.parameters.get("id") ?? "", quota: q) else { throw APIProblem.notFound("no such user") }
+            var q = target.quota
+            if let v = p.maxConcurrentJobs { q.maxConcurrentJobs = v }
+            if let v = p.cpuSecondsPerMonth { q.cpuSecondsPerMonth = v }
+            if let v = p.storageBytes { q.storageBytes = v }
+            if let v = p.maxInputBytes { q.maxInputBytes = v }
+            guard let u = try await store.setQuota(userId: id, quota: q) else { throw APIProblem.notFound("no such user") }
             return jsonResponse(u)
         }
         return router

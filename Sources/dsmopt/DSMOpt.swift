@@ -516,7 +516,13 @@ struct Admin: AsyncParsableCommand {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             enc.dateEncodingStrategy = .iso8601
-            print(String(decoding: try enc.encode(try await store.users()), as: UTF8.self))
+            struct Listed: Encodable { var id: String; var name: String; var role: String; var quota: Quota; var createdAt: Date; var usage: Usage }
+            var rows: [Listed] = []
+            for u in try await store.users() {
+                rows.append(Listed(id: u.id, name: u.name, role: u.role.rawValue, quota: u.quota, createdAt: u.createdAt,
+                                   usage: try await store.usage(userId: u.id, now: Date())))
+            }
+            print(String(decoding: try enc.encode(rows), as: UTF8.self))
         }
     }
 }

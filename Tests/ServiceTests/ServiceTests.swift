@@ -205,7 +205,7 @@ import Testing
         #expect(answer1.status == 201)
         let second = try await submit(s, token: token, uploads: [u1, u2])
         #expect(second.status == 429 && second.json?["limit"] as? String == "maxConcurrentJobs", "\(second.text)")
-        #expect(second.headers["content-type"]?.hasPrefix("application/problem+json") == true)
+        #expect(second.headers["content-type"]?.hasPrefix("application/problem+json") == true && second.headers["retry-after"] == "30")
         // Compute budget.
         let dave = try s.user("dave", quota: ["--cpu-seconds-per-month", "0"])
         let d1 = try await upload(s, token: dave, path: img1, name: "a.tif"), d2 = try await upload(s, token: dave, path: img2, name: "b.tif")
@@ -231,6 +231,16 @@ import Testing
         #expect((me?["quota"] as? [String: Any])?["maxConcurrentJobs"] as? Int == 3)
         let answer2 = try await submit(s, token: token, uploads: [u1, u2])
         #expect(answer2.status == 201)
+        // Partial updates keep the other fields; unknown or negative fields are refused.
+        let partial = try await http("PUT", "\(s.base)/admin/users/\(carolId)/quota", token: admin, body: json(["cpuSecondsPerMonth": 250]))
+        let pq = partial.json?["quota"] as? [String: Any]
+        #expect(partial.status == 200 && pq?["cpuSecondsPerMonth"] as? Double == 250 && pq?["maxConcurrentJobs"] as? Int == 3, "\(partial.text)")
+        #expect(try await http("PUT", "\(s.base)/admin/users/\(carolId)/quota", token: admin, body: json(["cpuSecondz": 1])).status == 422)
+        #expect(try await http("PUT", "\(s.base)/admin/users/\(carolId)/quota", token: admin, body: json(["storageBytes": -1])).status == 422)
+        // `admin list-users` shows usage too.
+        let listed = try #require(try JSONSerialization.jsonObject(with: Data(try s.admin(["list-users"]).utf8)) as? [[String: Any]])
+        let carol = try #require(listed.first { $0["name"] as? String == "carol" })
+        #expect((carol["usage"] as? [String: Any])?["activeJobs"] as? Int == 2, "\(carol)")
         // Only admins manage users.
         let answer3 = try await http("GET", "\(s.base)/admin/users", token: token)
         #expect(answer3.status == 403)
