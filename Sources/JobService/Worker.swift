@@ -26,7 +26,8 @@ final class ChildRun: @unchecked Sendable {
             while true {
                 let d = handle.availableData
                 if d.isEmpty { break }
-                logHandle?.write(d)
+                // The throwing write: a full disk loses log lines, never the daemon.
+                try? logHandle?.write(contentsOf: d)
                 buffer.append(d)
                 while let nl = buffer.firstIndex(of: 0x0A) {
                     cont.yield(String(decoding: buffer[buffer.startIndex..<nl], as: UTF8.self))
