@@ -402,10 +402,6 @@ public struct DSMPipelineRunner: Sendable {
                                 stripRows: plan.workload.stripRows, memoryBudgetBytes: plan.memoryBudget.bytes,
                                 estimatedBytesPerTile: plan.workload.bytesPerTile)
         progress(.init(stage: "products", fraction: 0.92, message: "assembling the products from \(t.rows * t.columns) tiles"))
-        // The tiles are done: GDAL's block cache may take a larger share of the budget, so that scanline
-        // passes over whole-scene rasters (gdaldem, COG overviews) keep their block rows decoded.
-        GDAL.setCacheMax(bytes: max(MemoryBudget.gdalCacheBytes, min(512 << 20, (plan.memoryBudget.bytes - MemoryBudget.baseBytes) / 2)))
-        defer { GDAL.setCacheMax(bytes: MemoryBudget.gdalCacheBytes) }
         let assembly = ProductAssembly(plan: plan, images: images, work: work, staging: work.stagingPath, wkt: writerWKT) { m, f in
             progress(.init(stage: "products", fraction: f, message: m))
         }
