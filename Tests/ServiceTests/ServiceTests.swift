@@ -35,30 +35,39 @@ import Testing
         #expect((r1.json?["size"] as? Int) == (try FileManager.default.attributesOfItem(atPath: img1)[.size] as? Int))
         let u1 = try #require(r1.json?["id"] as? String)
         let u2 = try await upload(s, token: token, path: img2, name: "img_02.tif")
-        // The whole pair at 0.5 m (4 tiles): long enough for the poller to see progress even when the other
-        // suites load both cores (a 300×300 region at 1 m could finish before the submission's answer arrived).
-        let created = try await submit(s, token: token, uploads: [u1, u2], roi: [0, 0, 1024, 1024], extra: ["point-cloud": true, "resolution": 0.5])
-        #expect(created.status == 201, "\(created.text)")
-        let id = try #require(created.json?["jobID"] as? String)
-        #expect(created.headers["location"] == "/jobs/\(id)")
-        // Progress is visible while it runs, then the job succeeds. Polled from a process of its own: in
-        // this test process the suites run in parallel on a 2-thread cooperative pool that the pipeline
-        // tests keep busy, so an async poller here may only wake once the job is over.
-        let poll = try run("/usr/bin/python3", ["-c", """
+        // The whole pair at 0.5 m (4 tiles), so that there is progress to see.
+        // Progress is visible while it runs, then the job succeeds. Polled by a process of its own, started
+        // before the submission: in this test process the suites run in parallel on a 2-thread cooperative
+        // pool that the pipeline tests keep busy, so this test may only resume once the job is over.
+        let pollerOutput = Pipe()
+        let poller = Process()
+        poller.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        poller.arguments = ["-c", """
             import json, sys, time, urllib.request
             url, token = sys.argv[1], sys.argv[2]
             seen, final, t0 = [], None, time.time()
             while time.time() - t0 < 180:
-                j = json.load(urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": "Bearer " + token}), timeout=30))
-                if isinstance(j.get("progress"), int) and j["progress"] not in seen: seen.append(j["progress"])
-                if j.get("status") in ("successful", "failed"): final = j; break
+                page = json.load(urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": "Bearer " + token}), timeout=30))
+                if page["jobs"]:
+                    j = page["jobs"][0]
+                    if isinstance(j.get("progress"), int) and j["progress"] not in seen: seen.append(j["progress"])
+                    if j.get("status") in ("successful", "failed"): final = j; break
                 time.sleep(0.05)
             print(json.dumps({"seen": seen, "final": final}))
-            """, "\(s.base)/jobs/\(id)", token], timeout: 200)
+            """, "\(s.base)/jobs", token]
+        poller.standardOutput = pollerOutput
+        try poller.run()
+        let created = try await submit(s, token: token, uploads: [u1, u2], roi: [0, 0, 1024, 1024], extra: ["point-cloud": true, "resolution": 0.5])
+        #expect(created.status == 201, "\(created.text)")
+        let id = try #require(created.json?["jobID"] as? String)
+        #expect(created.headers["location"] == "/jobs/\(id)")
+        let pollerData = pollerOutput.fileHandleForReading.readDataToEndOfFile()
+        poller.waitUntilExit()
+        let poll = (stdout: String(decoding: pollerData, as: UTF8.self), stderr: "poller exit \(poller.terminationStatus)")
         let polled = try #require(try JSONSerialization.jsonObject(with: Data(poll.stdout.utf8)) as? [String: Any], "\(poll.stderr)")
         let seen = Set((polled["seen"] as? [Int]) ?? [])
         let final = (polled["final"] as? [String: Any]) ?? [:]
-        #expect(final["status"] as? String == "successful", "\(final)")
+        #expect(final["status"] as? String == "successful" && final["jobID"] as? String == id, "\(final)")
         #expect(final["progress"] as? Int == 100 && seen.count >= 2, "progress values seen while polling: \(seen.sorted())")
         #expect((final["cpuSeconds"] as? Double ?? 0) > 0)
         let purge = ISO8601DateFormatter().date(from: final["purgeDate"] as? String ?? "")
