@@ -396,8 +396,12 @@ struct Run: ParsableCommand {
         var usage = rusage()
         getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
         let cpu = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) * 1e-6
-        // ru_maxrss is in KiB on Linux.
-        let peak = Double(usage.ru_maxrss) / 1024
+        // The peak of this process's own address space: VmHWM (KiB). Not ru_maxrss: a child spawned with
+        // vfork inherits in it the high-water RSS of its parent's address space up to exec.
+        let hwm = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8))?
+            .split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
+            .flatMap { Double($0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") }
+        let peak = (hwm ?? Double(usage.ru_maxrss)) / 1024
         FileHandle.standardError.write(Data(String(format: "run: %d products in %@ (%.1f s, cpu %.2f s, peak RSS %.0f MiB)\n",
                                                    manifest.products.count, out, seconds, cpu, peak).utf8))
     }

@@ -138,7 +138,7 @@ import Testing
         let r = try run(exe, ["run", tmp.path("scene/view_1.tif"), tmp.path("scene/view_2.tif"), "--resolution", "0.5",
                               "--no-orthos", "--max-memory", "\(budget)M", "--out", tmp.path("out")], timeout: 900)
         #expect(r.status == 0, "\(r.stderr)")
-        // The child reports its own peak (getrusage ru_maxrss) on its last line.
+        // The child reports its own peak (VmHWM of its address space) on its last line.
         let line = try #require(r.stderr.split(separator: "\n").last { $0.hasPrefix("run:") })
         let peak = try #require(line.range(of: #"peak RSS ([0-9]+) MiB"#, options: .regularExpression).flatMap {
             Int(line[$0].split(separator: " ")[2])

@@ -124,7 +124,13 @@ struct ProductAssembly: Sendable {
 
     /// Runs independent jobs (each opens its own GDAL datasets) on the machine's cores; the first error
     /// is rethrown.
+    /// Under a small memory budget (< 1 GiB) they run one after the other: a COG conversion or gdaldem
+    /// pass holds GDAL buffers of its own besides the shared block cache.
     func parallel(_ jobs: [@Sendable () throws -> Void]) throws {
+        guard plan.memoryBudget.bytes >= 1 << 30 else {
+            for job in jobs { try job() }
+            return
+        }
         let errors = ErrorBox()
         DispatchQueue.concurrentPerform(iterations: jobs.count) { k in
             do { try jobs[k]() } catch { errors.set(error) }
