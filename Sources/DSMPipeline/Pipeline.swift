@@ -195,7 +195,7 @@ public struct DSMPipelineRunner: Sendable {
             }
             roi = r
         } else if let aoi = options.aoi {
-            roi = try window(of: aoi, in: first, heights: [scene.low, scene.median, scene.high])
+            roi = try Self.window(of: aoi, in: first, heights: [scene.low, scene.median, scene.high])
         }
         let gsd = report.images[0].gsd
         let factor = options.resolutionFactor ?? preset.resolutionFactor
@@ -259,12 +259,11 @@ public struct DSMPipelineRunner: Sendable {
     /// can be checked before the scene heights are known); nil when the AOI misses the image.
     public static func roughWindow(of aoi: AreaOfInterest, in image: SensorImage) -> PixelWindow? {
         let h = image.model.heightNorm
-        return try? DSMPipelineRunner(options: PipelineOptions(images: [], output: ""))
-            .window(of: aoi, in: image, heights: [h.offset - h.scale, h.offset, h.offset + h.scale])
+        return try? window(of: aoi, in: image, heights: [h.offset - h.scale, h.offset, h.offset + h.scale])
     }
 
     /// The first image's pixel window that covers an AOI (projected at several heights), clipped to the image.
-    func window(of aoi: AreaOfInterest, in image: SensorImage, heights: [Double]) throws -> PixelWindow {
+    static func window(of aoi: AreaOfInterest, in image: SensorImage, heights: [Double]) throws -> PixelWindow {
         var cs: [Double] = [], rs: [Double] = []
         for p in aoi.ring {
             for h in heights {
@@ -360,12 +359,11 @@ public struct DSMPipelineRunner: Sendable {
         } else {
             let prepared = try prepare()
             try? FileManager.default.removeItem(atPath: work.root)
-            try work.create()
             plan = try self.plan(prepared)
             images = prepared.images
-            try work.writeJSON(plan, to: work.planPath)
         }
         try work.create()
+        if !resume { try work.writeJSON(plan, to: work.planPath) }
         let t = plan.tiles
         progress(.init(stage: "plan", fraction: 0.05,
                        message: "\(t.rows * t.columns) tiles of \(t.tileSize) cells (\(t.grid.width)×\(t.grid.height) cells at \(plan.parameters.resolution) m), \(plan.workload.concurrency) at a time, budget \(plan.memoryBudget.bytes >> 20) MiB"))
@@ -407,9 +405,9 @@ public struct DSMPipelineRunner: Sendable {
         }
         do {
             try assembly.run(manifest: &manifest)
-            try writeJSON(plan.parameters, to: (work.stagingPath as NSString).appendingPathComponent("parameters.json"))
+            try work.writeJSON(plan.parameters, to: (work.stagingPath as NSString).appendingPathComponent("parameters.json"))
             manifest.products.append(.init(code: "-", file: "parameters.json", description: "fully resolved parameters of the run", units: "-"))
-            try writeJSON(manifest, to: (work.stagingPath as NSString).appendingPathComponent("manifest.json"))
+            try work.writeJSON(manifest, to: (work.stagingPath as NSString).appendingPathComponent("manifest.json"))
             // Move the finished products into place, replacing older ones of the same name.
             for file in try FileManager.default.contentsOfDirectory(atPath: work.stagingPath) where !file.hasPrefix(".") {
                 let dst = (options.output as NSString).appendingPathComponent(file)
@@ -425,12 +423,6 @@ public struct DSMPipelineRunner: Sendable {
         try? FileManager.default.removeItem(atPath: work.root)
         progress(.init(stage: "done", fraction: 1, message: "products in \(options.output)"))
         return manifest
-    }
-
-    func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try enc.encode(value).write(to: URL(fileURLWithPath: path))
     }
 
     /// Runs one stage over the tiles it has not finished yet, in parallel within the memory budget.

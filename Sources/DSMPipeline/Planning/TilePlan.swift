@@ -17,6 +17,17 @@ public struct CellWindow: Sendable, Codable, Equatable, Hashable {
         return CellWindow(x: x0, y: y0, width: x1 - x0, height: y1 - y0)
     }
 
+    /// The values of `inner` cut out of values laid out on this window (`inner` must lie inside it).
+    public func crop<T>(_ values: [T], to inner: CellWindow) -> [T] {
+        var out: [T] = []
+        out.reserveCapacity(inner.count)
+        for y in inner.y..<(inner.y + inner.height) {
+            let start = (y - self.y) * width + (inner.x - x)
+            out.append(contentsOf: values[start..<(start + inner.width)])
+        }
+        return out
+    }
+
     public func intersection(_ o: CellWindow) -> CellWindow? {
         let x0 = max(x, o.x), y0 = max(y, o.y), x1 = min(x + width, o.x + o.width), y1 = min(y + height, o.y + o.height)
         guard x1 > x0, y1 > y0 else { return nil }

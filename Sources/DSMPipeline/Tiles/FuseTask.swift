@@ -74,14 +74,7 @@ struct FuseTask: Sendable {
         // maxHoleCells anyway, so filling does not depend on the tiling.
         let (holesFilled, filled) = DSMFilter.fillSmallHoles(cleaned, maximumArea: plan.maxHoleCells)
         let dsm = DSMFilter.denoise(holesFilled)
-        func core(_ v: [Float]) -> [Float] {
-            var out = [Float](repeating: .nan, count: tile.cells.count)
-            for y in 0..<tile.cells.height {
-                let s = (y + tile.cells.y - ext.y) * ext.width + (tile.cells.x - ext.x)
-                for x in 0..<tile.cells.width { out[y * tile.cells.width + x] = v[s + x] }
-            }
-            return out
-        }
+        func core(_ v: [Float]) -> [Float] { ext.crop(v, to: tile.cells) }
         try work.write(.fuse, tile, bands: [core(fused.height.values), core(fused.score.values), core(dsm.values),
                                              core(filled.map { $0 ? 1 : 0 }), core(fused.contributors.map(Float.init))])
     }

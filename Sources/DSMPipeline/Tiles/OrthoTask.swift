@@ -24,12 +24,7 @@ struct OrthoTask: Sendable {
         var bands: [[Float]] = []
         for img in images {
             let o = try TrueOrtho.render(image: img, dsm: dsm, longitudes: lon, latitudes: lat, resolution: grid.resolution)
-            var core = [Float](repeating: 0, count: tile.cells.count)
-            for y in 0..<tile.cells.height {
-                let s = (y + tile.cells.y - ext.y) * ext.width + (tile.cells.x - ext.x)
-                for x in 0..<tile.cells.width { core[y * tile.cells.width + x] = o[s + x] }
-            }
-            bands.append(core)
+            bands.append(ext.crop(o, to: tile.cells))
         }
         let order = plan.incidences.indices.sorted { plan.incidences[$0] < plan.incidences[$1] }
         var mosaic = [Float](repeating: 0, count: tile.cells.count), source = mosaic
