@@ -4,7 +4,7 @@ import GDALKit
 import SensorIngest
 
 /// An area of interest given on the ground.
-public enum AreaOfInterest: Sendable, Equatable {
+public enum AreaOfInterest: Sendable, Equatable, Codable {
     /// min lon, min lat, max lon, max lat.
     case boundingBox(Double, Double, Double, Double)
     /// A polygon ring of (lon, lat).
@@ -17,7 +17,8 @@ public enum AreaOfInterest: Sendable, Equatable {
         }
     }
 
-    /// Parses "minLon,minLat,maxLon,maxLat" or a GeoJSON Polygon / Feature / FeatureCollection (first polygon).
+    /// Parses "minLon,minLat,maxLon,maxLat" or GeoJSON text: a Polygon / Feature / FeatureCollection (first
+    /// polygon). Text only: a file is read by the caller (`--aoi-file`), never guessed from the text.
     public static func parse(_ text: String) throws -> AreaOfInterest {
         let parts = text.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
         if parts.count == 4, parts.allSatisfy({ $0 != nil }) {
@@ -25,10 +26,8 @@ public enum AreaOfInterest: Sendable, Equatable {
             guard v[0] < v[2], v[1] < v[3] else { throw PipelineError.invalidAOI("bounding box must be minLon,minLat,maxLon,maxLat with min < max") }
             return .boundingBox(v[0], v[1], v[2], v[3])
         }
-        var data = Data(text.utf8)
-        if FileManager.default.fileExists(atPath: text), let d = FileManager.default.contents(atPath: text) { data = d }
-        guard let json = try? JSONSerialization.jsonObject(with: data) else {
-            throw PipelineError.invalidAOI("neither a lon/lat bounding box nor GeoJSON (text or file)")
+        guard let json = try? JSONSerialization.jsonObject(with: Data(text.utf8)) else {
+            throw PipelineError.invalidAOI("neither a lon/lat bounding box nor GeoJSON text")
         }
         func polygon(_ o: Any) -> [[Double]]? {
             guard let d = o as? [String: Any] else { return nil }
@@ -38,10 +37,39 @@ public enum AreaOfInterest: Sendable, Equatable {
             if d["type"] as? String == "MultiPolygon", let c = d["coordinates"] as? [[[[Double]]]], let ring = c.first?.first { return ring }
             return nil
         }
-        guard let ring = polygon(json), ring.count >= 3, ring.allSatisfy({ $0.count >= 2 }) else {
+        guard let ring = polygon(json), ring.count >= 3, ring.allSatisfy({ $0.count >= 2 && $0.allSatisfy(\.isFinite) }) else {
             throw PipelineError.invalidAOI("GeoJSON holds no Polygon with at least 3 positions")
         }
         return .polygon(ring)
+    }
+
+    /// In a job file: `{"bbox": [minLon, minLat, maxLon, maxLat]}` or a GeoJSON Polygon geometry.
+    enum CodingKeys: String, CodingKey { case bbox, type, coordinates }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        if let b = try c.decodeIfPresent([Double].self, forKey: .bbox) {
+            guard b.count == 4, b.allSatisfy(\.isFinite), b[0] < b[2], b[1] < b[3] else {
+                throw DecodingError.dataCorruptedError(forKey: .bbox, in: c, debugDescription: "bbox must be [minLon, minLat, maxLon, maxLat] with min < max")
+            }
+            self = .boundingBox(b[0], b[1], b[2], b[3])
+            return
+        }
+        guard try c.decode(String.self, forKey: .type) == "Polygon", let ring = try c.decode([[[Double]]].self, forKey: .coordinates).first,
+              ring.count >= 3, ring.allSatisfy({ $0.count >= 2 && $0.allSatisfy(\.isFinite) }) else {
+            throw DecodingError.dataCorruptedError(forKey: .coordinates, in: c, debugDescription: "expected a GeoJSON Polygon with at least 3 positions")
+        }
+        self = .polygon(ring)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        switch self {
+        case .boundingBox(let a, let b, let cc, let d): try c.encode([a, b, cc, d], forKey: .bbox)
+        case .polygon(let ring):
+            try c.encode("Polygon", forKey: .type)
+            try c.encode([ring], forKey: .coordinates)
+        }
     }
 }
 
@@ -71,22 +99,29 @@ public enum PipelineError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// Expert parameters given on top of a preset (nil: keep the preset's).
+/// Expert parameters given on top of a preset, by the table's keys (absent: keep the preset's).
 public struct ParameterOverrides: Sendable, Equatable {
-    public var window: Int?
-    public var regularisation: Double?
-    public var zUncertainty: Double?
-    public var precision: Double?
-    public var decorrelationThreshold: Double?
+    public private(set) var values: [String: Double] = [:]
     public init() {}
+
+    public subscript(key: String) -> Double? {
+        get { values[key] }
+        set { values[key] = newValue }
+    }
+
+    /// Unknown keys and values out of range, checked on the values as given (before any conversion).
+    public func problems() -> [ParameterProblem] {
+        values.sorted { $0.key < $1.key }.compactMap { key, v in
+            guard let spec = MatchingParameters.spec(key) else {
+                return ParameterProblem(field: key, value: ParameterSpec.number(v), expected: "an expert parameter (\(MatchingParameters.specs.map(\.key).joined(separator: ", ")))")
+            }
+            return spec.problem(v)
+        }
+    }
 
     public func applied(to p: MatchingParameters) -> MatchingParameters {
         var q = p
-        if let window { q.window = window }
-        if let regularisation { q.regularisation = regularisation }
-        if let zUncertainty { q.zUncertainty = zUncertainty }
-        if let precision { q.precision = precision }
-        if let decorrelationThreshold { q.decorrelationThreshold = decorrelationThreshold }
+        for (k, v) in values { q[key: k] = v }
         return q
     }
 }
@@ -159,12 +194,10 @@ public struct DSMPipelineRunner: Sendable {
         let library = try PresetLibrary(folder: options.presetFolder ?? PresetLibrary.defaultFolder())
         let preset = try library.preset(options.preset)
         let matching = options.overrides.applied(to: preset.parameters)
-        var problems = matching.validate()
-        if let r = options.resolution, !(r > 0 && r <= 1000) {
-            problems.append(ParameterProblem(field: "resolution", value: "\(r)", expected: "metres in (0, 1000]"))
-        }
-        if let f = options.resolutionFactor, !(f >= 0.5 && f <= 20) {
-            problems.append(ParameterProblem(field: "resolution-factor", value: "\(f)", expected: "from 0.5 to 20"))
+        var problems = options.overrides.problems()
+        if problems.isEmpty { problems = matching.validate() }
+        for (key, value) in [("resolution", options.resolution), ("resolution-factor", options.resolutionFactor), ("epsg", options.epsg.map(Double.init))] {
+            if let v = value, let p = JobParameterTable.spec(key)?.problem(v) { problems.append(p) }
         }
         if let t = options.tileSize, !(64...4096).contains(t) {
             problems.append(ParameterProblem(field: "tile-size", value: "\(t)", expected: "64–4096 cells"))
@@ -335,7 +368,11 @@ public struct DSMPipelineRunner: Sendable {
         let maxHole = max(4, Int((25 / (p.resolution * p.resolution)).rounded()))
         return RunPlan(images: images.map { URL(fileURLWithPath: $0.path).standardizedFileURL.path }, parameters: p, tiles: tiles,
                        heights: [prepared.heights.lowerBound, prepared.heights.upperBound], baseToHeight: bhs,
-                       incidences: prepared.inspection.images.map(\.incidenceDeg), pairRegions: regions, pointing: pointing,
+                       incidences: prepared.inspection.images.map(\.incidenceDeg),
+                       roles: ViewRoles.roles(incidences: prepared.inspection.images.map(\.incidenceDeg),
+                                              azimuths: prepared.inspection.images.map(\.azimuthDeg),
+                                              times: prepared.inspection.images.map(\.acquisitionTime)),
+                       pairRegions: regions, pointing: pointing,
                        workload: workload, memoryBudget: options.memoryBudget, gsd: prepared.inspection.images[0].gsd, filterMargin: min(maxHole, 64) + 8,
                        maxHoleCells: maxHole, orthoImages: options.orthoImages, orthoMosaic: options.orthoMosaic,
                        pointCloud: options.pointCloud)

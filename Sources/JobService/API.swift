@@ -1,4 +1,5 @@
 import Crypto
+import DSMCore
 import DSMPipeline
 import Foundation
 #if canImport(FoundationNetworking)
@@ -56,24 +57,21 @@ struct ProblemAndMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let e as HTTPError {
             response = APIProblem(status: e.status, title: e.status.reasonPhrase, detail: e.body ?? e.status.reasonPhrase).response
         } catch {
-            response = APIProblem(status: .internalServerError, title: "Internal Server Error", detail: "\(error)").response
+            // The detail (which may name server paths) goes to the log with a request id; the client gets the id.
+            let id = UUID().uuidString.lowercased().prefix(12)
+            FileHandle.standardError.write(Data("dsmopt: request \(id) \(request.method.rawValue) \(request.uri.path) failed: \(error)\n".utf8))
+            response = APIProblem(status: .internalServerError, title: "Internal Server Error",
+                                  detail: "internal error (request id \(id)); the operator's log has the details").response
         }
-        metrics.observeRequest(method: request.method.rawValue, route: Self.route(request.uri.path), status: Int(response.status.code),
+        // Labels stay bounded: the matched route pattern (one label for every unmatched path), known methods.
+        let method = Self.knownMethods.contains(request.method) ? request.method.rawValue : "OTHER"
+        let route = context.endpointPath.flatMap { $0 == "NotFound" ? nil : $0 } ?? "unmatched"
+        metrics.observeRequest(method: method, route: route, status: Int(response.status.code),
                                seconds: Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)
         return response
     }
 
-    /// The route pattern of a path (ids and names replaced), to keep metric labels bounded.
-    static func route(_ path: String) -> String {
-        let parts = path.split(separator: "/").map(String.init)
-        var out: [String] = []
-        for (i, p) in parts.enumerated() {
-            if i > 0, ["jobs", "presets", "users"].contains(parts[i - 1]) { out.append(":id") }
-            else if i > 0, parts[i - 1] == "results" { out.append(":file") }
-            else { out.append(p) }
-        }
-        return "/" + out.joined(separator: "/")
-    }
+    static var knownMethods: Set<HTTPRequest.Method> { [.get, .head, .post, .put, .delete, .options, .patch] }
 }
 
 /// The REST API: OGC API – Processes style jobs, uploads, presets, users and quotas.
@@ -81,6 +79,7 @@ public struct ServiceAPI: Sendable {
     let store: JobStore
     let config: ServiceConfiguration
     let metrics: ServiceMetrics
+    let inFlight = UploadsInFlight()
 
     public init(store: JobStore, config: ServiceConfiguration, metrics: ServiceMetrics) {
         self.store = store
@@ -143,6 +142,8 @@ public struct ServiceAPI: Sendable {
         var resultsPurged: Bool
         var error: String?
         var cpuSeconds: Double
+        /// Attempts started (a job whose worker stopped is run again, up to the service's limit).
+        var attempts: Int
         var links: [[String: String]]
     }
 
@@ -152,7 +153,8 @@ public struct ServiceAPI: Sendable {
         if j.status == .successful { links.append(["href": "/jobs/\(j.id)/results", "rel": "http://www.opengis.net/def/rel/ogc/1.0/results", "type": "application/json"]) }
         return JobView(jobID: j.id, name: j.name, owner: j.userId, status: j.status.rawValue, progress: j.progress, stage: j.stage,
                        message: j.message, created: j.createdAt, started: j.startedAt, finished: j.finishedAt, purgeDate: j.purgeAt,
-                       resultsPurged: j.purged, error: j.error, cpuSeconds: (j.cpuSeconds * 100).rounded() / 100, links: links)
+                       resultsPurged: j.purged, error: j.error, cpuSeconds: (j.cpuSeconds * 100).rounded() / 100,
+                       attempts: j.attempts, links: links)
     }
 
     // MARK: routes
@@ -162,7 +164,8 @@ public struct ServiceAPI: Sendable {
         router.add(middleware: ProblemAndMetricsMiddleware(metrics: metrics))
 
         router.get("/health") { _, _ in jsonResponse(["status": "ok"]) }
-        router.get("/metrics") { _, _ in
+        router.get("/metrics") { request, _ in
+            if !config.metricsPublic { try require(try await authenticate(request), [.operator, .admin]) }
             let text = metrics.render(jobCounts: try await store.jobCounts())
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: text)))
         }
@@ -197,7 +200,8 @@ public struct ServiceAPI: Sendable {
         router.get("/jobs") { request, _ in
             let user = try await authenticate(request)
             let limit = min(200, max(1, Int(request.uri.queryParameters["limit"] ?? "") ?? 20))
-            let offset = max(0, Int(request.uri.queryParameters["offset"] ?? "") ?? 0)
+            // Clamped: an offset near Int.max must not overflow `offset + limit` below.
+            let offset = min(1 << 40, max(0, Int(request.uri.queryParameters["offset"] ?? "") ?? 0))
             let scope = [.operator, .admin].contains(user.role) && request.uri.queryParameters["all"] == "true" ? nil : user.id
             let jobs = try await store.jobs(userId: scope, limit: limit, offset: offset)
             let total = try await store.countJobs(userId: scope)
@@ -214,6 +218,10 @@ public struct ServiceAPI: Sendable {
         router.delete("/jobs/:id") { request, context in
             let user = try await authenticate(request)
             let job = try await visibleJob(context.parameters.get("id"), for: user)
+            // Policy: operators see every job; only its owner or an admin cancels or deletes it.
+            guard job.userId == user.id || user.role == .admin else {
+                throw APIProblem.forbidden("only the owner of job \(job.id) or an admin may cancel or delete it")
+            }
             if job.status == .accepted || job.status == .running {
                 let j = try await store.cancel(jobId: job.id, now: Date()) ?? job
                 return jsonResponse(Self.view(j), status: .accepted)
@@ -227,13 +235,20 @@ public struct ServiceAPI: Sendable {
         router.get("/jobs/:id/logs") { request, context in
             let user = try await authenticate(request)
             let job = try await visibleJob(context.parameters.get("id"), for: user)
-            let text = (try? String(contentsOfFile: config.logPath(job.id), encoding: .utf8)) ?? ""
+            // Every attempt's log, in order, each under a header line.
+            var text = ""
+            if job.attempts > 0 {
+                for a in 1...job.attempts {
+                    guard let t = try? String(contentsOfFile: config.logPath(job.id, a), encoding: .utf8) else { continue }
+                    text += "==> attempt \(a)\(a == job.resultAttempt ? " (results)" : "") <==\n" + t
+                }
+            }
             return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: text)))
         }
         router.get("/jobs/:id/results") { request, context in
             let user = try await authenticate(request)
             let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user))
-            let manifestPath = (config.resultsDirectory(job.id) as NSString).appendingPathComponent("manifest.json")
+            let manifestPath = ((config.resultsDirectory(job) ?? "/nonexistent") as NSString).appendingPathComponent("manifest.json")
             guard let data = FileManager.default.contents(atPath: manifestPath),
                   var manifest = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
                 throw APIProblem.notFound("the results of job \(job.id) have no manifest")
@@ -297,6 +312,24 @@ public struct ServiceAPI: Sendable {
                 return jsonResponse(Created(user: u, token: token), status: .created, headers: [.location: "/admin/users/\(u.id)"])
             } catch let e as StoreError { throw APIProblem(status: .conflict, title: "Conflict", detail: e.description) }
         }
+        // Token rotation (the new token is shown once) and revocation; both act at once on every request.
+        router.post("/admin/users/:id/token") { request, context in
+            try require(try await authenticate(request), [.admin])
+            guard let id = context.parameters.get("id"), let token = try await store.rotateToken(userId: id) else { throw APIProblem.notFound("no such user") }
+            struct Rotated: Encodable { var id: String; var token: String }
+            return jsonResponse(Rotated(id: id, token: token), status: .created)
+        }
+        router.delete("/admin/users/:id/token") { request, context in
+            try require(try await authenticate(request), [.admin])
+            guard let id = context.parameters.get("id"), try await store.revokeToken(userId: id) else { throw APIProblem.notFound("no such user") }
+            return Response(status: .noContent)
+        }
+        router.post("/me/token") { request, _ in
+            let user = try await authenticate(request)
+            guard let token = try await store.rotateToken(userId: user.id) else { throw APIProblem.notFound("no such user") }
+            struct Rotated: Encodable { var id: String; var token: String }
+            return jsonResponse(Rotated(id: user.id, token: token), status: .created)
+        }
         router.put("/admin/users/:id/quota") { request, context in
             let user = try await authenticate(request)
             try require(user, [.admin])
@@ -339,31 +372,58 @@ public struct ServiceAPI: Sendable {
         return ok && !base.isEmpty && !base.hasPrefix(".") && base.count <= 200 ? base : nil
     }
 
+    static func tooLarge(_ detail: String, limit: String) -> APIProblem {
+        APIProblem(status: .contentTooLarge, title: "Content Too Large", detail: detail, limit: limit)
+    }
+
+    /// 507 when the data folder's file system is nearly full.
+    func requireFreeSpace(for bytes: Int64) throws {
+        if let free = freeBytes(config.dataDirectory), free - bytes < config.minFreeBytes {
+            throw APIProblem(status: .init(code: 507, reasonPhrase: "Insufficient Storage"), title: "Insufficient Storage",
+                             detail: "the service's disk is nearly full; try again later (the operators have been told by /metrics and the log)")
+        }
+    }
+
     func upload(_ request: Request) async throws -> Response {
         let user = try await authenticate(request)
         guard let name = Self.sanitize(request.uri.queryParameters["name"].map(String.init) ?? "upload.tif") else {
             throw APIProblem.badRequest("the file name may only hold letters, digits, '.', '_' and '-'")
         }
         let limit = min(config.maxUploadBytes, user.quota.maxInputBytes)
-        if let cl = request.headers[.contentLength].flatMap({ Int64($0) }), cl > limit {
-            throw APIProblem(status: .contentTooLarge, title: "Content Too Large", detail: "upload of \(cl) bytes above the limit of \(limit) bytes",
-                             limit: limit == config.maxUploadBytes ? "maxUploadBytes" : "maxInputBytes")
+        let limitName = limit == config.maxUploadBytes ? "maxUploadBytes" : "maxInputBytes"
+        let declared = request.headers[.contentLength].flatMap { Int64($0) }
+        if let cl = declared, cl > limit { throw Self.tooLarge("upload of \(cl) bytes above the limit of \(limit) bytes", limit: limitName) }
+        try requireFreeSpace(for: declared ?? 0)
+        // The storage quota is reserved before the body streams: what this user has stored plus what their
+        // other uploads in flight have received so far; re-checked on every chunk.
+        let usage = try await store.usage(userId: user.id, now: Date())
+        guard let slot = inFlight.begin(user: user.id, max: config.maxConcurrentUploads) else {
+            throw APIProblem(status: .tooManyRequests, title: "Too Many Requests",
+                             detail: "at most \(config.maxConcurrentUploads) uploads of one user at a time", limit: "maxConcurrentUploads")
         }
+        defer { inFlight.end(slot) }
+        let room = user.quota.storageBytes - usage.storageBytes
+        func overQuota(_ size: Int64) -> APIProblem {
+            APIProblem(status: .forbidden, title: "Forbidden",
+                       detail: QuotaExceeded.storage(used: usage.storageBytes, requested: size, limit: user.quota.storageBytes).description, limit: "storageBytes")
+        }
+        if let cl = declared, cl + inFlight.others(slot) > room { throw overQuota(cl) }
         let id = SQLiteJobStore.newID()
         let dir = (config.uploadsDirectory as NSString).appendingPathComponent(id)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let final = (dir as NSString).appendingPathComponent(name), part = final + ".part"
-        FileManager.default.createFile(atPath: part, contents: nil)
-        guard let handle = FileHandle(forWritingAtPath: part) else { throw APIProblem(status: .internalServerError, title: "Internal Server Error", detail: "cannot store the upload") }
+        guard FileManager.default.createFile(atPath: part, contents: nil), let handle = FileHandle(forWritingAtPath: part) else {
+            try? FileManager.default.removeItem(atPath: dir)
+            throw APIProblem(status: .init(code: 507, reasonPhrase: "Insufficient Storage"), title: "Insufficient Storage", detail: "the upload cannot be stored")
+        }
         var hasher = SHA256()
         var size: Int64 = 0
         do {
             for try await chunk in request.body {
                 size += Int64(chunk.readableBytes)
-                if size > limit {
-                    throw APIProblem(status: .contentTooLarge, title: "Content Too Large", detail: "upload above the limit of \(limit) bytes",
-                                     limit: limit == config.maxUploadBytes ? "maxUploadBytes" : "maxInputBytes")
-                }
+                if size > limit { throw Self.tooLarge("upload above the limit of \(limit) bytes", limit: limitName) }
+                inFlight.received(slot, bytes: size)
+                if size + inFlight.others(slot) > room { throw overQuota(size) }
                 let bytes = Data(chunk.readableBytesView)
                 hasher.update(data: bytes)
                 try handle.write(contentsOf: bytes)
@@ -373,7 +433,10 @@ public struct ServiceAPI: Sendable {
             try? handle.close()
             try? FileManager.default.removeItem(atPath: dir)
             if let p = error as? APIProblem { throw p }
-            throw APIProblem.badRequest("the upload was interrupted: \(error)")
+            if let free = freeBytes(config.dataDirectory), free < config.minFreeBytes + (64 << 20) {
+                throw APIProblem(status: .init(code: 507, reasonPhrase: "Insufficient Storage"), title: "Insufficient Storage", detail: "the service's disk filled up during the upload; try again later")
+            }
+            throw APIProblem.badRequest("the upload was interrupted")
         }
         guard size > 0 else {
             try? FileManager.default.removeItem(atPath: dir)
@@ -389,27 +452,29 @@ public struct ServiceAPI: Sendable {
             try? FileManager.default.removeItem(atPath: dir)
             throw APIProblem(status: .unsupportedMediaType, title: "Unsupported Media Type", detail: "a zip archive must be uploaded with a name ending in .zip")
         }
-        let usage = try await store.usage(userId: user.id, now: Date())
-        if usage.storageBytes + size > user.quota.storageBytes {
-            try? FileManager.default.removeItem(atPath: dir)
-            throw APIProblem(status: .forbidden, title: "Forbidden",
-                             detail: QuotaExceeded.storage(used: usage.storageBytes, requested: size, limit: user.quota.storageBytes).description,
-                             limit: "storageBytes")
-        }
         try FileManager.default.moveItem(atPath: part, toPath: final)
-        let u = Upload(id: id, userId: user.id, fileName: name, size: size, sha256: hexString(hasher.finalize()), createdAt: Date())
-        try await storeUpload(u, limit: limit)
+        var u = Upload(id: id, userId: user.id, fileName: name, size: size, sha256: hexString(hasher.finalize()), createdAt: Date())
+        try await storeUpload(&u, room: room - inFlight.others(slot))
         return jsonResponse(u, status: .created, headers: [.location: "/uploads/\(id)"])
     }
 
-    /// Records a file already written at `config.uploadPath(u)`: a zipped product is extracted first. On
-    /// failure the upload's folder is removed, so nothing half-stored remains.
-    func storeUpload(_ u: Upload, limit: Int64) async throws {
+    /// Records a file already written at `config.uploadPath(u)`. A zipped product is extracted first (off
+    /// the server's threads, counting the bytes really written against `room`); the upload's size is
+    /// then what it occupies on disk. On failure the upload's folder is removed: nothing half-stored remains.
+    func storeUpload(_ u: inout Upload, room: Int64) async throws {
         let path = config.uploadPath(u)
         let dir = (path as NSString).deletingLastPathComponent
         do {
             if u.fileName.lowercased().hasSuffix(".zip") {
-                try Self.extractProduct(path, into: (dir as NSString).appendingPathComponent("product"), limit: limit * 4)
+                let folder = (dir as NSString).appendingPathComponent("product")
+                let limit = min(room - u.size, config.maxUploadBytes * 4)
+                let limitName = limit == config.maxUploadBytes * 4 ? "maxUploadBytes" : "storageBytes"
+                let extracted = try await withCheckedThrowingContinuation { (c: CheckedContinuation<Int64, Error>) in
+                    DispatchQueue.global().async {
+                        c.resume(with: Result { try Self.extractProduct(path, into: folder, limit: limit, limitName: limitName) })
+                    }
+                }
+                u.size += extracted
             }
             try await store.addUpload(u)
         } catch {
@@ -418,27 +483,57 @@ public struct ServiceAPI: Sendable {
         }
     }
 
-    /// Extracts a zipped product (e.g. a DIMAP folder) beside the upload, refusing archives that expand
-    /// beyond `limit` bytes or hold entries that would land outside the folder.
-    static func extractProduct(_ zip: String, into folder: String, limit: Int64) throws {
+    /// Most entries a zipped product may hold (a tiled DIMAP product has a few dozen files).
+    static let maxZipEntries = 2000
+
+    /// Extracts a zipped product (e.g. a DIMAP folder) beside the upload. The bytes really inflated are
+    /// counted and extraction stops at `limit` (declared sizes are not trusted); entries are capped;
+    /// symbolic links and entries that would land outside the folder are refused. Returns the bytes written.
+    static func extractProduct(_ zip: String, into folder: String, limit: Int64, limitName: String) throws -> Int64 {
+        func unprocessable(_ d: String) -> APIProblem { APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: d) }
         let archive: Archive
         do { archive = try Archive(url: URL(fileURLWithPath: zip), accessMode: .read) } catch {
-            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the upload is not a valid zip archive")
+            throw unprocessable("the upload is not a valid zip archive")
         }
-        var total: Int64 = 0
+        let fm = FileManager.default
+        let root = URL(fileURLWithPath: folder).standardizedFileURL.path
+        var count = 0
         for entry in archive {
-            total += Int64(entry.uncompressedSize)
-            if entry.path.hasPrefix("/") || entry.path.split(separator: "/").contains("..") {
-                throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "zip entry \(entry.path) points outside the archive")
+            count += 1
+            guard count <= maxZipEntries else { throw unprocessable("the archive holds more than \(maxZipEntries) entries") }
+            let p = entry.path
+            if p.hasPrefix("/") || p.contains("\\") || p.split(separator: "/").contains("..") {
+                throw unprocessable("zip entry \(p) points outside the archive")
+            }
+            guard entry.type != .symlink else { throw unprocessable("zip entry \(p) is a symbolic link; links are not accepted") }
+            // Compared as unsigned: a ZIP64 size near 2^64 must not trap on conversion.
+            guard limit > 0, entry.uncompressedSize <= UInt64(limit) else {
+                throw tooLarge("zip entry \(p) declares \(entry.uncompressedSize) bytes, above the \(max(0, limit)) bytes left", limit: limitName)
             }
         }
-        guard total <= limit else {
-            throw APIProblem(status: .contentTooLarge, title: "Content Too Large", detail: "the archive expands to \(total) bytes, above \(limit)", limit: "maxUploadBytes")
+        try fm.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        var total: Int64 = 0
+        for entry in archive {
+            let dest = URL(fileURLWithPath: folder).appendingPathComponent(entry.path).standardizedFileURL.path
+            guard dest.hasPrefix(root + "/") else { throw unprocessable("zip entry \(entry.path) points outside the archive") }
+            if entry.type == .directory { try fm.createDirectory(atPath: dest, withIntermediateDirectories: true); continue }
+            try fm.createDirectory(atPath: (dest as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            guard fm.createFile(atPath: dest, contents: nil), let h = FileHandle(forWritingAtPath: dest) else {
+                throw APIProblem(status: .init(code: 507, reasonPhrase: "Insufficient Storage"), title: "Insufficient Storage", detail: "the archive cannot be extracted here")
+            }
+            defer { try? h.close() }
+            do {
+                _ = try archive.extract(entry, bufferSize: 1 << 16) { chunk in
+                    // Real bytes, counted as they inflate.
+                    total += Int64(chunk.count)
+                    if total > limit { throw tooLarge("the archive expands beyond \(limit) bytes", limit: limitName) }
+                    try h.write(contentsOf: chunk)
+                }
+            } catch let p as APIProblem { throw p } catch {
+                throw unprocessable("the zip archive cannot be extracted (entry \(entry.path) is damaged)")
+            }
         }
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        do { try FileManager.default.unzipItem(at: URL(fileURLWithPath: zip), to: URL(fileURLWithPath: folder)) } catch {
-            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the zip archive cannot be extracted: \(error)")
-        }
+        return total
     }
 
     /// The image an upload stands for: the file itself, or the one image of a zipped product.
@@ -512,8 +607,27 @@ public struct ServiceAPI: Sendable {
             if let r = request.parameters?.roi, r.count == 4, r[0] + r[2] > first.width || r[1] + r[3] > first.height {
                 errors.append(.init(field: "parameters.roi", message: "\(r) is not inside the \(first.width)×\(first.height) first image"))
             }
-            if let text = request.parameters?.aoi, let aoi = try? AreaOfInterest.parse(text), DSMPipelineRunner.roughWindow(of: aoi, in: first) == nil {
-                errors.append(.init(field: "parameters.aoi", message: "lies outside the first image's footprint"))
+            var area = PixelWindow(x: 0, y: 0, width: first.width, height: first.height)
+            if let r = request.parameters?.roi, r.count == 4 { area = PixelWindow(x: r[0], y: r[1], width: r[2], height: r[3]) }
+            if let aoi = request.parameters?.aoi {
+                if let w = DSMPipelineRunner.roughWindow(of: aoi, in: first) { area = w } else {
+                    errors.append(.init(field: "parameters.aoi", message: "lies outside the first image's footprint"))
+                }
+            }
+            // What cannot be served is refused now: too fine a resolution, too many DSM cells.
+            let centre = (Double(first.width - 1) / 2, Double(first.height - 1) / 2)
+            let gsd = (try? first.model.groundSampling(column: centre.0, row: centre.1, height: first.model.heightNorm.offset))?.mean ?? 0.5
+            let factor = request.parameters?.resolutionFactor ?? (try? lib.preset(request.preset ?? "default"))?.resolutionFactor ?? 2
+            let resolution = request.parameters?.resolution ?? factor * gsd
+            if resolution < config.minResolutionFactor * gsd * 0.999 {
+                let field = request.parameters?.resolution != nil ? "parameters.resolution" : "parameters.resolution-factor"
+                errors.append(.init(field: field, message: String(format: "a %.3f m DSM is finer than this service allows: at least %.2f × the image GSD (%.3f m)", resolution, config.minResolutionFactor, gsd)))
+            }
+            let pixels = Double(area.width) * Double(area.height)
+            let cellsPerPixel: Double = (gsd * gsd) / (resolution * resolution)
+            let cells: Double = pixels * cellsPerPixel
+            if cells > config.maxJobCells {
+                errors.append(.init(field: "parameters", message: String(format: "the DSM would have %.0f M cells, above this service's limit of %.0f M: choose a smaller area or a coarser resolution", cells / 1e6, config.maxJobCells / 1e6)))
             }
         }
         guard errors.isEmpty else {
@@ -594,10 +708,11 @@ public struct ServiceAPI: Sendable {
             throw FetchError(description: "\(source.lastPathComponent) is \(data.count) bytes, above the input limit")
         }
         let name = Self.sanitize(source.lastPathComponent) ?? "image.tif"
-        let u = Upload(id: id, userId: user.id, fileName: name, size: Int64(data.count),
+        var u = Upload(id: id, userId: user.id, fileName: name, size: Int64(data.count),
                        sha256: hexString(SHA256.hash(data: data)), createdAt: Date())
         try data.write(to: URL(fileURLWithPath: config.uploadPath(u)))
-        try await storeUpload(u, limit: min(config.maxUploadBytes, user.quota.maxInputBytes))
+        let usage = try await store.usage(userId: user.id, now: Date())
+        try await storeUpload(&u, room: user.quota.storageBytes - usage.storageBytes)
         return u
     }
 
@@ -605,7 +720,8 @@ public struct ServiceAPI: Sendable {
 
     func download(job: Job, file: String, request: Request) throws -> Response {
         guard let name = Self.sanitize(file) else { throw APIProblem.notFound("no product \(file)") }
-        let path = (config.resultsDirectory(job.id) as NSString).appendingPathComponent(name)
+        guard let dir = config.resultsDirectory(job) else { throw APIProblem.notFound("job \(job.id) has no results") }
+        let path = (dir as NSString).appendingPathComponent(name)
         guard let attrs = try? FileManager.default.attributesOfItem(atPath: path), let size = (attrs[.size] as? NSNumber)?.int64Value else {
             throw APIProblem.notFound("no product \(file) in the results of job \(job.id)")
         }
@@ -719,4 +835,26 @@ enum UploadKind: Equatable {
             return nil
         }
     }
+}
+
+/// The uploads being streamed, per user: their count (capped) and the bytes each has received (reserved
+/// against the user's storage quota while it streams).
+final class UploadsInFlight: @unchecked Sendable {
+    struct Slot: Hashable { let user: String; let id: UUID }
+    private let lock = NSLock()
+    private var received: [Slot: Int64] = [:]
+
+    func begin(user: String, max: Int) -> Slot? {
+        lock.withLock {
+            guard received.keys.filter({ $0.user == user }).count < max else { return nil }
+            let s = Slot(user: user, id: UUID())
+            received[s] = 0
+            return s
+        }
+    }
+
+    func received(_ s: Slot, bytes: Int64) { lock.withLock { received[s] = bytes } }
+    /// Bytes received by this user's other uploads in flight.
+    func others(_ s: Slot) -> Int64 { lock.withLock { received.filter { $0.key.user == s.user && $0.key != s }.values.reduce(0, +) } }
+    func end(_ s: Slot) { _ = lock.withLock { received.removeValue(forKey: s) } }
 }

@@ -22,11 +22,38 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     public var defaultQuota = Quota()
     /// The `dsmopt` executable that runs jobs (default: this one).
     public var executable: String?
+    /// Attempts of a job whose worker keeps stopping (crash, stall) before it fails.
+    public var maxAttempts = 3
+    /// How long the record of a finished job is kept after its results are purged (its CPU stays in the
+    /// month's usage until then), seconds (default 400 days).
+    public var jobRecordSeconds: Double = 400 * 86_400
+    /// `/metrics` without a token (for a scraper on a private network); default: operator or admin token.
+    public var metricsPublic = false
+    /// Free space kept on the data folder's file system: uploads and job starts are refused (507) below it.
+    public var minFreeBytes: Int64 = 1 << 30
+    /// Uploads one user may stream at the same time (429 above).
+    public var maxConcurrentUploads = 2
+    /// A connection idle for this long (no request, or a stalled body) is closed, seconds.
+    public var idleTimeoutSeconds: Double = 60
+    /// Largest DSM a job may ask for, in cells (422 above); the estimate comes from the AOI/ROI and resolution.
+    public var maxJobCells: Double = 400e6
+    /// Finest DSM resolution allowed, as a multiple of the image GSD (422 below).
+    public var minResolutionFactor: Double = 0.5
+    /// Wall-clock limit of one attempt, seconds (the run stops itself beyond it).
+    public var maxJobWallSeconds: Double = 7 * 86_400
+    /// Seconds between sweeps of orphaned folders (job folders without a job, abandoned uploads).
+    public var sweepSeconds: Double = 60
+    /// Age after which a folder nothing refers to (abandoned upload, job folder without a job) is swept, seconds.
+    public var orphanAgeSeconds: Double = 600
+    /// Memory budget of one run (its tiles are planned within it); default: the pipeline's (half the RAM).
+    public var jobMemoryBytes: Int?
 
     public init(dataDirectory: String) { self.dataDirectory = dataDirectory }
 
     enum CodingKeys: String, CodingKey {
         case dataDirectory, host, port, workers, maxUploadBytes, retentionSeconds, leaseSeconds, archiveRoot, defaultQuota, executable
+        case maxAttempts, jobRecordSeconds, metricsPublic, minFreeBytes, maxConcurrentUploads, idleTimeoutSeconds, maxJobCells
+        case minResolutionFactor, maxJobWallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds
     }
 
     public init(from decoder: Decoder) throws {
@@ -41,6 +68,18 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         archiveRoot = try c.decodeIfPresent(String.self, forKey: .archiveRoot)
         defaultQuota = try c.decodeIfPresent(Quota.self, forKey: .defaultQuota) ?? defaultQuota
         executable = try c.decodeIfPresent(String.self, forKey: .executable)
+        maxAttempts = try c.decodeIfPresent(Int.self, forKey: .maxAttempts) ?? maxAttempts
+        jobRecordSeconds = try c.decodeIfPresent(Double.self, forKey: .jobRecordSeconds) ?? jobRecordSeconds
+        metricsPublic = try c.decodeIfPresent(Bool.self, forKey: .metricsPublic) ?? metricsPublic
+        minFreeBytes = try c.decodeIfPresent(Int64.self, forKey: .minFreeBytes) ?? minFreeBytes
+        maxConcurrentUploads = try c.decodeIfPresent(Int.self, forKey: .maxConcurrentUploads) ?? maxConcurrentUploads
+        idleTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .idleTimeoutSeconds) ?? idleTimeoutSeconds
+        maxJobCells = try c.decodeIfPresent(Double.self, forKey: .maxJobCells) ?? maxJobCells
+        minResolutionFactor = try c.decodeIfPresent(Double.self, forKey: .minResolutionFactor) ?? minResolutionFactor
+        maxJobWallSeconds = try c.decodeIfPresent(Double.self, forKey: .maxJobWallSeconds) ?? maxJobWallSeconds
+        jobMemoryBytes = try c.decodeIfPresent(Int.self, forKey: .jobMemoryBytes)
+        sweepSeconds = try c.decodeIfPresent(Double.self, forKey: .sweepSeconds) ?? sweepSeconds
+        orphanAgeSeconds = try c.decodeIfPresent(Double.self, forKey: .orphanAgeSeconds) ?? orphanAgeSeconds
     }
 
     /// Applies a JSON config file and the `DSMOPT_*` environment on top of the defaults.
@@ -68,6 +107,11 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         guard maxUploadBytes > 0 else { throw ConfigurationError.invalid("maxUploadBytes must be positive") }
         guard retentionSeconds > 0 else { throw ConfigurationError.invalid("retention must be positive") }
         guard leaseSeconds >= 3 else { throw ConfigurationError.invalid("leaseSeconds must be at least 3") }
+        guard (1...20).contains(maxAttempts) else { throw ConfigurationError.invalid("maxAttempts \(maxAttempts) outside 1–20") }
+        guard jobRecordSeconds > 0, minFreeBytes >= 0, maxConcurrentUploads >= 1, idleTimeoutSeconds > 0, maxJobCells > 0,
+              minResolutionFactor > 0, maxJobWallSeconds > 0 else {
+            throw ConfigurationError.invalid("jobRecordSeconds, idleTimeoutSeconds, maxJobCells, minResolutionFactor and maxJobWallSeconds must be positive, maxConcurrentUploads at least 1, minFreeBytes non-negative")
+        }
     }
 
     // Layout of the data folder.
@@ -77,8 +121,13 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     public var presetsDirectory: String { path("presets") }
     func path(_ s: String) -> String { (dataDirectory as NSString).appendingPathComponent(s) }
     func jobDirectory(_ id: String) -> String { (jobsDirectory as NSString).appendingPathComponent(id) }
-    func resultsDirectory(_ id: String) -> String { (jobDirectory(id) as NSString).appendingPathComponent("results") }
-    func logPath(_ id: String) -> String { (jobDirectory(id) as NSString).appendingPathComponent("log.txt") }
+    /// One attempt's folder: its job file, events, log and run output. Attempts never share a folder.
+    func attemptDirectory(_ id: String, _ attempt: Int) -> String { (jobDirectory(id) as NSString).appendingPathComponent("attempt-\(attempt)") }
+    /// The run's output folder of an attempt; the results, once the attempt is promoted.
+    func runDirectory(_ id: String, _ attempt: Int) -> String { (attemptDirectory(id, attempt) as NSString).appendingPathComponent("out") }
+    /// Where a finished job's results are: the promoted attempt's output (nil before a successful finish).
+    func resultsDirectory(_ job: Job) -> String? { job.resultAttempt.map { runDirectory(job.id, $0) } }
+    func logPath(_ id: String, _ attempt: Int) -> String { (attemptDirectory(id, attempt) as NSString).appendingPathComponent("log.txt") }
     func uploadPath(_ u: Upload) -> String {
         ((uploadsDirectory as NSString).appendingPathComponent(u.id) as NSString).appendingPathComponent(u.fileName)
     }

@@ -35,8 +35,13 @@ public enum Daemon {
         var logger = Logger(label: "dsmopt")
         logger.logLevel = .warning
         let portFile = config.path("server.port")
-        let app = Application(router: api.router(), configuration: .init(address: .hostname(config.host, port: config.port), serverName: "dsmopt"),
-                              services: config.workers > 0 ? [pool] : [],
+        // Housekeeping runs whether or not this process has workers (`serve --workers 0` still purges).
+        let maintenance = Maintenance(store: store, config: config, sweepInterval: config.sweepSeconds, sweepAge: config.orphanAgeSeconds)
+        // Idle connections (and stalled request bodies) are closed after `idleTimeoutSeconds`.
+        let idle = Int64(config.idleTimeoutSeconds * 1000)
+        let app = Application(router: api.router(), server: .http1(configuration: .init(idleTimeout: .milliseconds(idle))),
+                              configuration: .init(address: .hostname(config.host, port: config.port), serverName: "dsmopt"),
+                              services: config.workers > 0 ? [pool, maintenance] : [maintenance],
                               onServerRunning: { channel in
                                   let port = channel.localAddress?.port ?? config.port
                                   try? "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
@@ -63,7 +68,8 @@ public enum Daemon {
         let pool = WorkerPool(store: store, config: config, metrics: ServiceMetrics())
         var logger = Logger(label: "dsmopt-worker")
         logger.logLevel = .warning
-        let group = ServiceGroup(configuration: .init(services: [pool], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let maintenance = Maintenance(store: store, config: config, sweepInterval: config.sweepSeconds, sweepAge: config.orphanAgeSeconds)
+        let group = ServiceGroup(configuration: .init(services: [pool, maintenance], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

@@ -15,47 +15,43 @@ public struct ImageReference: Sendable, Codable, Equatable {
     public var path: String?
 }
 
-/// Standard and expert parameters, named as the `dsmopt run` options.
+/// A request's `parameters`: the region (`roi` or `aoi`) and the table's parameters by their keys
+/// (`JobParameterTable.specs`, the same spelling as `dsmopt run`'s options and the presets).
 public struct JobParameters: Sendable, Codable, Equatable {
     public var roi: [Int]?
-    /// "minLon,minLat,maxLon,maxLat" or GeoJSON text.
-    public var aoi: String?
-    public var window: Int?
-    public var regularisation: Double?
-    public var zUncertainty: Double?
-    public var precision: Double?
-    public var decorrelationThreshold: Double?
-    public var resolution: Double?
-    public var resolutionFactor: Double?
-    public var epsg: Int?
-    public var pointCloud: Bool?
-    public var orthos: Bool?
-    public var mosaic: Bool?
+    public var aoi: AreaOfInterest?
+    public var values: [String: ParameterValue] = [:]
 
-    enum CodingKeys: String, CodingKey, CaseIterable {
-        case roi, aoi, window, regularisation, precision, resolution, epsg, orthos, mosaic
-        case zUncertainty = "z-uncertainty", decorrelationThreshold = "decorrelation-threshold"
-        case resolutionFactor = "resolution-factor", pointCloud = "point-cloud"
+    public init() {}
+
+    struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(_ s: String) { stringValue = s }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
     }
 
-    /// The `dsmopt run` arguments.
-    var commandLine: [String] {
-        var a: [String] = []
-        if let roi { a += ["--roi"] + roi.map(String.init) }
-        if let aoi { a += ["--aoi", aoi] }
-        if let window { a += ["--window", "\(window)"] }
-        if let regularisation { a += ["--regularisation", "\(regularisation)"] }
-        if let zUncertainty { a += ["--z-uncertainty", "\(zUncertainty)"] }
-        if let precision { a += ["--precision", "\(precision)"] }
-        if let decorrelationThreshold { a += ["--decorrelation-threshold", "\(decorrelationThreshold)"] }
-        if let resolution { a += ["--resolution", "\(resolution)"] }
-        if let resolutionFactor { a += ["--resolution-factor", "\(resolutionFactor)"] }
-        if let epsg { a += ["--epsg", "\(epsg)"] }
-        if pointCloud == true { a.append("--point-cloud") }
-        if orthos == false { a.append("--no-orthos") }
-        if mosaic == false { a.append("--no-mosaic") }
-        return a
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: Key.self)
+        for k in c.allKeys {
+            switch k.stringValue {
+            case "roi": roi = try c.decode([Int].self, forKey: k)
+            case "aoi": aoi = try c.decode(AreaOfInterest.self, forKey: k)
+            default: values[k.stringValue] = try c.decode(ParameterValue.self, forKey: k)
+            }
+        }
     }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: Key.self)
+        try c.encodeIfPresent(roi, forKey: Key("roi"))
+        try c.encodeIfPresent(aoi, forKey: Key("aoi"))
+        for (k, v) in values { try c.encode(v, forKey: Key(k)) }
+    }
+
+    var resolution: Double? { values["resolution"]?.number }
+    var resolutionFactor: Double? { values["resolution-factor"]?.number }
 }
 
 /// A job as submitted, once validated: what the worker runs.
@@ -141,25 +137,23 @@ enum RequestValidator {
         return (errors.isEmpty ? req : nil, errors)
     }
 
+    /// Table-driven: every key of `JobParameterTable.specs` with its type and range, plus `roi` and `aoi`.
     static func parameters(_ d: [String: JSONValue]) -> (JobParameters, [FieldError]) {
         var p = JobParameters()
         var e: [FieldError] = []
-        let known = Set(JobParameters.CodingKeys.allCases.map(\.rawValue))
-        for k in d.keys.sorted() where !known.contains(k) { e.append(.init(field: "parameters.\(k)", message: "unknown parameter")) }
-        func number(_ k: String) -> Double? {
-            guard let v = d[k] else { return nil }
-            if let n = v.number { return n }
-            e.append(.init(field: "parameters.\(k)", message: "must be a number")); return nil
-        }
-        func integer(_ k: String) -> Int? {
-            guard let x = number(k) else { return nil }
-            guard x == x.rounded(), abs(x) < 1e9 else { e.append(.init(field: "parameters.\(k)", message: "must be an integer")); return nil }
-            return Int(x)
-        }
-        func bool(_ k: String) -> Bool? {
-            guard let v = d[k] else { return nil }
-            if case .bool(let b) = v { return b }
-            e.append(.init(field: "parameters.\(k)", message: "must be true or false")); return nil
+        for (k, v) in d.sorted(by: { $0.key < $1.key }) where k != "roi" && k != "aoi" {
+            guard let spec = JobParameterTable.spec(k) else {
+                e.append(.init(field: "parameters.\(k)", message: "unknown parameter (known: roi, aoi, \(JobParameterTable.specs.map(\.key).joined(separator: ", ")))"))
+                continue
+            }
+            switch (spec.kind, v) {
+            case (.boolean, .bool(let b)): p.values[k] = .bool(b)
+            case (.boolean, _): e.append(.init(field: "parameters.\(k)", message: "must be true or false"))
+            case (_, .number(let n)):
+                if let problem = spec.problem(n) { e.append(.init(field: "parameters.\(k)", message: "\(problem.value): expected \(problem.expected)")) }
+                else { p.values[k] = .number(n) }
+            default: e.append(.init(field: "parameters.\(k)", message: "must be a number: expected \(spec.expected)"))
+            }
         }
         if let r = d["roi"] {
             let a = r.array?.compactMap(\.number) ?? []
@@ -168,34 +162,13 @@ enum RequestValidator {
             } else { e.append(.init(field: "parameters.roi", message: "must be [col, row, width, height] with non-negative integers and positive sizes")) }
         }
         if let a = d["aoi"] {
+            // A bounding box string or inline GeoJSON; never a file name (the pipeline reads no file for it).
             let text = a.string ?? (a.object != nil ? a.jsonText : nil)
-            if let text, (try? AreaOfInterest.parse(text)) != nil { p.aoi = text } else {
+            if let text, let aoi = try? AreaOfInterest.parse(text) { p.aoi = aoi } else {
                 e.append(.init(field: "parameters.aoi", message: "must be a GeoJSON Polygon/Feature or \"minLon,minLat,maxLon,maxLat\""))
             }
         }
         if p.roi != nil && p.aoi != nil { e.append(.init(field: "parameters.aoi", message: "give roi or aoi, not both")) }
-        p.window = integer("window")
-        p.regularisation = number("regularisation")
-        p.zUncertainty = number("z-uncertainty")
-        p.precision = number("precision")
-        p.decorrelationThreshold = number("decorrelation-threshold")
-        p.resolution = number("resolution")
-        p.resolutionFactor = number("resolution-factor")
-        p.epsg = integer("epsg")
-        p.pointCloud = bool("point-cloud")
-        p.orthos = bool("orthos")
-        p.mosaic = bool("mosaic")
-        // Ranges: the same validation as the matcher and the pipeline.
-        var m = MatchingParameters()
-        if let v = p.window { m.window = v }
-        if let v = p.regularisation { m.regularisation = v }
-        if let v = p.zUncertainty { m.zUncertainty = v }
-        if let v = p.precision { m.precision = v }
-        if let v = p.decorrelationThreshold { m.decorrelationThreshold = v }
-        for problem in m.validate() { e.append(.init(field: "parameters.\(problem.field)", message: "\(problem.value): expected \(problem.expected)")) }
-        if let r = p.resolution, !(r > 0 && r <= 1000) { e.append(.init(field: "parameters.resolution", message: "\(r): expected metres in (0, 1000]")) }
-        if let f = p.resolutionFactor, !(f >= 0.5 && f <= 20) { e.append(.init(field: "parameters.resolution-factor", message: "\(f): expected 0.5–20")) }
-        if let c = p.epsg, !(1024...32767).contains(c) { e.append(.init(field: "parameters.epsg", message: "\(c): not an EPSG code")) }
         return (p, e)
     }
 }

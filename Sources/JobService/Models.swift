@@ -68,7 +68,11 @@ public struct Job: Sendable, Codable, Equatable {
     public var error: String?
     public var cpuSeconds: Double
     public var resultBytes: Int64
+    /// Attempts started so far; the current (or last) attempt's number. Every update a worker makes is
+    /// fenced by it, and each attempt works in its own folder.
     public var attempts: Int
+    /// The attempt whose folder holds the results (set by the successful, fenced finish).
+    public var resultAttempt: Int? = nil
     public var worker: String?
     public var leaseUntil: Date?
     public var cancelRequested: Bool

@@ -1,3 +1,7 @@
+import DSMCore
+import DSMPipeline
+import Foundation
+
 /// The OpenAPI 3.1 description of the served API (`GET /openapi.json`). `routes` is the list the test
 /// suite checks against the running server.
 public enum OpenAPIDocument {
@@ -25,6 +29,9 @@ public enum OpenAPIDocument {
         .init(method: "get", path: "/admin/users", summary: "Users with quotas and usage (admins)", responses: [200, 401, 403]),
         .init(method: "post", path: "/admin/users", summary: "Create a user; returns its token once (admins)", responses: [201, 401, 403, 409, 422]),
         .init(method: "put", path: "/admin/users/{id}/quota", summary: "Set a user's quota (admins)", responses: [200, 401, 403, 404, 422]),
+        .init(method: "post", path: "/admin/users/{id}/token", summary: "Rotate a user's token: returns the new one once; the old one is refused at once (admins)", responses: [201, 401, 403, 404]),
+        .init(method: "delete", path: "/admin/users/{id}/token", summary: "Revoke a user's token (admins)", responses: [204, 401, 403, 404]),
+        .init(method: "post", path: "/me/token", summary: "Rotate the caller's own token: returns the new one once", responses: [201, 401]),
         .init(method: "post", path: "/catalogue/jobs", summary: "Catalogue forwarding: create a job for a named user from image URLs or archive paths (catalogue accounts)", responses: [201, 401, 403, 422, 429]),
     ]
 
@@ -43,9 +50,22 @@ public enum OpenAPIDocument {
             paths[r.path, default: []].append(op)
         }
         let body = paths.sorted { $0.key < $1.key }.map { "\"\($0.key)\":{\($0.value.joined(separator: ","))}" }.joined(separator: ",")
+        let schemas = String(decoding: (try? JSONSerialization.data(withJSONObject: ["JobParameters": parametersSchema], options: [.sortedKeys])) ?? Data("{}".utf8), as: UTF8.self)
         return """
         {"openapi":"3.1.0","info":{"title":"dsmopt","version":"1.0","description":"Stereo-photogrammetry DSM service (OGC API – Processes job semantics)."},\
-        "components":{"securitySchemes":{"bearer":{"type":"http","scheme":"bearer"}}},"paths":{\(body)}}
+        "components":{"securitySchemes":{"bearer":{"type":"http","scheme":"bearer"}},"schemas":\(schemas)},"paths":{\(body)}}
         """
+    }
+
+    /// JSON Schema of an execution request's `parameters`, from the parameter table.
+    static var parametersSchema: [String: Any] {
+        var props: [String: Any] = [
+            "roi": ["type": "array", "items": ["type": "integer", "minimum": 0], "minItems": 4, "maxItems": 4,
+                    "description": "region of the first image: col, row, width, height"],
+            "aoi": ["description": "area of interest: \"minLon,minLat,maxLon,maxLat\" or a GeoJSON Polygon/Feature (inline)",
+                    "oneOf": [["type": "string"], ["type": "object"]]],
+        ]
+        for spec in JobParameterTable.specs { props[spec.key] = ProcessDescription.schema(spec) }
+        return ["type": "object", "additionalProperties": false, "properties": props]
     }
 }

@@ -13,7 +13,14 @@ enum ProcessDescription {
                                                          ["href": "/processes/dsm-opt/execution", "rel": "http://www.opengis.net/def/rel/ogc/1.0/execute"]])
     static let list = List(processes: [summary])
 
-    struct Parameter: Encodable { var name: String; var type: String; var description: String; var minimum: Double?; var maximum: Double?; var `default`: String? }
+    struct Parameter: Encodable {
+        var name: String; var type: String; var group: String; var description: String
+        var minimum: Double?; var maximum: Double?; var exclusiveMinimum: Bool?; var exclusiveMaximum: Bool?
+        /// Default as text ("5", "true"), or how it is computed.
+        var `default`: String?
+        /// The rule in words, as in the API's validation messages.
+        var expected: String
+    }
     struct Output: Encodable { var code: String; var file: String; var description: String }
     struct Description: Encodable {
         var id: String; var title: String; var description: String; var version: String
@@ -21,30 +28,43 @@ enum ProcessDescription {
         var executionBody: String
     }
 
+    /// One table entry as described to clients (the portal's form reads ranges, defaults and help from here).
+    static func parameter(_ s: ParameterSpec) -> Parameter {
+        let d = s.defaultValue.map { s.kind == .boolean ? ($0 != 0 ? "true" : "false") : ParameterSpec.number($0) } ?? s.defaultText
+        return Parameter(name: s.key, type: s.kind.rawValue, group: s.group.rawValue, description: s.help, minimum: s.minimum, maximum: s.maximum,
+                         exclusiveMinimum: s.minimum != nil ? s.minimumExclusive : nil, exclusiveMaximum: s.maximum != nil ? s.maximumExclusive : nil,
+                         default: d, expected: s.expected)
+    }
+
+    /// JSON Schema (2020-12, as OpenAPI 3.1) of one table entry.
+    static func schema(_ s: ParameterSpec) -> [String: Any] {
+        var o: [String: Any] = ["description": s.help]
+        switch s.kind {
+        case .boolean: o["type"] = "boolean"
+        case .integer: o["type"] = "integer"
+        case .oddInteger: o["type"] = "integer"; o["not"] = ["multipleOf": 2]
+        case .number: o["type"] = "number"
+        }
+        if let lo = s.minimum { o[s.minimumExclusive ? "exclusiveMinimum" : "minimum"] = lo }
+        if let hi = s.maximum { o[s.maximumExclusive ? "exclusiveMaximum" : "maximum"] = hi }
+        if let d = s.defaultValue { o["default"] = s.kind == .boolean ? (d != 0) as Any : d as Any }
+        return o
+    }
+
     static func dsmOpt(presets: PresetLibrary) throws -> Description {
-        let d = MatchingParameters.defaults
         let params: [Parameter] = [
-            .init(name: "roi", type: "[int, int, int, int]", description: "region of the first image: col, row, width, height", minimum: nil, maximum: nil, default: nil),
-            .init(name: "aoi", type: "GeoJSON Polygon/Feature or \"minLon,minLat,maxLon,maxLat\"", description: "area of interest on the ground", minimum: nil, maximum: nil, default: nil),
-            .init(name: "window", type: "odd integer", description: "correlation window size", minimum: 3, maximum: 15, default: "\(d.window)"),
-            .init(name: "regularisation", type: "number", description: "penalty on disparity changes relative to the correlation cost", minimum: 0, maximum: 1, default: "\(d.regularisation)"),
-            .init(name: "z-uncertainty", type: "number", description: "search interval around the coarse estimate, share of the range", minimum: 0, maximum: 1, default: "\(d.zUncertainty)"),
-            .init(name: "precision", type: "number", description: "quantisation step of the search, pixels", minimum: 0.05, maximum: 1, default: "\(d.precision)"),
-            .init(name: "decorrelation-threshold", type: "number", description: "pixels whose correlation falls below it are left empty", minimum: 0, maximum: 0.99, default: "\(d.decorrelationThreshold)"),
-            .init(name: "resolution", type: "number", description: "DSM cell size in metres", minimum: 0, maximum: 1000, default: nil),
-            .init(name: "resolution-factor", type: "number", description: "DSM cell size as a multiple of the image GSD", minimum: 0.5, maximum: 20, default: "2"),
-            .init(name: "epsg", type: "integer", description: "output CRS (default: the UTM zone of the scene)", minimum: nil, maximum: nil, default: nil),
-            .init(name: "point-cloud", type: "boolean", description: "also deliver the DSM as a LAS point cloud", minimum: nil, maximum: nil, default: "false"),
-            .init(name: "orthos", type: "boolean", description: "deliver a true ortho per image", minimum: nil, maximum: nil, default: "true"),
-            .init(name: "mosaic", type: "boolean", description: "deliver the ortho-mosaic", minimum: nil, maximum: nil, default: "true"),
-        ]
+            .init(name: "roi", type: "[int, int, int, int]", group: "standard", description: "region of the first image: col, row, width, height",
+                  default: nil, expected: "[col, row, width, height] with non-negative integers and positive sizes"),
+            .init(name: "aoi", type: "GeoJSON Polygon/Feature or \"minLon,minLat,maxLon,maxLat\"", group: "standard", description: "area of interest on the ground",
+                  default: nil, expected: "a GeoJSON Polygon/Feature or \"minLon,minLat,maxLon,maxLat\""),
+        ] + JobParameterTable.specs.map(parameter)
         let outputs: [Output] = [
             .init(code: "A1", file: "correlation_score.tif", description: "correlation score per DSM cell"),
             .init(code: "A2", file: "dsm_raw.tif", description: "DSM before filtering"),
             .init(code: "A3", file: "dsm.tif", description: "delivered DSM (+ dsm_filled_mask.tif)"),
             .init(code: "B2", file: "hillshade.tif", description: "coloured hillshade, one light"),
             .init(code: "B4", file: "hillshade_multidirectional.tif", description: "coloured multidirectional hillshade"),
-            .init(code: "C1-C3", file: "ortho_<image>.tif", description: "true ortho of each image"),
+            .init(code: "C1-C3", file: "ortho_<n>_<role>.tif", description: "true ortho of input n (1-based); role forward, nadir or backward from the geometry"),
             .init(code: "C4", file: "ortho_mosaic.tif", description: "ortho-mosaic"),
             .init(code: "D1", file: "pointcloud.las", description: "optional point cloud"),
         ]

@@ -26,21 +26,38 @@ public protocol JobStore: Sendable {
     func countJobs(userId: String?) async throws -> Int
     func jobCounts() async throws -> [JobStatus: Int]
 
-    /// Claims the oldest accepted job for `worker` with a lease, or nil.
+    /// Claims the next accepted job for `worker` with a lease, starting a new attempt (`attempts` + 1), or
+    /// nil. Fair between users: the job of the user with the fewest running jobs goes first, then the oldest.
     func claimJob(worker: String, leaseUntil: Date, now: Date) async throws -> Job?
-    /// Renews the lease and records progress; false when the worker no longer owns the job.
-    func heartbeat(jobId: String, worker: String, progress: Int?, stage: String?, message: String?, leaseUntil: Date) async throws -> Bool
-    func finish(jobId: String, worker: String, status: JobStatus, error: String?, cpuSeconds: Double,
-                resultBytes: Int64, finishedAt: Date, purgeAt: Date?) async throws
-    /// Puts back in the queue the running jobs whose lease expired (their worker died).
-    func requeueExpired(now: Date) async throws -> [String]
-    /// Gives back a worker's running jobs (graceful shutdown): they run again later.
-    func release(worker: String) async throws
+    /// Renews the lease and records progress; false when this attempt no longer owns the job (fenced by
+    /// worker and attempt number).
+    func heartbeat(jobId: String, attempt: Int, worker: String, progress: Int?, stage: String?, message: String?, leaseUntil: Date) async throws -> Bool
+    /// Ends the attempt, fenced: false (and nothing changed) when it no longer owns the job. A successful
+    /// finish promotes the attempt's folder as the results (`resultAttempt`). CPU seconds are added to
+    /// the job's charge in every ending.
+    func finish(jobId: String, attempt: Int, worker: String, status: JobStatus, error: String?, cpuSeconds: Double,
+                resultBytes: Int64, finishedAt: Date, purgeAt: Date?) async throws -> Bool
+    /// Puts back in the queue the running jobs whose lease expired (their worker died or stalled); a job
+    /// that has had `maxAttempts` attempts fails instead, with the reason.
+    func requeueExpired(now: Date, maxAttempts: Int) async throws -> [String]
+    /// Gives back an attempt's job (graceful shutdown): it runs again later. Fenced.
+    func release(jobId: String, attempt: Int, worker: String) async throws
     /// Cancels: an accepted job is dismissed at once; a running one is flagged for its worker.
     func cancel(jobId: String, now: Date) async throws -> Job?
     func delete(jobId: String) async throws
     func jobsToPurge(now: Date) async throws -> [Job]
     func markPurged(jobId: String) async throws
+    /// Deletes the records of finished jobs whose results were purged before `before`; returns their ids.
+    func deleteJobRecords(purgedBefore before: Date) async throws -> [String]
+    /// Ids of every job, for the purge's orphan check.
+    func allJobIds() async throws -> Set<String>
+    /// Ids of every upload, for the purge's orphan check.
+    func allUploadIds() async throws -> Set<String>
+
+    /// Replaces a user's token (rotation); returns the new one. The old one is refused from now on.
+    func rotateToken(userId: String) async throws -> String?
+    /// Revokes a user's token: every request with it is refused from now on.
+    func revokeToken(userId: String) async throws -> Bool
 }
 
 /// Lower-case hexadecimal of bytes (digests, tokens).
@@ -93,6 +110,12 @@ public final class SQLiteJobStore: JobStore {
                 CREATE INDEX jobs_user ON jobs(user_id, created_at);
                 """)
         }
+        m.registerMigration("v2-attempt-folders") { db in
+            try db.execute(sql: """
+                ALTER TABLE jobs ADD COLUMN result_attempt INTEGER;
+                CREATE INDEX jobs_purge ON jobs(purged, purge_at);
+                """)
+        }
         return m
     }
 
@@ -120,7 +143,7 @@ public final class SQLiteJobStore: JobStore {
             progress: r["progress"], stage: r["stage"], message: r["message"], request: r["request"],
             createdAt: Date(timeIntervalSince1970: r["created_at"]), startedAt: date(r, "started_at"),
             finishedAt: date(r, "finished_at"), purgeAt: date(r, "purge_at"), purged: r["purged"], error: r["error"],
-            cpuSeconds: r["cpu_seconds"], resultBytes: r["result_bytes"], attempts: r["attempts"], worker: r["worker"],
+            cpuSeconds: r["cpu_seconds"], resultBytes: r["result_bytes"], attempts: r["attempts"], resultAttempt: r["result_attempt"], worker: r["worker"],
             leaseUntil: date(r, "lease_until"), cancelRequested: r["cancel_requested"])
     }
 
@@ -254,57 +277,69 @@ public final class SQLiteJobStore: JobStore {
 
     public func claimJob(worker: String, leaseUntil: Date, now: Date) async throws -> Job? {
         try await db.write { db in
-            guard let id = try String.fetchOne(db, sql: "SELECT id FROM jobs WHERE status = 'accepted' ORDER BY created_at, id LIMIT 1") else { return nil }
+            // Fair share: among users with queued jobs, the one with the fewest running jobs first; then
+            // the oldest job.
+            guard let id = try String.fetchOne(db, sql: """
+                SELECT j.id FROM jobs j
+                WHERE j.status = 'accepted'
+                ORDER BY (SELECT COUNT(*) FROM jobs r WHERE r.user_id = j.user_id AND r.status = 'running'), j.created_at, j.id
+                LIMIT 1
+                """) else { return nil }
             try db.execute(sql: """
-                UPDATE jobs SET status = 'running', worker = ?, lease_until = ?, started_at = ?, attempts = attempts + 1,
+                UPDATE jobs SET status = 'running', worker = ?, lease_until = ?, started_at = COALESCE(started_at, ?), attempts = attempts + 1,
                     progress = 0, stage = 'queued', message = NULL WHERE id = ? AND status = 'accepted'
                 """, arguments: [worker, leaseUntil.timeIntervalSince1970, now.timeIntervalSince1970, id])
             return try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id]).map(Self.job)
         }
     }
 
-    public func heartbeat(jobId: String, worker: String, progress: Int?, stage: String?, message: String?, leaseUntil: Date) async throws -> Bool {
+    public func heartbeat(jobId: String, attempt: Int, worker: String, progress: Int?, stage: String?, message: String?, leaseUntil: Date) async throws -> Bool {
         try await db.write { db in
             try db.execute(sql: """
                 UPDATE jobs SET progress = COALESCE(?, progress), stage = COALESCE(?, stage), message = COALESCE(?, message), lease_until = ?
-                WHERE id = ? AND worker = ? AND status = 'running'
-                """, arguments: [progress.map { max(0, min(100, $0)) }, stage, message, leaseUntil.timeIntervalSince1970, jobId, worker])
+                WHERE id = ? AND worker = ? AND attempts = ? AND status = 'running'
+                """, arguments: [progress.map { max(0, min(100, $0)) }, stage, message, leaseUntil.timeIntervalSince1970, jobId, worker, attempt])
             return db.changesCount == 1
         }
     }
 
-    public func finish(jobId: String, worker: String, status: JobStatus, error: String?, cpuSeconds: Double,
-                       resultBytes: Int64, finishedAt: Date, purgeAt: Date?) async throws {
+    public func finish(jobId: String, attempt: Int, worker: String, status: JobStatus, error: String?, cpuSeconds: Double,
+                       resultBytes: Int64, finishedAt: Date, purgeAt: Date?) async throws -> Bool {
         try await db.write { db in
             try db.execute(sql: """
                 UPDATE jobs SET status = ?, error = ?, cpu_seconds = cpu_seconds + ?, result_bytes = ?, finished_at = ?, purge_at = ?,
-                    progress = CASE WHEN ? = 'successful' THEN 100 ELSE progress END, worker = NULL, lease_until = NULL
-                WHERE id = ? AND worker = ?
+                    progress = CASE WHEN ? = 'successful' THEN 100 ELSE progress END,
+                    result_attempt = CASE WHEN ? = 'successful' THEN attempts ELSE NULL END, worker = NULL, lease_until = NULL
+                WHERE id = ? AND worker = ? AND attempts = ? AND status = 'running'
                 """, arguments: [status.rawValue, error, cpuSeconds, resultBytes, finishedAt.timeIntervalSince1970,
-                                 purgeAt?.timeIntervalSince1970, status.rawValue, jobId, worker])
+                                 purgeAt?.timeIntervalSince1970, status.rawValue, status.rawValue, jobId, worker, attempt])
+            return db.changesCount == 1
         }
     }
 
-    public func requeueExpired(now: Date) async throws -> [String] {
+    public func requeueExpired(now: Date, maxAttempts: Int) async throws -> [String] {
         try await db.write { db in
             let ids = try String.fetchAll(db, sql: "SELECT id FROM jobs WHERE status = 'running' AND lease_until < ?", arguments: [now.timeIntervalSince1970])
             for id in ids {
                 try db.execute(sql: """
-                    UPDATE jobs SET status = CASE WHEN cancel_requested = 1 THEN 'dismissed' ELSE 'accepted' END,
+                    UPDATE jobs SET
+                        status = CASE WHEN cancel_requested = 1 THEN 'dismissed' WHEN attempts >= ? THEN 'failed' ELSE 'accepted' END,
+                        error = CASE WHEN cancel_requested = 0 AND attempts >= ? THEN 'the job was started ' || attempts || ' times and its worker stopped responding each time' ELSE error END,
+                        finished_at = CASE WHEN cancel_requested = 1 OR attempts >= ? THEN ? ELSE finished_at END,
                         worker = NULL, lease_until = NULL, stage = 'requeued after its worker stopped'
                     WHERE id = ?
-                    """, arguments: [id])
+                    """, arguments: [maxAttempts, maxAttempts, maxAttempts, now.timeIntervalSince1970, id])
             }
             return ids
         }
     }
 
-    public func release(worker: String) async throws {
+    public func release(jobId: String, attempt: Int, worker: String) async throws {
         try await db.write { db in
             try db.execute(sql: """
-                UPDATE jobs SET status = 'accepted', worker = NULL, lease_until = NULL, stage = 'requeued at shutdown'
-                WHERE worker = ? AND status = 'running' AND cancel_requested = 0
-                """, arguments: [worker])
+                UPDATE jobs SET status = 'accepted', worker = NULL, lease_until = NULL, stage = 'requeued at shutdown', attempts = attempts - 1
+                WHERE id = ? AND worker = ? AND attempts = ? AND status = 'running' AND cancel_requested = 0
+                """, arguments: [jobId, worker, attempt])
         }
     }
 
@@ -330,5 +365,40 @@ public final class SQLiteJobStore: JobStore {
 
     public func markPurged(jobId: String) async throws {
         try await db.write { db in try db.execute(sql: "UPDATE jobs SET purged = 1, result_bytes = 0 WHERE id = ?", arguments: [jobId]) }
+    }
+
+    public func deleteJobRecords(purgedBefore before: Date) async throws -> [String] {
+        try await db.write { db in
+            let ids = try String.fetchAll(db, sql: """
+                SELECT id FROM jobs WHERE status IN ('successful', 'failed', 'dismissed') AND COALESCE(purge_at, finished_at, created_at) < ?
+                    AND (purged = 1 OR status != 'successful')
+                """, arguments: [before.timeIntervalSince1970])
+            for id in ids { try db.execute(sql: "DELETE FROM jobs WHERE id = ?", arguments: [id]) }
+            return ids
+        }
+    }
+
+    public func allJobIds() async throws -> Set<String> {
+        try await db.read { db in Set(try String.fetchAll(db, sql: "SELECT id FROM jobs")) }
+    }
+
+    public func allUploadIds() async throws -> Set<String> {
+        try await db.read { db in Set(try String.fetchAll(db, sql: "SELECT id FROM uploads")) }
+    }
+
+    public func rotateToken(userId: String) async throws -> String? {
+        let token = Self.newToken()
+        return try await db.write { db in
+            try db.execute(sql: "UPDATE users SET token_hash = ? WHERE id = ?", arguments: [Self.hash(token), userId])
+            return db.changesCount == 1 ? token : nil
+        }
+    }
+
+    public func revokeToken(userId: String) async throws -> Bool {
+        try await db.write { db in
+            // No token hashes to this (it is not hexadecimal), and it stays unique per user.
+            try db.execute(sql: "UPDATE users SET token_hash = 'revoked:' || id WHERE id = ?", arguments: [userId])
+            return db.changesCount == 1
+        }
     }
 }

@@ -2,52 +2,50 @@ import DSMPipeline
 import Foundation
 import ServiceLifecycle
 
-/// A `dsmopt run` child process: its stderr lines as an async stream.
+/// A `dsmopt run` child process: its stderr goes to the attempt's log, its events to a JSON-lines file
+/// that `events()` reads incrementally.
 final class ChildRun: @unchecked Sendable {
     let process = Process()
-    let lines: AsyncStream<String>
+    let eventsPath: String
+    private var offset: UInt64 = 0
+    private var pending = Data()
 
-    init(executable: String, arguments: [String], environment: [String: String], log: String) throws {
+    init(executable: String, arguments: [String], environment: [String: String], log: String, events: String) throws {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.environment = environment
-        let pipe = Pipe()
-        process.standardError = pipe
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: events, contents: nil)
+        eventsPath = events
+        process.standardError = FileHandle(forWritingAtPath: log) ?? FileHandle.nullDevice
         process.standardOutput = FileHandle.nullDevice
-        FileManager.default.createFile(atPath: log, contents: nil)
-        let logHandle = FileHandle(forWritingAtPath: log)
-        let handle = pipe.fileHandleForReading
-        var continuation: AsyncStream<String>.Continuation!
-        lines = AsyncStream { continuation = $0 }
-        let cont = continuation!
         try process.run()
-        DispatchQueue.global().async {
-            var buffer = Data()
-            while true {
-                let d = handle.availableData
-                if d.isEmpty { break }
-                // The throwing write: a full disk loses log lines, never the daemon.
-                try? logHandle?.write(contentsOf: d)
-                buffer.append(d)
-                while let nl = buffer.firstIndex(of: 0x0A) {
-                    cont.yield(String(decoding: buffer[buffer.startIndex..<nl], as: UTF8.self))
-                    buffer.removeSubrange(buffer.startIndex...nl)
-                }
-            }
-            if !buffer.isEmpty { cont.yield(String(decoding: buffer, as: UTF8.self)) }
-            try? logHandle?.close()
-            cont.finish()
+    }
+
+    /// The events written since the last call (complete lines only).
+    func newEvents() -> [ChildEvent] {
+        guard let h = FileHandle(forReadingAtPath: eventsPath) else { return [] }
+        defer { try? h.close() }
+        guard (try? h.seek(toOffset: offset)) != nil, let data = try? h.readToEnd(), !data.isEmpty else { return [] }
+        offset += UInt64(data.count)
+        pending.append(data)
+        var out: [ChildEvent] = []
+        while let nl = pending.firstIndex(of: 0x0A) {
+            let line = pending[pending.startIndex..<nl]
+            pending.removeSubrange(pending.startIndex...nl)
+            if let e = try? JSONDecoder().decode(ChildEvent.self, from: Data(line)) { out.append(e) }
         }
+        return out
     }
 
     /// CPU seconds (user + system) the child has used so far, from /proc (Linux); nil once it is gone.
     func cpuSeconds() -> Double? {
         guard process.isRunning, let stat = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8),
               let close = stat.lastIndex(of: ")") else { return nil }
-        // Fields after the command name: state is field 3, utime 14, stime 15.
+        // Fields after the command name: state is field 3, utime 14, stime 15, cutime 16, cstime 17.
         let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 13, let u = Double(fields[11]), let s = Double(fields[12]) else { return nil }
-        return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        guard fields.count > 15, let u = Double(fields[11]), let s = Double(fields[12]), let cu = Double(fields[13]), let cs = Double(fields[14]) else { return nil }
+        return (u + s + cu + cs) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
     func stop() {
@@ -58,6 +56,16 @@ final class ChildRun: @unchecked Sendable {
             if process.isRunning { kill(pid, SIGKILL) }
         }
     }
+}
+
+/// One line of `dsmopt run --events`.
+struct ChildEvent: Decodable {
+    var event: String
+    var percent: Int?
+    var stage: String?
+    var message: String?
+    var cpuSeconds: Double?
+    var code: String?
 }
 
 /// Runs queued jobs: `workers` concurrent loops claim jobs with a lease, run them as child processes,
@@ -86,7 +94,6 @@ public final class WorkerPool: Service, @unchecked Sendable {
         try await withGracefulShutdownHandler {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for i in 0..<config.workers { group.addTask { await self.loop(worker: "\(self.name)-\(i)") } }
-                group.addTask { await self.maintenance() }
                 try await group.waitForAll()
             }
         } onGracefulShutdown: {
@@ -105,22 +112,13 @@ public final class WorkerPool: Service, @unchecked Sendable {
 
     func sleep(_ seconds: Double) async { try? await Task.sleep(nanoseconds: UInt64(seconds * 1e9)) }
 
-    func maintenance() async {
-        while !isStopping {
-            let now = Date()
-            if let ids = try? await store.requeueExpired(now: now), !ids.isEmpty {
-                FileHandle.standardError.write(Data("dsmopt: re-queued \(ids.count) job(s) whose worker stopped: \(ids.joined(separator: ", "))\n".utf8))
-            }
-            for job in (try? await store.jobsToPurge(now: now)) ?? [] {
-                try? FileManager.default.removeItem(atPath: config.resultsDirectory(job.id))
-                try? await store.markPurged(jobId: job.id)
-            }
-            await sleep(1)
-        }
-    }
-
     func loop(worker: String) async {
         while !isStopping {
+            // A full disk: leave the queue alone rather than start a job that cannot write its products.
+            if let free = freeBytes(config.dataDirectory), free < config.minFreeBytes {
+                await sleep(5)
+                continue
+            }
             let lease = Date().addingTimeInterval(config.leaseSeconds)
             guard let job = try? await store.claimJob(worker: worker, leaseUntil: lease, now: Date()) else {
                 await sleep(0.3)
@@ -130,128 +128,213 @@ public final class WorkerPool: Service, @unchecked Sendable {
         }
     }
 
-    func arguments(for job: Job) throws -> [String] {
-        // A job re-queued after its worker died resumes from the tiles it had finished.
-        if Self.canResume(config.resultsDirectory(job.id)) { return ["run", "--resume", config.resultsDirectory(job.id)] }
+    /// The job file of an attempt: the validated request, typed, with the limits this attempt runs under.
+    func jobSpec(for job: Job, cpuBudget: Double) throws -> JobSpec {
         let request = try JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8))
-        var args = ["run"] + request.resolvedImagePaths + ["--out", config.resultsDirectory(job.id), "--preset", request.preset ?? "default"]
-        args += request.parameters?.commandLine ?? []
-        return args
+        var spec = JobSpec(images: request.resolvedImagePaths)
+        spec.preset = request.preset ?? "default"
+        spec.parameters = request.parameters?.values ?? [:]
+        spec.roi = request.parameters?.roi
+        spec.aoi = request.parameters?.aoi
+        spec.limits = RunLimits(cpuSeconds: cpuBudget.isFinite ? max(1, cpuBudget) : nil, wallSeconds: config.maxJobWallSeconds,
+                                memoryBytes: config.jobMemoryBytes)
+        return spec
     }
 
-    /// An interrupted run left its plan and finished tiles in the job's result folder.
-    static func canResume(_ resultDir: String) -> Bool {
-        FileManager.default.fileExists(atPath: resultDir + "/" + WorkFolder.name + "/plan.json")
+    /// An interrupted run left its plan and finished tiles in this folder.
+    static func canResume(_ runDir: String) -> Bool {
+        FileManager.default.fileExists(atPath: runDir + "/" + WorkFolder.name + "/plan.json")
+    }
+
+    /// Makes this attempt's run folder resumable from an earlier attempt's finished tiles: hard links to
+    /// the earlier work files (written once, atomically, never changed in place), so that the earlier
+    /// attempt — were it still alive — can never touch this attempt's folder, nor this one its.
+    func inheritWork(job: Job, attempt: Int) -> Bool {
+        let mine = config.runDirectory(job.id, attempt)
+        if Self.canResume(mine) { return true }  // this attempt number was released at shutdown and runs again
+        guard attempt > 1, let source = (1..<attempt).reversed().map({ config.runDirectory(job.id, $0) }).first(where: Self.canResume) else { return false }
+        let fm = FileManager.default
+        let from = source + "/" + WorkFolder.name, to = mine + "/" + WorkFolder.name
+        do {
+            try? fm.removeItem(atPath: mine)
+            for sub in try fm.subpathsOfDirectory(atPath: from) {
+                let a = from + "/" + sub, b = to + "/" + sub
+                var isDir: ObjCBool = false
+                guard fm.fileExists(atPath: a, isDirectory: &isDir) else { continue }
+                if isDir.boolValue { try fm.createDirectory(atPath: b, withIntermediateDirectories: true); continue }
+                if sub.hasSuffix(".tmp") || sub.contains(".tmp.") { continue }
+                try fm.createDirectory(atPath: (b as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                if link(a, b) != 0 { try fm.copyItem(atPath: a, toPath: b) }
+            }
+            return Self.canResume(mine)
+        } catch {
+            try? fm.removeItem(atPath: mine)
+            return false
+        }
+    }
+
+    /// A message for users: no server path (inputs by their file names, the data folder hidden).
+    func userFacing(_ message: String, job: Job) -> String {
+        var m = message
+        if let r = try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8)) {
+            for p in r.resolvedImagePaths { m = m.replacingOccurrences(of: p, with: (p as NSString).lastPathComponent) }
+        }
+        return m.replacingOccurrences(of: config.dataDirectory + "/", with: "").replacingOccurrences(of: config.dataDirectory, with: "")
     }
 
     func execute(_ job: Job, worker: String) async {
-        let resultDir = config.resultsDirectory(job.id)
-        if !Self.canResume(resultDir) { try? FileManager.default.removeItem(atPath: resultDir) }
-        try? FileManager.default.createDirectory(atPath: config.jobDirectory(job.id), withIntermediateDirectories: true)
+        let attempt = job.attempts
+        let fm = FileManager.default
+        let attemptDir = config.attemptDirectory(job.id, attempt), runDir = config.runDirectory(job.id, attempt)
+        try? fm.createDirectory(atPath: attemptDir, withIntermediateDirectories: true)
         let exe = config.executable ?? currentExecutable()
         var env = ProcessInfo.processInfo.environment
         env["DSMOPT_PRESETS"] = config.presetsDirectory
         env["DSMOPT_PARENT_PID"] = "\(ProcessInfo.processInfo.processIdentifier)"
-        var cpu: Double = 0
-        var lastError: String?
         var stageStarted = Date()
         var stage = "queued"
-        // What is left of the owner's CPU budget this month when the job starts (its own charge comes at the end).
+        // What is left of the owner's CPU budget this month when the attempt starts (its charge comes at the end).
         var budget = Double.infinity
         if let owner = try? await store.user(id: job.userId), let used = try? await store.usage(userId: job.userId, now: Date()) {
             budget = max(0, owner.quota.cpuSecondsPerMonth - used.cpuSecondsThisMonth)
         }
         let metered = CPUMeter()
+        let events = (attemptDir as NSString).appendingPathComponent("events.jsonl")
+        var args: [String]
         do {
-            let child = try ChildRun(executable: exe, arguments: try arguments(for: job), environment: env, log: config.logPath(job.id))
-            lock.withLock { children[job.id] = child }
-            defer { _ = lock.withLock { children.removeValue(forKey: job.id) } }
-            // Heart-beat, CPU metering and cancellation check, independent of the child's output.
-            let beat = Task {
-                while !Task.isCancelled {
-                    await sleep(min(2, config.leaseSeconds / 3))
-                    if let used = child.cpuSeconds() {
-                        metered.record(used)
-                        // The budget is enforced while the job runs, not only at submission.
-                        if used > budget { metered.exhaust(); child.stop(); return }
-                    }
-                    let owned = (try? await store.heartbeat(jobId: job.id, worker: worker, progress: nil, stage: nil, message: nil,
-                                                            leaseUntil: Date().addingTimeInterval(config.leaseSeconds))) ?? true
-                    let current = try? await store.job(id: job.id)
-                    if !owned || current?.cancelRequested == true { child.cpuSeconds().map(metered.record); child.stop(); return }
-                }
-            }
-            var progress = 0
-            for await line in child.lines {
-                if let p = ProgressLine(line) {
-                    if p.stage != stage {
-                        metrics.observeStage(stage, seconds: Date().timeIntervalSince(stageStarted))
-                        stage = p.stage; stageStarted = Date()
-                    }
-                    progress = min(99, p.percent)
-                    // Server paths stay private: the last line names the output folder.
-                    let message = p.stage == "done" ? "products ready" : p.message
-                    _ = try? await store.heartbeat(jobId: job.id, worker: worker, progress: progress, stage: p.stage, message: message,
-                                                   leaseUntil: Date().addingTimeInterval(config.leaseSeconds))
-                } else if line.hasPrefix("dsmopt: error:") {
-                    lastError = String(line.dropFirst("dsmopt: error: ".count))
-                } else if let r = line.range(of: #"cpu ([0-9.]+) s"#, options: .regularExpression) {
-                    cpu = Double(line[r].dropFirst(4).dropLast(2)) ?? cpu
-                }
-            }
-            child.process.waitUntilExit()
-            beat.cancel()
-            metrics.observeStage(stage, seconds: Date().timeIntervalSince(stageStarted))
-            // Charged: the child's own getrusage figure when it could report it, else (stopped, cancelled,
-            // killed) the CPU time read from /proc at the last heartbeat — measured CPU, never wall time.
-            cpu = max(cpu, metered.seconds)
-            let current = try? await store.job(id: job.id)
-            let now = Date()
-            if metered.exhausted {
-                try? FileManager.default.removeItem(atPath: resultDir)
-                try? await store.finish(jobId: job.id, worker: worker, status: .failed,
-                                        error: String(format: "stopped: the job used the %.1f CPU-seconds left of this month's budget", budget),
-                                        cpuSeconds: cpu, resultBytes: 0, finishedAt: now, purgeAt: nil)
-            } else if current?.cancelRequested == true {
-                try? FileManager.default.removeItem(atPath: resultDir)
-                try? await store.finish(jobId: job.id, worker: worker, status: .dismissed, error: "cancelled by the user",
-                                        cpuSeconds: cpu, resultBytes: 0, finishedAt: now, purgeAt: nil)
-            } else if isStopping && child.process.terminationStatus != 0 {
-                // Shutdown: the job goes back to the queue and runs again on the next start.
-                try? await store.release(worker: worker)
-            } else if child.process.terminationStatus == 0 {
-                try? await store.finish(jobId: job.id, worker: worker, status: .successful, error: nil, cpuSeconds: cpu,
-                                        resultBytes: directorySize(resultDir), finishedAt: now,
-                                        purgeAt: now.addingTimeInterval(config.retentionSeconds))
+            if inheritWork(job: job, attempt: attempt) {
+                args = ["run", "--resume", runDir, "--events", events]
             } else {
-                try? FileManager.default.removeItem(atPath: resultDir)
-                try? await store.finish(jobId: job.id, worker: worker, status: .failed,
-                                        error: lastError ?? "the pipeline stopped with status \(child.process.terminationStatus)",
-                                        cpuSeconds: cpu, resultBytes: 0, finishedAt: now, purgeAt: nil)
+                let jobFile = (attemptDir as NSString).appendingPathComponent("job.json")
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                try enc.encode(try jobSpec(for: job, cpuBudget: budget)).write(to: URL(fileURLWithPath: jobFile), options: .atomic)
+                args = ["run", "--job", jobFile, "--out", runDir, "--events", events]
             }
         } catch {
-            try? await store.finish(jobId: job.id, worker: worker, status: .failed, error: "cannot start the pipeline: \(error)",
-                                    cpuSeconds: 0, resultBytes: 0, finishedAt: Date(), purgeAt: nil)
+            _ = try? await store.finish(jobId: job.id, attempt: attempt, worker: worker, status: .failed, error: "cannot prepare the job: \(userFacing("\(error)", job: job))",
+                                        cpuSeconds: 0, resultBytes: 0, finishedAt: Date(), purgeAt: nil)
+            return
         }
+        let child: ChildRun
+        do {
+            child = try ChildRun(executable: exe, arguments: args, environment: env, log: config.logPath(job.id, attempt), events: events)
+        } catch {
+            _ = try? await store.finish(jobId: job.id, attempt: attempt, worker: worker, status: .failed, error: "cannot start the pipeline",
+                                        cpuSeconds: 0, resultBytes: 0, finishedAt: Date(), purgeAt: nil)
+            return
+        }
+        lock.withLock { children[job.id] = child }
+        defer { _ = lock.withLock { children.removeValue(forKey: job.id) } }
+        let lost = Flag()
+        let cpuLeft = budget
+        // Heart-beat (fenced by the attempt number), CPU metering and cancellation check.
+        let beat = Task {
+            while !Task.isCancelled {
+                await sleep(min(2, config.leaseSeconds / 3))
+                if let used = child.cpuSeconds() {
+                    metered.record(used)
+                    // The budget is enforced while the job runs, not only at submission.
+                    if used > cpuLeft { metered.exhaust(); child.stop(); return }
+                }
+                let owned = (try? await store.heartbeat(jobId: job.id, attempt: attempt, worker: worker, progress: nil, stage: nil, message: nil,
+                                                        leaseUntil: Date().addingTimeInterval(config.leaseSeconds))) ?? true
+                if !owned { lost.set(); child.stop(); return }
+                if (try? await store.job(id: job.id))?.cancelRequested == true { child.cpuSeconds().map(metered.record); child.stop(); return }
+            }
+        }
+        var reportedCPU: Double?
+        var failure: ChildEvent?
+        var finished = false
+        func drain() async {
+            for e in child.newEvents() {
+                switch e.event {
+                case "progress":
+                    let s = e.stage ?? stage
+                    if s != stage {
+                        metrics.observeStage(stage, seconds: Date().timeIntervalSince(stageStarted))
+                        stage = s; stageStarted = Date()
+                    }
+                    let message = s == "done" ? "products ready" : e.message.map { userFacing($0, job: job) }
+                    if !lost.isSet {
+                        let owned = (try? await store.heartbeat(jobId: job.id, attempt: attempt, worker: worker, progress: min(99, e.percent ?? 0), stage: s,
+                                                                message: message, leaseUntil: Date().addingTimeInterval(config.leaseSeconds))) ?? true
+                        if !owned { lost.set(); child.stop() }
+                    }
+                case "finished": finished = true; reportedCPU = e.cpuSeconds
+                case "failed": failure = e; reportedCPU = e.cpuSeconds
+                default: break
+                }
+            }
+        }
+        while child.process.isRunning {
+            await drain()
+            await sleep(0.25)
+        }
+        child.process.waitUntilExit()
+        await drain()
+        beat.cancel()
+        metrics.observeStage(stage, seconds: Date().timeIntervalSince(stageStarted))
+        // Charged: the CPU seconds the run reported (itself and the tools it ran), else — stopped, killed —
+        // the CPU time read from /proc at the last heartbeat: measured CPU, never wall time.
+        let cpu = max(reportedCPU ?? 0, metered.seconds)
+        if lost.isSet {
+            // Another attempt owns the job now: change nothing, delete nothing; the maintenance removes this
+            // attempt's folder once the job has ended.
+            FileHandle.standardError.write(Data("dsmopt: attempt \(attempt) of job \(job.id) lost its lease; its work is left to attempt \(attempt + 1)\n".utf8))
+            return
+        }
+        let current = try? await store.job(id: job.id)
+        let now = Date()
+        let status = child.process.terminationStatus
+        var ended: JobStatus = .failed
+        var error: String?
+        if metered.exhausted || failure?.code == "limit-reached" && budget.isFinite && cpu >= budget - 1 {
+            error = String(format: "stopped: the job used the %.1f CPU-seconds left of this month's budget", budget)
+        } else if current?.cancelRequested == true {
+            ended = .dismissed; error = "cancelled by the user"
+        } else if isStopping && status != 0 && !finished {
+            // Shutdown: the job goes back to the queue and this attempt runs again (resuming) on the next start.
+            try? await store.release(jobId: job.id, attempt: attempt, worker: worker)
+            return
+        } else if status == 0 && finished {
+            ended = .successful
+        } else {
+            error = failure.map { userFacing($0.message ?? "", job: job) } ?? "the pipeline stopped with status \(status)"
+        }
+        let bytes = ended == .successful ? directorySize(runDir) : 0
+        // The store may be busy or briefly unreachable: the finish is retried (it is fenced, so a retry after
+        // a lost answer is harmless) rather than leaving the job running to be run again.
+        var owned = false
+        for retry in 0..<8 {
+            do {
+                owned = try await store.finish(jobId: job.id, attempt: attempt, worker: worker, status: ended, error: error, cpuSeconds: cpu,
+                                               resultBytes: bytes, finishedAt: now,
+                                               purgeAt: ended == .successful ? now.addingTimeInterval(config.retentionSeconds) : nil)
+                break
+            } catch {
+                FileHandle.standardError.write(Data("dsmopt: recording the end of job \(job.id) failed (\(error)); retrying\n".utf8))
+                await sleep(min(8, 0.5 * Double(1 << retry)))
+            }
+        }
+        // Only an attempt that still owned the job cleans up after itself, and never the promoted results.
+        if owned && ended != .successful { try? fm.removeItem(atPath: runDir) }
     }
 }
 
-/// "[ 35%] match: pair [0, 1]: tile 2/4 …" progress lines of `dsmopt run`.
-struct ProgressLine {
-    var percent: Int
-    var stage: String
-    var message: String
+/// A flag set from one task and read from another.
+final class Flag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
+}
 
-    init?(_ line: String) {
-        guard line.hasPrefix("["), let close = line.firstIndex(of: "]") else { return nil }
-        let pct = line[line.index(after: line.startIndex)..<close].trimmingCharacters(in: .whitespaces).dropLast()
-        guard let p = Int(pct) else { return nil }
-        let rest = line[line.index(after: close)...].trimmingCharacters(in: .whitespaces)
-        guard let colon = rest.firstIndex(of: ":") else { return nil }
-        percent = p
-        stage = String(rest[..<colon])
-        message = rest[rest.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-    }
+/// Bytes available to unprivileged users on the file system of `path`.
+func freeBytes(_ path: String) -> Int64? {
+    var s = statvfs()
+    guard statvfs(path, &s) == 0 else { return nil }
+    return Int64(s.f_bavail) * Int64(s.f_frsize)
 }
 
 func directorySize(_ path: String) -> Int64 {

@@ -15,7 +15,7 @@ struct DSMOpt: AsyncParsableCommand {
         Image coordinates on the command line follow GDAL (`gdaltransform -rpc`): the top-left corner of the \
         image is (0, 0), the centre of the first pixel (0.5, 0.5). Heights are metres above the WGS84 ellipsoid.
         """,
-        subcommands: [Serve.self, Worker.self, Admin.self, Run.self, Inspect.self, RPCCommand.self, Epipolar.self, Match.self, Synth.self, MakeDelivery.self]
+        subcommands: [Serve.self, Worker.self, Admin.self, Run.self, Inspect.self, RPCCommand.self, Epipolar.self, Match.self, Synth.self, MakeDelivery.self, Parameters.self]
     )
 
     /// Runs the command; errors the user can act on are printed as one line with a specific exit code.
@@ -57,12 +57,14 @@ struct DSMOpt: AsyncParsableCommand {
         } catch let e as StoreError {
             fail(e.description, code: ExitCodes.usage)
         } catch {
+            RunEvents.emit(.failed(code: "internal", message: "\(error)", cpuSeconds: RunEvents.cpuSeconds()))
             exit(withError: error)
         }
     }
 
     static func fail(_ message: String, code: Int32) -> Never {
         FileHandle.standardError.write(Data("dsmopt: error: \(message)\n".utf8))
+        RunEvents.emit(.failed(code: ExitCodes.name(code), message: message, cpuSeconds: RunEvents.cpuSeconds()))
         Foundation.exit(code)
     }
 }
@@ -71,6 +73,18 @@ enum ExitCodes {
     static let usage: Int32 = 2
     static let badInput: Int32 = 3
     static let geometry: Int32 = 4
+    static let limit: Int32 = 5
+
+    /// The error code of a failed event (`dsmopt run --events`).
+    static func name(_ code: Int32) -> String {
+        switch code {
+        case usage: return "invalid-parameters"
+        case badInput: return "bad-input"
+        case geometry: return "geometry"
+        case limit: return "limit-reached"
+        default: return "internal"
+        }
+    }
 }
 
 struct CLIFailure: Error {
@@ -142,6 +156,31 @@ struct RPCCommand: ParsableCommand {
     }
 }
 
+struct Parameters: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the parameter table (keys, types, ranges, defaults, help) that the CLI, the API, presets and the process description share.")
+    @Flag(help: "A Markdown table (as in Presets/README.md) instead of JSON.") var markdown = false
+
+    static var markdownTable: String {
+        var out = "| key | group | rule | default | meaning |\n|---|---|---|---|---|\n"
+        for s in JobParameterTable.specs {
+            let d = s.defaultValue.map { s.kind == .boolean ? ($0 != 0 ? "true" : "false") : ParameterSpec.number($0) } ?? s.defaultText ?? ""
+            out += "| `\(s.key)` | \(s.group.rawValue) | \(s.expected) | \(d) | \(s.help) |\n"
+        }
+        return out
+    }
+
+    func run() throws {
+        if markdown { print(Self.markdownTable, terminator: ""); return }
+        struct Row: Encodable { var key: String; var kind: String; var group: String; var expected: String; var minimum: Double?; var maximum: Double?; var defaultValue: Double?; var help: String }
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        print(String(decoding: try enc.encode(JobParameterTable.specs.map {
+            Row(key: $0.key, kind: $0.kind.rawValue, group: $0.group.rawValue, expected: $0.expected, minimum: $0.minimum, maximum: $0.maximum, defaultValue: $0.defaultValue, help: $0.help)
+        }), as: UTF8.self))
+    }
+}
+
 struct Synth: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a synthetic stereo product with known truth (views with RPC, true DSM, scene.json).")
@@ -190,35 +229,32 @@ struct MakeDelivery: ParsableCommand {
     }
 }
 
-/// Expert matching parameters shared by the commands that match (same names as the API). Each one, when
-/// given, overrides the preset (`run`) or the DSM-OPT default (`match`).
+/// Expert matching parameters shared by the commands that match, declared once in
+/// `MatchingParameters.specs` (names, ranges, defaults and help come from there). Each one, when given,
+/// overrides the preset (`run`) or the DSM-OPT default (`match`). Values are read as given (negative ones
+/// too) and checked against the table, so that an out-of-range value gets the table's message.
 struct ExpertOptions: ParsableArguments {
-    @Option(help: "Correlation window size, odd, 3–15 (default 5).") var window: Int?
-    @Option(help: "Regularisation factor, 0–1: penalty on disparity changes relative to the correlation cost (default 0.025).")
-    var regularisation: Double?
-    @Option(name: .customLong("z-uncertainty"), help: "Search interval around the coarse estimate, share of the range, (0, 1] (default 0.1).")
-    var zUncertainty: Double?
-    @Option(help: "Potential-precision threshold: quantisation step of the search, 0.05–1 px (default 0.4).")
-    var precision: Double?
-    @Option(name: .customLong("decorrelation-threshold"), help: "Pixels whose correlation falls below it are left empty, [0, 1) (default 0.2).")
-    var decorrelationThreshold: Double?
-    @Option(name: .customLong("left-right-tolerance"), help: "Left/right consistency tolerance, pixels (default 1).")
-    var leftRightTolerance: Double?
+    static func help(_ key: String) -> ArgumentHelp { ArgumentHelp(MatchingParameters.spec(key)!.optionHelp) }
+    @Option(name: .customLong("window"), parsing: .unconditional, help: help("window")) var window: Double?
+    @Option(name: .customLong("regularisation"), parsing: .unconditional, help: help("regularisation")) var regularisation: Double?
+    @Option(name: .customLong("z-uncertainty"), parsing: .unconditional, help: help("z-uncertainty")) var zUncertainty: Double?
+    @Option(name: .customLong("precision"), parsing: .unconditional, help: help("precision")) var precision: Double?
+    @Option(name: .customLong("decorrelation-threshold"), parsing: .unconditional, help: help("decorrelation-threshold")) var decorrelationThreshold: Double?
+    @Option(name: .customLong("left-right-tolerance"), parsing: .unconditional, help: help("left-right-tolerance")) var leftRightTolerance: Double?
+    @Option(name: .customLong("jump-penalty-ratio"), parsing: .unconditional, help: help("jump-penalty-ratio")) var jumpPenaltyRatio: Double?
+
+    /// The options given, by the table's keys (every key of the table has its option above: a test checks it).
+    var given: [String: Double] {
+        let all: [(String, Double?)] = [("window", window), ("regularisation", regularisation), ("z-uncertainty", zUncertainty),
+                                        ("precision", precision), ("decorrelation-threshold", decorrelationThreshold),
+                                        ("left-right-tolerance", leftRightTolerance), ("jump-penalty-ratio", jumpPenaltyRatio)]
+        return Dictionary(uniqueKeysWithValues: all.compactMap { k, v in v.map { (k, $0) } })
+    }
 
     var overrides: ParameterOverrides {
         var o = ParameterOverrides()
-        o.window = window
-        o.regularisation = regularisation
-        o.zUncertainty = zUncertainty
-        o.precision = precision
-        o.decorrelationThreshold = decorrelationThreshold
+        for (k, v) in given { o[k] = v }
         return o
-    }
-
-    var parameters: MatchingParameters {
-        var p = overrides.applied(to: .defaults)
-        if let leftRightTolerance { p.leftRightTolerance = leftRightTolerance }
-        return p
     }
 }
 
@@ -239,8 +275,10 @@ struct Match: ParsableCommand {
     @OptionGroup var expert: ExpertOptions
 
     func run() throws {
-        let p = expert.parameters
-        let problems = p.validate()
+        let overrides = expert.overrides
+        var problems = overrides.problems()
+        let p = overrides.applied(to: .defaults)
+        if problems.isEmpty { problems = p.validate() }
         guard problems.isEmpty else { throw MatchingError.invalidParameters(problems) }
         guard minDisparity <= maxDisparity else { throw MatchingError.invalidDisparityRange(min: minDisparity, max: maxDisparity) }
         let l = try readGrayImage(left), r = try readGrayImage(right)
@@ -326,19 +364,26 @@ struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Turn 2 or 3 images into the DSM-OPT product set (DSM, hillshades, true orthos, ...).")
 
+    static func help(_ key: String) -> ArgumentHelp { ArgumentHelp(JobParameterTable.spec(key)!.optionHelp) }
+
     @Argument(help: "2 or 3 images with RPC (or DIMAP product folders); the first is the reference for --roi.")
     var images: [String] = []
     @Option(help: "Output folder.") var out: String?
+    @Option(help: "Job file (JSON): images, preset, parameters by the table's keys, roi or aoi, limits — the job service's contract. Excludes images and parameter options.")
+    var job: String?
+    @Option(help: "Append the run's events (progress, finished with CPU seconds, failed with an error code) to FILE as JSON lines.")
+    var events: String?
     @Option(help: "Landscape preset (a file of Presets/): default, urban, mountain, forest, flat, snow-ice.")
-    var preset = "default"
+    var preset: String?
     @OptionGroup var expert: ExpertOptions
-    @Option(help: "DSM cell size in metres (default: resolution factor × image GSD).") var resolution: Double?
-    @Option(name: .customLong("resolution-factor"), help: "DSM resolution as a multiple of the image GSD (default: the preset's, 2).")
-    var resolutionFactor: Double?
-    @Option(help: "EPSG code of the output CRS (default: the scene's UTM zone).") var epsg: Int?
+    @Option(parsing: .unconditional, help: help("resolution")) var resolution: Double?
+    @Option(name: .customLong("resolution-factor"), parsing: .unconditional, help: help("resolution-factor")) var resolutionFactor: Double?
+    @Option(parsing: .unconditional, help: help("epsg")) var epsg: Double?
     @Option(parsing: .upToNextOption, help: "Region of the first image: COL ROW WIDTH HEIGHT.") var roi: [Int] = []
-    @Option(help: "Area of interest: minLon,minLat,maxLon,maxLat, or a GeoJSON polygon (text or file).") var aoi: String?
-    @Flag(name: .customLong("point-cloud"), help: "Also write the DSM as a LAS 1.4 point cloud.") var pointCloud = false
+    @Option(parsing: .unconditional, help: "Area of interest: minLon,minLat,maxLon,maxLat (negative values included), or GeoJSON polygon text.")
+    var aoi: String?
+    @Option(name: .customLong("aoi-file"), help: "Area of interest read from a GeoJSON file.") var aoiFile: String?
+    @Flag(name: .customLong("point-cloud"), help: help("point-cloud")) var pointCloud = false
     @Flag(name: .customLong("no-orthos"), help: "Skip the per-image true orthos.") var noOrthos = false
     @Flag(name: .customLong("no-mosaic"), help: "Skip the ortho-mosaic.") var noMosaic = false
     @Option(name: .customLong("tile-size"), help: "Ground tile size in DSM cells, the unit of parallel, resumable work (default: about 1024 pixels of the first image).")
@@ -349,36 +394,67 @@ struct Run: ParsableCommand {
 
     func validate() throws {
         if resume == nil && out == nil { throw ValidationError("--out DIR is required (or --resume DIR)") }
-        if resume != nil && !images.isEmpty { throw ValidationError("--resume takes no images: the run's plan names them") }
+        if resume != nil && (!images.isEmpty || job != nil) { throw ValidationError("--resume takes no images and no job: the run's plan names them") }
+        if job != nil {
+            let given = !images.isEmpty || preset != nil || !expert.given.isEmpty || resolution != nil || resolutionFactor != nil || epsg != nil
+                || !roi.isEmpty || aoi != nil || aoiFile != nil || pointCloud || noOrthos || noMosaic
+            if given { throw ValidationError("--job FILE holds the images and parameters: give them there, not as options") }
+        }
+        if aoi != nil && aoiFile != nil { throw ValidationError("give --aoi or --aoi-file, not both") }
+    }
+
+    /// The job these options describe (the same type the service hands over as a file).
+    func jobSpec() throws -> JobSpec {
+        if let job {
+            guard let data = FileManager.default.contents(atPath: job) else {
+                throw CLIFailure(message: "\(job): job file not found", code: ExitCodes.badInput)
+            }
+            do { return try JSONDecoder().decode(JobSpec.self, from: data) } catch {
+                throw CLIFailure(message: "\(job): not a valid job file: \(error)", code: ExitCodes.usage)
+            }
+        }
+        var spec = JobSpec(images: images)
+        spec.preset = preset ?? "default"
+        for (k, v) in expert.given { spec.parameters[k] = .number(v) }
+        for (k, v) in [("resolution", resolution), ("resolution-factor", resolutionFactor), ("epsg", epsg)] { if let v { spec.parameters[k] = .number(v) } }
+        if pointCloud { spec.parameters["point-cloud"] = .bool(true) }
+        if noOrthos { spec.parameters["orthos"] = .bool(false) }
+        if noMosaic { spec.parameters["mosaic"] = .bool(false) }
+        if !roi.isEmpty {
+            guard roi.count == 4 else { throw CLIFailure(message: "--roi takes COL ROW WIDTH HEIGHT", code: ExitCodes.usage) }
+            spec.roi = roi
+        }
+        if let aoi { spec.aoi = try AreaOfInterest.parse(aoi) }
+        if let aoiFile {
+            guard let d = FileManager.default.contents(atPath: aoiFile) else { throw CLIFailure(message: "\(aoiFile): file not found", code: ExitCodes.badInput) }
+            spec.aoi = try AreaOfInterest.parse(String(decoding: d, as: UTF8.self))
+        }
+        return spec
     }
 
     func run() throws {
-        // The pipeline expands product folders and checks the image count before anything else.
+        if let events { try RunEvents.open(events) }
         let out = resume ?? self.out!
-        var o = PipelineOptions(images: images, output: out)
+        var o: PipelineOptions
+        var limits: RunLimits?
+        if resume != nil {
+            o = PipelineOptions(images: [], output: out)
+        } else {
+            let spec = try jobSpec()
+            o = try spec.options(output: out)
+            limits = spec.limits
+        }
         if let maxMemory {
             guard let b = MemoryBudget.parse(maxMemory) else {
                 throw CLIFailure(message: "--max-memory must look like 1.5G, 800M or a number of bytes", code: ExitCodes.usage)
             }
             o.memoryBudget = b
         }
-        o.preset = preset
-        o.overrides = expert.overrides
-        o.resolution = resolution
-        o.resolutionFactor = resolutionFactor
-        o.epsg = epsg
-        if !roi.isEmpty {
-            guard roi.count == 4 else { throw CLIFailure(message: "--roi takes COL ROW WIDTH HEIGHT", code: ExitCodes.usage) }
-            o.roi = PixelWindow(x: roi[0], y: roi[1], width: roi[2], height: roi[3])
-        }
-        if let aoi { o.aoi = try AreaOfInterest.parse(aoi) }
-        guard o.roi == nil || o.aoi == nil else { throw CLIFailure(message: "give --roi or --aoi, not both", code: ExitCodes.usage) }
-        o.pointCloud = pointCloud
-        o.orthoImages = !noOrthos
-        o.orthoMosaic = !noMosaic
         o.tileSize = tileSize
+        if let cpu = limits?.cpuSeconds { RunEvents.limitCPU(seconds: cpu) }
+        if let wall = limits?.wallSeconds { RunEvents.limitWallClock(seconds: wall) }
         // Run by a service worker: stop as soon as the worker's process is gone (kill -9), so that the job,
-        // re-queued, never runs twice at the same time. Nothing is left: products are staged until the end.
+        // re-queued, never runs twice at the same time.
         if let parent = ProcessInfo.processInfo.environment["DSMOPT_PARENT_PID"].flatMap(Int32.init) {
             Thread.detachNewThread {
                 while getppid() == parent { usleep(200_000) }
@@ -389,19 +465,21 @@ struct Run: ParsableCommand {
         let start = clock.now
         let runner = DSMPipelineRunner(options: o) { e in
             FileHandle.standardError.write(Data(String(format: "[%3d%%] %@: %@\n", Int(e.fraction * 100), e.stage, e.message).utf8))
+            RunEvents.emit(.progress(percent: Int(e.fraction * 100), stage: e.stage, message: e.message))
         }
         let manifest = try runner.run(resume: resume != nil)
         let d = clock.now - start
         let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
-        var usage = rusage()
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-        let cpu = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) * 1e-6
+        let cpu = RunEvents.cpuSeconds()
         // The peak of this process's own address space: VmHWM (KiB). Not ru_maxrss: a child spawned with
         // vfork inherits in it the high-water RSS of its parent's address space up to exec.
         let hwm = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8))?
             .split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
             .flatMap { Double($0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") }
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
         let peak = (hwm ?? Double(usage.ru_maxrss)) / 1024
+        RunEvents.emit(.finished(products: manifest.products.count, wallSeconds: seconds, cpuSeconds: cpu, peakMiB: peak))
         FileHandle.standardError.write(Data(String(format: "run: %d products in %@ (%.1f s, cpu %.2f s, peak RSS %.0f MiB)\n",
                                                    manifest.products.count, out, seconds, cpu, peak).utf8))
     }
@@ -456,7 +534,7 @@ struct Worker: AsyncParsableCommand {
 struct Admin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Manage users, tokens and quotas from the command line.",
-        subcommands: [CreateUser.self, SetQuota.self, ListUsers.self])
+        subcommands: [CreateUser.self, SetQuota.self, ListUsers.self, RotateToken.self, RevokeToken.self])
 
     /// `--data` and friends may come before the subcommand (`dsmopt admin --data DIR create-user …`).
     @OptionGroup var daemon: DaemonOptions
@@ -508,6 +586,33 @@ struct Admin: AsyncParsableCommand {
             let store = try Daemon.prepare(try daemon.configuration())
             guard let u = try await store.user(name: name) else { throw CLIFailure(message: "unknown user '\(name)'", code: ExitCodes.usage) }
             _ = try await store.setQuota(userId: u.id, quota: try quota.apply(u.quota))
+        }
+    }
+
+    struct RotateToken: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "rotate-token", abstract: "Give a user a new token (printed alone on stdout); the old one is refused at once.")
+        @OptionGroup var daemon: DaemonOptions
+        @Argument var name: String
+
+        func run() async throws {
+            let store = try Daemon.prepare(try daemon.configuration())
+            guard let u = try await store.user(name: name), let token = try await store.rotateToken(userId: u.id) else {
+                throw CLIFailure(message: "unknown user '\(name)'", code: ExitCodes.usage)
+            }
+            print(token)
+        }
+    }
+
+    struct RevokeToken: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "revoke-token", abstract: "Revoke a user's token: every request with it is refused at once (rotate-token gives a new one).")
+        @OptionGroup var daemon: DaemonOptions
+        @Argument var name: String
+
+        func run() async throws {
+            let store = try Daemon.prepare(try daemon.configuration())
+            guard let u = try await store.user(name: name), try await store.revokeToken(userId: u.id) else {
+                throw CLIFailure(message: "unknown user '\(name)'", code: ExitCodes.usage)
+            }
         }
     }
 

@@ -263,3 +263,98 @@ import Testing
         #expect(r.status == 3 && r.stderr.contains("output folder is not writable"))
     }
 }
+
+/// The typed contract between the job service and the pipeline: `dsmopt run --job job.json --events FILE`.
+@Suite struct RunContractTests {
+    func events(_ path: String) throws -> [[String: Any]] {
+        try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map {
+            try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+        }
+    }
+
+    func write(_ job: [String: Any], to path: String) throws {
+        try JSONSerialization.data(withJSONObject: job).write(to: URL(fileURLWithPath: path))
+    }
+
+    @Test func jobFileInEventsOut() throws {
+        let tmp = try TemporaryFolder()
+        let f = TestData.fixture("synthetic-pair")
+        try write(["images": ["\(f)/view_1.tif", "\(f)/view_2.tif"], "preset": "default",
+                   "parameters": ["resolution": 1.0, "left-right-tolerance": 2, "orthos": false, "mosaic": false]], to: tmp.path("job.json"))
+        let r = try run(try dsmoptExecutable(), ["run", "--job", tmp.path("job.json"), "--out", tmp.path("out"), "--events", tmp.path("ev.jsonl")], timeout: 300)
+        #expect(r.status == 0, "\(r.stderr)")
+        let ev = try events(tmp.path("ev.jsonl"))
+        let progress = ev.filter { $0["event"] as? String == "progress" }
+        #expect(progress.count >= 5 && progress.allSatisfy { $0["stage"] is String && $0["percent"] is Int })
+        let last = try #require(ev.last)
+        #expect(last["event"] as? String == "finished" && (last["cpuSeconds"] as? Double ?? 0) > 0.1 && last["products"] as? Int ?? 0 >= 6, "\(last)")
+        // Every parameter of the table reaches the pipeline: the tolerance the CLI used to ignore included.
+        let p = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: tmp.path("out/parameters.json")))) as? [String: Any]
+        let matching = try #require(p?["matching"] as? [String: Any])
+        #expect(matching["left-right-tolerance"] as? Double == 2, "\(matching)")
+        #expect(!FileManager.default.fileExists(atPath: tmp.path("out/ortho_mosaic.tif")))
+    }
+
+    @Test func failuresAreTypedEvents() throws {
+        let tmp = try TemporaryFolder()
+        let f = TestData.fixture("synthetic-pair")
+        let exe = try dsmoptExecutable()
+        // (job, exit code, event code, fragment of the message)
+        let cases: [([String: Any], Int32, String, String)] = [
+            (["images": ["\(f)/view_1.tif", tmp.path("missing.tif")]], 3, "bad-input", "missing.tif"),
+            (["images": ["\(f)/view_1.tif", "\(f)/view_2.tif"], "parameters": ["window": 4, "colour": 1]], 2, "invalid-parameters", "window = 4"),
+            (["images": ["\(f)/view_1.tif", "\(f)/view_2.tif"], "aoi": ["bbox": [-61.5, 16, -61.4, 16.1]]], 4, "geometry", "outside the first image's footprint"),
+            (["images": ["\(f)/view_1.tif", "\(f)/view_2.tif"], "parameters": ["resolution": 0.5], "limits": ["cpuSeconds": 0.3]], 5, "limit-reached", "0.3 CPU-seconds"),
+        ]
+        for (i, (job, code, event, fragment)) in cases.enumerated() {
+            try write(job, to: tmp.path("job\(i).json"))
+            let r = try run(exe, ["run", "--job", tmp.path("job\(i).json"), "--out", tmp.path("out\(i)"), "--events", tmp.path("ev\(i).jsonl")], timeout: 120)
+            #expect(r.status == code, "case \(i): exit \(r.status): \(r.stderr)")
+            let last = try #require(try events(tmp.path("ev\(i).jsonl")).last)
+            #expect(last["event"] as? String == "failed" && last["code"] as? String == event, "case \(i): \(last)")
+            #expect((last["message"] as? String ?? "").contains(fragment), "case \(i): \(last)")
+            #expect(last["cpuSeconds"] is Double)
+        }
+        // A job file with an unknown field is refused as a whole.
+        try #"{"images": ["a.tif", "b.tif"], "prest": "urban"}"#.write(toFile: tmp.path("typo.json"), atomically: true, encoding: .utf8)
+        let r = try run(exe, ["run", "--job", tmp.path("typo.json"), "--out", tmp.path("typo")])
+        #expect(r.status == 2 && r.stderr.contains("unknown field(s): prest"), "\(r.stderr)")
+    }
+
+    /// AOIs: negative longitudes (everything west of Greenwich) are values, not options; text is never
+    /// read as a file name; files only through --aoi-file.
+    @Test func areasOfInterestAreValuesNotPaths() throws {
+        let tmp = try TemporaryFolder()
+        let f = TestData.fixture("synthetic-pair")
+        let exe = try dsmoptExecutable()
+        let west = try run(exe, ["run", "\(f)/view_1.tif", "\(f)/view_2.tif", "--out", tmp.path("o1"), "--aoi", "-61.5,16,-61.4,16.1"])
+        #expect(west.status == 4 && west.stderr.contains("outside the first image's footprint"), "\(west.stderr)")
+        let geojson = #"{"type":"Polygon","coordinates":[[[-61.5,16],[-61.4,16],[-61.4,16.1],[-61.5,16]]]}"#
+        try geojson.write(toFile: tmp.path("aoi.json"), atomically: true, encoding: .utf8)
+        let path = try run(exe, ["run", "\(f)/view_1.tif", "\(f)/view_2.tif", "--out", tmp.path("o2"), "--aoi", tmp.path("aoi.json")])
+        #expect(path.status != 0 && path.stderr.contains("neither a lon/lat bounding box nor GeoJSON text"), "\(path.stderr)")
+        let file = try run(exe, ["run", "\(f)/view_1.tif", "\(f)/view_2.tif", "--out", tmp.path("o3"), "--aoi-file", tmp.path("aoi.json")])
+        #expect(file.status == 4 && file.stderr.contains("outside the first image's footprint"), "\(file.stderr)")
+    }
+
+    /// One declaration of each parameter: every key of the table is a `dsmopt run` option, and the presets'
+    /// documentation is the table as generated.
+    @Test func oneParameterTable() throws {
+        let exe = try dsmoptExecutable()
+        let table = try run(exe, ["parameters"])
+        let specs = try #require(try JSONSerialization.jsonObject(with: Data(table.stdout.utf8)) as? [[String: Any]])
+        let keys = specs.compactMap { $0["key"] as? String }
+        #expect(keys.count >= 13 && keys.contains("left-right-tolerance") && keys.contains("z-uncertainty"))
+        let help = try run(exe, ["run", "--help"]).stdout
+        let flagNames = ["orthos": "--no-orthos", "mosaic": "--no-mosaic"]
+        for k in keys { #expect(help.contains(flagNames[k] ?? "--\(k)"), "`dsmopt run` has no option for \(k)") }
+        let markdown = try run(exe, ["parameters", "--markdown"]).stdout
+        let readme = try String(contentsOf: TestData.packageRoot.appendingPathComponent("Presets/README.md"), encoding: .utf8)
+        #expect(readme.contains(markdown), "Presets/README.md is not the current table: regenerate it with `dsmopt parameters --markdown`")
+        // The presets use the table's spelling.
+        for name in try FileManager.default.contentsOfDirectory(atPath: TestData.packageRoot.appendingPathComponent("Presets").path) where name.hasSuffix(".json") {
+            let text = try String(contentsOf: TestData.packageRoot.appendingPathComponent("Presets/\(name)"), encoding: .utf8)
+            #expect(!text.contains("zUncertainty") && !text.contains("resolutionFactor") && !text.contains("decorrelationThreshold"), "\(name)")
+        }
+    }
+}

@@ -42,7 +42,7 @@ import Testing
         // Every product of the DSM-OPT set is listed and present.
         let files = Set(manifest.products.map(\.file))
         for f in ["correlation_score.tif", "dsm_raw.tif", "dsm.tif", "dsm_filled_mask.tif", "hillshade.tif",
-                  "hillshade_multidirectional.tif", "ortho_img_01.tif", "ortho_img_02.tif", "ortho_mosaic.tif",
+                  "hillshade_multidirectional.tif", "ortho_1_forward.tif", "ortho_2_backward.tif", "ortho_mosaic.tif",
                   "pointcloud.las", "preview.png", "parameters.json"] {
             #expect(files.contains(f), "\(f) missing from the manifest")
             #expect(FileManager.default.fileExists(atPath: tmp.path("out/\(f)")), "\(f) not written")
@@ -180,8 +180,8 @@ import Testing
         #expect(throws: PresetError.self) { try DSMPipelineRunner(options: o).run() }
         // Out-of-range parameters, all listed.
         o = options([a, b], out: tmp.path("o3"))
-        o.overrides.window = 16
-        o.overrides.regularisation = -1
+        o.overrides["window"] = 16
+        o.overrides["regularisation"] = -1
         o.resolution = -2
         do { try DSMPipelineRunner(options: o).run(); Issue.record("accepted invalid parameters") } catch let PipelineError.invalidParameters(p) {
             #expect(Set(p.map(\.field)) == ["window", "regularisation", "resolution"])

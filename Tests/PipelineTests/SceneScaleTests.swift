@@ -113,7 +113,7 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: out + "/.dsmopt-work"))
         for (file, bands) in [("dsm.tif", 1), ("dsm_raw.tif", 1), ("correlation_score.tif", 1), ("dsm_filled_mask.tif", 1),
                               ("hillshade.tif", 3), ("hillshade_multidirectional.tif", 3), ("ortho_mosaic.tif", 2),
-                              ("ortho_view_1.tif", 1), ("ortho_view_2.tif", 1)] {
+                              ("ortho_1_forward.tif", 1), ("ortho_2_backward.tif", 1)] {
             for b in 1...bands {
                 let a = try band(tmp.path("whole/\(file)"), b), r = try band(out + "/" + file, b)
                 #expect(a.count == r.count && zip(a, r).allSatisfy { $0 == $1 || ($0.isNaN && $1.isNaN) }, "\(file) band \(b) differs")

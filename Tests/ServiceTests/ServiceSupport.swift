@@ -8,16 +8,17 @@ import Testing
 /// A real `dsmopt serve` process on loopback with its own data folder.
 final class ServerProcess: @unchecked Sendable {
     let data: TemporaryFolder
-    let arguments: [String]
+    var arguments: [String]
     var process: Process?
     var base = ""
 
     /// Start through `/usr/bin/env dsmopt` with PATH, as a user typing `dsmopt serve` does (argv[0] is a bare name).
     let throughPATH: Bool
 
-    init(workers: Int = 1, extra: [String] = [], config: String? = nil, throughPATH: Bool = false) throws {
+    /// `sharing`: another daemon's data folder (two processes on one store, as two machines would be).
+    init(workers: Int = 1, extra: [String] = [], config: String? = nil, throughPATH: Bool = false, sharing: TemporaryFolder? = nil) throws {
         self.throughPATH = throughPATH
-        data = try TemporaryFolder()
+        data = try sharing ?? TemporaryFolder()
         if let config { try config.write(toFile: data.path("dsmopt.json"), atomically: true, encoding: .utf8) }
         arguments = ["serve", "--data", data.url.path, "--port", "0", "--workers", "\(workers)"] + extra
         try start()

@@ -113,10 +113,15 @@ import Testing
         let me = try await http("GET", "\(s.base)/me", token: token).json
         let usage = try #require(me?["usage"] as? [String: Any])
         #expect((usage["cpuSecondsThisMonth"] as? Double ?? 0) > 0 && (usage["storageBytes"] as? Int ?? 0) > 4_000_000)
-        // The metrics show the finished job and the HTTP latencies.
-        let metrics = try await http("GET", "\(s.base)/metrics").text
+        // The metrics show the finished job and the HTTP latencies — to operators and admins only.
+        #expect(try await http("GET", "\(s.base)/metrics").status == 401)
+        #expect(try await http("GET", "\(s.base)/metrics", token: token).status == 403)
+        let ops = try s.user("oscar", role: "operator")
+        let metrics = try await http("GET", "\(s.base)/metrics", token: ops).text
         #expect(metrics.contains("dsmopt_jobs{state=\"successful\"} 1") && metrics.contains("dsmopt_http_request_duration_seconds_bucket"))
         #expect(metrics.contains("dsmopt_stage_seconds_sum{stage=\"match\"}"))
+        // Labels are route patterns, never ids or unknown paths.
+        #expect(metrics.contains("route=\"/jobs/{id}/results/{file}\"") && !metrics.contains(id), "\(metrics)")
         // Deleting a finished job removes it and its results.
         let del = try await http("DELETE", "\(s.base)/jobs/\(id)", token: token)
         #expect(del.status == 200)
@@ -206,7 +211,9 @@ import Testing
         let usage = try #require(try await http("GET", "\(s.base)/me", token: token).json?["usage"] as? [String: Any])
         let shown = try #require(usage["cpuSecondsThisMonth"] as? Double)
         #expect(abs(shown - cpu) < 0.011 && (shown * 100).rounded() / 100 == shown, "\(usage)")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: s.data.path("jobs/\(id)")).allSatisfy { $0 != "results" })
+        // The stopped attempt's output is gone (its log stays).
+        #expect(!FileManager.default.fileExists(atPath: s.data.path("jobs/\(id)/attempt-1/out")))
+        #expect(FileManager.default.fileExists(atPath: s.data.path("jobs/\(id)/attempt-1/log.txt")))
         // Nothing is left of the budget: the next submission is refused up front.
         let next = try await submit(s, token: token, uploads: [u1, u2])
         #expect(next.status == 403 && next.json?["limit"] as? String == "cpuSecondsPerMonth", "\(next.text)")
@@ -339,7 +346,7 @@ import Testing
         let j = try await waitFor(s, token: token, job: id, states: ["dismissed", "successful", "failed"], timeout: 30)
         #expect(j["status"] as? String == "dismissed")
         #expect(Date().timeIntervalSince(start) < 10)
-        #expect(!FileManager.default.fileExists(atPath: s.data.path("jobs/\(id)/results/dsm.tif")))
+        #expect(!FileManager.default.fileExists(atPath: s.data.path("jobs/\(id)/attempt-1/out/dsm.tif")))
         // A queued job is dismissed at once.
         let queued = try #require(try await submit(s, token: token, uploads: [u1, u2]).json?["jobID"] as? String)
         let q = try await http("DELETE", "\(s.base)/jobs/\(queued)", token: token)
@@ -360,7 +367,7 @@ import Testing
         #expect(answer14.status == 410)
         let answer15 = try await http("GET", "\(s.base)/jobs/\(id)", token: token)
         #expect(answer15.json?["resultsPurged"] as? Bool == true)
-        #expect(!FileManager.default.fileExists(atPath: s.data.path("jobs/\(id)/results")))
+        #expect(!FileManager.default.fileExists(atPath: s.data.path("jobs/\(id)/attempt-1/out")))
     }
 
     @Test func badRequestsGetSpecificErrors() async throws {
@@ -434,7 +441,7 @@ import Testing
         let list = try await http("GET", "\(s.base)/presets")
         let names = Set(((try JSONSerialization.jsonObject(with: list.body) as? [[String: Any]]) ?? []).compactMap { $0["name"] as? String })
         #expect(names.isSuperset(of: ["default", "urban", "mountain", "forest", "flat", "snow-ice"]))
-        let preset: [String: Any] = ["description": "steep glaciers", "resolutionFactor": 2, "parameters": ["window": 9, "regularisation": 0.06]]
+        let preset: [String: Any] = ["description": "steep glaciers", "resolution-factor": 2, "parameters": ["window": 9, "regularisation": 0.06]]
         let answer17 = try await http("PUT", "\(s.base)/presets/glacier", token: researcher, body: json(preset))
         #expect(answer17.status == 403)
         let created = try await http("PUT", "\(s.base)/presets/glacier", token: op, body: json(preset))
@@ -442,7 +449,7 @@ import Testing
         let answer18 = try await http("GET", "\(s.base)/presets/glacier")
         #expect((answer18.json?["parameters"] as? [String: Any])?["window"] as? Int == 9)
         let invalid = try await http("PUT", "\(s.base)/presets/glacier", token: op,
-                                     body: json(["description": "x", "resolutionFactor": 2, "parameters": ["window": 4]]))
+                                     body: json(["description": "x", "resolution-factor": 2, "parameters": ["window": 4]]))
         #expect(invalid.status == 422 && invalid.text.contains("window"))
         let answer19 = try await http("GET", "\(s.base)/presets/glacier")
         #expect((answer19.json?["parameters"] as? [String: Any])?["window"] as? Int == 9)

@@ -29,31 +29,9 @@ public struct MatchingParameters: Sendable, Codable, Equatable {
 
     public static let defaults = MatchingParameters()
 
-    /// One problem per bad field, named as on the command line and in the API.
+    /// One problem per bad field, named as on the command line and in the API (from `specs`).
     public func validate() -> [ParameterProblem] {
-        var p: [ParameterProblem] = []
-        if !(3...15).contains(window) || window % 2 == 0 {
-            p.append(ParameterProblem(field: "window", value: "\(window)", expected: "an odd integer from 3 to 15"))
-        }
-        if !(regularisation >= 0 && regularisation <= 1) {
-            p.append(ParameterProblem(field: "regularisation", value: "\(regularisation)", expected: "a number from 0 to 1"))
-        }
-        if !(zUncertainty > 0 && zUncertainty <= 1) {
-            p.append(ParameterProblem(field: "z-uncertainty", value: "\(zUncertainty)", expected: "a number in (0, 1]"))
-        }
-        if !(precision >= 0.05 && precision <= 1) {
-            p.append(ParameterProblem(field: "precision", value: "\(precision)", expected: "a step from 0.05 to 1 pixel"))
-        }
-        if !(decorrelationThreshold >= 0 && decorrelationThreshold < 1) {
-            p.append(ParameterProblem(field: "decorrelation-threshold", value: "\(decorrelationThreshold)", expected: "a correlation in [0, 1)"))
-        }
-        if !(leftRightTolerance >= 0.25 && leftRightTolerance <= 8) {
-            p.append(ParameterProblem(field: "left-right-tolerance", value: "\(leftRightTolerance)", expected: "from 0.25 to 8 pixels"))
-        }
-        if !(jumpPenaltyRatio >= 1 && jumpPenaltyRatio <= 64) {
-            p.append(ParameterProblem(field: "jump-penalty-ratio", value: "\(jumpPenaltyRatio)", expected: "from 1 to 64"))
-        }
-        return p
+        Self.specs.compactMap { spec in self[key: spec.key].flatMap(spec.problem) }
     }
 
     public func validated() throws -> MatchingParameters {
@@ -89,29 +67,38 @@ public enum MatchingError: Error, Equatable, CustomStringConvertible {
 }
 
 extension MatchingParameters {
-    enum CodingKeys: String, CodingKey, CaseIterable {
-        case window, regularisation, zUncertainty, precision, decorrelationThreshold, leftRightTolerance, jumpPenaltyRatio
-    }
+    /// Spellings of presets written before the parameter table (camelCase), read for compatibility and
+    /// never written.
+    static let legacyKeys = ["zUncertainty": "z-uncertainty", "decorrelationThreshold": "decorrelation-threshold",
+                             "leftRightTolerance": "left-right-tolerance", "jumpPenaltyRatio": "jump-penalty-ratio"]
 
-    /// Decodes with the defaults for absent keys; unknown keys are an error (a misspelt parameter must
-    /// not be silently ignored).
+    /// Decodes the table's keys, with the defaults for absent ones; unknown keys and values of the wrong type
+    /// are errors (a misspelt parameter must not be silently ignored).
     public init(from decoder: Decoder) throws {
         self.init()
-        let any = try decoder.container(keyedBy: AnyKey.self)
-        let known = Set(CodingKeys.allCases.map(\.rawValue))
-        let unknown = any.allKeys.map(\.stringValue).filter { !known.contains($0) }.sorted()
+        let c = try decoder.container(keyedBy: AnyKey.self)
+        var unknown: [String] = []
+        for k in c.allKeys {
+            let key = Self.legacyKeys[k.stringValue] ?? k.stringValue
+            guard let spec = Self.spec(key) else { unknown.append(k.stringValue); continue }
+            let v = try c.decode(Double.self, forKey: k)
+            if spec.kind == .oddInteger || spec.kind == .integer, v != v.rounded() {
+                throw DecodingError.dataCorruptedError(forKey: k, in: c, debugDescription: "\(key) must be an integer")
+            }
+            self[key: key] = v
+        }
         if !unknown.isEmpty {
             throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                                                    debugDescription: "unknown parameter(s): \(unknown.joined(separator: ", "))"))
+                                                    debugDescription: "unknown parameter(s): \(unknown.sorted().joined(separator: ", "))"))
         }
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        window = try c.decodeIfPresent(Int.self, forKey: .window) ?? window
-        regularisation = try c.decodeIfPresent(Double.self, forKey: .regularisation) ?? regularisation
-        zUncertainty = try c.decodeIfPresent(Double.self, forKey: .zUncertainty) ?? zUncertainty
-        precision = try c.decodeIfPresent(Double.self, forKey: .precision) ?? precision
-        decorrelationThreshold = try c.decodeIfPresent(Double.self, forKey: .decorrelationThreshold) ?? decorrelationThreshold
-        leftRightTolerance = try c.decodeIfPresent(Double.self, forKey: .leftRightTolerance) ?? leftRightTolerance
-        jumpPenaltyRatio = try c.decodeIfPresent(Double.self, forKey: .jumpPenaltyRatio) ?? jumpPenaltyRatio
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: AnyKey.self)
+        for spec in Self.specs {
+            guard let v = self[key: spec.key], let k = AnyKey(stringValue: spec.key) else { continue }
+            if spec.kind == .oddInteger || spec.kind == .integer { try c.encode(Int(v), forKey: k) } else { try c.encode(v, forKey: k) }
+        }
     }
 
     struct AnyKey: CodingKey {

@@ -7,6 +7,21 @@ public struct Preset: Sendable, Codable, Equatable {
     public var description: String
     public var resolutionFactor: Double
     public var parameters: MatchingParameters
+
+    /// The table's spelling (`resolution-factor`); the camelCase of earlier presets is read, never written.
+    enum CodingKeys: String, CodingKey { case name, description, resolutionFactor = "resolution-factor", parameters }
+    enum LegacyKeys: String, CodingKey { case resolutionFactor }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        description = try c.decode(String.self, forKey: .description)
+        let legacy = try decoder.container(keyedBy: LegacyKeys.self)
+        resolutionFactor = try c.decodeIfPresent(Double.self, forKey: .resolutionFactor)
+            ?? legacy.decodeIfPresent(Double.self, forKey: .resolutionFactor)
+            ?? JobParameterTable.spec("resolution-factor")!.defaultValue!
+        parameters = try c.decodeIfPresent(MatchingParameters.self, forKey: .parameters) ?? .defaults
+    }
 }
 
 public enum PresetError: Error, Equatable, CustomStringConvertible {
@@ -41,8 +56,8 @@ public struct PresetLibrary: Sendable {
             }
             let problems = p.parameters.validate()
             guard problems.isEmpty else { throw PresetError.invalid(file: path, reason: problems.map(\.description).joined(separator: "; ")) }
-            guard p.resolutionFactor >= 0.5, p.resolutionFactor <= 20 else {
-                throw PresetError.invalid(file: path, reason: "resolutionFactor \(p.resolutionFactor) outside 0.5–20")
+            if let problem = JobParameterTable.spec("resolution-factor")!.problem(p.resolutionFactor) {
+                throw PresetError.invalid(file: path, reason: problem.description)
             }
             guard p.name + ".json" == name else { throw PresetError.invalid(file: path, reason: "name '\(p.name)' does not match the file name") }
             out[p.name] = p

@@ -19,6 +19,8 @@ public struct RunPlan: Sendable, Codable {
     public var baseToHeight: [Double]
     /// Per image: incidence of the line of sight at the image centre, degrees.
     public var incidences: [Double]
+    /// Per image: its role in the acquisition (forward, nadir, backward), from the geometry.
+    public var roles: [String]? = nil
     /// Per selected pair: the region of its reference image (pair[0]) that sees the run's area.
     public var pairRegions: [PixelWindow]
     /// Per selected pair: the relative pointing correction (rows of the rectified frame) and its samples.
@@ -62,4 +64,33 @@ public struct PairOffsets: Sendable, Codable, Equatable {
     /// Metres removed from each pair's heights (nil: too few common cells).
     public var offsets: [Float?]
     public var commonCells: [Int]
+}
+
+/// The role of each view of a pair or triplet, from the geometry rather than the input order: in a triplet
+/// the view closest to the vertical is the nadir one; forward and backward follow the acquisition times
+/// when every image has one (forward first), otherwise the satellite's azimuth seen from the ground
+/// (Pléiades and SPOT image on descending daytime passes: a forward view looks from the north, so the
+/// satellite's azimuth lies within 90° of north).
+public enum ViewRoles {
+    public static func roles(incidences: [Double], azimuths: [Double], times: [String?]) -> [String] {
+        let n = incidences.count
+        var roles = [String](repeating: "", count: n)
+        var rest = Array(0..<n)
+        if n == 3, let nadir = rest.min(by: { incidences[$0] < incidences[$1] }) {
+            roles[nadir] = "nadir"
+            rest.removeAll { $0 == nadir }
+        }
+        if rest.allSatisfy({ times[$0] != nil }), Set(rest.map { times[$0]! }).count == rest.count {
+            let ordered = rest.sorted { times[$0]! < times[$1]! }
+            for (i, k) in ordered.enumerated() { roles[k] = i == 0 ? "forward" : i == ordered.count - 1 ? "backward" : "nadir" }
+        } else {
+            for k in rest {
+                let a = azimuths[k].truncatingRemainder(dividingBy: 360), north = a < 90 || a > 270 || (a < 0 && a > -90)
+                roles[k] = north ? "forward" : "backward"
+            }
+            // Two views on the same side (e.g. an ascending pass): tell them apart by the input order.
+            if rest.count == 2, roles[rest[0]] == roles[rest[1]] { roles[rest[0]] = "forward"; roles[rest[1]] = "backward" }
+        }
+        return roles
+    }
 }

@@ -187,8 +187,11 @@ struct ProductAssembly: Sendable {
         }
     }
 
+    /// `ortho_<view index>_<role>.tif`: unique whatever the inputs are called (two uploads may both be
+    /// `upload.tif`), and telling which view it is.
     func orthoName(_ k: Int) -> String {
-        "ortho_\(URL(fileURLWithPath: images[k].path).deletingPathExtension().lastPathComponent).tif"
+        let role = plan.roles.map { $0[k] } ?? "view"
+        return "ortho_\(k + 1)_\(role).tif"
     }
 
     func writeOrthos(manifest: inout Manifest) throws {
@@ -213,9 +216,8 @@ struct ProductAssembly: Sendable {
         var names = (0..<n).filter { writers[$0] != nil }.map(orthoName)
         if mosaic != nil { names.append("ortho_mosaic.tif") }
         try parallel(names.map { name in { try self.publish(name, floatingPoint: false) } })
-        let roles = ["forward", "nadir", "backward"]
         for k in 0..<n where writers[k] != nil {
-            let role = n == 3 ? " (\(roles[k]) view)" : ""
+            let role = plan.roles.map { " (\($0[k]) view)" } ?? ""
             manifest.products.append(.init(code: "C\(k + 1)", file: orthoName(k),
                                            description: "true ortho-image of \(URL(fileURLWithPath: images[k].path).lastPathComponent)\(role) on the DSM; parts hidden from this view are nodata",
                                            units: "image digital numbers", crs: manifest.crs))

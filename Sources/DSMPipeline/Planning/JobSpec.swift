@@ -1,0 +1,155 @@
+import DSMCore
+import Foundation
+
+/// The standard-mode parameters of a job (the expert ones are `MatchingParameters.specs`). With them,
+/// the one table every interface reads: `dsmopt run` options, API `parameters`, presets, the process
+/// description and OpenAPI.
+public enum JobParameterTable {
+    public static let standard: [ParameterSpec] = [
+        ParameterSpec("resolution", .number, .standard, minimum: 0, minimumExclusive: true, maximum: 1000, defaultText: "resolution factor × image GSD",
+                      unit: "metres", help: "DSM cell size"),
+        ParameterSpec("resolution-factor", .number, .standard, minimum: 0.5, maximum: 20, default: 2, defaultText: "the preset's",
+                      help: "DSM cell size as a multiple of the first image's GSD"),
+        ParameterSpec("epsg", .integer, .standard, minimum: 1024, maximum: 32767, defaultText: "the UTM zone of the scene",
+                      help: "EPSG code of the output coordinate reference system"),
+        ParameterSpec("point-cloud", .boolean, .standard, default: 0, help: "Also deliver the DSM as a LAS 1.4 point cloud"),
+        ParameterSpec("orthos", .boolean, .standard, default: 1, help: "Deliver a true ortho-image per input image"),
+        ParameterSpec("mosaic", .boolean, .standard, default: 1, help: "Deliver the true ortho-mosaic"),
+    ]
+
+    /// Standard then expert parameters.
+    public static var specs: [ParameterSpec] { standard + MatchingParameters.specs }
+
+    public static func spec(_ key: String) -> ParameterSpec? { specs.first { $0.key == key } }
+}
+
+/// A parameter value: a number or a boolean (JSON keeps them apart).
+public enum ParameterValue: Sendable, Codable, Equatable {
+    case number(Double)
+    case bool(Bool)
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let b = try? c.decode(Bool.self) { self = .bool(b) } else { self = .number(try c.decode(Double.self)) }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .number(let v): if v == v.rounded() && abs(v) < 1e15 { try c.encode(Int64(v)) } else { try c.encode(v) }
+        case .bool(let b): try c.encode(b)
+        }
+    }
+
+    public var number: Double? { if case .number(let v) = self { return v }; return nil }
+    public var bool: Bool? { if case .bool(let b) = self { return b }; return nil }
+}
+
+/// What a job asks for, typed: the contract between the job service and `dsmopt run --job job.json`
+/// (also what `dsmopt run`'s options become). Parameters are keyed by the table's keys.
+public struct JobSpec: Sendable, Codable, Equatable {
+    public static let currentFormat = 1
+    public var format = JobSpec.currentFormat
+    /// Images (or DIMAP products) on this machine, the first the reference.
+    public var images: [String]
+    public var preset = "default"
+    public var parameters: [String: ParameterValue] = [:]
+    /// Region of the first image: col, row, width, height.
+    public var roi: [Int]?
+    public var aoi: AreaOfInterest?
+    /// Resource limits the run applies to itself (the service sets them from the owner's budget).
+    public var limits: RunLimits?
+
+    public init(images: [String]) { self.images = images }
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case format, images, preset, parameters, roi, aoi, limits }
+    struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    /// Absent keys take their defaults; an unknown key is an error (a misspelt field must not be ignored).
+    public init(from decoder: Decoder) throws {
+        let known = Set(CodingKeys.allCases.map(\.rawValue))
+        let unknown = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue).filter { !known.contains($0) }
+        if !unknown.isEmpty {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "unknown field(s): \(unknown.sorted().joined(separator: ", "))"))
+        }
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        format = try c.decodeIfPresent(Int.self, forKey: .format) ?? Self.currentFormat
+        images = try c.decode([String].self, forKey: .images)
+        preset = try c.decodeIfPresent(String.self, forKey: .preset) ?? "default"
+        parameters = try c.decodeIfPresent([String: ParameterValue].self, forKey: .parameters) ?? [:]
+        roi = try c.decodeIfPresent([Int].self, forKey: .roi)
+        aoi = try c.decodeIfPresent(AreaOfInterest.self, forKey: .aoi)
+        limits = try c.decodeIfPresent(RunLimits.self, forKey: .limits)
+    }
+
+    /// Every problem: unknown keys, wrong types, values out of range, roi and aoi together.
+    public func problems() -> [ParameterProblem] {
+        var out: [ParameterProblem] = []
+        if format != Self.currentFormat {
+            out.append(ParameterProblem(field: "format", value: "\(format)", expected: "\(Self.currentFormat)"))
+        }
+        for (key, value) in parameters.sorted(by: { $0.key < $1.key }) {
+            guard let spec = JobParameterTable.spec(key) else {
+                out.append(ParameterProblem(field: key, value: "\(value)", expected: "a known parameter (\(JobParameterTable.specs.map(\.key).joined(separator: ", ")))"))
+                continue
+            }
+            switch (spec.kind, value) {
+            case (.boolean, .bool): break
+            case (.boolean, .number(let v)): out.append(ParameterProblem(field: key, value: ParameterSpec.number(v), expected: spec.expected))
+            case (_, .bool(let b)): out.append(ParameterProblem(field: key, value: "\(b)", expected: spec.expected))
+            case (_, .number(let v)): if let p = spec.problem(v) { out.append(p) }
+            }
+        }
+        if let r = roi, !(r.count == 4 && r[0] >= 0 && r[1] >= 0 && r[2] > 0 && r[3] > 0) {
+            out.append(ParameterProblem(field: "roi", value: "\(r)", expected: "[col, row, width, height] with non-negative integers and positive sizes"))
+        }
+        if roi != nil && aoi != nil { out.append(ParameterProblem(field: "aoi", value: "given with roi", expected: "roi or aoi, not both")) }
+        if let l = limits {
+            for (name, v) in [("limits.cpuSeconds", l.cpuSeconds), ("limits.wallSeconds", l.wallSeconds)] where v.map({ !($0 > 0 && $0.isFinite) }) ?? false {
+                out.append(ParameterProblem(field: name, value: "\(v!)", expected: "a positive number of seconds"))
+            }
+            if let m = l.memoryBytes, m < MemoryBudget.baseBytes + (64 << 20) {
+                out.append(ParameterProblem(field: "limits.memoryBytes", value: "\(m)", expected: "at least \(MemoryBudget.baseBytes + (64 << 20)) bytes"))
+            }
+        }
+        return out
+    }
+
+    public func number(_ key: String) -> Double? { parameters[key]?.number }
+    public func flag(_ key: String) -> Bool? { parameters[key]?.bool }
+
+    /// The pipeline's options for this job, or every problem at once.
+    public func options(output: String) throws -> PipelineOptions {
+        let problems = problems()
+        guard problems.isEmpty else { throw PipelineError.invalidParameters(problems) }
+        var o = PipelineOptions(images: images, output: output)
+        o.preset = preset
+        for spec in MatchingParameters.specs { if let v = number(spec.key) { o.overrides[spec.key] = v } }
+        o.resolution = number("resolution")
+        o.resolutionFactor = number("resolution-factor")
+        o.epsg = number("epsg").map { Int($0) }
+        o.pointCloud = flag("point-cloud") ?? false
+        o.orthoImages = flag("orthos") ?? true
+        o.orthoMosaic = flag("mosaic") ?? true
+        if let r = roi { o.roi = PixelWindow(x: r[0], y: r[1], width: r[2], height: r[3]) }
+        o.aoi = aoi
+        if let m = limits?.memoryBytes { o.memoryBudget = MemoryBudget(bytes: m) }
+        return o
+    }
+}
+
+/// Limits of one run: CPU time (the process stops itself when it is spent), wall-clock time, and the
+/// memory budget the tiles are planned within.
+public struct RunLimits: Sendable, Codable, Equatable {
+    public var cpuSeconds: Double?
+    public var wallSeconds: Double?
+    public var memoryBytes: Int?
+    public init(cpuSeconds: Double? = nil, wallSeconds: Double? = nil, memoryBytes: Int? = nil) {
+        self.cpuSeconds = cpuSeconds; self.wallSeconds = wallSeconds; self.memoryBytes = memoryBytes
+    }
+}

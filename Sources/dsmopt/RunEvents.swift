@@ -1,0 +1,77 @@
+import Foundation
+
+/// One event of `dsmopt run --events FILE`: a JSON object per line. What the job service reads back from a
+/// run (progress, the CPU seconds it is billed, the error), instead of parsing human-readable logs.
+enum RunEvent: Encodable {
+    case progress(percent: Int, stage: String, message: String)
+    case finished(products: Int, wallSeconds: Double, cpuSeconds: Double, peakMiB: Double)
+    case failed(code: String, message: String, cpuSeconds: Double)
+
+    enum Keys: String, CodingKey { case event, percent, stage, message, products, wallSeconds, cpuSeconds, peakMiB, code, time }
+
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: Keys.self)
+        try c.encode(Date().timeIntervalSince1970, forKey: .time)
+        switch self {
+        case .progress(let p, let s, let m):
+            try c.encode("progress", forKey: .event); try c.encode(p, forKey: .percent); try c.encode(s, forKey: .stage); try c.encode(m, forKey: .message)
+        case .finished(let n, let w, let cpu, let peak):
+            try c.encode("finished", forKey: .event); try c.encode(n, forKey: .products); try c.encode(w, forKey: .wallSeconds)
+            try c.encode(cpu, forKey: .cpuSeconds); try c.encode(peak, forKey: .peakMiB)
+        case .failed(let code, let m, let cpu):
+            try c.encode("failed", forKey: .event); try c.encode(code, forKey: .code); try c.encode(m, forKey: .message); try c.encode(cpu, forKey: .cpuSeconds)
+        }
+    }
+}
+
+/// The process's event file and its self-imposed limits.
+enum RunEvents {
+    nonisolated(unsafe) private static var handle: FileHandle?
+    private static let lock = NSLock()
+
+    static func open(_ path: String) throws {
+        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        guard let h = FileHandle(forWritingAtPath: path) else {
+            throw CLIFailure(message: "\(path): cannot write the events file", code: ExitCodes.badInput)
+        }
+        _ = try? h.seekToEnd()
+        lock.withLock { handle = h }
+    }
+
+    /// Appends one event (one write of one line); a full disk loses the event, never the run.
+    static func emit(_ event: RunEvent) {
+        lock.withLock {
+            guard let handle, var data = try? JSONEncoder().encode(event) else { return }
+            data.append(0x0A)
+            try? handle.write(contentsOf: data)
+        }
+    }
+
+    /// CPU seconds (user + system) of this process and of the children it waited for (gdaldem).
+    static func cpuSeconds() -> Double {
+        func seconds(_ who: Int32) -> Double {
+            var u = rusage()
+            getrusage(__rusage_who_t(who), &u)
+            return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6
+        }
+        return seconds(RUSAGE_SELF.rawValue) + seconds(RUSAGE_CHILDREN.rawValue)
+    }
+
+    /// Stops the run (exit 5, a `limit-reached` event) once it has used `seconds` of CPU; the kernel's
+    /// RLIMIT_CPU, 30 s later, backs the watch up.
+    static func limitCPU(seconds: Double) {
+        var r = rlimit(rlim_cur: rlim_t(seconds.rounded(.up) + 30), rlim_max: rlim_t(seconds.rounded(.up) + 35))
+        setrlimit(__rlimit_resource_t(RLIMIT_CPU.rawValue), &r)
+        Thread.detachNewThread {
+            while cpuSeconds() < seconds { usleep(250_000) }
+            DSMOpt.fail(String(format: "the run used its %.1f CPU-seconds limit", seconds), code: ExitCodes.limit)
+        }
+    }
+
+    static func limitWallClock(seconds: Double) {
+        Thread.detachNewThread {
+            Thread.sleep(forTimeInterval: seconds)
+            DSMOpt.fail(String(format: "the run reached its %.0f s wall-clock limit", seconds), code: ExitCodes.limit)
+        }
+    }
+}

@@ -1,0 +1,252 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import TestSupport
+import Testing
+
+/// Hostile and unlucky requests: none takes the daemon down, none leaves anything half-stored; and a job
+/// never runs twice over its own results.
+@Suite(.serialized) struct HardeningTests {
+    let img1: String
+    let img2: String
+
+    init() throws {
+        img1 = try TestData.path("pleiades/reunion-pair/img_01.tif")
+        img2 = try TestData.path("pleiades/reunion-pair/img_02.tif")
+    }
+
+    func python(_ script: String, timeout: Double = 120) throws -> ProcessResult {
+        try run("/usr/bin/python3", ["-c", script], timeout: timeout)
+    }
+
+    func alive(_ s: ServerProcess) async throws -> Bool {
+        (try? await http("GET", "\(s.base)/health").status) == 200 && s.process?.isRunning == true
+    }
+
+    func uploadFile(_ s: ServerProcess, token: String, path: String, name: String) async throws -> HTTPResult {
+        try await http("POST", "\(s.base)/uploads?name=\(name)", token: token, body: try Data(contentsOf: URL(fileURLWithPath: path)))
+    }
+
+    func leftovers(_ s: ServerProcess) throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: s.data.path("uploads"))
+    }
+
+    @Test func hostileRequestsNeverTakeTheDaemonDown() async throws {
+        let s = try ServerProcess(workers: 0, extra: ["--max-upload-bytes", "3000000"])
+        let token = try s.user("mallory")
+        // Paging arithmetic: an offset near Int.max used to trap on `offset + limit`.
+        for q in ["offset=9223372036854775807", "offset=-1&limit=-5", "limit=9223372036854775807&offset=9223372036854775000", "offset=abc"] {
+            let r = try await http("GET", "\(s.base)/jobs?\(q)", token: token)
+            #expect(r.status == 200, "\(q): \(r.status) \(r.text)")
+        }
+        #expect(try await alive(s))
+        let tmp = try TemporaryFolder()
+        // Archives: a ZIP64 entry declaring 2^64−1 bytes; a bomb whose headers lie (inflates to 200 MB, declares
+        // 1 kB); an honest bomb; a symbolic link; too many entries; an entry escaping the folder.
+        let made = try python(#"""
+            import struct, zipfile, zlib, sys
+            out = "\#(tmp.url.path)/"
+            def stored_zip64(path, name, data, declared):
+                n = name.encode(); crc = zlib.crc32(data)
+                extra_l = struct.pack("<HHQQ", 1, 16, len(data), len(data))
+                lfh = struct.pack("<IHHHHHIIIHH", 0x04034b50, 45, 0, 0, 0, 0, crc, 0xFFFFFFFF, 0xFFFFFFFF, len(n), len(extra_l)) + n + extra_l
+                extra_c = struct.pack("<HHQQQ", 1, 24, declared, len(data), 0)
+                cd = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014b50, 45, 45, 0, 0, 0, 0, crc, 0xFFFFFFFF, 0xFFFFFFFF, len(n), len(extra_c), 0, 0, 0, 0, 0) + n + extra_c
+                body = lfh + data
+                eocd = struct.pack("<IHHHHIIH", 0x06054b50, 0, 0, 1, 1, len(cd), len(body), 0)
+                open(path, "wb").write(body + cd + eocd)
+            stored_zip64(out + "zip64.zip", "PRODUCT/a.tif", b"II*\x00" + b"\x00" * 60, 2**64 - 1)
+            # A lying bomb: deflated zeros, sizes patched to 1000 in the local and central headers.
+            z = zipfile.ZipFile(out + "liar.zip", "w", zipfile.ZIP_DEFLATED); z.writestr("PRODUCT/a.tif", b"\x00" * (200 << 20)); z.close()
+            b = bytearray(open(out + "liar.zip", "rb").read())
+            lfh = b.find(b"PK\x03\x04"); struct.pack_into("<I", b, lfh + 22, 1000)
+            cdh = b.find(b"PK\x01\x02"); struct.pack_into("<I", b, cdh + 24, 1000)
+            open(out + "liar.zip", "wb").write(bytes(b))
+            z = zipfile.ZipFile(out + "bomb.zip", "w", zipfile.ZIP_DEFLATED); z.writestr("PRODUCT/a.tif", b"\x00" * (100 << 20)); z.close()
+            z = zipfile.ZipFile(out + "link.zip", "w")
+            i = zipfile.ZipInfo("PRODUCT/a.tif"); i.create_system = 3; i.external_attr = (0o120777 << 16); z.writestr(i, "/etc/passwd"); z.close()
+            z = zipfile.ZipFile(out + "many.zip", "w")
+            for k in range(2100): z.writestr("PRODUCT/f%d.txt" % k, b"x")
+            z.close()
+            z = zipfile.ZipFile(out + "escape.zip", "w"); z.writestr("../../escape.tif", b"II*\x00"); z.close()
+            """#)
+        #expect(made.status == 0, "\(made.stderr)")
+        let before = try #require(try await http("GET", "\(s.base)/me", token: token).json?["usage"] as? [String: Any])
+        for (file, statuses, fragment) in [("zip64.zip", [413, 422], ""), ("liar.zip", [413, 422], ""), ("bomb.zip", [413], "bytes"),
+                                           ("link.zip", [422], "symbolic link"), ("many.zip", [422], "more than"), ("escape.zip", [422], "outside")] {
+            let r = try await uploadFile(s, token: token, path: tmp.path(file), name: file)
+            #expect(statuses.contains(r.status) && (fragment.isEmpty || r.text.contains(fragment)), "\(file): \(r.status) \(r.text)")
+            #expect(try await alive(s), "the daemon died on \(file)")
+        }
+        let left = try leftovers(s)
+        #expect(left.isEmpty, "left behind: \(left)")
+        #expect(!FileManager.default.fileExists(atPath: s.data.path("escape.tif")) && !FileManager.default.fileExists(atPath: s.data.url.deletingLastPathComponent().appendingPathComponent("escape.tif").path))
+        let after = try #require(try await http("GET", "\(s.base)/me", token: token).json?["usage"] as? [String: Any])
+        #expect(before["storageBytes"] as? Int == after["storageBytes"] as? Int)
+        // Metrics labels stay bounded: unknown paths and ids share one label.
+        for i in 0..<20 { _ = try await http("GET", "\(s.base)/no/such/path-\(i)-\(UUID().uuidString)") }
+        let admin = try s.user("root", role: "admin")
+        let metrics = try await http("GET", "\(s.base)/metrics", token: admin).text
+        #expect(metrics.contains("route=\"unmatched\"") && !metrics.contains("path-1"), "\(metrics)")
+    }
+
+    /// Slow clients and parallel uploads: a stalled body is cut after the idle timeout; a user streams at
+    /// most `maxConcurrentUploads` at once; the storage quota holds across uploads in flight.
+    @Test func slowClientsAndParallelUploads() async throws {
+        let s = try ServerProcess(workers: 0, config: #"{"idleTimeoutSeconds": 2, "maxConcurrentUploads": 2}"#)
+        let token = try s.user("sam", quota: ["--storage-bytes", "900000"])
+        let port = try #require(URL(string: s.base)?.port)
+        let r = try python(#"""
+            import socket, time
+            def start(length, body):
+                c = socket.create_connection(("127.0.0.1", \#(port)))
+                c.sendall(("POST /uploads?name=x.tif HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \#(token)\r\nContent-Length: %d\r\n\r\n" % length).encode() + body)
+                return c
+            def answer(c):
+                c.settimeout(10)
+                data = b""
+                try:
+                    while b"\r\n\r\n" not in data:
+                        chunk = c.recv(4096)
+                        if not chunk: break
+                        data += chunk
+                except Exception as e:
+                    return "error " + str(e)
+                return data.split(b"\r\n")[0].decode() if data else "closed"
+            a = start(500000, b"II*\x00" + b"\x00" * 1000)
+            b = start(500000, b"II*\x00" + b"\x00" * 1000)
+            time.sleep(0.5)
+            c = start(10, b"II*\x00" + b"\x00" * 6)
+            print("third:", answer(c))
+            t0 = time.time()
+            print("stalled:", answer(a), round(time.time() - t0, 1))
+            b.close()
+            # The quota counts what uploads in flight have received: a 600 kB upload does not fit beside 400 kB in flight under 900 kB.
+            d = start(600000, b"II*\x00" + b"\x00" * 399996)
+            time.sleep(0.3)
+            e = start(600000, b"II*\x00" + b"\x00" * 599996)
+            print("over quota:", answer(e))
+            d.close()
+            """#)
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.first { $0.hasPrefix("third:") }?.contains("429") == true, "\(r.stdout)")
+        // The stalled upload is closed by the server after ~2 s idle (an answer or a closed connection).
+        let stalled = try #require(lines.first { $0.hasPrefix("stalled:") })
+        let seconds = Double(stalled.split(separator: " ").last ?? "") ?? 99
+        #expect(seconds < 6, "\(stalled)")
+        #expect(lines.first { $0.hasPrefix("over quota:") }?.contains("403") == true, "\(r.stdout)")
+        #expect(try await alive(s))
+        try await Task.sleep(nanoseconds: 500_000_000)
+        let left = try leftovers(s)
+        #expect(left.isEmpty, "left behind: \(left)")
+    }
+
+    /// A nearly full disk: uploads are refused with 507 and a clear problem document.
+    @Test func fullDiskIsRefusedWith507() async throws {
+        let s = try ServerProcess(workers: 1, config: #"{"minFreeBytes": 1000000000000000000}"#)
+        let token = try s.user("dora")
+        let r = try await uploadFile(s, token: token, path: img1, name: "a.tif")
+        #expect(r.status == 507 && r.headers["content-type"] == "application/problem+json" && r.text.contains("disk is nearly full"), "\(r.status) \(r.text)")
+        #expect(try leftovers(s).isEmpty)
+    }
+
+    /// Tokens are revoked and rotated at once; operators see every job but only owners and admins cancel or
+    /// delete; 500s and job errors never show server paths.
+    @Test func tokensAndRoles() async throws {
+        let s = try ServerProcess(workers: 0)
+        let admin = try s.user("root", role: "admin"), op = try s.user("olga", role: "operator"), rita = try s.user("rita")
+        let u1 = try await upload(s, token: rita, path: img1, name: "a.tif"), u2 = try await upload(s, token: rita, path: img2, name: "b.tif")
+        let job = try #require(try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: rita,
+                                              body: json(["images": [["upload": u1], ["upload": u2]]])).json?["jobID"] as? String)
+        #expect(try await http("GET", "\(s.base)/jobs/\(job)", token: op).status == 200)
+        let denied = try await http("DELETE", "\(s.base)/jobs/\(job)", token: op)
+        #expect(denied.status == 403 && denied.text.contains("owner"), "\(denied.text)")
+        #expect(try await http("GET", "\(s.base)/jobs/\(job)", token: rita).json?["status"] as? String == "accepted")
+        // Rotation through REST: the new token works, the old one is refused at once.
+        let users = try JSONSerialization.jsonObject(with: try await http("GET", "\(s.base)/admin/users", token: admin).body) as? [[String: Any]] ?? []
+        let ritaId = try #require(users.first { $0["name"] as? String == "rita" }?["id"] as? String)
+        let rotated = try await http("POST", "\(s.base)/admin/users/\(ritaId)/token", token: admin)
+        let fresh = try #require(rotated.json?["token"] as? String)
+        #expect(rotated.status == 201 && fresh != rita)
+        #expect(try await http("GET", "\(s.base)/me", token: rita).status == 401)
+        #expect(try await http("GET", "\(s.base)/me", token: fresh).status == 200)
+        // Revocation from the CLI, while the daemon runs.
+        _ = try s.admin(["revoke-token", "rita"])
+        #expect(try await http("GET", "\(s.base)/me", token: fresh).status == 401)
+        let again = try s.admin(["rotate-token", "rita"])
+        #expect(try await http("GET", "\(s.base)/me", token: again).status == 200)
+        // Self-rotation.
+        let mine = try #require(try await http("POST", "\(s.base)/me/token", token: again).json?["token"] as? String)
+        let oldOne = try await http("GET", "\(s.base)/me", token: again).status, newOne = try await http("GET", "\(s.base)/me", token: mine).status
+        #expect(oldOne == 401 && newOne == 200)
+        // The owner cancels; an admin may too.
+        #expect(try await http("DELETE", "\(s.base)/jobs/\(job)", token: admin).status == 202)
+    }
+
+    /// A worker that stalls loses its lease: another worker runs the job as attempt 2 in its own folder;
+    /// when the stalled one wakes up, its late finish is refused (fenced) and it deletes nothing.
+    @Test func aStalledWorkerNeverOverwritesTheNextAttempt() async throws {
+        let config = #"{"leaseSeconds": 3}"#
+        let a = try ServerProcess(workers: 1, config: config)
+        let token = try a.user("alice")
+        let u1 = try await upload(a, token: token, path: img1, name: "a.tif"), u2 = try await upload(a, token: token, path: img2, name: "b.tif")
+        let created = try await http("POST", "\(a.base)/processes/dsm-opt/execution", token: token,
+                                     body: json(["images": [["upload": u1], ["upload": u2]], "parameters": ["roi": [0, 0, 1024, 1024], "resolution": 0.5]]))
+        let id = try #require(created.json?["jobID"] as? String, "\(created.text)")
+        _ = try await waitFor(a, token: token, job: id, states: ["running"])
+        try await Task.sleep(nanoseconds: 500_000_000)
+        // The first daemon stalls (its child runs on); a second one on the same store takes over.
+        let stalled = try #require(a.process?.processIdentifier)
+        kill(stalled, SIGSTOP)
+        defer { kill(stalled, SIGCONT) }
+        let b = try ServerProcess(workers: 1, config: nil, sharing: a.data)
+        let j = try await waitFor(b, token: token, job: id, states: ["successful", "failed"], timeout: 240)
+        #expect(j["status"] as? String == "successful" && j["attempts"] as? Int == 2, "\(j)")
+        // The stalled worker wakes up: its finish is fenced off, the promoted results stay.
+        kill(stalled, SIGCONT)
+        try await Task.sleep(nanoseconds: 6_000_000_000)
+        let after = try await http("GET", "\(b.base)/jobs/\(id)", token: token).json
+        #expect(after?["status"] as? String == "successful" && after?["attempts"] as? Int == 2, "\(after ?? [:])")
+        let dsm = try await http("HEAD", "\(b.base)/jobs/\(id)/results/dsm.tif", token: token)
+        #expect(dsm.status == 200)
+        #expect(FileManager.default.fileExists(atPath: a.data.path("jobs/\(id)/attempt-2/out/dsm.tif")))
+        let log = try await http("GET", "\(b.base)/jobs/\(id)/logs", token: token).text
+        #expect(log.contains("==> attempt 1") && log.contains("==> attempt 2 (results)"), "\(log.prefix(300))")
+        a.stop(signal: SIGKILL)
+    }
+
+    /// A job whose worker keeps dying fails after `maxAttempts`, with the reason.
+    @Test func attemptsAreCapped() async throws {
+        let s = try ServerProcess(workers: 1, config: #"{"leaseSeconds": 3, "maxAttempts": 1}"#)
+        let token = try s.user("alice")
+        let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
+        let id = try #require(try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
+                                             body: json(["images": [["upload": u1], ["upload": u2]], "parameters": ["roi": [0, 0, 1024, 1024], "resolution": 0.5]])).json?["jobID"] as? String)
+        _ = try await waitFor(s, token: token, job: id, states: ["running"])
+        s.stop(signal: SIGKILL)
+        try s.start()
+        let j = try await waitFor(s, token: token, job: id, states: ["failed", "successful"], timeout: 60)
+        #expect(j["status"] as? String == "failed" && (j["error"] as? String ?? "").contains("worker stopped responding"), "\(j)")
+    }
+
+    /// Housekeeping runs without workers too: orphaned job folders and abandoned uploads are swept, fresh
+    /// ones are left alone.
+    @Test func housekeepingSweepsOrphans() async throws {
+        let s = try ServerProcess(workers: 0, config: #"{"sweepSeconds": 1, "orphanAgeSeconds": 3600}"#)
+        let fm = FileManager.default
+        let old = Date().addingTimeInterval(-7200)
+        for dir in ["jobs/orphan-job/attempt-1/out", "uploads/abandoned", "jobs/fresh-job", "uploads/fresh"] {
+            try fm.createDirectory(atPath: s.data.path(dir), withIntermediateDirectories: true)
+        }
+        try Data("x".utf8).write(to: URL(fileURLWithPath: s.data.path("uploads/abandoned/a.tif.part")))
+        for dir in ["jobs/orphan-job", "uploads/abandoned"] { try fm.setAttributes([.modificationDate: old], ofItemAtPath: s.data.path(dir)) }
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, fm.fileExists(atPath: s.data.path("jobs/orphan-job")) || fm.fileExists(atPath: s.data.path("uploads/abandoned")) {
+            try await Task.sleep(nanoseconds: 200_000_000)
+        }
+        #expect(!fm.fileExists(atPath: s.data.path("jobs/orphan-job")) && !fm.fileExists(atPath: s.data.path("uploads/abandoned")))
+        #expect(fm.fileExists(atPath: s.data.path("jobs/fresh-job")) && fm.fileExists(atPath: s.data.path("uploads/fresh")))
+    }
+}
