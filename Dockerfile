@@ -24,6 +24,11 @@ COPY --from=build /out/dsmopt /usr/local/bin/dsmopt
 COPY Presets /usr/share/dsmopt/presets
 COPY Fixtures /usr/share/dsmopt/fixtures
 ENV DSMOPT_PRESETS=/usr/share/dsmopt/presets
+# The service runs as an unprivileged user that owns only its data folder.
+RUN groupadd --system --gid 10001 dsmopt \
+ && useradd --system --uid 10001 --gid dsmopt --home-dir /data --shell /usr/sbin/nologin dsmopt \
+ && install -d -o dsmopt -g dsmopt -m 0750 /data
+USER dsmopt:dsmopt
 VOLUME /data
 EXPOSE 8080
 ENTRYPOINT ["dsmopt"]

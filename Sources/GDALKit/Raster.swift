@@ -111,14 +111,22 @@ public final class RasterDataset {
     let handle: GDALDatasetH
 
     /// Opens a raster; throws a `GDALError` naming the file when GDAL cannot read it as a raster.
-    public init(path: String) throws {
+    /// `drivers`: the only GDAL drivers allowed to open it (e.g. for files users sent: a VRT or a
+    /// network-backed format must not be opened on their behalf); nil: any.
+    public init(path: String, drivers: [String]? = nil) throws {
         GDAL.initialize()
         GDAL.resetError()
         self.path = path
         guard FileManager.default.fileExists(atPath: path) else {
             throw GDALError(operation: "open", path: path, message: "no such file")
         }
-        guard let h = GDALOpenEx(path, UInt32(GDAL_OF_RASTER | GDAL_OF_READONLY), nil, nil, nil) else {
+        let owned: [UnsafeMutablePointer<CChar>?] = (drivers ?? []).map { strdup($0) }
+        defer { for p in owned { free(p) } }
+        let allowed: [UnsafePointer<CChar>?] = owned.map { $0.map { UnsafePointer($0) } } + [nil]
+        let opened = allowed.withUnsafeBufferPointer { list in
+            GDALOpenEx(path, UInt32(GDAL_OF_RASTER | GDAL_OF_READONLY), drivers == nil ? nil : list.baseAddress, nil, nil)
+        }
+        guard let h = opened else {
             let m = GDAL.lastError()
             throw GDALError(operation: "open as a raster image", path: path,
                             message: m.isEmpty ? "not a format GDAL recognises" : m)

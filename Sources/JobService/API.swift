@@ -542,7 +542,11 @@ public struct ServiceAPI: Sendable {
         guard u.fileName.lowercased().hasSuffix(".zip") else { return path }
         let folder = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent("product")
         // A DIMAP product (possibly tiled) is one image: its DIM file; otherwise the images below.
-        var found = (try? ProductDiscovery.expandFolder(folder)) ?? []
+        var found: [String] = []
+        do { found = try ProductDiscovery.expandFolder(folder) } catch IngestError.noImagesInFolder { found = [] } catch {
+            // A malformed product: say why, naming the upload, not the server's folder.
+            throw FetchError(description: "\(error)".replacingOccurrences(of: folder + "/", with: u.fileName + ": "))
+        }
         if found.isEmpty {
             let all = (FileManager.default.subpaths(atPath: folder) ?? []).filter { ["tif", "tiff", "jp2"].contains(($0 as NSString).pathExtension.lowercased()) }
             found = all.map { (folder as NSString).appendingPathComponent($0) }
@@ -587,47 +591,36 @@ public struct ServiceAPI: Sendable {
                 errors.append(.init(field: "images[\(i)].upload", message: "\(error)"))
             }
         }
-        // Every image must be readable with an RPC model, before anything is queued.
-        var opened: [SensorImage] = []
+        // Every image must be readable with an RPC model, overlap the others, and hold the ROI/AOI, before
+        // anything is queued. The images are read by a child process (`dsmopt check-inputs`, CPU-limited,
+        // with the input drivers only): a hostile file or a parser crash cannot take the API down.
+        // Messages name uploads, never server paths.
         if errors.isEmpty {
-            for (i, p) in paths.enumerated() {
-                do { opened.append(try SensorImage.open(p)) } catch let e as IngestError {
-                    errors.append(.init(field: "images[\(i)]", message: e.description.replacingOccurrences(of: p, with: inputs[i].0)))
-                } catch { errors.append(.init(field: "images[\(i)]", message: "\(error)")) }
+            var spec = JobSpec(images: paths)
+            spec.roi = request.parameters?.roi
+            spec.aoi = request.parameters?.aoi
+            let check = try await checkInputs(spec)
+            func named(_ m: String) -> String {
+                var m = m
+                for (i, p) in paths.enumerated() { m = m.replacingOccurrences(of: p, with: inputs[i].0) }
+                return m.replacingOccurrences(of: config.dataDirectory + "/", with: "")
             }
-        }
-        // What the images being open lets us check now rather than fail in the worker: their overlap, the
-        // ROI's bounds, the AOI against the footprint. Messages name uploads, never server paths.
-        if errors.isEmpty, opened.count == paths.count, (2...3).contains(opened.count) {
-            do { _ = try StereoInspector().overlappingPairs(opened) } catch InspectionError.noOverlap(let a, let b) {
-                let name = { (p: String) in paths.firstIndex(of: p).map { inputs[$0].0 } ?? "an image" }
-                errors.append(.init(field: "images", message: "\(name(a)) and \(name(b)) do not overlap on the ground"))
-            }
-            let first = opened[0]
-            if let r = request.parameters?.roi, r.count == 4, r[0] + r[2] > first.width || r[1] + r[3] > first.height {
-                errors.append(.init(field: "parameters.roi", message: "\(r) is not inside the \(first.width)×\(first.height) first image"))
-            }
-            var area = PixelWindow(x: 0, y: 0, width: first.width, height: first.height)
-            if let r = request.parameters?.roi, r.count == 4 { area = PixelWindow(x: r[0], y: r[1], width: r[2], height: r[3]) }
-            if let aoi = request.parameters?.aoi {
-                if let w = DSMPipelineRunner.roughWindow(of: aoi, in: first) { area = w } else {
-                    errors.append(.init(field: "parameters.aoi", message: "lies outside the first image's footprint"))
-                }
-            }
+            errors += check.errors.map { FieldError(field: $0.field, message: named($0.message)) }
             // What cannot be served is refused now: too fine a resolution, too many DSM cells.
-            let centre = (Double(first.width - 1) / 2, Double(first.height - 1) / 2)
-            let gsd = (try? first.model.groundSampling(column: centre.0, row: centre.1, height: first.model.heightNorm.offset))?.mean ?? 0.5
-            let factor = request.parameters?.resolutionFactor ?? (try? lib.preset(request.preset ?? "default"))?.resolutionFactor ?? 2
-            let resolution = request.parameters?.resolution ?? factor * gsd
-            if resolution < config.minResolutionFactor * gsd * 0.999 {
-                let field = request.parameters?.resolution != nil ? "parameters.resolution" : "parameters.resolution-factor"
-                errors.append(.init(field: field, message: String(format: "a %.3f m DSM is finer than this service allows: at least %.2f × the image GSD (%.3f m)", resolution, config.minResolutionFactor, gsd)))
-            }
-            let pixels = Double(area.width) * Double(area.height)
-            let cellsPerPixel: Double = (gsd * gsd) / (resolution * resolution)
-            let cells: Double = pixels * cellsPerPixel
-            if cells > config.maxJobCells {
-                errors.append(.init(field: "parameters", message: String(format: "the DSM would have %.0f M cells, above this service's limit of %.0f M: choose a smaller area or a coarser resolution", cells / 1e6, config.maxJobCells / 1e6)))
+            if errors.isEmpty, let first = check.images.first ?? nil, let a = check.area, a.count == 4 {
+                let gsd = first.gsd
+                let factor = request.parameters?.resolutionFactor ?? (try? lib.preset(request.preset ?? "default"))?.resolutionFactor ?? 2
+                let resolution = request.parameters?.resolution ?? factor * gsd
+                if resolution < config.minResolutionFactor * gsd * 0.999 {
+                    let field = request.parameters?.resolution != nil ? "parameters.resolution" : "parameters.resolution-factor"
+                    errors.append(.init(field: field, message: String(format: "a %.3f m DSM is finer than this service allows: at least %.2f × the image GSD (%.3f m)", resolution, config.minResolutionFactor, gsd)))
+                }
+                let pixels = Double(a[2]) * Double(a[3])
+                let cellsPerPixel: Double = (gsd * gsd) / (resolution * resolution)
+                let cells: Double = pixels * cellsPerPixel
+                if cells > config.maxJobCells {
+                    errors.append(.init(field: "parameters", message: String(format: "the DSM would have %.0f M cells, above this service's limit of %.0f M: choose a smaller area or a coarser resolution", cells / 1e6, config.maxJobCells / 1e6)))
+                }
             }
         }
         guard errors.isEmpty else {
@@ -714,6 +707,39 @@ public struct ServiceAPI: Sendable {
         let usage = try await store.usage(userId: user.id, now: Date())
         try await storeUpload(&u, room: user.quota.storageBytes - usage.storageBytes)
         return u
+    }
+
+    /// What `dsmopt check-inputs` reports.
+    struct InputCheck: Decodable {
+        struct Image: Decodable { var width: Int; var height: Int; var gsd: Double }
+        var images: [Image?]
+        var errors: [FieldError]
+        var area: [Int]?
+    }
+
+    /// Runs `dsmopt check-inputs` on a job's images in a child process, with a CPU limit and a timeout.
+    func checkInputs(_ spec: JobSpec) async throws -> InputCheck {
+        let scratch = (config.dataDirectory as NSString).appendingPathComponent(".check-\(UUID().uuidString).json")
+        try JSONEncoder().encode(spec).write(to: URL(fileURLWithPath: scratch))
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: config.executable ?? currentExecutable())
+        p.arguments = ["check-inputs", "--job", scratch, "--cpu-seconds", "60"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let timeout = DispatchWorkItem { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 120, execute: timeout)
+        let data: Data = await withCheckedContinuation { c in
+            DispatchQueue.global().async { c.resume(returning: out.fileHandleForReading.readDataToEndOfFile()) }
+        }
+        p.waitUntilExit()
+        timeout.cancel()
+        guard p.terminationStatus == 0, let report = try? JSONDecoder().decode(InputCheck.self, from: data) else {
+            return InputCheck(images: [], errors: [FieldError(field: "images", message: "the images could not be read (the check stopped with status \(p.terminationStatus)): are they valid GeoTIFF/JPEG2000/DIMAP products?")], area: nil)
+        }
+        return report
     }
 
     // MARK: downloads
@@ -828,8 +854,8 @@ enum UploadKind: Equatable {
             self = .jpeg2000
         } else if starts([0x50, 0x4B, 0x03, 0x04]) {
             self = .zip
-        } else if let text = String(bytes: b.drop { $0 == 0xEF || $0 == 0xBB || $0 == 0xBF }, encoding: .utf8)?
-                    .trimmingCharacters(in: .whitespacesAndNewlines), text.hasPrefix("<?xml") || text.hasPrefix("<Dimap_Document") {
+        } else if xmlRootElement(path) == "Dimap_Document" {
+            // DIMAP XML only: a VRT (`<VRTDataset>`, which can read server files or URLs) or any other XML is refused.
             self = .xml
         } else {
             return nil
@@ -857,4 +883,24 @@ final class UploadsInFlight: @unchecked Sendable {
     /// Bytes received by this user's other uploads in flight.
     func others(_ s: Slot) -> Int64 { lock.withLock { received.filter { $0.key.user == s.user && $0.key != s }.values.reduce(0, +) } }
     func end(_ s: Slot) { _ = lock.withLock { received.removeValue(forKey: s) } }
+}
+
+/// The name of an XML file's root element (after the declaration, comments and doctype), from its first 8 KiB.
+func xmlRootElement(_ path: String) -> String? {
+    guard let h = FileHandle(forReadingAtPath: path) else { return nil }
+    defer { try? h.close() }
+    let bytes = (try? h.read(upToCount: 8192)) ?? Data()
+    guard let text = String(data: bytes, encoding: .utf8) ?? String(data: bytes, encoding: .isoLatin1) else { return nil }
+    var rest = Substring(text.drop { $0 == "\u{FEFF}" })
+    while let lt = rest.firstIndex(of: "<") {
+        rest = rest[rest.index(after: lt)...]
+        if rest.hasPrefix("?") || rest.hasPrefix("!") {
+            let end = rest.hasPrefix("!--") ? rest.range(of: "-->")?.upperBound : rest.firstIndex(of: ">").map { rest.index(after: $0) }
+            guard let e = end else { return nil }
+            rest = rest[e...]
+            continue
+        }
+        return String(rest.prefix { !$0.isWhitespace && $0 != ">" && $0 != "/" })
+    }
+    return nil
 }

@@ -33,6 +33,17 @@ public struct DIMAPProduct: Sendable {
         return n.hasPrefix("DIM_") && n.hasSuffix(".XML")
     }
 
+    /// A file a product names: relative to its folder and inside it (a DIM naming `/etc/…` or `../../…`
+    /// would make the service read files that are not the user's).
+    static func inside(_ dir: String, _ href: String, file: String) throws -> String {
+        let root = URL(fileURLWithPath: dir).standardizedFileURL.path
+        let target = URL(fileURLWithPath: dir).appendingPathComponent(href).standardizedFileURL.path
+        guard !href.hasPrefix("/"), !href.contains("://"), target.hasPrefix(root + "/") else {
+            throw IngestError.malformed(file: file, reason: "\(href) lies outside the product's folder")
+        }
+        return target
+    }
+
     public static func read(_ path: String) throws -> DIMAPProduct {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw IngestError.notAnImage(file: path, detail: "no such file")
@@ -52,7 +63,7 @@ public struct DIMAPProduct: Sendable {
             guard let href = leaf.attributes.last?["href"], !href.isEmpty else { continue }
             let r = fileAttrs["tile_R"].flatMap(Int.init) ?? 1, c = fileAttrs["tile_C"].flatMap(Int.init) ?? 1
             guard r >= 1, c >= 1 else { throw IngestError.malformed(file: path, reason: "Data_File \(href) has tile_R \(r), tile_C \(c)") }
-            tiles.append(Tile(row: r, column: c, path: (dir as NSString).appendingPathComponent(href)))
+            tiles.append(Tile(row: r, column: c, path: try inside(dir, href, file: path)))
         }
         guard !tiles.isEmpty else { throw IngestError.malformed(file: path, reason: "no Data_Files/Data_File/DATA_FILE_PATH: the product names no image file") }
         let size = xml.all("Regular_Tiling", "NTILES_SIZE").first?.attributes.last
@@ -62,7 +73,7 @@ public struct DIMAPProduct: Sendable {
         // The RPC: the Rational_Function_Model component the DIM names, else RPC_<id>.XML beside it.
         var rpc: String?
         for leaf in xml.all("Rational_Function_Model", "Component", "COMPONENT_PATH") {
-            if let href = leaf.attributes.last?["href"], !href.isEmpty { rpc = (dir as NSString).appendingPathComponent(href); break }
+            if let href = leaf.attributes.last?["href"], !href.isEmpty { rpc = try inside(dir, href, file: path); break }
         }
         if rpc == nil {
             let beside = (dir as NSString).appendingPathComponent("RPC_\(id).XML")
@@ -130,7 +141,7 @@ enum DeliveryIndex {
         for leaf in xml.leaves where leaf.path.contains("Dataset_Components") {
             if leaf.path.last == "COMPONENT_TYPE" { type = leaf.text }
             if leaf.path.last == "COMPONENT_PATH", let href = leaf.attributes.last?["href"], type == nil || type == "DIMAP" {
-                out.append((folder as NSString).appendingPathComponent(href))
+                out.append(try DIMAPProduct.inside(folder, href, file: path))
                 type = nil
             }
         }

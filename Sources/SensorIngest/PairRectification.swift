@@ -72,7 +72,7 @@ public struct PairRectification: Sendable {
                                                         imageWidth: image.width, imageHeight: image.height) else {
             return GrayImage(width: width, height: height, pixels: [Float](repeating: .nan, count: width * height))
         }
-        let ds = try RasterDataset(path: image.path)
+        let ds = try RasterDataset(path: image.path, drivers: SensorImage.inputDrivers)
         let px = try ds.read(column: win.x, row: win.y, width: win.width, height: win.height)
         let src = GrayImage(width: win.width, height: win.height, pixels: px)
         return EpipolarResampler.resample(src, origin: (win.x, win.y), toGrid: toGrid, width: width, height: height,

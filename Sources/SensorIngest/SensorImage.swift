@@ -4,6 +4,10 @@ import GDALKit
 
 /// An image with its RPC camera model and what its metadata says of the acquisition.
 public struct SensorImage: Sendable {
+    /// The GDAL drivers input images are opened with, and no other: GeoTIFF, JPEG2000 and DIMAP products.
+    /// A VRT (which can read any file of the server or fetch URLs) or any other format is refused.
+    public static let inputDrivers = ["GTiff", "JP2OpenJPEG", "JP2KAK", "JP2ECW", "JP2MrSID", "JPEG2000", "DIMAP"]
+
     public let path: String
     public let width: Int
     public let height: Int
@@ -122,7 +126,7 @@ public struct SensorImage: Sendable {
     public func decimated(maxSize: Int) throws -> GrayImage {
         let factor = max(1, Int((Double(max(width, height)) / Double(maxSize)).rounded(.up)))
         let bw = width / factor, bh = height / factor
-        let ds = try RasterDataset(path: path)
+        let ds = try RasterDataset(path: path, drivers: Self.inputDrivers)
         // Box averages of full-resolution pixels, computed here in windows of about 1024² pixels: the
         // result does not depend on the container (a JPEG2000's reduced-resolution levels or a GeoTIFF's
         // overviews would otherwise be used, and differ).
@@ -156,7 +160,7 @@ public struct SensorImage: Sendable {
 /// Opens a raster for ingestion: a file GDAL cannot open is "not an image", unless it starts like a TIFF,
 /// in which case it is a damaged (e.g. truncated) image.
 func openRaster(_ path: String) throws -> RasterDataset {
-    do { return try RasterDataset(path: path) } catch let e as GDALError {
+    do { return try RasterDataset(path: path, drivers: SensorImage.inputDrivers) } catch let e as GDALError {
         if hasTIFFSignature(path) { throw IngestError.unreadableImage(file: path, detail: e.message) }
         throw IngestError.notAnImage(file: path, detail: e.message)
     }

@@ -15,7 +15,7 @@ struct DSMOpt: AsyncParsableCommand {
         Image coordinates on the command line follow GDAL (`gdaltransform -rpc`): the top-left corner of the \
         image is (0, 0), the centre of the first pixel (0.5, 0.5). Heights are metres above the WGS84 ellipsoid.
         """,
-        subcommands: [Serve.self, Worker.self, Admin.self, Run.self, Inspect.self, RPCCommand.self, Epipolar.self, Match.self, Synth.self, MakeDelivery.self, Parameters.self]
+        subcommands: [Serve.self, Worker.self, Admin.self, Run.self, Inspect.self, RPCCommand.self, Epipolar.self, Match.self, Synth.self, MakeDelivery.self, Parameters.self, CheckInputs.self]
     )
 
     /// Runs the command; errors the user can act on are printed as one line with a specific exit code.
@@ -153,6 +153,67 @@ struct RPCCommand: ParsableCommand {
             let g = try img.model.localize(column: v[0] - 0.5, row: v[1] - 0.5, height: v[2])
             print(String(format: "%.10f %.10f", g.longitude, g.latitude))
         }
+    }
+}
+
+/// What the job service learns about a job's images before it queues the job, read in a process of its
+/// own (a parser crash or a hostile file cannot take the API down; CPU-limited): each image's size and
+/// GSD, their overlap, the ROI's bounds and the AOI's window. Prints JSON; exits 0 even when it found problems.
+struct CheckInputs: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "check-inputs", abstract: "Check a job file's images (used by the job service).",
+                                                    shouldDisplay: false)
+    @Option(help: "Job file (JSON).") var job: String
+    @Option(name: .customLong("cpu-seconds"), help: "CPU limit of the check.") var cpuSeconds = 60.0
+
+    struct Report: Encodable {
+        struct Image: Encodable { var width: Int; var height: Int; var gsd: Double }
+        struct Problem: Encodable { var field: String; var message: String }
+        var images: [Image?] = []
+        var errors: [Problem] = []
+        /// The first image's window the job covers (ROI, AOI's window, or the whole image).
+        var area: [Int]?
+    }
+
+    func run() throws {
+        RunEvents.limitCPU(seconds: cpuSeconds)
+        guard let data = FileManager.default.contents(atPath: job) else { throw CLIFailure(message: "\(job): job file not found", code: ExitCodes.badInput) }
+        let spec = try JSONDecoder().decode(JobSpec.self, from: data)
+        var report = Report()
+        var opened: [SensorImage] = []
+        for (i, p) in spec.images.enumerated() {
+            do {
+                let img = try SensorImage.open(p)
+                opened.append(img)
+                let c = (Double(img.width - 1) / 2, Double(img.height - 1) / 2)
+                let gsd = try img.model.groundSampling(column: c.0, row: c.1, height: img.model.heightNorm.offset).mean
+                report.images.append(.init(width: img.width, height: img.height, gsd: gsd))
+            } catch {
+                report.images.append(nil)
+                report.errors.append(.init(field: "images[\(i)]", message: "\(error)"))
+            }
+        }
+        if opened.count == spec.images.count, (2...3).contains(opened.count) {
+            do { _ = try StereoInspector().overlappingPairs(opened) } catch InspectionError.noOverlap(let a, let b) {
+                report.errors.append(.init(field: "images", message: "\(a) and \(b) do not overlap on the ground"))
+            }
+            let first = opened[0]
+            var area = [0, 0, first.width, first.height]
+            if let r = spec.roi, r.count == 4 {
+                if r[0] + r[2] > first.width || r[1] + r[3] > first.height {
+                    report.errors.append(.init(field: "parameters.roi", message: "\(r) is not inside the \(first.width)×\(first.height) first image"))
+                }
+                area = r
+            }
+            if let aoi = spec.aoi {
+                if let w = DSMPipelineRunner.roughWindow(of: aoi, in: first) { area = [w.x, w.y, w.width, w.height] } else {
+                    report.errors.append(.init(field: "parameters.aoi", message: "lies outside the first image's footprint"))
+                }
+            }
+            report.area = area
+        }
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        print(String(decoding: try enc.encode(report), as: UTF8.self))
     }
 }
 

@@ -195,9 +195,13 @@ import Testing
         try "x".write(toFile: file, atomically: true, encoding: .utf8)
         o = options([a, b], out: file + "/out")
         #expect(throws: PipelineError.outputNotWritable(file + "/out", "cannot be created")) { try DSMPipelineRunner(options: o).run() }
-        // An unknown EPSG code.
+        // An EPSG code outside the table's range, and one in range that PROJ does not know.
         o = options([a, b], out: tmp.path("o5"))
         o.epsg = 999_999
+        #expect(throws: PipelineError.invalidParameters([ParameterProblem(field: "epsg", value: "999999", expected: "an integer from 1024 to 32767")])) {
+            try DSMPipelineRunner(options: o).run()
+        }
+        o.epsg = 1025
         #expect(throws: GDALError.self) { try DSMPipelineRunner(options: o).run() }
     }
 

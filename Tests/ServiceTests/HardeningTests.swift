@@ -249,4 +249,43 @@ import Testing
         #expect(!fm.fileExists(atPath: s.data.path("jobs/orphan-job")) && !fm.fileExists(atPath: s.data.path("uploads/abandoned")))
         #expect(fm.fileExists(atPath: s.data.path("jobs/fresh-job")) && fm.fileExists(atPath: s.data.path("uploads/fresh")))
     }
+
+    /// Files users send are opened with the input drivers only, by a child process: a VRT is refused at
+    /// upload, a VRT disguised as a GeoTIFF is not interpreted, a DIMAP product naming files outside its
+    /// folder is refused; the API stays up and no message names a server path.
+    @Test func untrustedFilesAreNeverInterpreted() async throws {
+        let s = try ServerProcess(workers: 0)
+        let token = try s.user("eve")
+        let tmp = try TemporaryFolder()
+        let vrt = #"<?xml version="1.0"?><VRTDataset rasterXSize="10" rasterYSize="10"><VRTRasterBand dataType="Byte" band="1"><SimpleSource><SourceFilename>/etc/hosts</SourceFilename></SimpleSource></VRTRasterBand></VRTDataset>"#
+        try vrt.write(toFile: tmp.path("evil.vrt"), atomically: true, encoding: .utf8)
+        let plainVRT = try await http("POST", "\(s.base)/uploads?name=evil.xml", token: token, body: Data(vrt.utf8))
+        #expect(plainVRT.status == 415, "\(plainVRT.text)")
+        // Inside zips, where the upload's signature check cannot see them.
+        let f = TestData.fixture("synthetic-pair")
+        let delivery = tmp.path("deliv")
+        let made = try run(try dsmoptExecutable(), ["make-delivery", "\(f)/view_2.tif", "--out", delivery, "--tiles", "1x1"])
+        #expect(made.status == 0, "\(made.stderr)")
+        let zipped = try python(#"""
+            import glob, re, zipfile
+            d = "\#(delivery)"
+            dim = glob.glob(d + "/PROD_1_PAN/DIM_*.XML")[0]
+            text = open(dim).read()
+            z = zipfile.ZipFile("\#(tmp.path("escape.zip"))", "w")
+            z.writestr("PROD/" + dim.split("/")[-1], re.sub(r'DATA_FILE_PATH href="[^"]+"', 'DATA_FILE_PATH href="../../../../../etc/hosts"', text))
+            for other in glob.glob(d + "/PROD_1_PAN/RPC_*.XML"): z.write(other, "PROD/" + other.split("/")[-1])
+            z.close()
+            z = zipfile.ZipFile("\#(tmp.path("disguised.zip"))", "w"); z.writestr("PROD/image.tif", open("\#(tmp.path("evil.vrt"))").read()); z.close()
+            """#)
+        #expect(zipped.status == 0, "\(zipped.stderr)")
+        let plain = try await upload(s, token: token, path: "\(f)/view_1.tif", name: "view_1.tif")
+        for (file, fragment) in [("escape.zip", "outside the product's folder"), ("disguised.zip", "not a raster image")] {
+            let u = try await upload(s, token: token, path: tmp.path(file), name: file)
+            let r = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
+                                   body: json(["images": [["upload": plain], ["upload": u]]]))
+            #expect(r.status == 422 && r.text.contains(fragment), "\(file): \(r.status) \(r.text)")
+            #expect(!r.text.contains(s.data.url.path), "\(file): a server path leaked: \(r.text)")
+            #expect(try await alive(s))
+        }
+    }
 }

@@ -23,7 +23,7 @@ enum TrueOrtho {
         let y1 = min(image.height - 1, Int(finite.map { row[$0] }.max()!.rounded(.up)) + 3)
         guard x1 > x0, y1 > y0 else { return [Float](repeating: 0, count: n) }
         let w = x1 - x0 + 1, h = y1 - y0 + 1
-        let pixels = try RasterDataset(path: image.path).read(column: x0, row: y0, width: w, height: h)
+        let pixels = try RasterDataset(path: image.path, drivers: SensorImage.inputDrivers).read(column: x0, row: y0, width: w, height: h)
         let src = GrayImage(width: w, height: h, pixels: pixels)
         // Z-buffer: highest height seen per image pixel.
         var zbuf = [Float](repeating: -.infinity, count: w * h)
