@@ -539,8 +539,9 @@ public struct ServiceAPI: Sendable {
     /// The image an upload stands for: the file itself, or the one image of a zipped product.
     func imagePath(_ u: Upload) throws -> String {
         let path = config.uploadPath(u)
-        guard u.fileName.lowercased().hasSuffix(".zip") else { return path }
+        // A zipped product (extracted) or a product copied from the archive lives in `product/`.
         let folder = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent("product")
+        guard FileManager.default.fileExists(atPath: folder) else { return path }
         // A DIMAP product (possibly tiled) is one image: its DIM file; otherwise the images below.
         var found: [String] = []
         do { found = try ProductDiscovery.expandFolder(folder) } catch IngestError.noImagesInFolder { found = [] } catch {
@@ -666,47 +667,111 @@ public struct ServiceAPI: Sendable {
                 fetchErrors.append(.init(field: "images[\(i)]", message: "\(error)"))
             }
         }
+        // A refused submission leaves nothing of what was fetched for it.
+        func discardFetched() async {
+            for u in fetched {
+                _ = try? await store.deleteUpload(id: u.id, userId: user.id)
+                try? FileManager.default.removeItem(atPath: (config.uploadsDirectory as NSString).appendingPathComponent(u.id))
+            }
+        }
         guard fetchErrors.isEmpty else {
+            await discardFetched()
             throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "images could not be fetched", errors: fetchErrors)
         }
-        return try await submit(data, for: user, allowRemote: true, fetched: fetched)
+        do { return try await submit(data, for: user, allowRemote: true, fetched: fetched) } catch {
+            await discardFetched()
+            throw error
+        }
     }
 
-    struct FetchError: Error, CustomStringConvertible { let description: String }
-
+    /// Fetches one catalogue image as an upload of `user`, under their storage quota and input limit:
+    /// an archive path (copied with its companion files, or the whole DIMAP product) or a URL (streamed under
+    /// a byte cap, redirects refused, internal addresses refused). Nothing is left behind on failure.
     func fetch(_ ref: ImageReference, for user: User) async throws -> Upload {
         let id = SQLiteJobStore.newID()
         let dir = (config.uploadsDirectory as NSString).appendingPathComponent(id)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        var source: URL
-        var data: Data
-        if let path = ref.path {
-            guard let root = config.archiveRoot else { throw FetchError(description: "no archive root is configured for paths") }
-            let rootURL = URL(fileURLWithPath: root).standardizedFileURL.resolvingSymlinksInPath()
-            source = rootURL.appendingPathComponent(path).standardizedFileURL.resolvingSymlinksInPath()
-            guard source.path.hasPrefix(rootURL.path + "/") else { throw FetchError(description: "path \(path) is outside the archive") }
-            guard let d = FileManager.default.contents(atPath: source.path) else { throw FetchError(description: "no file \(path) in the archive") }
-            data = d
-        } else if let url = ref.url.flatMap(URL.init(string:)), ["http", "https"].contains(url.scheme ?? "") {
-            source = url
-            let (d, response) = try await URLSession.shared.data(from: url)
-            guard let http = response as? HTTPURLResponse, http.statusCode == 200 else {
-                throw FetchError(description: "GET \(url) answered \((response as? HTTPURLResponse)?.statusCode ?? 0)")
+        do {
+            let usage = try await store.usage(userId: user.id, now: Date())
+            let room = user.quota.storageBytes - usage.storageBytes
+            let cap = min(room, config.maxUploadBytes, user.quota.maxInputBytes)
+            try requireFreeSpace(for: 0)
+            if let path = ref.path {
+                return try await copyFromArchive(path, into: dir, id: id, user: user, cap: cap)
             }
-            data = d
+            guard let url = ref.url.flatMap(URL.init(string:)) else { throw FetchError(description: "expected an http(s) url or an archive path") }
+            let name = Self.sanitize(url.lastPathComponent) ?? "image.tif"
+            let file = (dir as NSString).appendingPathComponent(name)
+            let policy = FetchPolicy(allowedHosts: Set(config.catalogueAllowedHosts.map { $0.lowercased() }), timeoutSeconds: config.fetchTimeoutSeconds, maxBytes: cap)
+            let size = try await StreamingDownload.fetch(url, to: file, policy: policy)
+            guard let kind = UploadKind(signatureOf: file), kind != .xml else {
+                throw FetchError(description: "\(url.lastPathComponent) is not a GeoTIFF, JPEG2000 or zipped product")
+            }
+            if kind == .zip, !name.lowercased().hasSuffix(".zip") { throw FetchError(description: "\(url.lastPathComponent) is a zip archive: its URL must end in .zip") }
+            var u = Upload(id: id, userId: user.id, fileName: name, size: size, sha256: try sha256(of: file), createdAt: Date())
+            try await storeUpload(&u, room: room)
+            return u
+        } catch {
+            try? FileManager.default.removeItem(atPath: dir)
+            if let p = error as? APIProblem { throw FetchError(description: p.detail) }
+            throw error
+        }
+    }
+
+    /// An archive path: a GeoTIFF/JPEG2000 with its companion files (RPC sidecars, DIM), a DIM file (its
+    /// whole product folder) or a product/delivery folder, copied into the upload's `product/` folder.
+    func copyFromArchive(_ path: String, into dir: String, id: String, user: User, cap: Int64) async throws -> Upload {
+        guard let root = config.archiveRoot else { throw FetchError(description: "no archive root is configured for paths") }
+        let fm = FileManager.default
+        let rootPath = URL(fileURLWithPath: root).standardizedFileURL.resolvingSymlinksInPath().path
+        func confined(_ p: String) throws -> String {
+            let r = URL(fileURLWithPath: p).standardizedFileURL.resolvingSymlinksInPath().path
+            guard r.hasPrefix(rootPath + "/") else { throw FetchError(description: "path \(path) is outside the archive") }
+            return r
+        }
+        let source = try confined((rootPath as NSString).appendingPathComponent(path))
+        var isDir: ObjCBool = false
+        guard fm.fileExists(atPath: source, isDirectory: &isDir) else { throw FetchError(description: "no file \(path) in the archive") }
+        // (source file, path below product/)
+        var files: [(String, String)] = []
+        let top: String
+        if isDir.boolValue || DIMAPProduct.isDIMFile(source) {
+            top = isDir.boolValue ? source : (source as NSString).deletingLastPathComponent
+            let base = (top as NSString).lastPathComponent
+            for rel in (fm.subpaths(atPath: top) ?? []).sorted() {
+                let f = (top as NSString).appendingPathComponent(rel)
+                var d: ObjCBool = false
+                if fm.fileExists(atPath: f, isDirectory: &d), !d.boolValue { files.append((try confined(f), base + "/" + rel)) }
+            }
         } else {
-            throw FetchError(description: "expected an http(s) url or an archive path")
+            top = source
+            files = ([source] + SensorImage.companionFiles(of: source)).map { ($0, ($0 as NSString).lastPathComponent) }
+            files = try files.map { (try confined($0.0), $0.1) }
         }
-        guard Int64(data.count) <= min(config.maxUploadBytes, user.quota.maxInputBytes) else {
-            throw FetchError(description: "\(source.lastPathComponent) is \(data.count) bytes, above the input limit")
+        var total: Int64 = 0
+        for (f, _) in files { total += (try fm.attributesOfItem(atPath: f)[.size] as? NSNumber)?.int64Value ?? 0 }
+        guard total <= cap else { throw FetchError(description: "\(path) holds \(total) bytes, above the \(max(0, cap)) bytes this user may add") }
+        try requireFreeSpace(for: total)
+        let product = (dir as NSString).appendingPathComponent("product")
+        for (f, rel) in files {
+            let dest = (product as NSString).appendingPathComponent(rel)
+            try fm.createDirectory(atPath: (dest as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try fm.copyItem(atPath: f, toPath: dest)
         }
-        let name = Self.sanitize(source.lastPathComponent) ?? "image.tif"
-        var u = Upload(id: id, userId: user.id, fileName: name, size: Int64(data.count),
-                       sha256: hexString(SHA256.hash(data: data)), createdAt: Date())
-        try data.write(to: URL(fileURLWithPath: config.uploadPath(u)))
-        let usage = try await store.usage(userId: user.id, now: Date())
-        try await storeUpload(&u, room: user.quota.storageBytes - usage.storageBytes)
+        let name = Self.sanitize((top as NSString).lastPathComponent) ?? "product"
+        let u = Upload(id: id, userId: user.id, fileName: name, size: total, sha256: try sha256(of: source, orFolder: isDir.boolValue), createdAt: Date())
+        try await store.addUpload(u)
         return u
+    }
+
+    /// SHA-256 of a file, read in chunks (of a folder: of nothing, there is no one file).
+    func sha256(of path: String, orFolder folder: Bool = false) throws -> String {
+        var hasher = SHA256()
+        if !folder, let h = FileHandle(forReadingAtPath: path) {
+            defer { try? h.close() }
+            while let chunk = try h.read(upToCount: 1 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
+        }
+        return hexString(hasher.finalize())
     }
 
     /// What `dsmopt check-inputs` reports.

@@ -45,6 +45,11 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     public var sweepSeconds: Double = 60
     /// Age after which a folder nothing refers to (abandoned upload, job folder without a job) is swept, seconds.
     public var orphanAgeSeconds: Double = 600
+    /// Hosts the catalogue's image URLs may point at even when they resolve to internal addresses (the
+    /// catalogue's own store); every other internal address is refused.
+    public var catalogueAllowedHosts: [String] = []
+    /// Longest a catalogue image download may take, seconds.
+    public var fetchTimeoutSeconds: Double = 1800
     /// Memory budget of one run (its tiles are planned within it); default: the pipeline's (half the RAM).
     public var jobMemoryBytes: Int?
 
@@ -53,7 +58,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case dataDirectory, host, port, workers, maxUploadBytes, retentionSeconds, leaseSeconds, archiveRoot, defaultQuota, executable
         case maxAttempts, jobRecordSeconds, metricsPublic, minFreeBytes, maxConcurrentUploads, idleTimeoutSeconds, maxJobCells
-        case minResolutionFactor, maxJobWallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds
+        case minResolutionFactor, maxJobWallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds
     }
 
     public init(from decoder: Decoder) throws {
@@ -80,6 +85,8 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         jobMemoryBytes = try c.decodeIfPresent(Int.self, forKey: .jobMemoryBytes)
         sweepSeconds = try c.decodeIfPresent(Double.self, forKey: .sweepSeconds) ?? sweepSeconds
         orphanAgeSeconds = try c.decodeIfPresent(Double.self, forKey: .orphanAgeSeconds) ?? orphanAgeSeconds
+        catalogueAllowedHosts = try c.decodeIfPresent([String].self, forKey: .catalogueAllowedHosts) ?? catalogueAllowedHosts
+        fetchTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .fetchTimeoutSeconds) ?? fetchTimeoutSeconds
     }
 
     /// Applies a JSON config file and the `DSMOPT_*` environment on top of the defaults.
@@ -98,6 +105,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         if let v = environment["DSMOPT_MAX_UPLOAD_BYTES"].flatMap(Int64.init) { c.maxUploadBytes = v }
         if let v = environment["DSMOPT_RETENTION_SECONDS"].flatMap(Double.init) { c.retentionSeconds = v }
         if let v = environment["DSMOPT_ARCHIVE_ROOT"] { c.archiveRoot = v }
+        if let v = environment["DSMOPT_CATALOGUE_ALLOWED_HOSTS"] { c.catalogueAllowedHosts = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
         return c
     }
 

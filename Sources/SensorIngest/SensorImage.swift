@@ -210,6 +210,17 @@ struct Sidecars {
         dimMetadata = product.flatMap { find(["DIM_\($0).XML"]) }
         phrDimap = product.flatMap { p in find(["PHRDIMAP_\(p).XML"]) }
     }
+
+    /// The files that describe an image beside it (RPC sidecars, DIMAP metadata), which travel with it.
+    var all: [URL] { [rpb, rpcText, dimapRPC, phrDimap, dimMetadata].compactMap { $0 } }
+}
+
+extension SensorImage {
+    /// An image's companion files (RPC sidecars, the Pléiades RPC and DIM files beside it): what must be
+    /// copied with it for it to stay usable.
+    public static func companionFiles(of path: String) -> [String] {
+        Sidecars(image: URL(fileURLWithPath: path)).all.map(\.path)
+    }
 }
 
 /// Expands command-line inputs into images. A DIMAP V2 product is ONE image, given as its `DIM_*.XML`, its

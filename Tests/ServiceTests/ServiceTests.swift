@@ -478,18 +478,38 @@ import Testing
     }
 
     @Test func catalogueForwardsJobsForNamedUsers() async throws {
-        // A small HTTP server on loopback plays the catalogue's image store.
+        // A small HTTP server on loopback plays the catalogue's image store (allowed by the operator's
+        // allow-list; any other internal address is refused); /moved redirects, which is refused too.
         let dir = try TestData.path("pleiades/reunion-pair")
         let port = 18000 + Int.random(in: 0..<2000)
         let web = Process()
         web.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        web.arguments = ["-m", "http.server", "\(port)", "--bind", "127.0.0.1", "--directory", dir]
+        web.arguments = ["-c", """
+            import functools, http.server
+            class H(http.server.SimpleHTTPRequestHandler):
+                def do_GET(self):
+                    if self.path == "/moved":
+                        self.send_response(302); self.send_header("Location", "/img_01.tif"); self.end_headers(); return
+                    super().do_GET()
+                def log_message(self, *a): pass
+            http.server.ThreadingHTTPServer(("127.0.0.1", \(port)), functools.partial(H, directory="\(dir)")).serve_forever()
+            """]
         web.standardOutput = FileHandle.nullDevice
         web.standardError = FileHandle.nullDevice
         try web.run()
-        defer { web.terminate() }
+        defer { web.terminate(); kill(web.processIdentifier, SIGKILL); web.waitUntilExit() }
         try await Task.sleep(nanoseconds: 800_000_000)
-        let s = try ServerProcess(workers: 1, extra: ["--archive-root", URL(fileURLWithPath: dir).deletingLastPathComponent().path])
+        // The archive: the La Réunion pair, and a DIMAP delivery of the synthetic view 2 (a product whose
+        // RPC and metadata are separate files that must travel with it).
+        let archive = try TemporaryFolder()
+        // (Copied, not linked: the archive root confines paths after resolving links.)
+        try FileManager.default.copyItem(atPath: dir, toPath: archive.path("reunion-pair"))
+        let f = TestData.fixture("synthetic-pair")
+        let made = try run(try dsmoptExecutable(), ["make-delivery", "\(f)/view_2.tif", "--out", archive.path("deliv"), "--tiles", "2x2"])
+        #expect(made.status == 0, "\(made.stderr)")
+        try FileManager.default.copyItem(atPath: "\(f)/view_1.tif", toPath: archive.path("view_1.tif"))
+        let dim = try #require(FileManager.default.subpaths(atPath: archive.path("deliv"))?.first { $0.contains("DIM_") })
+        let s = try ServerProcess(workers: 1, extra: ["--archive-root", archive.url.path], config: #"{"catalogueAllowedHosts": ["127.0.0.1"]}"#)
         let catalogue = try s.user("dinamis", role: "catalogue"), alice = try s.user("alice")
         let body: [String: Any] = ["user": "alice", "name": "from the catalogue",
                                    "images": [["url": "http://127.0.0.1:\(port)/img_01.tif"], ["path": "reunion-pair/img_02.tif"]],
@@ -499,18 +519,35 @@ import Testing
         let r = try await http("POST", "\(s.base)/catalogue/jobs", token: catalogue, body: json(body))
         #expect(r.status == 201, "\(r.text)")
         let id = try #require(r.json?["jobID"] as? String)
+        // A DIMAP product by path: the whole product is copied (its tiles, RPC and DIM), so the job runs.
+        let product = try await http("POST", "\(s.base)/catalogue/jobs", token: catalogue, body: json([
+            "user": "alice", "images": [["path": "view_1.tif"], ["path": "deliv/\(dim)"]], "parameters": ["resolution": 1.0, "orthos": false]]))
+        #expect(product.status == 201, "\(product.text)")
         // The job belongs to Alice and runs under her quota.
         let j = try await waitFor(s, token: alice, job: id, states: ["successful", "failed"])
         #expect(j["status"] as? String == "successful", "\(j)")
+        if let pid = product.json?["jobID"] as? String {
+            let pj = try await waitFor(s, token: alice, job: pid, states: ["successful", "failed"])
+            #expect(pj["status"] as? String == "successful", "\(pj)")
+        }
         let answer21 = try await http("GET", "\(s.base)/jobs/\(id)", token: catalogue)
         #expect(answer21.status == 404)
         var unknown = body
         unknown["user"] = "nobody"
         let u = try await http("POST", "\(s.base)/catalogue/jobs", token: catalogue, body: json(unknown))
         #expect(u.status == 422 && u.text.contains("unknown user"))
-        var escape = body
-        escape["images"] = [["path": "../../../etc/passwd"], ["path": "reunion-pair/img_02.tif"]]
-        let e = try await http("POST", "\(s.base)/catalogue/jobs", token: catalogue, body: json(escape))
-        #expect(e.status == 422 && e.text.contains("outside the archive"))
+        let uploadsBefore = try FileManager.default.contentsOfDirectory(atPath: s.data.path("uploads")).count
+        // Refused, each with its reason, leaving nothing behind: a path escaping the archive, an internal
+        // address not on the allow-list, a redirect.
+        for (images, fragment) in [([["path": "../../../etc/passwd"], ["path": "reunion-pair/img_02.tif"]], "outside the archive"),
+                                   ([["url": "http://localhost:\(port)/img_01.tif"], ["path": "reunion-pair/img_02.tif"]], "internal address"),
+                                   ([["url": "http://169.254.169.254/latest/meta-data"], ["path": "reunion-pair/img_02.tif"]], "internal address"),
+                                   ([["url": "http://127.0.0.1:\(port)/moved"], ["path": "reunion-pair/img_02.tif"]], "redirect")] {
+            var refused = body
+            refused["images"] = images
+            let e = try await http("POST", "\(s.base)/catalogue/jobs", token: catalogue, body: json(refused))
+            #expect(e.status == 422 && e.text.contains(fragment), "\(images): \(e.text)")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: s.data.path("uploads")).count == uploadsBefore)
     }
 }
