@@ -11,5 +11,5 @@ if [[ ! -d "$DSMOPT_TEST_DATA/pleiades" ]]; then
 fi
 # Release mode: the matcher's kernels are ~100× slower unoptimised (tests use no @testable import).
 swift build -c release --build-tests --disable-xctest
-# All tests use Swift Testing (it prints the closing "Test run with N tests" line); no --parallel.
-swift test -c release --disable-xctest
+# One build (above); the tests run on it. All tests use Swift Testing (it prints the closing "Test run with N tests" line); no --parallel.
+swift test -c release --disable-xctest --skip-build
