@@ -4,7 +4,7 @@ import GDALKit
 
 /// Reads band 1 of any GDAL raster as a full-resolution `GrayImage`.
 public func readGrayImage(_ path: String) throws -> GrayImage {
-    let ds = try openRaster(path)
+    let ds = try openRaster(path, drivers: nil)
     do {
         return GrayImage(width: ds.width, height: ds.height, pixels: try ds.read())
     } catch let e as GDALError {

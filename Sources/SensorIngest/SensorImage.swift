@@ -159,8 +159,10 @@ public struct SensorImage: Sendable {
 
 /// Opens a raster for ingestion: a file GDAL cannot open is "not an image", unless it starts like a TIFF,
 /// in which case it is a damaged (e.g. truncated) image.
-func openRaster(_ path: String) throws -> RasterDataset {
-    do { return try RasterDataset(path: path, drivers: SensorImage.inputDrivers) } catch let e as GDALError {
+/// `drivers`: the GDAL drivers allowed (sensor images: `SensorImage.inputDrivers`; nil: any, for rasters
+/// the user names on the command line such as `dsmopt match`'s rectified images).
+func openRaster(_ path: String, drivers: [String]? = SensorImage.inputDrivers) throws -> RasterDataset {
+    do { return try RasterDataset(path: path, drivers: drivers) } catch let e as GDALError {
         if hasTIFFSignature(path) { throw IngestError.unreadableImage(file: path, detail: e.message) }
         throw IngestError.notAnImage(file: path, detail: e.message)
     }
