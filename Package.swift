@@ -41,6 +41,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
+        // The PostgreSQL job store (several workers and machines on one queue).
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
     ],
     targets: [
         .systemLibrary(name: "CGDAL", pkgConfig: "gdal", providers: [.apt(["libgdal-dev"])]),
@@ -62,6 +64,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
         .executableTarget(
@@ -78,7 +81,7 @@ let package = Package(
         .testTarget(name: "SensorIngestTests", dependencies: ["SensorIngest", "DSMCore", "GDALKit", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["SensorIngest", "GDALKit", "TestSupport", "dsmopt"]),
         .testTarget(name: "PipelineTests", dependencies: ["DSMPipeline", "SensorIngest", "DSMCore", "GDALKit", "TestSupport", "dsmopt"]),
-        .testTarget(name: "ServiceTests", dependencies: ["TestSupport", "dsmopt"]),
+        .testTarget(name: "ServiceTests", dependencies: ["TestSupport", "dsmopt", "JobService"]),
     ],
     swiftLanguageModes: [.v6]
 )

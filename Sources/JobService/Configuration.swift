@@ -50,6 +50,10 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     public var catalogueAllowedHosts: [String] = []
     /// Longest a catalogue image download may take, seconds.
     public var fetchTimeoutSeconds: Double = 1800
+    /// The job store: nil or `sqlite` for the data folder's SQLite database (one machine); a
+    /// `postgres://…` URL for a PostgreSQL database shared by daemons and workers on several machines (the
+    /// data folder must then be on a filesystem they all see).
+    public var store: String?
     /// Memory budget of one run (its tiles are planned within it); default: the pipeline's (half the RAM).
     public var jobMemoryBytes: Int?
 
@@ -58,7 +62,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case dataDirectory, host, port, workers, maxUploadBytes, retentionSeconds, leaseSeconds, archiveRoot, defaultQuota, executable
         case maxAttempts, jobRecordSeconds, metricsPublic, minFreeBytes, maxConcurrentUploads, idleTimeoutSeconds, maxJobCells
-        case minResolutionFactor, maxJobWallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds
+        case minResolutionFactor, maxJobWallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds, store
     }
 
     public init(from decoder: Decoder) throws {
@@ -87,6 +91,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         orphanAgeSeconds = try c.decodeIfPresent(Double.self, forKey: .orphanAgeSeconds) ?? orphanAgeSeconds
         catalogueAllowedHosts = try c.decodeIfPresent([String].self, forKey: .catalogueAllowedHosts) ?? catalogueAllowedHosts
         fetchTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .fetchTimeoutSeconds) ?? fetchTimeoutSeconds
+        store = try c.decodeIfPresent(String.self, forKey: .store)
     }
 
     /// Applies a JSON config file and the `DSMOPT_*` environment on top of the defaults.
@@ -105,6 +110,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         if let v = environment["DSMOPT_MAX_UPLOAD_BYTES"].flatMap(Int64.init) { c.maxUploadBytes = v }
         if let v = environment["DSMOPT_RETENTION_SECONDS"].flatMap(Double.init) { c.retentionSeconds = v }
         if let v = environment["DSMOPT_ARCHIVE_ROOT"] { c.archiveRoot = v }
+        if let v = environment["DSMOPT_STORE"], !v.isEmpty { c.store = v }
         if let v = environment["DSMOPT_CATALOGUE_ALLOWED_HOSTS"] { c.catalogueAllowedHosts = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
         return c
     }

@@ -7,7 +7,7 @@ import ServiceLifecycle
 /// The composition root of the service: store, workers and HTTP server built from one configuration.
 public enum Daemon {
     /// Prepares the data folder (sub-folders, database and its migrations, presets).
-    public static func prepare(_ config: ServiceConfiguration) throws -> SQLiteJobStore {
+    public static func prepare(_ config: ServiceConfiguration) async throws -> any JobStore {
         try config.validate()
         for d in [config.dataDirectory, config.uploadsDirectory, config.jobsDirectory, config.presetsDirectory] {
             try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
@@ -23,12 +23,21 @@ public enum Daemon {
             }
         }
         _ = try PresetLibrary(folder: config.presetsDirectory)
-        return try SQLiteJobStore(path: config.databasePath)
+        return try await openStore(config)
+    }
+
+    /// The configured store, its migrations applied.
+    public static func openStore(_ config: ServiceConfiguration) async throws -> any JobStore {
+        switch config.store {
+        case nil, "", "sqlite": return try SQLiteJobStore(path: config.databasePath)
+        case let url? where url.hasPrefix("postgres://") || url.hasPrefix("postgresql://"): return try await PostgresJobStore(url: url)
+        case let other?: throw ConfigurationError.invalid("store '\(other)': expected sqlite or a postgres:// URL")
+        }
     }
 
     /// `dsmopt serve`: HTTP API and workers in one process; SIGTERM/SIGINT shut it down gracefully.
     public static func serve(_ config: ServiceConfiguration) async throws {
-        let store = try prepare(config)
+        let store = try await prepare(config)
         let metrics = ServiceMetrics()
         let pool = WorkerPool(store: store, config: config, metrics: metrics)
         let api = ServiceAPI(store: store, config: config, metrics: metrics)
@@ -64,7 +73,7 @@ public enum Daemon {
 
     /// `dsmopt worker`: workers only, sharing the data folder's store with a `serve` process.
     public static func work(_ config: ServiceConfiguration) async throws {
-        let store = try prepare(config)
+        let store = try await prepare(config)
         let pool = WorkerPool(store: store, config: config, metrics: ServiceMetrics())
         var logger = Logger(label: "dsmopt-worker")
         logger.logLevel = .warning

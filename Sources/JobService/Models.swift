@@ -41,6 +41,10 @@ public struct Upload: Sendable, Codable, Equatable {
     public var size: Int64
     public var sha256: String
     public var createdAt: Date
+
+    public init(id: String, userId: String, fileName: String, size: Int64, sha256: String, createdAt: Date) {
+        self.id = id; self.userId = userId; self.fileName = fileName; self.size = size; self.sha256 = sha256; self.createdAt = createdAt
+    }
 }
 
 /// OGC API – Processes job states.
@@ -76,6 +80,17 @@ public struct Job: Sendable, Codable, Equatable {
     public var worker: String?
     public var leaseUntil: Date?
     public var cancelRequested: Bool
+
+    public init(id: String, userId: String, name: String, status: JobStatus = .accepted, progress: Int = 0, stage: String? = nil,
+                message: String? = nil, request: String, createdAt: Date, startedAt: Date? = nil, finishedAt: Date? = nil,
+                purgeAt: Date? = nil, purged: Bool = false, error: String? = nil, cpuSeconds: Double = 0, resultBytes: Int64 = 0,
+                attempts: Int = 0, resultAttempt: Int? = nil, worker: String? = nil, leaseUntil: Date? = nil, cancelRequested: Bool = false) {
+        self.id = id; self.userId = userId; self.name = name; self.status = status; self.progress = progress; self.stage = stage
+        self.message = message; self.request = request; self.createdAt = createdAt; self.startedAt = startedAt; self.finishedAt = finishedAt
+        self.purgeAt = purgeAt; self.purged = purged; self.error = error; self.cpuSeconds = cpuSeconds; self.resultBytes = resultBytes
+        self.attempts = attempts; self.resultAttempt = resultAttempt; self.worker = worker; self.leaseUntil = leaseUntil
+        self.cancelRequested = cancelRequested
+    }
 }
 
 /// A user's current consumption, as shown by `GET /me`.

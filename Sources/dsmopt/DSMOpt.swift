@@ -550,14 +550,17 @@ struct Run: ParsableCommand {
 struct DaemonOptions: ParsableArguments {
     @Option(help: "Data folder (database, uploads, jobs, presets). Env DSMOPT_DATA.") var data: String?
     @Option(help: "JSON configuration file (default DATA/dsmopt.json when present).") var config: String?
-    @Option(help: "Jobs run at the same time by this process. Env DSMOPT_WORKERS.") var workers: Int?
+    @Option(name: [.customLong("workers"), .customLong("slots")], help: "Jobs run at the same time by this process (--slots is the same). Env DSMOPT_WORKERS.") var workers: Int?
     @Option(help: "Results retention, e.g. 21d, 12h, 300s. Env DSMOPT_RETENTION_SECONDS.") var retention: String?
+    @Option(help: "Job store: postgres://user[:password]@host[:port]/database for several machines (default: SQLite in the data folder). Env DSMOPT_STORE.")
+    var store: String?
 
     func configuration() throws -> ServiceConfiguration {
         let env = ProcessInfo.processInfo.environment
         guard let dir = data ?? env["DSMOPT_DATA"] else { throw CLIFailure(message: "--data DIR (or DSMOPT_DATA) is required", code: ExitCodes.usage) }
         var c = try ServiceConfiguration.load(dataDirectory: dir, file: config, environment: env)
         if let workers { c.workers = workers }
+        if let store { c.store = store }
         if let retention {
             guard let s = parseDuration(retention) else { throw CLIFailure(message: "--retention must look like 21d, 12h, 30m or 45s", code: ExitCodes.usage) }
             c.retentionSeconds = s
@@ -631,7 +634,7 @@ struct Admin: AsyncParsableCommand {
             guard let r = Role(rawValue: role) else {
                 throw CLIFailure(message: "unknown role '\(role)' (researcher, operator, admin, catalogue)", code: ExitCodes.usage)
             }
-            let store = try Daemon.prepare(c)
+            let store = try await Daemon.prepare(c)
             let (_, token) = try await store.createUser(name: name, role: r, quota: try quota.apply(c.defaultQuota))
             print(token)
         }
@@ -644,7 +647,7 @@ struct Admin: AsyncParsableCommand {
         @OptionGroup var quota: QuotaOptions
 
         func run() async throws {
-            let store = try Daemon.prepare(try daemon.configuration())
+            let store = try await Daemon.prepare(try daemon.configuration())
             guard let u = try await store.user(name: name) else { throw CLIFailure(message: "unknown user '\(name)'", code: ExitCodes.usage) }
             _ = try await store.setQuota(userId: u.id, quota: try quota.apply(u.quota))
         }
@@ -656,7 +659,7 @@ struct Admin: AsyncParsableCommand {
         @Argument var name: String
 
         func run() async throws {
-            let store = try Daemon.prepare(try daemon.configuration())
+            let store = try await Daemon.prepare(try daemon.configuration())
             guard let u = try await store.user(name: name), let token = try await store.rotateToken(userId: u.id) else {
                 throw CLIFailure(message: "unknown user '\(name)'", code: ExitCodes.usage)
             }
@@ -670,7 +673,7 @@ struct Admin: AsyncParsableCommand {
         @Argument var name: String
 
         func run() async throws {
-            let store = try Daemon.prepare(try daemon.configuration())
+            let store = try await Daemon.prepare(try daemon.configuration())
             guard let u = try await store.user(name: name), try await store.revokeToken(userId: u.id) else {
                 throw CLIFailure(message: "unknown user '\(name)'", code: ExitCodes.usage)
             }
@@ -682,7 +685,7 @@ struct Admin: AsyncParsableCommand {
         @OptionGroup var daemon: DaemonOptions
 
         func run() async throws {
-            let store = try Daemon.prepare(try daemon.configuration())
+            let store = try await Daemon.prepare(try daemon.configuration())
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             enc.dateEncodingStrategy = .iso8601

@@ -1,0 +1,326 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// The job store on PostgreSQL, for several daemons and workers on several machines (with a shared
+/// filesystem for uploads and job folders). Same contract as `SQLiteJobStore` (the shared contract tests
+/// run against both): quotas checked atomically, jobs claimed with `FOR UPDATE SKIP LOCKED`, every update a
+/// worker makes fenced by its attempt number, versioned migrations applied under an advisory lock.
+public final class PostgresJobStore: JobStore, @unchecked Sendable {
+    let client: PostgresClient
+    let logger = Logger(label: "dsmopt-postgres")
+    private let runner: Task<Void, Never>
+
+    /// `postgres://user[:password]@host[:port]/database[?sslmode=disable|prefer|require]`.
+    public init(url: String) async throws {
+        guard let u = URLComponents(string: url), ["postgres", "postgresql"].contains(u.scheme ?? ""), let host = u.host, !host.isEmpty,
+              let user = u.user, !user.isEmpty else {
+            throw ConfigurationError.invalid("store URL must look like postgres://user[:password]@host[:port]/database")
+        }
+        let database = u.path.hasPrefix("/") ? String(u.path.dropFirst()) : u.path
+        let sslmode = u.queryItems?.first { $0.name == "sslmode" }?.value ?? "prefer"
+        let tls: PostgresClient.Configuration.TLS
+        switch sslmode {
+        case "disable": tls = .disable
+        case "require": tls = .require(.makeClientConfiguration())
+        default: tls = .prefer(.makeClientConfiguration())
+        }
+        var config = PostgresClient.Configuration(host: host, port: u.port ?? 5432, username: user, password: u.password,
+                                                  database: database.isEmpty ? nil : database, tls: tls)
+        config.options.maximumConnections = 8
+        let client = PostgresClient(configuration: config)
+        self.client = client
+        runner = Task { await client.run() }
+        do { try await migrate() } catch {
+            runner.cancel()
+            throw ConfigurationError.invalid("PostgreSQL store \(host):\(u.port ?? 5432)/\(database): \(String(reflecting: error))")
+        }
+    }
+
+    deinit { runner.cancel() }
+
+    /// Append-only list of migrations: never edit one that has shipped.
+    static let migrations: [(String, [String])] = [
+        ("v1-users-uploads-jobs", [
+            """
+            CREATE TABLE users (
+                id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                role TEXT NOT NULL CHECK (role IN ('researcher', 'operator', 'admin', 'catalogue')),
+                token_hash TEXT NOT NULL UNIQUE, quota TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL)
+            """,
+            """
+            CREATE TABLE uploads (
+                id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id),
+                file_name TEXT NOT NULL, size BIGINT NOT NULL CHECK (size >= 0), sha256 TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL)
+            """,
+            """
+            CREATE TABLE jobs (
+                id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), name TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('accepted', 'running', 'successful', 'failed', 'dismissed')),
+                progress INTEGER NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
+                stage TEXT, message TEXT, request TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL, started_at DOUBLE PRECISION, finished_at DOUBLE PRECISION, purge_at DOUBLE PRECISION,
+                purged BOOLEAN NOT NULL DEFAULT FALSE, error TEXT,
+                cpu_seconds DOUBLE PRECISION NOT NULL DEFAULT 0, result_bytes BIGINT NOT NULL DEFAULT 0,
+                attempts INTEGER NOT NULL DEFAULT 0, result_attempt INTEGER, worker TEXT, lease_until DOUBLE PRECISION,
+                cancel_requested BOOLEAN NOT NULL DEFAULT FALSE)
+            """,
+            "CREATE INDEX jobs_queue ON jobs(status, created_at)",
+            "CREATE INDEX jobs_user ON jobs(user_id, created_at)",
+            "CREATE INDEX jobs_purge ON jobs(purged, purge_at)",
+        ]),
+    ]
+
+    func migrate() async throws {
+        try await client.withTransaction(logger: logger) { c in
+            // One migrator at a time, whichever process starts first.
+            try await c.query("SELECT pg_advisory_xact_lock(7465626)", logger: logger)
+            try await c.query("CREATE TABLE IF NOT EXISTS dsmopt_migrations (name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)", logger: logger)
+            var applied = Set<String>()
+            for try await name in try await c.query("SELECT name FROM dsmopt_migrations", logger: logger).decode(String.self) { applied.insert(name) }
+            for (name, statements) in Self.migrations where !applied.contains(name) {
+                for sql in statements { try await c.query(PostgresQuery(unsafeSQL: sql), logger: logger) }
+                try await c.query("INSERT INTO dsmopt_migrations (name, applied_at) VALUES (\(name), \(Date().timeIntervalSince1970))", logger: logger)
+            }
+        }
+    }
+
+    /// A transaction whose closure's own errors (a quota refusal…) come out as they were thrown.
+    func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> sending T) async throws -> T {
+        do { return try await client.withTransaction(logger: logger, body) } catch let e as PostgresTransactionError {
+            if let inner = e.closureError { throw inner }
+            throw e
+        }
+    }
+
+    // MARK: rows
+
+    static func user(_ r: PostgresRandomAccessRow) throws -> User {
+        User(id: try r["id"].decode(String.self), name: try r["name"].decode(String.self),
+             role: Role(rawValue: try r["role"].decode(String.self)) ?? .researcher,
+             quota: SQLiteJobStore.decodeQuota(try r["quota"].decode(String.self)),
+             createdAt: Date(timeIntervalSince1970: try r["created_at"].decode(Double.self)))
+    }
+
+    static func date(_ r: PostgresRandomAccessRow, _ k: String) throws -> Date? {
+        try r[k].decode(Double?.self).map { Date(timeIntervalSince1970: $0) }
+    }
+
+    static func job(_ r: PostgresRandomAccessRow) throws -> Job {
+        Job(id: try r["id"].decode(String.self), userId: try r["user_id"].decode(String.self), name: try r["name"].decode(String.self),
+            status: JobStatus(rawValue: try r["status"].decode(String.self)) ?? .failed,
+            progress: Int(try r["progress"].decode(Int32.self)), stage: try r["stage"].decode(String?.self),
+            message: try r["message"].decode(String?.self), request: try r["request"].decode(String.self),
+            createdAt: Date(timeIntervalSince1970: try r["created_at"].decode(Double.self)), startedAt: try date(r, "started_at"),
+            finishedAt: try date(r, "finished_at"), purgeAt: try date(r, "purge_at"), purged: try r["purged"].decode(Bool.self),
+            error: try r["error"].decode(String?.self), cpuSeconds: try r["cpu_seconds"].decode(Double.self),
+            resultBytes: try r["result_bytes"].decode(Int64.self), attempts: Int(try r["attempts"].decode(Int32.self)),
+            resultAttempt: try r["result_attempt"].decode(Int32?.self).map(Int.init), worker: try r["worker"].decode(String?.self),
+            leaseUntil: try date(r, "lease_until"), cancelRequested: try r["cancel_requested"].decode(Bool.self))
+    }
+
+    static func upload(_ r: PostgresRandomAccessRow) throws -> Upload {
+        Upload(id: try r["id"].decode(String.self), userId: try r["user_id"].decode(String.self), fileName: try r["file_name"].decode(String.self),
+               size: try r["size"].decode(Int64.self), sha256: try r["sha256"].decode(String.self),
+               createdAt: Date(timeIntervalSince1970: try r["created_at"].decode(Double.self)))
+    }
+
+    func rows(_ q: PostgresQuery, on c: PostgresConnection? = nil) async throws -> [PostgresRandomAccessRow] {
+        let seq: PostgresRowSequence
+        if let c { seq = try await c.query(q, logger: logger) } else { seq = try await client.query(q, logger: logger) }
+        return try await seq.collect().map { $0.makeRandomAccess() }
+    }
+
+    // MARK: users
+
+    public func createUser(name: String, role: Role, quota: Quota) async throws -> (User, token: String) {
+        let token = SQLiteJobStore.newToken()
+        let u = User(id: SQLiteJobStore.newID(), name: name, role: role, quota: quota, createdAt: Date())
+        let inserted = try await rows("""
+            INSERT INTO users (id, name, role, token_hash, quota, created_at)
+            VALUES (\(u.id), \(name), \(role.rawValue), \(SQLiteJobStore.hash(token)), \(SQLiteJobStore.encode(quota)), \(u.createdAt.timeIntervalSince1970))
+            ON CONFLICT (name) DO NOTHING RETURNING id
+            """)
+        guard !inserted.isEmpty else { throw StoreError.duplicateUser(name) }
+        return (u, token)
+    }
+
+    public func user(token: String) async throws -> User? {
+        try await rows("SELECT * FROM users WHERE token_hash = \(SQLiteJobStore.hash(token))").first.map(Self.user)
+    }
+    public func user(id: String) async throws -> User? { try await rows("SELECT * FROM users WHERE id = \(id)").first.map(Self.user) }
+    public func user(name: String) async throws -> User? { try await rows("SELECT * FROM users WHERE name = \(name)").first.map(Self.user) }
+    public func users() async throws -> [User] { try await rows("SELECT * FROM users ORDER BY created_at").map(Self.user) }
+
+    public func setQuota(userId: String, quota: Quota) async throws -> User? {
+        try await rows("UPDATE users SET quota = \(SQLiteJobStore.encode(quota)) WHERE id = \(userId) RETURNING *").first.map(Self.user)
+    }
+
+    public func rotateToken(userId: String) async throws -> String? {
+        let token = SQLiteJobStore.newToken()
+        return try await rows("UPDATE users SET token_hash = \(SQLiteJobStore.hash(token)) WHERE id = \(userId) RETURNING id").isEmpty ? nil : token
+    }
+
+    public func revokeToken(userId: String) async throws -> Bool {
+        !(try await rows("UPDATE users SET token_hash = 'revoked:' || id WHERE id = \(userId) RETURNING id").isEmpty)
+    }
+
+    // MARK: uploads
+
+    public func addUpload(_ u: Upload) async throws {
+        try await client.query("""
+            INSERT INTO uploads (id, user_id, file_name, size, sha256, created_at)
+            VALUES (\(u.id), \(u.userId), \(u.fileName), \(u.size), \(u.sha256), \(u.createdAt.timeIntervalSince1970))
+            """, logger: logger)
+    }
+
+    public func upload(id: String, userId: String) async throws -> Upload? {
+        try await rows("SELECT * FROM uploads WHERE id = \(id) AND user_id = \(userId)").first.map(Self.upload)
+    }
+
+    public func deleteUpload(id: String, userId: String) async throws -> Bool {
+        !(try await rows("DELETE FROM uploads WHERE id = \(id) AND user_id = \(userId) RETURNING id").isEmpty)
+    }
+
+    func usage(userId: String, now: Date, on c: PostgresConnection?) async throws -> Usage {
+        let month = SQLiteJobStore.monthStart(now)
+        let r = try await rows("""
+            SELECT
+              (SELECT COUNT(*) FROM jobs WHERE user_id = \(userId) AND status IN ('accepted', 'running')) AS active,
+              (SELECT COALESCE(SUM(cpu_seconds), 0) FROM jobs WHERE user_id = \(userId) AND COALESCE(finished_at, started_at, created_at) >= \(month)) AS cpu,
+              (SELECT COALESCE(SUM(size), 0)::BIGINT FROM uploads WHERE user_id = \(userId)) AS uploads,
+              (SELECT COALESCE(SUM(result_bytes), 0)::BIGINT FROM jobs WHERE user_id = \(userId) AND NOT purged) AS results
+            """, on: c)[0]
+        return Usage(activeJobs: Int(try r["active"].decode(Int64.self)), cpuSecondsThisMonth: try r["cpu"].decode(Double.self),
+                     storageBytes: try r["uploads"].decode(Int64.self) + r["results"].decode(Int64.self))
+    }
+
+    public func usage(userId: String, now: Date) async throws -> Usage { try await usage(userId: userId, now: now, on: nil) }
+
+    // MARK: jobs
+
+    public func createJob(_ job: Job, inputBytes: [(String, Int64)], quota: Quota, now: Date) async throws {
+        try await transaction { c in
+            for (name, size) in inputBytes where size > quota.maxInputBytes {
+                throw QuotaExceeded.inputSize(file: name, size: size, limit: quota.maxInputBytes)
+            }
+            // The user's row lock serialises this user's submissions: the check and the insert are atomic.
+            try await c.query("SELECT id FROM users WHERE id = \(job.userId) FOR UPDATE", logger: logger)
+            let u = try await usage(userId: job.userId, now: now, on: c)
+            if u.activeJobs >= quota.maxConcurrentJobs { throw QuotaExceeded.concurrentJobs(limit: quota.maxConcurrentJobs) }
+            if u.cpuSecondsThisMonth >= quota.cpuSecondsPerMonth { throw QuotaExceeded.cpuBudget(used: u.cpuSecondsThisMonth, limit: quota.cpuSecondsPerMonth) }
+            if u.storageBytes >= quota.storageBytes { throw QuotaExceeded.storage(used: u.storageBytes, requested: 0, limit: quota.storageBytes) }
+            try await c.query("""
+                INSERT INTO jobs (id, user_id, name, status, progress, request, created_at)
+                VALUES (\(job.id), \(job.userId), \(job.name), 'accepted', 0, \(job.request), \(job.createdAt.timeIntervalSince1970))
+                """, logger: logger)
+        }
+    }
+
+    public func job(id: String) async throws -> Job? { try await rows("SELECT * FROM jobs WHERE id = \(id)").first.map(Self.job) }
+
+    public func jobs(userId: String?, limit: Int, offset: Int) async throws -> [Job] {
+        if let userId {
+            return try await rows("SELECT * FROM jobs WHERE user_id = \(userId) ORDER BY created_at DESC, id LIMIT \(limit) OFFSET \(offset)").map(Self.job)
+        }
+        return try await rows("SELECT * FROM jobs ORDER BY created_at DESC, id LIMIT \(limit) OFFSET \(offset)").map(Self.job)
+    }
+
+    public func countJobs(userId: String?) async throws -> Int {
+        let r: [PostgresRandomAccessRow]
+        if let userId { r = try await rows("SELECT COUNT(*) AS n FROM jobs WHERE user_id = \(userId)") } else { r = try await rows("SELECT COUNT(*) AS n FROM jobs") }
+        return Int(try r[0]["n"].decode(Int64.self))
+    }
+
+    public func jobCounts() async throws -> [JobStatus: Int] {
+        var out: [JobStatus: Int] = [:]
+        for s in JobStatus.allCases { out[s] = 0 }
+        for r in try await rows("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status") {
+            if let s = JobStatus(rawValue: try r["status"].decode(String.self)) { out[s] = Int(try r["n"].decode(Int64.self)) }
+        }
+        return out
+    }
+
+    public func claimJob(worker: String, leaseUntil: Date, now: Date) async throws -> Job? {
+        // SKIP LOCKED: workers on any machine claim different jobs without waiting for each other. Fair
+        // share: the user with the fewest running jobs first, then the oldest job.
+        try await rows("""
+            UPDATE jobs SET status = 'running', worker = \(worker), lease_until = \(leaseUntil.timeIntervalSince1970),
+                started_at = COALESCE(started_at, \(now.timeIntervalSince1970)), attempts = attempts + 1, progress = 0, stage = 'queued', message = NULL
+            WHERE id = (
+                SELECT j.id FROM jobs j WHERE j.status = 'accepted'
+                ORDER BY (SELECT COUNT(*) FROM jobs r WHERE r.user_id = j.user_id AND r.status = 'running'), j.created_at, j.id
+                LIMIT 1 FOR UPDATE SKIP LOCKED)
+            RETURNING *
+            """).first.map(Self.job)
+    }
+
+    public func heartbeat(jobId: String, attempt: Int, worker: String, progress: Int?, stage: String?, message: String?, leaseUntil: Date) async throws -> Bool {
+        let p = progress.map { Int32(max(0, min(100, $0))) }
+        return !(try await rows("""
+            UPDATE jobs SET progress = COALESCE(\(p), progress), stage = COALESCE(\(stage), stage), message = COALESCE(\(message), message),
+                lease_until = \(leaseUntil.timeIntervalSince1970)
+            WHERE id = \(jobId) AND worker = \(worker) AND attempts = \(Int32(attempt)) AND status = 'running' RETURNING id
+            """).isEmpty)
+    }
+
+    public func finish(jobId: String, attempt: Int, worker: String, status: JobStatus, error: String?, cpuSeconds: Double,
+                       resultBytes: Int64, finishedAt: Date, purgeAt: Date?) async throws -> Bool {
+        let ok = status == .successful
+        return !(try await rows("""
+            UPDATE jobs SET status = \(status.rawValue), error = \(error), cpu_seconds = cpu_seconds + \(cpuSeconds), result_bytes = \(resultBytes),
+                finished_at = \(finishedAt.timeIntervalSince1970), purge_at = \(purgeAt?.timeIntervalSince1970),
+                progress = CASE WHEN \(ok) THEN 100 ELSE progress END,
+                result_attempt = CASE WHEN \(ok) THEN attempts ELSE NULL END, worker = NULL, lease_until = NULL
+            WHERE id = \(jobId) AND worker = \(worker) AND attempts = \(Int32(attempt)) AND status = 'running' RETURNING id
+            """).isEmpty)
+    }
+
+    public func requeueExpired(now: Date, maxAttempts: Int) async throws -> [String] {
+        let t = now.timeIntervalSince1970, m = Int32(maxAttempts)
+        return try await rows("""
+            UPDATE jobs SET
+                status = CASE WHEN cancel_requested THEN 'dismissed' WHEN attempts >= \(m) THEN 'failed' ELSE 'accepted' END,
+                error = CASE WHEN NOT cancel_requested AND attempts >= \(m) THEN 'the job was started ' || attempts || ' times and its worker stopped responding each time' ELSE error END,
+                finished_at = CASE WHEN cancel_requested OR attempts >= \(m) THEN \(t) ELSE finished_at END,
+                worker = NULL, lease_until = NULL, stage = 'requeued after its worker stopped'
+            WHERE status = 'running' AND lease_until < \(t) RETURNING id
+            """).map { try $0["id"].decode(String.self) }
+    }
+
+    public func release(jobId: String, attempt: Int, worker: String) async throws {
+        try await client.query("""
+            UPDATE jobs SET status = 'accepted', worker = NULL, lease_until = NULL, stage = 'requeued at shutdown', attempts = attempts - 1
+            WHERE id = \(jobId) AND worker = \(worker) AND attempts = \(Int32(attempt)) AND status = 'running' AND NOT cancel_requested
+            """, logger: logger)
+    }
+
+    public func cancel(jobId: String, now: Date) async throws -> Job? {
+        try await transaction { c in
+            try await c.query("UPDATE jobs SET status = 'dismissed', finished_at = \(now.timeIntervalSince1970), stage = 'dismissed' WHERE id = \(jobId) AND status = 'accepted'", logger: logger)
+            try await c.query("UPDATE jobs SET cancel_requested = TRUE WHERE id = \(jobId) AND status = 'running'", logger: logger)
+            return try await rows("SELECT * FROM jobs WHERE id = \(jobId)", on: c).first.map(Self.job)
+        }
+    }
+
+    public func delete(jobId: String) async throws { try await client.query("DELETE FROM jobs WHERE id = \(jobId)", logger: logger) }
+
+    public func jobsToPurge(now: Date) async throws -> [Job] {
+        try await rows("SELECT * FROM jobs WHERE NOT purged AND purge_at IS NOT NULL AND purge_at <= \(now.timeIntervalSince1970)").map(Self.job)
+    }
+
+    public func markPurged(jobId: String) async throws {
+        try await client.query("UPDATE jobs SET purged = TRUE, result_bytes = 0 WHERE id = \(jobId)", logger: logger)
+    }
+
+    public func deleteJobRecords(purgedBefore before: Date) async throws -> [String] {
+        try await rows("""
+            DELETE FROM jobs WHERE status IN ('successful', 'failed', 'dismissed') AND COALESCE(purge_at, finished_at, created_at) < \(before.timeIntervalSince1970)
+                AND (purged OR status != 'successful') RETURNING id
+            """).map { try $0["id"].decode(String.self) }
+    }
+
+    public func allJobIds() async throws -> Set<String> { Set(try await rows("SELECT id FROM jobs").map { try $0["id"].decode(String.self) }) }
+    public func allUploadIds() async throws -> Set<String> { Set(try await rows("SELECT id FROM uploads").map { try $0["id"].decode(String.self) }) }
+}

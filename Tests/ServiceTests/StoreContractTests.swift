@@ -1,0 +1,175 @@
+import Foundation
+import JobService
+import TestSupport
+import Testing
+
+/// A fresh store of each kind: SQLite in a temporary folder, PostgreSQL in a new database of the test
+/// cluster (`DSMOPT_TEST_POSTGRES`, started by scripts/test.sh; a missing cluster is a failure, not a skip).
+enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case sqlite, postgres
+    var testDescription: String { rawValue }
+
+    static var postgresURL: String? { ProcessInfo.processInfo.environment["DSMOPT_TEST_POSTGRES"] }
+
+    func make() async throws -> (any JobStore, TemporaryFolder) {
+        let tmp = try TemporaryFolder()
+        switch self {
+        case .sqlite: return (try SQLiteJobStore(path: tmp.path("store.sqlite")), tmp)
+        case .postgres:
+            let url = try #require(Self.postgresURL, "DSMOPT_TEST_POSTGRES is not set: run scripts/test.sh (it starts a private PostgreSQL cluster), or set it to a server's URL")
+            let name = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(20)
+            let created = try run("/usr/bin/psql", [url, "-v", "ON_ERROR_STOP=1", "-qc", "CREATE DATABASE \(name)"])
+            #expect(created.status == 0, "\(created.stderr)")
+            var c = try #require(URLComponents(string: url))
+            c.path = "/\(name)"
+            return (try await PostgresJobStore(url: c.string!), tmp)
+        }
+    }
+}
+
+/// The `JobStore` contract, run against both stores.
+@Suite struct StoreContractTests {
+    static let quota: Quota = { var q = Quota(); q.maxConcurrentJobs = 100; return q }()
+
+    func job(_ user: String, at t: Double) -> Job {
+        Job(id: UUID().uuidString.lowercased(), userId: user, name: "j", request: "{}", createdAt: Date(timeIntervalSince1970: t))
+    }
+
+    @Test(arguments: StoreKind.allCases) func usersAndTokens(kind: StoreKind) async throws {
+        let (store, _tmp) = try await kind.make(); _ = _tmp
+        let (u, token) = try await store.createUser(name: "ann", role: .researcher, quota: Quota())
+        await #expect(throws: StoreError.duplicateUser("ann")) { _ = try await store.createUser(name: "ann", role: .admin, quota: Quota()) }
+        #expect(try await store.user(token: token)?.id == u.id)
+        #expect(try await store.user(name: "ann")?.id == u.id)
+        let fresh = try #require(try await store.rotateToken(userId: u.id))
+        #expect(try await store.user(token: token) == nil)
+        #expect(try await store.user(token: fresh)?.id == u.id)
+        #expect(try await store.revokeToken(userId: u.id))
+        #expect(try await store.user(token: fresh) == nil)
+        #expect(try await store.rotateToken(userId: "nobody") == nil)
+        var q = Quota(); q.storageBytes = 123
+        #expect(try await store.setQuota(userId: u.id, quota: q)?.quota.storageBytes == 123)
+    }
+
+    /// Quotas are checked atomically with the insert: of 12 concurrent submissions under a limit of 3
+    /// concurrent jobs, exactly 3 are accepted.
+    @Test(arguments: StoreKind.allCases) func quotaChecksAreAtomic(kind: StoreKind) async throws {
+        let (store, _tmp) = try await kind.make(); _ = _tmp
+        let q: Quota = { var q = Quota(); q.maxConcurrentJobs = 3; return q }()
+        let (u, _) = try await store.createUser(name: "bob", role: .researcher, quota: q)
+        let accepted = await withTaskGroup(of: Bool.self) { group in
+            for i in 0..<12 {
+                group.addTask { (try? await store.createJob(self.job(u.id, at: Double(i)), inputBytes: [], quota: q, now: Date())) != nil }
+            }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(accepted == 3)
+        await #expect(throws: QuotaExceeded.concurrentJobs(limit: 3)) { try await store.createJob(job(u.id, at: 99), inputBytes: [], quota: q, now: Date()) }
+        #expect(try await store.usage(userId: u.id, now: Date()).activeJobs == 3)
+    }
+
+    /// Concurrent claimers never get the same job.
+    @Test(arguments: StoreKind.allCases) func claimsAreExclusive(kind: StoreKind) async throws {
+        let (store, _tmp) = try await kind.make(); _ = _tmp
+        let (u, _) = try await store.createUser(name: "cy", role: .researcher, quota: Self.quota)
+        for i in 0..<8 { try await store.createJob(job(u.id, at: Double(i)), inputBytes: [], quota: Self.quota, now: Date()) }
+        let claimed = await withTaskGroup(of: String?.self) { group in
+            for w in 0..<12 {
+                group.addTask { try? await store.claimJob(worker: "w\(w)", leaseUntil: Date().addingTimeInterval(60), now: Date())?.id }
+            }
+            return await group.compactMap { $0 }.reduce(into: [String]()) { $0.append($1) }
+        }
+        #expect(claimed.count == 8 && Set(claimed).count == 8, "\(claimed)")
+        #expect(try await store.claimJob(worker: "late", leaseUntil: Date().addingTimeInterval(60), now: Date()) == nil)
+    }
+
+    /// Fencing: an attempt that lost its lease can neither heart-beat nor finish; the next one can, and its
+    /// folder is promoted. After `maxAttempts`, the job fails with the reason.
+    @Test(arguments: StoreKind.allCases) func attemptsAreFenced(kind: StoreKind) async throws {
+        let (store, _tmp) = try await kind.make(); _ = _tmp
+        let (u, _) = try await store.createUser(name: "di", role: .researcher, quota: Self.quota)
+        let j = job(u.id, at: 1)
+        try await store.createJob(j, inputBytes: [], quota: Self.quota, now: Date())
+        let first = try #require(try await store.claimJob(worker: "a", leaseUntil: Date().addingTimeInterval(-1), now: Date()))
+        #expect(first.attempts == 1 && first.status == .running)
+        #expect(try await store.requeueExpired(now: Date(), maxAttempts: 3) == [j.id])
+        let second = try #require(try await store.claimJob(worker: "b", leaseUntil: Date().addingTimeInterval(60), now: Date()))
+        #expect(second.attempts == 2)
+        #expect(!(try await store.heartbeat(jobId: j.id, attempt: 1, worker: "a", progress: 50, stage: "x", message: nil, leaseUntil: Date().addingTimeInterval(60))))
+        #expect(!(try await store.finish(jobId: j.id, attempt: 1, worker: "a", status: .failed, error: "late", cpuSeconds: 5, resultBytes: 0, finishedAt: Date(), purgeAt: nil)))
+        // The same worker name with a stale attempt number is refused too.
+        #expect(!(try await store.heartbeat(jobId: j.id, attempt: 1, worker: "b", progress: 50, stage: nil, message: nil, leaseUntil: Date())))
+        #expect(try await store.heartbeat(jobId: j.id, attempt: 2, worker: "b", progress: 40, stage: "match", message: "m", leaseUntil: Date().addingTimeInterval(60)))
+        #expect(try await store.finish(jobId: j.id, attempt: 2, worker: "b", status: .successful, error: nil, cpuSeconds: 7.5, resultBytes: 1000, finishedAt: Date(), purgeAt: Date().addingTimeInterval(-1)))
+        let done = try #require(try await store.job(id: j.id))
+        #expect(done.status == .successful && done.resultAttempt == 2 && done.progress == 100 && done.cpuSeconds == 7.5 && done.error == nil)
+        #expect(try await store.usage(userId: u.id, now: Date()).storageBytes == 1000)
+        // Retention: purge, then the record after its grace period.
+        #expect(try await store.jobsToPurge(now: Date()).map(\.id) == [j.id])
+        try await store.markPurged(jobId: j.id)
+        #expect(try await store.usage(userId: u.id, now: Date()).storageBytes == 0)
+        #expect(try await store.deleteJobRecords(purgedBefore: Date().addingTimeInterval(60)) == [j.id])
+        #expect(try await store.job(id: j.id) == nil)
+        #expect(!(try await store.allJobIds()).contains(j.id))
+        // A job whose worker keeps dying fails after the cap, with the reason.
+        let k = job(u.id, at: 2)
+        try await store.createJob(k, inputBytes: [], quota: Self.quota, now: Date())
+        for _ in 0..<2 {
+            _ = try await store.claimJob(worker: "c", leaseUntil: Date().addingTimeInterval(-1), now: Date())
+            _ = try await store.requeueExpired(now: Date(), maxAttempts: 2)
+        }
+        let failed = try #require(try await store.job(id: k.id))
+        #expect(failed.status == .failed && failed.attempts == 2 && (failed.error ?? "").contains("2 times"), "\(failed)")
+    }
+
+    /// Graceful release gives the attempt back (not counted); cancellation of queued and running jobs.
+    @Test(arguments: StoreKind.allCases) func releaseAndCancel(kind: StoreKind) async throws {
+        let (store, _tmp) = try await kind.make(); _ = _tmp
+        let (u, _) = try await store.createUser(name: "ed", role: .researcher, quota: Self.quota)
+        let a = job(u.id, at: 1), b = job(u.id, at: 2)
+        try await store.createJob(a, inputBytes: [], quota: Self.quota, now: Date())
+        try await store.createJob(b, inputBytes: [], quota: Self.quota, now: Date())
+        let running = try #require(try await store.claimJob(worker: "w", leaseUntil: Date().addingTimeInterval(60), now: Date()))
+        #expect(running.id == a.id)
+        try await store.release(jobId: a.id, attempt: 2, worker: "w")  // stale: ignored
+        #expect(try await store.job(id: a.id)?.status == .running)
+        try await store.release(jobId: a.id, attempt: 1, worker: "w")
+        let released = try #require(try await store.job(id: a.id))
+        #expect(released.status == .accepted && released.attempts == 0)
+        #expect(try await store.cancel(jobId: b.id, now: Date())?.status == .dismissed)
+        _ = try await store.claimJob(worker: "w", leaseUntil: Date().addingTimeInterval(-1), now: Date())
+        #expect(try await store.cancel(jobId: a.id, now: Date())?.cancelRequested == true)
+        _ = try await store.requeueExpired(now: Date(), maxAttempts: 3)
+        #expect(try await store.job(id: a.id)?.status == .dismissed)
+        #expect(try await store.jobCounts()[.dismissed] == 2)
+    }
+
+    /// Fair share: a user with a job running waits behind another user's first job, even an older one.
+    @Test(arguments: StoreKind.allCases) func schedulingIsFairBetweenUsers(kind: StoreKind) async throws {
+        let (store, _tmp) = try await kind.make(); _ = _tmp
+        let (busy, _) = try await store.createUser(name: "busy", role: .researcher, quota: Self.quota)
+        let (other, _) = try await store.createUser(name: "other", role: .researcher, quota: Self.quota)
+        for i in 0..<5 { try await store.createJob(job(busy.id, at: Double(i)), inputBytes: [], quota: Self.quota, now: Date()) }
+        let late = job(other.id, at: 100)
+        try await store.createJob(late, inputBytes: [], quota: Self.quota, now: Date())
+        let first = try #require(try await store.claimJob(worker: "w1", leaseUntil: Date().addingTimeInterval(60), now: Date()))
+        #expect(first.userId == busy.id)
+        let second = try #require(try await store.claimJob(worker: "w2", leaseUntil: Date().addingTimeInterval(60), now: Date()))
+        #expect(second.id == late.id)
+    }
+
+    @Test(arguments: StoreKind.allCases) func uploadsAndUsage(kind: StoreKind) async throws {
+        let (store, _tmp) = try await kind.make(); _ = _tmp
+        let (u, _) = try await store.createUser(name: "fay", role: .researcher, quota: Self.quota)
+        let up = Upload(id: UUID().uuidString.lowercased(), userId: u.id, fileName: "a.tif", size: 5000, sha256: "00", createdAt: Date())
+        try await store.addUpload(up)
+        let read = try await store.upload(id: up.id, userId: u.id)
+        #expect(read?.size == 5000 && read?.fileName == "a.tif" && read?.userId == u.id)
+        #expect(try await store.upload(id: up.id, userId: "someone-else") == nil)
+        #expect(try await store.usage(userId: u.id, now: Date()).storageBytes == 5000)
+        #expect(try await store.allUploadIds() == [up.id])
+        #expect(!(try await store.deleteUpload(id: up.id, userId: "someone-else")))
+        #expect(try await store.deleteUpload(id: up.id, userId: u.id))
+        #expect(try await store.usage(userId: u.id, now: Date()).storageBytes == 0)
+    }
+}
