@@ -6,7 +6,8 @@ set -euo pipefail
 packages=(pkg-config libgdal-dev libopenblas-dev liblapacke-dev libsqlite3-dev zlib1g-dev)
 if [[ "${1:-}" == "--test" ]]; then
     # gdal-bin and python3-gdal/numpy run ../shared/tools (dsm_compare.py, disp_eval.py).
-    packages+=(gdal-bin python3-gdal python3-numpy)
+    # postgresql: the private cluster the PostgreSQL store's tests run against (scripts/pg-cluster.sh).
+    packages+=(gdal-bin python3-gdal python3-numpy python3-yaml postgresql postgresql-client)
 fi
 
 missing=()

@@ -9,6 +9,14 @@ if [[ ! -d "$DSMOPT_TEST_DATA/pleiades" ]]; then
     echo "test: test data not found at $DSMOPT_TEST_DATA (set DSMOPT_TEST_DATA)" >&2
     exit 1
 fi
+# A private PostgreSQL cluster on loopback for the PostgreSQL store's tests (installed if missing, stopped
+# at the end), unless DSMOPT_TEST_POSTGRES already names a server.
+if [[ -z "${DSMOPT_TEST_POSTGRES:-}" ]]; then
+    pgdir=$(mktemp -d /tmp/dsmopt-pg.XXXXXX)
+    trap 'scripts/pg-cluster.sh stop "$pgdir"; rm -rf "$pgdir"' EXIT
+    DSMOPT_TEST_POSTGRES=$(scripts/pg-cluster.sh start "$pgdir")
+    export DSMOPT_TEST_POSTGRES
+fi
 # Release mode: the matcher's kernels are ~100× slower unoptimised (tests use no @testable import).
 swift build -c release --build-tests --disable-xctest
 # One build (above); the tests run on it. All tests use Swift Testing (it prints the closing "Test run with N tests" line); no --parallel.

@@ -1,0 +1,95 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import TestSupport
+import Testing
+
+/// Several processes on one PostgreSQL store and one shared data folder, as several machines would be:
+/// an API without workers, and workers that come and go.
+@Suite(.serialized) struct ScaleOutTests {
+    /// A new database on the test cluster.
+    func database() throws -> String {
+        let url = try #require(StoreKind.postgresURL, "DSMOPT_TEST_POSTGRES is not set: run scripts/test.sh (it starts a private PostgreSQL cluster)")
+        let name = "s_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(20)
+        let r = try run("/usr/bin/psql", [url, "-v", "ON_ERROR_STOP=1", "-qc", "CREATE DATABASE \(name)"])
+        #expect(r.status == 0, "\(r.stderr)")
+        var c = try #require(URLComponents(string: url))
+        c.path = "/\(name)"
+        return c.string!
+    }
+
+    func worker(_ data: TemporaryFolder, slots: Int) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try dsmoptExecutable())
+        p.arguments = ["worker", "--data", data.url.path, "--slots", "\(slots)"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
+    @Test func workersComeAndGoOnOneQueue() async throws {
+        let url = try database()
+        // serve, worker and admin all read the store from the data folder's config file.
+        let s = try ServerProcess(workers: 0, config: #"{"leaseSeconds": 3, "store": "\#(url)"}"#)
+        let token = try s.user("alice", quota: ["--max-concurrent-jobs", "3"])
+        let img1 = try TestData.path("pleiades/reunion-pair/img_01.tif"), img2 = try TestData.path("pleiades/reunion-pair/img_02.tif")
+        let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
+        func submit(_ roi: [Int], _ resolution: Double) async throws -> String {
+            let r = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
+                                   body: json(["images": [["upload": u1], ["upload": u2]], "parameters": ["roi": roi, "resolution": resolution, "orthos": false]]))
+            return try #require(r.json?["jobID"] as? String, "\(r.text)")
+        }
+        let long = try await submit([0, 0, 1024, 1024], 0.5)
+        let short = try await submit([350, 350, 300, 300], 1.0)
+        // The API alone runs nothing.
+        try await Task.sleep(nanoseconds: 1_500_000_000)
+        #expect(try await http("GET", "\(s.base)/jobs/\(long)", token: token).json?["status"] as? String == "accepted")
+        // A first worker (one slot) takes the oldest job; it dies with it (kill -9).
+        let a = try worker(s.data, slots: 1)
+        _ = try await waitFor(s, token: token, job: long, states: ["running"], timeout: 60)
+        try await Task.sleep(nanoseconds: 1_000_000_000)
+        kill(a.processIdentifier, SIGKILL)
+        a.waitUntilExit()
+        // A second worker with two slots arrives: it re-queues the dead worker's job once its lease expires
+        // and runs both jobs.
+        let b = try worker(s.data, slots: 2)
+        defer { b.terminate(); b.waitUntilExit() }
+        let j1 = try await waitFor(s, token: token, job: long, states: ["successful", "failed"], timeout: 240)
+        let j2 = try await waitFor(s, token: token, job: short, states: ["successful", "failed"], timeout: 240)
+        #expect(j1["status"] as? String == "successful" && j1["attempts"] as? Int == 2, "\(j1)")
+        #expect(j2["status"] as? String == "successful" && j2["attempts"] as? Int == 1, "\(j2)")
+        // Both charged to Alice, results served by the API from the shared folder.
+        #expect((j1["cpuSeconds"] as? Double ?? 0) > 0.5 && (j2["cpuSeconds"] as? Double ?? 0) > 0.1)
+        #expect(try await http("HEAD", "\(s.base)/jobs/\(long)/results/dsm.tif", token: token).status == 200)
+        // SIGTERM: the worker stops promptly.
+        b.terminate()
+        let t0 = Date()
+        b.waitUntilExit()
+        #expect(Date().timeIntervalSince(t0) < 10)
+    }
+}
+
+/// The deployment files name commands and options that exist.
+@Suite struct DeploymentFilesTests {
+    @Test func deploymentFilesUseRealCommands() throws {
+        let root = TestData.packageRoot.appendingPathComponent("deploy")
+        let compose = try run("/usr/bin/python3", ["-c", """
+            import json, yaml
+            d = yaml.safe_load(open("\(root.path)/compose.yaml"))
+            print(json.dumps({k: v.get("command") or v.get("entrypoint") for k, v in d["services"].items()}))
+            """])
+        #expect(compose.status == 0, "\(compose.stderr)")
+        let services = try #require(try JSONSerialization.jsonObject(with: Data(compose.stdout.utf8)) as? [String: Any])
+        #expect(Set(services.keys).isSuperset(of: ["postgres", "api", "worker"]))
+        let exe = try dsmoptExecutable()
+        let serveHelp = try run(exe, ["serve", "--help"]).stdout, workerHelp = try run(exe, ["worker", "--help"]).stdout
+        #expect(serveHelp.contains("--workers") && serveHelp.contains("--store") && workerHelp.contains("--slots") && workerHelp.contains("--store"))
+        for file in ["systemd/dsmopt-serve.service", "systemd/dsmopt-worker@.service", "slurm/dsmopt-workers.sbatch"] {
+            let text = try String(contentsOf: root.appendingPathComponent(file), encoding: .utf8)
+            #expect(text.contains("dsmopt serve") || text.contains(" worker --data"), "\(file)")
+        }
+        #expect(try run("/bin/bash", ["-n", root.appendingPathComponent("slurm/dsmopt-workers.sbatch").path]).status == 0)
+    }
+}
