@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A private PostgreSQL cluster on loopback for the tests (and for trying the PostgreSQL store by hand).
 #   scripts/pg-cluster.sh start DIR [PORT]   → prints postgres://dsmopt@127.0.0.1:PORT/dsmopt
-#   scripts/pg-cluster.sh stop DIR
+#   scripts/pg-cluster.sh restart DIR | stop DIR
 # Installs PostgreSQL from Debian's packages when missing. PostgreSQL refuses to run as root: as root the
 # cluster runs as the `postgres` user (created by the package), owning DIR.
 set -euo pipefail
@@ -21,12 +21,16 @@ start)
     [[ $(id -u) -eq 0 ]] && chown postgres: "$dir"
     as_owner "$bin/initdb" -D "$dir/data" -U dsmopt --auth=trust -E UTF8 >/dev/null
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null 2>&1 || { cat "$dir/server.log" >&2; exit 1; }
     as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U dsmopt dsmopt
     echo "postgres://dsmopt@127.0.0.1:$port/dsmopt?sslmode=disable"
+    ;;
+restart)
+    # The server must not inherit our output: a caller reading it to the end would wait for the server.
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w restart >/dev/null 2>&1 || { tail -20 "$dir/server.log" >&2; exit 1; }
     ;;
 stop)
     [[ -d "$dir/data" ]] && as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true
     ;;
-*) echo "usage: $0 start|stop DIR [PORT]" >&2; exit 2 ;;
+*) echo "usage: $0 start|restart|stop DIR [PORT]" >&2; exit 2 ;;
 esac

@@ -15,7 +15,7 @@ if [[ -z "${DSMOPT_TEST_POSTGRES:-}" ]]; then
     pgdir=$(mktemp -d /tmp/dsmopt-pg.XXXXXX)
     trap 'scripts/pg-cluster.sh stop "$pgdir"; rm -rf "$pgdir"' EXIT
     DSMOPT_TEST_POSTGRES=$(scripts/pg-cluster.sh start "$pgdir")
-    export DSMOPT_TEST_POSTGRES
+    export DSMOPT_TEST_POSTGRES DSMOPT_TEST_POSTGRES_DIR="$pgdir"
 fi
 # Release mode: the matcher's kernels are ~100× slower unoptimised (tests use no @testable import).
 swift build -c release --build-tests --disable-xctest

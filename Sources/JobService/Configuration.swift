@@ -54,6 +54,8 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     /// `postgres://…` URL for a PostgreSQL database shared by daemons and workers on several machines (the
     /// data folder must then be on a filesystem they all see).
     public var store: String?
+    /// Attempts to reach the PostgreSQL store at start (1, 2, 4 … 30 s apart) before giving up.
+    public var storeConnectAttempts = 6
     /// Memory budget of one run (its tiles are planned within it); default: the pipeline's (half the RAM).
     public var jobMemoryBytes: Int?
 
@@ -62,7 +64,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case dataDirectory, host, port, workers, maxUploadBytes, retentionSeconds, leaseSeconds, archiveRoot, defaultQuota, executable
         case maxAttempts, jobRecordSeconds, metricsPublic, minFreeBytes, maxConcurrentUploads, idleTimeoutSeconds, maxJobCells
-        case minResolutionFactor, maxJobWallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds, store
+        case minResolutionFactor, maxJobWallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds, store, storeConnectAttempts
     }
 
     public init(from decoder: Decoder) throws {
@@ -92,6 +94,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         catalogueAllowedHosts = try c.decodeIfPresent([String].self, forKey: .catalogueAllowedHosts) ?? catalogueAllowedHosts
         fetchTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .fetchTimeoutSeconds) ?? fetchTimeoutSeconds
         store = try c.decodeIfPresent(String.self, forKey: .store)
+        storeConnectAttempts = try c.decodeIfPresent(Int.self, forKey: .storeConnectAttempts) ?? storeConnectAttempts
     }
 
     /// Applies a JSON config file and the `DSMOPT_*` environment on top of the defaults.
@@ -151,11 +154,17 @@ public enum ConfigurationError: Error, Equatable, CustomStringConvertible {
     case missingFile(String)
     case invalid(String)
     case cannotListen(host: String, port: Int, reason: String)
+    case storeUnreachable(String)
+
+    /// The store could not be reached (worth retrying), as opposed to a wrong configuration.
+    public var isUnreachable: Bool { if case .storeUnreachable = self { return true }; return false }
+
     public var description: String {
         switch self {
         case .missingFile(let f): return "\(f): configuration file not found"
         case .invalid(let r): return "invalid configuration: \(r)"
         case .cannotListen(let h, let p, let r): return "cannot listen on \(h):\(p): \(r) (another dsmopt serve? choose another --port or DSMOPT_PORT)"
+        case .storeUnreachable(let r): return "cannot reach the job store: \(r)"
         }
     }
 }

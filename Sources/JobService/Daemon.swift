@@ -30,7 +30,19 @@ public enum Daemon {
     public static func openStore(_ config: ServiceConfiguration) async throws -> any JobStore {
         switch config.store {
         case nil, "", "sqlite": return try SQLiteJobStore(path: config.databasePath)
-        case let url? where url.hasPrefix("postgres://") || url.hasPrefix("postgresql://"): return try await PostgresJobStore(url: url)
+        case let url? where url.hasPrefix("postgres://") || url.hasPrefix("postgresql://"):
+            // A database that is not up yet (the daemon started first, a restart): retried with back-off,
+            // then one clear error.
+            var delay = 1.0
+            for attempt in 1... {
+                do { return try await PostgresJobStore(url: url) } catch let e as ConfigurationError {
+                    guard attempt < config.storeConnectAttempts, e.isUnreachable else { throw e }
+                    FileHandle.standardError.write(Data("dsmopt: \(e.description); retrying in \(Int(delay)) s\n".utf8))
+                    try await Task.sleep(nanoseconds: UInt64(delay * 1e9))
+                    delay = min(30, delay * 2)
+                }
+            }
+            fatalError("unreachable")
         case let other?: throw ConfigurationError.invalid("store '\(other)': expected sqlite or a postgres:// URL")
         }
     }

@@ -33,7 +33,14 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
         runner = Task { await client.run() }
         do { try await migrate() } catch {
             runner.cancel()
-            throw ConfigurationError.invalid("PostgreSQL store \(host):\(u.port ?? 5432)/\(database): \(String(reflecting: error))")
+            let where_ = "PostgreSQL \(host):\(u.port ?? 5432)/\(database)"
+            if let p = error as? PSQLError, p.code == .serverClosedConnection || p.code == .connectionError || p.code == .clientClosedConnection {
+                throw ConfigurationError.storeUnreachable("\(where_) does not answer (\(p.code))")
+            }
+            if "\(error)".contains("connect") || "\(String(reflecting: error))".contains("Connection refused") {
+                throw ConfigurationError.storeUnreachable("\(where_) does not answer")
+            }
+            throw ConfigurationError.invalid("\(where_): \(String(reflecting: error))")
         }
     }
 
@@ -137,9 +144,10 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
     public func createUser(name: String, role: Role, quota: Quota) async throws -> (User, token: String) {
         let token = SQLiteJobStore.newToken()
         let u = User(id: SQLiteJobStore.newID(), name: name, role: role, quota: quota, createdAt: Date())
+        let encoded = try SQLiteJobStore.encode(quota)
         let inserted = try await rows("""
             INSERT INTO users (id, name, role, token_hash, quota, created_at)
-            VALUES (\(u.id), \(name), \(role.rawValue), \(SQLiteJobStore.hash(token)), \(SQLiteJobStore.encode(quota)), \(u.createdAt.timeIntervalSince1970))
+            VALUES (\(u.id), \(name), \(role.rawValue), \(SQLiteJobStore.hash(token)), \(encoded), \(u.createdAt.timeIntervalSince1970))
             ON CONFLICT (name) DO NOTHING RETURNING id
             """)
         guard !inserted.isEmpty else { throw StoreError.duplicateUser(name) }
@@ -154,7 +162,8 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
     public func users() async throws -> [User] { try await rows("SELECT * FROM users ORDER BY created_at").map(Self.user) }
 
     public func setQuota(userId: String, quota: Quota) async throws -> User? {
-        try await rows("UPDATE users SET quota = \(SQLiteJobStore.encode(quota)) WHERE id = \(userId) RETURNING *").first.map(Self.user)
+        let encoded = try SQLiteJobStore.encode(quota)
+        return try await rows("UPDATE users SET quota = \(encoded) WHERE id = \(userId) RETURNING *").first.map(Self.user)
     }
 
     public func rotateToken(userId: String) async throws -> String? {

@@ -129,7 +129,7 @@ public final class SQLiteJobStore: JobStore {
     static func newID() -> String { UUID().uuidString.lowercased() }
 
     static func decodeQuota(_ s: String) -> Quota { (try? JSONDecoder().decode(Quota.self, from: Data(s.utf8))) ?? Quota() }
-    static func encode<T: Encodable>(_ v: T) -> String { String(decoding: try! JSONEncoder().encode(v), as: UTF8.self) }
+    static func encode<T: Encodable>(_ v: T) throws -> String { String(decoding: try JSONEncoder().encode(v), as: UTF8.self) }
 
     static func user(_ r: Row) -> User {
         User(id: r["id"], name: r["name"], role: Role(rawValue: r["role"]) ?? .researcher,
@@ -150,12 +150,13 @@ public final class SQLiteJobStore: JobStore {
     public func createUser(name: String, role: Role, quota: Quota) async throws -> (User, token: String) {
         let token = Self.newToken()
         let u = User(id: Self.newID(), name: name, role: role, quota: quota, createdAt: Date())
+        let encoded = try Self.encode(quota)
         try await db.write { db in
             if try Row.fetchOne(db, sql: "SELECT 1 FROM users WHERE name = ?", arguments: [name]) != nil {
                 throw StoreError.duplicateUser(name)
             }
             try db.execute(sql: "INSERT INTO users (id, name, role, token_hash, quota, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                           arguments: [u.id, name, role.rawValue, Self.hash(token), Self.encode(quota), u.createdAt.timeIntervalSince1970])
+                           arguments: [u.id, name, role.rawValue, Self.hash(token), encoded, u.createdAt.timeIntervalSince1970])
         }
         return (u, token)
     }
@@ -178,8 +179,9 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func setQuota(userId: String, quota: Quota) async throws -> User? {
-        try await db.write { db in
-            try db.execute(sql: "UPDATE users SET quota = ? WHERE id = ?", arguments: [Self.encode(quota), userId])
+        let encoded = try Self.encode(quota)
+        return try await db.write { db in
+            try db.execute(sql: "UPDATE users SET quota = ? WHERE id = ?", arguments: [encoded, userId])
             return try Row.fetchOne(db, sql: "SELECT * FROM users WHERE id = ?", arguments: [userId]).map(Self.user)
         }
     }

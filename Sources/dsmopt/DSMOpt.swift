@@ -15,7 +15,7 @@ struct DSMOpt: AsyncParsableCommand {
         Image coordinates on the command line follow GDAL (`gdaltransform -rpc`): the top-left corner of the \
         image is (0, 0), the centre of the first pixel (0.5, 0.5). Heights are metres above the WGS84 ellipsoid.
         """,
-        subcommands: [Serve.self, Worker.self, Admin.self, Run.self, Inspect.self, RPCCommand.self, Epipolar.self, Match.self, Synth.self, MakeDelivery.self, Parameters.self, CheckInputs.self]
+        subcommands: [Serve.self, Worker.self, Admin.self, Run.self, Inspect.self, RPCCommand.self, Epipolar.self, Match.self, Synth.self, MakeDelivery.self, Parameters.self, CheckInputs.self, BenchQueue.self]
     )
 
     /// Runs the command; errors the user can act on are printed as one line with a specific exit code.
@@ -214,6 +214,22 @@ struct CheckInputs: ParsableCommand {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
         print(String(decoding: try enc.encode(report), as: UTF8.self))
+    }
+}
+
+/// Queue throughput of a store (Benchmarks/README.md): claim + heartbeat + finish per task.
+struct BenchQueue: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "bench-queue", abstract: "Measure a job store's queue throughput (an empty scratch store only).",
+                                                    shouldDisplay: false)
+    @Option(help: "postgres://… URL, or a SQLite file path.") var store: String
+    @Option var claimers = 32
+    @Option var jobs = 2000
+
+    func run() async throws {
+        let s: any JobStore = store.hasPrefix("postgres") ? try await PostgresJobStore(url: store) : try SQLiteJobStore(path: store)
+        let r = try await QueueBenchmark.run(store: s, claimers: claimers, jobs: jobs)
+        print(String(format: "bench-queue: %d tasks, %d claimers, %.2f s, %.0f tasks/s (claim + heartbeat + finish), %d duplicates",
+                     r.tasks, r.claimers, r.seconds, r.tasksPerSecond, r.duplicates))
     }
 }
 
@@ -515,7 +531,7 @@ struct Run: ParsableCommand {
         if let cpu = limits?.cpuSeconds { RunEvents.limitCPU(seconds: cpu) }
         if let wall = limits?.wallSeconds { RunEvents.limitWallClock(seconds: wall) }
         // Run by a service worker: stop as soon as the worker's process is gone (kill -9), so that the job,
-        // re-queued, never runs twice at the same time.
+        // re-queued, does not go on running here too (a stalled but living worker is fenced off instead).
         if let parent = ProcessInfo.processInfo.environment["DSMOPT_PARENT_PID"].flatMap(Int32.init) {
             Thread.detachNewThread {
                 while getppid() == parent { usleep(200_000) }

@@ -172,4 +172,32 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(try await store.deleteUpload(id: up.id, userId: u.id))
         #expect(try await store.usage(userId: u.id, now: Date()).storageBytes == 0)
     }
+
+    /// 200 jobs, 4 workers claiming and finishing concurrently (two of them through a second connection to
+    /// the store, as a second daemon would): none lost, none run twice.
+    @Test(arguments: StoreKind.allCases) func manyJobsManyWorkers(kind: StoreKind) async throws {
+        let (store, tmp) = try await kind.make()
+        let second: any JobStore = kind == .sqlite ? try SQLiteJobStore(path: tmp.path("store.sqlite")) : store
+        let (u, _) = try await store.createUser(name: "gus", role: .researcher, quota: Self.quota)
+        var q = Self.quota; q.maxConcurrentJobs = 1000
+        let quota = q
+        for i in 0..<200 { try await store.createJob(job(u.id, at: Double(i)), inputBytes: [], quota: quota, now: Date()) }
+        let runs = await withTaskGroup(of: [String].self) { group in
+            for w in 0..<4 {
+                let s = w % 2 == 0 ? store : second
+                group.addTask {
+                    var mine: [String] = []
+                    while let j = try? await s.claimJob(worker: "w\(w)", leaseUntil: Date().addingTimeInterval(60), now: Date()) {
+                        if (try? await s.finish(jobId: j.id, attempt: j.attempts, worker: "w\(w)", status: .successful, error: nil, cpuSeconds: 1,
+                                                 resultBytes: 0, finishedAt: Date(), purgeAt: nil)) == true { mine.append(j.id) }
+                    }
+                    return mine
+                }
+            }
+            return await group.reduce(into: [String]()) { $0 += $1 }
+        }
+        #expect(runs.count == 200 && Set(runs).count == 200)
+        #expect(try await store.jobCounts()[.successful] == 200)
+        #expect(try await store.usage(userId: u.id, now: Date()).cpuSecondsThisMonth == 200)
+    }
 }
