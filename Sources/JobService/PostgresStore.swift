@@ -31,9 +31,22 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
         let client = PostgresClient(configuration: config)
         self.client = client
         runner = Task { await client.run() }
-        do { try await migrate() } catch {
+        let where_ = "PostgreSQL \(host):\(u.port ?? 5432)/\(database)"
+        do {
+            // The pool waits for a connection as long as it takes: a server that does not answer must fail
+            // the start (and be retried by the caller), not hang it.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await self.migrate() }
+                group.addTask {
+                    try await Task.sleep(nanoseconds: 10_000_000_000)
+                    throw ConfigurationError.storeUnreachable("\(where_) does not answer within 10 s")
+                }
+                try await group.next()
+                group.cancelAll()
+            }
+        } catch {
             runner.cancel()
-            let where_ = "PostgreSQL \(host):\(u.port ?? 5432)/\(database)"
+            if let e = error as? ConfigurationError { throw e }
             if let p = error as? PSQLError, p.code == .serverClosedConnection || p.code == .connectionError || p.code == .clientClosedConnection {
                 throw ConfigurationError.storeUnreachable("\(where_) does not answer (\(p.code))")
             }
