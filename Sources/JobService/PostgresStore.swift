@@ -271,9 +271,10 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             UPDATE jobs SET status = 'running', worker = \(worker), lease_until = \(leaseUntil.timeIntervalSince1970),
                 started_at = COALESCE(started_at, \(now.timeIntervalSince1970)), attempts = attempts + 1, progress = 0, stage = 'queued', message = NULL
             WHERE id = (
-                SELECT j.id FROM jobs j WHERE j.status = 'accepted'
-                ORDER BY (SELECT COUNT(*) FROM jobs r WHERE r.user_id = j.user_id AND r.status = 'running'), j.created_at, j.id
-                LIMIT 1 FOR UPDATE SKIP LOCKED)
+                WITH running AS (SELECT user_id, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY user_id)
+                SELECT j.id FROM jobs j LEFT JOIN running r ON r.user_id = j.user_id WHERE j.status = 'accepted'
+                ORDER BY COALESCE(r.n, 0), j.created_at, j.id
+                LIMIT 1 FOR UPDATE OF j SKIP LOCKED)
             RETURNING *
             """).first.map(Self.job)
     }

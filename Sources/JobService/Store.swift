@@ -281,10 +281,12 @@ public final class SQLiteJobStore: JobStore {
         try await db.write { db in
             // Fair share: among users with queued jobs, the one with the fewest running jobs first; then
             // the oldest job.
+            // (Running counts computed once per claim, not once per queued job.)
             guard let id = try String.fetchOne(db, sql: """
-                SELECT j.id FROM jobs j
+                WITH running AS (SELECT user_id, COUNT(*) AS n FROM jobs WHERE status = 'running' GROUP BY user_id)
+                SELECT j.id FROM jobs j LEFT JOIN running r ON r.user_id = j.user_id
                 WHERE j.status = 'accepted'
-                ORDER BY (SELECT COUNT(*) FROM jobs r WHERE r.user_id = j.user_id AND r.status = 'running'), j.created_at, j.id
+                ORDER BY COALESCE(r.n, 0), j.created_at, j.id
                 LIMIT 1
                 """) else { return nil }
             try db.execute(sql: """
