@@ -397,7 +397,7 @@ public struct ServiceAPI: Sendable {
         // The storage quota is reserved before the body streams: what this user has stored plus what their
         // other uploads in flight have received so far; re-checked on every chunk.
         let usage = try await store.usage(userId: user.id, now: Date())
-        guard let slot = inFlight.begin(user: user.id, max: config.maxConcurrentUploads) else {
+        guard let slot = inFlight.begin(user: user.id, max: config.maxConcurrentUploads, declared: declared ?? 0) else {
             throw APIProblem(status: .tooManyRequests, title: "Too Many Requests",
                              detail: "at most \(config.maxConcurrentUploads) uploads of one user at a time", limit: "maxConcurrentUploads")
         }
@@ -933,21 +933,25 @@ enum UploadKind: Equatable {
 final class UploadsInFlight: @unchecked Sendable {
     struct Slot: Hashable { let user: String; let id: UUID }
     private let lock = NSLock()
-    private var received: [Slot: Int64] = [:]
+    /// Per upload: its declared length (reserved from the start) and the bytes received so far.
+    private var slots: [Slot: (declared: Int64, received: Int64)] = [:]
 
-    func begin(user: String, max: Int) -> Slot? {
+    func begin(user: String, max: Int, declared: Int64) -> Slot? {
         lock.withLock {
-            guard received.keys.filter({ $0.user == user }).count < max else { return nil }
+            guard slots.keys.filter({ $0.user == user }).count < max else { return nil }
             let s = Slot(user: user, id: UUID())
-            received[s] = 0
+            slots[s] = (declared, 0)
             return s
         }
     }
 
-    func received(_ s: Slot, bytes: Int64) { lock.withLock { received[s] = bytes } }
-    /// Bytes received by this user's other uploads in flight.
-    func others(_ s: Slot) -> Int64 { lock.withLock { received.filter { $0.key.user == s.user && $0.key != s }.values.reduce(0, +) } }
-    func end(_ s: Slot) { _ = lock.withLock { received.removeValue(forKey: s) } }
+    func received(_ s: Slot, bytes: Int64) { lock.withLock { slots[s]?.received = bytes } }
+    /// Bytes reserved by this user's other uploads in flight: their declared length, or what they have
+    /// received when that is more (or nothing was declared).
+    func others(_ s: Slot) -> Int64 {
+        lock.withLock { slots.filter { $0.key.user == s.user && $0.key != s }.values.reduce(0) { $0 + max($1.declared, $1.received) } }
+    }
+    func end(_ s: Slot) { _ = lock.withLock { slots.removeValue(forKey: s) } }
 }
 
 /// The name of an XML file's root element (after the declaration, comments and doctype), from its first 8 KiB.

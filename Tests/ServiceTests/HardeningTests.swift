@@ -114,8 +114,8 @@ import Testing
                 except Exception as e:
                     return "error " + str(e)
                 return data.split(b"\r\n")[0].decode() if data else "closed"
-            a = start(500000, b"II*\x00" + b"\x00" * 1000)
-            b = start(500000, b"II*\x00" + b"\x00" * 1000)
+            a = start(300000, b"II*\x00" + b"\x00" * 1000)
+            b = start(300000, b"II*\x00" + b"\x00" * 1000)
             time.sleep(0.5)
             c = start(10, b"II*\x00" + b"\x00" * 6)
             print("third:", answer(c))
@@ -124,7 +124,7 @@ import Testing
             b.close()
             # The quota counts what uploads in flight have received: a 600 kB upload does not fit beside 400 kB in flight under 900 kB.
             d = start(600000, b"II*\x00" + b"\x00" * 399996)
-            time.sleep(0.3)
+            time.sleep(1.0)
             e = start(600000, b"II*\x00" + b"\x00" * 599996)
             print("over quota:", answer(e))
             d.close()
