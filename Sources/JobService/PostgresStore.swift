@@ -25,6 +25,11 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
         case "require": tls = .require(.makeClientConfiguration())
         default: tls = .prefer(.makeClientConfiguration())
         }
+        // A server that refuses or does not answer fails the start at once (the caller retries); the pool
+        // itself would wait for a connection as long as it takes.
+        guard Self.accepts(host: host, port: u.port ?? 5432) else {
+            throw ConfigurationError.storeUnreachable("PostgreSQL \(host):\(u.port ?? 5432) does not accept connections")
+        }
         var config = PostgresClient.Configuration(host: host, port: u.port ?? 5432, username: user, password: u.password,
                                                   database: database.isEmpty ? nil : database, tls: tls)
         config.options.maximumConnections = 8
@@ -38,8 +43,8 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await self.migrate() }
                 group.addTask {
-                    try await Task.sleep(nanoseconds: 10_000_000_000)
-                    throw ConfigurationError.storeUnreachable("\(where_) does not answer within 10 s")
+                    try await Task.sleep(nanoseconds: 120_000_000_000)
+                    throw ConfigurationError.storeUnreachable("\(where_) does not answer within 120 s")
                 }
                 try await group.next()
                 group.cancelAll()
@@ -58,6 +63,28 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
     }
 
     deinit { runner.cancel() }
+
+    /// Whether a TCP connection to host:port succeeds within 5 s.
+    static func accepts(host: String, port: Int) -> Bool {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &list) == 0, let first = list else { return false }
+        defer { freeaddrinfo(first) }
+        var p: UnsafeMutablePointer<addrinfo>? = first
+        while let a = p {
+            let fd = socket(a.pointee.ai_family, a.pointee.ai_socktype, a.pointee.ai_protocol)
+            if fd >= 0 {
+                var tv = timeval(tv_sec: 5, tv_usec: 0)
+                setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+                let ok = connect(fd, a.pointee.ai_addr, a.pointee.ai_addrlen) == 0
+                close(fd)
+                if ok { return true }
+            }
+            p = a.pointee.ai_next
+        }
+        return false
+    }
 
     /// Append-only list of migrations: never edit one that has shipped.
     static let migrations: [(String, [String])] = [
