@@ -8,17 +8,6 @@ import Testing
 /// Several processes on one PostgreSQL store and one shared data folder, as several machines would be:
 /// an API without workers, and workers that come and go.
 @Suite(.serialized) struct ScaleOutTests {
-    /// A new database on the test cluster.
-    func database() throws -> String {
-        let url = try #require(StoreKind.postgresURL, "DSMOPT_TEST_POSTGRES is not set: run scripts/test.sh (it starts a private PostgreSQL cluster)")
-        let name = "s_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(20)
-        let r = try run("/usr/bin/psql", [url, "-v", "ON_ERROR_STOP=1", "-qc", "CREATE DATABASE \(name)"])
-        #expect(r.status == 0, "\(r.stderr)")
-        var c = try #require(URLComponents(string: url))
-        c.path = "/\(name)"
-        return c.string!
-    }
-
     func worker(_ data: TemporaryFolder, slots: Int) throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: try dsmoptExecutable())
@@ -30,7 +19,7 @@ import Testing
     }
 
     @Test func workersComeAndGoOnOneQueue() async throws {
-        let url = try database()
+        let url = try StoreKind.newDatabase(prefix: "s_")
         // serve, worker and admin all read the store from the data folder's config file.
         let s = try ServerProcess(workers: 0, config: #"{"leaseSeconds": 3, "store": "\#(url)"}"#)
         let token = try s.user("alice", quota: ["--max-concurrent-jobs", "3"])

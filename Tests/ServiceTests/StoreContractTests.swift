@@ -11,18 +11,22 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
 
     static var postgresURL: String? { ProcessInfo.processInfo.environment["DSMOPT_TEST_POSTGRES"] }
 
+    /// The URL of a new, empty database on the test cluster.
+    static func newDatabase(prefix: String) throws -> String {
+        let url = try #require(postgresURL, "DSMOPT_TEST_POSTGRES is not set: run scripts/test.sh (it starts a private PostgreSQL cluster), or set it to a server's URL")
+        let name = prefix + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(20)
+        let created = try run("/usr/bin/psql", [url, "-v", "ON_ERROR_STOP=1", "-qc", "CREATE DATABASE \(name)"])
+        #expect(created.status == 0, "\(created.stderr)")
+        var c = try #require(URLComponents(string: url))
+        c.path = "/\(name)"
+        return c.string!
+    }
+
     func make() async throws -> (any JobStore, TemporaryFolder) {
         let tmp = try TemporaryFolder()
         switch self {
         case .sqlite: return (try SQLiteJobStore(path: tmp.path("store.sqlite")), tmp)
-        case .postgres:
-            let url = try #require(Self.postgresURL, "DSMOPT_TEST_POSTGRES is not set: run scripts/test.sh (it starts a private PostgreSQL cluster), or set it to a server's URL")
-            let name = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(20)
-            let created = try run("/usr/bin/psql", [url, "-v", "ON_ERROR_STOP=1", "-qc", "CREATE DATABASE \(name)"])
-            #expect(created.status == 0, "\(created.stderr)")
-            var c = try #require(URLComponents(string: url))
-            c.path = "/\(name)"
-            return (try await PostgresJobStore(url: c.string!), tmp)
+        case .postgres: return (try await PostgresJobStore(url: try Self.newDatabase(prefix: "t_")), tmp)
         }
     }
 }
