@@ -141,6 +141,8 @@ public struct PipelineOptions: Sendable {
     public var orthoImages = true
     public var orthoMosaic = true
     public var pointCloud = false
+    /// Water masking, coregistration, vertical datum.
+    public var finishing = FinishingOptions()
     /// Ground tile size, DSM cells (the unit of work: tiles run in parallel and are resumable); nil: the
     /// size whose footprint is about 1024 pixels of the first image (margins then cost ~13 %).
     public var tileSize: Int?
@@ -375,7 +377,7 @@ public struct DSMPipelineRunner: Sendable {
                        pairRegions: regions, pointing: pointing,
                        workload: workload, memoryBudget: options.memoryBudget, gsd: prepared.inspection.images[0].gsd, filterMargin: min(maxHole, 64) + 8,
                        maxHoleCells: maxHole, orthoImages: options.orthoImages, orthoMosaic: options.orthoMosaic,
-                       pointCloud: options.pointCloud)
+                       pointCloud: options.pointCloud, finishing: options.finishing)
     }
 
     /// Runs everything (or, with `resume`, what an interrupted run left undone) and returns the manifest.
@@ -437,8 +439,14 @@ public struct DSMPipelineRunner: Sendable {
                                 stripRows: plan.workload.stripRows, memoryBudgetBytes: plan.memoryBudget.bytes,
                                 estimatedBytesPerTile: plan.workload.bytesPerTile)
         progress(.init(stage: "products", fraction: 0.92, message: "assembling the products from \(t.rows * t.columns) tiles"))
-        let assembly = ProductAssembly(plan: plan, images: images, work: work, staging: work.stagingPath, wkt: writerWKT) { m, f in
+        var assembly = ProductAssembly(plan: plan, images: images, work: work, staging: work.stagingPath, wkt: writerWKT) { m, f in
             progress(.init(stage: "products", fraction: f, message: m))
+        }
+        if let toGeo = try? CoordinateTransform(fromEPSG: plan.grid.epsg, toEPSG: 4326) {
+            let g = plan.grid
+            var xs = [g.originX, g.originX + Double(g.width) * g.resolution, g.originX, g.originX + Double(g.width) * g.resolution]
+            var ys = [g.originY, g.originY, g.originY - Double(g.height) * g.resolution, g.originY - Double(g.height) * g.resolution]
+            if toGeo.transform(x: &xs, y: &ys).allSatisfy({ $0 }) { assembly.area = (xs.min()!, ys.min()!, xs.max()!, ys.max()!) }
         }
         do {
             try assembly.run(manifest: &manifest)

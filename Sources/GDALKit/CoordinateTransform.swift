@@ -9,18 +9,9 @@ public final class CoordinateTransform {
 
     public init(fromEPSG: Int, toEPSG: Int) throws {
         GDAL.initialize()
-        func srs(_ code: Int) throws -> OGRSpatialReferenceH {
-            guard let s = OSRNewSpatialReference(nil) else { throw GDALError(operation: "OSRNewSpatialReference", path: nil, message: GDAL.lastError()) }
-            guard OSRImportFromEPSG(s, Int32(code)) == OGRERR_NONE else {
-                OSRDestroySpatialReference(s)
-                throw GDALError(operation: "import EPSG:\(code)", path: nil, message: "unknown or unsupported EPSG code")
-            }
-            OSRSetAxisMappingStrategy(s, OAMS_TRADITIONAL_GIS_ORDER)
-            return s
-        }
-        let a = try srs(fromEPSG)
+        let a = try SpatialReference.handle(epsg: fromEPSG)
         defer { OSRDestroySpatialReference(a) }
-        let b = try srs(toEPSG)
+        let b = try SpatialReference.handle(epsg: toEPSG)
         defer { OSRDestroySpatialReference(b) }
         guard let h = OCTNewCoordinateTransformation(a, b) else {
             throw GDALError(operation: "transform EPSG:\(fromEPSG) → EPSG:\(toEPSG)", path: nil, message: GDAL.lastError())
@@ -28,6 +19,21 @@ public final class CoordinateTransform {
         handle = h
         sourceEPSG = fromEPSG
         targetEPSG = toEPSG
+    }
+
+    /// Between two CRS given as WKT (e.g. a raster's and a DSM's); EPSG codes are reported as 0.
+    public init(fromWKT: String, toWKT: String) throws {
+        GDAL.initialize()
+        let a = try SpatialReference.handle(wkt: fromWKT)
+        defer { OSRDestroySpatialReference(a) }
+        let b = try SpatialReference.handle(wkt: toWKT)
+        defer { OSRDestroySpatialReference(b) }
+        guard let h = OCTNewCoordinateTransformation(a, b) else {
+            throw GDALError(operation: "transform between two coordinate systems", path: nil, message: GDAL.lastError())
+        }
+        handle = h
+        sourceEPSG = 0
+        targetEPSG = 0
     }
 
     deinit { OCTDestroyCoordinateTransformation(handle) }

@@ -26,3 +26,105 @@ public enum GeoProducts {
         GDALClose(out)
     }
 }
+
+extension GeoProducts {
+    /// `gdalwarp` through the C API, one source into a new destination (e.g. `["-of", "GTiff", "-t_srs", wkt,
+    /// "-te", …, "-ts", …, "-r", "average", "-dstnodata", "nan", "-ot", "Float32"]`).
+    public static func warp(source: String, destination: String, arguments: [String]) throws {
+        GDAL.initialize()
+        GDAL.resetError()
+        guard let src = GDALOpen(source, GA_ReadOnly) else {
+            throw GDALError(operation: "open", path: source, message: GDAL.lastError())
+        }
+        defer { GDALClose(src) }
+        var argv = GDAL.stringList([])
+        for a in arguments { argv = CSLAddString(argv, a) }
+        defer { CSLDestroy(argv) }
+        guard let opts = GDALWarpAppOptionsNew(argv, nil) else {
+            throw GDALError(operation: "gdalwarp options \(arguments)", path: nil, message: GDAL.lastError())
+        }
+        defer { GDALWarpAppOptionsFree(opts) }
+        var usage: Int32 = 0
+        var sources: [GDALDatasetH?] = [src]
+        guard let out = GDALWarp(destination, nil, 1, &sources, opts, &usage) else {
+            throw GDALError(operation: "gdalwarp", path: destination, message: GDAL.lastError())
+        }
+        GDALClose(out)
+        if CPLGetLastErrorType() == CE_Failure {
+            throw GDALError(operation: "gdalwarp", path: destination, message: GDAL.lastError())
+        }
+    }
+
+    /// A VRT mosaic of raster files (`gdalbuildvrt`), e.g. a folder of DEM tiles read as one raster.
+    public static func buildVRT(sources: [String], destination: String, arguments: [String] = []) throws {
+        GDAL.initialize()
+        GDAL.resetError()
+        var argv = GDAL.stringList([])
+        for a in arguments { argv = CSLAddString(argv, a) }
+        defer { CSLDestroy(argv) }
+        guard let opts = GDALBuildVRTOptionsNew(argv, nil) else {
+            throw GDALError(operation: "gdalbuildvrt options \(arguments)", path: nil, message: GDAL.lastError())
+        }
+        defer { GDALBuildVRTOptionsFree(opts) }
+        let owned = sources.map { strdup($0) }
+        defer { for p in owned { free(p) } }
+        var names: [UnsafePointer<CChar>?] = owned.map { $0.map { UnsafePointer($0) } }
+        var usage: Int32 = 0
+        guard let out = GDALBuildVRT(destination, Int32(sources.count), nil, &names, opts, &usage) else {
+            throw GDALError(operation: "gdalbuildvrt", path: destination, message: GDAL.lastError())
+        }
+        GDALClose(out)
+    }
+
+    /// Burns the polygons of a vector file (e.g. GeoJSON) with value 1 into band 1 of an existing raster
+    /// (`gdal_rasterize`; geometries are reprojected to the raster's CRS). `allTouched`: every cell a
+    /// polygon touches, not only those whose centre is inside.
+    /// `drivers`: the only vector drivers allowed to open the file (e.g. ["GeoJSON"] for a user's file); nil: any.
+    public static func rasterize(vector: String, into raster: String, allTouched: Bool = false, drivers: [String]? = nil) throws {
+        GDAL.initialize()
+        GDAL.resetError()
+        let owned: [UnsafeMutablePointer<CChar>?] = (drivers ?? []).map { strdup($0) }
+        defer { for p in owned { free(p) } }
+        let allowed: [UnsafePointer<CChar>?] = owned.map { $0.map { UnsafePointer($0) } } + [nil]
+        let opened = allowed.withUnsafeBufferPointer { list in
+            GDALOpenEx(vector, UInt32(GDAL_OF_VECTOR | GDAL_OF_READONLY), drivers == nil ? nil : list.baseAddress, nil, nil)
+        }
+        guard let src = opened else {
+            let m = GDAL.lastError()
+            throw GDALError(operation: "open as vector data", path: vector, message: m.isEmpty ? "not a vector format GDAL recognises" : m)
+        }
+        defer { GDALClose(src) }
+        guard let dst = GDALOpen(raster, GA_Update) else {
+            throw GDALError(operation: "open for update", path: raster, message: GDAL.lastError())
+        }
+        var argv = GDAL.stringList([])
+        for a in ["-burn", "1"] + (allTouched ? ["-at"] : []) { argv = CSLAddString(argv, a) }
+        defer { CSLDestroy(argv) }
+        guard let opts = GDALRasterizeOptionsNew(argv, nil) else {
+            GDALClose(dst)
+            throw GDALError(operation: "gdal_rasterize options", path: nil, message: GDAL.lastError())
+        }
+        defer { GDALRasterizeOptionsFree(opts) }
+        var usage: Int32 = 0
+        let out = GDALRasterize(nil, dst, src, opts, &usage)
+        let failed = out == nil || CPLGetLastErrorType() == CE_Failure
+        let m = GDAL.lastError()
+        GDALClose(dst)
+        if failed { throw GDALError(operation: "gdal_rasterize", path: vector, message: m) }
+    }
+
+    /// Replaces the geotransform (and optionally the CRS) of an existing raster, in place.
+    public static func setGeoreference(path: String, geoTransform: [Double], projectionWKT: String? = nil) throws {
+        GDAL.initialize()
+        GDAL.resetError()
+        guard let ds = GDALOpen(path, GA_Update) else {
+            throw GDALError(operation: "open for update", path: path, message: GDAL.lastError())
+        }
+        var gt = geoTransform
+        let e1 = GDALSetGeoTransform(ds, &gt)
+        let e2 = projectionWKT.map { GDALSetProjection(ds, $0) } ?? CE_None
+        let m = GDAL.lastError()
+        GDALClose(ds)
+        guard e1 == CE_None, e2 == CE_None else { throw GDALError(operation: "set the georeferencing", path: path, message: m) }
+    }
+}

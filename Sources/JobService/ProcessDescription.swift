@@ -30,7 +30,7 @@ enum ProcessDescription {
 
     /// One table entry as described to clients (the portal's form reads ranges, defaults and help from here).
     static func parameter(_ s: ParameterSpec) -> Parameter {
-        let d = s.defaultValue.map { s.kind == .boolean ? ($0 != 0 ? "true" : "false") : ParameterSpec.number($0) } ?? s.defaultText
+        let d = s.defaultDisplay
         return Parameter(name: s.key, type: s.kind.rawValue, group: s.group.rawValue, description: s.help, minimum: s.minimum, maximum: s.maximum,
                          exclusiveMinimum: s.minimum != nil ? s.minimumExclusive : nil, exclusiveMaximum: s.maximum != nil ? s.maximumExclusive : nil,
                          default: d, expected: s.expected)
@@ -44,6 +44,7 @@ enum ProcessDescription {
         case .integer: o["type"] = "integer"
         case .oddInteger: o["type"] = "integer"; o["not"] = ["multipleOf": 2]
         case .number: o["type"] = "number"
+        case .choice: o["type"] = "string"; o["enum"] = s.choices; o["default"] = s.choices.first
         }
         if let lo = s.minimum { o[s.minimumExclusive ? "exclusiveMinimum" : "minimum"] = lo }
         if let hi = s.maximum { o[s.maximumExclusive ? "exclusiveMaximum" : "maximum"] = hi }

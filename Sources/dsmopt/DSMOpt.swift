@@ -15,7 +15,7 @@ struct DSMOpt: AsyncParsableCommand {
         Image coordinates on the command line follow GDAL (`gdaltransform -rpc`): the top-left corner of the \
         image is (0, 0), the centre of the first pixel (0.5, 0.5). Heights are metres above the WGS84 ellipsoid.
         """,
-        subcommands: [Serve.self, Worker.self, Admin.self, Run.self, Inspect.self, RPCCommand.self, Epipolar.self, Match.self, Synth.self, MakeDelivery.self, Parameters.self, CheckInputs.self, BenchQueue.self]
+        subcommands: [Serve.self, Worker.self, Admin.self, Run.self, Coregister.self, Inspect.self, RPCCommand.self, Epipolar.self, Match.self, Synth.self, MakeDelivery.self, Parameters.self, CheckInputs.self, BenchQueue.self]
     )
 
     /// Runs the command; errors the user can act on are printed as one line with a specific exit code.
@@ -48,6 +48,8 @@ struct DSMOpt: AsyncParsableCommand {
             case .noPairSelected, .nothingMatched, .aoiOutsideFootprint: fail(e.description, code: ExitCodes.geometry)
             default: fail(e.description, code: ExitCodes.usage)
             }
+        } catch let e as FinishingError {
+            fail(e.description, code: ExitCodes.badInput)
         } catch let e as PresetError {
             fail(e.description, code: ExitCodes.usage)
         } catch let e as EpipolarError {
@@ -241,7 +243,7 @@ struct Parameters: ParsableCommand {
     static var markdownTable: String {
         var out = "| key | group | rule | default | meaning |\n|---|---|---|---|---|\n"
         for s in JobParameterTable.specs {
-            let d = s.defaultValue.map { s.kind == .boolean ? ($0 != 0 ? "true" : "false") : ParameterSpec.number($0) } ?? s.defaultText ?? ""
+            let d = s.defaultDisplay ?? ""
             out += "| `\(s.key)` | \(s.group.rawValue) | \(s.expected) | \(d) | \(s.help) |\n"
         }
         return out
@@ -468,6 +470,18 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("max-memory"), help: "Memory budget, e.g. 1.5G or 800M (default: half of the machine's RAM).")
     var maxMemory: String?
     @Option(help: "Resume the interrupted run whose output folder is DIR (recomputes only unfinished tiles).") var resume: String?
+    @Flag(help: help("coregister")) var coregister = false
+    @Option(name: .customLong("reference-dem"), help: "Reference DEM for --coregister: a raster file, or a folder of DEM tiles (SRTM .hgt, GeoTIFF) read as one mosaic.")
+    var referenceDEM: String?
+    @Option(name: .customLong("reference-datum"), help: help("reference-datum")) var referenceDatum: String?
+    @Flag(name: .customLong("mask-water"), help: help("mask-water")) var maskWater = false
+    @Option(name: .customLong("water-mask"), help: "Water mask for --mask-water: GeoJSON polygons or a raster (non-zero = water).") var waterMask: String?
+    @Option(name: .customLong("water-layer"), help: "A water layer for --mask-water when no mask is given: a raster, a folder of raster tiles, or a vector file.")
+    var waterLayer: String?
+    @Option(name: .customLong("water-threshold"), help: "Raster water masks and layers: values at or above it are water (default 1; e.g. 50 for an occurrence in %).")
+    var waterThreshold: Double?
+    @Option(name: .customLong("water-fill"), help: help("water-fill")) var waterFill: String?
+    @Option(name: .customLong("vertical-datum"), help: help("vertical-datum")) var verticalDatum: String?
 
     func validate() throws {
         if resume == nil && out == nil { throw ValidationError("--out DIR is required (or --resume DIR)") }
@@ -475,6 +489,8 @@ struct Run: ParsableCommand {
         if job != nil {
             let given = !images.isEmpty || preset != nil || !expert.given.isEmpty || resolution != nil || resolutionFactor != nil || epsg != nil
                 || !roi.isEmpty || aoi != nil || aoiFile != nil || pointCloud || noOrthos || noMosaic
+                || coregister || referenceDEM != nil || referenceDatum != nil || maskWater || waterMask != nil || waterLayer != nil
+                || waterThreshold != nil || waterFill != nil || verticalDatum != nil
             if given { throw ValidationError("--job FILE holds the images and parameters: give them there, not as options") }
         }
         if aoi != nil && aoiFile != nil { throw ValidationError("give --aoi or --aoi-file, not both") }
@@ -497,6 +513,15 @@ struct Run: ParsableCommand {
         if pointCloud { spec.parameters["point-cloud"] = .bool(true) }
         if noOrthos { spec.parameters["orthos"] = .bool(false) }
         if noMosaic { spec.parameters["mosaic"] = .bool(false) }
+        if coregister { spec.parameters["coregister"] = .bool(true) }
+        if maskWater { spec.parameters["mask-water"] = .bool(true) }
+        for (k, v) in [("reference-datum", referenceDatum), ("water-fill", waterFill), ("vertical-datum", verticalDatum)] { if let v { spec.parameters[k] = .word(v) } }
+        // Files named on this machine's command line are the caller's own: any GDAL format may open them.
+        spec.referenceDEM = referenceDEM.map(absolute)
+        spec.referenceIsServers = referenceDEM != nil ? true : nil
+        spec.waterMask = waterMask.map(absolute)
+        spec.waterLayer = waterLayer.map(absolute)
+        spec.waterLayerThreshold = waterThreshold
         if !roi.isEmpty {
             guard roi.count == 4 else { throw CLIFailure(message: "--roi takes COL ROW WIDTH HEIGHT", code: ExitCodes.usage) }
             spec.roi = roi
@@ -559,6 +584,47 @@ struct Run: ParsableCommand {
         RunEvents.emit(.finished(products: manifest.products.count, wallSeconds: seconds, cpuSeconds: cpu, peakMiB: peak))
         FileHandle.standardError.write(Data(String(format: "run: %d products in %@ (%.1f s, cpu %.2f s, peak RSS %.0f MiB)\n",
                                                    manifest.products.count, out, seconds, cpu, peak).utf8))
+    }
+}
+
+func absolute(_ path: String) -> String {
+    URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL.path
+}
+
+struct Coregister: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Coregister a DSM on a reference DEM (Nuth & Kääb) and print the shift as JSON.",
+        discussion: """
+        Writes OUT/dsm_coregistered.tif (the DSM's cells with the shift added to its georeferencing and dz to its heights),         OUT/coregistration.json (the shift, iterations, statistics before/after) and OUT/coregistration_difference.png.         dx, dy are metres east and north, dz metres up; dxPixels, dyPixels are reference pixels (columns, rows down).
+        """)
+    @Argument(help: "The DSM to coregister (any GDAL raster with a CRS).") var dsm: String
+    @Argument(help: "The reference DEM: a raster, or a folder of DEM tiles.") var reference: String
+    @Option(help: "Output folder.") var out: String
+    @Option(name: .customLong("reference-datum"), help: "Vertical datum of the reference: egm96 (SRTM, most global DEMs) or ellipsoid.")
+    var referenceDatum = "egm96"
+    @Option(name: .customLong("dsm-datum"), help: "Vertical datum of the DSM: ellipsoid (dsmopt's default) or egm96.") var dsmDatum = "ellipsoid"
+    @Option(name: .customLong("exclude-mask"), help: "A raster on the DSM's grid whose non-zero cells are not stable terrain (water, glaciers…).")
+    var excludeMask: String?
+
+    func run() throws {
+        guard let rd = VerticalDatum(rawValue: referenceDatum), let dd = VerticalDatum(rawValue: dsmDatum) else {
+            throw CLIFailure(message: "datums are one of \(VerticalDatum.allCases.map(\.rawValue).joined(separator: ", "))", code: ExitCodes.usage)
+        }
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let scratch = (out as NSString).appendingPathComponent(".coregistration-work")
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let ref = try DEMCoregistration.referencePath(reference, scratch: scratch, area: nil)
+        let c = try DEMCoregistration.estimate(dsm: dsm, dsmDatum: dd, reference: ref, referenceDatum: rd,
+                                               referenceName: URL(fileURLWithPath: reference).lastPathComponent, excluded: excludeMask, scratch: scratch,
+                                               differenceMap: (out as NSString).appendingPathComponent("coregistration_difference.png"))
+        try DEMCoregistration.apply(c, dsm: dsm, to: (out as NSString).appendingPathComponent("dsm_coregistered.tif"))
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        let data = try enc.encode(c)
+        try data.write(to: URL(fileURLWithPath: (out as NSString).appendingPathComponent("coregistration.json")))
+        print(String(decoding: data, as: UTF8.self))
+        FileHandle.standardError.write(Data(String(format: "coregister: dx %+.3f m, dy %+.3f m, dz %+.3f m (%+.3f, %+.3f reference px) in %d iterations; NMAD %.3f → %.3f m\n",
+                                                   c.dx, c.dy, c.dz, c.dxPixels, c.dyPixels, c.iterations, c.before.nmad, c.after.nmad).utf8))
     }
 }
 

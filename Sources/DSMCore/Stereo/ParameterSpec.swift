@@ -7,6 +7,8 @@ import Foundation
 public struct ParameterSpec: Sendable, Equatable {
     public enum Kind: String, Sendable, Codable {
         case integer, oddInteger = "odd-integer", number, boolean
+        /// One word of `choices` (e.g. a vertical datum).
+        case choice
     }
     public enum Group: String, Sendable, Codable { case standard, expert }
 
@@ -22,6 +24,8 @@ public struct ParameterSpec: Sendable, Equatable {
     public var defaultText: String?
     public var help: String
     public var unit: String?
+    /// The words a `.choice` accepts; the first is the default.
+    public var choices: [String] = []
 
     public init(_ key: String, _ kind: Kind, _ group: Group, minimum: Double? = nil, minimumExclusive: Bool = false,
                 maximum: Double? = nil, maximumExclusive: Bool = false, default d: Double? = nil, defaultText: String? = nil,
@@ -30,6 +34,23 @@ public struct ParameterSpec: Sendable, Equatable {
         self.minimum = minimum; self.minimumExclusive = minimumExclusive
         self.maximum = maximum; self.maximumExclusive = maximumExclusive
         defaultValue = d; self.defaultText = defaultText; self.unit = unit; self.help = help
+    }
+
+    /// A choice among words; the first is the default.
+    public init(_ key: String, choices: [String], _ group: Group, help: String) {
+        self.init(key, .choice, group, help: help)
+        self.choices = choices
+        defaultText = choices.first
+    }
+
+    /// The default as shown to people ("true", "5", "ellipsoid", or how it is computed).
+    public var defaultDisplay: String? {
+        defaultValue.map { kind == .boolean ? ($0 != 0 ? "true" : "false") : Self.number($0) } ?? defaultText
+    }
+
+    /// The problem with a word given to a `.choice`, or nil when it is one of the choices.
+    public func problem(_ word: String) -> ParameterProblem? {
+        kind == .choice && choices.contains(word) ? nil : ParameterProblem(field: key, value: word, expected: expected)
     }
 
     public static func number(_ v: Double) -> String {
@@ -43,8 +64,9 @@ public struct ParameterSpec: Sendable, Equatable {
         case .oddInteger: "an odd integer"
         case .number: "a number"
         case .boolean: "true or false"
+        case .choice: "one of " + choices.joined(separator: ", ")
         }
-        guard kind != .boolean else { return noun }
+        guard kind != .boolean && kind != .choice else { return noun }
         let u = unit.map { " \($0)" } ?? ""
         switch (minimum, maximum) {
         case let (lo?, hi?) where !minimumExclusive && !maximumExclusive:
@@ -59,7 +81,7 @@ public struct ParameterSpec: Sendable, Equatable {
 
     /// The problem with a value, or nil when it is acceptable.
     public func problem(_ v: Double) -> ParameterProblem? {
-        var ok = v.isFinite
+        var ok = v.isFinite && kind != .choice
         if kind == .integer || kind == .oddInteger { ok = ok && v == v.rounded() && abs(v) < 1e9 }
         if kind == .oddInteger { ok = ok && Int(v) % 2 != 0 }
         if let lo = minimum { ok = ok && (minimumExclusive ? v > lo : v >= lo) }
@@ -70,7 +92,7 @@ public struct ParameterSpec: Sendable, Equatable {
     /// The help line of the command-line option: what it does, its range and default.
     public var optionHelp: String {
         var s = "\(help) (\(expected)"
-        if let d = defaultValue { s += "; default \(kind == .boolean ? (d != 0 ? "true" : "false") : Self.number(d))" }
+        if defaultValue != nil || kind == .choice { s += "; default \(defaultDisplay ?? "")" }
         else if let t = defaultText { s += "; default: \(t)" }
         return s + ")."
     }

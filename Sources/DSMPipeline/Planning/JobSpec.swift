@@ -1,5 +1,6 @@
 import DSMCore
 import Foundation
+import GDALKit
 
 /// The standard-mode parameters of a job (the expert ones are `MatchingParameters.specs`). With them,
 /// the one table every interface reads: `dsmopt run` options, API `parameters`, presets, the process
@@ -15,22 +16,44 @@ public enum JobParameterTable {
         ParameterSpec("point-cloud", .boolean, .standard, default: 0, help: "Also deliver the DSM as a LAS 1.4 point cloud"),
         ParameterSpec("orthos", .boolean, .standard, default: 1, help: "Deliver a true ortho-image per input image"),
         ParameterSpec("mosaic", .boolean, .standard, default: 1, help: "Deliver the true ortho-mosaic"),
+        ParameterSpec("coregister", .boolean, .standard, default: 0,
+                      help: "Coregister the DSM on a reference DEM (Nuth & Kääb: horizontal shift, then vertical bias): the one given with the job, else the server's"),
+        ParameterSpec("reference-datum", choices: VerticalDatum.allCases.map(\.rawValue).reversed(), .standard,
+                      help: "Vertical datum of the reference DEM given with the job (SRTM and most global DEMs: egm96)"),
+        ParameterSpec("mask-water", .boolean, .standard, default: 0,
+                      help: "Mask water surfaces: from the water mask given with the job (GeoJSON or raster), else the server's water layer"),
+        ParameterSpec("water-fill", choices: WaterFill.allCases.map(\.rawValue), .standard,
+                      help: "What water cells of the DSM get: nodata, or one flat level per water body (a low percentile of the DSM along its shore)"),
+        ParameterSpec("vertical-datum", choices: VerticalDatum.allCases.map(\.rawValue), .standard,
+                      help: "Heights of the DSM: above the WGS84 ellipsoid, or orthometric above the EGM96 geoid (PROJ's grid)"),
     ]
 
     /// Standard then expert parameters.
     public static var specs: [ParameterSpec] { standard + MatchingParameters.specs }
 
-    public static func spec(_ key: String) -> ParameterSpec? { specs.first { $0.key == key } }
+    public static func spec(_ key: String) -> ParameterSpec? { specs.first { $0.key == canonical(key) } }
+
+    /// The table's spelling of a key also accepted in camelCase (`maskWater` → `mask-water`), as JSON
+    /// clients write it.
+    public static func canonical(_ key: String) -> String {
+        var out = ""
+        for ch in key {
+            if ch.isUppercase { out += "-" + ch.lowercased() } else { out.append(ch) }
+        }
+        return out
+    }
 }
 
-/// A parameter value: a number or a boolean (JSON keeps them apart).
+/// A parameter value: a number, a boolean or a word (JSON keeps them apart).
 public enum ParameterValue: Sendable, Codable, Equatable {
     case number(Double)
     case bool(Bool)
+    case word(String)
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if let b = try? c.decode(Bool.self) { self = .bool(b) } else { self = .number(try c.decode(Double.self)) }
+        if let b = try? c.decode(Bool.self) { self = .bool(b) } else if let w = try? c.decode(String.self) { self = .word(w) }
+        else { self = .number(try c.decode(Double.self)) }
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -38,11 +61,31 @@ public enum ParameterValue: Sendable, Codable, Equatable {
         switch self {
         case .number(let v): if v == v.rounded() && abs(v) < 1e15 { try c.encode(Int64(v)) } else { try c.encode(v) }
         case .bool(let b): try c.encode(b)
+        case .word(let w): try c.encode(w)
         }
     }
 
     public var number: Double? { if case .number(let v) = self { return v }; return nil }
     public var bool: Bool? { if case .bool(let b) = self { return b }; return nil }
+    public var word: String? { if case .word(let w) = self { return w }; return nil }
+
+    var text: String {
+        switch self {
+        case .number(let v): return ParameterSpec.number(v)
+        case .bool(let b): return "\(b)"
+        case .word(let w): return "\"\(w)\""
+        }
+    }
+
+    /// The problem with this value for a parameter, or nil.
+    func problem(for spec: ParameterSpec) -> ParameterProblem? {
+        switch (spec.kind, self) {
+        case (.boolean, .bool): return nil
+        case (.choice, .word(let w)): return spec.problem(w)
+        case (.boolean, _), (.choice, _), (_, .bool), (_, .word): return ParameterProblem(field: spec.key, value: text, expected: spec.expected)
+        case (_, .number(let v)): return spec.problem(v)
+        }
+    }
 }
 
 /// What a job asks for, typed: the contract between the job service and `dsmopt run --job job.json`
@@ -59,10 +102,24 @@ public struct JobSpec: Sendable, Codable, Equatable {
     public var aoi: AreaOfInterest?
     /// Resource limits the run applies to itself (the service sets them from the owner's budget).
     public var limits: RunLimits?
+    /// Reference DEM for `coregister`: a raster file, or a folder of DEM tiles (SRTM .hgt, GeoTIFF) read as one mosaic.
+    public var referenceDEM: String?
+    /// True when `referenceDEM` is the operator's (any GDAL format); a reference a user sent is opened
+    /// with a few raster drivers only.
+    public var referenceIsServers: Bool?
+    /// Water mask for `mask-water`: GeoJSON polygons or a raster (non-zero = water).
+    public var waterMask: String?
+    /// The operator's water layer, used for `mask-water` when no mask is given: a folder of raster tiles
+    /// (e.g. surface-water occurrence in %) or a vector file.
+    public var waterLayer: String?
+    /// Raster water layers: values at or above it are water (e.g. 50 for an occurrence in %).
+    public var waterLayerThreshold: Double?
 
     public init(images: [String]) { self.images = images }
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case format, images, preset, parameters, roi, aoi, limits }
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case format, images, preset, parameters, roi, aoi, limits, referenceDEM, referenceIsServers, waterMask, waterLayer, waterLayerThreshold
+    }
     struct AnyKey: CodingKey {
         var stringValue: String
         var intValue: Int? { nil }
@@ -85,6 +142,11 @@ public struct JobSpec: Sendable, Codable, Equatable {
         roi = try c.decodeIfPresent([Int].self, forKey: .roi)
         aoi = try c.decodeIfPresent(AreaOfInterest.self, forKey: .aoi)
         limits = try c.decodeIfPresent(RunLimits.self, forKey: .limits)
+        referenceDEM = try c.decodeIfPresent(String.self, forKey: .referenceDEM)
+        referenceIsServers = try c.decodeIfPresent(Bool.self, forKey: .referenceIsServers)
+        waterMask = try c.decodeIfPresent(String.self, forKey: .waterMask)
+        waterLayer = try c.decodeIfPresent(String.self, forKey: .waterLayer)
+        waterLayerThreshold = try c.decodeIfPresent(Double.self, forKey: .waterLayerThreshold)
     }
 
     /// Every problem: unknown keys, wrong types, values out of range, roi and aoi together.
@@ -98,17 +160,20 @@ public struct JobSpec: Sendable, Codable, Equatable {
                 out.append(ParameterProblem(field: key, value: "\(value)", expected: "a known parameter (\(JobParameterTable.specs.map(\.key).joined(separator: ", ")))"))
                 continue
             }
-            switch (spec.kind, value) {
-            case (.boolean, .bool): break
-            case (.boolean, .number(let v)): out.append(ParameterProblem(field: key, value: ParameterSpec.number(v), expected: spec.expected))
-            case (_, .bool(let b)): out.append(ParameterProblem(field: key, value: "\(b)", expected: spec.expected))
-            case (_, .number(let v)): if let p = spec.problem(v) { out.append(p) }
-            }
+            if spec.key != key { out.append(ParameterProblem(field: key, value: value.text, expected: "the spelling \(spec.key)")) }
+            if let p = value.problem(for: spec) { out.append(p) }
         }
         if let r = roi, !(r.count == 4 && r[0] >= 0 && r[1] >= 0 && r[2] > 0 && r[3] > 0) {
             out.append(ParameterProblem(field: "roi", value: "\(r)", expected: "[col, row, width, height] with non-negative integers and positive sizes"))
         }
         if roi != nil && aoi != nil { out.append(ParameterProblem(field: "aoi", value: "given with roi", expected: "roi or aoi, not both")) }
+        if flag("coregister") == true && referenceDEM == nil {
+            out.append(ParameterProblem(field: "coregister", value: "true", expected: "a reference DEM: one given with the job (--reference-dem) or the server's configured one"))
+        }
+        if flag("mask-water") == true && waterMask == nil && waterLayer == nil {
+            out.append(ParameterProblem(field: "mask-water", value: "true",
+                                        expected: "a water mask given with the job (--water-mask: GeoJSON or raster) or the server's configured water layer; none is available"))
+        }
         if let l = limits {
             for (name, v) in [("limits.cpuSeconds", l.cpuSeconds), ("limits.wallSeconds", l.wallSeconds)] where v.map({ !($0 > 0 && $0.isFinite) }) ?? false {
                 out.append(ParameterProblem(field: name, value: "\(v!)", expected: "a positive number of seconds"))
@@ -122,6 +187,7 @@ public struct JobSpec: Sendable, Codable, Equatable {
 
     public func number(_ key: String) -> Double? { parameters[key]?.number }
     public func flag(_ key: String) -> Bool? { parameters[key]?.bool }
+    public func word(_ key: String) -> String? { parameters[key]?.word }
 
     /// The pipeline's options for this job, or every problem at once.
     public func options(output: String) throws -> PipelineOptions {
@@ -136,6 +202,18 @@ public struct JobSpec: Sendable, Codable, Equatable {
         o.pointCloud = flag("point-cloud") ?? false
         o.orthoImages = flag("orthos") ?? true
         o.orthoMosaic = flag("mosaic") ?? true
+        var f = FinishingOptions()
+        f.coregister = flag("coregister") ?? false
+        f.referenceDEM = referenceDEM
+        f.referenceTrusted = referenceIsServers ?? false
+        f.referenceDatum = word("reference-datum").flatMap(VerticalDatum.init(rawValue:)) ?? .egm96
+        f.maskWater = flag("mask-water") ?? false
+        f.waterMask = waterMask
+        f.waterLayer = waterLayer
+        f.waterLayerThreshold = waterLayerThreshold ?? FinishingOptions().waterLayerThreshold
+        f.waterFill = word("water-fill").flatMap(WaterFill.init(rawValue:)) ?? .nodata
+        f.verticalDatum = word("vertical-datum").flatMap(VerticalDatum.init(rawValue:)) ?? .ellipsoid
+        o.finishing = f
         if let r = roi { o.roi = PixelWindow(x: r[0], y: r[1], width: r[2], height: r[3]) }
         o.aoi = aoi
         if let m = limits?.memoryBytes { o.memoryBudget = MemoryBudget(bytes: m) }

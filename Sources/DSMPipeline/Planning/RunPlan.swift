@@ -45,6 +45,8 @@ public struct RunPlan: Sendable, Codable {
     public var orthoImages: Bool
     public var orthoMosaic: Bool
     public var pointCloud: Bool
+    /// Water masking, coregistration and vertical datum of the assembled DSM (nil in plans written before them).
+    public var finishing: FinishingOptions? = nil
 
     public var grid: GridDefinition { tiles.grid }
     public var heightRange: ClosedRange<Double> { heights[0]...heights[1] }

@@ -20,6 +20,11 @@ public struct Manifest: Sendable, Codable {
     public var crsWKT: String
     public var grid: GridDefinition
     public var verticalReference = "heights in metres above the WGS84 ellipsoid"
+    public var verticalDatum = VerticalDatum.ellipsoid
+    /// Coregistration on a reference DEM, when asked.
+    public var coregistration: CoregistrationOutcome?
+    /// Water masking, when asked.
+    public var waterMask: WaterMaskOutcome?
     public var parameters: ResolvedParameters
     /// Per pair: B/H and the vertical offset removed to align it on the widest pair before fusion.
     public var pairOffsets: [PairOffset] = []

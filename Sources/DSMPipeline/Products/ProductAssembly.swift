@@ -15,17 +15,34 @@ struct ProductAssembly: Sendable {
     let staging: String
     let wkt: String
     let progress: @Sendable (String, Double) -> Void
+    /// Lon/lat bounds of the run's area (to pick reference DEM and water-layer tiles).
+    var area: (minLon: Double, minLat: Double, maxLon: Double, maxLat: Double)? = nil
+    /// Set by the finishing steps: heights and georeferencing of the delivered products.
+    var adjustment = HeightAdjustment()
 
     var grid: GridDefinition { plan.grid }
+    var finishing: FinishingOptions { plan.finishing ?? FinishingOptions() }
+    var geoTransform: [Double] {
+        var gt = grid.geoTransform
+        gt[0] += adjustment.shift.x; gt[3] += adjustment.shift.y
+        return gt
+    }
     func assembled(_ name: String) -> String { (work.assemblyPath as NSString).appendingPathComponent(name) }
     func staged(_ name: String) -> String { (staging as NSString).appendingPathComponent(name) }
 
-    static let heightMetadata: [(String, String)] = [("VERTICAL_REFERENCE", "WGS84 ellipsoid"), ("UNITS", "metre"), ("PRODUCER", "dsmopt")]
+    static let heightMetadata: [(String, String)] = [("VERTICAL_REFERENCE", VerticalDatum.ellipsoid.description), ("UNITS", "metre"), ("PRODUCER", "dsmopt")]
+    /// Height layers are assembled above the ellipsoid with a 3D CRS saying so (the finishing steps
+    /// rewrite them in the output datum).
+    func heightWriter(_ name: String) throws -> WindowedRasterWriter {
+        try WindowedRasterWriter(path: assembled(name), width: grid.width, height: grid.height, bands: 1, type: .float32,
+                                 geoTransform: geoTransform, projectionWKT: try SpatialReference.heightWKT(epsg: grid.epsg, datum: .ellipsoid),
+                                 noData: .nan, metadata: Self.heightMetadata, bandDescriptions: ["height"])
+    }
 
     func writer(_ name: String, bands: Int, type: RasterDataType, noData: Double?, metadata: [(String, String)] = [],
                 descriptions: [String] = [], rgb: Bool = false) throws -> WindowedRasterWriter {
         try WindowedRasterWriter(path: assembled(name), width: grid.width, height: grid.height, bands: bands, type: type,
-                                 geoTransform: grid.geoTransform, projectionWKT: wkt, noData: noData, metadata: metadata,
+                                 geoTransform: geoTransform, projectionWKT: wkt, noData: noData, metadata: metadata,
                                  bandDescriptions: descriptions, colorInterpretationRGB: rgb)
     }
 
@@ -33,10 +50,31 @@ struct ProductAssembly: Sendable {
         try GeoProducts.toCOG(source: assembled(name), destination: staged(name), floatingPoint: floatingPoint)
     }
 
-    func run(manifest: inout Manifest) throws {
+    mutating func run(manifest: inout Manifest) throws {
         try FileManager.default.createDirectory(atPath: work.assemblyPath, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
-        let range = try writeDSMLayers(manifest: &manifest)
+        try writeDSMLayers(manifest: &manifest)
+        if !finishing.isEmpty {
+            let me = self, report = progress
+            let finisher = DSMFinishing(options: finishing, grid: grid, wkt: wkt, assembled: { me.assembled($0) }, staged: { me.staged($0) },
+                                        scratch: work.path("finishing"), area: area) { report($0, 0.925) }
+            let outcome = try finisher.run()
+            adjustment = outcome.adjustment
+            manifest.coregistration = outcome.coregistration
+            manifest.waterMask = outcome.water
+            manifest.products += outcome.products
+            manifest.grid.originX += adjustment.shift.x
+            manifest.grid.originY += adjustment.shift.y
+            try? FileManager.default.removeItem(atPath: work.path("finishing"))
+        }
+        manifest.verticalDatum = finishing.verticalDatum
+        manifest.verticalReference = finishing.verticalDatum.description
+        var layers = [("correlation_score.tif", true), ("dsm_raw.tif", true), ("dsm.tif", true), ("dsm_filled_mask.tif", false), ("pair_contributions.tif", false)]
+        if manifest.coregistration != nil { layers.append(("dsm_uncoregistered.tif", true)) }
+        if manifest.waterMask != nil { layers.append(("water_mask.tif", false)) }
+        let published = self
+        try parallel(layers.map { name, fp in { try published.publish(name, floatingPoint: fp) } })
+        let range = try colourRange()
         progress("hillshades", 0.93)
         try writeHillshades(colourRange: range, manifest: &manifest)
         if plan.orthoImages || plan.orthoMosaic {
@@ -49,21 +87,17 @@ struct ProductAssembly: Sendable {
         }
     }
 
-    /// A1, A2, A3 layers; returns the 2–98 % height range used to colour the hillshades.
-    func writeDSMLayers(manifest: inout Manifest) throws -> (Float, Float)? {
+    /// A1, A2, A3 layers, assembled from the tiles (published after the finishing steps).
+    func writeDSMLayers(manifest: inout Manifest) throws {
         let crs = manifest.crs
         let score = try writer("correlation_score.tif", bands: 1, type: .float32, noData: .nan,
                                metadata: [("UNITS", "ZNCC (0-1)")], descriptions: ["correlation score"])
-        let raw = try writer("dsm_raw.tif", bands: 1, type: .float32, noData: .nan, metadata: Self.heightMetadata, descriptions: ["height"])
-        let dsm = try writer("dsm.tif", bands: 1, type: .float32, noData: .nan, metadata: Self.heightMetadata, descriptions: ["height"])
+        let raw = try heightWriter("dsm_raw.tif")
+        let dsm = try heightWriter("dsm.tif")
         let filled = try writer("dsm_filled_mask.tif", bands: 1, type: .byte, noData: nil, descriptions: ["1 = filled by interpolation"])
         let legend = plan.pairs.enumerated().map { "bit \($0.offset) = pair \($0.element)" }.joined(separator: ", ")
         let contributions = try writer("pair_contributions.tif", bands: 1, type: .byte, noData: nil, metadata: [("BITS", legend)],
                                        descriptions: ["contributing pairs (bit mask)"])
-        // Height histogram (5 cm bins) for the colour range.
-        let lo = Float(plan.heights[0] - 500), bin: Float = 0.05
-        var hist = [Int](repeating: 0, count: Int((Float(plan.heights[1] + 500) - lo) / bin) + 1)
-        var valid = 0
         for t in plan.tiles.tiles {
             let r = try work.read(.fuse, t)
             let c = t.cells
@@ -73,28 +107,39 @@ struct ProductAssembly: Sendable {
             try dsm.write(band: 1, x: c.x, y: c.y, width: c.width, height: c.height, values: r.bands[2])
             try filled.write(band: 1, x: c.x, y: c.y, width: c.width, height: c.height, values: r.bands[3])
             try contributions.write(band: 1, x: c.x, y: c.y, width: c.width, height: c.height, values: r.bands[4])
-            for v in r.bands[2] where v.isFinite {
-                hist[max(0, min(hist.count - 1, Int((v - lo) / bin)))] += 1
-                valid += 1
-            }
         }
         for w in [score, raw, dsm, filled, contributions] { try w.close() }
-        try parallel([("correlation_score.tif", true), ("dsm_raw.tif", true), ("dsm.tif", true),
-                      ("dsm_filled_mask.tif", false), ("pair_contributions.tif", false)].map { name, fp in
-            { try self.publish(name, floatingPoint: fp) }
-        })
+        let units = finishing.verticalDatum.unitsText
         manifest.products.append(.init(code: "A1", file: "correlation_score.tif",
                                        description: "DSM quality: mean correlation score (ZNCC) of the matches in each DSM cell, nodata where empty",
                                        units: "0-1", crs: crs))
         manifest.products.append(.init(code: "A2", file: "dsm_raw.tif",
-                                       description: "DSM before filtering (fused pairs), nodata where no match", units: "m above WGS84 ellipsoid", crs: crs))
+                                       description: "DSM before filtering (fused pairs), nodata where no match", units: units, crs: crs))
         manifest.products.append(.init(code: "A3", file: "dsm.tif",
-                                       description: "delivered DSM: outliers removed, small holes filled (see dsm_filled_mask.tif), denoised (3×3 median then 3×3 mean)",
-                                       units: "m above WGS84 ellipsoid", crs: crs))
+                                       description: "delivered DSM: outliers removed, small holes filled (see dsm_filled_mask.tif), denoised (3×3 median then 3×3 mean)"
+                                           + (finishing.maskWater ? ", water masked" : "") + (finishing.coregister ? ", coregistered on the reference DEM" : ""),
+                                       units: units, crs: crs))
         manifest.products.append(.init(code: "A3", file: "dsm_filled_mask.tif", description: "1 where dsm.tif was filled by interpolation, 0 elsewhere",
                                        units: "flag", crs: crs))
         manifest.products.append(.init(code: "A2", file: "pair_contributions.tif",
                                        description: "which stereo pairs contributed to each cell of dsm_raw.tif (\(legend))", units: "bit mask", crs: crs))
+    }
+
+    /// The 2–98 % height range of the delivered DSM (5 cm bins), used to colour the hillshades; nil when empty.
+    func colourRange() throws -> (Float, Float)? {
+        let ds = try RasterDataset(path: assembled("dsm.tif"))
+        let lo = Float(plan.heights[0] - 600), bin: Float = 0.05
+        var hist = [Int](repeating: 0, count: Int((Float(plan.heights[1] + 600) - lo) / bin) + 1)
+        var valid = 0
+        var y = 0
+        while y < grid.height {
+            let h = min(256, grid.height - y)
+            for v in try ds.read(column: 0, row: y, width: grid.width, height: h) where v.isFinite {
+                hist[max(0, min(hist.count - 1, Int((v - lo) / bin)))] += 1
+                valid += 1
+            }
+            y += h
+        }
         guard valid > 0 else { return nil }
         func quantile(_ q: Double) -> Float {
             let target = Int(Double(valid) * q)
@@ -230,16 +275,20 @@ struct ProductAssembly: Sendable {
     }
 
     func writePointCloud(manifest: inout Manifest) throws {
-        let las = try LASWriter(path: staged("pointcloud.las"), wkt: wkt,
-                                origin: (grid.originX, grid.originY - Double(grid.height) * grid.resolution, plan.heights[0]))
+        let las = try LASWriter(path: staged("pointcloud.las"), wkt: try SpatialReference.heightWKT(epsg: grid.epsg, datum: adjustment.datum),
+                                origin: (grid.originX + adjustment.shift.x, grid.originY + adjustment.shift.y - Double(grid.height) * grid.resolution,
+                                         plan.heights[0] - 100))
         for t in plan.tiles.tiles {
             let r = try work.read(.fuse, t)
-            let g = grid.subgrid(t.cells)
+            var g = grid.subgrid(t.cells)
+            // Delivered heights (vertical datum, coregistration) and georeferencing.
+            let offsets = try adjustment.offsets(grid: g, wkt: wkt, y: 0, rows: g.height)
+            g.originX += adjustment.shift.x; g.originY += adjustment.shift.y
             var x: [Double] = [], y: [Double] = [], z: [Double] = [], s: [Float] = []
             for j in 0..<g.height {
                 for i in 0..<g.width {
                     let c = j * g.width + i
-                    let h = r.bands[2][c]
+                    let h = r.bands[2][c] + (offsets?[c] ?? 0)
                     guard !h.isNaN else { continue }
                     let p = g.centre(i, j)
                     x.append(p.x); y.append(p.y); z.append(Double(h)); s.append(r.bands[1][c].isNaN ? -1 : r.bands[1][c])

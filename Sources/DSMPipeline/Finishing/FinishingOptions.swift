@@ -1,0 +1,57 @@
+import Foundation
+import GDALKit
+
+/// What water cells of the DSM get.
+public enum WaterFill: String, Sendable, Codable, CaseIterable {
+    /// No data (the default: masked).
+    case nodata
+    /// One flat level per water body: a low percentile of the DSM along its shore.
+    case flat
+}
+
+/// The steps applied to the assembled DSM before the products are made from it (DSM-OPT's standard
+/// options): water masking, coregistration on a reference DEM, the output vertical datum.
+public struct FinishingOptions: Sendable, Codable, Equatable {
+    public var coregister = false
+    /// A raster file or a folder of DEM tiles.
+    public var referenceDEM: String?
+    public var referenceDatum = VerticalDatum.egm96
+    /// False when the reference is a file a user sent (only a few raster formats may open it).
+    public var referenceTrusted = true
+    public var maskWater = false
+    /// GeoJSON polygons or a raster (non-zero = water) given with the job.
+    public var waterMask: String?
+    /// The operator's water layer: a folder of raster tiles, a raster or a vector file.
+    public var waterLayer: String?
+    /// Raster water layers and masks: values ≥ this are water (1 suits a 0/1 mask; 50 a % occurrence map).
+    public var waterLayerThreshold = 1.0
+    public var waterFill = WaterFill.nodata
+    public var verticalDatum = VerticalDatum.ellipsoid
+
+    public init() {}
+
+    public var isEmpty: Bool { !coregister && !maskWater && verticalDatum == .ellipsoid }
+}
+
+/// A finishing step that cannot be done with what it was given; `field` names the request field.
+public enum FinishingError: Error, Equatable, CustomStringConvertible {
+    case reference(String)
+    case waterMask(String)
+    case geoid(String)
+
+    public var field: String {
+        switch self {
+        case .reference: return "referenceDem"
+        case .waterMask: return "waterMask"
+        case .geoid: return "vertical-datum"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .reference(let m): return "reference DEM: \(m)"
+        case .waterMask(let m): return "water mask: \(m)"
+        case .geoid(let m): return m
+        }
+    }
+}
