@@ -183,10 +183,11 @@ public final class RasterDataset {
         return GDALGetGeoTransform(handle, &gt) == CE_None ? gt : nil
     }
 
-    /// CRS as WKT, empty when none.
+    /// CRS as WKT, empty when none: WKT1 when it can say it, else WKT2:2019 (3D and compound systems).
     public var projectionWKT: String {
-        guard let p = GDALGetProjectionRef(handle) else { return "" }
-        return String(cString: p)
+        if let p = GDALGetProjectionRef(handle), p.pointee != 0 { return String(cString: p) }
+        guard let srs = GDALGetSpatialRef(handle) else { return "" }
+        return (try? SpatialReference.export(srs, path, wkt2: true)) ?? ""
     }
 
     /// Reads a window of a band as Float32, optionally decimated to `bufferWidth` × `bufferHeight`.

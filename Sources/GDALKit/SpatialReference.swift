@@ -10,25 +10,22 @@ public enum SpatialReference {
         return try export(srs, "EPSG:\(epsg)")
     }
 
-    /// WKT of a height product's CRS: the horizontal EPSG system with its vertical reference — a 3D
-    /// system (ellipsoidal heights) for `.ellipsoid`, a compound one (`EPSG:h+5773`) for `.egm96`.
+    /// WKT of a height product's CRS: for `.egm96` the compound system `EPSG:h+5773` (EGM96 height),
+    /// which GeoTIFF stores in its keys; for `.ellipsoid` the horizontal system alone — GDAL 3.6's GeoTIFF
+    /// writer cannot store an ellipsoidal vertical axis in the keys (it would go to a .aux.xml sidecar,
+    /// lost on copy), so ellipsoidal heights are said by the VERTICAL_REFERENCE metadata item and the manifest.
     public static func heightWKT(epsg: Int, datum: VerticalDatum) throws -> String {
         GDAL.initialize()
         switch datum {
         case .ellipsoid:
-            let srs = try handle(epsg: epsg)
-            defer { OSRDestroySpatialReference(srs) }
-            guard OSRPromoteTo3D(srs, nil) == OGRERR_NONE else {
-                throw GDALError(operation: "EPSG:\(epsg) with ellipsoidal heights", path: nil, message: GDAL.lastError())
-            }
-            return try export(srs, "EPSG:\(epsg) 3D")
+            return try wkt(epsg: epsg)
         case .egm96:
             guard let srs = OSRNewSpatialReference(nil) else { throw GDALError(operation: "OSRNewSpatialReference", path: nil, message: GDAL.lastError()) }
             defer { OSRDestroySpatialReference(srs) }
             guard OSRSetFromUserInput(srs, "EPSG:\(epsg)+5773") == OGRERR_NONE else {
                 throw GDALError(operation: "EPSG:\(epsg)+5773", path: nil, message: GDAL.lastError())
             }
-            return try export(srs, "EPSG:\(epsg)+5773")
+            return try export(srs, "EPSG:\(epsg)+5773", wkt2: true)
         }
     }
 
@@ -81,9 +78,14 @@ public enum SpatialReference {
         return s
     }
 
-    static func export(_ srs: OGRSpatialReferenceH, _ name: String) throws -> String {
+    /// WKT1 (what most software reads), or WKT2:2019 (needed for 3D and compound systems).
+    static func export(_ srs: OGRSpatialReferenceH, _ name: String, wkt2: Bool = false) throws -> String {
         var out: UnsafeMutablePointer<CChar>?
-        guard OSRExportToWkt(srs, &out) == OGRERR_NONE, let out else {
+        let options = GDAL.stringList([("FORMAT", wkt2 ? "WKT2_2019" : "WKT1")])
+        defer { CSLDestroy(options) }
+        let err = wkt2 ? options!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: 2) { OSRExportToWktEx(srs, &out, $0) }
+                       : OSRExportToWkt(srs, &out)
+        guard err == OGRERR_NONE, let out else {
             throw GDALError(operation: "export \(name) to WKT", path: nil, message: GDAL.lastError())
         }
         defer { VSIFree(out) }
