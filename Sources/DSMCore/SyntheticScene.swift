@@ -19,6 +19,17 @@ public struct SyntheticScene: Sendable {
     /// Size of the finest texture detail, metres (keep above ~2 GSD so views are not aliased).
     public var textureScale: Double
 
+    /// A lake: flat water at `level` inside `radius` (local east/north metres), the terrain easing into it
+    /// over the next 30 % of the radius; water has no texture (uniform reflectance) and low near infrared.
+    public struct Lake: Sendable, Codable, Equatable {
+        public var east: Double, north: Double, radius: Double, level: Double
+        public init(east: Double, north: Double, radius: Double, level: Double) {
+            self.east = east; self.north = north; self.radius = radius; self.level = level
+        }
+        func distance(_ e: Double, _ n: Double) -> Double { ((e - east) * (e - east) + (n - north) * (n - north)).squareRoot() }
+    }
+    public var lake: Lake?
+
     public let frame: LocalFrame
 
     public init(centre: GeoPoint, hills: [Hill], slope: SIMD2<Double> = .zero, seed: UInt64 = 1, textureScale: Double = 1.5) {
@@ -43,6 +54,19 @@ public struct SyntheticScene: Sendable {
 
     /// Terrain height (metres above the ellipsoid) at local east/north metres.
     public func height(east e: Double, north n: Double) -> Double {
+        let land = landHeight(east: e, north: n)
+        guard let lake else { return land }
+        let d = lake.distance(e, n)
+        if d <= lake.radius { return lake.level }
+        let t = min(1, (d - lake.radius) / (0.3 * lake.radius))
+        let s = t * t * (3 - 2 * t)
+        return lake.level + (land - lake.level) * s
+    }
+
+    /// True inside the lake.
+    public func isWater(east e: Double, north n: Double) -> Bool { lake.map { $0.distance(e, n) <= $0.radius } ?? false }
+
+    func landHeight(east e: Double, north n: Double) -> Double {
         var h = centre.height + slope.x * e + slope.y * n
         for hill in hills {
             let d2 = ((e - hill.east) * (e - hill.east) + (n - hill.north) * (n - hill.north)) / (hill.radius * hill.radius)
@@ -56,8 +80,9 @@ public struct SyntheticScene: Sendable {
         return height(east: p.x, north: p.y)
     }
 
-    /// Ground reflectance in [0, 1]: several octaves of smooth value noise.
+    /// Ground reflectance in [0, 1]: several octaves of smooth value noise; uniform on water.
     public func texture(east e: Double, north n: Double) -> Double {
+        if isWater(east: e, north: n) { return 0.12 }
         var sum = 0.0, amp = 1.0, norm = 0.0, scale = textureScale * 8
         for octave in 0..<4 {
             sum += amp * valueNoise(e / scale, n / scale, octave: UInt64(octave))
@@ -76,7 +101,8 @@ public struct SyntheticScene: Sendable {
 
     /// Renders rows `rows` of a `width`-wide image (row-major, `rows.count × width`): the same values as
     /// the whole image's rows, so an image can be rendered strip by strip.
-    public func render(model: RPCModel, width: Int, rows: Range<Int>, gain: Double = 3000, offset: Double = 500) throws -> [Float] {
+    /// `band`: nil for the panchromatic texture, else a multispectral band (`reflectance(east:north:band:)`).
+    public func render(model: RPCModel, width: Int, rows: Range<Int>, gain: Double = 3000, offset: Double = 500, band: Int? = nil) throws -> [Float] {
         var out = [Float](repeating: 0, count: width * rows.count)
         for r in rows {
             var h = centre.height
@@ -90,10 +116,19 @@ public struct SyntheticScene: Sendable {
                     if abs(next - h) < 1e-4 { h = next; break }
                     h = next
                 }
-                out[(r - rows.lowerBound) * width + c] = Float(offset + gain * texture(east: e, north: n))
+                let v = band.map { reflectance(east: e, north: n, band: $0) } ?? texture(east: e, north: n)
+                out[(r - rows.lowerBound) * width + c] = Float(offset + gain * v)
             }
         }
         return out
+    }
+
+    /// Multispectral reflectance (Pléiades band order: 0 blue, 1 green, 2 red, 3 near infrared): land is
+    /// vegetation-like (bright in the near infrared), water bright in green and dark in the near infrared.
+    public func reflectance(east e: Double, north n: Double, band: Int) -> Double {
+        if isWater(east: e, north: n) { return [0.12, 0.10, 0.06, 0.02][band] }
+        let t = texture(east: e, north: n)
+        return [0.05 + 0.1 * t, 0.08 + 0.15 * t, 0.05 + 0.1 * t, 0.35 + 0.3 * t][band]
     }
 
     // MARK: noise

@@ -15,6 +15,10 @@ public struct SyntheticProduct: Sendable {
     public var views = 2
     public var relief = 30.0
     public var seed: UInt64 = 1
+    /// Adds a lake (flat water, no texture), its outline `lake.geojson` and a 4-band multispectral image
+    /// `ms.tif` of view 1's acquisition (4 × the GSD; blue, green, red, near infrared) where water is dark
+    /// in the near infrared.
+    public var lake = false
 
     public init() {}
 
@@ -26,6 +30,12 @@ public struct SyntheticProduct: Sendable {
         public var gsd: Double
         public var truthDSM: String
         public var heightRange: [Double]
+        /// With a lake: its level (m above the ellipsoid), centre and radius (m), outline and the MS image.
+        public var lakeLevel: Double?
+        public var lakeCentre: [Double]?
+        public var lakeRadius: Double?
+        public var lakeOutline: String?
+        public var multispectral: String?
     }
 
     /// Viewing angles: forward and backward along north–south with tan(incidence) = B/H / 2, plus a
@@ -40,7 +50,12 @@ public struct SyntheticProduct: Sendable {
         precondition((2...3).contains(views), "2 or 3 views")
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let extent = Double(size) * gsd
-        let scene = SyntheticScene.hills(centre: centre, extent: extent, relief: relief, seed: seed)
+        var built = SyntheticScene.hills(centre: centre, extent: extent, relief: relief, seed: seed)
+        if lake {
+            let e = 0.18 * extent, n = -0.12 * extent
+            built.lake = .init(east: e, north: n, radius: 0.12 * extent, level: built.height(east: e, north: n) - 1.5)
+        }
+        let scene = built
         let options: [[(String, String)]] = [[("COMPRESS", "DEFLATE"), ("PREDICTOR", "2")],
                                              [("COMPRESS", "DEFLATE"), ("PREDICTOR", "2"), ("PROFILE", "BASELINE"), ("RPB", "YES")],
                                              [("COMPRESS", "DEFLATE"), ("PREDICTOR", "2"), ("PROFILE", "BASELINE"), ("RPCTXT", "YES")]]
@@ -86,9 +101,32 @@ public struct SyntheticProduct: Sendable {
             try truth.write(band: 1, x: 0, y: rows.lowerBound, width: n, height: rows.count, values: values)
         }
         try truth.close()
-        let d = Description(views: names, incidenceDeg: geometry.map(\.incidence), azimuthDeg: geometry.map(\.azimuth),
+        var d = Description(views: names, incidenceDeg: geometry.map(\.incidence), azimuthDeg: geometry.map(\.azimuth),
                             baseToHeight: baseToHeight, gsd: gsd, truthDSM: "truth_dsm.tif",
                             heightRange: [Double(low), Double(high)])
+        if let l = scene.lake {
+            let c = scene.frame.geodetic(SIMD3(l.east, l.north, 0))
+            d.lakeLevel = l.level; d.lakeCentre = [c.longitude, c.latitude]; d.lakeRadius = l.radius
+            // The outline: a 72-gon inside the circle's edge by less than 1 cm.
+            let ring = (0...72).map { k -> [Double] in
+                let a = Double(k % 72) / 72 * 2 * .pi
+                let p = scene.frame.geodetic(SIMD3(l.east + l.radius * cos(a), l.north + l.radius * sin(a), 0))
+                return [p.longitude, p.latitude]
+            }
+            let geojson: [String: Any] = ["type": "FeatureCollection", "features": [["type": "Feature", "properties": ["name": "lake"],
+                                                                                    "geometry": ["type": "Polygon", "coordinates": [ring]]]]]
+            try JSONSerialization.data(withJSONObject: geojson).write(to: URL(fileURLWithPath: (folder as NSString).appendingPathComponent("lake.geojson")))
+            d.lakeOutline = "lake.geojson"
+            // Multispectral image of view 1's acquisition.
+            let g = geometry[0], msSize = max(16, size / 4)
+            let model = RPCModel.affineView(centre: centre, width: msSize, height: msSize, gsd: gsd * Double(size) / Double(msSize),
+                                            incidenceDeg: g.incidence, azimuthDeg: g.azimuth, heightScale: 500)
+            var bands: [[Float]] = []
+            for b in 0..<4 { bands.append(try scene.render(model: model, width: msSize, rows: 0..<msSize, gain: 3000, offset: 0, band: b).map { $0.rounded() }) }
+            try RasterWriter.write(path: (folder as NSString).appendingPathComponent("ms.tif"), width: msSize, height: msSize, bands: bands, type: .uint16,
+                                   metadata: ["RPC": RPCDictionaryReader.items(of: model), "": [("BANDS", "blue green red nir")]])
+            d.multispectral = "ms.tif"
+        }
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try enc.encode(d).write(to: URL(fileURLWithPath: (folder as NSString).appendingPathComponent("scene.json")))

@@ -271,6 +271,7 @@ struct Synth: ParsableCommand {
     @Option(help: "Base-to-height ratio of the forward/backward pair.") var baseToHeight = 0.25
     @Option(help: "Height of the hills, metres.") var relief = 30.0
     @Option(help: "Random seed of the terrain and texture.") var seed: UInt64 = 1
+    @Flag(help: "Add a lake (flat, untextured water), its outline lake.geojson and a 4-band multispectral image ms.tif.") var lake = false
 
     func validate() throws {
         guard (2...3).contains(views) else { throw ValidationError("--views must be 2 or 3") }
@@ -281,7 +282,7 @@ struct Synth: ParsableCommand {
 
     func run() throws {
         var p = SyntheticProduct()
-        p.views = views; p.size = size; p.gsd = gsd; p.baseToHeight = baseToHeight; p.relief = relief; p.seed = seed
+        p.views = views; p.size = size; p.gsd = gsd; p.baseToHeight = baseToHeight; p.relief = relief; p.seed = seed; p.lake = lake
         let d = try p.write(to: out)
         print("wrote \(d.views.joined(separator: ", ")), \(d.truthDSM) and scene.json to \(out)")
     }
@@ -476,6 +477,9 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("reference-datum"), help: help("reference-datum")) var referenceDatum: String?
     @Flag(name: .customLong("mask-water"), help: help("mask-water")) var maskWater = false
     @Option(name: .customLong("water-mask"), help: "Water mask for --mask-water: GeoJSON polygons or a raster (non-zero = water).") var waterMask: String?
+    @Option(help: "A multispectral image of the acquisition with RPC (blue, green, red, NIR): --mask-water uses its NDWI when no mask is given.")
+    var multispectral: String?
+    @Option(name: .customLong("ndwi-threshold"), parsing: .unconditional, help: help("ndwi-threshold")) var ndwiThreshold: Double?
     @Option(name: .customLong("water-layer"), help: "A water layer for --mask-water when no mask is given: a raster, a folder of raster tiles, or a vector file.")
     var waterLayer: String?
     @Option(name: .customLong("water-threshold"), help: "Raster water masks and layers: values at or above it are water (default 1; e.g. 50 for an occurrence in %).")
@@ -489,7 +493,7 @@ struct Run: ParsableCommand {
         if job != nil {
             let given = !images.isEmpty || preset != nil || !expert.given.isEmpty || resolution != nil || resolutionFactor != nil || epsg != nil
                 || !roi.isEmpty || aoi != nil || aoiFile != nil || pointCloud || noOrthos || noMosaic
-                || coregister || referenceDEM != nil || referenceDatum != nil || maskWater || waterMask != nil || waterLayer != nil
+                || coregister || referenceDEM != nil || referenceDatum != nil || maskWater || waterMask != nil || waterLayer != nil || multispectral != nil || ndwiThreshold != nil
                 || waterThreshold != nil || waterFill != nil || verticalDatum != nil
             if given { throw ValidationError("--job FILE holds the images and parameters: give them there, not as options") }
         }
@@ -520,6 +524,8 @@ struct Run: ParsableCommand {
         spec.referenceDEM = referenceDEM.map(absolute)
         spec.referenceIsServers = referenceDEM != nil ? true : nil
         spec.waterMask = waterMask.map(absolute)
+        spec.multispectral = multispectral.map(absolute)
+        if let ndwiThreshold { spec.parameters["ndwi-threshold"] = .number(ndwiThreshold) }
         spec.waterLayer = waterLayer.map(absolute)
         spec.waterLayerThreshold = waterThreshold
         if !roi.isEmpty {

@@ -168,7 +168,7 @@ public enum NuthKaab {
     }
 
     /// Median of finite values (reorders `v`).
-    static func median(_ v: inout [Float]) -> Float {
+    public static func median(_ v: inout [Float]) -> Float {
         guard !v.isEmpty else { return .nan }
         let k = v.count / 2
         v.withUnsafeMutableBufferPointer { select(&$0, k) }

@@ -5,7 +5,7 @@ import GDALKit
 public enum WaterFill: String, Sendable, Codable, CaseIterable {
     /// No data (the default: masked).
     case nodata
-    /// One flat level per water body: a low percentile of the DSM along its shore.
+    /// One flat level per water body: the median height of the DSM along its shore.
     case flat
 }
 
@@ -21,6 +21,10 @@ public struct FinishingOptions: Sendable, Codable, Equatable {
     public var maskWater = false
     /// GeoJSON polygons or a raster (non-zero = water) given with the job.
     public var waterMask: String?
+    /// A multispectral image of the acquisition (Pléiades band order: blue, green, red, near infrared) with
+    /// its RPC: water where NDWI = (green − NIR) / (green + NIR) ≥ `ndwiThreshold`.
+    public var multispectral: String?
+    public var ndwiThreshold = 0.0
     /// The operator's water layer: a folder of raster tiles, a raster or a vector file.
     public var waterLayer: String?
     /// Raster water layers and masks: values ≥ this are water (1 suits a 0/1 mask; 50 a % occurrence map).

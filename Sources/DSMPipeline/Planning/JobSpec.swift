@@ -21,9 +21,11 @@ public enum JobParameterTable {
         ParameterSpec("reference-datum", choices: VerticalDatum.allCases.map(\.rawValue).reversed(), .standard,
                       help: "Vertical datum of the reference DEM given with the job (SRTM and most global DEMs: egm96)"),
         ParameterSpec("mask-water", .boolean, .standard, default: 0,
-                      help: "Mask water surfaces: from the water mask given with the job (GeoJSON or raster), else the server's water layer"),
+                      help: "Mask water surfaces: from the water mask given with the job (GeoJSON or raster), else the NDWI of its multispectral image, else the server's water layer"),
         ParameterSpec("water-fill", choices: WaterFill.allCases.map(\.rawValue), .standard,
-                      help: "What water cells of the DSM get: nodata, or one flat level per water body (a low percentile of the DSM along its shore)"),
+                      help: "What water cells of the DSM get: nodata, or one flat level per water body (the median height of the DSM along its shore)"),
+        ParameterSpec("ndwi-threshold", .number, .standard, minimum: -1, maximum: 1, default: 0,
+                      help: "Water where the NDWI (green − NIR) / (green + NIR) of the multispectral image given with the job is at or above it"),
         ParameterSpec("vertical-datum", choices: VerticalDatum.allCases.map(\.rawValue), .standard,
                       help: "Heights of the DSM: above the WGS84 ellipsoid, or orthometric above the EGM96 geoid (PROJ's grid)"),
     ]
@@ -109,6 +111,8 @@ public struct JobSpec: Sendable, Codable, Equatable {
     public var referenceIsServers: Bool?
     /// Water mask for `mask-water`: GeoJSON polygons or a raster (non-zero = water).
     public var waterMask: String?
+    /// A multispectral image of the acquisition with RPC (blue, green, red, NIR), for `mask-water` by NDWI.
+    public var multispectral: String?
     /// The operator's water layer, used for `mask-water` when no mask is given: a folder of raster tiles
     /// (e.g. surface-water occurrence in %) or a vector file.
     public var waterLayer: String?
@@ -118,7 +122,7 @@ public struct JobSpec: Sendable, Codable, Equatable {
     public init(images: [String]) { self.images = images }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case format, images, preset, parameters, roi, aoi, limits, referenceDEM, referenceIsServers, waterMask, waterLayer, waterLayerThreshold
+        case format, images, preset, parameters, roi, aoi, limits, referenceDEM, referenceIsServers, waterMask, multispectral, waterLayer, waterLayerThreshold
     }
     struct AnyKey: CodingKey {
         var stringValue: String
@@ -145,6 +149,7 @@ public struct JobSpec: Sendable, Codable, Equatable {
         referenceDEM = try c.decodeIfPresent(String.self, forKey: .referenceDEM)
         referenceIsServers = try c.decodeIfPresent(Bool.self, forKey: .referenceIsServers)
         waterMask = try c.decodeIfPresent(String.self, forKey: .waterMask)
+        multispectral = try c.decodeIfPresent(String.self, forKey: .multispectral)
         waterLayer = try c.decodeIfPresent(String.self, forKey: .waterLayer)
         waterLayerThreshold = try c.decodeIfPresent(Double.self, forKey: .waterLayerThreshold)
     }
@@ -170,9 +175,9 @@ public struct JobSpec: Sendable, Codable, Equatable {
         if flag("coregister") == true && referenceDEM == nil {
             out.append(ParameterProblem(field: "coregister", value: "true", expected: "a reference DEM: one given with the job (--reference-dem) or the server's configured one"))
         }
-        if flag("mask-water") == true && waterMask == nil && waterLayer == nil {
+        if flag("mask-water") == true && waterMask == nil && multispectral == nil && waterLayer == nil {
             out.append(ParameterProblem(field: "mask-water", value: "true",
-                                        expected: "a water mask given with the job (--water-mask: GeoJSON or raster) or the server's configured water layer; none is available"))
+                                        expected: "a water mask given with the job (--water-mask: GeoJSON or raster), a multispectral image (--multispectral) or the server's configured water layer; none is available"))
         }
         if let l = limits {
             for (name, v) in [("limits.cpuSeconds", l.cpuSeconds), ("limits.wallSeconds", l.wallSeconds)] where v.map({ !($0 > 0 && $0.isFinite) }) ?? false {
@@ -209,6 +214,8 @@ public struct JobSpec: Sendable, Codable, Equatable {
         f.referenceDatum = word("reference-datum").flatMap(VerticalDatum.init(rawValue:)) ?? .egm96
         f.maskWater = flag("mask-water") ?? false
         f.waterMask = waterMask
+        f.multispectral = multispectral
+        f.ndwiThreshold = number("ndwi-threshold") ?? 0
         f.waterLayer = waterLayer
         f.waterLayerThreshold = waterLayerThreshold ?? FinishingOptions().waterLayerThreshold
         f.waterFill = word("water-fill").flatMap(WaterFill.init(rawValue:)) ?? .nodata
