@@ -4,14 +4,17 @@ import LinearAlgebra
 /// Nuth & Kääb (2011) coregistration of a DEM (the secondary) onto a reference DEM, both on one grid
 /// (the caller resamples the secondary onto the reference's grid first).
 ///
-/// A horizontal shift s of a surface shows in the elevation differences as dh = tan(slope) ·
-/// (s_east · sin(aspect) + s_north · cos(aspect)) + bias, aspect being the downslope azimuth. Dividing
-/// by tan(slope) gives the relation Nuth & Kääb fit: dh / tan(slope) = a·sin(aspect) + b·cos(aspect) + c,
-/// linear in (a, b, c) = (s_east, s_north, bias term), solved by least squares (LAPACK) on stable terrain:
-/// cells with a slope between `minimumSlopeDeg` and `maximumSlopeDeg`, and within `outlierNMADs`
-/// NMADs of the median difference. The secondary is resampled (bilinear) at the accumulated shift and
-/// the fit repeated until the step is below `tolerancePixels` or `maximumIterations` is reached. The
-/// vertical bias is then the median difference on stable terrain at the final shift.
+/// A horizontal shift s of a surface shows in the elevation differences as Nuth & Kääb's relation
+/// dh = tan(slope) · (s_east · sin(aspect) + s_north · cos(aspect)) + bias, aspect being the downslope
+/// azimuth. It is fitted as is — linear in (s_east, s_north, bias), by least squares (LAPACK) — on stable
+/// terrain: cells with a slope between `minimumSlopeDeg` and `maximumSlopeDeg`, within `outlierNMADs`
+/// NMADs of the median difference. (Nuth & Kääb divide both sides by tan(slope) and fit a constant c
+/// for the bias/tan(slope) term; on terrain with one dominant aspect that term is confounded with the
+/// shift: a DSM of La Réunion's slopes raised by 2 m and moved by 3 cells was then "corrected" by 1.6
+/// cells the wrong way, its NMAD rising from 0.87 to 1.20 m. Undivided, the bias is a true constant.)
+/// The secondary is resampled (bilinear) at the accumulated shift and the fit repeated until the step is
+/// below `tolerancePixels` or `maximumIterations` is reached. The vertical bias is then the median
+/// difference on stable terrain at the final shift.
 public enum NuthKaab {
     public struct Settings: Sendable, Equatable {
         public var maximumIterations = 30
@@ -62,38 +65,112 @@ public enum NuthKaab {
     ///   - reference, secondary: heights on the same grid (row-major, `width` × `height`), NaN where unknown.
     ///   - pixelWidth, pixelHeight: the grid's cell size in metres (east–west, north–south).
     ///   - excluded: cells never used as stable terrain (e.g. water), optional.
+    ///
+    /// The fit runs coarse to fine (block averages of 8, 4, 2 cells, then the grid itself), each level
+    /// starting from the previous one's shift: the linear relation holds for shifts small against the
+    /// scale of the relief's slopes, which a fine, rough DSM (0.5 m cells, 3 cells off) does not give. At
+    /// each level the shift with the lowest NMAD is kept (a step that makes the fit worse is undone).
     public static func estimate(reference: [Float], secondary: [Float], width: Int, height: Int,
                                 pixelWidth: Double, pixelHeight: Double, excluded: [Bool]? = nil,
                                 settings: Settings = Settings()) throws -> Result {
         guard reference.count == width * height, secondary.count == width * height, excluded.map({ $0.count == width * height }) ?? true else {
             throw Failure.sizeMismatch
         }
-        // Slope and aspect of the reference (central differences), metres per metre.
-        let n = width * height
-        var tanSlope = [Float](repeating: .nan, count: n), sinA = [Float](repeating: 0, count: n), cosA = sinA
-        let minTan = Float(tan(settings.minimumSlopeDeg * .pi / 180)), maxTan = Float(tan(settings.maximumSlopeDeg * .pi / 180))
-        var usable = [Bool](repeating: false, count: n)
-        for j in 1..<max(1, height - 1) {
-            for i in 1..<max(1, width - 1) {
-                let c = j * width + i
-                let e = reference[c + 1], w = reference[c - 1], s = reference[c + width], nn = reference[c - width]
-                guard e.isFinite, w.isFinite, s.isFinite, nn.isFinite, reference[c].isFinite else { continue }
-                let gEast = Double(e - w) / (2 * pixelWidth), gNorth = Double(nn - s) / (2 * pixelHeight)
-                let t = Float((gEast * gEast + gNorth * gNorth).squareRoot())
-                tanSlope[c] = t
-                guard t > 0 else { continue }
-                // Downslope direction (−gradient): azimuth from north, clockwise.
-                sinA[c] = Float(-gEast) / t
-                cosA[c] = Float(-gNorth) / t
-                usable[c] = t >= minTan && t <= maxTan && !(excluded?[c] ?? false)
+        let full = Level(reference: reference, secondary: secondary, width: width, height: height,
+                         pixelWidth: pixelWidth, pixelHeight: pixelHeight, excluded: excluded, settings: settings)
+        var columns = 0.0, rows = 0.0, iterations = 0
+        var history: [(columns: Double, rows: Double, nmad: Double)] = []
+        for factor in [8, 4, 2] where min(width, height) / factor >= 48 {
+            let level = full.decimated(by: factor)
+            guard let fit = try? level.fit(from: (columns / Double(factor), rows / Double(factor))) else { continue }
+            columns = fit.columns * Double(factor); rows = fit.rows * Double(factor)
+            iterations += fit.history.count
+            history += fit.history.map { ($0.columns * Double(factor), $0.rows * Double(factor), $0.nmad) }
+        }
+        let fit = try full.fit(from: (columns, rows))
+        columns = fit.columns; rows = fit.rows
+        iterations += fit.history.count
+        history += fit.history
+        let before = full.statistics(0, 0, 0)
+        let dz = full.verticalShift(columns, rows)
+        let after = full.statistics(columns, rows, dz)
+        return Result(columns: columns, rows: rows, dz: dz, iterations: iterations, history: history, before: before, after: after)
+    }
+
+    /// One grid of the fit: the reference's slope and aspect, the secondary resampled at a shift.
+    struct Level {
+        let reference: [Float], secondary: [Float]
+        let width: Int, height: Int
+        let pixelWidth: Double, pixelHeight: Double
+        let excluded: [Bool]?
+        let settings: Settings
+        var tanSlope: [Float], sinA: [Float], cosA: [Float], usable: [Bool]
+        let maxTan: Float
+
+        init(reference: [Float], secondary: [Float], width: Int, height: Int, pixelWidth: Double, pixelHeight: Double,
+             excluded: [Bool]?, settings: Settings) {
+            self.reference = reference; self.secondary = secondary; self.width = width; self.height = height
+            self.pixelWidth = pixelWidth; self.pixelHeight = pixelHeight; self.excluded = excluded; self.settings = settings
+            let n = width * height
+            tanSlope = [Float](repeating: .nan, count: n); sinA = [Float](repeating: 0, count: n); cosA = sinA
+            usable = [Bool](repeating: false, count: n)
+            let minTan = Float(tan(settings.minimumSlopeDeg * .pi / 180))
+            maxTan = Float(tan(settings.maximumSlopeDeg * .pi / 180))
+            // Slope and aspect of the reference (central differences), metres per metre.
+            for j in 1..<max(1, height - 1) {
+                for i in 1..<max(1, width - 1) {
+                    let c = j * width + i
+                    let e = reference[c + 1], w = reference[c - 1], s = reference[c + width], nn = reference[c - width]
+                    guard e.isFinite, w.isFinite, s.isFinite, nn.isFinite, reference[c].isFinite else { continue }
+                    let gEast = Double(e - w) / (2 * pixelWidth), gNorth = Double(nn - s) / (2 * pixelHeight)
+                    let t = Float((gEast * gEast + gNorth * gNorth).squareRoot())
+                    tanSlope[c] = t
+                    guard t > 0 else { continue }
+                    // Downslope direction (−gradient): azimuth from north, clockwise.
+                    sinA[c] = Float(-gEast) / t
+                    cosA[c] = Float(-gNorth) / t
+                    usable[c] = t >= minTan && t <= maxTan && !(excluded?[c] ?? false)
+                }
             }
         }
-        var columns = 0.0, rows = 0.0
-        var history: [(Double, Double, Double)] = []
-        var dh = [Float](repeating: .nan, count: n)
-        func differences(_ cs: Double, _ rs: Double) {
-            // Secondary content belongs `cs` columns east and `rs` rows down of where it is: the aligned
-            // secondary at (i, j) is the secondary at (i − cs, j − rs).
+
+        /// Block averages of `f` × `f` cells (a block with any unknown cell is unknown; excluded if any is).
+        func decimated(by f: Int) -> Level {
+            let w = width / f, h = height / f
+            func average(_ v: [Float]) -> [Float] {
+                var out = [Float](repeating: .nan, count: w * h)
+                for j in 0..<h {
+                    for i in 0..<w {
+                        var sum: Float = 0
+                        var ok = true
+                        for dj in 0..<f where ok {
+                            for di in 0..<f {
+                                let x = v[(j * f + dj) * width + i * f + di]
+                                if !x.isFinite { ok = false; break }
+                                sum += x
+                            }
+                        }
+                        if ok { out[j * w + i] = sum / Float(f * f) }
+                    }
+                }
+                return out
+            }
+            let ex = excluded.map { e in
+                (0..<(w * h)).map { k -> Bool in
+                    let i = k % w, j = k / w
+                    for dj in 0..<f { for di in 0..<f where e[(j * f + dj) * width + i * f + di] { return true } }
+                    return false
+                }
+            }
+            // Block averages are aligned on the blocks' centres: a shift of s fine cells is s / f coarse cells.
+            return Level(reference: average(reference), secondary: average(secondary), width: w, height: h,
+                         pixelWidth: pixelWidth * Double(f), pixelHeight: pixelHeight * Double(f), excluded: ex, settings: settings)
+        }
+
+        /// Secondary − reference with the secondary moved by (cs, rs) cells: the aligned secondary at (i, j)
+        /// is the secondary at (i − cs, j − rs), bilinear.
+        func differences(_ cs: Double, _ rs: Double) -> [Float] {
+            var dh = [Float](repeating: .nan, count: width * height)
             for j in 0..<height {
                 let y = Double(j) - rs
                 let y0 = Int(y.rounded(.down)), fy = Float(y - Double(y0))
@@ -101,70 +178,80 @@ public enum NuthKaab {
                     let c = j * width + i
                     let x = Double(i) - cs
                     let x0 = Int(x.rounded(.down)), fx = Float(x - Double(x0))
-                    guard x0 >= 0, y0 >= 0, x0 + 1 < width, y0 + 1 < height, reference[c].isFinite else { dh[c] = .nan; continue }
+                    guard x0 >= 0, y0 >= 0, x0 + 1 < width, y0 + 1 < height, reference[c].isFinite else { continue }
                     let k = y0 * width + x0
                     let a = secondary[k], b = secondary[k + 1], cc = secondary[k + width], d = secondary[k + width + 1]
-                    let v = (a * (1 - fx) + b * fx) * (1 - fy) + (cc * (1 - fx) + d * fx) * fy
-                    dh[c] = v - reference[c]
+                    dh[c] = (a * (1 - fx) + b * fx) * (1 - fy) + (cc * (1 - fx) + d * fx) * fy - reference[c]
                 }
             }
+            return dh
         }
-        func robust(_ mask: (Int) -> Bool) -> (median: Double, nmad: Double, count: Int) {
+
+        func robust(_ dh: [Float], _ mask: (Int) -> Bool) -> (median: Double, nmad: Double, count: Int) {
             var v: [Float] = []
-            v.reserveCapacity(n / 2)
-            for c in 0..<n where dh[c].isFinite && mask(c) { v.append(dh[c]) }
+            v.reserveCapacity(dh.count / 2)
+            for c in dh.indices where dh[c].isFinite && mask(c) { v.append(dh[c]) }
             guard !v.isEmpty else { return (.nan, .nan, 0) }
-            let med = Double(median(&v))
+            let med = Double(NuthKaab.median(&v))
             for k in v.indices { v[k] = abs(v[k] - Float(med)) }
-            return (med, 1.4826 * Double(median(&v)), v.count)
+            return (med, 1.4826 * Double(NuthKaab.median(&v)), v.count)
         }
-        var iterations = 0
-        for _ in 0..<settings.maximumIterations {
-            differences(columns, rows)
-            let (med, nmad, count) = robust { usable[$0] }
-            guard count >= 100 else { throw Failure.tooFewStableCells(count) }
-            let limit = Float(settings.outlierNMADs * max(nmad, 1e-3))
-            // Normal equations of y = a·sin + b·cos + c.
-            var ata = [Double](repeating: 0, count: 9), aty = [Double](repeating: 0, count: 3), m = 0
-            for c in 0..<n where usable[c] && dh[c].isFinite && abs(dh[c] - Float(med)) <= limit {
-                let y = Double(dh[c] / tanSlope[c]), row = [Double(sinA[c]), Double(cosA[c]), 1]
-                for p in 0..<3 {
-                    aty[p] += row[p] * y
-                    for q in 0..<3 { ata[p * 3 + q] += row[p] * row[q] }
+
+        /// Iterates from a starting shift until the step is below the tolerance; a step that made the NMAD
+        /// more than 10 % worse than the best seen is undone (divergence), and the level ends there.
+        func fit(from start: (Double, Double)) throws -> (columns: Double, rows: Double, history: [(columns: Double, rows: Double, nmad: Double)]) {
+            var columns = start.0, rows = start.1
+            var best = (columns: columns, rows: rows, nmad: Double.infinity)
+            var history: [(columns: Double, rows: Double, nmad: Double)] = []
+            for _ in 0..<settings.maximumIterations {
+                let dh = differences(columns, rows)
+                let (med, nmad, count) = robust(dh) { usable[$0] }
+                guard count >= 100 else { throw Failure.tooFewStableCells(count) }
+                if nmad > best.nmad * 1.1 { columns = best.columns; rows = best.rows; break }
+                if nmad < best.nmad { best = (columns, rows, nmad) }
+                let limit = Float(settings.outlierNMADs * max(nmad, 1e-3))
+                // Normal equations of dh = a·tan(slope)·sin(aspect) + b·tan(slope)·cos(aspect) + c.
+                var ata = [Double](repeating: 0, count: 9), aty = [Double](repeating: 0, count: 3), m = 0
+                for c in dh.indices where usable[c] && dh[c].isFinite && abs(dh[c] - Float(med)) <= limit {
+                    let t = Double(tanSlope[c])
+                    let y = Double(dh[c]), row = [t * Double(sinA[c]), t * Double(cosA[c]), 1]
+                    for p in 0..<3 {
+                        aty[p] += row[p] * y
+                        for q in 0..<3 { ata[p * 3 + q] += row[p] * row[q] }
+                    }
+                    m += 1
                 }
-                m += 1
+                guard m >= 100 else { throw Failure.tooFewStableCells(m) }
+                let sol = try leastSquares(Matrix(rows: 3, columns: 3, values: ata), Matrix(rows: 3, columns: 1, values: aty))
+                // The secondary shows the terrain displaced by (east, north) metres: move it back.
+                let stepColumns = -sol[0, 0] / pixelWidth, stepRows = sol[1, 0] / pixelHeight
+                columns += stepColumns; rows += stepRows
+                history.append((columns, rows, nmad))
+                if (stepColumns * stepColumns + stepRows * stepRows).squareRoot() < settings.tolerancePixels { break }
             }
-            guard m >= 100 else { throw Failure.tooFewStableCells(m) }
-            let sol = try leastSquares(Matrix(rows: 3, columns: 3, values: ata), Matrix(rows: 3, columns: 1, values: aty))
-            let east = sol[0, 0], north = sol[1, 0]
-            // The secondary shows the terrain displaced by (east, north): move it back.
-            let stepColumns = -east / pixelWidth, stepRows = north / pixelHeight
-            columns += stepColumns; rows += stepRows
-            iterations += 1
-            history.append((columns, rows, nmad))
-            if (stepColumns * stepColumns + stepRows * stepRows).squareRoot() < settings.tolerancePixels { break }
+            return (columns, rows, history)
         }
+
+        /// The vertical bias at a shift: minus the median difference over all stable cells (flat ones too).
+        func verticalShift(_ cs: Double, _ rs: Double) -> Double {
+            let flat = robust(differences(cs, rs)) { c in tanSlope[c].isFinite && tanSlope[c] <= maxTan && !(excluded?[c] ?? false) }
+            return flat.count > 0 ? -flat.median : 0
+        }
+
         func statistics(_ cs: Double, _ rs: Double, _ dz: Double) -> Statistics {
-            differences(cs, rs)
-            var v: [Float] = [], sum = 0.0, sq = 0.0
-            for c in 0..<n where usable[c] && dh[c].isFinite { v.append(dh[c] + Float(dz)) }
-            let med = v.isEmpty ? 0 : Double(median(&v))
-            var kept: [Float] = []
+            let dh = differences(cs, rs)
+            var v: [Float] = []
+            for c in dh.indices where usable[c] && dh[c].isFinite { v.append(dh[c] + Float(dz)) }
+            let med = v.isEmpty ? 0 : Double(NuthKaab.median(&v))
             var dev = v.map { abs($0 - Float(med)) }
-            let nmad = dev.isEmpty ? 0 : 1.4826 * Double(median(&dev))
-            for x in v where abs(Double(x) - med) <= settings.outlierNMADs * max(nmad, 1e-3) { kept.append(x) }
-            for x in kept { sum += Double(x); sq += Double(x) * Double(x) }
-            let k = Double(max(kept.count, 1))
-            return Statistics(cells: kept.count, median: med, nmad: nmad, rmse: (sq / k).squareRoot(), mean: sum / k)
+            let nmad = dev.isEmpty ? 0 : 1.4826 * Double(NuthKaab.median(&dev))
+            var sum = 0.0, sq = 0.0, kept = 0
+            for x in v where abs(Double(x) - med) <= settings.outlierNMADs * max(nmad, 1e-3) {
+                sum += Double(x); sq += Double(x) * Double(x); kept += 1
+            }
+            let k = Double(max(kept, 1))
+            return Statistics(cells: kept, median: med, nmad: nmad, rmse: (sq / k).squareRoot(), mean: sum / k)
         }
-        let before = statistics(0, 0, 0)
-        // Vertical bias: the median difference at the final shift, over all stable cells (flat ones too).
-        differences(columns, rows)
-        let flat = robust { c in tanSlope[c].isFinite && tanSlope[c] <= maxTan && !(excluded?[c] ?? false) }
-        let dz = flat.count > 0 ? -flat.median : 0
-        let after = statistics(columns, rows, dz)
-        return Result(columns: columns, rows: rows, dz: dz, iterations: iterations,
-                      history: history.map { (columns: $0.0, rows: $0.1, nmad: $0.2) }, before: before, after: after)
     }
 
     /// Median of finite values (reorders `v`).
