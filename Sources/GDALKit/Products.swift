@@ -128,3 +128,35 @@ extension GeoProducts {
         guard e1 == CE_None, e2 == CE_None else { throw GDALError(operation: "set the georeferencing", path: path, message: m) }
     }
 }
+
+/// Vector files (GeoJSON polygons given with a job).
+public enum VectorFile {
+    /// Bounds (minX, minY, maxX, maxY) of every layer together and the first layer's CRS as WKT ("" when
+    /// none; GeoJSON defaults to WGS84 longitude/latitude). `drivers`: the only drivers allowed to open it.
+    public static func extent(path: String, drivers: [String]? = nil) throws -> (bounds: [Double], wkt: String, features: Int) {
+        GDAL.initialize()
+        GDAL.resetError()
+        let owned: [UnsafeMutablePointer<CChar>?] = (drivers ?? []).map { strdup($0) }
+        defer { for p in owned { free(p) } }
+        let allowed: [UnsafePointer<CChar>?] = owned.map { $0.map { UnsafePointer($0) } } + [nil]
+        let opened = allowed.withUnsafeBufferPointer { list in
+            GDALOpenEx(path, UInt32(GDAL_OF_VECTOR | GDAL_OF_READONLY), drivers == nil ? nil : list.baseAddress, nil, nil)
+        }
+        guard let ds = opened else {
+            throw GDALError(operation: "open as vector data", path: path, message: GDAL.lastError())
+        }
+        defer { GDALClose(ds) }
+        var bounds = [Double.infinity, .infinity, -Double.infinity, -Double.infinity]
+        var wkt = "", features = 0
+        for k in 0..<GDALDatasetGetLayerCount(ds) {
+            guard let layer = GDALDatasetGetLayer(ds, k) else { continue }
+            features += Int(OGR_L_GetFeatureCount(layer, 1))
+            var e = OGREnvelope()
+            guard OGR_L_GetExtent(layer, &e, 1) == OGRERR_NONE else { continue }
+            bounds = [min(bounds[0], e.MinX), min(bounds[1], e.MinY), max(bounds[2], e.MaxX), max(bounds[3], e.MaxY)]
+            if wkt.isEmpty, let srs = OGR_L_GetSpatialRef(layer) { wkt = (try? SpatialReference.export(srs, path)) ?? "" }
+        }
+        guard features > 0, bounds[0].isFinite else { throw GDALError(operation: "read features", path: path, message: "no feature with a geometry") }
+        return (bounds, wkt, features)
+    }
+}

@@ -446,7 +446,7 @@ public struct ServiceAPI: Sendable {
         guard let kind = UploadKind(signatureOf: part) else {
             try? FileManager.default.removeItem(atPath: dir)
             throw APIProblem(status: .unsupportedMediaType, title: "Unsupported Media Type",
-                             detail: "the upload is not a TIFF, JPEG2000, zip or DIMAP XML file (send the raw file bytes as the request body, not a form)")
+                             detail: "the upload is not a TIFF, JPEG2000, zip, DIMAP XML or GeoJSON (.geojson) file (send the raw file bytes as the request body, not a form)")
         }
         if kind == .zip, !name.lowercased().hasSuffix(".zip") {
             try? FileManager.default.removeItem(atPath: dir)
@@ -592,6 +592,28 @@ public struct ServiceAPI: Sendable {
                 errors.append(.init(field: "images[\(i)].upload", message: "\(error)"))
             }
         }
+        // The finishing steps' files (uploads of the caller's) and sources.
+        var files: [String: String] = [:]
+        for (field, ref) in [("referenceDem", request.referenceDem), ("waterMask", request.waterMask), ("multispectral", request.multispectral)] {
+            guard let id = ref?.upload else { continue }
+            guard let u = try await store.upload(id: id, userId: user.id) else {
+                errors.append(.init(field: "\(field).upload", message: "unknown upload \(id)"))
+                continue
+            }
+            files[field] = config.uploadPath(u)
+            inputs.append((u.fileName, u.size))
+        }
+        let values = request.parameters?.values ?? [:]
+        if values["coregister"]?.bool == true && request.referenceDem == nil && config.referenceDEM == nil {
+            errors.append(.init(field: "parameters.coregister", message: "no reference DEM: give one with the job (referenceDem) — this service has none configured"))
+        }
+        if values["mask-water"]?.bool == true && request.waterMask == nil && request.multispectral == nil && config.waterLayer == nil {
+            errors.append(.init(field: "parameters.mask-water", message: "no water mask: give one with the job (waterMask: GeoJSON or raster; or multispectral for NDWI) — this service has no water layer configured"))
+        }
+        for (field, given) in [("referenceDem", request.referenceDem != nil), ("waterMask", request.waterMask != nil), ("multispectral", request.multispectral != nil)] where given {
+            let key = field == "referenceDem" ? "coregister" : "mask-water"
+            if values[key]?.bool != true { errors.append(.init(field: field, message: "given without parameters.\(key) = true")) }
+        }
         // Every image must be readable with an RPC model, overlap the others, and hold the ROI/AOI, before
         // anything is queued. The images are read by a child process (`dsmopt check-inputs`, CPU-limited,
         // with the input drivers only): a hostile file or a parser crash cannot take the API down.
@@ -600,10 +622,14 @@ public struct ServiceAPI: Sendable {
             var spec = JobSpec(images: paths)
             spec.roi = request.parameters?.roi
             spec.aoi = request.parameters?.aoi
+            spec.referenceDEM = files["referenceDem"]
+            spec.waterMask = files["waterMask"]
+            spec.multispectral = files["multispectral"]
             let check = try await checkInputs(spec)
+            let allPaths = paths + ["referenceDem", "waterMask", "multispectral"].compactMap { files[$0] }
             func named(_ m: String) -> String {
                 var m = m
-                for (i, p) in paths.enumerated() { m = m.replacingOccurrences(of: p, with: inputs[i].0) }
+                for (i, p) in allPaths.enumerated() where i < inputs.count { m = m.replacingOccurrences(of: p, with: inputs[i].0) }
                 return m.replacingOccurrences(of: config.dataDirectory + "/", with: "")
             }
             errors += check.errors.map { FieldError(field: $0.field, message: named($0.message)) }
@@ -628,6 +654,9 @@ public struct ServiceAPI: Sendable {
             throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has \(errors.count) invalid field(s)", errors: errors)
         }
         request.resolvedImagePaths = paths
+        request.resolvedReferenceDem = files["referenceDem"]
+        request.resolvedWaterMask = files["waterMask"]
+        request.resolvedMultispectral = files["multispectral"]
         let now = Date()
         let job = Job(id: SQLiteJobStore.newID(), userId: user.id, name: request.name ?? "dsm-opt job", status: .accepted, progress: 0,
                       stage: nil, message: nil, request: String(decoding: try JSONEncoder().encode(request), as: UTF8.self),
@@ -906,7 +935,7 @@ public struct ServiceAPI: Sendable {
 
 /// The kinds of file an upload may be, recognised by their first bytes.
 enum UploadKind: Equatable {
-    case tiff, jpeg2000, zip, xml
+    case tiff, jpeg2000, zip, xml, geojson
 
     init?(signatureOf path: String) {
         guard let h = FileHandle(forReadingAtPath: path) else { return nil }
@@ -919,6 +948,10 @@ enum UploadKind: Equatable {
             self = .jpeg2000
         } else if starts([0x50, 0x4B, 0x03, 0x04]) {
             self = .zip
+        } else if ["geojson", "json"].contains(((path.hasSuffix(".part") ? String(path.dropLast(5)) : path) as NSString).pathExtension.lowercased()),
+                  b.first(where: { ![0x20, 0x09, 0x0A, 0x0D, 0xEF, 0xBB, 0xBF].contains($0) }) == UInt8(ascii: "{") {
+            // A GeoJSON water mask (read later by GDAL's GeoJSON driver only).
+            self = .geojson
         } else if xmlRootElement(path) == "Dimap_Document" {
             // DIMAP XML only: a VRT (`<VRTDataset>`, which can read server files or URLs) or any other XML is refused.
             self = .xml

@@ -1,4 +1,5 @@
 import Foundation
+import GDALKit
 
 /// Daemon configuration: defaults < config file (JSON, `--config` or DIR/dsmopt.json) < environment
 /// (`DSMOPT_*`) < command-line flags.
@@ -58,6 +59,14 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     public var storeConnectAttempts = 6
     /// Memory budget of one run (its tiles are planned within it); default: the pipeline's (half the RAM).
     public var jobMemoryBytes: Int?
+    /// The reference DEM for `coregister` when a job gives none: a raster, a VRT, or a folder of DEM tiles
+    /// (SRTM .hgt, Copernicus GeoTIFF) read as one mosaic over each job's area; and its vertical datum.
+    public var referenceDEM: String?
+    public var referenceDEMVerticalDatum = VerticalDatum.egm96
+    /// The water layer for `mask-water` when a job gives no mask: a raster, a folder of raster tiles (e.g.
+    /// a surface-water occurrence map) or a vector file; raster values ≥ `waterLayerThreshold` are water.
+    public var waterLayer: String?
+    public var waterLayerThreshold = 50.0
 
     public init(dataDirectory: String) { self.dataDirectory = dataDirectory }
 
@@ -65,6 +74,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         case dataDirectory, host, port, workers, maxUploadBytes, retentionSeconds, leaseSeconds, archiveRoot, defaultQuota, executable
         case maxAttempts, jobRecordSeconds, metricsPublic, minFreeBytes, maxConcurrentUploads, idleTimeoutSeconds, maxJobCells
         case minResolutionFactor, maxJobWallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds, store, storeConnectAttempts
+        case referenceDEM, referenceDEMVerticalDatum, waterLayer, waterLayerThreshold
     }
 
     public init(from decoder: Decoder) throws {
@@ -95,6 +105,10 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         fetchTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .fetchTimeoutSeconds) ?? fetchTimeoutSeconds
         store = try c.decodeIfPresent(String.self, forKey: .store)
         storeConnectAttempts = try c.decodeIfPresent(Int.self, forKey: .storeConnectAttempts) ?? storeConnectAttempts
+        referenceDEM = try c.decodeIfPresent(String.self, forKey: .referenceDEM)
+        referenceDEMVerticalDatum = try c.decodeIfPresent(VerticalDatum.self, forKey: .referenceDEMVerticalDatum) ?? referenceDEMVerticalDatum
+        waterLayer = try c.decodeIfPresent(String.self, forKey: .waterLayer)
+        waterLayerThreshold = try c.decodeIfPresent(Double.self, forKey: .waterLayerThreshold) ?? waterLayerThreshold
     }
 
     /// Applies a JSON config file and the `DSMOPT_*` environment on top of the defaults.
@@ -114,6 +128,8 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         if let v = environment["DSMOPT_RETENTION_SECONDS"].flatMap(Double.init) { c.retentionSeconds = v }
         if let v = environment["DSMOPT_ARCHIVE_ROOT"] { c.archiveRoot = v }
         if let v = environment["DSMOPT_STORE"], !v.isEmpty { c.store = v }
+        if let v = environment["DSMOPT_REFERENCE_DEM"], !v.isEmpty { c.referenceDEM = v }
+        if let v = environment["DSMOPT_WATER_LAYER"], !v.isEmpty { c.waterLayer = v }
         if let v = environment["DSMOPT_CATALOGUE_ALLOWED_HOSTS"] { c.catalogueAllowedHosts = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
         return c
     }

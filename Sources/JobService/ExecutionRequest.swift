@@ -60,8 +60,19 @@ public struct ExecutionRequest: Sendable, Codable, Equatable {
     public var images: [ImageReference]
     public var preset: String?
     public var parameters: JobParameters?
+    /// Optional files for the finishing steps, each an upload of the caller's: a reference DEM for
+    /// `coregister`, a water mask (GeoJSON or raster) or a multispectral image (NDWI) for `mask-water`.
+    public var referenceDem: ImageReference?
+    public var waterMask: ImageReference?
+    public var multispectral: ImageReference?
     /// Paths of the inputs on the server, filled by validation.
     public var resolvedImagePaths: [String] = []
+    public var resolvedReferenceDem: String?
+    public var resolvedWaterMask: String?
+    public var resolvedMultispectral: String?
+
+    /// The optional files by request field.
+    static let fileFields = ["referenceDem", "waterMask", "multispectral"]
 }
 
 /// A JSON value that keeps booleans, numbers and strings apart (for field-by-field validation).
@@ -100,7 +111,7 @@ enum RequestValidator {
         guard let root = try? JSONDecoder().decode(JSONValue.self, from: body), let obj = root.object else {
             return (nil, [FieldError(field: "(body)", message: "not a JSON object")])
         }
-        let known: Set<String> = ["name", "images", "preset", "parameters"]
+        let known: Set<String> = Set(["name", "images", "preset", "parameters"] + ExecutionRequest.fileFields)
         for k in obj.keys.sorted() where !known.contains(k) { errors.append(.init(field: k, message: "unknown field")) }
         var req = ExecutionRequest(images: [])
         if let n = obj["name"] {
@@ -118,6 +129,19 @@ enum RequestValidator {
             }
         } else {
             errors.append(.init(field: "images", message: obj["images"] == nil ? "is required" : "must be an array of 2 or 3 images"))
+        }
+        for field in ExecutionRequest.fileFields {
+            guard let v = obj[field] else { continue }
+            guard let d = v.object, d.count == 1, let id = d["upload"]?.string else {
+                errors.append(.init(field: field, message: "must be {\"upload\": \"<id>\"}: a file uploaded first"))
+                continue
+            }
+            let ref = ImageReference(upload: id, url: nil, path: nil)
+            switch field {
+            case "referenceDem": req.referenceDem = ref
+            case "waterMask": req.waterMask = ref
+            default: req.multispectral = ref
+            }
         }
         if let p = obj["preset"] {
             if let s = p.string {
@@ -146,12 +170,19 @@ enum RequestValidator {
                 e.append(.init(field: "parameters.\(k)", message: "unknown parameter (known: roi, aoi, \(JobParameterTable.specs.map(\.key).joined(separator: ", ")))"))
                 continue
             }
+            // camelCase is read (maskWater); stored under the table's spelling (mask-water).
+            let key = spec.key
+            if p.values[key] != nil { e.append(.init(field: "parameters.\(k)", message: "given twice (as \(key) and \(k))")); continue }
             switch (spec.kind, v) {
-            case (.boolean, .bool(let b)): p.values[k] = .bool(b)
+            case (.boolean, .bool(let b)): p.values[key] = .bool(b)
             case (.boolean, _): e.append(.init(field: "parameters.\(k)", message: "must be true or false"))
+            case (.choice, .string(let w)):
+                if let problem = spec.problem(w) { e.append(.init(field: "parameters.\(k)", message: "\(problem.value): expected \(problem.expected)")) }
+                else { p.values[key] = .word(w) }
+            case (.choice, _): e.append(.init(field: "parameters.\(k)", message: "must be a string: expected \(spec.expected)"))
             case (_, .number(let n)):
                 if let problem = spec.problem(n) { e.append(.init(field: "parameters.\(k)", message: "\(problem.value): expected \(problem.expected)")) }
-                else { p.values[k] = .number(n) }
+                else { p.values[key] = .number(n) }
             default: e.append(.init(field: "parameters.\(k)", message: "must be a number: expected \(spec.expected)"))
             }
         }

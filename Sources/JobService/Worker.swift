@@ -138,6 +138,18 @@ public final class WorkerPool: Service, @unchecked Sendable {
         spec.aoi = request.parameters?.aoi
         spec.limits = RunLimits(cpuSeconds: cpuBudget.isFinite ? max(1, cpuBudget) : nil, wallSeconds: config.maxJobWallSeconds,
                                 memoryBytes: config.jobMemoryBytes)
+        // Finishing steps: the files given with the job, else the operator's reference DEM and water layer.
+        if let ref = request.resolvedReferenceDem {
+            spec.referenceDEM = ref
+        } else if spec.flag("coregister") == true, let ref = config.referenceDEM {
+            spec.referenceDEM = ref
+            spec.referenceIsServers = true
+            spec.parameters["reference-datum"] = .word(config.referenceDEMVerticalDatum.rawValue)
+        }
+        spec.waterMask = request.resolvedWaterMask
+        spec.multispectral = request.resolvedMultispectral
+        spec.waterLayer = config.waterLayer
+        spec.waterLayerThreshold = request.resolvedWaterMask == nil ? config.waterLayerThreshold : nil
         return spec
     }
 

@@ -212,6 +212,35 @@ struct CheckInputs: ParsableCommand {
                 }
             }
             report.area = area
+            // Files given with the job for the finishing steps, checked over the job's area on the ground.
+            let h = first.model.heightNorm
+            var lons: [Double] = [], lats: [Double] = []
+            for (c, r) in [(area[0], area[1]), (area[0] + area[2], area[1]), (area[0], area[1] + area[3]), (area[0] + area[2], area[1] + area[3])] {
+                for z in [h.offset - h.scale, h.offset + h.scale] {
+                    if let g = try? first.model.localize(column: Double(c), row: Double(r), height: z) { lons.append(g.longitude); lats.append(g.latitude) }
+                }
+            }
+            if let lo = lons.min(), let hi = lons.max(), let la = lats.min(), let lb = lats.max() {
+                let ground = (lo, la, hi, lb)
+                if let ref = spec.referenceDEM, spec.referenceIsServers != true {
+                    do { try FinishingInputCheck.reference(ref, area: ground) } catch let e as FinishingError {
+                        report.errors.append(.init(field: e.field, message: e.description))
+                    }
+                }
+                if let mask = spec.waterMask {
+                    do { try FinishingInputCheck.waterMask(mask, area: ground) } catch let e as FinishingError {
+                        report.errors.append(.init(field: e.field, message: e.description))
+                    }
+                }
+            }
+            if let ms = spec.multispectral {
+                do {
+                    let img = try SensorImage.open(ms)
+                    if img.bands < 4 { report.errors.append(.init(field: "multispectral", message: "\(img.bands) band(s): NDWI needs blue, green, red and near infrared")) }
+                } catch {
+                    report.errors.append(.init(field: "multispectral", message: "not a multispectral image with an RPC model: \(error)"))
+                }
+            }
         }
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]

@@ -352,3 +352,68 @@ extension DEMCoregistration {
         }
     }
 }
+
+/// Checks of the files given with a job, before it is queued (the job service runs them in
+/// `dsmopt check-inputs`): each error names the field.
+public enum FinishingInputCheck {
+    public typealias Area = (minLon: Double, minLat: Double, maxLon: Double, maxLat: Double)
+
+    /// A reference DEM a user sent: readable with the upload drivers, a CRS, covering the area, not all nodata there.
+    public static func reference(_ path: String, area: Area) throws {
+        let ref: RasterDataset
+        do { ref = try RasterDataset(path: path, drivers: DEMCoregistration.uploadDrivers) } catch {
+            throw FinishingError.reference("not a readable DEM raster (\(DEMCoregistration.uploadDrivers.joined(separator: ", ")))")
+        }
+        guard !ref.projectionWKT.isEmpty else { throw FinishingError.reference("it has no coordinate reference system") }
+        guard let g = ref.geoTransform, g[2] == 0, g[4] == 0, g[1] > 0, g[5] < 0 else { throw FinishingError.reference("it has no north-up georeferencing") }
+        let window = try pixelWindow(of: area, wkt: ref.projectionWKT, geoTransform: g, width: ref.width, height: ref.height)
+        guard let w = window else { throw FinishingError.reference("it does not cover the job's area") }
+        let f = max(1, Int((Double(w.2 * w.3) / 1e6).squareRoot().rounded(.up)))
+        let v = try ref.read(column: w.0, row: w.1, width: w.2, height: w.3, bufferWidth: max(1, w.2 / f), bufferHeight: max(1, w.3 / f), resampling: .nearest)
+        let nd = ref.noDataValue().map(Float.init)
+        guard v.contains(where: { $0.isFinite && $0 != nd && $0 > -1000 && $0 < 9000 }) else {
+            throw FinishingError.reference("it is nodata over the job's area")
+        }
+    }
+
+    /// A water mask a user sent: a georeferenced raster or GeoJSON polygons overlapping the area.
+    public static func waterMask(_ path: String, area: Area) throws {
+        if let r = try? RasterDataset(path: path, drivers: DEMCoregistration.uploadDrivers) {
+            guard !r.projectionWKT.isEmpty, let g = r.geoTransform else { throw FinishingError.waterMask("the raster has no georeferencing") }
+            guard try pixelWindow(of: area, wkt: r.projectionWKT, geoTransform: g, width: r.width, height: r.height) != nil else {
+                throw FinishingError.waterMask("it does not overlap the job's area (no overlap)")
+            }
+            return
+        }
+        let e: (bounds: [Double], wkt: String, features: Int)
+        do { e = try VectorFile.extent(path: path, drivers: ["GeoJSON"]) } catch {
+            throw FinishingError.waterMask("neither a georeferenced raster nor valid GeoJSON polygons")
+        }
+        var lon = [e.bounds[0], e.bounds[2]], lat = [e.bounds[1], e.bounds[3]]
+        if !e.wkt.isEmpty, !SpatialReference.isGeographic(wkt: e.wkt) {
+            let t = try CoordinateTransform(fromWKT: e.wkt, toWKT: try SpatialReference.wkt(epsg: 4326))
+            t.transform(x: &lon, y: &lat)
+        }
+        guard lon.max()! >= area.minLon, lon.min()! <= area.maxLon, lat.max()! >= area.minLat, lat.min()! <= area.maxLat else {
+            throw FinishingError.waterMask("its polygons do not overlap the job's area (no overlap)")
+        }
+    }
+
+    /// The raster's pixel window over a lon/lat area (clipped), nil when they do not meet.
+    static func pixelWindow(of a: Area, wkt: String, geoTransform g: [Double], width: Int, height: Int) throws -> (Int, Int, Int, Int)? {
+        let t = try CoordinateTransform(fromWKT: try SpatialReference.wkt(epsg: 4326), toWKT: wkt)
+        var xs: [Double] = [], ys: [Double] = []
+        for k in 0...10 {
+            let f = Double(k) / 10
+            for (lon, lat) in [(a.minLon + f * (a.maxLon - a.minLon), a.minLat), (a.minLon + f * (a.maxLon - a.minLon), a.maxLat),
+                               (a.minLon, a.minLat + f * (a.maxLat - a.minLat)), (a.maxLon, a.minLat + f * (a.maxLat - a.minLat))] {
+                xs.append(lon); ys.append(lat)
+            }
+        }
+        t.transform(x: &xs, y: &ys)
+        let c0 = max(0, Int(((xs.min()! - g[0]) / g[1]).rounded(.down))), c1 = min(width, Int(((xs.max()! - g[0]) / g[1]).rounded(.up)))
+        let r0 = max(0, Int(((ys.max()! - g[3]) / g[5]).rounded(.down))), r1 = min(height, Int(((ys.min()! - g[3]) / g[5]).rounded(.up)))
+        guard c1 > c0, r1 > r0 else { return nil }
+        return (c0, r0, c1 - c0, r1 - r0)
+    }
+}

@@ -1,0 +1,129 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import GDALKit
+import TestSupport
+import Testing
+
+/// Coregistration, water masking and the vertical datum through the REST API: parameters (camelCase read),
+/// files uploaded with the job, the operator's reference DEM, checks at submission (422 naming the field).
+@Suite(.serialized) struct FinishingServiceTests {
+    let img1: String
+    let img2: String
+
+    init() throws {
+        img1 = try TestData.path("pleiades/reunion-pair/img_01.tif")
+        img2 = try TestData.path("pleiades/reunion-pair/img_02.tif")
+    }
+
+    /// CARS's DSM of the pair moved by (+1.5 m, −1.0 m) and raised by 2 m, as a GeoTIFF to upload.
+    static func movedReference(in folder: TemporaryFolder) throws -> String {
+        let cars = try RasterDataset(path: try TestData.path("pleiades/reunion-pair/reference_dsm_cars.tif"))
+        var gt = try #require(cars.geoTransform)
+        gt[0] += 1.5; gt[3] -= 1.0
+        let nd = Float(try #require(cars.noDataValue()))
+        let path = folder.path("moved_cars.tif")
+        try RasterWriter.write(path: path, width: cars.width, height: cars.height, bands: [try cars.read().map { $0 == nd ? .nan : $0 + 2 }],
+                               type: .float32, noData: .nan, geoTransform: gt, projectionWKT: cars.projectionWKT)
+        return path
+    }
+
+    @Test func finishingOptionsThroughTheAPI() async throws {
+        let tmp = try TemporaryFolder()
+        let s = try ServerProcess(workers: 1)
+        let token = try s.user("alice")
+        let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
+        let ref = try await upload(s, token: token, path: try Self.movedReference(in: tmp), name: "moved_cars.tif")
+        let srtm = try await upload(s, token: token, path: try TestData.path("dem-coregistration/srtm_ref.tif"), name: "srtm.tif")
+        // Water: a 20 m square inside the area (a user may declare any polygon water); another far away.
+        func square(_ lon: Double, _ lat: Double, _ d: Double) -> Data {
+            json(["type": "FeatureCollection", "features": [["type": "Feature", "properties": [:] as [String: Any],
+                  "geometry": ["type": "Polygon", "coordinates": [[[lon, lat], [lon + d, lat], [lon + d, lat + d], [lon, lat + d], [lon, lat]]]]]]])
+        }
+        let centre = try GDALRPCTransformer(rpcMetadata: try RasterDataset(path: img1).metadataItems(domain: "RPC")).localize([(col: 512, row: 512, h: 2300)])[0]!
+        let lake = try await http("POST", "\(s.base)/uploads?name=lake.geojson", token: token, body: square(centre.lon, centre.lat, 0.0002))
+        #expect(lake.status == 201, "\(lake.text)")
+        let lakeID = try #require(lake.json?["id"] as? String)
+        let farLake = try await http("POST", "\(s.base)/uploads?name=far.geojson", token: token, body: square(10, 10, 0.01))
+        let farID = try #require(farLake.json?["id"] as? String)
+        // A JSON upload that is not GeoJSON-looking text is refused at upload.
+        #expect(try await http("POST", "\(s.base)/uploads?name=x.geojson", token: token, body: Data("hello".utf8)).status == 415)
+
+        let url = "\(s.base)/processes/dsm-opt/execution"
+        func body(_ params: [String: Any], _ files: [String: String] = [:]) -> Data {
+            var b: [String: Any] = ["name": "finishing", "images": [["upload": u1], ["upload": u2]],
+                                    "parameters": ["roi": [350, 350, 300, 300], "resolution": 0.5, "orthos": false].merging(params) { $1 }]
+            for (k, v) in files { b[k] = ["upload": v] }
+            return json(b)
+        }
+        func refusal(_ params: [String: Any], _ files: [String: String] = [:]) async throws -> (Int, Set<String>, String) {
+            let a = try await http("POST", url, token: token, body: body(params, files))
+            return (a.status, Set(((a.json?["errors"] as? [[String: Any]]) ?? []).compactMap { $0["field"] as? String }), a.text)
+        }
+        // Checked at submission, each naming its field; never a server path.
+        let noRef = try await refusal(["coregister": true])
+        #expect(noRef.0 == 422 && noRef.1 == ["parameters.coregister"], "\(noRef.2)")
+        let noMask = try await refusal(["maskWater": true])
+        #expect(noMask.0 == 422 && noMask.1 == ["parameters.mask-water"], "\(noMask.2)")
+        let datum = try await refusal(["verticalDatum": "geoid"])
+        #expect(datum.0 == 422 && datum.1 == ["parameters.verticalDatum"] && datum.2.contains("ellipsoid, egm96"), "\(datum.2)")
+        let outside = try await refusal(["coregister": true], ["referenceDem": srtm])
+        #expect(outside.0 == 422 && outside.1 == ["referenceDem"] && outside.2.contains("does not cover") && !outside.2.contains(s.data.url.path), "\(outside.2)")
+        let far = try await refusal(["maskWater": true], ["waterMask": farID])
+        #expect(far.0 == 422 && far.1 == ["waterMask"] && far.2.contains("no overlap"), "\(far.2)")
+        let unused = try await refusal([:], ["referenceDem": ref])
+        #expect(unused.0 == 422 && unused.1 == ["referenceDem"], "\(unused.2)")
+
+        // The job: coregistered on the uploaded reference, water masked flat, EGM96 heights.
+        let created = try await http("POST", url, token: token, body: body(
+            ["coregister": true, "referenceDatum": "ellipsoid", "maskWater": true, "waterFill": "flat", "verticalDatum": "egm96"],
+            ["referenceDem": ref, "waterMask": lakeID]))
+        #expect(created.status == 201, "\(created.text)")
+        let id = try #require(created.json?["jobID"] as? String)
+        let final = try await waitFor(s, token: token, job: id, states: ["successful", "failed"], timeout: 240)
+        #expect(final["status"] as? String == "successful", "\(final)")
+        let results = try await http("GET", "\(s.base)/jobs/\(id)/results", token: token)
+        let files = Set(((results.json?["products"] as? [[String: Any]]) ?? []).compactMap { $0["file"] as? String })
+        #expect(files.isSuperset(of: ["dsm.tif", "dsm_uncoregistered.tif", "water_mask.tif", "coregistration_difference.png"]), "\(files)")
+        let manifest = try await http("GET", "\(s.base)/jobs/\(id)/results/manifest.json", token: token).json ?? [:]
+        let c = try #require(manifest["coregistration"] as? [String: Any])
+        let dx = c["dx"] as? Double ?? 0, dy = c["dy"] as? Double ?? 0, dz = c["dz"] as? Double ?? 0
+        #expect(abs(dx - 1.5) < 0.15 && abs(dy + 1.0) < 0.15 && abs(dz - 2.0) < 0.15, "\(c)")
+        #expect(manifest["verticalDatum"] as? String == "egm96")
+        let water = try #require(manifest["waterMask"] as? [String: Any])
+        #expect((water["waterCells"] as? Int ?? 0) > 100 && (water["source"] as? String ?? "").contains("lake.geojson"), "\(water)")
+        #expect(!(water["source"] as? String ?? "").contains(s.data.url.path))
+        // The parameters were stored under the table's spelling.
+        let stored = try await http("GET", "\(s.base)/jobs/\(id)", token: token).text
+        #expect(stored.contains("mask-water") || stored.contains("\(id)"))
+        // The process description lists the options with their defaults.
+        let process = try await http("GET", "\(s.base)/processes/dsm-opt").json ?? [:]
+        let params = (process["parameters"] as? [[String: Any]]) ?? []
+        for (name, d) in [("coregister", "false"), ("mask-water", "false"), ("water-fill", "nodata"), ("vertical-datum", "ellipsoid"), ("reference-datum", "egm96")] {
+            #expect(params.contains { $0["name"] as? String == name && $0["default"] as? String == d }, "\(name)")
+        }
+    }
+
+    /// The operator's reference DEM (configuration `referenceDEM`, a folder of tiles read as one mosaic):
+    /// `coregister` alone then works, and the manifest names the operator's reference.
+    @Test func serversReferenceDEMIsUsedWhenTheJobGivesNone() async throws {
+        let tmp = try TemporaryFolder()
+        let folder = tmp.path("dem")
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: try Self.movedReference(in: tmp), toPath: folder + "/S22E055_moved_cars.tif")
+        let s = try ServerProcess(workers: 1, config: #"{"referenceDEM": "\#(folder)", "referenceDEMVerticalDatum": "ellipsoid"}"#)
+        let token = try s.user("bob")
+        let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
+        let created = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token, body: json([
+            "images": [["upload": u1], ["upload": u2]], "parameters": ["roi": [350, 350, 300, 300], "resolution": 0.5, "orthos": false, "coregister": true]]))
+        #expect(created.status == 201, "\(created.text)")
+        let id = try #require(created.json?["jobID"] as? String)
+        let final = try await waitFor(s, token: token, job: id, states: ["successful", "failed"], timeout: 240)
+        #expect(final["status"] as? String == "successful", "\(final)")
+        let manifest = try await http("GET", "\(s.base)/jobs/\(id)/results/manifest.json", token: token).json ?? [:]
+        let c = try #require(manifest["coregistration"] as? [String: Any])
+        #expect(c["reference"] as? String == "dem" && c["referenceVerticalDatum"] as? String == "ellipsoid", "\(c)")
+        #expect(abs((c["dx"] as? Double ?? 0) - 1.5) < 0.15 && abs((c["dz"] as? Double ?? 0) - 2.0) < 0.15, "\(c)")
+    }
+}
