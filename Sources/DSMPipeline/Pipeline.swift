@@ -143,6 +143,8 @@ public struct PipelineOptions: Sendable {
     public var pointCloud = false
     /// Water masking, coregistration, vertical datum.
     public var finishing = FinishingOptions()
+    /// The finishing keys the job set itself (the preset's options apply to the others).
+    public var finishingGiven: Set<String> = []
     /// Ground tile size, DSM cells (the unit of work: tiles run in parallel and are resumable); nil: the
     /// size whose footprint is about 1024 pixels of the first image (margins then cost ~13 %).
     public var tileSize: Int?
@@ -198,6 +200,9 @@ public struct DSMPipelineRunner: Sendable {
         let matching = options.overrides.applied(to: preset.parameters)
         var problems = options.overrides.problems()
         if problems.isEmpty { problems = matching.validate() }
+        var finishing = options.finishing
+        for (key, value) in preset.options where !options.finishingGiven.contains(key) { finishing.apply(key, value) }
+        problems += finishing.problems
         for (key, value) in [("resolution", options.resolution), ("resolution-factor", options.resolutionFactor), ("epsg", options.epsg.map(Double.init))] {
             if let v = value, let p = JobParameterTable.spec(key)?.problem(v) { problems.append(p) }
         }
@@ -254,7 +259,7 @@ public struct DSMPipelineRunner: Sendable {
                                           resolutionFactor: options.resolution == nil ? factor : nil, epsg: epsg, roi: roi,
                                           pairs: report.selected, heightRange: [heights.lowerBound, heights.upperBound],
                                           verticalReference: "heights in metres above the WGS84 ellipsoid")
-        return Prepared(images: images, inspection: report, parameters: resolved, grid: grid, heights: heights)
+        return Prepared(images: images, inspection: report, parameters: resolved, grid: grid, heights: heights, finishing: finishing)
     }
 
     /// A default cell size others can overlay: factor × GSD rounded to a clean step (0.05 m below 1 m,
@@ -272,6 +277,8 @@ public struct DSMPipelineRunner: Sendable {
         public var parameters: ResolvedParameters
         public var grid: GridDefinition
         public var heights: ClosedRange<Double>
+        /// The job's finishing options with its preset's.
+        public var finishing: FinishingOptions
     }
 
     func checkWritable(_ folder: String) throws {
@@ -377,7 +384,7 @@ public struct DSMPipelineRunner: Sendable {
                        pairRegions: regions, pointing: pointing,
                        workload: workload, memoryBudget: options.memoryBudget, gsd: prepared.inspection.images[0].gsd, filterMargin: min(maxHole, 64) + 8,
                        maxHoleCells: maxHole, orthoImages: options.orthoImages, orthoMosaic: options.orthoMosaic,
-                       pointCloud: options.pointCloud, finishing: options.finishing)
+                       pointCloud: options.pointCloud, finishing: prepared.finishing)
     }
 
     /// Runs everything (or, with `resume`, what an interrupted run left undone) and returns the manifest.

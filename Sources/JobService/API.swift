@@ -603,7 +603,9 @@ public struct ServiceAPI: Sendable {
             files[field] = config.uploadPath(u)
             inputs.append((u.fileName, u.size))
         }
-        let values = request.parameters?.values ?? [:]
+        // The job's values, then its preset's options.
+        var values = request.parameters?.values ?? [:]
+        for (k, v) in (try? lib.preset(request.preset ?? "default"))?.options ?? [:] where values[k] == nil { values[k] = v }
         if values["coregister"]?.bool == true && request.referenceDem == nil && config.referenceDEM == nil {
             errors.append(.init(field: "parameters.coregister", message: "no reference DEM: give one with the job (referenceDem) — this service has none configured"))
         }

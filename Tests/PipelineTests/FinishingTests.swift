@@ -236,6 +236,23 @@ import Testing
         }
     }
 
+    /// A preset may set standard options (the coastal preset masks water, flat); the job's own value wins,
+    /// and a preset asking for water masking without any source is refused like a job would be.
+    @Test func coastalPresetMasksWater() throws {
+        let tmp = try TemporaryFolder()
+        var p = SyntheticProduct()
+        p.size = 128; p.lake = true
+        try p.write(to: tmp.path("scene"))
+        let common = ["run", tmp.path("scene/view_1.tif"), tmp.path("scene/view_2.tif"), "--preset", "coastal", "--no-orthos", "--no-mosaic"]
+        let a = try dsmopt(common + ["--out", tmp.path("a"), "--water-mask", tmp.path("scene/lake.geojson")])
+        #expect(a.status == 0, "\(a.stderr)")
+        #expect((try json(tmp.path("a/manifest.json"))["waterMask"] as? [String: Any])?["fill"] as? String == "flat")
+        let b = try dsmopt(common + ["--out", tmp.path("b"), "--water-mask", tmp.path("scene/lake.geojson"), "--water-fill", "nodata"])
+        #expect(b.status == 0, "\(b.stderr)")
+        #expect((try json(tmp.path("b/manifest.json"))["waterMask"] as? [String: Any])?["fill"] as? String == "nodata")
+        expectFailure(try dsmopt(common + ["--out", tmp.path("c")]), code: 2, "mask-water", "none is available")
+    }
+
     /// A mask that misses the DSM, a file that is neither raster nor GeoJSON, no source at all: clear errors.
     @Test func badWaterMasksAreClearErrors() throws {
         let tmp = try TemporaryFolder()

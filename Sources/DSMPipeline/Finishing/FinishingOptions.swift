@@ -1,3 +1,4 @@
+import DSMCore
 import Foundation
 import GDALKit
 
@@ -35,6 +36,33 @@ public struct FinishingOptions: Sendable, Codable, Equatable {
     public init() {}
 
     public var isEmpty: Bool { !coregister && !maskWater && verticalDatum == .ellipsoid }
+
+    /// The table's keys these options read.
+    public static let keys = ["coregister", "reference-datum", "mask-water", "water-fill", "ndwi-threshold", "vertical-datum"]
+
+    /// Sets one option from a (validated) table value.
+    public mutating func apply(_ key: String, _ v: ParameterValue) {
+        switch key {
+        case "coregister": coregister = v.bool ?? coregister
+        case "reference-datum": referenceDatum = v.word.flatMap(VerticalDatum.init(rawValue:)) ?? referenceDatum
+        case "mask-water": maskWater = v.bool ?? maskWater
+        case "water-fill": waterFill = v.word.flatMap(WaterFill.init(rawValue:)) ?? waterFill
+        case "ndwi-threshold": ndwiThreshold = v.number ?? ndwiThreshold
+        case "vertical-datum": verticalDatum = v.word.flatMap(VerticalDatum.init(rawValue:)) ?? verticalDatum
+        default: break
+        }
+    }
+
+    /// What is missing when a job (or its preset) asks for a step without its input.
+    public static let noReference = ParameterProblem(field: "coregister", value: "true",
+                                                     expected: "a reference DEM: one given with the job (--reference-dem) or the server's configured one")
+    public static let noWaterSource = ParameterProblem(field: "mask-water", value: "true",
+                                                       expected: "a water mask given with the job (--water-mask: GeoJSON or raster), a multispectral image (--multispectral) or the server's configured water layer; none is available")
+
+    /// Problems of options that need an input they do not have.
+    public var problems: [ParameterProblem] {
+        (coregister && referenceDEM == nil ? [Self.noReference] : []) + (maskWater && waterMask == nil && multispectral == nil && waterLayer == nil ? [Self.noWaterSource] : [])
+    }
 }
 
 /// A finishing step that cannot be done with what it was given; `field` names the request field.

@@ -71,7 +71,7 @@ public enum ParameterValue: Sendable, Codable, Equatable {
     public var bool: Bool? { if case .bool(let b) = self { return b }; return nil }
     public var word: String? { if case .word(let w) = self { return w }; return nil }
 
-    var text: String {
+    public var text: String {
         switch self {
         case .number(let v): return ParameterSpec.number(v)
         case .bool(let b): return "\(b)"
@@ -80,7 +80,7 @@ public enum ParameterValue: Sendable, Codable, Equatable {
     }
 
     /// The problem with this value for a parameter, or nil.
-    func problem(for spec: ParameterSpec) -> ParameterProblem? {
+    public func problem(for spec: ParameterSpec) -> ParameterProblem? {
         switch (spec.kind, self) {
         case (.boolean, .bool): return nil
         case (.choice, .word(let w)): return spec.problem(w)
@@ -172,13 +172,8 @@ public struct JobSpec: Sendable, Codable, Equatable {
             out.append(ParameterProblem(field: "roi", value: "\(r)", expected: "[col, row, width, height] with non-negative integers and positive sizes"))
         }
         if roi != nil && aoi != nil { out.append(ParameterProblem(field: "aoi", value: "given with roi", expected: "roi or aoi, not both")) }
-        if flag("coregister") == true && referenceDEM == nil {
-            out.append(ParameterProblem(field: "coregister", value: "true", expected: "a reference DEM: one given with the job (--reference-dem) or the server's configured one"))
-        }
-        if flag("mask-water") == true && waterMask == nil && multispectral == nil && waterLayer == nil {
-            out.append(ParameterProblem(field: "mask-water", value: "true",
-                                        expected: "a water mask given with the job (--water-mask: GeoJSON or raster), a multispectral image (--multispectral) or the server's configured water layer; none is available"))
-        }
+        if flag("coregister") == true && referenceDEM == nil { out.append(FinishingOptions.noReference) }
+        if flag("mask-water") == true && waterMask == nil && multispectral == nil && waterLayer == nil { out.append(FinishingOptions.noWaterSource) }
         if let l = limits {
             for (name, v) in [("limits.cpuSeconds", l.cpuSeconds), ("limits.wallSeconds", l.wallSeconds)] where v.map({ !($0 > 0 && $0.isFinite) }) ?? false {
                 out.append(ParameterProblem(field: name, value: "\(v!)", expected: "a positive number of seconds"))
@@ -208,18 +203,13 @@ public struct JobSpec: Sendable, Codable, Equatable {
         o.orthoImages = flag("orthos") ?? true
         o.orthoMosaic = flag("mosaic") ?? true
         var f = FinishingOptions()
-        f.coregister = flag("coregister") ?? false
         f.referenceDEM = referenceDEM
         f.referenceTrusted = referenceIsServers ?? false
-        f.referenceDatum = word("reference-datum").flatMap(VerticalDatum.init(rawValue:)) ?? .egm96
-        f.maskWater = flag("mask-water") ?? false
         f.waterMask = waterMask
         f.multispectral = multispectral
-        f.ndwiThreshold = number("ndwi-threshold") ?? 0
         f.waterLayer = waterLayer
         f.waterLayerThreshold = waterLayerThreshold ?? FinishingOptions().waterLayerThreshold
-        f.waterFill = word("water-fill").flatMap(WaterFill.init(rawValue:)) ?? .nodata
-        f.verticalDatum = word("vertical-datum").flatMap(VerticalDatum.init(rawValue:)) ?? .ellipsoid
+        for key in FinishingOptions.keys { if let v = parameters[key] { f.apply(key, v); o.finishingGiven.insert(key) } }
         o.finishing = f
         if let r = roi { o.roi = PixelWindow(x: r[0], y: r[1], width: r[2], height: r[3]) }
         o.aoi = aoi

@@ -7,9 +7,14 @@ public struct Preset: Sendable, Codable, Equatable {
     public var description: String
     public var resolutionFactor: Double
     public var parameters: MatchingParameters
+    /// Standard options the preset sets (e.g. a coastal preset: `mask-water`, `water-fill`); a job's own
+    /// value wins.
+    public var options: [String: ParameterValue] = [:]
+    /// The standard options a preset may set.
+    public static let optionKeys = ["mask-water", "water-fill", "ndwi-threshold", "vertical-datum", "coregister"]
 
     /// The table's spelling (`resolution-factor`); the camelCase of earlier presets is read, never written.
-    enum CodingKeys: String, CodingKey { case name, description, resolutionFactor = "resolution-factor", parameters }
+    enum CodingKeys: String, CodingKey { case name, description, resolutionFactor = "resolution-factor", parameters, options }
     enum LegacyKeys: String, CodingKey { case resolutionFactor }
 
     public init(from decoder: Decoder) throws {
@@ -21,6 +26,17 @@ public struct Preset: Sendable, Codable, Equatable {
             ?? legacy.decodeIfPresent(Double.self, forKey: .resolutionFactor)
             ?? JobParameterTable.spec("resolution-factor")!.defaultValue!
         parameters = try c.decodeIfPresent(MatchingParameters.self, forKey: .parameters) ?? .defaults
+        options = try c.decodeIfPresent([String: ParameterValue].self, forKey: .options) ?? [:]
+    }
+
+    /// Problems of the preset's standard options: unknown keys, wrong types or values.
+    public func optionProblems() -> [ParameterProblem] {
+        options.sorted { $0.key < $1.key }.compactMap { key, value in
+            guard Self.optionKeys.contains(key), let spec = JobParameterTable.spec(key), spec.key == key else {
+                return ParameterProblem(field: "options.\(key)", value: value.text, expected: "one of \(Self.optionKeys.joined(separator: ", "))")
+            }
+            return value.problem(for: spec)
+        }
     }
 }
 
@@ -54,7 +70,7 @@ public struct PresetLibrary: Sendable {
             do { p = try JSONDecoder().decode(Preset.self, from: Data(contentsOf: URL(fileURLWithPath: path))) } catch {
                 throw PresetError.invalid(file: path, reason: "\(error)")
             }
-            let problems = p.parameters.validate()
+            let problems = p.parameters.validate() + p.optionProblems()
             guard problems.isEmpty else { throw PresetError.invalid(file: path, reason: problems.map(\.description).joined(separator: "; ")) }
             if let problem = JobParameterTable.spec("resolution-factor")!.problem(p.resolutionFactor) {
                 throw PresetError.invalid(file: path, reason: problem.description)
