@@ -68,10 +68,15 @@ enum ProcessDescription {
             .init(code: "C1-C3", file: "ortho_<n>_<role>.tif", description: "true ortho of input n (1-based); role forward, nadir or backward from the geometry"),
             .init(code: "C4", file: "ortho_mosaic.tif", description: "ortho-mosaic"),
             .init(code: "D1", file: "pointcloud.las", description: "optional point cloud"),
+            .init(code: "A3", file: "water_mask.tif", description: "with mask-water: the water cells masked or flattened"),
+            .init(code: "A3", file: "dsm_uncoregistered.tif", description: "with coregister: the DSM before coregistration (+ coregistration_difference.png)"),
         ]
         return Description(id: "dsm-opt", title: summary.title, description: summary.description, version: summary.version,
                            inputs: ["images": "2 or 3 images with RPC: [{\"upload\": \"<id>\"}, …] (POST /uploads first)",
-                                    "preset": "landscape preset name", "parameters": "object of the parameters below"],
+                                    "preset": "landscape preset name", "parameters": "object of the parameters below",
+                                    "referenceDem": "optional, with coregister: {\"upload\": \"<id>\"} a reference DEM (GeoTIFF…; its datum: reference-datum); default: the service's",
+                                    "waterMask": "optional, with mask-water: {\"upload\": \"<id>\"} GeoJSON polygons (*.geojson) or a raster, non-zero = water",
+                                    "multispectral": "optional, with mask-water: {\"upload\": \"<id>\"} a 4-band image with RPC (blue, green, red, NIR) for the NDWI"],
                            parameters: params, presets: presets.presets.values.sorted { $0.name < $1.name }, outputs: outputs,
                            executionBody: #"{"name": "...", "images": [{"upload": "<id>"}, {"upload": "<id>"}], "preset": "default", "parameters": {"roi": [150, 150, 700, 700], "window": 5}}"#)
     }
