@@ -255,6 +255,12 @@ public struct DSMPipelineRunner: Sendable {
         var xs = lon, ys = lat
         toGrid.transform(x: &xs, y: &ys)
         let grid = GridDefinition(epsg: epsg, minX: xs.min()!, minY: ys.min()!, maxX: xs.max()!, maxY: ys.max()!, resolution: resolution)
+        // The finishing steps' files, over the run's area, before any matching.
+        let ground = (minLon: lon.min()!, minLat: lat.min()!, maxLon: lon.max()!, maxLat: lat.max()!)
+        if finishing.coregister, let ref = finishing.referenceDEM {
+            try FinishingInputCheck.reference(ref, area: ground, trusted: finishing.referenceTrusted)
+        }
+        if finishing.maskWater, let mask = finishing.waterMask { try FinishingInputCheck.waterMask(mask, area: ground) }
         let resolved = ResolvedParameters(preset: preset.name, matching: matching, resolution: resolution,
                                           resolutionFactor: options.resolution == nil ? factor : nil, epsg: epsg, roi: roi,
                                           pairs: report.selected, heightRange: [heights.lowerBound, heights.upperBound],

@@ -107,6 +107,8 @@ public enum VerticalDatum: String, Sendable, Codable, CaseIterable {
         }
     }
     public var unitsText: String { self == .ellipsoid ? "m above WGS84 ellipsoid" : "m above EGM96 geoid" }
+    /// The GeoTIFF metadata item VERTICAL_REFERENCE of height products.
+    public var metadataValue: String { self == .ellipsoid ? "WGS84 ellipsoid" : "EGM96 geoid (EPSG:5773)" }
 }
 
 /// The EGM96 geoid through PROJ (the grid `us_nga_egm96_15.tif`, or `egm96_15.gtx` from Debian's

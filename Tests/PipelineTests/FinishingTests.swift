@@ -115,6 +115,11 @@ import Testing
             expectFailure(try dsmopt(["coregister", dsm, ref, "--out", tmp.path("out")]), code: 3, "reference DEM", fragment)
         }
         _ = ds
+        // `run` checks the reference before matching anything.
+        let run = try dsmopt(["run", try TestData.path("pleiades/reunion-pair/img_01.tif"), try TestData.path("pleiades/reunion-pair/img_02.tif"),
+                              "--out", tmp.path("run"), "--coregister", "--reference-dem", try TestData.path("dem-coregistration/srtm_ref.tif")])
+        expectFailure(run, code: 3, "reference DEM", "does not cover")
+        #expect(!run.stderr.contains("] match:"), "\(run.stderr)")
     }
 
     /// The pipeline: `--coregister` on a copy of CARS's DSM moved by (+1.5 m, −1.0 m) and raised by 2 m

@@ -113,7 +113,7 @@ struct DSMFinishing {
             let src = assembled("pre_" + layer)
             try FileManager.default.moveItem(atPath: assembled(layer), toPath: src)
             let input = try RasterDataset(path: src)
-            let meta = input.metadata().map { ($0.key, $0.value) }.filter { $0.0 != "VERTICAL_REFERENCE" } + [("VERTICAL_REFERENCE", a.datum.description)]
+            let meta = input.metadata().map { ($0.key, $0.value) }.filter { $0.0 != "VERTICAL_REFERENCE" } + [("VERTICAL_REFERENCE", a.datum.metadataValue)]
             func writer(_ name: String, _ geo: [Double]) throws -> WindowedRasterWriter {
                 try WindowedRasterWriter(path: assembled(name), width: grid.width, height: grid.height, bands: 1, type: .float32,
                                          geoTransform: geo, projectionWKT: heightWKT, noData: .nan, metadata: meta, bandDescriptions: ["height"])
@@ -358,11 +358,15 @@ extension DEMCoregistration {
 public enum FinishingInputCheck {
     public typealias Area = (minLon: Double, minLat: Double, maxLon: Double, maxLat: Double)
 
-    /// A reference DEM a user sent: readable with the upload drivers, a CRS, covering the area, not all nodata there.
-    public static func reference(_ path: String, area: Area) throws {
+    /// A reference DEM: readable (a user's file: with the upload drivers only), a CRS, covering the area,
+    /// not all nodata there. A folder of tiles is read as its VRT mosaic.
+    public static func reference(_ path: String, area: Area, trusted: Bool = false) throws {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("dsmopt-reference-check-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let file = trusted ? try DEMCoregistration.referencePath(path, scratch: scratch, area: area) : path
         let ref: RasterDataset
-        do { ref = try RasterDataset(path: path, drivers: DEMCoregistration.uploadDrivers) } catch {
-            throw FinishingError.reference("not a readable DEM raster (\(DEMCoregistration.uploadDrivers.joined(separator: ", ")))")
+        do { ref = try RasterDataset(path: file, drivers: trusted ? nil : DEMCoregistration.uploadDrivers) } catch {
+            throw FinishingError.reference("not a readable DEM raster (\(trusted ? "GDAL formats" : DEMCoregistration.uploadDrivers.joined(separator: ", ")))")
         }
         guard !ref.projectionWKT.isEmpty else { throw FinishingError.reference("it has no coordinate reference system") }
         guard let g = ref.geoTransform, g[2] == 0, g[4] == 0, g[1] > 0, g[5] < 0 else { throw FinishingError.reference("it has no north-up georeferencing") }

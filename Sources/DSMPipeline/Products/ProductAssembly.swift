@@ -30,7 +30,7 @@ struct ProductAssembly: Sendable {
     func assembled(_ name: String) -> String { (work.assemblyPath as NSString).appendingPathComponent(name) }
     func staged(_ name: String) -> String { (staging as NSString).appendingPathComponent(name) }
 
-    static let heightMetadata: [(String, String)] = [("VERTICAL_REFERENCE", VerticalDatum.ellipsoid.description), ("UNITS", "metre"), ("PRODUCER", "dsmopt")]
+    static let heightMetadata: [(String, String)] = [("VERTICAL_REFERENCE", VerticalDatum.ellipsoid.metadataValue), ("UNITS", "metre"), ("PRODUCER", "dsmopt")]
     /// Height layers are assembled above the ellipsoid with a 3D CRS saying so (the finishing steps
     /// rewrite them in the output datum).
     func heightWriter(_ name: String) throws -> WindowedRasterWriter {
