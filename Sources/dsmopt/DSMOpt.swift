@@ -501,6 +501,7 @@ struct Run: ParsableCommand {
     var maxMemory: String?
     @Option(help: "Resume the interrupted run whose output folder is DIR (recomputes only unfinished tiles).") var resume: String?
     @Flag(help: help("coregister")) var coregister = false
+    @Flag(name: .customLong("coregister-tilt"), help: help("coregister-tilt")) var coregisterTilt = false
     @Option(name: .customLong("reference-dem"), help: "Reference DEM for --coregister: a raster file, or a folder of DEM tiles (SRTM .hgt, GeoTIFF) read as one mosaic.")
     var referenceDEM: String?
     @Option(name: .customLong("reference-datum"), help: help("reference-datum")) var referenceDatum: String?
@@ -522,7 +523,7 @@ struct Run: ParsableCommand {
         if job != nil {
             let given = !images.isEmpty || preset != nil || !expert.given.isEmpty || resolution != nil || resolutionFactor != nil || epsg != nil
                 || !roi.isEmpty || aoi != nil || aoiFile != nil || pointCloud || noOrthos || noMosaic
-                || coregister || referenceDEM != nil || referenceDatum != nil || maskWater || waterMask != nil || waterLayer != nil || multispectral != nil || ndwiThreshold != nil
+                || coregister || coregisterTilt || referenceDEM != nil || referenceDatum != nil || maskWater || waterMask != nil || waterLayer != nil || multispectral != nil || ndwiThreshold != nil
                 || waterThreshold != nil || waterFill != nil || verticalDatum != nil
             if given { throw ValidationError("--job FILE holds the images and parameters: give them there, not as options") }
         }
@@ -547,6 +548,7 @@ struct Run: ParsableCommand {
         if noOrthos { spec.parameters["orthos"] = .bool(false) }
         if noMosaic { spec.parameters["mosaic"] = .bool(false) }
         if coregister { spec.parameters["coregister"] = .bool(true) }
+        if coregisterTilt { spec.parameters["coregister-tilt"] = .bool(true) }
         if maskWater { spec.parameters["mask-water"] = .bool(true) }
         for (k, v) in [("reference-datum", referenceDatum), ("water-fill", waterFill), ("vertical-datum", verticalDatum)] { if let v { spec.parameters[k] = .word(v) } }
         // Files named on this machine's command line are the caller's own: any GDAL format may open them.
@@ -640,6 +642,7 @@ struct Coregister: ParsableCommand {
     @Option(name: .customLong("dsm-datum"), help: "Vertical datum of the DSM: ellipsoid (dsmopt's default) or egm96.") var dsmDatum = "ellipsoid"
     @Option(name: .customLong("exclude-mask"), help: "A raster on the DSM's grid whose non-zero cells are not stable terrain (water, glaciers…).")
     var excludeMask: String?
+    @Flag(help: "Also remove a tilt (a plane fitted to the differences left after the shift and the bias).") var tilt = false
 
     func run() throws {
         guard let rd = VerticalDatum(rawValue: referenceDatum), let dd = VerticalDatum(rawValue: dsmDatum) else {
@@ -650,7 +653,7 @@ struct Coregister: ParsableCommand {
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let ref = try DEMCoregistration.referencePath(reference, scratch: scratch, area: nil)
         let c = try DEMCoregistration.estimate(dsm: dsm, dsmDatum: dd, reference: ref, referenceDatum: rd,
-                                               referenceName: URL(fileURLWithPath: reference).lastPathComponent, excluded: excludeMask, scratch: scratch,
+                                               referenceName: URL(fileURLWithPath: reference).lastPathComponent, excluded: excludeMask, tilt: tilt, scratch: scratch,
                                                differenceMap: (out as NSString).appendingPathComponent("coregistration_difference.png"))
         try DEMCoregistration.apply(c, dsm: dsm, to: (out as NSString).appendingPathComponent("dsm_coregistered.tif"))
         let enc = JSONEncoder()

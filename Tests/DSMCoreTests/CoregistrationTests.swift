@@ -33,6 +33,30 @@ import Testing
         #expect(r.iterations >= 2 && r.iterations <= 30)
     }
 
+    /// With a tilt: a plane left after the shift (e.g. a roll of the satellite's attitude) is recovered and
+    /// removed; dz is then the correction at the grid's centre.
+    @Test func recoversATilt() throws {
+        let w = 240, h = 240, p = 10.0, east = 3e-4, north = -2e-4, bias = 0.8
+        var ref = [Float](repeating: 0, count: w * h), sec = ref
+        for j in 0..<h {
+            for i in 0..<w {
+                ref[j * w + i] = Float(Self.terrain(Double(i) * p, -Double(j) * p))
+                let e = (Double(i) - Double(w - 1) / 2) * p, n = -(Double(j) - Double(h - 1) / 2) * p
+                sec[j * w + i] = Float(Self.terrain((Double(i) - 0.4) * p, -Double(j) * p) + bias + east * e + north * n)
+            }
+        }
+        var settings = NuthKaab.Settings()
+        settings.tilt = true
+        let r = try NuthKaab.estimate(reference: ref, secondary: sec, width: w, height: h, pixelWidth: p, pixelHeight: p, settings: settings)
+        let t = try #require(r.tilt)
+        #expect(abs(t.east + east) < 2e-5 && abs(t.north + north) < 2e-5, "tilt \(t)")
+        #expect(abs(r.columns + 0.4) < 0.05 && abs(r.rows) < 0.05 && abs(r.dz + bias) < 0.05, "\(r.columns) \(r.rows) \(r.dz)")
+        #expect(r.after.nmad < 0.05, "\(r.after.nmad)")
+        // Without the tilt option the plane stays in the differences.
+        let plain = try NuthKaab.estimate(reference: ref, secondary: sec, width: w, height: h, pixelWidth: p, pixelHeight: p)
+        #expect(plain.tilt == nil && plain.after.nmad > 5 * r.after.nmad)
+    }
+
     /// Excluded cells (water) are never stable terrain: a secondary that is wrong only there is fitted as if
     /// they were absent.
     @Test func excludedCellsAreIgnored() throws {

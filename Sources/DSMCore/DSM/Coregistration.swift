@@ -22,6 +22,8 @@ public enum NuthKaab {
         public var minimumSlopeDeg = 3.0
         public var maximumSlopeDeg = 70.0
         public var outlierNMADs = 3.0
+        /// Also fit a tilt (a plane) to the differences left after the shift and the bias.
+        public var tilt = false
         public init() {}
     }
 
@@ -45,8 +47,12 @@ public enum NuthKaab {
         public var history: [(columns: Double, rows: Double, nmad: Double)]
         public var before: Statistics
         public var after: Statistics
+        /// With `Settings.tilt`: heights to add per metre east and north of the grid's centre (on top of dz,
+        /// which is then the correction at the centre).
+        public var tilt: (east: Double, north: Double)?
         public static func == (a: Result, b: Result) -> Bool {
             a.columns == b.columns && a.rows == b.rows && a.dz == b.dz && a.iterations == b.iterations && a.before == b.before && a.after == b.after
+                && a.tilt?.east == b.tilt?.east && a.tilt?.north == b.tilt?.north
         }
     }
 
@@ -92,9 +98,34 @@ public enum NuthKaab {
         iterations += fit.history.count
         history += fit.history
         let before = full.statistics(0, 0, 0)
-        let dz = full.verticalShift(columns, rows)
-        let after = full.statistics(columns, rows, dz)
-        return Result(columns: columns, rows: rows, dz: dz, iterations: iterations, history: history, before: before, after: after)
+        var dz = full.verticalShift(columns, rows)
+        var tilt: (east: Double, north: Double)?
+        if settings.tilt {
+            // The shift and the plane are fitted in turn (a plane left in the differences biases the shift,
+            // and the shift's residuals the plane) until the plane settles.
+            var a = 0.0, b = 0.0
+            var level = full
+            for _ in 0..<5 {
+                let p = try level.plane(columns, rows, dz)
+                a += p.east; b += p.north
+                var corrected = secondary
+                for k in corrected.indices {
+                    let o = full.offset(k)
+                    corrected[k] -= Float(a * o.east + b * o.north)
+                }
+                level = Level(reference: reference, secondary: corrected, width: width, height: height,
+                              pixelWidth: pixelWidth, pixelHeight: pixelHeight, excluded: excluded, settings: settings)
+                let refit = try level.fit(from: (columns, rows))
+                columns = refit.columns; rows = refit.rows
+                iterations += refit.history.count
+                history += refit.history
+                dz = level.verticalShift(columns, rows)
+                if abs(p.east) < 1e-7 && abs(p.north) < 1e-7 { break }
+            }
+            tilt = (-a, -b)
+        }
+        let after = full.statistics(columns, rows, dz, tilt: tilt)
+        return Result(columns: columns, rows: rows, dz: dz, iterations: iterations, history: history, before: before, after: after, tilt: tilt)
     }
 
     /// One grid of the fit: the reference's slope and aspect, the secondary resampled at a shift.
@@ -238,10 +269,38 @@ public enum NuthKaab {
             return flat.count > 0 ? -flat.median : 0
         }
 
-        func statistics(_ cs: Double, _ rs: Double, _ dz: Double) -> Statistics {
+        /// Metres east and north of the grid's centre.
+        func offset(_ c: Int) -> (east: Double, north: Double) {
+            ((Double(c % width) - Double(width - 1) / 2) * pixelWidth, -(Double(c / width) - Double(height - 1) / 2) * pixelHeight)
+        }
+
+        /// The plane a·east + b·north + centre fitted (LAPACK) to the differences left at a shift and bias, on
+        /// stable cells (flat ones too) within 3 NMAD.
+        func plane(_ cs: Double, _ rs: Double, _ dz: Double) throws -> (east: Double, north: Double, centre: Double) {
+            let dh = differences(cs, rs).map { $0 + Float(dz) }
+            let stable: (Int) -> Bool = { c in tanSlope[c].isFinite && tanSlope[c] <= maxTan && !(excluded?[c] ?? false) }
+            let (med, nmad, count) = robust(dh, stable)
+            guard count >= 100 else { throw Failure.tooFewStableCells(count) }
+            let limit = Float(settings.outlierNMADs * max(nmad, 1e-3))
+            var ata = [Double](repeating: 0, count: 9), aty = [Double](repeating: 0, count: 3)
+            for c in dh.indices where stable(c) && dh[c].isFinite && abs(dh[c] - Float(med)) <= limit {
+                let o = offset(c), row = [o.east, o.north, 1]
+                for p in 0..<3 {
+                    aty[p] += row[p] * Double(dh[c])
+                    for q in 0..<3 { ata[p * 3 + q] += row[p] * row[q] }
+                }
+            }
+            let sol = try leastSquares(Matrix(rows: 3, columns: 3, values: ata), Matrix(rows: 3, columns: 1, values: aty))
+            return (sol[0, 0], sol[1, 0], sol[2, 0])
+        }
+
+        func statistics(_ cs: Double, _ rs: Double, _ dz: Double, tilt: (east: Double, north: Double)? = nil) -> Statistics {
             let dh = differences(cs, rs)
             var v: [Float] = []
-            for c in dh.indices where usable[c] && dh[c].isFinite { v.append(dh[c] + Float(dz)) }
+            for c in dh.indices where usable[c] && dh[c].isFinite {
+                let t = tilt.map { t in let o = offset(c); return t.east * o.east + t.north * o.north } ?? 0
+                v.append(dh[c] + Float(dz + t))
+            }
             let med = v.isEmpty ? 0 : Double(NuthKaab.median(&v))
             var dev = v.map { abs($0 - Float(med)) }
             let nmad = dev.isEmpty ? 0 : 1.4826 * Double(NuthKaab.median(&dev))

@@ -27,6 +27,19 @@ public struct CoregistrationOutcome: Sendable, Codable, Equatable {
     public var after: NuthKaab.Statistics
     /// The shift in the DSM's own CRS units (added to its geotransform origin).
     public var shiftInDSMUnits: [Double]
+    /// With a tilt: metres added per metre east and north of the DSM's centre (dz is the change at the
+    /// centre), i.e. a plane; and the centre, in the DSM's CRS units, with the metres per unit there.
+    public var tilt: Tilt?
+    public struct Tilt: Sendable, Codable, Equatable {
+        public var east: Double
+        public var north: Double
+        public var centre: [Double]
+        public var metresPerUnit: [Double]
+        /// Height change at a point of the DSM's CRS (without dz).
+        public func change(x: Double, y: Double) -> Double {
+            east * (x - centre[0]) * metresPerUnit[0] + north * (y - centre[1]) * metresPerUnit[1]
+        }
+    }
 }
 
 /// Nuth & Kääb coregistration of a DSM (GeoTIFF) onto a reference DEM of any CRS and resolution: the DSM
@@ -78,7 +91,7 @@ public enum DEMCoregistration {
     ///   - differenceMap: a PNG of DSM − reference after coregistration to write, optional.
     public static func estimate(dsm dsmPath: String, dsmDatum: VerticalDatum = .ellipsoid, reference refPath: String,
                                 referenceDatum: VerticalDatum, referenceName: String? = nil, trusted: Bool = true,
-                                excluded: String? = nil, scratch: String, differenceMap: String? = nil) throws -> CoregistrationOutcome {
+                                excluded: String? = nil, tilt: Bool = false, scratch: String, differenceMap: String? = nil) throws -> CoregistrationOutcome {
         let dsm = try RasterDataset(path: dsmPath)
         guard let dgt = dsm.geoTransform, !dsm.projectionWKT.isEmpty else {
             throw FinishingError.reference("the DSM has no georeferencing")
@@ -147,9 +160,11 @@ public enum DEMCoregistration {
             for i in refHeights.indices where refHeights[i].isFinite { refHeights[i] += sign * n[i] }
         }
         let result: NuthKaab.Result
+        var settings = NuthKaab.Settings()
+        settings.tilt = tilt
         do {
             result = try NuthKaab.estimate(reference: refHeights, secondary: secondary, width: w, height: h,
-                                           pixelWidth: pixel.0, pixelHeight: pixel.1, excluded: excludedCells)
+                                           pixelWidth: pixel.0, pixelHeight: pixel.1, excluded: excludedCells, settings: settings)
         } catch let e as NuthKaab.Failure {
             throw FinishingError.reference(e.description)
         }
@@ -161,17 +176,27 @@ public enum DEMCoregistration {
             throw FinishingError.reference("the shift cannot be expressed in the DSM's coordinate system")
         }
         let refPixel = metricCellSize(geoTransform: rgt, wkt: refWKT, centreY: wgt[3] + Double(h) / 2 * wgt[5])
+        // A tilt is fitted about the working grid's centre: express it about the DSM's centre.
+        var dz = result.dz
+        var planeTilt: CoregistrationOutcome.Tilt?
+        if let t = result.tilt {
+            let col = (c.x - wgt[0]) / wgt[1] - 0.5, row = (c.y - wgt[3]) / wgt[5] - 0.5
+            let e0 = (col - Double(w - 1) / 2) * pixel.0, n0 = -(row - Double(h - 1) / 2) * pixel.1
+            dz += t.east * e0 + t.north * n0
+            let dsmPixel = metricCellSize(geoTransform: dgt, wkt: dsm.projectionWKT, centreY: cy)
+            planeTilt = .init(east: t.east, north: t.north, centre: [cx, cy], metresPerUnit: [dsmPixel.0 / abs(dgt[1]), dsmPixel.1 / abs(dgt[5])])
+        }
         if let differenceMap {
             try writeDifferenceMap(reference: refHeights, secondary: secondary, width: w, height: h, result: result, to: differenceMap)
         }
         return CoregistrationOutcome(
             reference: referenceName ?? URL(fileURLWithPath: refPath).lastPathComponent, referenceVerticalDatum: referenceDatum,
-            dx: result.columns * pixel.0, dy: -result.rows * pixel.1, dz: result.dz,
+            dx: result.columns * pixel.0, dy: -result.rows * pixel.1, dz: dz,
             dxPixels: result.columns * cw, dyPixels: result.rows * ch, referencePixelSizeM: [refPixel.0, refPixel.1],
             workingCellSizeM: [pixel.0, pixel.1], iterations: result.iterations,
             history: result.history.map { [$0.columns * cw, $0.rows * ch, $0.nmad] },
             before: result.before, after: result.after,
-            shiftInDSMUnits: [moved.x - same.x, moved.y - same.y])
+            shiftInDSMUnits: [moved.x - same.x, moved.y - same.y], tilt: planeTilt)
     }
 
     /// Cell size in metres of a grid (a geographic one at the latitude `centreY`).
@@ -250,13 +275,21 @@ extension DEMCoregistration {
         let nd = dsm.noDataValue().map(Float.init)
         let out = try WindowedRasterWriter(path: output, width: dsm.width, height: dsm.height, bands: 1, type: .float32, geoTransform: gt,
                                            projectionWKT: dsm.projectionWKT, noData: .nan,
-                                           metadata: [("COREGISTRATION", String(format: "dx=%.3f m dy=%.3f m dz=%.3f m onto %@", c.dx, c.dy, c.dz, c.reference))],
+                                           metadata: [("COREGISTRATION", String(format: "dx=%.3f m dy=%.3f m dz=%.3f m onto %@", c.dx, c.dy, c.dz, c.reference)
+                                                       + (c.tilt.map { String(format: " tilt %.4f m/km east %.4f m/km north", $0.east * 1000, $0.north * 1000) } ?? ""))],
                                            bandDescriptions: ["height"])
         var y = 0
+        let g0 = dsm.geoTransform!
         while y < dsm.height {
             let h = min(256, dsm.height - y)
-            let z = try dsm.read(column: 0, row: y, width: dsm.width, height: h).map { v -> Float in
+            var z = try dsm.read(column: 0, row: y, width: dsm.width, height: h).map { v -> Float in
                 v.isFinite && v != nd ? v + Float(c.dz) : .nan
+            }
+            if let t = c.tilt {
+                for k in z.indices where z[k].isFinite {
+                    let i = k % dsm.width, j = y + k / dsm.width
+                    z[k] += Float(t.change(x: g0[0] + (Double(i) + 0.5) * g0[1], y: g0[3] + (Double(j) + 0.5) * g0[5]))
+                }
             }
             try out.write(band: 1, x: 0, y: y, width: dsm.width, height: h, values: z)
             y += h

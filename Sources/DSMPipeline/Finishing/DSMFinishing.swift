@@ -25,13 +25,21 @@ public struct HeightAdjustment: Sendable {
     public var datum = VerticalDatum.ellipsoid
     /// Added to the grid's origin (CRS units).
     public var shift: (x: Double, y: Double) = (0, 0)
+    /// A plane added to the heights (coregistration with a tilt), in the grid's coordinates before the shift.
+    public var tilt: CoregistrationOutcome.Tilt?
 
-    public var isIdentity: Bool { dz == 0 && datum == .ellipsoid && shift == (0, 0) }
+    public var isIdentity: Bool { dz == 0 && datum == .ellipsoid && shift == (0, 0) && tilt == nil }
 
     /// Values to add to the heights of `rows` rows of a grid starting at row `y` (geoid and dz).
     func offsets(grid: GridDefinition, wkt: String, y: Int, rows: Int) throws -> [Float]? {
-        guard datum == .egm96 || dz != 0 else { return nil }
+        guard datum == .egm96 || dz != 0 || tilt != nil else { return nil }
         var out = [Float](repeating: Float(dz), count: grid.width * rows)
+        if let tilt {
+            for k in out.indices {
+                let c = grid.centre(k % grid.width, y + k / grid.width)
+                out[k] += Float(tilt.change(x: c.x, y: c.y))
+            }
+        }
         if datum == .egm96 {
             var gt = grid.geoTransform
             gt[3] -= Double(y) * grid.resolution
@@ -84,11 +92,12 @@ struct DSMFinishing {
             let c = try DEMCoregistration.estimate(dsm: assembled("dsm.tif"), reference: path, referenceDatum: options.referenceDatum,
                                                    referenceName: URL(fileURLWithPath: ref).lastPathComponent,
                                                    trusted: options.referenceTrusted,
-                                                   excluded: options.maskWater ? assembled("water_mask.tif") : nil, scratch: scratch,
+                                                   excluded: options.maskWater ? assembled("water_mask.tif") : nil, tilt: options.coregisterTilt, scratch: scratch,
                                                    differenceMap: staged("coregistration_difference.png"))
             out.coregistration = c
             out.adjustment.dz = c.dz
             out.adjustment.shift = (c.shiftInDSMUnits[0], c.shiftInDSMUnits[1])
+            out.adjustment.tilt = c.tilt
             out.products.append(.init(code: "A3", file: "dsm_uncoregistered.tif", description: "the DSM before coregistration (dsm.tif is coregistered)",
                                       units: options.verticalDatum.unitsText, crs: "EPSG:\(grid.epsg)"))
             out.products.append(.init(code: "-", file: "coregistration_difference.png",
@@ -109,6 +118,7 @@ struct DSMFinishing {
         let heightWKT = try SpatialReference.heightWKT(epsg: grid.epsg, datum: a.datum)
         var geoidOnly = a
         geoidOnly.dz = 0
+        geoidOnly.tilt = nil
         for layer in Self.heightLayers {
             let src = assembled("pre_" + layer)
             try FileManager.default.moveItem(atPath: assembled(layer), toPath: src)

@@ -14,6 +14,8 @@ public enum WaterFill: String, Sendable, Codable, CaseIterable {
 /// options): water masking, coregistration on a reference DEM, the output vertical datum.
 public struct FinishingOptions: Sendable, Codable, Equatable {
     public var coregister = false
+    /// Also remove a tilt (a plane) between the DSM and the reference.
+    public var coregisterTilt = false
     /// A raster file or a folder of DEM tiles.
     public var referenceDEM: String?
     public var referenceDatum = VerticalDatum.egm96
@@ -38,12 +40,13 @@ public struct FinishingOptions: Sendable, Codable, Equatable {
     public var isEmpty: Bool { !coregister && !maskWater && verticalDatum == .ellipsoid }
 
     /// The table's keys these options read.
-    public static let keys = ["coregister", "reference-datum", "mask-water", "water-fill", "ndwi-threshold", "vertical-datum"]
+    public static let keys = ["coregister", "coregister-tilt", "reference-datum", "mask-water", "water-fill", "ndwi-threshold", "vertical-datum"]
 
     /// Sets one option from a (validated) table value.
     public mutating func apply(_ key: String, _ v: ParameterValue) {
         switch key {
         case "coregister": coregister = v.bool ?? coregister
+        case "coregister-tilt": coregisterTilt = v.bool ?? coregisterTilt
         case "reference-datum": referenceDatum = v.word.flatMap(VerticalDatum.init(rawValue:)) ?? referenceDatum
         case "mask-water": maskWater = v.bool ?? maskWater
         case "water-fill": waterFill = v.word.flatMap(WaterFill.init(rawValue:)) ?? waterFill

@@ -18,6 +18,8 @@ public enum JobParameterTable {
         ParameterSpec("mosaic", .boolean, .standard, default: 1, help: "Deliver the true ortho-mosaic"),
         ParameterSpec("coregister", .boolean, .standard, default: 0,
                       help: "Coregister the DSM on a reference DEM (Nuth & Kääb: horizontal shift, then vertical bias): the one given with the job, else the server's"),
+        ParameterSpec("coregister-tilt", .boolean, .standard, default: 0,
+                      help: "With coregister: also remove a tilt (a plane fitted to the differences left after the shift and the bias)"),
         ParameterSpec("reference-datum", choices: VerticalDatum.allCases.map(\.rawValue).reversed(), .standard,
                       help: "Vertical datum of the reference DEM given with the job (SRTM and most global DEMs: egm96)"),
         ParameterSpec("mask-water", .boolean, .standard, default: 0,
