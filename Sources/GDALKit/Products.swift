@@ -83,13 +83,7 @@ extension GeoProducts {
     public static func rasterize(vector: String, into raster: String, allTouched: Bool = false, drivers: [String]? = nil) throws {
         GDAL.initialize()
         GDAL.resetError()
-        let owned: [UnsafeMutablePointer<CChar>?] = (drivers ?? []).map { strdup($0) }
-        defer { for p in owned { free(p) } }
-        let allowed: [UnsafePointer<CChar>?] = owned.map { $0.map { UnsafePointer($0) } } + [nil]
-        let opened = allowed.withUnsafeBufferPointer { list in
-            GDALOpenEx(vector, UInt32(GDAL_OF_VECTOR | GDAL_OF_READONLY), drivers == nil ? nil : list.baseAddress, nil, nil)
-        }
-        guard let src = opened else {
+        guard let src = GDAL.open(vector, flags: GDAL_OF_VECTOR | GDAL_OF_READONLY, drivers: drivers) else {
             let m = GDAL.lastError()
             throw GDALError(operation: "open as vector data", path: vector, message: m.isEmpty ? "not a vector format GDAL recognises" : m)
         }
@@ -136,13 +130,7 @@ public enum VectorFile {
     public static func extent(path: String, drivers: [String]? = nil) throws -> (bounds: [Double], wkt: String, features: Int) {
         GDAL.initialize()
         GDAL.resetError()
-        let owned: [UnsafeMutablePointer<CChar>?] = (drivers ?? []).map { strdup($0) }
-        defer { for p in owned { free(p) } }
-        let allowed: [UnsafePointer<CChar>?] = owned.map { $0.map { UnsafePointer($0) } } + [nil]
-        let opened = allowed.withUnsafeBufferPointer { list in
-            GDALOpenEx(path, UInt32(GDAL_OF_VECTOR | GDAL_OF_READONLY), drivers == nil ? nil : list.baseAddress, nil, nil)
-        }
-        guard let ds = opened else {
+        guard let ds = GDAL.open(path, flags: GDAL_OF_VECTOR | GDAL_OF_READONLY, drivers: drivers) else {
             throw GDALError(operation: "open as vector data", path: path, message: GDAL.lastError())
         }
         defer { GDALClose(ds) }

@@ -43,6 +43,16 @@ public enum GDAL {
         return list
     }
 
+    /// GDALOpenEx with an optional allow-list of drivers (nil: any driver).
+    static func open(_ path: String, flags: Int32, drivers: [String]?) -> GDALDatasetH? {
+        let owned: [UnsafeMutablePointer<CChar>?] = (drivers ?? []).map { strdup($0) }
+        defer { for p in owned { free(p) } }
+        let allowed: [UnsafePointer<CChar>?] = owned.map { $0.map { UnsafePointer($0) } } + [nil]
+        return allowed.withUnsafeBufferPointer { list in
+            GDALOpenEx(path, UInt32(flags), drivers == nil ? nil : list.baseAddress, nil, nil)
+        }
+    }
+
     /// Reads a GDAL string list of KEY=VALUE items into pairs, in order.
     static func pairs(_ list: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> [(String, String)] {
         guard let list else { return [] }
@@ -120,13 +130,7 @@ public final class RasterDataset {
         guard FileManager.default.fileExists(atPath: path) else {
             throw GDALError(operation: "open", path: path, message: "no such file")
         }
-        let owned: [UnsafeMutablePointer<CChar>?] = (drivers ?? []).map { strdup($0) }
-        defer { for p in owned { free(p) } }
-        let allowed: [UnsafePointer<CChar>?] = owned.map { $0.map { UnsafePointer($0) } } + [nil]
-        let opened = allowed.withUnsafeBufferPointer { list in
-            GDALOpenEx(path, UInt32(GDAL_OF_RASTER | GDAL_OF_READONLY), drivers == nil ? nil : list.baseAddress, nil, nil)
-        }
-        guard let h = opened else {
+        guard let h = GDAL.open(path, flags: GDAL_OF_RASTER | GDAL_OF_READONLY, drivers: drivers) else {
             let m = GDAL.lastError()
             throw GDALError(operation: "open as a raster image", path: path,
                             message: m.isEmpty ? "not a format GDAL recognises" : m)

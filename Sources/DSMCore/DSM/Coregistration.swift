@@ -313,6 +313,19 @@ public enum NuthKaab {
         }
     }
 
+    /// Secondary − reference after a result is applied (shift, dz, tilt), on the grid (NaN where unknown).
+    public static func residuals(reference: [Float], secondary: [Float], width: Int, height: Int, pixelWidth: Double, pixelHeight: Double,
+                                 result: Result) -> [Float] {
+        let level = Level(reference: reference, secondary: secondary, width: width, height: height,
+                          pixelWidth: pixelWidth, pixelHeight: pixelHeight, excluded: nil, settings: Settings())
+        var dh = level.differences(result.columns, result.rows)
+        for k in dh.indices where dh[k].isFinite {
+            let t = result.tilt.map { t in let o = level.offset(k); return t.east * o.east + t.north * o.north } ?? 0
+            dh[k] += Float(result.dz + t)
+        }
+        return dh
+    }
+
     /// Median of finite values (reorders `v`).
     public static func median(_ v: inout [Float]) -> Float {
         guard !v.isEmpty else { return .nan }

@@ -187,7 +187,7 @@ public enum DEMCoregistration {
             planeTilt = .init(east: t.east, north: t.north, centre: [cx, cy], metresPerUnit: [dsmPixel.0 / abs(dgt[1]), dsmPixel.1 / abs(dgt[5])])
         }
         if let differenceMap {
-            try writeDifferenceMap(reference: refHeights, secondary: secondary, width: w, height: h, result: result, to: differenceMap)
+            try writeDifferenceMap(reference: refHeights, secondary: secondary, width: w, height: h, pixel: pixel, result: result, to: differenceMap)
         }
         return CoregistrationOutcome(
             reference: referenceName ?? URL(fileURLWithPath: refPath).lastPathComponent, referenceVerticalDatum: referenceDatum,
@@ -240,22 +240,15 @@ public enum DEMCoregistration {
 
     /// DSM − reference after coregistration, coloured blue (DSM below) – white – red (above) over ±3 NMAD
     /// (at least ±1 m), grey where either is unknown.
-    static func writeDifferenceMap(reference: [Float], secondary: [Float], width w: Int, height h: Int,
+    static func writeDifferenceMap(reference: [Float], secondary: [Float], width w: Int, height h: Int, pixel: (Double, Double),
                                    result: NuthKaab.Result, to path: String) throws {
         let span = Float(max(1, 3 * result.after.nmad))
+        let dh = NuthKaab.residuals(reference: reference, secondary: secondary, width: w, height: h, pixelWidth: pixel.0, pixelHeight: pixel.1, result: result)
         var r = [Float](repeating: 128, count: w * h), g = r, b = r
-        for j in 0..<h {
-            let y = Double(j) - result.rows, y0 = Int(y.rounded(.down)), fy = Float(y - Double(y0))
-            for i in 0..<w {
-                let x = Double(i) - result.columns, x0 = Int(x.rounded(.down)), fx = Float(x - Double(x0))
-                guard x0 >= 0, y0 >= 0, x0 + 1 < w, y0 + 1 < h, reference[j * w + i].isFinite else { continue }
-                let k = y0 * w + x0
-                let v = (secondary[k] * (1 - fx) + secondary[k + 1] * fx) * (1 - fy) + (secondary[k + w] * (1 - fx) + secondary[k + w + 1] * fx) * fy
-                guard v.isFinite else { continue }
-                let t = max(-1, min(1, (v + Float(result.dz) - reference[j * w + i]) / span))
-                let c = t >= 0 ? SIMD3<Float>(255, 255 * (1 - t), 255 * (1 - t)) : SIMD3<Float>(255 * (1 + t), 255 * (1 + t), 255)
-                r[j * w + i] = c.x.rounded(); g[j * w + i] = c.y.rounded(); b[j * w + i] = c.z.rounded()
-            }
+        for k in dh.indices where dh[k].isFinite {
+            let t = max(-1, min(1, dh[k] / span))
+            let c = t >= 0 ? SIMD3<Float>(255, 255 * (1 - t), 255 * (1 - t)) : SIMD3<Float>(255 * (1 + t), 255 * (1 + t), 255)
+            r[k] = c.x.rounded(); g[k] = c.y.rounded(); b[k] = c.z.rounded()
         }
         let tmp = path + ".tmp.tif"
         try RasterWriter.write(path: tmp, width: w, height: h, bands: [r, g, b], type: .byte)
