@@ -16,9 +16,12 @@ RUN swift build -c release --product dsmopt --static-swift-stdlib \
  && install -D .build/release/dsmopt /out/dsmopt
 
 FROM debian:bookworm-slim
+# The source commit, recorded in every manifest's provenance: docker build --build-arg DSMOPT_COMMIT=$(git rev-parse HEAD) .
+ARG DSMOPT_COMMIT=""
+ENV DSMOPT_COMMIT=$DSMOPT_COMMIT
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libgdal32 libopenblas0-pthread liblapacke libsqlite3-0 libxml2 libcurl4 ca-certificates \
+      libgdal32 libopenblas0-pthread liblapacke libsqlite3-0 libxml2 libcurl4 ca-certificates proj-data \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/dsmopt /usr/local/bin/dsmopt
 COPY Presets /usr/share/dsmopt/presets

@@ -51,8 +51,9 @@ let package = Package(
         .target(name: "DSMCore", dependencies: ["LinearAlgebra"], swiftSettings: numeric),
         .target(name: "GDALKit", dependencies: ["CGDAL"], swiftSettings: checked),
         .target(name: "SensorIngest", dependencies: ["DSMCore", "GDALKit"], swiftSettings: checked),
-        // The DSM pipeline (`dsmopt run`): no server dependency either.
-        .target(name: "DSMPipeline", dependencies: ["SensorIngest", "DSMCore", "GDALKit"], swiftSettings: checked),
+        // The DSM pipeline (`dsmopt run`): no server dependency either (swift-crypto: the inputs' SHA-256 in the manifest).
+        .target(name: "DSMPipeline", dependencies: ["SensorIngest", "DSMCore", "GDALKit", .product(name: "Crypto", package: "swift-crypto")],
+                swiftSettings: checked),
         // The job service (`dsmopt serve`, `worker`, `admin`): REST API, SQLite store, workers, quotas.
         .target(
             name: "JobService",

@@ -3,7 +3,8 @@
 # Usage: scripts/setup.sh [--test]   (--test adds what the test suite needs)
 set -euo pipefail
 
-packages=(pkg-config libgdal-dev libopenblas-dev liblapacke-dev libsqlite3-dev zlib1g-dev)
+# proj-data: PROJ's EGM96 geoid grid (egm96_15.gtx) for --vertical-datum egm96 and reference DEMs on the geoid.
+packages=(pkg-config libgdal-dev libopenblas-dev liblapacke-dev libsqlite3-dev zlib1g-dev proj-data)
 if [[ "${1:-}" == "--test" ]]; then
     # gdal-bin and python3-gdal/numpy run ../shared/tools (dsm_compare.py, disp_eval.py).
     # postgresql: the private cluster the PostgreSQL store's tests run against (scripts/pg-cluster.sh).

@@ -390,13 +390,15 @@ public struct DSMPipelineRunner: Sendable {
                        pairRegions: regions, pointing: pointing,
                        workload: workload, memoryBudget: options.memoryBudget, gsd: prepared.inspection.images[0].gsd, filterMargin: min(maxHole, 64) + 8,
                        maxHoleCells: maxHole, orthoImages: options.orthoImages, orthoMosaic: options.orthoMosaic,
-                       pointCloud: options.pointCloud, finishing: prepared.finishing)
+                       pointCloud: options.pointCloud, finishing: prepared.finishing,
+                       inputs: try Provenance.inputs(images: images, reports: prepared.inspection.images, finishing: prepared.finishing))
     }
 
     /// Runs everything (or, with `resume`, what an interrupted run left undone) and returns the manifest.
     /// Finished tiles are kept in the output folder's work folder until the products are in place.
     @discardableResult
     public func run(resume: Bool = false) throws -> Manifest {
+        let started = Date(), clock = ContinuousClock.now
         let work = WorkFolder(output: options.output)
         GDAL.setCacheMax(bytes: MemoryBudget.gdalCacheBytes)
         let plan: RunPlan
@@ -465,6 +467,11 @@ public struct DSMPipelineRunner: Sendable {
             try assembly.run(manifest: &manifest)
             try work.writeJSON(plan.parameters, to: (work.stagingPath as NSString).appendingPathComponent("parameters.json"))
             manifest.products.append(.init(code: "-", file: "parameters.json", description: "fully resolved parameters of the run", units: "-"))
+            let elapsed = ContinuousClock.now - clock
+            manifest.provenance = Provenance(software: .current(), inputs: plan.inputs ?? [],
+                                             started: ISO8601DateFormatter().string(from: started), finished: ISO8601DateFormatter().string(from: Date()),
+                                             wallSeconds: ((Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18) * 1000).rounded() / 1000,
+                                             cpuSeconds: (ProcessUsage.cpuSeconds() * 1000).rounded() / 1000)
             try work.writeJSON(manifest, to: (work.stagingPath as NSString).appendingPathComponent("manifest.json"))
             // Move the finished products into place, replacing older ones of the same name.
             for file in try FileManager.default.contentsOfDirectory(atPath: work.stagingPath) where !file.hasPrefix(".") {

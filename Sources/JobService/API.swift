@@ -144,17 +144,22 @@ public struct ServiceAPI: Sendable {
         var cpuSeconds: Double
         /// Attempts started (a job whose worker stopped is run again, up to the service's limit).
         var attempts: Int
+        /// What the job was asked with: preset, parameters as given, and its inputs (name, size, SHA-256).
+        var preset: String
+        var parameters: JobParameters?
+        var inputs: [InputRecord]?
         var links: [[String: String]]
     }
 
     static func view(_ j: Job) -> JobView {
+        let request = try? JSONDecoder().decode(ExecutionRequest.self, from: Data(j.request.utf8))
         var links = [["href": "/jobs/\(j.id)", "rel": "self", "type": "application/json"],
                      ["href": "/jobs/\(j.id)/logs", "rel": "log", "type": "text/plain"]]
         if j.status == .successful { links.append(["href": "/jobs/\(j.id)/results", "rel": "http://www.opengis.net/def/rel/ogc/1.0/results", "type": "application/json"]) }
         return JobView(jobID: j.id, name: j.name, owner: j.userId, status: j.status.rawValue, progress: j.progress, stage: j.stage,
                        message: j.message, created: j.createdAt, started: j.startedAt, finished: j.finishedAt, purgeDate: j.purgeAt,
                        resultsPurged: j.purged, error: j.error, cpuSeconds: (j.cpuSeconds * 100).rounded() / 100,
-                       attempts: j.attempts, links: links)
+                       attempts: j.attempts, preset: request?.preset ?? "default", parameters: request?.parameters, inputs: request?.inputs, links: links)
     }
 
     // MARK: routes
@@ -569,6 +574,7 @@ public struct ServiceAPI: Sendable {
             throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has \(errors.count) invalid field(s)", errors: errors)
         }
         var inputs: [(String, Int64)] = []
+        var records: [InputRecord] = []
         var paths: [String] = []
         for (i, ref) in request.images.enumerated() {
             if let id = ref.upload, let first = request.images.prefix(i).firstIndex(where: { $0.upload == id }) {
@@ -588,6 +594,7 @@ public struct ServiceAPI: Sendable {
                 upload = u
             }
             guard let u = upload else { continue }
+            records.append(InputRecord(field: "images[\(i)]", upload: u.id, fileName: u.fileName, bytes: u.size, sha256: u.sha256))
             do { paths.append(try imagePath(u)); inputs.append((u.fileName, u.size)) } catch {
                 errors.append(.init(field: "images[\(i)].upload", message: "\(error)"))
             }
@@ -602,6 +609,7 @@ public struct ServiceAPI: Sendable {
             }
             files[field] = config.uploadPath(u)
             inputs.append((u.fileName, u.size))
+            records.append(InputRecord(field: field, upload: u.id, fileName: u.fileName, bytes: u.size, sha256: u.sha256))
         }
         // The job's values, then its preset's options.
         var values = request.parameters?.values ?? [:]
@@ -656,6 +664,7 @@ public struct ServiceAPI: Sendable {
             throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has \(errors.count) invalid field(s)", errors: errors)
         }
         request.resolvedImagePaths = paths
+        request.inputs = records
         request.resolvedReferenceDem = files["referenceDem"]
         request.resolvedWaterMask = files["waterMask"]
         request.resolvedMultispectral = files["multispectral"]

@@ -54,6 +54,15 @@ public struct JobParameters: Sendable, Codable, Equatable {
     var resolutionFactor: Double? { values["resolution-factor"]?.number }
 }
 
+/// One input of a job as recorded at submission.
+public struct InputRecord: Sendable, Codable, Equatable {
+    public var field: String
+    public var upload: String
+    public var fileName: String
+    public var bytes: Int64
+    public var sha256: String
+}
+
 /// A job as submitted, once validated: what the worker runs.
 public struct ExecutionRequest: Sendable, Codable, Equatable {
     public var name: String?
@@ -67,6 +76,9 @@ public struct ExecutionRequest: Sendable, Codable, Equatable {
     public var multispectral: ImageReference?
     /// Paths of the inputs on the server, filled by validation.
     public var resolvedImagePaths: [String] = []
+    /// What the job was given, recorded at submission (the job record shows it): request field, upload, file
+    /// name, size and SHA-256.
+    public var inputs: [InputRecord]?
     public var resolvedReferenceDem: String?
     public var resolvedWaterMask: String?
     public var resolvedMultispectral: String?

@@ -1,3 +1,4 @@
+import DSMPipeline
 import Foundation
 
 /// One event of `dsmopt run --events FILE`: a JSON object per line. What the job service reads back from a
@@ -48,14 +49,7 @@ enum RunEvents {
     }
 
     /// CPU seconds (user + system) of this process and of the children it waited for (gdaldem).
-    static func cpuSeconds() -> Double {
-        func seconds(_ who: Int32) -> Double {
-            var u = rusage()
-            getrusage(__rusage_who_t(who), &u)
-            return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6
-        }
-        return seconds(RUSAGE_SELF.rawValue) + seconds(RUSAGE_CHILDREN.rawValue)
-    }
+    static func cpuSeconds() -> Double { ProcessUsage.cpuSeconds() }
 
     /// Stops the run (exit 5, a `limit-reached` event) once it has used `seconds` of CPU; the kernel's
     /// RLIMIT_CPU, 30 s later, backs the watch up.

@@ -48,6 +48,16 @@ import Testing
             #expect(FileManager.default.fileExists(atPath: tmp.path("out/\(f)")), "\(f) not written")
         }
         #expect(FileManager.default.fileExists(atPath: tmp.path("out/manifest.json")))
+        // Provenance: the software and its GDAL, every input with the SHA-256 `sha256sum` gives and its
+        // acquisition, the times and CPU seconds.
+        let prov = try #require(manifest.provenance)
+        #expect(prov.software.name == "dsmopt" && prov.software.gdal == GDAL.version && !prov.software.version.isEmpty)
+        #expect(prov.inputs.count == 2 && prov.inputs.allSatisfy { $0.acquisitionTime?.hasPrefix("2013-06-29") == true && $0.platform == "PHR1B" })
+        for (k, name) in ["img_01.tif", "img_02.tif"].enumerated() {
+            let sum = try run("/usr/bin/sha256sum", [try TestData.path("pleiades/reunion-pair/\(name)")]).stdout.split(separator: " ").first.map(String.init)
+            #expect(prov.inputs[k].file == name && prov.inputs[k].files.first?.sha256 == sum, "\(prov.inputs[k])")
+        }
+        #expect((prov.cpuSeconds ?? 0) > 0 && (prov.wallSeconds ?? 0) > 0 && prov.started != nil && prov.finished != nil)
         #expect(Set(manifest.products.map(\.code)).isSuperset(of: ["A1", "A2", "A3", "B2", "B4", "C1", "C2", "C4", "D1"]))
         #expect(manifest.crs == "EPSG:32740")
         try checkProducts(folder: tmp.path("out"), epsg: 32740)

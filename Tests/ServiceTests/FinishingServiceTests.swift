@@ -94,9 +94,19 @@ import Testing
         let water = try #require(manifest["waterMask"] as? [String: Any])
         #expect((water["waterCells"] as? Int ?? 0) > 100 && (water["source"] as? String ?? "").contains("lake.geojson"), "\(water)")
         #expect(!(water["source"] as? String ?? "").contains(s.data.url.path))
-        // The parameters were stored under the table's spelling.
-        let stored = try await http("GET", "\(s.base)/jobs/\(id)", token: token).text
-        #expect(stored.contains("mask-water") || stored.contains("\(id)"))
+        // The job record: parameters under the table's spelling, every input with its SHA-256, no server path.
+        let record = try await http("GET", "\(s.base)/jobs/\(id)", token: token)
+        let given = (record.json?["parameters"] as? [String: Any]) ?? [:]
+        #expect(given["mask-water"] as? Bool == true && given["vertical-datum"] as? String == "egm96" && given["maskWater"] == nil, "\(given)")
+        let inputs = (record.json?["inputs"] as? [[String: Any]]) ?? []
+        #expect(Set(inputs.compactMap { $0["field"] as? String }) == ["images[0]", "images[1]", "referenceDem", "waterMask"], "\(inputs)")
+        let lakeSum = lake.json?["sha256"] as? String
+        #expect(inputs.contains { $0["field"] as? String == "waterMask" && $0["sha256"] as? String == lakeSum && $0["fileName"] as? String == "lake.geojson" })
+        #expect(!record.text.contains(s.data.url.path))
+        // The manifest's provenance names the same files.
+        let prov = try #require(manifest["provenance"] as? [String: Any])
+        let roles = ((prov["inputs"] as? [[String: Any]]) ?? []).compactMap { $0["role"] as? String }
+        #expect(roles == ["image 1", "image 2", "reference DEM", "water mask"], "\(roles)")
         // The process description lists the options with their defaults.
         let process = try await http("GET", "\(s.base)/processes/dsm-opt").json ?? [:]
         let params = (process["parameters"] as? [[String: Any]]) ?? []

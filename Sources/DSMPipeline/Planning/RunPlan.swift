@@ -47,6 +47,8 @@ public struct RunPlan: Sendable, Codable {
     public var pointCloud: Bool
     /// Water masking, coregistration and vertical datum of the assembled DSM (nil in plans written before them).
     public var finishing: FinishingOptions? = nil
+    /// The inputs with their SHA-256 and acquisition, hashed once when the run is planned (nil in older plans).
+    public var inputs: [Provenance.Input]? = nil
 
     public var grid: GridDefinition { tiles.grid }
     public var heightRange: ClosedRange<Double> { heights[0]...heights[1] }

@@ -25,6 +25,8 @@ public struct Manifest: Sendable, Codable {
     public var coregistration: CoregistrationOutcome?
     /// Water masking, when asked.
     public var waterMask: WaterMaskOutcome?
+    /// Software, inputs (SHA-256, acquisition), times and CPU seconds of the run.
+    public var provenance: Provenance?
     public var parameters: ResolvedParameters
     /// Per pair: B/H and the vertical offset removed to align it on the widest pair before fusion.
     public var pairOffsets: [PairOffset] = []
