@@ -181,6 +181,21 @@ public struct ServiceAPI: Sendable {
         router.get("/processes/dsm-opt") { _, _ in jsonResponse(try ProcessDescription.dsmOpt(presets: try presets())) }
 
         router.post("/uploads") { request, _ in try await upload(request) }
+        router.get("/uploads") { request, _ in
+            let user = try await authenticate(request)
+            let list = try await store.uploads(userId: user.id).map { uploadView($0, describe: false) }
+            return jsonResponse(["uploads": list])
+        }
+        router.get("/uploads/:id") { request, context in
+            let user = try await authenticate(request)
+            let id = context.parameters.get("id") ?? ""
+            guard let u = try await store.upload(id: id, userId: user.id) else { throw APIProblem.notFound("no upload \(id) for this user") }
+            return jsonResponse(await describedUpload(u))
+        }
+        router.post("/processes/dsm-opt/inspection") { request, _ in
+            let user = try await authenticate(request)
+            return try await inspection(try await body(request), for: user)
+        }
         router.delete("/uploads/:id") { request, context in
             let user = try await authenticate(request)
             let id = context.parameters.get("id") ?? ""
@@ -563,6 +578,108 @@ public struct ServiceAPI: Sendable {
         return found[0]
     }
 
+    // MARK: uploads and inspection
+
+    struct UploadView: Encodable {
+        var id: String
+        var fileName: String
+        var size: Int64
+        var sha256: String
+        var created: Date
+        /// What was read from it when it is an image (GET /uploads/{id} reads it once; the list shows it after).
+        var image: ImageSummary?
+        var readError: String?
+        var links: [[String: String]]
+    }
+
+    /// An image's description without server paths.
+    struct ImageSummary: Codable {
+        var width: Int, height: Int, bands: Int, dataType: String, rpcSource: String
+        var gsd: Double, incidenceDeg: Double, azimuthDeg: Double
+        var acquisitionTime: String?, platform: String?
+        var footprint: [[Double]]
+    }
+
+    func describedPath(_ u: Upload) -> String {
+        ((config.uploadPath(u) as NSString).deletingLastPathComponent as NSString).appendingPathComponent(".described.json")
+    }
+
+    func uploadView(_ u: Upload, describe: Bool) -> UploadView {
+        let cached = FileManager.default.contents(atPath: describedPath(u)).flatMap { try? JSONDecoder().decode(ImageSummary.self, from: $0) }
+        return UploadView(id: u.id, fileName: u.fileName, size: u.size, sha256: u.sha256, created: u.createdAt, image: cached, readError: nil,
+                          links: [["href": "/uploads/\(u.id)", "rel": "self", "type": "application/json"]])
+    }
+
+    /// The upload with what is read from it: `dsmopt describe` in a child process (CPU-limited, input
+    /// drivers only), cached beside the upload.
+    func describedUpload(_ u: Upload) async -> UploadView {
+        var view = uploadView(u, describe: true)
+        guard view.image == nil else { return view }
+        if UploadKind(signatureOf: config.uploadPath(u)) == .geojson { return view }
+        do {
+            let path = try imagePath(u)
+            let (status, data) = try await child(["describe", path, "--cpu-seconds", "30"], timeout: 60)
+            if status == 0, let s = try? JSONDecoder().decode(ImageSummary.self, from: data) {
+                view.image = s
+                try? JSONEncoder().encode(s).write(to: URL(fileURLWithPath: describedPath(u)))
+            } else {
+                view.readError = "not an image the service can read (no RPC model, or not a GeoTIFF/JPEG2000/DIMAP image)"
+            }
+        } catch {
+            view.readError = "\(error)"
+        }
+        return view
+    }
+
+    /// `POST /processes/dsm-opt/inspection`: what `dsmopt inspect` prints for 2–3 uploads (images, B/H,
+    /// convergence, overlap, the pairs selected and why) without queuing a job; upload names, no server paths.
+    func inspection(_ body: Data, for user: User) async throws -> Response {
+        guard let obj = try? JSONSerialization.jsonObject(with: body) as? [String: Any], let images = obj["images"] as? [[String: Any]] else {
+            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "give {\"images\": [{\"upload\": \"<id>\"}, …]}",
+                             errors: [.init(field: "images", message: "must be an array of 2 or 3 {\"upload\": \"<id>\"}")])
+        }
+        var errors: [FieldError] = []
+        if !(2...3).contains(images.count) { errors.append(.init(field: "images", message: "stereo needs 2 or 3 images, got \(images.count)")) }
+        var paths: [String] = [], names: [String] = []
+        for (i, im) in images.enumerated() {
+            guard let id = im["upload"] as? String, im.count == 1 else { errors.append(.init(field: "images[\(i)]", message: "must be {\"upload\": \"<id>\"}")); continue }
+            guard let u = try await store.upload(id: id, userId: user.id) else { errors.append(.init(field: "images[\(i)].upload", message: "unknown upload \(id)")); continue }
+            do { paths.append(try imagePath(u)); names.append(u.fileName) } catch { errors.append(.init(field: "images[\(i)].upload", message: "\(error)")) }
+        }
+        guard errors.isEmpty else {
+            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has \(errors.count) invalid field(s)", errors: errors)
+        }
+        let (status, data) = try await child(["inspect"] + paths, timeout: 120)
+        var text = String(decoding: data, as: UTF8.self)
+        for (p, n) in zip(paths, names) { text = text.replacingOccurrences(of: p, with: n) }
+        text = text.replacingOccurrences(of: config.dataDirectory + "/", with: "")
+        guard status == 0, (try? JSONSerialization.jsonObject(with: Data(text.utf8))) != nil else {
+            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content",
+                             detail: "the images cannot be inspected together (unreadable, without RPC, or not overlapping)",
+                             errors: [.init(field: "images", message: "cannot be inspected together: check each with GET /uploads/{id}")])
+        }
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    /// Runs `dsmopt ARGS` in a child process (stdout captured, killed after `timeout` seconds).
+    func child(_ arguments: [String], timeout: Double) async throws -> (Int32, Data) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: config.executable ?? currentExecutable())
+        p.arguments = arguments
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let killer = DispatchWorkItem { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
+        let data: Data = await withCheckedContinuation { c in
+            DispatchQueue.global().async { c.resume(returning: out.fileHandleForReading.readDataToEndOfFile()) }
+        }
+        p.waitUntilExit()
+        killer.cancel()
+        return (p.terminationStatus, data)
+    }
+
     // MARK: submission
 
     /// Validates a request (fields, images, preset), checks the quota atomically and queues the job.
@@ -827,22 +944,9 @@ public struct ServiceAPI: Sendable {
         let scratch = (config.dataDirectory as NSString).appendingPathComponent(".check-\(UUID().uuidString).json")
         try JSONEncoder().encode(spec).write(to: URL(fileURLWithPath: scratch))
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: config.executable ?? currentExecutable())
-        p.arguments = ["check-inputs", "--job", scratch, "--cpu-seconds", "60"]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let timeout = DispatchWorkItem { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
-        DispatchQueue.global().asyncAfter(deadline: .now() + 120, execute: timeout)
-        let data: Data = await withCheckedContinuation { c in
-            DispatchQueue.global().async { c.resume(returning: out.fileHandleForReading.readDataToEndOfFile()) }
-        }
-        p.waitUntilExit()
-        timeout.cancel()
-        guard p.terminationStatus == 0, let report = try? JSONDecoder().decode(InputCheck.self, from: data) else {
-            return InputCheck(images: [], errors: [FieldError(field: "images", message: "the images could not be read (the check stopped with status \(p.terminationStatus)): are they valid GeoTIFF/JPEG2000/DIMAP products?")], area: nil)
+        let (status, data) = try await child(["check-inputs", "--job", scratch, "--cpu-seconds", "60"], timeout: 120)
+        guard status == 0, let report = try? JSONDecoder().decode(InputCheck.self, from: data) else {
+            return InputCheck(images: [], errors: [FieldError(field: "images", message: "the images could not be read (the check stopped with status \(status)): are they valid GeoTIFF/JPEG2000/DIMAP products?")], area: nil)
         }
         return report
     }

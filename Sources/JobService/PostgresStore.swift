@@ -228,6 +228,10 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
         try await rows("SELECT * FROM uploads WHERE id = \(id) AND user_id = \(userId)").first.map(Self.upload)
     }
 
+    public func uploads(userId: String) async throws -> [Upload] {
+        try await rows("SELECT * FROM uploads WHERE user_id = \(userId) ORDER BY created_at DESC, id").map(Self.upload)
+    }
+
     public func deleteUpload(id: String, userId: String) async throws -> Bool {
         !(try await rows("DELETE FROM uploads WHERE id = \(id) AND user_id = \(userId) RETURNING id").isEmpty)
     }

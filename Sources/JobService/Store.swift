@@ -15,6 +15,8 @@ public protocol JobStore: Sendable {
 
     func addUpload(_ upload: Upload) async throws
     func upload(id: String, userId: String) async throws -> Upload?
+    /// A user's uploads, newest first.
+    func uploads(userId: String) async throws -> [Upload]
     func usage(userId: String, now: Date) async throws -> Usage
     /// Removes an upload record of its owner; false when there is none.
     func deleteUpload(id: String, userId: String) async throws -> Bool
@@ -196,6 +198,15 @@ public final class SQLiteJobStore: JobStore {
     public func upload(id: String, userId: String) async throws -> Upload? {
         try await db.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM uploads WHERE id = ? AND user_id = ?", arguments: [id, userId]).map {
+                Upload(id: $0["id"], userId: $0["user_id"], fileName: $0["file_name"], size: $0["size"], sha256: $0["sha256"],
+                       createdAt: Date(timeIntervalSince1970: $0["created_at"]))
+            }
+        }
+    }
+
+    public func uploads(userId: String) async throws -> [Upload] {
+        try await db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM uploads WHERE user_id = ? ORDER BY created_at DESC, id", arguments: [userId]).map {
                 Upload(id: $0["id"], userId: $0["user_id"], fileName: $0["file_name"], size: $0["size"], sha256: $0["sha256"],
                        createdAt: Date(timeIntervalSince1970: $0["created_at"]))
             }

@@ -116,21 +116,9 @@ public struct StereoInspector: Sendable {
         var reports: [ImageReport] = []
         var incidences: [Double] = []
         for img in images {
-            let cc = Double(img.width - 1) / 2, cr = Double(img.height - 1) / 2
-            let centre = try img.model.localize(column: cc, row: cr, height: h)
-            let view = img.model.viewingGeometry(at: GeoPoint(longitude: centre.longitude, latitude: centre.latitude, height: h))
-            let gsd = try img.model.groundSampling(column: cc, row: cr, height: h)
-            var ring = try img.model.footprint(width: img.width, height: img.height, at: h, samplesPerEdge: 1)
-                .map { [round7($0.longitude), round7($0.latitude)] }
-            ring.append(ring[0])
-            incidences.append(view.incidenceDegrees)
-            reports.append(ImageReport(
-                path: img.path, width: img.width, height: img.height, bands: img.bands, dataType: img.dataType.rawValue,
-                rpcSource: img.rpcSource.rawValue, rpcFile: img.rpcFile,
-                gsd: round4(gsd.mean), gsdAlongColumns: round4(gsd.alongColumns), gsdAlongRows: round4(gsd.alongRows),
-                incidenceDeg: round4(view.incidenceDegrees), azimuthDeg: round4(view.azimuthDegrees),
-                acquisitionTime: img.metadata?.acquisitionTime.map(isoString), platform: img.metadata?.platform,
-                metadata: img.metadata, footprint: ring))
+            let r = try report(img, height: h)
+            incidences.append(r.incidenceDeg)
+            reports.append(r)
         }
         var selection = try selector.select(views, sceneHeight: h, incidences: incidences)
         for k in selection.pairs.indices {
@@ -140,6 +128,25 @@ public struct StereoInspector: Sendable {
         }
         return InspectionReport(images: reports, sceneHeight: scene, pairs: selection.pairs,
                                 selected: selection.selected, reason: selection.reason)
+    }
+
+    /// What the service reads from one image: size, RPC source, GSD, viewing angles and footprint at a height
+    /// (the scene's; for an image alone, its RPC model's height offset).
+    public func report(_ img: SensorImage, height h: Double) throws -> ImageReport {
+        let cc = Double(img.width - 1) / 2, cr = Double(img.height - 1) / 2
+        let centre = try img.model.localize(column: cc, row: cr, height: h)
+        let view = img.model.viewingGeometry(at: GeoPoint(longitude: centre.longitude, latitude: centre.latitude, height: h))
+        let gsd = try img.model.groundSampling(column: cc, row: cr, height: h)
+        var ring = try img.model.footprint(width: img.width, height: img.height, at: h, samplesPerEdge: 1)
+            .map { [round7($0.longitude), round7($0.latitude)] }
+        ring.append(ring[0])
+        return ImageReport(
+            path: img.path, width: img.width, height: img.height, bands: img.bands, dataType: img.dataType.rawValue,
+            rpcSource: img.rpcSource.rawValue, rpcFile: img.rpcFile,
+            gsd: round4(gsd.mean), gsdAlongColumns: round4(gsd.alongColumns), gsdAlongRows: round4(gsd.alongRows),
+            incidenceDeg: round4(view.incidenceDegrees), azimuthDeg: round4(view.azimuthDegrees),
+            acquisitionTime: img.metadata?.acquisitionTime.map(isoString), platform: img.metadata?.platform,
+            metadata: img.metadata, footprint: ring)
     }
 
     /// Heights both models were fitted for (their union when the intervals do not meet).

@@ -15,7 +15,7 @@ struct DSMOpt: AsyncParsableCommand {
         Image coordinates on the command line follow GDAL (`gdaltransform -rpc`): the top-left corner of the \
         image is (0, 0), the centre of the first pixel (0.5, 0.5). Heights are metres above the WGS84 ellipsoid.
         """,
-        subcommands: [Serve.self, Worker.self, Admin.self, Run.self, Coregister.self, Inspect.self, RPCCommand.self, Epipolar.self, Match.self, Synth.self, MakeDelivery.self, Parameters.self, CheckInputs.self, BenchQueue.self]
+        subcommands: [Serve.self, Worker.self, Admin.self, Run.self, Coregister.self, Inspect.self, RPCCommand.self, Epipolar.self, Match.self, Synth.self, MakeDelivery.self, Parameters.self, CheckInputs.self, Describe.self, BenchQueue.self]
     )
 
     /// Runs the command; errors the user can act on are printed as one line with a specific exit code.
@@ -244,6 +244,26 @@ struct CheckInputs: ParsableCommand {
         }
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
+        print(String(decoding: try enc.encode(report), as: UTF8.self))
+    }
+}
+
+/// One image as the service reads it (used by the job service for GET /uploads/{id}).
+struct Describe: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print what is read from one image (size, RPC, GSD, angles, footprint) as JSON.",
+                                                    shouldDisplay: false)
+    @Argument(help: "An image with RPC, or a DIMAP product folder.") var image: String
+    @Option(name: .customLong("cpu-seconds"), help: "CPU limit.") var cpuSeconds = 30.0
+
+    func run() throws {
+        RunEvents.limitCPU(seconds: cpuSeconds)
+        let paths = try ProductDiscovery.expand([image])
+        guard paths.count == 1 else { throw CLIFailure(message: "\(image): \(paths.count) images, expected one", code: ExitCodes.usage) }
+        let img = try SensorImage.open(paths[0])
+        let report = try StereoInspector().report(img, height: img.model.heightNorm.offset)
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        enc.dateEncodingStrategy = .iso8601
         print(String(decoding: try enc.encode(report), as: UTF8.self))
     }
 }

@@ -137,3 +137,44 @@ import Testing
         #expect(abs((c["dx"] as? Double ?? 0) - 1.5) < 0.15 && abs((c["dz"] as? Double ?? 0) - 2.0) < 0.15, "\(c)")
     }
 }
+
+/// Seeing before spending quota: the uploads and what was read from them, and the pairs as `inspect` sees them.
+@Suite struct InspectionServiceTests {
+    @Test func uploadsAndInspectionWithoutAJob() async throws {
+        let s = try ServerProcess(workers: 0)
+        let token = try s.user("carol"), other = try s.user("dave")
+        let img1 = try TestData.path("pleiades/reunion-pair/img_01.tif"), img2 = try TestData.path("pleiades/reunion-pair/img_02.tif")
+        let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
+        let plain = try await upload(s, token: token, path: TestData.fixture("synthetic-pair/truth_dsm.tif"), name: "plain.tif")
+        // One upload, described once: size, angles, acquisition, footprint; no server path.
+        let one = try await http("GET", "\(s.base)/uploads/\(u1)", token: token)
+        #expect(one.status == 200, "\(one.text)")
+        let image = try #require(one.json?["image"] as? [String: Any], "\(one.text)")
+        #expect(image["width"] as? Int == 1024 && (image["acquisitionTime"] as? String)?.hasPrefix("2013-06-29") == true)
+        #expect(abs((image["incidenceDeg"] as? Double ?? 0) - 8.8) < 0.1 && (image["footprint"] as? [Any])?.count == 5)
+        #expect(!one.text.contains(s.data.url.path))
+        let unreadable = try await http("GET", "\(s.base)/uploads/\(plain)", token: token)
+        #expect(unreadable.status == 200 && unreadable.json?["image"] == nil && unreadable.json?["readError"] != nil, "\(unreadable.text)")
+        // The list: every upload of the caller, newest first, with what was read so far; nobody else's.
+        let list = try await http("GET", "\(s.base)/uploads", token: token)
+        let uploads = (list.json?["uploads"] as? [[String: Any]]) ?? []
+        #expect(uploads.compactMap { $0["id"] as? String } == [plain, u2, u1], "\(list.text)")
+        #expect(uploads.last?["image"] != nil && uploads[1]["image"] == nil)
+        #expect(((try await http("GET", "\(s.base)/uploads", token: other)).json?["uploads"] as? [Any])?.isEmpty == true)
+        #expect(try await http("GET", "\(s.base)/uploads/\(u1)", token: other).status == 404)
+        // Inspection: the pair as `dsmopt inspect` sees it, with upload names, without a job.
+        let inspected = try await http("POST", "\(s.base)/processes/dsm-opt/inspection", token: token,
+                                       body: json(["images": [["upload": u1], ["upload": u2]]]))
+        #expect(inspected.status == 200, "\(inspected.text)")
+        let pairs = (inspected.json?["pairs"] as? [[String: Any]]) ?? []
+        #expect((inspected.json?["selected"] as? [[Int]]) == [[0, 1]] && (0.2...0.35).contains(pairs.first?["baseToHeight"] as? Double ?? 0))
+        #expect(((inspected.json?["images"] as? [[String: Any]]) ?? []).compactMap { $0["path"] as? String } == ["a.tif", "b.tif"])
+        #expect(!inspected.text.contains(s.data.url.path))
+        let jobs = try await http("GET", "\(s.base)/jobs", token: token)
+        #expect(((jobs.json?["jobs"] as? [Any]) ?? [1]).isEmpty, "inspection queues nothing")
+        let bad = try await http("POST", "\(s.base)/processes/dsm-opt/inspection", token: token, body: json(["images": [["upload": u1], ["upload": plain]]]))
+        #expect(bad.status == 422, "\(bad.text)")
+        let unknown = try await http("POST", "\(s.base)/processes/dsm-opt/inspection", token: token, body: json(["images": [["upload": u1], ["upload": "nope"]]]))
+        #expect(unknown.status == 422 && unknown.text.contains("images[1].upload"))
+    }
+}

@@ -172,6 +172,12 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(try await store.upload(id: up.id, userId: "someone-else") == nil)
         #expect(try await store.usage(userId: u.id, now: Date()).storageBytes == 5000)
         #expect(try await store.allUploadIds() == [up.id])
+        // A user's uploads, newest first; nobody else's.
+        let later = Upload(id: UUID().uuidString.lowercased(), userId: u.id, fileName: "b.tif", size: 10, sha256: "01", createdAt: Date().addingTimeInterval(5))
+        try await store.addUpload(later)
+        #expect(try await store.uploads(userId: u.id).map(\.id) == [later.id, up.id])
+        #expect(try await store.uploads(userId: "someone-else").isEmpty)
+        #expect(try await store.deleteUpload(id: later.id, userId: u.id))
         #expect(!(try await store.deleteUpload(id: up.id, userId: "someone-else")))
         #expect(try await store.deleteUpload(id: up.id, userId: u.id))
         #expect(try await store.usage(userId: u.id, now: Date()).storageBytes == 0)
