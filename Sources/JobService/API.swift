@@ -66,6 +66,16 @@ struct ProblemAndMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
         // Labels stay bounded: the matched route pattern (one label for every unmatched path), known methods.
         let method = Self.knownMethods.contains(request.method) ? request.method.rawValue : "OTHER"
         let route = context.endpointPath.flatMap { $0 == "NotFound" ? nil : $0 } ?? "unmatched"
+        // A path that exists with other methods: 405 with Allow (RFC 9110 §15.5.6), not 404.
+        if response.status == .notFound, route == "unmatched" {
+            let allowed = OpenAPIDocument.methods(forPath: request.uri.path)
+            if !allowed.isEmpty {
+                var r = APIProblem(status: .methodNotAllowed, title: "Method Not Allowed",
+                                   detail: "\(request.method.rawValue) is not allowed on \(request.uri.path); allowed: \(allowed.joined(separator: ", "))").response
+                r.headers[.allow] = allowed.joined(separator: ", ")
+                response = r
+            }
+        }
         metrics.observeRequest(method: method, route: route, status: Int(response.status.code),
                                seconds: Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)
         return response

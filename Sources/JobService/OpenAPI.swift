@@ -7,6 +7,23 @@ import Foundation
 public enum OpenAPIDocument {
     public struct Route: Sendable { public var method: String; public var path: String; public var summary: String; public var responses: [Int] }
 
+    /// The methods served on a concrete path (route patterns' `{x}` match one segment); GET routes also answer HEAD
+    /// where the router serves it (downloads).
+    public static func methods(forPath path: String) -> [String] {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+        var out: [String] = []
+        for r in routes {
+            let pattern = r.path.split(separator: "/", omittingEmptySubsequences: true)
+            guard pattern.count == parts.count else { continue }
+            if zip(pattern, parts).allSatisfy({ $0.hasPrefix("{") || $0 == $1 }) {
+                let m = r.method.uppercased()
+                if !out.contains(m) { out.append(m) }
+                if m == "GET", r.path.hasPrefix("/jobs/{id}/results/"), !out.contains("HEAD") { out.append("HEAD") }
+            }
+        }
+        return out
+    }
+
     public static let routes: [Route] = [
         .init(method: "get", path: "/health", summary: "Liveness", responses: [200]),
         .init(method: "get", path: "/metrics", summary: "Prometheus metrics: jobs by state, queue length, stage durations, HTTP latencies", responses: [200]),

@@ -178,3 +178,19 @@ import Testing
         #expect(unknown.status == 422 && unknown.text.contains("images[1].upload"))
     }
 }
+
+/// A known path with a method it does not serve: 405 with Allow, not 404 (issue 15, item 7).
+@Suite struct MethodNotAllowedTests {
+    @Test func wrongMethodsGet405WithAllow() async throws {
+        let s = try ServerProcess(workers: 0)
+        let token = try s.user("erin")
+        for (method, path, allow) in [("PUT", "/jobs", "GET"), ("DELETE", "/processes/dsm-opt", "GET"), ("PATCH", "/uploads", "POST, GET"),
+                                      ("POST", "/jobs/abc/results/dsm.tif", "GET, HEAD"), ("GET", "/processes/dsm-opt/execution", "POST")] {
+            let r = try await http(method, "\(s.base)\(path)", token: token)
+            #expect(r.status == 405 && r.headers["allow"] == allow && r.headers["content-type"]?.hasPrefix("application/problem+json") == true,
+                    "\(method) \(path): \(r.status) \(r.headers)")
+        }
+        #expect(try await http("GET", "\(s.base)/nowhere", token: token).status == 404)
+        #expect(try await http("GET", "\(s.base)/jobs/unknown", token: token).status == 404)
+    }
+}
