@@ -117,11 +117,19 @@ public struct ServiceAPI: Sendable {
     }
 
     /// A job the caller may see (own, or any for operators and admins); 404 otherwise.
-    func visibleJob(_ id: String?, for user: User) async throws -> Job {
-        guard let id, let job = try await store.job(id: id), job.userId == user.id || [.operator, .admin].contains(user.role) else {
+    /// A job the caller may see: their own, any for operators and admins, and — `reading` only — the jobs the
+    /// catalogue account forwarded (so that it can report status and results back to the catalogue's user).
+    func visibleJob(_ id: String?, for user: User, reading: Bool = false) async throws -> Job {
+        guard let id, let job = try await store.job(id: id),
+              job.userId == user.id || [.operator, .admin].contains(user.role) || (reading && Self.forwarded(job, by: user)) else {
             throw APIProblem.notFound("no job \(id ?? "") for this user")
         }
         return job
+    }
+
+    static func forwarded(_ job: Job, by user: User) -> Bool {
+        guard user.role == .catalogue, let r = try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8)) else { return false }
+        return r.forwardedBy == user.id
     }
 
     func presets() throws -> PresetLibrary { try PresetLibrary(folder: config.presetsDirectory) }
@@ -225,7 +233,7 @@ public struct ServiceAPI: Sendable {
         router.post("/catalogue/jobs") { request, _ in
             let caller = try await authenticate(request)
             try require(caller, [.catalogue])
-            return try await catalogueSubmit(try await body(request))
+            return try await catalogueSubmit(try await body(request), caller: caller)
         }
         router.get("/jobs") { request, _ in
             let user = try await authenticate(request)
@@ -233,8 +241,14 @@ public struct ServiceAPI: Sendable {
             // Clamped: an offset near Int.max must not overflow `offset + limit` below.
             let offset = min(1 << 40, max(0, Int(request.uri.queryParameters["offset"] ?? "") ?? 0))
             let scope = [.operator, .admin].contains(user.role) && request.uri.queryParameters["all"] == "true" ? nil : user.id
-            let jobs = try await store.jobs(userId: scope, limit: limit, offset: offset)
-            let total = try await store.countJobs(userId: scope)
+            var jobs = try await store.jobs(userId: scope, limit: limit, offset: offset)
+            var total = try await store.countJobs(userId: scope)
+            if user.role == .catalogue {
+                // The jobs it forwarded (newest first, among the service's latest 5,000).
+                let forwarded = try await store.jobs(userId: nil, limit: 5000, offset: 0).filter { Self.forwarded($0, by: user) }
+                total = forwarded.count
+                jobs = Array(forwarded.dropFirst(offset).prefix(limit))
+            }
             struct Page: Encodable { var jobs: [JobView]; var total: Int; var limit: Int; var offset: Int; var links: [[String: String]] }
             var links: [[String: String]] = []
             if offset + limit < total { links.append(["rel": "next", "href": "/jobs?limit=\(limit)&offset=\(offset + limit)"]) }
@@ -243,7 +257,7 @@ public struct ServiceAPI: Sendable {
         }
         router.get("/jobs/:id") { request, context in
             let user = try await authenticate(request)
-            return jsonResponse(Self.view(try await visibleJob(context.parameters.get("id"), for: user)))
+            return jsonResponse(Self.view(try await visibleJob(context.parameters.get("id"), for: user, reading: true)))
         }
         router.delete("/jobs/:id") { request, context in
             let user = try await authenticate(request)
@@ -277,7 +291,7 @@ public struct ServiceAPI: Sendable {
         }
         router.get("/jobs/:id/results") { request, context in
             let user = try await authenticate(request)
-            let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user))
+            let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user, reading: true))
             let manifestPath = ((config.resultsDirectory(job) ?? "/nonexistent") as NSString).appendingPathComponent("manifest.json")
             guard let data = FileManager.default.contents(atPath: manifestPath),
                   var manifest = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
@@ -297,7 +311,7 @@ public struct ServiceAPI: Sendable {
         for method in [HTTPRequest.Method.get, .head] {
             router.on("/jobs/:id/results/:file", method: method) { request, context in
                 let user = try await authenticate(request)
-                let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user))
+                let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user, reading: true))
                 return try download(job: job, file: context.parameters.get("file") ?? "", request: request)
             }
         }
@@ -693,7 +707,7 @@ public struct ServiceAPI: Sendable {
     // MARK: submission
 
     /// Validates a request (fields, images, preset), checks the quota atomically and queues the job.
-    func submit(_ body: Data, for user: User, allowRemote: Bool, fetched: [Upload]? = nil) async throws -> Response {
+    func submit(_ body: Data, for user: User, allowRemote: Bool, fetched: [Upload]? = nil, forwardedBy: String? = nil) async throws -> Response {
         let lib = try presets()
         let (parsed, fieldErrors) = RequestValidator.validate(body, presets: lib)
         var errors = fieldErrors
@@ -792,6 +806,7 @@ public struct ServiceAPI: Sendable {
         }
         request.resolvedImagePaths = paths
         request.inputs = records
+        request.forwardedBy = forwardedBy
         request.resolvedReferenceDem = files["referenceDem"]
         request.resolvedWaterMask = files["waterMask"]
         request.resolvedMultispectral = files["multispectral"]
@@ -811,7 +826,7 @@ public struct ServiceAPI: Sendable {
 
     /// Catalogue forwarding: `{"user": NAME, "images": [{"url"|"path": …}], …}`; the service fetches the images
     /// as uploads of that user, whose quota applies.
-    func catalogueSubmit(_ body: Data) async throws -> Response {
+    func catalogueSubmit(_ body: Data, caller: User) async throws -> Response {
         guard let obj = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else { throw APIProblem.badRequest("not a JSON object") }
         guard let name = obj["user"] as? String else {
             throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "user is required", errors: [.init(field: "user", message: "is required")])
@@ -845,7 +860,7 @@ public struct ServiceAPI: Sendable {
             await discardFetched()
             throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "images could not be fetched", errors: fetchErrors)
         }
-        do { return try await submit(data, for: user, allowRemote: true, fetched: fetched) } catch {
+        do { return try await submit(data, for: user, allowRemote: true, fetched: fetched, forwardedBy: caller.id) } catch {
             await discardFetched()
             throw error
         }

@@ -79,6 +79,8 @@ public struct ExecutionRequest: Sendable, Codable, Equatable {
     /// What the job was given, recorded at submission (the job record shows it): request field, upload, file
     /// name, size and SHA-256.
     public var inputs: [InputRecord]?
+    /// The catalogue account that forwarded the job (it may read it).
+    public var forwardedBy: String?
     public var resolvedReferenceDem: String?
     public var resolvedWaterMask: String?
     public var resolvedMultispectral: String?

@@ -530,8 +530,17 @@ import Testing
             let pj = try await waitFor(s, token: alice, job: pid, states: ["successful", "failed"])
             #expect(pj["status"] as? String == "successful", "\(pj)")
         }
+        // The catalogue account reads what it forwarded (status and results, to report back), never more:
+        // it cannot cancel or delete it, and another catalogue account does not see it.
         let answer21 = try await http("GET", "\(s.base)/jobs/\(id)", token: catalogue)
-        #expect(answer21.status == 404)
+        #expect(answer21.status == 200 && answer21.json?["status"] as? String == "successful", "\(answer21.text)")
+        #expect(try await http("GET", "\(s.base)/jobs/\(id)/results", token: catalogue).status == 200)
+        #expect(try await http("DELETE", "\(s.base)/jobs/\(id)", token: catalogue).status == 404)
+        let listed = try await http("GET", "\(s.base)/jobs", token: catalogue)
+        let listedIDs = Set(((listed.json?["jobs"] as? [[String: Any]]) ?? []).compactMap { $0["jobID"] as? String })
+        #expect(listedIDs.contains(id) && listed.json?["total"] as? Int == listedIDs.count, "\(listed.text)")
+        let otherCatalogue = try s.user("other-catalogue", role: "catalogue")
+        #expect(try await http("GET", "\(s.base)/jobs/\(id)", token: otherCatalogue).status == 404)
         var unknown = body
         unknown["user"] = "nobody"
         let u = try await http("POST", "\(s.base)/catalogue/jobs", token: catalogue, body: json(unknown))
