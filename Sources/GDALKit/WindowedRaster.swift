@@ -35,6 +35,7 @@ public final class WindowedRasterWriter {
         }
         var base: [(String, String)] = [("TILED", "YES"), ("BLOCKXSIZE", "256"), ("BLOCKYSIZE", "256"), ("COMPRESS", "DEFLATE"),
                                         ("ZLEVEL", "1"), ("BIGTIFF", "IF_SAFER"), ("SPARSE_OK", "TRUE")]
+        if colorInterpretationRGB && bands == 4 { base.append(("ALPHA", "YES")) }
         base = base.filter { b in !extra.contains { $0.0 == b.0 } } + extra
         let opts = GDAL.stringList(base)
         defer { CSLDestroy(opts) }
@@ -58,8 +59,9 @@ public final class WindowedRasterWriter {
             let b = GDALGetRasterBand(ds, Int32(i + 1))
             if let noData { GDALSetRasterNoDataValue(b, noData) }
             if i < bandDescriptions.count { GDALSetDescription(b, bandDescriptions[i]) }
-            if colorInterpretationRGB && bands >= 3 && i < 3 {
-                GDALSetRasterColorInterpretation(b, [GCI_RedBand, GCI_GreenBand, GCI_BlueBand][i])
+            if colorInterpretationRGB && bands >= 3 && i < 4 {
+                // RGB, and a fourth band is the alpha (0 = no data, 255 = opaque).
+                GDALSetRasterColorInterpretation(b, [GCI_RedBand, GCI_GreenBand, GCI_BlueBand, GCI_AlphaBand][i])
             }
         }
     }

@@ -72,7 +72,10 @@ import Testing
         #expect(dsm.projectionWKT.contains("\"EPSG\",\"\(epsg)\"") || dsm.projectionWKT.contains("EPSG\",\(epsg)"))
         #expect(dsm.metadata()["VERTICAL_REFERENCE"] == "WGS84 ellipsoid")
         let hs = try RasterDataset(path: "\(folder)/hillshade.tif")
-        #expect(hs.bandCount == 3 && hs.dataType() == .byte && hs.width == dsm.width)
+        #expect(hs.bandCount == 4 && hs.dataType() == .byte && hs.width == dsm.width && hs.noDataValue() == nil)
+        // The alpha band, not a colour, says where the DSM has no height.
+        let alpha = try hs.read(band: 4), heights = try dsm.read()
+        #expect(zip(alpha, heights).allSatisfy { ($0 == 255) == $1.isFinite }, "alpha = 255 exactly where the DSM has a height")
         let score = try RasterDataset(path: "\(folder)/correlation_score.tif").read().filter { !$0.isNaN }
         #expect(!score.isEmpty && score.allSatisfy { (0...1).contains($0) })
         // The ortho is the image resampled on the DSM: its valid pixels carry image values.

@@ -112,7 +112,7 @@ import Testing
         #expect(resumed.stderr.contains("tiles already done"), "\(resumed.stderr)")
         #expect(!FileManager.default.fileExists(atPath: out + "/.dsmopt-work"))
         for (file, bands) in [("dsm.tif", 1), ("dsm_raw.tif", 1), ("correlation_score.tif", 1), ("dsm_filled_mask.tif", 1),
-                              ("hillshade.tif", 3), ("hillshade_multidirectional.tif", 3), ("ortho_mosaic.tif", 2),
+                              ("hillshade.tif", 4), ("hillshade_multidirectional.tif", 4), ("ortho_mosaic.tif", 2),
                               ("ortho_1_forward.tif", 1), ("ortho_2_backward.tif", 1)] {
             for b in 1...bands {
                 let a = try band(tmp.path("whole/\(file)"), b), r = try band(out + "/" + file, b)

@@ -197,7 +197,7 @@ struct ProductAssembly: Sendable {
                 let f = max(1, Int((Double(max(grid.width, grid.height)) / 512).rounded(.up)))
                 let pw = max(1, grid.width / f), ph = max(1, grid.height / f)
                 try GeoProducts.translate(source: staged(name), destination: staged("preview.png"),
-                                          arguments: ["-of", "PNG", "-outsize", "\(pw)", "\(ph)", "-b", "1", "-b", "2", "-b", "3", "-a_nodata", "none"])
+                                          arguments: ["-of", "PNG", "-outsize", "\(pw)", "\(ph)", "-b", "1", "-b", "2", "-b", "3", "-b", "4"])
                 try? FileManager.default.removeItem(atPath: staged("preview.png.aux.xml"))
                 manifest.products.append(.init(code: "-", file: "preview.png", description: "small coloured hillshade quick-look", units: "RGB"))
             }
@@ -210,21 +210,23 @@ struct ProductAssembly: Sendable {
             let shadePath = assembled("shade_" + name)
             try GeoProducts.demProcessing("hillshade", source: assembled("dsm.tif"), destination: shadePath,
                                           arguments: args + ["-co", "TILED=YES", "-co", "COMPRESS=DEFLATE", "-co", "ZLEVEL=1", "-co", "BIGTIFF=IF_SAFER"])
-            let out = try writer(name, bands: 3, type: .byte, noData: 0, metadata: [("ELEVATION_COLOUR_RANGE_M", "\(lo) \(hi)")], rgb: true)
+            // RGBA: the alpha band says where the DSM has no height (0), instead of a nodata colour.
+            let out = try writer(name, bands: 4, type: .byte, noData: nil, metadata: [("ELEVATION_COLOUR_RANGE_M", "\(lo) \(hi)")], rgb: true)
             let dsm = try RasterDataset(path: assembled("dsm.tif")), shade = try RasterDataset(path: shadePath)
             var y = 0
             while y < grid.height {
                 let h = min(256, grid.height - y)
                 let z = try dsm.read(column: 0, row: y, width: grid.width, height: h)
                 let s = try shade.read(column: 0, row: y, width: grid.width, height: h)
-                var r = [Float](repeating: 0, count: z.count), g = r, b = r
+                var r = [Float](repeating: 0, count: z.count), g = r, b = r, a = r
                 for i in 0..<z.count where !z[i].isNaN {
                     let c = Self.ramp((z[i] - lo) / (hi - lo)) * (0.25 + 0.75 * s[i] / 255)
-                    r[i] = max(1, c.x.rounded()); g[i] = max(1, c.y.rounded()); b[i] = max(1, c.z.rounded())
+                    r[i] = c.x.rounded(); g[i] = c.y.rounded(); b[i] = c.z.rounded(); a[i] = 255
                 }
                 try out.write(band: 1, x: 0, y: y, width: grid.width, height: h, values: r)
                 try out.write(band: 2, x: 0, y: y, width: grid.width, height: h, values: g)
                 try out.write(band: 3, x: 0, y: y, width: grid.width, height: h, values: b)
+                try out.write(band: 4, x: 0, y: y, width: grid.width, height: h, values: a)
                 y += h
             }
             try out.close()
