@@ -66,6 +66,9 @@ struct ChildEvent: Decodable {
     var message: String?
     var cpuSeconds: Double?
     var code: String?
+    /// When the run wrote it (seconds since 1970): stage durations come from these, not from when the
+    /// worker happened to read the events (a short run's stages arrive together).
+    var time: Double?
 }
 
 /// Runs queued jobs: `workers` concurrent loops claim jobs with a lease, run them as child processes,
@@ -264,8 +267,9 @@ public final class WorkerPool: Service, @unchecked Sendable {
                 case "progress":
                     let s = e.stage ?? stage
                     if s != stage {
-                        metrics.observeStage(stage, seconds: Date().timeIntervalSince(stageStarted))
-                        stage = s; stageStarted = Date()
+                        let at = e.time.map { Date(timeIntervalSince1970: $0) } ?? Date()
+                        metrics.observeStage(stage, seconds: max(0, at.timeIntervalSince(stageStarted)))
+                        stage = s; stageStarted = at
                     }
                     let message = s == "done" ? "products ready" : e.message.map { userFacing($0, job: job) }
                     if !lost.isSet {
@@ -273,7 +277,10 @@ public final class WorkerPool: Service, @unchecked Sendable {
                                                                 message: message, leaseUntil: Date().addingTimeInterval(config.leaseSeconds))) ?? true
                         if !owned { lost.set(); child.stop() }
                     }
-                case "finished": finished = true; reportedCPU = e.cpuSeconds
+                case "finished":
+                    finished = true; reportedCPU = e.cpuSeconds
+                    // The last stage ends when the run says it finished.
+                    if stage != "done", let t = e.time { metrics.observeStage(stage, seconds: max(0, Date(timeIntervalSince1970: t).timeIntervalSince(stageStarted))); stage = "done"; stageStarted = Date() }
                 case "failed": failure = e; reportedCPU = e.cpuSeconds
                 default: break
                 }
@@ -286,7 +293,7 @@ public final class WorkerPool: Service, @unchecked Sendable {
         child.process.waitUntilExit()
         await drain()
         beat.cancel()
-        metrics.observeStage(stage, seconds: Date().timeIntervalSince(stageStarted))
+        if stage != "done" { metrics.observeStage(stage, seconds: Date().timeIntervalSince(stageStarted)) }
         // Charged: the CPU seconds the run reported (itself and the tools it ran), else — stopped, killed —
         // the CPU time read from /proc at the last heartbeat: measured CPU, never wall time.
         let cpu = max(reportedCPU ?? 0, metered.seconds)

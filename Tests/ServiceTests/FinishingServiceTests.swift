@@ -135,6 +135,18 @@ import Testing
         let c = try #require(manifest["coregistration"] as? [String: Any])
         #expect(c["reference"] as? String == "dem" && c["referenceVerticalDatum"] as? String == "ellipsoid", "\(c)")
         #expect(abs((c["dx"] as? Double ?? 0) - 1.5) < 0.15 && abs((c["dz"] as? Double ?? 0) - 2.0) < 0.15, "\(c)")
+        // Stage durations of this one-tile job come from the run's own event times (its stages arrive
+        // within one poll of the worker): matching took time, and the stages add up to no more than the run.
+        let ops = try s.user("otto", role: "operator")
+        let metrics = try await http("GET", "\(s.base)/metrics", token: ops).text
+        func sum(_ stage: String) -> Double {
+            metrics.split(separator: "\n").first { $0.hasPrefix("dsmopt_stage_seconds_sum{stage=\"\(stage)\"}") }
+                .flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+        }
+        let stages = ["inspect", "orient", "plan", "match", "fuse", "ortho", "products"]
+        let started = ISO8601DateFormatter().date(from: final["started"] as? String ?? ""), ended = ISO8601DateFormatter().date(from: final["finished"] as? String ?? "")
+        #expect(sum("match") > 0.05 && sum("products") > 0.05, "\(metrics)")
+        if let started, let ended { #expect(stages.map(sum).reduce(0, +) <= ended.timeIntervalSince(started) + 2, "\(metrics)") }
     }
 }
 
