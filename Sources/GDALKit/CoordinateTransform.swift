@@ -7,33 +7,30 @@ public final class CoordinateTransform {
     public let sourceEPSG: Int
     public let targetEPSG: Int
 
-    public init(fromEPSG: Int, toEPSG: Int) throws {
-        GDAL.initialize()
+    public convenience init(fromEPSG: Int, toEPSG: Int) throws {
         let a = try SpatialReference.handle(epsg: fromEPSG)
         defer { OSRDestroySpatialReference(a) }
         let b = try SpatialReference.handle(epsg: toEPSG)
         defer { OSRDestroySpatialReference(b) }
-        guard let h = OCTNewCoordinateTransformation(a, b) else {
-            throw GDALError(operation: "transform EPSG:\(fromEPSG) → EPSG:\(toEPSG)", path: nil, message: GDAL.lastError())
-        }
-        handle = h
-        sourceEPSG = fromEPSG
-        targetEPSG = toEPSG
+        try self.init(a, b, epsg: (fromEPSG, toEPSG), what: "transform EPSG:\(fromEPSG) → EPSG:\(toEPSG)")
     }
 
     /// Between two CRS given as WKT (e.g. a raster's and a DSM's); EPSG codes are reported as 0.
-    public init(fromWKT: String, toWKT: String) throws {
-        GDAL.initialize()
+    public convenience init(fromWKT: String, toWKT: String) throws {
         let a = try SpatialReference.handle(wkt: fromWKT)
         defer { OSRDestroySpatialReference(a) }
         let b = try SpatialReference.handle(wkt: toWKT)
         defer { OSRDestroySpatialReference(b) }
+        try self.init(a, b, epsg: (0, 0), what: "transform between two coordinate systems")
+    }
+
+    init(_ a: OGRSpatialReferenceH, _ b: OGRSpatialReferenceH, epsg: (Int, Int), what: String) throws {
         guard let h = OCTNewCoordinateTransformation(a, b) else {
-            throw GDALError(operation: "transform between two coordinate systems", path: nil, message: GDAL.lastError())
+            throw GDALError(operation: what, path: nil, message: GDAL.lastError())
         }
         handle = h
-        sourceEPSG = 0
-        targetEPSG = 0
+        sourceEPSG = epsg.0
+        targetEPSG = epsg.1
     }
 
     deinit { OCTDestroyCoordinateTransformation(handle) }

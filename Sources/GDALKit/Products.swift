@@ -8,12 +8,9 @@ public enum GeoProducts {
     public static func demProcessing(_ processing: String, source: String, destination: String, arguments: [String]) throws {
         GDAL.initialize()
         GDAL.resetError()
-        guard let src = GDALOpen(source, GA_ReadOnly) else {
-            throw GDALError(operation: "open", path: source, message: GDAL.lastError())
-        }
+        let src = try GDAL.openReadOnly(source)
         defer { GDALClose(src) }
-        var argv = GDAL.stringList([])
-        for a in ["-of", "GTiff"] + arguments { argv = CSLAddString(argv, a) }
+        let argv = GDAL.argv(["-of", "GTiff"] + arguments)
         defer { CSLDestroy(argv) }
         guard let opts = GDALDEMProcessingOptionsNew(argv, nil) else {
             throw GDALError(operation: "gdaldem \(processing) options \(arguments)", path: nil, message: GDAL.lastError())
@@ -33,12 +30,9 @@ extension GeoProducts {
     public static func warp(source: String, destination: String, arguments: [String]) throws {
         GDAL.initialize()
         GDAL.resetError()
-        guard let src = GDALOpen(source, GA_ReadOnly) else {
-            throw GDALError(operation: "open", path: source, message: GDAL.lastError())
-        }
+        let src = try GDAL.openReadOnly(source)
         defer { GDALClose(src) }
-        var argv = GDAL.stringList([])
-        for a in arguments { argv = CSLAddString(argv, a) }
+        let argv = GDAL.argv(arguments)
         defer { CSLDestroy(argv) }
         guard let opts = GDALWarpAppOptionsNew(argv, nil) else {
             throw GDALError(operation: "gdalwarp options \(arguments)", path: nil, message: GDAL.lastError())
@@ -59,8 +53,7 @@ extension GeoProducts {
     public static func buildVRT(sources: [String], destination: String, arguments: [String] = []) throws {
         GDAL.initialize()
         GDAL.resetError()
-        var argv = GDAL.stringList([])
-        for a in arguments { argv = CSLAddString(argv, a) }
+        let argv = GDAL.argv(arguments)
         defer { CSLDestroy(argv) }
         guard let opts = GDALBuildVRTOptionsNew(argv, nil) else {
             throw GDALError(operation: "gdalbuildvrt options \(arguments)", path: nil, message: GDAL.lastError())
@@ -91,8 +84,7 @@ extension GeoProducts {
         guard let dst = GDALOpen(raster, GA_Update) else {
             throw GDALError(operation: "open for update", path: raster, message: GDAL.lastError())
         }
-        var argv = GDAL.stringList([])
-        for a in ["-burn", "1"] + (allTouched ? ["-at"] : []) { argv = CSLAddString(argv, a) }
+        let argv = GDAL.argv(["-burn", "1"] + (allTouched ? ["-at"] : []))
         defer { CSLDestroy(argv) }
         guard let opts = GDALRasterizeOptionsNew(argv, nil) else {
             GDALClose(dst)

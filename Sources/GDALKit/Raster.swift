@@ -53,6 +53,19 @@ public enum GDAL {
         }
     }
 
+    /// A raster or vector file opened read-only for a GDAL utility (caller closes it).
+    static func openReadOnly(_ path: String) throws -> GDALDatasetH {
+        guard let ds = GDALOpen(path, GA_ReadOnly) else { throw GDALError(operation: "open", path: path, message: lastError()) }
+        return ds
+    }
+
+    /// A utility's command-line arguments as a GDAL string list (caller frees with CSLDestroy).
+    static func argv(_ arguments: [String]) -> UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? {
+        var list: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = nil
+        for a in arguments { list = CSLAddString(list, a) }
+        return list
+    }
+
     /// Reads a GDAL string list of KEY=VALUE items into pairs, in order.
     static func pairs(_ list: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> [(String, String)] {
         guard let list else { return [] }

@@ -101,12 +101,9 @@ extension GeoProducts {
     public static func translate(source: String, destination: String, arguments: [String]) throws {
         GDAL.initialize()
         GDAL.resetError()
-        guard let src = GDALOpen(source, GA_ReadOnly) else {
-            throw GDALError(operation: "open", path: source, message: GDAL.lastError())
-        }
+        let src = try GDAL.openReadOnly(source)
         defer { GDALClose(src) }
-        var argv = GDAL.stringList([])
-        for a in arguments { argv = CSLAddString(argv, a) }
+        let argv = GDAL.argv(arguments)
         defer { CSLDestroy(argv) }
         guard let opts = GDALTranslateOptionsNew(argv, nil) else {
             throw GDALError(operation: "gdal_translate options \(arguments)", path: nil, message: GDAL.lastError())

@@ -59,14 +59,14 @@ struct DSMOpt: AsyncParsableCommand {
         } catch let e as StoreError {
             fail(e.description, code: ExitCodes.usage)
         } catch {
-            RunEvents.emit(.failed(code: "internal", message: "\(error)", cpuSeconds: RunEvents.cpuSeconds()))
+            RunEvents.emit(.failed(code: "internal", message: "\(error)", cpuSeconds: ProcessUsage.cpuSeconds()))
             exit(withError: error)
         }
     }
 
     static func fail(_ message: String, code: Int32) -> Never {
         FileHandle.standardError.write(Data("dsmopt: error: \(message)\n".utf8))
-        RunEvents.emit(.failed(code: ExitCodes.name(code), message: message, cpuSeconds: RunEvents.cpuSeconds()))
+        RunEvents.emit(.failed(code: ExitCodes.name(code), message: message, cpuSeconds: ProcessUsage.cpuSeconds()))
         Foundation.exit(code)
     }
 }
@@ -629,7 +629,7 @@ struct Run: ParsableCommand {
         let manifest = try runner.run(resume: resume != nil)
         let d = clock.now - start
         let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
-        let cpu = RunEvents.cpuSeconds()
+        let cpu = ProcessUsage.cpuSeconds()
         // The peak of this process's own address space: VmHWM (KiB). Not ru_maxrss: a child spawned with
         // vfork inherits in it the high-water RSS of its parent's address space up to exec.
         let hwm = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8))?

@@ -48,8 +48,6 @@ enum RunEvents {
         }
     }
 
-    /// CPU seconds (user + system) of this process and of the children it waited for (gdaldem).
-    static func cpuSeconds() -> Double { ProcessUsage.cpuSeconds() }
 
     /// Stops the run (exit 5, a `limit-reached` event) once it has used `seconds` of CPU; the kernel's
     /// RLIMIT_CPU, 30 s later, backs the watch up.
@@ -57,7 +55,7 @@ enum RunEvents {
         var r = rlimit(rlim_cur: rlim_t(seconds.rounded(.up) + 30), rlim_max: rlim_t(seconds.rounded(.up) + 35))
         setrlimit(__rlimit_resource_t(RLIMIT_CPU.rawValue), &r)
         Thread.detachNewThread {
-            while cpuSeconds() < seconds { usleep(250_000) }
+            while ProcessUsage.cpuSeconds() < seconds { usleep(250_000) }
             DSMOpt.fail(String(format: "the run used its %.1f CPU-seconds limit", seconds), code: ExitCodes.limit)
         }
     }

@@ -74,6 +74,20 @@ public enum DEMCoregistration {
         return vrt
     }
 
+    /// A reference DEM opened (a user's file: with `uploadDrivers` only) and checked: a CRS and a north-up
+    /// geotransform.
+    static func openReference(_ path: String, trusted: Bool) throws -> (RasterDataset, geoTransform: [Double]) {
+        let ref: RasterDataset
+        do { ref = try RasterDataset(path: path, drivers: trusted ? nil : uploadDrivers) } catch {
+            throw FinishingError.reference("not a readable DEM raster (\(trusted ? "GDAL formats" : uploadDrivers.joined(separator: ", ")))")
+        }
+        guard !ref.projectionWKT.isEmpty else { throw FinishingError.reference("it has no coordinate reference system") }
+        guard let g = ref.geoTransform, g[2] == 0, g[4] == 0, g[1] > 0, g[5] < 0 else {
+            throw FinishingError.reference("it has no north-up georeferencing")
+        }
+        return (ref, g)
+    }
+
     /// South-west corner of a tile from its name: `N21E055`, `S21_00_E055_00`.
     static func tileCorner(_ name: String) -> (lat: Double, lon: Double)? {
         let u = name.uppercased()
@@ -96,15 +110,8 @@ public enum DEMCoregistration {
         guard let dgt = dsm.geoTransform, !dsm.projectionWKT.isEmpty else {
             throw FinishingError.reference("the DSM has no georeferencing")
         }
-        let ref: RasterDataset
-        do { ref = try RasterDataset(path: refPath, drivers: trusted ? nil : uploadDrivers) } catch {
-            throw FinishingError.reference("not a readable DEM raster (\(trusted ? "GDAL formats" : uploadDrivers.joined(separator: ", ")))")
-        }
+        let (ref, rgt) = try openReference(refPath, trusted: trusted)
         let refWKT = ref.projectionWKT
-        guard !refWKT.isEmpty else { throw FinishingError.reference("it has no coordinate reference system") }
-        guard let rgt = ref.geoTransform, rgt[2] == 0, rgt[4] == 0, rgt[1] > 0, rgt[5] < 0 else {
-            throw FinishingError.reference("it has no north-up georeferencing")
-        }
         // The DSM's footprint in the reference's CRS (its edges sampled, so curved outlines are covered).
         let toRef = try CoordinateTransform(fromWKT: dsm.projectionWKT, toWKT: refWKT)
         var xs: [Double] = [], ys: [Double] = []
@@ -155,7 +162,7 @@ public enum DEMCoregistration {
         }
         // The reference in the DSM's vertical datum.
         if referenceDatum != dsmDatum {
-            let n = try undulations(geoTransform: wgt, width: w, height: h, wkt: refWKT)
+            let n = try GeoidGrid(wkt: refWKT).undulations(geoTransform: wgt, width: w, height: h)
             let sign: Float = referenceDatum == .egm96 ? 1 : -1
             for i in refHeights.indices where refHeights[i].isFinite { refHeights[i] += sign * n[i] }
         }
@@ -208,36 +215,6 @@ public enum DEMCoregistration {
         return (abs(g[1]) * .pi / 180 * n * cos(phi), abs(g[5]) * .pi / 180 * m)
     }
 
-    /// Geoid undulations (EGM96) at the cell centres of a grid: computed by PROJ on nodes every 16 cells
-    /// and interpolated (the geoid varies by millimetres over such a distance).
-    public static func undulations(geoTransform g: [Double], width w: Int, height h: Int, wkt: String) throws -> [Float] {
-        let geoid: GeoidModel
-        do { geoid = try GeoidModel() } catch { throw FinishingError.geoid("\(error)") }
-        let step = 16
-        let nw = (w + step - 1) / step + 1, nh = (h + step - 1) / step + 1
-        var xs: [Double] = [], ys: [Double] = []
-        for j in 0..<nh {
-            for i in 0..<nw {
-                xs.append(g[0] + (Double(i * step) + 0.5) * g[1]); ys.append(g[3] + (Double(j * step) + 0.5) * g[5])
-            }
-        }
-        let toGeo = try CoordinateTransform(fromWKT: wkt, toWKT: try SpatialReference.wkt(epsg: 4326))
-        let ok = toGeo.transform(x: &xs, y: &ys)
-        guard ok.allSatisfy({ $0 }) else { throw FinishingError.geoid("the DSM's area cannot be expressed in longitude/latitude") }
-        let nodes: [Double]
-        do { nodes = try geoid.undulation(longitudes: xs, latitudes: ys) } catch { throw FinishingError.geoid("\(error)") }
-        var out = [Float](repeating: 0, count: w * h)
-        for j in 0..<h {
-            let fy = Double(j) / Double(step), j0 = min(nh - 2, Int(fy)), ty = fy - Double(j0)
-            for i in 0..<w {
-                let fx = Double(i) / Double(step), i0 = min(nw - 2, Int(fx)), tx = fx - Double(i0)
-                let a = nodes[j0 * nw + i0], b = nodes[j0 * nw + i0 + 1], c = nodes[(j0 + 1) * nw + i0], d = nodes[(j0 + 1) * nw + i0 + 1]
-                out[j * w + i] = Float((a * (1 - tx) + b * tx) * (1 - ty) + (c * (1 - tx) + d * tx) * ty)
-            }
-        }
-        return out
-    }
-
     /// DSM − reference after coregistration, coloured blue (DSM below) – white – red (above) over ±3 NMAD
     /// (at least ±1 m), grey where either is unknown.
     static func writeDifferenceMap(reference: [Float], secondary: [Float], width w: Int, height h: Int, pixel: (Double, Double),
@@ -288,5 +265,52 @@ extension DEMCoregistration {
             y += h
         }
         try out.close()
+    }
+}
+
+/// EGM96 undulations on grids of one CRS: PROJ's grid through one geoid model and one transformation to
+/// longitude/latitude, reused strip after strip. Not thread-safe: one per task.
+public final class GeoidGrid {
+    let geoid: GeoidModel
+    let toGeo: CoordinateTransform
+
+    public init(wkt: String) throws {
+        do { geoid = try GeoidModel() } catch { throw FinishingError.geoid("\(error)") }
+        toGeo = try CoordinateTransform(fromWKT: wkt, toWKT: try SpatialReference.wkt(epsg: 4326))
+    }
+
+    /// Undulations (m) at the cell centres of a grid: computed by PROJ on nodes every 16 cells and
+    /// interpolated (the geoid varies by millimetres over such a distance).
+    public func undulations(geoTransform g: [Double], width w: Int, height h: Int) throws -> [Float] {
+        let step = 16
+        let nw = (w + step - 1) / step + 1, nh = (h + step - 1) / step + 1
+        var xs: [Double] = [], ys: [Double] = []
+        for j in 0..<nh {
+            for i in 0..<nw {
+                xs.append(g[0] + (Double(i * step) + 0.5) * g[1]); ys.append(g[3] + (Double(j * step) + 0.5) * g[5])
+            }
+        }
+        guard toGeo.transform(x: &xs, y: &ys).allSatisfy({ $0 }) else {
+            throw FinishingError.geoid("the DSM's area cannot be expressed in longitude/latitude")
+        }
+        let nodes: [Double]
+        do { nodes = try geoid.undulation(longitudes: xs, latitudes: ys) } catch { throw FinishingError.geoid("\(error)") }
+        var out = [Float](repeating: 0, count: w * h)
+        for j in 0..<h {
+            let fy = Double(j) / Double(step), j0 = min(nh - 2, Int(fy)), ty = fy - Double(j0)
+            for i in 0..<w {
+                let fx = Double(i) / Double(step), i0 = min(nw - 2, Int(fx)), tx = fx - Double(i0)
+                let a = nodes[j0 * nw + i0], b = nodes[j0 * nw + i0 + 1], c = nodes[(j0 + 1) * nw + i0], d = nodes[(j0 + 1) * nw + i0 + 1]
+                out[j * w + i] = Float((a * (1 - tx) + b * tx) * (1 - ty) + (c * (1 - tx) + d * tx) * ty)
+            }
+        }
+        return out
+    }
+
+    /// Undulations of `rows` rows of a run's grid from row `y`.
+    func undulations(grid: GridDefinition, y: Int, rows: Int) throws -> [Float] {
+        var gt = grid.geoTransform
+        gt[3] -= Double(y) * grid.resolution
+        return try undulations(geoTransform: gt, width: grid.width, height: rows)
     }
 }

@@ -30,9 +30,13 @@ public struct HeightAdjustment: Sendable {
 
     public var isIdentity: Bool { dz == 0 && datum == .ellipsoid && shift == (0, 0) && tilt == nil }
 
-    /// Values to add to the heights of `rows` rows of a grid starting at row `y` (geoid and dz).
-    func offsets(grid: GridDefinition, wkt: String, y: Int, rows: Int) throws -> [Float]? {
-        guard datum == .egm96 || dz != 0 || tilt != nil else { return nil }
+    /// The geoid for this adjustment's datum (nil for ellipsoidal heights), to pass to `offsets`.
+    func geoid(wkt: String) throws -> GeoidGrid? { datum == .egm96 ? try GeoidGrid(wkt: wkt) : nil }
+
+    /// Values to add to the heights of `rows` rows of a grid from row `y`: dz and the tilt, minus the
+    /// geoid's undulations `n` of those rows (EGM96); nil when there is nothing to add.
+    func offsets(grid: GridDefinition, y: Int, rows: Int, undulations n: [Float]?) -> [Float]? {
+        guard n != nil || dz != 0 || tilt != nil else { return nil }
         var out = [Float](repeating: Float(dz), count: grid.width * rows)
         if let tilt {
             for k in out.indices {
@@ -40,12 +44,7 @@ public struct HeightAdjustment: Sendable {
                 out[k] += Float(tilt.change(x: c.x, y: c.y))
             }
         }
-        if datum == .egm96 {
-            var gt = grid.geoTransform
-            gt[3] -= Double(y) * grid.resolution
-            let n = try DEMCoregistration.undulations(geoTransform: gt, width: grid.width, height: rows, wkt: wkt)
-            for i in out.indices { out[i] -= n[i] }
-        }
+        if let n { for i in out.indices { out[i] -= n[i] } }
         return out
     }
 }
@@ -111,14 +110,15 @@ struct DSMFinishing {
         return out
     }
 
-    /// Rewrites the height layers with the adjustment, and moves every layer's georeferencing.
+    /// Rewrites the height layers with the adjustment (one pass over the rows, the geoid computed once per
+    /// strip for every layer), and moves every layer's georeferencing.
     func rewrite(_ a: HeightAdjustment, keepUncoregistered: Bool) throws {
         var gt = grid.geoTransform
         gt[0] += a.shift.x; gt[3] += a.shift.y
         let heightWKT = try SpatialReference.heightWKT(epsg: grid.epsg, datum: a.datum)
-        var geoidOnly = a
-        geoidOnly.dz = 0
-        geoidOnly.tilt = nil
+        let geoid = try a.geoid(wkt: wkt)
+        var inputs: [RasterDataset] = [], outputs: [WindowedRasterWriter] = []
+        var original: WindowedRasterWriter?
         for layer in Self.heightLayers {
             let src = assembled("pre_" + layer)
             try FileManager.default.moveItem(atPath: assembled(layer), toPath: src)
@@ -128,24 +128,27 @@ struct DSMFinishing {
                 try WindowedRasterWriter(path: assembled(name), width: grid.width, height: grid.height, bands: 1, type: .float32,
                                          geoTransform: geo, projectionWKT: heightWKT, noData: .nan, metadata: meta, bandDescriptions: ["height"])
             }
-            let out = try writer(layer, gt)
-            let original = keepUncoregistered && layer == "dsm.tif" ? try writer("dsm_uncoregistered.tif", grid.geoTransform) : nil
-            var y = 0
-            while y < grid.height {
-                let h = min(256, grid.height - y)
-                let z = try input.read(column: 0, row: y, width: grid.width, height: h)
-                let full = try a.offsets(grid: grid, wkt: wkt, y: y, rows: h)
-                try out.write(band: 1, x: 0, y: y, width: grid.width, height: h, values: full.map { o in zip(z, o).map { $0 + $1 } } ?? z)
-                if let original {
-                    let geoid = try geoidOnly.offsets(grid: grid, wkt: wkt, y: y, rows: h)
-                    try original.write(band: 1, x: 0, y: y, width: grid.width, height: h, values: geoid.map { o in zip(z, o).map { $0 + $1 } } ?? z)
-                }
-                y += h
-            }
-            try out.close()
-            try original?.close()
-            try? FileManager.default.removeItem(atPath: src)
+            inputs.append(input)
+            outputs.append(try writer(layer, gt))
+            if keepUncoregistered && layer == "dsm.tif" { original = try writer("dsm_uncoregistered.tif", grid.geoTransform) }
         }
+        func add(_ z: [Float], _ o: [Float]?) -> [Float] { o.map { zip(z, $0).map { $0 + $1 } } ?? z }
+        var y = 0
+        while y < grid.height {
+            let h = min(256, grid.height - y)
+            let n = try geoid?.undulations(grid: grid, y: y, rows: h)
+            let full = a.offsets(grid: grid, y: y, rows: h, undulations: n)
+            for (k, input) in inputs.enumerated() {
+                let z = try input.read(column: 0, row: y, width: grid.width, height: h)
+                try outputs[k].write(band: 1, x: 0, y: y, width: grid.width, height: h, values: add(z, full))
+                // Before coregistration: the datum only.
+                if Self.heightLayers[k] == "dsm.tif", let original { try original.write(band: 1, x: 0, y: y, width: grid.width, height: h, values: add(z, n.map { $0.map { -$0 } })) }
+            }
+            y += h
+        }
+        for w in outputs { try w.close() }
+        try original?.close()
+        for layer in Self.heightLayers { try? FileManager.default.removeItem(atPath: assembled("pre_" + layer)) }
         if a.shift != (0, 0) {
             for layer in Self.otherLayers + (options.maskWater ? ["water_mask.tif"] : []) {
                 try GeoProducts.setGeoreference(path: assembled(layer), geoTransform: gt)
@@ -169,13 +172,13 @@ struct DSMFinishing {
         } else {
             throw FinishingError.waterMask("no water mask was given and the server has no water layer configured")
         }
-        var water = try RasterDataset(path: maskPath).read().map { $0 > 0 }
+        let water = try RasterDataset(path: maskPath).read().map { $0 > 0 }
         let count = water.lazy.filter { $0 }.count
         if count == 0 && options.waterMask != nil {
             throw FinishingError.waterMask("it has no water over the DSM's area (no overlap)")
         }
         // Water bodies (8-connected) and, for a flat fill, their shore level.
-        let (labels, sizes) = Self.label(&water, width: grid.width, height: grid.height)
+        let (labels, sizes) = Self.label(water, width: grid.width, height: grid.height)
         let dsmPath = assembled("dsm.tif"), src = assembled("pre_water_dsm.tif")
         try FileManager.default.moveItem(atPath: dsmPath, toPath: src)
         let input = try RasterDataset(path: src)
@@ -328,7 +331,7 @@ struct DSMFinishing {
     }
 
     /// 8-connected labelling of water cells: labels (0 = land, k = body k) and the size of each body.
-    static func label(_ water: inout [Bool], width w: Int, height h: Int) -> ([Int32], [Int]) {
+    static func label(_ water: [Bool], width w: Int, height h: Int) -> ([Int32], [Int]) {
         var labels = [Int32](repeating: 0, count: w * h)
         var sizes: [Int] = []
         var stack: [Int] = []
@@ -374,12 +377,7 @@ public enum FinishingInputCheck {
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("dsmopt-reference-check-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let file = trusted ? try DEMCoregistration.referencePath(path, scratch: scratch, area: area) : path
-        let ref: RasterDataset
-        do { ref = try RasterDataset(path: file, drivers: trusted ? nil : DEMCoregistration.uploadDrivers) } catch {
-            throw FinishingError.reference("not a readable DEM raster (\(trusted ? "GDAL formats" : DEMCoregistration.uploadDrivers.joined(separator: ", ")))")
-        }
-        guard !ref.projectionWKT.isEmpty else { throw FinishingError.reference("it has no coordinate reference system") }
-        guard let g = ref.geoTransform, g[2] == 0, g[4] == 0, g[1] > 0, g[5] < 0 else { throw FinishingError.reference("it has no north-up georeferencing") }
+        let (ref, g) = try DEMCoregistration.openReference(file, trusted: trusted)
         let window = try pixelWindow(of: area, wkt: ref.projectionWKT, geoTransform: g, width: ref.width, height: ref.height)
         guard let w = window else { throw FinishingError.reference("it does not cover the job's area") }
         let f = max(1, Int((Double(w.2 * w.3) / 1e6).squareRoot().rounded(.up)))

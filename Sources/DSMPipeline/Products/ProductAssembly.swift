@@ -280,11 +280,12 @@ struct ProductAssembly: Sendable {
         let las = try LASWriter(path: staged("pointcloud.las"), wkt: try SpatialReference.heightWKT(epsg: grid.epsg, datum: adjustment.datum),
                                 origin: (grid.originX + adjustment.shift.x, grid.originY + adjustment.shift.y - Double(grid.height) * grid.resolution,
                                          plan.heights[0] - 100))
+        let geoid = try adjustment.geoid(wkt: wkt)
         for t in plan.tiles.tiles {
             let r = try work.read(.fuse, t)
             var g = grid.subgrid(t.cells)
             // Delivered heights (vertical datum, coregistration) and georeferencing.
-            let offsets = try adjustment.offsets(grid: g, wkt: wkt, y: 0, rows: g.height)
+            let offsets = adjustment.offsets(grid: g, y: 0, rows: g.height, undulations: try geoid?.undulations(grid: g, y: 0, rows: g.height))
             g.originX += adjustment.shift.x; g.originY += adjustment.shift.y
             var x: [Double] = [], y: [Double] = [], z: [Double] = [], s: [Float] = []
             for j in 0..<g.height {

@@ -68,7 +68,7 @@ public struct Provenance: Sendable, Codable, Equatable {
         var out: [Input] = []
         for (k, img) in images.enumerated() {
             let r = k < reports.count ? reports[k] : nil
-            let files = (try? RasterDataset(path: img.path).fileList) ?? [img.path]
+            let files = (try? RasterDataset(path: img.path, drivers: SensorImage.inputDrivers).fileList) ?? [img.path]
             out.append(Input(role: "image \(k + 1)", file: URL(fileURLWithPath: img.path).lastPathComponent,
                              files: try files.filter { FileManager.default.fileExists(atPath: $0) }.map(file),
                              acquisitionTime: r?.acquisitionTime, platform: r?.platform, incidenceDeg: r?.incidenceDeg,
