@@ -29,6 +29,15 @@ public enum SpatialReference {
         }
     }
 
+    /// The name of an EPSG coordinate reference system ("WGS 84 / UTM zone 40S") and whether it is projected;
+    /// throws for an unknown code.
+    public static func describe(epsg: Int) throws -> (name: String, projected: Bool, geographic: Bool) {
+        let srs = try handle(epsg: epsg)
+        defer { OSRDestroySpatialReference(srs) }
+        let name = OSRGetName(srs).map { String(cString: $0) } ?? "EPSG:\(epsg)"
+        return (name, OSRIsProjected(srs) != 0, OSRIsGeographic(srs) != 0)
+    }
+
     /// True when the CRS is geographic (degrees).
     public static func isGeographic(wkt: String) -> Bool {
         guard let srs = try? handle(wkt: wkt) else { return false }

@@ -90,6 +90,7 @@ public struct ServiceAPI: Sendable {
     let config: ServiceConfiguration
     let metrics: ServiceMetrics
     let inFlight = UploadsInFlight()
+    let maps = MapRenderer()
 
     public init(store: JobStore, config: ServiceConfiguration, metrics: ServiceMetrics) {
         self.store = store
@@ -186,6 +187,7 @@ public struct ServiceAPI: Sendable {
         let router = Router()
         router.add(middleware: ProblemAndMetricsMiddleware(metrics: metrics))
 
+        addPortalRoutes(to: router)
         router.get("/health") { _, _ in jsonResponse(["status": "ok"]) }
         router.get("/metrics") { request, _ in
             if !config.metricsPublic { try require(try await authenticate(request), [.operator, .admin]) }
@@ -298,7 +300,13 @@ public struct ServiceAPI: Sendable {
                 throw APIProblem.notFound("the results of job \(job.id) have no manifest")
             }
             if var products = manifest["products"] as? [[String: Any]] {
-                for i in products.indices { products[i]["href"] = "/jobs/\(job.id)/results/\(products[i]["file"] as? String ?? "")" }
+                let dir = (manifestPath as NSString).deletingLastPathComponent
+                for i in products.indices {
+                    let file = products[i]["file"] as? String ?? ""
+                    products[i]["href"] = "/jobs/\(job.id)/results/\(file)"
+                    let size = (try? FileManager.default.attributesOfItem(atPath: (dir as NSString).appendingPathComponent(file)))?[.size] as? NSNumber
+                    if let size { products[i]["bytes"] = size.int64Value }
+                }
                 manifest["products"] = products
             }
             manifest["jobID"] = job.id

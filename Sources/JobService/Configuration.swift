@@ -67,6 +67,10 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     /// a surface-water occurrence map) or a vector file; raster values ≥ `waterLayerThreshold` are water.
     public var waterLayer: String?
     public var waterLayerThreshold = 50.0
+    /// A basemap for the portal's maps, as a tile URL template (`https://…/{z}/{x}/{y}.png`) and its
+    /// attribution; default none: the portal fetches nothing from the internet.
+    public var basemapURL: String?
+    public var basemapAttribution: String?
 
     public init(dataDirectory: String) { self.dataDirectory = dataDirectory }
 
@@ -74,7 +78,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         case dataDirectory, host, port, workers, maxUploadBytes, retentionSeconds, leaseSeconds, archiveRoot, defaultQuota, executable
         case maxAttempts, jobRecordSeconds, metricsPublic, minFreeBytes, maxConcurrentUploads, idleTimeoutSeconds, maxJobCells
         case minResolutionFactor, maxJobWallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds, store, storeConnectAttempts
-        case referenceDEM, referenceDEMVerticalDatum, waterLayer, waterLayerThreshold
+        case referenceDEM, referenceDEMVerticalDatum, waterLayer, waterLayerThreshold, basemapURL, basemapAttribution
     }
 
     public init(from decoder: Decoder) throws {
@@ -109,6 +113,8 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         referenceDEMVerticalDatum = try c.decodeIfPresent(VerticalDatum.self, forKey: .referenceDEMVerticalDatum) ?? referenceDEMVerticalDatum
         waterLayer = try c.decodeIfPresent(String.self, forKey: .waterLayer)
         waterLayerThreshold = try c.decodeIfPresent(Double.self, forKey: .waterLayerThreshold) ?? waterLayerThreshold
+        basemapURL = try c.decodeIfPresent(String.self, forKey: .basemapURL)
+        basemapAttribution = try c.decodeIfPresent(String.self, forKey: .basemapAttribution)
     }
 
     /// Applies a JSON config file and the `DSMOPT_*` environment on top of the defaults.
@@ -130,6 +136,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         if let v = environment["DSMOPT_STORE"], !v.isEmpty { c.store = v }
         if let v = environment["DSMOPT_REFERENCE_DEM"], !v.isEmpty { c.referenceDEM = v }
         if let v = environment["DSMOPT_WATER_LAYER"], !v.isEmpty { c.waterLayer = v }
+        if let v = environment["DSMOPT_BASEMAP_URL"], !v.isEmpty { c.basemapURL = v }
         if let v = environment["DSMOPT_CATALOGUE_ALLOWED_HOSTS"] { c.catalogueAllowedHosts = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
         return c
     }
@@ -141,6 +148,9 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         guard retentionSeconds > 0 else { throw ConfigurationError.invalid("retention must be positive") }
         guard leaseSeconds >= 3 else { throw ConfigurationError.invalid("leaseSeconds must be at least 3") }
         guard (1...20).contains(maxAttempts) else { throw ConfigurationError.invalid("maxAttempts \(maxAttempts) outside 1–20") }
+        if let u = basemapURL, !(u.hasPrefix("https://") || u.hasPrefix("http://")) || !u.contains("{z}") || !u.contains("{x}") || !u.contains("{y}") {
+            throw ConfigurationError.invalid("basemapURL must be an http(s) tile URL template with {z}, {x} and {y}")
+        }
         guard jobRecordSeconds > 0, minFreeBytes >= 0, maxConcurrentUploads >= 1, idleTimeoutSeconds > 0, maxJobCells > 0,
               minResolutionFactor > 0, maxJobWallSeconds > 0 else {
             throw ConfigurationError.invalid("jobRecordSeconds, idleTimeoutSeconds, maxJobCells, minResolutionFactor and maxJobWallSeconds must be positive, maxConcurrentUploads at least 1, minFreeBytes non-negative")

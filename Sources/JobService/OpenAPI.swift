@@ -25,6 +25,8 @@ public enum OpenAPIDocument {
     }
 
     public static let routes: [Route] = [
+        .init(method: "get", path: "/", summary: "Landing page (JSON; a browser asking for text/html, or ?f=html, gets the web portal)", responses: [200]),
+        .init(method: "get", path: "/conformance", summary: "OGC API conformance classes", responses: [200]),
         .init(method: "get", path: "/health", summary: "Liveness", responses: [200]),
         .init(method: "get", path: "/metrics", summary: "Prometheus metrics: jobs by state, queue length, stage durations, HTTP latencies", responses: [200]),
         .init(method: "get", path: "/openapi.json", summary: "This document", responses: [200]),
@@ -41,6 +43,12 @@ public enum OpenAPIDocument {
         .init(method: "delete", path: "/jobs/{id}", summary: "Cancel a queued or running job (202), or delete a finished one and its results (200)", responses: [200, 202, 401, 404]),
         .init(method: "get", path: "/jobs/{id}/results", summary: "The product manifest with links", responses: [200, 401, 404, 410]),
         .init(method: "get", path: "/jobs/{id}/results/{file}", summary: "Download a product (HTTP Range supported)", responses: [200, 206, 401, 404, 410, 416]),
+        .init(method: "get", path: "/jobs/{id}/map", summary: "Map layers of a finished job's products, the DSM's footprint and bounds (WGS84)", responses: [200, 401, 404, 410]),
+        .init(method: "get", path: "/jobs/{id}/tiles/{layer}/legend", summary: "Colour range and ramp of a map layer", responses: [200, 401, 404, 410]),
+        .init(method: "get", path: "/jobs/{id}/tiles/{layer}/{z}/{x}/{y}", summary: "Web Mercator map tile ({y}.png) rendered from the product's COG (204 where it has no data)", responses: [200, 204, 401, 404, 410]),
+        .init(method: "get", path: "/jobs/{id}/probe", summary: "Height and correlation score at ?lon=&lat= (WGS84)", responses: [200, 401, 404, 410, 422]),
+        .init(method: "get", path: "/crs/{code}", summary: "Name of an EPSG coordinate reference system", responses: [200, 404, 422]),
+        .init(method: "get", path: "/portal/config.json", summary: "The web portal's settings (basemap, upload limit)", responses: [200]),
         .init(method: "get", path: "/jobs/{id}/logs", summary: "The job's pipeline log", responses: [200, 401, 404]),
         .init(method: "get", path: "/presets", summary: "Landscape presets", responses: [200]),
         .init(method: "get", path: "/presets/{name}", summary: "One preset", responses: [200, 404]),

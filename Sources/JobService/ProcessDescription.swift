@@ -20,6 +20,8 @@ enum ProcessDescription {
         var `default`: String?
         /// The rule in words, as in the API's validation messages.
         var expected: String
+        /// The allowed words of a choice.
+        var choices: [String]? = nil
     }
     struct Output: Encodable { var code: String; var file: String; var description: String }
     struct Description: Encodable {
@@ -33,7 +35,7 @@ enum ProcessDescription {
         let d = s.defaultDisplay
         return Parameter(name: s.key, type: s.kind.rawValue, group: s.group.rawValue, description: s.help, minimum: s.minimum, maximum: s.maximum,
                          exclusiveMinimum: s.minimum != nil ? s.minimumExclusive : nil, exclusiveMaximum: s.maximum != nil ? s.maximumExclusive : nil,
-                         default: d, expected: s.expected)
+                         default: d, expected: s.expected, choices: s.kind == .choice ? s.choices : nil)
     }
 
     /// JSON Schema (2020-12, as OpenAPI 3.1) of one table entry.

@@ -1,0 +1,801 @@
+// dsmopt web portal: the three steps of DSM-OPT (images → parameters → progress and results), the job
+// list, operators' presets and administrators' users, all on the service's REST API. No build step; the
+// map is Leaflet from Debian's libjs-leaflet, served by the daemon. The token lives in sessionStorage only.
+'use strict';
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const el = (tag, attrs = {}, ...children) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === 'class') e.className = v;
+    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : String(c));
+  return e;
+};
+
+const state = {
+  token: sessionStorage.getItem('dsmopt-token'),
+  me: null,
+  process: null,
+  presets: [],
+  selected: [],          // upload ids chosen for the job, in order
+  described: {},         // upload id → upload view (with image summary)
+  inspection: null,
+  aoi: null,             // GeoJSON Polygon geometry drawn or typed
+  config: { basemapURL: null },
+  poll: null,
+};
+
+// ---------------------------------------------------------------- API
+
+class APIError extends Error {
+  constructor(status, problem) {
+    super(problem && problem.detail ? problem.detail : `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem || {};
+  }
+}
+
+async function api(path, { method = 'GET', body, raw = false, headers = {} } = {}) {
+  const h = Object.assign({}, headers);
+  if (state.token) h.Authorization = `Bearer ${state.token}`;
+  if (body !== undefined && !(body instanceof Blob) && !(body instanceof ArrayBuffer)) {
+    h['Content-Type'] = 'application/json';
+    body = JSON.stringify(body);
+  }
+  const r = await fetch(path, { method, headers: h, body });
+  if (r.status === 401 && state.me) { signOut('Your session ended: the token was revoked or replaced. Sign in again.'); }
+  if (!r.ok) {
+    let problem = null;
+    try { problem = await r.json(); } catch (_) { /* not JSON */ }
+    throw new APIError(r.status, problem);
+  }
+  if (raw) return r;
+  if (r.status === 204) return null;
+  const type = r.headers.get('Content-Type') || '';
+  return type.includes('json') ? r.json() : r.text();
+}
+
+function banner(message, kind = 'error') {
+  const b = $('#banner');
+  b.textContent = message || '';
+  b.className = kind;
+  b.hidden = !message;
+}
+
+const fmtBytes = (n) => {
+  if (n === undefined || n === null) return '';
+  const u = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let i = 0, v = Number(n);
+  while (v >= 1000 && i < u.length - 1) { v /= 1000; i++; }
+  return `${v.toFixed(v < 10 && i ? 1 : 0)} ${u[i]}`;
+};
+const fmtDate = (s) => s ? new Date(s).toISOString().replace('T', ' ').slice(0, 16) + ' UTC' : '—';
+const round = (v, d = 2) => (v === undefined || v === null) ? '' : Number(v).toFixed(d);
+
+// ---------------------------------------------------------------- sign-in
+
+async function signIn(token) {
+  state.token = token;
+  try {
+    state.me = await api('/me');
+  } catch (e) {
+    state.token = null; state.me = null;
+    sessionStorage.removeItem('dsmopt-token');
+    throw e;
+  }
+  sessionStorage.setItem('dsmopt-token', token);
+  $('#nav').hidden = false;
+  $('#whoami').textContent = `${state.me.name} (${state.me.role})`;
+  $('#nav-presets').hidden = !['operator', 'admin'].includes(state.me.role);
+  $('#nav-users').hidden = state.me.role !== 'admin';
+  $('#all-jobs-label').hidden = !['operator', 'admin'].includes(state.me.role);
+}
+
+function signOut(message) {
+  state.token = null; state.me = null;
+  sessionStorage.removeItem('dsmopt-token');
+  $('#nav').hidden = true;
+  stopPolling();
+  location.hash = '#/signin';
+  if (message) $('#signin-error').textContent = message;
+}
+
+$('#signin-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  $('#signin-error').textContent = '';
+  const token = $('#token').value.trim();
+  try {
+    await signIn(token);
+    $('#token').value = '';
+    location.hash = '#/jobs';
+  } catch (e) {
+    $('#signin-error').textContent = e.status === 401
+      ? 'This token is wrong, expired or revoked. Check it, or ask your administrator for a new one.'
+      : `Cannot sign in: ${e.message}`;
+  }
+});
+$('#signout').addEventListener('click', () => signOut());
+
+// ---------------------------------------------------------------- routing
+
+const views = ['signin', 'new', 'jobs', 'job', 'presets', 'users'];
+function show(view) {
+  for (const v of views) $(`#view-${v}`).hidden = v !== view;
+  for (const a of document.querySelectorAll('#nav a')) a.removeAttribute('aria-current');
+  const nav = $(`#nav-${view === 'job' ? 'jobs' : view}`);
+  if (nav) nav.setAttribute('aria-current', 'page');
+}
+
+function stopPolling() { if (state.poll) { clearInterval(state.poll); state.poll = null; } }
+
+async function route() {
+  stopPolling();
+  banner('');
+  const hash = location.hash || '#/jobs';
+  if (!state.me) {
+    if (state.token) { try { await signIn(state.token); } catch (_) { state.token = null; } }
+    if (!state.me) { show('signin'); $('#token').focus(); return; }
+  }
+  const [, page, arg] = hash.split('/');
+  try {
+    if (page === 'new') { show('new'); await newJobView(); }
+    else if (page === 'job' && arg) { show('job'); await jobView(arg); }
+    else if (page === 'presets') { show('presets'); await presetsView(); }
+    else if (page === 'users') { show('users'); await usersView(); }
+    else { show('jobs'); await jobsView(); }
+  } catch (e) { banner(e.message); }
+}
+window.addEventListener('hashchange', route);
+
+// ---------------------------------------------------------------- maps
+
+function baseMap(id) {
+  const holder = $(`#${id}`);
+  if (holder._map) return holder._map;
+  const map = L.map(id, { zoomControl: true, attributionControl: true }).setView([0, 0], 2);
+  if (state.config.basemapURL) {
+    L.tileLayer(state.config.basemapURL, { attribution: state.config.basemapAttribution || '', maxZoom: 22 }).addTo(map);
+  }
+  L.control.scale({ imperial: false }).addTo(map);
+  holder._map = map;
+  return map;
+}
+
+const lonLat = (ring) => ring.map(([lon, lat]) => [lat, lon]);
+
+// ---------------------------------------------------------------- step 1: images
+
+function step(n) {
+  for (const k of [1, 2, 3]) {
+    $(`#step-${k}`).hidden = k !== n;
+    $(`#step-tab-${k}`).setAttribute('aria-current', k === n ? 'step' : 'false');
+  }
+  if (n === 1) setTimeout(() => { baseMap('map-images').invalidateSize(); drawFootprints('map-images'); }, 0);
+  if (n === 2) setTimeout(() => { baseMap('map-aoi').invalidateSize(); drawFootprints('map-aoi'); drawAOI(); }, 0);
+}
+for (const k of [1, 2, 3]) $(`#step-tab-${k}`).addEventListener('click', () => { if (k === 2 && !checkImageCount()) return; step(k); });
+
+async function newJobView() {
+  if (!state.process) {
+    state.config = await api('/portal/config.json');
+    state.process = await api('/processes/dsm-opt');
+    state.presets = state.process.presets || [];
+    buildForm();
+  }
+  await listUploads();
+  step(1);
+}
+
+async function listUploads() {
+  const { uploads } = await api('/uploads');
+  const body = $('#uploads tbody');
+  body.textContent = '';
+  for (const u of uploads) {
+    if (u.fileName.toLowerCase().endsWith('.geojson')) continue;
+    const box = el('input', { type: 'checkbox', id: `use-${u.id}`, 'aria-label': `Use ${u.fileName}` });
+    box.checked = state.selected.includes(u.id);
+    box.addEventListener('change', async () => {
+      if (box.checked) { if (!state.selected.includes(u.id)) state.selected.push(u.id); }
+      else state.selected = state.selected.filter((x) => x !== u.id);
+      state.inspection = null; $('#pairs').hidden = true; $('#pairs-summary').textContent = '';
+      $('#images-error').textContent = '';
+      if (box.checked) await describe(u.id);
+      drawFootprints('map-images');
+    });
+    const row = el('tr', { id: `upload-${u.id}` }, el('td', {}, box), el('td', {}, el('label', { for: `use-${u.id}` }, u.fileName)),
+      el('td', {}, fmtBytes(u.size)), el('td', { class: 'acq' }), el('td', { class: 'angles' }), el('td', { class: 'gsd' }), el('td', { class: 'px' }));
+    body.append(row);
+    if (u.image) fillImageRow(u.id, u);
+  }
+}
+
+function fillImageRow(id, view) {
+  state.described[id] = view;
+  const row = $(`#upload-${id}`);
+  if (!row) return;
+  const im = view.image;
+  if (!im) {
+    row.querySelector('.acq').textContent = view.readError || '';
+    row.querySelector('.acq').className = 'acq error';
+    return;
+  }
+  row.querySelector('.acq').textContent = im.acquisitionTime ? fmtDate(im.acquisitionTime) : 'unknown';
+  row.querySelector('.angles').textContent = `${round(im.incidenceDeg, 1)}° / ${round(im.azimuthDeg, 1)}°`;
+  row.querySelector('.gsd').textContent = `${round(im.gsd, 2)} m`;
+  row.querySelector('.px').textContent = `${im.width} × ${im.height}`;
+}
+
+async function describe(id) {
+  if (state.described[id] && state.described[id].image) return state.described[id];
+  const row = $(`#upload-${id}`);
+  if (row) row.querySelector('.acq').textContent = 'reading…';
+  const view = await api(`/uploads/${id}`);
+  fillImageRow(id, view);
+  return view;
+}
+
+function drawFootprints(mapId) {
+  const map = baseMap(mapId);
+  if (map._footprints) map.removeLayer(map._footprints);
+  const group = L.featureGroup();
+  state.selected.forEach((id, i) => {
+    const v = state.described[id];
+    if (v && v.image && v.image.footprint) {
+      L.polygon(lonLat(v.image.footprint), { color: ['#1f78b4', '#e31a1c', '#33a02c'][i % 3], weight: 2, fillOpacity: 0.05 })
+        .bindTooltip(v.fileName).addTo(group);
+    }
+  });
+  group.addTo(map);
+  map._footprints = group;
+  if (group.getLayers().length) map.fitBounds(group.getBounds().pad(0.2));
+}
+
+// Files wait their turn: the service takes a few uploads of one user at a time (maxConcurrentUploads).
+const uploadQueue = [];
+let uploadsRunning = 0;
+function pumpUploads() {
+  while (uploadQueue.length && uploadsRunning < (state.config.maxConcurrentUploads || 2)) {
+    const start = uploadQueue.shift();
+    uploadsRunning++;
+    start(() => { uploadsRunning--; pumpUploads(); });
+  }
+}
+$('#files').addEventListener('change', (ev) => {
+  for (const f of ev.target.files) uploadFile(f);
+  ev.target.value = '';
+});
+
+function uploadFile(file) {
+  const bar = el('progress', { max: 100, value: 0, 'aria-label': `Upload of ${file.name}` });
+  const status = el('span', { class: 'status' }, 'waiting…');
+  const xhr = new XMLHttpRequest();
+  let queued = true, finish = () => {};
+  const cancel = el('button', { type: 'button', onclick: () => {
+    if (queued) { queued = false; uploadQueue.splice(uploadQueue.indexOf(begin), 1); status.textContent = 'cancelled'; cancel.remove(); }
+    else xhr.abort();
+  } }, 'Cancel');
+  const row = el('tr', { class: 'upload-row' }, el('td', {}, file.name), el('td', {}, bar), el('td', {}, status), el('td', {}, cancel));
+  $('#upload-progress tbody').append(row);
+  const name = file.name.replace(/[^A-Za-z0-9._-]/g, '_');
+  xhr.open('POST', `/uploads?name=${encodeURIComponent(name)}`);
+  xhr.setRequestHeader('Authorization', `Bearer ${state.token}`);
+  xhr.upload.addEventListener('progress', (e) => { if (e.lengthComputable) bar.value = Math.round(100 * e.loaded / e.total); });
+  xhr.addEventListener('loadend', () => finish());
+  xhr.addEventListener('load', async () => {
+    cancel.remove();
+    if (xhr.status === 201) {
+      bar.value = 100;
+      const u = JSON.parse(xhr.responseText);
+      status.textContent = 'uploaded';
+      state.selected.push(u.id);
+      await listUploads();
+      try {
+        const v = await describe(u.id);
+        if (!v.image) { status.textContent = `uploaded, but ${v.readError || 'not readable as an image'}`; status.className = 'status error'; }
+      } catch (e) { status.textContent = e.message; status.className = 'status error'; }
+      drawFootprints('map-images');
+    } else {
+      let detail = `HTTP ${xhr.status}`;
+      try { detail = JSON.parse(xhr.responseText).detail || detail; } catch (_) { /* not JSON */ }
+      status.textContent = detail;
+      status.className = 'status error';
+      $('#images-error').textContent = `${file.name}: ${detail}`;
+    }
+  });
+  xhr.addEventListener('abort', () => { status.textContent = 'cancelled'; cancel.remove(); });
+  xhr.addEventListener('error', () => { status.textContent = 'the connection failed'; status.className = 'status error'; cancel.remove(); });
+  const begin = (done) => {
+    queued = false; finish = done;
+    status.textContent = 'uploading…';
+    xhr.send(file);
+  };
+  uploadQueue.push(begin);
+  pumpUploads();
+}
+
+function checkImageCount() {
+  const n = state.selected.length;
+  if (n < 2 || n > 3) {
+    $('#images-error').textContent = `stereo needs 2 or 3 images, got ${n}`;
+    step(1);
+    return false;
+  }
+  return true;
+}
+
+$('#inspect').addEventListener('click', inspect);
+async function inspect() {
+  $('#images-error').textContent = '';
+  if (!checkImageCount()) return false;
+  $('#pairs-summary').textContent = 'Reading the images…';
+  try {
+    for (const id of state.selected) await describe(id);
+    drawFootprints('map-images');
+    const r = await api('/processes/dsm-opt/inspection', { method: 'POST', body: { images: state.selected.map((id) => ({ upload: id })) } });
+    state.inspection = r;
+    // Footprints at the scene's height (one image alone is placed at its RPC model's height offset).
+    state.selected.forEach((id, i) => { const v = state.described[id]; if (v && v.image && r.images[i]) v.image.footprint = r.images[i].footprint; });
+    drawFootprints('map-images');
+    const body = $('#pairs tbody');
+    body.textContent = '';
+    for (const p of r.pairs) {
+      const names = p.images.map((i) => r.images[i] && (r.images[i].path || `image ${i + 1}`)).join(' + ');
+      body.append(el('tr', { class: p.status }, el('td', {}, names), el('td', { class: 'bh' }, round(p.baseToHeight, 2)),
+        el('td', {}, `${round(p.convergenceDeg, 1)}°`), el('td', {}, `${Math.round(100 * p.overlap)} %`),
+        el('td', { class: 'pair-status' }, p.status), el('td', {}, p.reason)));
+    }
+    $('#pairs').hidden = false;
+    $('#pairs-summary').textContent = r.reason || '';
+    // Default output CRS: the scene's UTM zone.
+    const c = r.pairs.length && r.pairs[0].overlapCentre;
+    if (c && !$('#epsg').value) { $('#epsg').value = (c.latitude >= 0 ? 32600 : 32700) + Math.floor((c.longitude + 180) / 6) + 1; crsName(); }
+    return true;
+  } catch (e) {
+    $('#pairs-summary').textContent = '';
+    showFieldErrors(e, 'images-error');
+    return false;
+  }
+}
+
+$('#to-step-2').addEventListener('click', async () => {
+  if (!checkImageCount()) return;
+  if (!state.inspection && !(await inspect())) return;
+  step(2);
+});
+
+// ---------------------------------------------------------------- step 2: parameters
+
+const fieldIds = {};   // API field name → input id
+
+function buildForm() {
+  const sel = $('#preset');
+  sel.textContent = '';
+  for (const p of state.presets) sel.append(el('option', { value: p.name }, `${p.name} — ${p.description || ''}`));
+  if (state.presets.some((p) => p.name === 'default')) sel.value = 'default';
+  const help = () => { const p = state.presets.find((x) => x.name === sel.value); $('#preset-help').textContent = p ? p.description || '' : ''; };
+  sel.addEventListener('change', help);
+  help();
+  fieldIds.name = 'job-name'; fieldIds.preset = 'preset'; fieldIds['parameters.aoi'] = 'aoi-bbox'; fieldIds['parameters.epsg'] = 'epsg';
+  for (const p of state.process.parameters) {
+    if (['roi', 'aoi', 'epsg', 'resolution'].includes(p.name)) continue;
+    const id = `param-${p.name}`;
+    fieldIds[`parameters.${p.name}`] = id;
+    const box = $(p.group === 'expert' ? '#expert-fields' : '#standard-fields');
+    let input;
+    if (p.type === 'boolean') {
+      input = el('input', { type: 'checkbox', id, name: p.name });
+      input.checked = p.default === 'true';
+      box.append(el('div', { class: 'field check' }, el('label', { for: id }, input, ` ${p.name.replace(/-/g, ' ')}`),
+        el('p', { class: 'hint' }, p.description), el('p', { class: 'error', id: `err-${id}` })));
+    } else {
+      if (p.type === 'choice') {
+        input = el('select', { id, name: p.name });
+        for (const c of p.choices || []) input.append(el('option', { value: c }, c));
+        if (p.default) input.value = p.default;
+      } else {
+        input = el('input', { id, name: p.name, inputmode: 'decimal', placeholder: p.default || '' });
+        if (/^-?[0-9.]+$/.test(p.default || '')) input.value = p.default;
+        input.addEventListener('input', () => validateField(p, input));
+      }
+      const range = p.expected ? `${p.expected}${p.default ? `; default ${p.default}` : ''}` : '';
+      box.append(el('div', { class: 'field' }, el('label', { for: id }, p.name.replace(/-/g, ' ')), input,
+        el('p', { class: 'hint' }, `${p.description}. ${range}`), el('p', { class: 'error', id: `err-${id}` })));
+    }
+    input.dataset.param = p.name;
+  }
+  const epsgSpec = state.process.parameters.find((p) => p.name === 'epsg');
+  $('#epsg').addEventListener('input', () => { validateField(epsgSpec, $('#epsg')); crsName(); });
+  $('#expert-mode').addEventListener('change', (e) => { $('#expert-fields').hidden = !e.target.checked; });
+}
+
+/// The API's rule for a number (ParameterSpec.problem), message as the API words it.
+function numberProblem(p, text) {
+  const v = Number(text);
+  let ok = text.trim() !== '' && Number.isFinite(v);
+  if (p.type === 'integer' || p.type === 'odd-integer') ok = ok && Number.isInteger(v);
+  if (p.type === 'odd-integer') ok = ok && Math.abs(v) % 2 === 1;
+  if (p.minimum !== undefined) ok = ok && (p.exclusiveMinimum ? v > p.minimum : v >= p.minimum);
+  if (p.maximum !== undefined) ok = ok && (p.exclusiveMaximum ? v < p.maximum : v <= p.maximum);
+  return ok ? null : `${text.trim()}: expected ${p.expected}`;
+}
+
+function validateField(p, input) {
+  const err = $(`#err-${input.id}`) || $('#err-form');
+  const text = input.value;
+  const problem = text.trim() === '' ? null : numberProblem(p, text);
+  err.textContent = problem || '';
+  input.setAttribute('aria-invalid', problem ? 'true' : 'false');
+  return !problem;
+}
+
+let crsTimer = null;
+function crsName() {
+  clearTimeout(crsTimer);
+  crsTimer = setTimeout(async () => {
+    const v = $('#epsg').value.trim();
+    if (!/^[0-9]+$/.test(v)) { $('#epsg-name').textContent = ''; return; }
+    try { const c = await api(`/crs/${v}`); $('#epsg-name').textContent = c.name; $('#err-epsg').textContent = ''; }
+    catch (e) { $('#epsg-name').textContent = ''; $('#err-epsg').textContent = e.message; }
+  }, 250);
+}
+
+// Area of interest: a rectangle (two clicks) or a polygon (clicks, then click the first point or "Finish").
+let drawing = null;
+function drawAOI() {
+  const map = baseMap('map-aoi');
+  if (map._aoi) map.removeLayer(map._aoi);
+  map._aoi = null;
+  if (state.aoi) map._aoi = L.polygon(lonLat(state.aoi.coordinates[0]), { color: '#ff7f00', weight: 2, fillOpacity: 0.1 }).addTo(map);
+}
+function setAOI(ring) {
+  if (ring[0][0] !== ring[ring.length - 1][0] || ring[0][1] !== ring[ring.length - 1][1]) ring.push(ring[0]);
+  state.aoi = { type: 'Polygon', coordinates: [ring.map(([x, y]) => [Number(x.toFixed(7)), Number(y.toFixed(7))])] };
+  const xs = ring.map((p) => p[0]), ys = ring.map((p) => p[1]);
+  const isBox = ring.length === 5 && new Set(xs).size === 2 && new Set(ys).size === 2;
+  $('#aoi-bbox').value = isBox ? [Math.min(...xs), Math.min(...ys), Math.max(...xs), Math.max(...ys)].map((v) => v.toFixed(6)).join(',') : '';
+  $('#err-aoi').textContent = '';
+  drawAOI();
+}
+function startDrawing(kind) {
+  const map = baseMap('map-aoi');
+  if (drawing) drawing.stop();
+  const points = [];
+  const temp = L.polyline([], { color: '#ff7f00', dashArray: '4' }).addTo(map);
+  const onClick = (e) => {
+    points.push([e.latlng.lng, e.latlng.lat]);
+    if (kind === 'rect' && points.length === 2) {
+      const [[x0, y0], [x1, y1]] = points;
+      stop();
+      setAOI([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]);
+      return;
+    }
+    temp.setLatLngs(lonLat(points));
+  };
+  const onDbl = () => { if (kind === 'poly' && points.length >= 3) { stop(); setAOI(points.slice()); } };
+  const stop = () => { map.off('click', onClick); map.off('dblclick', onDbl); map.removeLayer(temp); map.doubleClickZoom.enable(); drawing = null; $('#map-aoi').classList.remove('drawing'); };
+  map.doubleClickZoom.disable();
+  map.on('click', onClick);
+  map.on('dblclick', onDbl);
+  $('#map-aoi').classList.add('drawing');
+  drawing = { stop };
+}
+$('#draw-rect').addEventListener('click', () => startDrawing('rect'));
+$('#draw-poly').addEventListener('click', () => startDrawing('poly'));
+$('#clear-aoi').addEventListener('click', () => { state.aoi = null; $('#aoi-bbox').value = ''; drawAOI(); });
+$('#aoi-bbox').addEventListener('change', () => {
+  const t = $('#aoi-bbox').value.trim();
+  if (!t) { state.aoi = null; drawAOI(); return; }
+  const v = t.split(',').map(Number);
+  if (v.length !== 4 || v.some((x) => !Number.isFinite(x)) || v[0] >= v[2] || v[1] >= v[3] || v[0] < -180 || v[2] > 180 || v[1] < -90 || v[3] > 90) {
+    $('#err-aoi').textContent = 'must be "minLon,minLat,maxLon,maxLat" with min < max, in degrees';
+    return;
+  }
+  setAOI([[v[0], v[1]], [v[2], v[1]], [v[2], v[3]], [v[0], v[3]]]);
+});
+
+function clearErrors() {
+  for (const e of document.querySelectorAll('#job-form .error, #images-error')) e.textContent = '';
+  for (const e of document.querySelectorAll('#job-form [aria-invalid="true"]')) e.setAttribute('aria-invalid', 'false');
+}
+
+/// Shows a problem document's field errors next to their fields (the API's own words).
+function showFieldErrors(e, fallbackId) {
+  const errors = (e.problem && e.problem.errors) || [];
+  let shown = false;
+  for (const fe of errors) {
+    let target = null;
+    if (fe.field.startsWith('images')) target = $('#images-error');
+    else if (fieldIds[fe.field]) target = $(`#err-${fieldIds[fe.field]}`) || $(`#err-${fe.field}`);
+    if (fe.field === 'name') target = $('#err-name');
+    if (fe.field === 'preset') target = $('#err-preset');
+    if (fe.field === 'parameters.aoi') target = $('#err-aoi');
+    if (fe.field === 'parameters.epsg') target = $('#err-epsg');
+    if (target) { target.textContent = (target.textContent ? target.textContent + '; ' : '') + fe.message; shown = true; if (fe.field.startsWith('images')) step(1); }
+  }
+  if (!shown) $(`#${fallbackId}`).textContent = e.message;
+}
+
+$('#job-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  clearErrors();
+  if (!checkImageCount()) return;
+  let ok = true;
+  const name = $('#job-name').value.trim();
+  if (!name) { $('#err-name').textContent = 'must be a string of 1–200 characters'; ok = false; }
+  const parameters = {};
+  for (const p of state.process.parameters) {
+    if (p.name === 'roi' || p.name === 'aoi') continue;   // the AOI comes from the map or the box below
+    const id = fieldIds[`parameters.${p.name}`];
+    const input = id && $(`#${id}`);
+    if (!input || (p.group === 'expert' && !$('#expert-mode').checked)) continue;
+    if (p.type === 'boolean') { if (input.checked !== (p.default === 'true')) parameters[p.name] = input.checked; continue; }
+    if (p.type === 'choice') { if (input.value !== p.default) parameters[p.name] = input.value; continue; }
+    const text = input.value.trim();
+    if (text === '') continue;
+    if (!validateField(p, input)) { ok = false; continue; }
+    if (text !== p.default) parameters[p.name] = Number(text);
+  }
+  if (state.aoi) parameters.aoi = state.aoi;
+  else if ($('#err-aoi').textContent) ok = false;
+  if (!ok) { $('#err-form').textContent = 'Some fields need attention (see the messages beside them).'; return; }
+  const body = { name, preset: $('#preset').value, images: state.selected.map((id) => ({ upload: id })), parameters };
+  $('#submit-job').disabled = true;
+  try {
+    const job = await api('/processes/dsm-opt/execution', { method: 'POST', body });
+    $('#new-job-link').href = `#/job/${job.jobID}`;
+    step(3);
+    location.hash = `#/job/${job.jobID}`;
+  } catch (e) {
+    showFieldErrors(e, 'err-form');
+    if (e.status === 403 || e.status === 429) $('#err-form').textContent = e.message;
+  } finally {
+    $('#submit-job').disabled = false;
+  }
+});
+
+// ---------------------------------------------------------------- jobs
+
+async function jobsView() {
+  const refresh = async () => {
+    const all = $('#all-jobs').checked ? '&all=true' : '';
+    const page = await api(`/jobs?limit=100${all}`);
+    const body = $('#jobs tbody');
+    body.textContent = '';
+    for (const j of page.jobs) {
+      body.append(el('tr', { class: `status-${j.status}`, 'data-job': j.jobID },
+        el('td', {}, el('a', { href: `#/job/${j.jobID}` }, j.name || j.jobID)),
+        el('td', { class: 'status' }, j.status), el('td', {}, j.stage || ''),
+        el('td', {}, el('progress', { max: 100, value: j.progress, 'aria-label': `Progress of ${j.name}` }), ` ${j.progress} %`),
+        el('td', {}, fmtDate(j.created)), el('td', {}, fmtDate(j.started)), el('td', {}, fmtDate(j.finished)),
+        el('td', {}, j.resultsPurged ? 'purged' : fmtDate(j.purgeDate)), el('td', {}, round(j.cpuSeconds, 1))));
+    }
+    $('#jobs-empty').hidden = page.jobs.length > 0;
+    const me = await api('/me');
+    $('#usage').textContent = `This month: ${round(me.usage.cpuSecondsThisMonth, 1)} of ${round(me.quota.cpuSecondsPerMonth, 0)} CPU s; storage ${fmtBytes(me.usage.storageBytes)} of ${fmtBytes(me.quota.storageBytes)}.`;
+  };
+  await refresh();
+  state.poll = setInterval(() => refresh().catch((e) => banner(e.message)), 2000);
+}
+$('#all-jobs').addEventListener('change', () => route());
+
+async function jobView(id) {
+  let shownResults = false;
+  const refresh = async () => {
+    const j = await api(`/jobs/${id}`);
+    $('#job-title').textContent = j.name || j.jobID;
+    const facts = $('#job-facts');
+    facts.textContent = '';
+    const add = (k, v) => facts.append(el('dt', {}, k), el('dd', {}, v));
+    add('Status', el('span', { id: 'job-status', class: `status-${j.status}` }, j.status));
+    add('Stage', j.stage || '—');
+    add('Progress', `${j.progress} %`);
+    add('Created', fmtDate(j.created)); add('Started', fmtDate(j.started)); add('Finished', fmtDate(j.finished));
+    add('Purge date', j.resultsPurged ? 'purged' : fmtDate(j.purgeDate));
+    add('CPU seconds', round(j.cpuSeconds, 1));
+    add('Preset', j.preset);
+    $('#job-progress').value = j.progress;
+    $('#job-error').textContent = j.error || '';
+    $('#job-cancel').hidden = !['accepted', 'running'].includes(j.status);
+    $('#job-parameters').textContent = JSON.stringify({ preset: j.preset, parameters: j.parameters || {}, inputs: j.inputs || [] }, null, 2);
+    try { $('#job-log').textContent = await api(`/jobs/${id}/logs`); } catch (_) { /* no log yet */ }
+    if (j.status === 'successful' && !shownResults) { shownResults = true; await results(j); }
+    if (['successful', 'failed', 'dismissed'].includes(j.status)) stopPolling();
+  };
+  $('#job-results').hidden = true;
+  $('#job-cancel').onclick = async () => {
+    try { await api(`/jobs/${id}`, { method: 'DELETE' }); await refresh(); } catch (e) { banner(e.message); }
+  };
+  await refresh();
+  if (!shownResults) state.poll = setInterval(() => refresh().catch((e) => banner(e.message)), 2000);
+}
+
+/// A Leaflet layer whose tiles are fetched with the bearer token (an <img> cannot send it).
+const AuthTiles = L.GridLayer.extend({
+  createTile(coords, done) {
+    const tile = document.createElement('div');
+    fetch(this.options.url.replace('{z}', coords.z).replace('{x}', coords.x).replace('{y}', coords.y), { headers: { Authorization: `Bearer ${state.token}` } })
+      .then((r) => {
+        if (r.status === 204) return null;   // no data under this tile
+        if (!r.ok) throw new Error(`tile HTTP ${r.status}`);
+        return r.blob();
+      })
+      .then((b) => {
+        if (!b) { done(null, tile); return; }
+        const img = document.createElement('img');
+        img.alt = '';
+        img.width = 256; img.height = 256;
+        img.onload = () => { URL.revokeObjectURL(img.src); img.dataset.loaded = '1'; done(null, tile); };
+        img.onerror = () => done(new Error('tile image unreadable'), tile);
+        img.src = URL.createObjectURL(b);
+        tile.append(img);
+      })
+      .catch((e) => done(e, tile));
+    return tile;
+  },
+});
+
+async function results(job) {
+  $('#job-results').hidden = false;
+  const [manifest, mapInfo] = await Promise.all([api(`/jobs/${job.jobID}/results`), api(`/jobs/${job.jobID}/map`)]);
+  const body = $('#products tbody');
+  body.textContent = '';
+  for (const p of manifest.products) {
+    const link = el('a', { href: p.href, download: p.file, onclick: (e) => { e.preventDefault(); download(p.href, p.file, link); } }, p.file);
+    body.append(el('tr', {}, el('td', {}, p.code), el('td', {}, link), el('td', {}, fmtBytes(p.bytes)), el('td', {}, p.description)));
+  }
+  if (!state.config.basemapURL && state.config.basemapURL !== null) state.config = await api('/portal/config.json');
+  const map = baseMap('map-result');
+  setTimeout(() => map.invalidateSize(), 0);
+  if (map._layers2) for (const l of map._layers2) map.removeLayer(l);
+  map._layers2 = [];
+  const sel = $('#layer-select');
+  sel.textContent = '';
+  const layers = {};
+  for (const l of mapInfo.layers) {
+    sel.append(el('option', { value: l.name }, l.title));
+    layers[l.name] = new AuthTiles({ url: `/jobs/${job.jobID}/tiles/${l.name}/{z}/{x}/{y}.png`, maxZoom: 22, maxNativeZoom: 20, className: `layer-${l.name}` });
+  }
+  if (mapInfo.footprint) {
+    const fp = L.polygon(lonLat(mapInfo.footprint), { color: '#333', weight: 1, fill: false, dashArray: '3' }).bindTooltip('DSM extent').addTo(map);
+    map._layers2.push(fp);
+    map.fitBounds(fp.getBounds());
+  }
+  const aoi = job.parameters && job.parameters.aoi;
+  if (aoi && typeof aoi === 'object') {
+    const g = aoi.type === 'Feature' ? aoi.geometry : aoi;
+    if (g && g.coordinates) map._layers2.push(L.polygon(lonLat(g.coordinates[0]), { color: '#ff7f00', weight: 2, fill: false }).bindTooltip('area of interest').addTo(map));
+  }
+  let current = null;
+  const pick = async () => {
+    if (current) map.removeLayer(current);
+    current = layers[sel.value];
+    if (!current) return;
+    current.setOpacity($('#layer-opacity').value / 100);
+    current.addTo(map);
+    map._layers2.push(current);
+    const legend = $('#legend');
+    legend.textContent = '';
+    try {
+      const lg = await api(`/jobs/${job.jobID}/tiles/${sel.value}/legend`);
+      if (lg.kind !== 'rgb') {
+        legend.append(el('span', {}, `${round(lg.minimum, 2)} `),
+          el('span', { class: 'ramp', style: `background: linear-gradient(to right, ${lg.colours.join(', ')})` }),
+          el('span', {}, ` ${round(lg.maximum, 2)} ${lg.units || ''}`));
+      }
+    } catch (_) { /* no legend */ }
+  };
+  sel.onchange = pick;
+  $('#layer-opacity').oninput = () => current && current.setOpacity($('#layer-opacity').value / 100);
+  if (layers.hillshade) sel.value = 'hillshade';
+  await pick();
+  let probeTimer = null;
+  map.off('mousemove');
+  map.on('mousemove', (e) => {
+    const { lat, lng } = e.latlng;
+    $('#cursor').textContent = `${lat.toFixed(6)}, ${lng.toFixed(6)}`;
+    clearTimeout(probeTimer);
+    probeTimer = setTimeout(async () => {
+      try {
+        const v = await api(`/jobs/${job.jobID}/probe?lon=${lng}&lat=${lat}`);
+        if (v.height !== undefined) $('#cursor').textContent = `${lat.toFixed(6)}, ${lng.toFixed(6)} — height ${v.height.toFixed(2)} m${v.score !== undefined ? `, score ${v.score.toFixed(2)}` : ''}`;
+      } catch (_) { /* outside */ }
+    }, 200);
+  });
+}
+
+async function download(href, file, link) {
+  const original = link.textContent;
+  link.textContent = `${file} (downloading…)`;
+  try {
+    const r = await api(href, { raw: true });
+    const blob = await r.blob();
+    const a = el('a', { href: URL.createObjectURL(blob), download: file });
+    document.body.append(a);
+    a.click();
+    setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+    link.textContent = original;
+    link.dataset.downloaded = String(blob.size);
+  } catch (e) { link.textContent = original; banner(`${file}: ${e.message}`); }
+}
+
+// ---------------------------------------------------------------- operators: presets
+
+async function presetsView() {
+  const list = await api('/presets');
+  const sel = $('#preset-edit-name');
+  sel.textContent = '';
+  for (const p of list) sel.append(el('option', { value: p.name }, p.name));
+  const load = () => { const p = list.find((x) => x.name === sel.value); $('#preset-json').value = p ? JSON.stringify(p, null, 2) : ''; };
+  sel.onchange = load;
+  load();
+}
+$('#preset-save').addEventListener('click', async () => {
+  $('#preset-error').textContent = ''; $('#preset-saved').textContent = '';
+  const name = $('#preset-new-name').value.trim() || $('#preset-edit-name').value;
+  let body;
+  try { body = JSON.parse($('#preset-json').value); } catch (e) { $('#preset-error').textContent = `not valid JSON: ${e.message}`; return; }
+  try {
+    await api(`/presets/${encodeURIComponent(name)}`, { method: 'PUT', body });
+    $('#preset-saved').textContent = `Preset ${name} saved.`;
+    state.process = null;
+  } catch (e) {
+    const errs = (e.problem.errors || []).map((x) => `${x.field}: ${x.message}`).join('; ');
+    $('#preset-error').textContent = errs || e.message;
+  }
+});
+
+// ---------------------------------------------------------------- administrators: users
+
+async function usersView() {
+  const users = await api('/admin/users');
+  const body = $('#users tbody');
+  body.textContent = '';
+  for (const u of users) {
+    const input = (key, value, used) => {
+      const id = `quota-${u.id}-${key}`;
+      return el('td', {}, el('label', { for: id, class: 'sr-only' }, `${key} of ${u.name}`),
+        el('input', { id, 'data-key': key, value, inputmode: 'numeric', size: 12 }), used !== undefined ? el('small', {}, ` (${used})`) : null);
+    };
+    const save = el('button', { type: 'button' }, 'Save quota');
+    const reset = el('button', { type: 'button' }, 'New token');
+    const row = el('tr', { 'data-user': u.name }, el('td', {}, u.name), el('td', {}, u.role),
+      input('cpuSecondsPerMonth', u.quota.cpuSecondsPerMonth, round(u.usage.cpuSecondsThisMonth, 1)),
+      input('storageBytes', u.quota.storageBytes, fmtBytes(u.usage.storageBytes)),
+      input('maxConcurrentJobs', u.quota.maxConcurrentJobs), input('maxInputBytes', u.quota.maxInputBytes), el('td', {}, save, reset));
+    save.addEventListener('click', async () => {
+      $('#users-error').textContent = ''; $('#users-message').textContent = '';
+      const patch = {};
+      for (const i of row.querySelectorAll('input')) {
+        const v = Number(i.value);
+        if (!Number.isFinite(v) || v < 0 || (i.dataset.key !== 'cpuSecondsPerMonth' && !Number.isInteger(v))) {
+          $('#users-error').textContent = `${u.name}: ${i.dataset.key} must be a non-negative ${i.dataset.key === 'cpuSecondsPerMonth' ? 'number' : 'integer'}`;
+          return;
+        }
+        patch[i.dataset.key] = v;
+      }
+      try { await api(`/admin/users/${u.id}/quota`, { method: 'PUT', body: patch }); $('#users-message').textContent = `Quota of ${u.name} saved.`; }
+      catch (e) { $('#users-error').textContent = `${u.name}: ${e.message}`; }
+    });
+    reset.addEventListener('click', async () => {
+      if (!confirm(`Give ${u.name} a new token? The current one stops working at once.`)) return;
+      try { const r = await api(`/admin/users/${u.id}/token`, { method: 'POST' }); $('#users-message').textContent = `New token of ${u.name} (shown once): ${r.token}`; }
+      catch (e) { $('#users-error').textContent = e.message; }
+    });
+    body.append(row);
+  }
+}
+$('#new-user').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  $('#users-error').textContent = ''; $('#users-message').textContent = '';
+  try {
+    const r = await api('/admin/users', { method: 'POST', body: { name: $('#new-user-name').value.trim(), role: $('#new-user-role').value } });
+    $('#users-message').textContent = `User ${r.user.name} created. Token (shown once): ${r.token}`;
+    $('#new-user-name').value = '';
+    await usersView();
+  } catch (e) { $('#users-error').textContent = e.message; }
+});
+
+route();

@@ -1,0 +1,319 @@
+#!/usr/bin/env python3
+"""The web portal driven in a real browser (Chromium through Selenium/chromedriver) against a real daemon.
+
+Run by Tests/ServiceTests/PortalBrowserTests.swift, which starts `dsmopt serve`, creates the users and
+passes their tokens here. Every step saves a screenshot into --artefacts. Exits non-zero with a message
+on the first failed check.
+"""
+import argparse
+import base64
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.support.ui import WebDriverWait, Select
+
+p = argparse.ArgumentParser()
+p.add_argument("--url", required=True)
+p.add_argument("--alice", required=True, help="researcher token")
+p.add_argument("--bob", required=True, help="another researcher's token")
+p.add_argument("--carol", required=True, help="a researcher without CPU quota")
+p.add_argument("--admin", required=True, help="administrator token")
+p.add_argument("--data", required=True, help="the shared test data folder")
+p.add_argument("--artefacts", required=True, help="folder for screenshots and downloads")
+args = p.parse_args()
+
+os.makedirs(args.artefacts, exist_ok=True)
+downloads = os.path.join(args.artefacts, "downloads")
+os.makedirs(downloads, exist_ok=True)
+pair = [os.path.join(args.data, "pleiades", "reunion-pair", f"img_0{i}.tif") for i in (1, 2)]
+
+options = webdriver.ChromeOptions()
+options.binary_location = os.environ.get("DSMOPT_CHROMIUM", "/usr/bin/chromium")
+for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1100", "--disable-gpu"):
+    options.add_argument(a)
+options.add_experimental_option("prefs", {"download.default_directory": downloads, "download.prompt_for_download": False})
+options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+driver = webdriver.Chrome(service=Service(os.environ.get("DSMOPT_CHROMEDRIVER", "/usr/bin/chromedriver")), options=options)
+driver.set_page_load_timeout(60)
+step_no = [0]
+
+
+def shot(name):
+    step_no[0] += 1
+    driver.save_screenshot(os.path.join(args.artefacts, f"{step_no[0]:02d}-{name}.png"))
+
+
+def fail(message):
+    shot("failure")
+    print(f"FAIL: {message}", file=sys.stderr)
+    try:
+        shown = driver.execute_script("return [...document.querySelectorAll('.error, #banner')].filter(e => e.textContent.trim()).map(e => (e.id || e.className) + ': ' + e.textContent.trim())")
+        print("messages on the page:", shown, file=sys.stderr)
+    except Exception:
+        pass
+    try:
+        print("browser log:", json.dumps(driver.get_log("browser"), indent=1)[:4000], file=sys.stderr)
+    finally:
+        driver.quit()
+    sys.exit(1)
+
+
+def check(cond, message):
+    if not cond:
+        fail(message)
+    print(f"ok: {message}")
+
+
+def wait(cond, message, timeout=60):
+    try:
+        # The page re-renders what it polls: an element may be replaced between lookup and read.
+        return WebDriverWait(driver, timeout, poll_frequency=0.2,
+                             ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(lambda d: cond())
+    except Exception as e:  # timeout or a script error
+        fail(f"timed out: {message} ({type(e).__name__})")
+
+
+def q(css):
+    return driver.find_element(By.CSS_SELECTOR, css)
+
+
+def text(css):
+    return q(css).text.strip()
+
+
+def api(path, token, method="GET", body=None):
+    req = urllib.request.Request(args.url + path, method=method, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            data = r.read()
+            return r.status, r.headers, data
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+console_seen = [0]
+
+
+def console_errors(allowed_statuses=()):
+    """JavaScript errors since the last call; network 4xx the test provoked on purpose are allowed."""
+    out = []
+    for entry in driver.get_log("browser"):
+        if entry["level"] != "SEVERE":
+            continue
+        msg = entry["message"]
+        if "Failed to load resource" in msg and any(f"status of {s}" in msg for s in allowed_statuses):
+            continue
+        out.append(msg)
+    return out
+
+
+def sign_in(token):
+    driver.execute_script("sessionStorage.clear()")
+    driver.get(args.url + f"/?load={time.time()}")  # a full page load
+    wait(lambda: q("#view-signin").is_displayed(), "sign-in form shown")
+    field = q("#token")
+    field.clear()
+    field.send_keys(token + Keys.ENTER)  # keyboard only
+
+
+# ---------------------------------------------------------------- sign-in
+driver.get(args.url + "/")
+check(driver.title.startswith("dsmopt"), "the portal is served at /")
+sign_in("dso_wrong")
+wait(lambda: "wrong" in text("#signin-error"), "a wrong token gives a clear message")
+shot("wrong-token")
+errors = console_errors(allowed_statuses=(401,))
+check(errors == [], f"no console error besides the refused token ({errors})")
+sign_in(args.alice)
+wait(lambda: q("#view-jobs").is_displayed(), "signed in, job list shown")
+check("alice" in text("#whoami"), "the page names the signed-in user")
+shot("signed-in")
+
+# ---------------------------------------------------------------- step 1: images
+driver.get(args.url + "/#/new")
+wait(lambda: q("#step-1").is_displayed(), "step 1 shown")
+q("#files").send_keys("\n".join(pair))
+wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#upload-progress .upload-row")) == 2, "two upload rows")
+wait(lambda: all(r.find_element(By.CSS_SELECTOR, ".status").text.startswith("uploaded")
+                 for r in driver.find_elements(By.CSS_SELECTOR, "#upload-progress .upload-row")), "both uploads finished", timeout=120)
+bars = [int(b.get_attribute("value")) for b in driver.find_elements(By.CSS_SELECTOR, "#upload-progress progress")]
+check(bars == [100, 100], f"progress bars reach 100 % ({bars})")
+wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#uploads tbody tr")) == 2 and
+     all("°" in r.find_element(By.CSS_SELECTOR, ".angles").text for r in driver.find_elements(By.CSS_SELECTOR, "#uploads tbody tr")),
+     "what was read from each image is shown")
+acq = [r.find_element(By.CSS_SELECTOR, ".acq").text for r in driver.find_elements(By.CSS_SELECTOR, "#uploads tbody tr")]
+check(all("2013-06-29" in a for a in acq), f"acquisition dates shown ({acq})")
+check(len(driver.find_elements(By.CSS_SELECTOR, "#map-images path.leaflet-interactive")) == 2, "two footprints on the map")
+q("#inspect").click()
+wait(lambda: q("#pairs").is_displayed() and len(driver.find_elements(By.CSS_SELECTOR, "#pairs tbody tr")) == 1, "the pair table", timeout=120)
+bh = float(text("#pairs tbody tr .bh"))
+status = text("#pairs tbody tr .pair-status")
+check(abs(bh - 0.26) < 0.01 and status == "selected", f"pair B/H ≈ 0.26 and selected (B/H {bh}, {status})")
+shot("images-and-pairs")
+
+# ---------------------------------------------------------------- step 2: parameters
+q("#to-step-2").click()
+wait(lambda: q("#step-2").is_displayed(), "step 2 shown")
+wait(lambda: "UTM zone 40S" in text("#epsg-name"), "default output CRS: the scene's UTM zone, named")
+q("#job-name").send_keys("portal job")
+# Draw a rectangle on the map (two clicks), then type a smaller box.
+q("#draw-rect").click()
+m = q("#map-aoi")
+ActionChains(driver).move_to_element_with_offset(m, -60, -40).click().perform()
+ActionChains(driver).move_to_element_with_offset(m, 60, 40).click().perform()
+wait(lambda: q("#aoi-bbox").get_attribute("value").count(",") == 3, "the drawn rectangle fills the bounding box")
+check(len(driver.find_elements(By.CSS_SELECTOR, "#map-aoi path.leaflet-interactive")) == 3, "the AOI is drawn over the two footprints")
+box = q("#aoi-bbox")
+box.clear()
+box.send_keys("55.6495,-21.2315,55.6505,-21.2305" + Keys.TAB)
+shot("aoi")
+q("#expert-mode").click()
+window = q("#param-window")
+window.clear()
+window.send_keys("4")
+wait(lambda: "expected an odd integer" in text("#err-param-window"), "an even window is flagged beside the field")
+jobs_before = json.loads(api("/jobs", args.alice)[2])["total"]
+q("#submit-job").click()
+time.sleep(0.5)
+check(json.loads(api("/jobs", args.alice)[2])["total"] == jobs_before, "the form does not send a request the API would refuse")
+check("4: expected an odd integer" in text("#err-param-window"), "the message uses the API's words")
+shot("invalid-window")
+window.clear()
+window.send_keys("5")
+wait(lambda: text("#err-param-window") == "", "the error clears once fixed")
+driver.execute_script("window.__noReload = 1")
+q("#submit-job").click()
+wait(lambda: "#/job/" in driver.current_url, "submitted: the job page opens")
+job_id = driver.current_url.split("#/job/")[1]
+shot("submitted")
+
+# ---------------------------------------------------------------- step 3: progress and results
+seen = set()
+def progress_moves():
+    seen.add(int(q("#job-progress").get_attribute("value") or 0))
+    return text("#job-status") == "successful"
+wait(progress_moves, "the job reaches successful", timeout=300)
+check(driver.execute_script("return window.__noReload") == 1, "no page reload while following the job")
+check(len(seen) >= 2 and max(seen) == 100, f"the progress bar moved ({sorted(seen)})")
+wait(lambda: q("#job-results").is_displayed(), "results shown")
+wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, ".layer-hillshade img[data-loaded='1']")) >= 1, "hillshade tiles load", timeout=60)
+shot("results-map")
+tile = driver.execute_script("""
+  const imgs = [...document.querySelectorAll('.layer-hillshade img[data-loaded="1"]')].filter(i => i.complete && i.naturalWidth);
+  if (!imgs.length) return null;
+  const c = document.createElement('canvas'); c.width = 256; c.height = 256;
+  const g = c.getContext('2d'); let n = 0, s = 0, s2 = 0;
+  for (const i of imgs) { g.clearRect(0, 0, 256, 256); g.drawImage(i, 0, 0);
+    const d = g.getImageData(0, 0, 256, 256).data;
+    for (let k = 0; k < d.length; k += 4) if (d[k + 3] > 0) { n++; s += d[k]; s2 += d[k] * d[k]; } }
+  return {tiles: imgs.length, pixels: n, std: n ? Math.sqrt(s2 / n - (s / n) ** 2) : 0};
+""")
+check(tile and tile["pixels"] > 1000 and tile["std"] > 5, f"the hillshade on the map is not blank ({tile})")
+status, headers, body = api(f"/jobs/{job_id}/tiles/hillshade/17/85797/73449.png", args.alice)
+check(status == 200 and body[:8] == b"\x89PNG\r\n\x1a\n" and len(body) > 1000, f"a hillshade map tile: HTTP {status}, {len(body)} bytes of PNG")
+layers = [o.get_attribute("value") for o in Select(q("#layer-select")).options]
+check({"hillshade", "hillshade_multidirectional", "dsm", "correlation_score", "ortho_mosaic"} <= set(layers), f"switchable layers ({layers})")
+Select(q("#layer-select")).select_by_value("dsm")
+wait(lambda: "m above" in text("#legend"), "the DSM layer has a legend with its units")
+wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, ".layer-dsm img[data-loaded='1']")) >= 1, "DSM tiles load")
+ActionChains(driver).move_to_element(q("#map-result")).move_by_offset(5, 5).perform()
+wait(lambda: "height" in text("#cursor"), "the cursor's coordinates and height")
+shot("dsm-layer")
+link = driver.find_element(By.XPATH, "//table[@id='products']//a[text()='dsm.tif']")
+size_text = link.find_element(By.XPATH, "../../td[3]").text
+check(size_text.endswith("B"), f"products listed with their size ({size_text})")
+link.click()
+wait(lambda: os.path.exists(os.path.join(downloads, "dsm.tif")) and os.path.getsize(os.path.join(downloads, "dsm.tif")) > 1000, "dsm.tif downloads", timeout=60)
+with open(os.path.join(downloads, "dsm.tif"), "rb") as f:
+    check(f.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00"), "the download is a TIFF")
+check("==> attempt 1" in text("#job-log"), "the job's log is shown")
+check('"aoi"' in text("#job-parameters") and '55.6495' in text("#job-parameters"), "the job's parameters are shown")
+errors = console_errors(allowed_statuses=())
+check(errors == [], f"no console errors on the researcher's path ({errors[:3]})")
+
+# ---------------------------------------------------------------- phone width
+driver.set_window_size(390, 844)
+driver.get(args.url + "/#/jobs")
+wait(lambda: q("#view-jobs").is_displayed(), "job list at phone width")
+overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+check(overflow <= 1, f"no sideways scrolling at phone width ({overflow} px)")
+shot("phone-width")
+driver.set_window_size(1280, 1100)
+
+# ---------------------------------------------------------------- another user
+q("#signout").click()
+sign_in(args.bob)
+wait(lambda: q("#view-jobs").is_displayed(), "bob signed in")
+time.sleep(0.5)
+check("portal job" not in text("#jobs"), "bob does not see alice's job in the list")
+driver.get(args.url + f"/#/job/{job_id}")
+wait(lambda: "no job" in text("#banner"), "nor by its address")
+shot("other-user")
+console_errors(allowed_statuses=(404,))
+
+# ---------------------------------------------------------------- administrator
+q("#signout").click()
+sign_in(args.admin)
+wait(lambda: not q("#nav-users").get_attribute("hidden"), "the admin sees the Users page")
+driver.get(args.url + "/#/users")
+wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#users tbody tr")) >= 4, "users listed")
+row = q("#users tr[data-user='alice']")
+cpu = row.find_element(By.CSS_SELECTOR, "input[data-key='cpuSecondsPerMonth']")
+cpu.clear()
+cpu.send_keys("12345")
+row.find_element(By.XPATH, ".//button[text()='Save quota']").click()
+wait(lambda: "saved" in text("#users-message"), "quota saved")
+users = json.loads(api("/admin/users", args.admin)[2])
+check([u["quota"]["cpuSecondsPerMonth"] for u in users if u["name"] == "alice"] == [12345], "the API reflects the quota set in the page")
+shot("admin-quota")
+
+# ---------------------------------------------------------------- bad cases, as carol (no CPU left)
+q("#signout").click()
+sign_in(args.carol)
+wait(lambda: q("#view-jobs").is_displayed(), "carol signed in")
+driver.get(args.url + "/#/new")
+wait(lambda: q("#step-1").is_displayed(), "step 1 for carol")
+notes = os.path.join(args.artefacts, "notes.txt")
+with open(notes, "w") as f:
+    f.write("not an image\n")
+q("#files").send_keys(notes)
+wait(lambda: "not a TIFF" in text("#images-error"), "a non-image upload shows the API's message by the images")
+shot("non-image")
+q("#files").send_keys(pair[0])
+wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#uploads tbody tr")) == 1 and "°" in text("#uploads tbody tr .angles"), "one image uploaded")
+q("#inspect").click()
+wait(lambda: "stereo needs 2 or 3 images, got 1" in text("#images-error"), "one image: the API's message")
+shot("one-image")
+q("#files").send_keys("\n".join([pair[1], pair[0], pair[1]]))
+wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#uploads tbody tr")) == 4, "four uploads", timeout=120)
+wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#uploads tbody input:checked")) == 4, "four ticked")
+q("#to-step-2").click()
+wait(lambda: "stereo needs 2 or 3 images, got 4" in text("#images-error"), "four images: the API's message")
+shot("four-images")
+# Keep two of them and submit: the CPU quota (0) refuses the job, message by the form.
+boxes = driver.find_elements(By.CSS_SELECTOR, "#uploads tbody input:checked")
+boxes[0].click()
+boxes[1].click()
+wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#uploads tbody input:checked")) == 2, "two ticked")
+q("#to-step-2").click()
+wait(lambda: q("#step-2").is_displayed(), "step 2 for carol", timeout=120)
+q("#job-name").send_keys("over quota")
+q("#aoi-bbox").send_keys("55.6495,-21.2315,55.6505,-21.2305" + Keys.TAB)
+q("#submit-job").click()
+wait(lambda: "CPU" in text("#err-form") or "quota" in text("#err-form").lower(), "quota exceeded: the API's message by the submit button")
+print("quota message:", text("#err-form"))
+shot("quota-exceeded")
+console_errors(allowed_statuses=(403, 415, 422))
+driver.quit()
+print("portal: all checks passed")
