@@ -21,11 +21,13 @@ ARG DSMOPT_COMMIT=""
 ENV DSMOPT_COMMIT=$DSMOPT_COMMIT
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libgdal32 libopenblas0-pthread liblapacke libsqlite3-0 libxml2 libcurl4 ca-certificates proj-data \
+      libgdal32 libopenblas0-pthread liblapacke libsqlite3-0 libxml2 libcurl4 ca-certificates proj-data libjs-leaflet \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/dsmopt /usr/local/bin/dsmopt
 COPY Presets /usr/share/dsmopt/presets
 COPY Fixtures /usr/share/dsmopt/fixtures
+# The web portal's files (Leaflet comes from Debian's libjs-leaflet, /usr/share/javascript/leaflet).
+COPY Sources/JobService/Portal/web /usr/share/dsmopt/portal
 ENV DSMOPT_PRESETS=/usr/share/dsmopt/presets
 # The service runs as an unprivileged user that owns only its data folder.
 RUN groupadd --system --gid 10001 dsmopt \

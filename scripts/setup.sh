@@ -4,11 +4,14 @@
 set -euo pipefail
 
 # proj-data: PROJ's EGM96 geoid grid (egm96_15.gtx) for --vertical-datum egm96 and reference DEMs on the geoid.
-packages=(pkg-config libgdal-dev libopenblas-dev liblapacke-dev libsqlite3-dev zlib1g-dev proj-data)
+# libjs-leaflet: the web portal's map library, served by the daemon (nothing is fetched from a CDN).
+packages=(pkg-config libgdal-dev libopenblas-dev liblapacke-dev libsqlite3-dev zlib1g-dev proj-data libjs-leaflet)
 if [[ "${1:-}" == "--test" ]]; then
     # gdal-bin and python3-gdal/numpy run ../shared/tools (dsm_compare.py, disp_eval.py).
     # postgresql: the private cluster the PostgreSQL store's tests run against (scripts/pg-cluster.sh).
     packages+=(gdal-bin python3-gdal python3-numpy python3-yaml postgresql postgresql-client)
+    # The portal's browser test: Chromium and its WebDriver, Selenium in a virtual environment (below).
+    packages+=(chromium chromium-driver python3-venv)
 fi
 
 missing=()
@@ -31,4 +34,15 @@ fi
 if ! command -v swift >/dev/null 2>&1; then
     echo "setup: a Swift 6.1+ toolchain is required on PATH (https://www.swift.org/install/linux/)" >&2
     exit 1
+fi
+
+if [[ "${1:-}" == "--test" ]]; then
+    # Selenium (PyPI) for Tests/Portal/portal_browser.py, in .build/portal-venv (created once).
+    venv=.build/portal-venv
+    if ! "$venv/bin/python" -c "import selenium" >/dev/null 2>&1; then
+        echo "setup: creating $venv with selenium" >&2
+        mkdir -p .build
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check "selenium>=4.20,<5"
+    fi
 fi

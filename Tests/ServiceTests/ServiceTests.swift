@@ -122,6 +122,37 @@ import Testing
         #expect(metrics.contains("dsmopt_stage_seconds_sum{stage=\"match\"}"))
         // Labels are route patterns, never ids or unknown paths.
         #expect(metrics.contains("route=\"/jobs/{id}/results/{file}\"") && !metrics.contains(id), "\(metrics)")
+        // The map: layers from the products, Web Mercator tiles rendered from the COGs, legends, point values.
+        let map = try #require(try await http("GET", "\(s.base)/jobs/\(id)/map", token: token).json)
+        let layers = (map["layers"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        #expect(Set(["dsm", "hillshade", "hillshade_multidirectional", "correlation_score", "ortho_mosaic"]).isSubset(of: Set(layers)), "\(layers)")
+        let bounds = try #require(map["bounds"] as? [Double])
+        let lon = (bounds[0] + bounds[2]) / 2, lat = (bounds[1] + bounds[3]) / 2
+        let z = 17, n = Double(1 << z)
+        let tx = Int((lon + 180) / 360 * n), ty = Int((1 - asinh(tan(lat * .pi / 180)) / .pi) / 2 * n)
+        for layer in ["hillshade", "dsm", "correlation_score", "ortho_mosaic"] {
+            let tile = try await http("GET", "\(s.base)/jobs/\(id)/tiles/\(layer)/\(z)/\(tx)/\(ty).png", token: token)
+            #expect(tile.status == 200 && tile.headers["content-type"] == "image/png" && tile.body.starts(with: [0x89, 0x50, 0x4E, 0x47]), "\(layer): \(tile.status)")
+            // Decoded by GDAL: 256×256 RGBA with opaque cells that are not all one colour.
+            let png = FileManager.default.temporaryDirectory.appendingPathComponent("tile-\(UUID().uuidString).png")
+            try tile.body.write(to: png)
+            defer { try? FileManager.default.removeItem(at: png) }
+            let info = try run("/usr/bin/python3", ["-c", "from osgeo import gdal; import sys; d = gdal.Open(sys.argv[1]); a = d.ReadAsArray(); m = a[3] > 0; print(d.RasterCount, d.RasterXSize, int(m.sum()), float(a[0][m].std()) if m.any() else 0)", png.path])
+            let f = info.stdout.split(separator: " ").compactMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            #expect(f.count == 4 && f[0] == 4 && f[1] == 256 && f[2] > 1000 && f[3] > 1, "\(layer) tile: \(info.stdout) \(info.stderr)")
+        }
+        #expect(try await http("GET", "\(s.base)/jobs/\(id)/tiles/dsm/3/1/1.png", token: token).status == 204)
+        #expect(try await http("GET", "\(s.base)/jobs/\(id)/tiles/dsm_filled_mask/\(z)/\(tx)/\(ty).png", token: token).status == 404)
+        #expect(try await http("GET", "\(s.base)/jobs/\(id)/tiles/dsm/30/0/0.png", token: token).status == 404)
+        let legend = try #require(try await http("GET", "\(s.base)/jobs/\(id)/tiles/dsm/legend", token: token).json)
+        let lo = try #require(legend["minimum"] as? Double), hi = try #require(legend["maximum"] as? Double)
+        #expect(lo > 2000 && hi < 2600 && lo < hi, "La Réunion's heights: \(lo)…\(hi)")
+        let probe = try #require(try await http("GET", "\(s.base)/jobs/\(id)/probe?lon=\(lon)&lat=\(lat)", token: token).json)
+        let h = try #require(probe["height"] as? Double)
+        #expect(h > lo - 50 && h < hi + 50, "height \(h) at the centre")
+        let stranger = try s.user("mallory")
+        #expect(try await http("GET", "\(s.base)/jobs/\(id)/tiles/dsm/\(z)/\(tx)/\(ty).png", token: stranger).status == 404)
+        #expect(try await http("GET", "\(s.base)/jobs/\(id)/map").status == 401)
         // Deleting a finished job removes it and its results.
         let del = try await http("DELETE", "\(s.base)/jobs/\(id)", token: token)
         #expect(del.status == 200)
