@@ -588,13 +588,14 @@ public struct ServiceAPI: Sendable {
         return total
     }
 
-    /// The image an upload stands for: the file itself, or the one image of a zipped product.
-    func imagePath(_ u: Upload) throws -> String {
+    /// The images an upload stands for, in delivery order: the file itself; the one image of a zipped product
+    /// (a DIMAP product, tiled or not, is one image: its DIM file); or each image of a zipped delivery (a
+    /// stereo or tri-stereo delivery: 2–3 products, panchromatic first when PAN + MS bundles).
+    func imagePaths(_ u: Upload) throws -> [String] {
         let path = config.uploadPath(u)
         // A zipped product (extracted) or a product copied from the archive lives in `product/`.
         let folder = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent("product")
-        guard FileManager.default.fileExists(atPath: folder) else { return path }
-        // A DIMAP product (possibly tiled) is one image: its DIM file; otherwise the images below.
+        guard FileManager.default.fileExists(atPath: folder) else { return [path] }
         var found: [String] = []
         do { found = try ProductDiscovery.expandFolder(folder) } catch IngestError.noImagesInFolder { found = [] } catch {
             // A malformed product: say why, naming the upload, not the server's folder.
@@ -602,12 +603,55 @@ public struct ServiceAPI: Sendable {
         }
         if found.isEmpty {
             let all = (FileManager.default.subpaths(atPath: folder) ?? []).filter { ["tif", "tiff", "jp2"].contains(($0 as NSString).pathExtension.lowercased()) }
-            found = all.map { (folder as NSString).appendingPathComponent($0) }
+            found = all.sorted().map { (folder as NSString).appendingPathComponent($0) }
         }
-        guard found.count == 1 else {
-            throw FetchError(description: "the zipped product \(u.fileName) holds \(found.count) images; upload one image (or one single-image product) per upload")
+        guard !found.isEmpty else { throw FetchError(description: "the zipped upload \(u.fileName) holds no image") }
+        guard found.count <= 3 else {
+            throw FetchError(description: "the zipped upload \(u.fileName) holds \(found.count) images; a delivery holds 2 or 3 views (upload the products of one stereo or tri-stereo acquisition)")
         }
-        return found[0]
+        return found
+    }
+
+    /// The one image of an upload (an error for a delivery of several: name one with `"image": n`).
+    func imagePath(_ u: Upload) throws -> String {
+        let all = try imagePaths(u)
+        guard all.count == 1 else { throw FetchError(description: "\(u.fileName) holds \(all.count) images: give {\"upload\": \"\(u.id)\", \"image\": n} with n from 1 to \(all.count)") }
+        return all[0]
+    }
+
+    /// The images that `images` entries of a request stand for, in order: an upload of one image is that
+    /// image; a zipped delivery is each of its images, or the one its `image` (1-based) names. Each comes
+    /// with the name messages use for it (the upload's file name, "delivery.zip image 2" in a delivery).
+    func expandImages(_ refs: [(index: Int, upload: Upload, image: Int?)]) -> (images: [(path: String, name: String, upload: Upload, field: String)], errors: [FieldError]) {
+        var out: [(path: String, name: String, upload: Upload, field: String)] = []
+        var errors: [FieldError] = []
+        for ref in refs {
+            let all: [String]
+            do { all = try imagePaths(ref.upload) } catch {
+                errors.append(.init(field: "images[\(ref.index)].upload", message: "\(error)"))
+                continue
+            }
+            var chosen = Array(all.enumerated())
+            if let n = ref.image {
+                guard (1...all.count).contains(n) else {
+                    errors.append(.init(field: "images[\(ref.index)].image", message: "\(ref.upload.fileName) holds \(all.count) image(s): give 1 to \(all.count)"))
+                    continue
+                }
+                chosen = [(n - 1, all[n - 1])]
+            }
+            for (k, path) in chosen {
+                let name = all.count > 1 ? "\(ref.upload.fileName) image \(k + 1)" : ref.upload.fileName
+                if let first = out.firstIndex(where: { $0.path == path }) {
+                    errors.append(.init(field: "images[\(ref.index)].upload", message: "the same image as \(out[first].field) (\(name)): a stereo pair needs two different images"))
+                    continue
+                }
+                out.append((path, name, ref.upload, "images[\(ref.index)]" + (all.count > 1 ? " image \(k + 1)" : "")))
+            }
+        }
+        if errors.isEmpty, !(2...3).contains(out.count) {
+            errors.append(.init(field: "images", message: "stereo needs 2 or 3 images, got \(out.count)"))
+        }
+        return (out, errors)
     }
 
     // MARK: uploads and inspection
@@ -620,6 +664,9 @@ public struct ServiceAPI: Sendable {
         var created: Date
         /// What was read from it when it is an image (GET /uploads/{id} reads it once; the list shows it after).
         var image: ImageSummary?
+        /// For a zipped delivery of several images: what was read from each, in delivery order (`"image": n`
+        /// in a request picks one; `{"upload": id}` alone uses them all).
+        var images: [ImageSummary]?
         var readError: String?
         var links: [[String: String]]
     }
@@ -637,8 +684,9 @@ public struct ServiceAPI: Sendable {
     }
 
     func uploadView(_ u: Upload, describe: Bool) -> UploadView {
-        let cached = FileManager.default.contents(atPath: describedPath(u)).flatMap { try? JSONDecoder().decode(ImageSummary.self, from: $0) }
-        return UploadView(id: u.id, fileName: u.fileName, size: u.size, sha256: u.sha256, created: u.createdAt, image: cached, readError: nil,
+        let cached = FileManager.default.contents(atPath: describedPath(u)).flatMap { try? JSONDecoder().decode([ImageSummary].self, from: $0) }
+        return UploadView(id: u.id, fileName: u.fileName, size: u.size, sha256: u.sha256, created: u.createdAt,
+                          image: cached?.count == 1 ? cached?[0] : nil, images: (cached?.count ?? 0) > 1 ? cached : nil, readError: nil,
                           links: [["href": "/uploads/\(u.id)", "rel": "self", "type": "application/json"]])
     }
 
@@ -646,17 +694,21 @@ public struct ServiceAPI: Sendable {
     /// drivers only), cached beside the upload.
     func describedUpload(_ u: Upload) async -> UploadView {
         var view = uploadView(u, describe: true)
-        guard view.image == nil else { return view }
+        guard view.image == nil, view.images == nil else { return view }
         if UploadKind(signatureOf: config.uploadPath(u)) == .geojson { return view }
         do {
-            let path = try imagePath(u)
-            let (status, data) = try await child(["describe", path, "--cpu-seconds", "30"], timeout: 60)
-            if status == 0, let s = try? JSONDecoder().decode(ImageSummary.self, from: data) {
-                view.image = s
-                try? JSONEncoder().encode(s).write(to: URL(fileURLWithPath: describedPath(u)))
-            } else {
-                view.readError = "not an image the service can read (no RPC model, or not a GeoTIFF/JPEG2000/DIMAP image)"
+            let paths = try imagePaths(u)
+            var summaries: [ImageSummary] = []
+            for (k, path) in paths.enumerated() {
+                let (status, data) = try await child(["describe", path, "--cpu-seconds", "30"], timeout: 60)
+                guard status == 0, let s = try? JSONDecoder().decode(ImageSummary.self, from: data) else {
+                    view.readError = (paths.count > 1 ? "image \(k + 1) is " : "") + "not an image the service can read (no RPC model, or not a GeoTIFF/JPEG2000/DIMAP image)"
+                    return view
+                }
+                summaries.append(s)
             }
+            if summaries.count == 1 { view.image = summaries[0] } else { view.images = summaries }
+            try? JSONEncoder().encode(summaries).write(to: URL(fileURLWithPath: describedPath(u)))
         } catch {
             view.readError = "\(error)"
         }
@@ -671,12 +723,21 @@ public struct ServiceAPI: Sendable {
                              errors: [.init(field: "images", message: "must be an array of 2 or 3 {\"upload\": \"<id>\"}")])
         }
         var errors: [FieldError] = []
-        if !(2...3).contains(images.count) { errors.append(.init(field: "images", message: "stereo needs 2 or 3 images, got \(images.count)")) }
-        var paths: [String] = [], names: [String] = []
+        if !(1...3).contains(images.count) { errors.append(.init(field: "images", message: "stereo needs 2 or 3 images, got \(images.count)")) }
+        var refs: [(index: Int, upload: Upload, image: Int?)] = []
         for (i, im) in images.enumerated() {
-            guard let id = im["upload"] as? String, im.count == 1 else { errors.append(.init(field: "images[\(i)]", message: "must be {\"upload\": \"<id>\"}")); continue }
+            let image = im["image"] as? Int
+            guard let id = im["upload"] as? String, im.count == (im["image"] == nil ? 1 : 2), im["image"] == nil || (image ?? 0) >= 1 else {
+                errors.append(.init(field: "images[\(i)]", message: "must be {\"upload\": \"<id>\"} or {\"upload\": \"<id>\", \"image\": n} (n ≥ 1)")); continue
+            }
             guard let u = try await store.upload(id: id, userId: user.id) else { errors.append(.init(field: "images[\(i)].upload", message: "unknown upload \(id)")); continue }
-            do { paths.append(try imagePath(u)); names.append(u.fileName) } catch { errors.append(.init(field: "images[\(i)].upload", message: "\(error)")) }
+            refs.append((i, u, image))
+        }
+        var paths: [String] = [], names: [String] = []
+        if errors.isEmpty {
+            let expanded = expandImages(refs)
+            errors += expanded.errors
+            paths = expanded.images.map(\.path); names = expanded.images.map(\.name)
         }
         guard errors.isEmpty else {
             throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has \(errors.count) invalid field(s)", errors: errors)
@@ -725,8 +786,9 @@ public struct ServiceAPI: Sendable {
         var inputs: [(String, Int64)] = []
         var records: [InputRecord] = []
         var paths: [String] = []
+        var refs: [(index: Int, upload: Upload, image: Int?)] = []
         for (i, ref) in request.images.enumerated() {
-            if let id = ref.upload, let first = request.images.prefix(i).firstIndex(where: { $0.upload == id }) {
+            if let id = ref.upload, let first = request.images.prefix(i).firstIndex(where: { $0.upload == id && $0.image == ref.image }) {
                 errors.append(.init(field: "images[\(i)].upload", message: "the same upload as images[\(first)]: a stereo pair needs two different images"))
                 continue
             }
@@ -743,9 +805,16 @@ public struct ServiceAPI: Sendable {
                 upload = u
             }
             guard let u = upload else { continue }
-            records.append(InputRecord(field: "images[\(i)]", upload: u.id, fileName: u.fileName, bytes: u.size, sha256: u.sha256))
-            do { paths.append(try imagePath(u)); inputs.append((u.fileName, u.size)) } catch {
-                errors.append(.init(field: "images[\(i)].upload", message: "\(error)"))
+            refs.append((i, u, ref.image))
+        }
+        // A zipped delivery stands for its 2–3 images (or the one `image` names); the count is checked after.
+        if errors.isEmpty {
+            let expanded = expandImages(refs)
+            errors += expanded.errors
+            for im in expanded.images {
+                records.append(InputRecord(field: im.field, upload: im.upload.id, fileName: im.name, bytes: im.upload.size, sha256: im.upload.sha256))
+                paths.append(im.path)
+                inputs.append((im.name, im.upload.size))
             }
         }
         // The finishing steps' files (uploads of the caller's) and sources.

@@ -13,6 +13,8 @@ public struct ImageReference: Sendable, Codable, Equatable {
     public var upload: String?
     public var url: String?
     public var path: String?
+    /// With `upload`: which image (1-based) of a zipped delivery holding several; without, all of them.
+    public var image: Int? = nil
 }
 
 /// A request's `parameters`: the region (`roi` or `aoi`) and the table's parameters by their keys
@@ -132,12 +134,20 @@ enum RequestValidator {
             if let s = n.string, !s.isEmpty, s.count <= 200 { req.name = s } else { errors.append(.init(field: "name", message: "must be a string of 1–200 characters")) }
         }
         if let imgs = obj["images"]?.array {
-            if !(2...3).contains(imgs.count) { errors.append(.init(field: "images", message: "stereo needs 2 or 3 images, got \(imgs.count)")) }
+            // One upload may be a zipped delivery of 2–3 images: the count of images is checked once the
+            // uploads are expanded; here, at most 3 entries.
+            let deliveries = imgs.contains { $0.object?["upload"] != nil && $0.object?["image"] == nil }
+            if !((deliveries ? 1 : 2)...3).contains(imgs.count) { errors.append(.init(field: "images", message: "stereo needs 2 or 3 images, got \(imgs.count)")) }
             for (i, im) in imgs.enumerated() {
                 guard let d = im.object else { errors.append(.init(field: "images[\(i)]", message: "must be an object like {\"upload\": \"<id>\"}")); continue }
-                let ref = ImageReference(upload: d["upload"]?.string, url: d["url"]?.string, path: d["path"]?.string)
-                if [ref.upload, ref.url, ref.path].compactMap({ $0 }).count != 1 || d.count != 1 {
-                    errors.append(.init(field: "images[\(i)]", message: "give exactly one of upload, url, path (a string)"))
+                var ref = ImageReference(upload: d["upload"]?.string, url: d["url"]?.string, path: d["path"]?.string)
+                if let n = d["image"] {
+                    if let v = n.number, v == v.rounded(), v >= 1, v <= 3, ref.upload != nil { ref.image = Int(v) } else {
+                        errors.append(.init(field: "images[\(i)].image", message: "must be 1, 2 or 3 (which image of a zipped delivery), with upload"))
+                    }
+                }
+                if [ref.upload, ref.url, ref.path].compactMap({ $0 }).count != 1 || d.count != (d["image"] == nil ? 1 : 2) {
+                    errors.append(.init(field: "images[\(i)]", message: "give exactly one of upload, url, path (a string), and with upload optionally image"))
                 }
                 req.images.append(ref)
             }

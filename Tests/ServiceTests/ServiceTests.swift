@@ -224,6 +224,57 @@ import Testing
         #expect(bad.status == 422 && bad.text.contains("not a valid zip"), "\(bad.text)")
     }
 
+    /// A whole stereo delivery in one zip (two products): `{"upload": id}` stands for both views, `"image": n`
+    /// for one of them; what was read from each view is listed; wrong indices and repeats are named.
+    @Test func zippedDeliveryStandsForItsViews() async throws {
+        let s = try ServerProcess(workers: 1)
+        let token = try s.user("alice")
+        let tmp = try TemporaryFolder()
+        let zip = tmp.path("delivery.zip")
+        let z = try run("/usr/bin/python3", ["-c", """
+            import zipfile; z = zipfile.ZipFile("\(zip)", "w")
+            z.write("\(img1)", "DELIVERY/PROD_01/img_01.tif"); z.write("\(img2)", "DELIVERY/PROD_02/img_02.tif"); z.close()
+            """])
+        #expect(z.status == 0, "\(z.stderr)")
+        let delivery = try await upload(s, token: token, path: zip, name: "delivery.zip")
+        let described = try #require(try await http("GET", "\(s.base)/uploads/\(delivery)", token: token).json)
+        let views = try #require(described["images"] as? [[String: Any]], "\(described)")
+        #expect(views.count == 2 && described["image"] == nil)
+        #expect(views.allSatisfy { ($0["acquisitionTime"] as? String ?? "").hasPrefix("2013-06-29") && $0["gsd"] as? Double != nil }, "\(views)")
+        // Inspection and a job from the one upload.
+        let inspected = try await http("POST", "\(s.base)/processes/dsm-opt/inspection", token: token, body: json(["images": [["upload": delivery]]]))
+        #expect(inspected.status == 200 && (inspected.json?["pairs"] as? [Any])?.count == 1, "\(inspected.text)")
+        #expect(inspected.text.contains("delivery.zip image 2") && !inspected.text.contains(s.data.url.path), "\(inspected.text.prefix(600))")
+        let r = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
+                               body: json(["images": [["upload": delivery]], "parameters": ["roi": [350, 350, 300, 300], "resolution": 1.0, "orthos": false]]))
+        #expect(r.status == 201, "\(r.text)")
+        let id = try #require(r.json?["jobID"] as? String)
+        let inputs = (r.json?["inputs"] as? [[String: Any]] ?? []).compactMap { $0["fileName"] as? String }
+        #expect(inputs == ["delivery.zip image 1", "delivery.zip image 2"], "\(inputs)")
+        let j = try await waitFor(s, token: token, job: id, states: ["successful", "failed"])
+        #expect(j["status"] as? String == "successful", "\(j)")
+        // One view by its index, with a plain upload of the other.
+        let plain = try await upload(s, token: token, path: img2, name: "img_02.tif")
+        let picked = try await http("POST", "\(s.base)/processes/dsm-opt/inspection", token: token,
+                                    body: json(["images": [["upload": delivery, "image": 1], ["upload": plain]]]))
+        #expect(picked.status == 200, "\(picked.text)")
+        // Errors name the field.
+        func refused(_ images: [[String: Any]]) async throws -> [String: String] {
+            let r = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token, body: json(["images": images]))
+            #expect(r.status == 422, "\(images): \(r.status) \(r.text)")
+            var out: [String: String] = [:]
+            for e in r.json?["errors"] as? [[String: Any]] ?? [] { out[e["field"] as? String ?? ""] = e["message"] as? String }
+            return out
+        }
+        #expect(try await refused([["upload": delivery, "image": 3], ["upload": plain]])["images[0].image"]?.contains("holds 2 image(s)") == true)
+        #expect(try await refused([["upload": delivery, "image": 1], ["upload": delivery, "image": 1]])["images[1].upload"]?.contains("the same upload") == true)
+        #expect(try await refused([["upload": delivery], ["upload": delivery]])["images[1].upload"]?.contains("the same upload") == true)
+        #expect(try await refused([["upload": delivery], ["upload": delivery, "image": 2]])["images[1].upload"]?.contains("the same image as images[0] image 2") == true)
+        #expect(try await refused([["upload": plain]])["images"]?.contains("got 1") == true)
+        #expect(try await refused([["upload": plain, "image": 2], ["upload": delivery, "image": 1]])["images[0].image"]?.contains("holds 1 image(s)") == true)
+        #expect(try await refused([["upload": plain, "image": 0], ["upload": delivery, "image": 1]])["images[0].image"] != nil)
+    }
+
     /// The monthly CPU budget holds while a job runs: a job that would use more is stopped, with a clear
     /// error, and charged the CPU it measurably used (not its wall time, not the whole run).
     @Test func cpuBudgetIsEnforcedWhileRunning() async throws {

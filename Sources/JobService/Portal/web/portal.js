@@ -208,7 +208,7 @@ async function listUploads() {
     const row = el('tr', { id: `upload-${u.id}` }, el('td', {}, box), el('td', {}, el('label', { for: `use-${u.id}` }, u.fileName)),
       el('td', {}, fmtBytes(u.size)), el('td', { class: 'acq' }), el('td', { class: 'angles' }), el('td', { class: 'gsd' }), el('td', { class: 'px' }));
     body.append(row);
-    if (u.image) fillImageRow(u.id, u);
+    if (u.image || u.images) fillImageRow(u.id, u);
   }
 }
 
@@ -216,7 +216,14 @@ function fillImageRow(id, view) {
   state.described[id] = view;
   const row = $(`#upload-${id}`);
   if (!row) return;
-  const im = view.image;
+  const im = view.image || (view.images && view.images[0]);
+  if (view.images) {
+    row.querySelector('.acq').textContent = `delivery of ${view.images.length} images: ` + view.images.map((x) => x.acquisitionTime ? fmtDate(x.acquisitionTime) : 'unknown').join(', ');
+    row.querySelector('.angles').textContent = view.images.map((x) => `${round(x.incidenceDeg, 1)}° / ${round(x.azimuthDeg, 1)}°`).join('; ');
+    row.querySelector('.gsd').textContent = view.images.map((x) => `${round(x.gsd, 2)} m`).join('; ');
+    row.querySelector('.px').textContent = view.images.map((x) => `${x.width} × ${x.height}`).join('; ');
+    return;
+  }
   if (!im) {
     row.querySelector('.acq').textContent = view.readError || '';
     row.querySelector('.acq').className = 'acq error';
@@ -229,7 +236,7 @@ function fillImageRow(id, view) {
 }
 
 async function describe(id) {
-  if (state.described[id] && state.described[id].image) return state.described[id];
+  if (state.described[id] && (state.described[id].image || state.described[id].images)) return state.described[id];
   const row = $(`#upload-${id}`);
   if (row) row.querySelector('.acq').textContent = 'reading…';
   const view = await api(`/uploads/${id}`);
@@ -241,11 +248,10 @@ function drawFootprints(mapId) {
   const map = baseMap(mapId);
   if (map._footprints) map.removeLayer(map._footprints);
   const group = L.featureGroup();
-  state.selected.forEach((id, i) => {
-    const v = state.described[id];
-    if (v && v.image && v.image.footprint) {
-      L.polygon(lonLat(v.image.footprint), { color: ['#1f78b4', '#e31a1c', '#33a02c'][i % 3], weight: 2, fillOpacity: 0.05 })
-        .bindTooltip(v.fileName).addTo(group);
+  selectedImages().forEach((im, i) => {
+    if (im.image && im.image.footprint) {
+      L.polygon(lonLat(im.image.footprint), { color: ['#1f78b4', '#e31a1c', '#33a02c'][i % 3], weight: 2, fillOpacity: 0.05 })
+        .bindTooltip(im.name).addTo(group);
     }
   });
   group.addTo(map);
@@ -294,7 +300,7 @@ function uploadFile(file) {
       await listUploads();
       try {
         const v = await describe(u.id);
-        if (!v.image) { status.textContent = `uploaded, but ${v.readError || 'not readable as an image'}`; status.className = 'status error'; }
+        if (!v.image && !v.images) { status.textContent = `uploaded, but ${v.readError || 'not readable as an image'}`; status.className = 'status error'; }
       } catch (e) { status.textContent = e.message; status.className = 'status error'; }
       drawFootprints('map-images');
     } else {
@@ -316,8 +322,19 @@ function uploadFile(file) {
   pumpUploads();
 }
 
+/// The images the selection stands for: an upload of a zipped delivery counts each of its views.
+function selectedImages() {
+  const out = [];
+  for (const id of state.selected) {
+    const v = state.described[id];
+    const n = v && v.images ? v.images.length : 1;
+    for (let k = 0; k < n; k++) out.push({ id, k, image: v ? (v.images ? v.images[k] : v.image) : null, name: v && v.images ? `${v.fileName} image ${k + 1}` : (v ? v.fileName : id) });
+  }
+  return out;
+}
+
 function checkImageCount() {
-  const n = state.selected.length;
+  const n = selectedImages().length;
   if (n < 2 || n > 3) {
     $('#images-error').textContent = `stereo needs 2 or 3 images, got ${n}`;
     step(1);
@@ -337,7 +354,7 @@ async function inspect() {
     const r = await api('/processes/dsm-opt/inspection', { method: 'POST', body: { images: state.selected.map((id) => ({ upload: id })) } });
     state.inspection = r;
     // Footprints at the scene's height (one image alone is placed at its RPC model's height offset).
-    state.selected.forEach((id, i) => { const v = state.described[id]; if (v && v.image && r.images[i]) v.image.footprint = r.images[i].footprint; });
+    selectedImages().forEach((im, i) => { if (im.image && r.images[i]) im.image.footprint = r.images[i].footprint; });
     drawFootprints('map-images');
     const body = $('#pairs tbody');
     body.textContent = '';
