@@ -142,6 +142,12 @@ public enum MapTiles {
         let f = max(1.0, (Double(ds.width * ds.height) / Double(cells)).squareRoot())
         let w = max(1, Int(Double(ds.width) / f)), h = max(1, Int(Double(ds.height) / f))
         let nodata = ds.noDataValue(band: band).map(Float.init)
-        return try ds.read(band: band, bufferWidth: w, bufferHeight: h, resampling: .nearest).filter { $0.isFinite && $0 != nodata }
+        let values = try ds.read(band: band, bufferWidth: w, bufferHeight: h, resampling: .nearest)
+        // A validity mask (orthos) says which cells hold data.
+        let valid = ds.hasDatasetMask ? try ds.readValidity(bufferWidth: w, bufferHeight: h) : nil
+        return values.indices.compactMap { k in
+            let v = values[k]
+            return v.isFinite && v != nodata && valid?[k] != false ? v : nil
+        }
     }
 }

@@ -207,6 +207,26 @@ public final class RasterDataset {
         return (try? SpatialReference.export(srs, path, wkt2: true)) ?? ""
     }
 
+    /// True when the file carries one validity mask for all bands (GDAL's per-dataset mask).
+    public var hasDatasetMask: Bool {
+        guard let b = GDALGetRasterBand(handle, 1) else { return false }
+        let f = GDALGetMaskFlags(b)
+        return f & GMF_PER_DATASET != 0 && f & GMF_ALL_VALID == 0 && f & GMF_NODATA == 0
+    }
+
+    /// The validity of every pixel of band 1 from GDAL's mask (its mask band, nodata or alpha): true = valid.
+    /// `bufferWidth` × `bufferHeight`: decimated (nearest), for a coarse look.
+    public func readValidity(bufferWidth: Int? = nil, bufferHeight: Int? = nil) throws -> [Bool] {
+        guard let b = GDALGetRasterBand(handle, 1), let m = GDALGetMaskBand(b) else { throw GDALError(operation: "read mask", path: path, message: "no band") }
+        let bw = bufferWidth ?? width, bh = bufferHeight ?? height
+        var out = [UInt8](repeating: 0, count: bw * bh)
+        let err = out.withUnsafeMutableBytes {
+            GDALRasterIO(m, GF_Read, 0, 0, Int32(width), Int32(height), $0.baseAddress, Int32(bw), Int32(bh), GDT_Byte, 0, 0)
+        }
+        guard err == CE_None else { throw GDALError(operation: "read mask", path: path, message: GDAL.lastError()) }
+        return out.map { $0 > 0 }
+    }
+
     /// Reads a window of a band as Float32, optionally decimated to `bufferWidth` × `bufferHeight`.
     public func read(band: Int = 1, column: Int = 0, row: Int = 0, width w: Int? = nil, height h: Int? = nil,
                      bufferWidth: Int? = nil, bufferHeight: Int? = nil,

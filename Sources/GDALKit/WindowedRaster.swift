@@ -26,7 +26,7 @@ public final class WindowedRasterWriter {
     public init(path: String, width: Int, height: Int, bands: Int, type: RasterDataType, geoTransform: [Double]?,
                 projectionWKT: String?, noData: Double?, metadata: [(String, String)] = [], bandDescriptions: [String] = [],
                 colorInterpretationRGB: Bool = false, domains: [String: [(String, String)]] = [:],
-                options extra: [(String, String)] = []) throws {
+                options extra: [(String, String)] = [], validityMask: Bool = false) throws {
         GDAL.initialize()
         GDAL.resetError()
         self.path = path; self.width = width; self.height = height; self.bandCount = bands
@@ -43,6 +43,14 @@ public final class WindowedRasterWriter {
             throw GDALError(operation: "create", path: path, message: GDAL.lastError())
         }
         handle = ds
+        if validityMask {
+            // One mask for all bands, inside the TIFF (not a .msk sidecar): 255 = valid, 0 = no data.
+            CPLSetThreadLocalConfigOption("GDAL_TIFF_INTERNAL_MASK", "YES")
+            defer { CPLSetThreadLocalConfigOption("GDAL_TIFF_INTERNAL_MASK", nil) }
+            guard GDALCreateDatasetMaskBand(ds, GMF_PER_DATASET) == CE_None else {
+                throw GDALError(operation: "create the validity mask", path: path, message: GDAL.lastError())
+            }
+        }
         if var gt = geoTransform { GDALSetGeoTransform(ds, &gt) }
         if let projectionWKT { GDALSetProjection(ds, projectionWKT) }
         for (domain, items) in domains {
@@ -79,6 +87,19 @@ public final class WindowedRasterWriter {
                          Int32(w), Int32(h), GDT_Float32, 0, 0)
         }
         guard err == CE_None else { throw GDALError(operation: "write window \(x),\(y) \(w)×\(h)", path: path, message: GDAL.lastError()) }
+    }
+
+    /// Writes a window of the validity mask (created with `validityMask: true`): true = valid.
+    public func writeMask(x: Int, y: Int, width w: Int, height h: Int, valid: [Bool]) throws {
+        guard let ds = handle else { throw GDALError(operation: "write", path: path, message: "already closed") }
+        precondition(valid.count == w * h && x >= 0 && y >= 0 && x + w <= width && y + h <= height)
+        GDAL.resetError()
+        var bytes = valid.map { $0 ? UInt8(255) : 0 }
+        let err = bytes.withUnsafeMutableBytes {
+            GDALRasterIO(GDALGetMaskBand(GDALGetRasterBand(ds, 1)), GF_Write, Int32(x), Int32(y), Int32(w), Int32(h), $0.baseAddress,
+                         Int32(w), Int32(h), GDT_Byte, 0, 0)
+        }
+        guard err == CE_None else { throw GDALError(operation: "write mask window \(x),\(y) \(w)×\(h)", path: path, message: GDAL.lastError()) }
     }
 
     /// Flushes and closes the file; a write error surfacing at close (full disk) is thrown.

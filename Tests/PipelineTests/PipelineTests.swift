@@ -83,6 +83,11 @@ import Testing
         #expect(ortho.bandCount == 2)
         let o = try ortho.read()
         #expect(Double(o.filter { $0 > 0 }.count) / Double(o.count) > 0.5)
+        // Hidden cells are marked by a validity mask (kept through the COG), not by a nodata value.
+        #expect(ortho.noDataValue() == nil && ortho.hasDatasetMask)
+        let valid = try ortho.readValidity()
+        #expect(zip(valid, o).allSatisfy { $0 == ($1 > 0) }, "mask = cells with a digital number")
+        #expect(valid.contains(false), "some cells are hidden or outside every view")
         // parameters.json holds the resolved parameters.
         let p = try JSONDecoder().decode(ResolvedParameters.self, from: Data(contentsOf: URL(fileURLWithPath: "\(folder)/parameters.json")))
         #expect(p.matching == MatchingParameters.defaults && p.preset == "default" && p.epsg == epsg)

@@ -40,10 +40,10 @@ struct ProductAssembly: Sendable {
     }
 
     func writer(_ name: String, bands: Int, type: RasterDataType, noData: Double?, metadata: [(String, String)] = [],
-                descriptions: [String] = [], rgb: Bool = false) throws -> WindowedRasterWriter {
+                descriptions: [String] = [], rgb: Bool = false, validityMask: Bool = false) throws -> WindowedRasterWriter {
         try WindowedRasterWriter(path: assembled(name), width: grid.width, height: grid.height, bands: bands, type: type,
                                  geoTransform: geoTransform, projectionWKT: wkt, noData: noData, metadata: metadata,
-                                 bandDescriptions: descriptions, colorInterpretationRGB: rgb)
+                                 bandDescriptions: descriptions, colorInterpretationRGB: rgb, validityMask: validityMask)
     }
 
     func publish(_ name: String, floatingPoint: Bool) throws {
@@ -245,18 +245,25 @@ struct ProductAssembly: Sendable {
         let n = images.count
         var writers: [WindowedRasterWriter?] = []
         for k in 0..<n {
+            // Visible cells hold digital numbers ≥ 1 (TrueOrtho clamps them), so 0 marks hidden or outside cells
+            // exactly; the file says so with a validity mask (GDAL's per-dataset mask), not a nodata value
+            // that would also blank a real DN.
             writers.append(plan.orthoImages
-                ? try writer(orthoName(k), bands: 1, type: .uint16, noData: 0, descriptions: ["true ortho, 0 where hidden or outside"]) : nil)
+                ? try writer(orthoName(k), bands: 1, type: .uint16, noData: nil, descriptions: ["true ortho (mask: hidden or outside)"], validityMask: true) : nil)
         }
         let mosaic = plan.orthoMosaic
-            ? try writer("ortho_mosaic.tif", bands: 2, type: .uint16, noData: 0,
-                         descriptions: ["ortho-mosaic", "source image (1-based index), 0 where no view sees the cell"]) : nil
+            ? try writer("ortho_mosaic.tif", bands: 2, type: .uint16, noData: nil,
+                         descriptions: ["ortho-mosaic", "source image (1-based index)"], validityMask: true) : nil
         for t in plan.tiles.tiles {
             let r = try work.read(.ortho, t)
             let c = t.cells
-            for k in 0..<n { try writers[k]?.write(band: 1, x: c.x, y: c.y, width: c.width, height: c.height, values: r.bands[k]) }
+            for k in 0..<n {
+                try writers[k]?.write(band: 1, x: c.x, y: c.y, width: c.width, height: c.height, values: r.bands[k])
+                try writers[k]?.writeMask(x: c.x, y: c.y, width: c.width, height: c.height, valid: r.bands[k].map { $0 > 0 })
+            }
             try mosaic?.write(band: 1, x: c.x, y: c.y, width: c.width, height: c.height, values: r.bands[n])
             try mosaic?.write(band: 2, x: c.x, y: c.y, width: c.width, height: c.height, values: r.bands[n + 1])
+            try mosaic?.writeMask(x: c.x, y: c.y, width: c.width, height: c.height, valid: r.bands[n + 1].map { $0 > 0 })
         }
         for w in writers { try w?.close() }
         try mosaic?.close()
