@@ -112,6 +112,8 @@ public enum QuotaExceeded: Error, Equatable, CustomStringConvertible {
     case concurrentJobs(limit: Int)
     case cpuBudget(used: Double, limit: Double)
     case storage(used: Int64, requested: Int64, limit: Int64)
+    /// The results a job is expected to write do not fit in what is left of the storage quota.
+    case resultStorage(used: Int64, estimate: Int64, limit: Int64)
     case inputSize(file: String, size: Int64, limit: Int64)
 
     public var description: String {
@@ -119,6 +121,8 @@ public enum QuotaExceeded: Error, Equatable, CustomStringConvertible {
         case .concurrentJobs(let l): return "the limit of \(l) concurrent jobs is reached"
         case .cpuBudget(let u, let l): return "the monthly compute budget is used up (\(Int(u)) of \(Int(l)) CPU-seconds)"
         case .storage(let u, let r, let l): return "storage quota exceeded (\(u) bytes used, \(r) more requested, limit \(l))"
+        case .resultStorage(let u, let r, let l):
+            return "storage quota exceeded: this job's results need about \(r) bytes (estimated from its DSM cells), \(max(0, l - u)) of \(l) are left; delete old jobs or uploads, or choose a smaller area or a coarser resolution"
         case .inputSize(let f, let s, let l): return "input \(f) is \(s) bytes, above the per-input limit of \(l)"
         }
     }
@@ -128,7 +132,7 @@ public enum QuotaExceeded: Error, Equatable, CustomStringConvertible {
         switch self {
         case .concurrentJobs: return "maxConcurrentJobs"
         case .cpuBudget: return "cpuSecondsPerMonth"
-        case .storage: return "storageBytes"
+        case .storage, .resultStorage: return "storageBytes"
         case .inputSize: return "maxInputBytes"
         }
     }

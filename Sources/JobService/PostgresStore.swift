@@ -253,7 +253,7 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
 
     // MARK: jobs
 
-    public func createJob(_ job: Job, inputBytes: [(String, Int64)], quota: Quota, now: Date) async throws {
+    public func createJob(_ job: Job, inputBytes: [(String, Int64)], quota: Quota, results: Int64, now: Date) async throws {
         try await transaction { c in
             for (name, size) in inputBytes where size > quota.maxInputBytes {
                 throw QuotaExceeded.inputSize(file: name, size: size, limit: quota.maxInputBytes)
@@ -264,6 +264,7 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             if u.activeJobs >= quota.maxConcurrentJobs { throw QuotaExceeded.concurrentJobs(limit: quota.maxConcurrentJobs) }
             if u.cpuSecondsThisMonth >= quota.cpuSecondsPerMonth { throw QuotaExceeded.cpuBudget(used: u.cpuSecondsThisMonth, limit: quota.cpuSecondsPerMonth) }
             if u.storageBytes >= quota.storageBytes { throw QuotaExceeded.storage(used: u.storageBytes, requested: 0, limit: quota.storageBytes) }
+            if u.storageBytes + results > quota.storageBytes { throw QuotaExceeded.resultStorage(used: u.storageBytes, estimate: results, limit: quota.storageBytes) }
             try await c.query("""
                 INSERT INTO jobs (id, user_id, name, status, progress, request, created_at)
                 VALUES (\(job.id), \(job.userId), \(job.name), 'accepted', 0, \(job.request), \(job.createdAt.timeIntervalSince1970))

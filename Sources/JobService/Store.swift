@@ -21,8 +21,9 @@ public protocol JobStore: Sendable {
     /// Removes an upload record of its owner; false when there is none.
     func deleteUpload(id: String, userId: String) async throws -> Bool
 
-    /// Inserts a job if the user's quota allows it, atomically with the check.
-    func createJob(_ job: Job, inputBytes: [(String, Int64)], quota: Quota, now: Date) async throws
+    /// Inserts a job if the user's quota allows it, atomically with the check. `results`: the storage its
+    /// results are expected to take (bytes), which must fit in what is left of the storage quota.
+    func createJob(_ job: Job, inputBytes: [(String, Int64)], quota: Quota, results: Int64, now: Date) async throws
     func job(id: String) async throws -> Job?
     func jobs(userId: String?, limit: Int, offset: Int) async throws -> [Job]
     func countJobs(userId: String?) async throws -> Int
@@ -240,7 +241,7 @@ public final class SQLiteJobStore: JobStore {
         try await db.read { db in try Self.usage(db, userId: userId, now: now) }
     }
 
-    public func createJob(_ job: Job, inputBytes: [(String, Int64)], quota: Quota, now: Date) async throws {
+    public func createJob(_ job: Job, inputBytes: [(String, Int64)], quota: Quota, results: Int64, now: Date) async throws {
         try await db.write { db in
             for (name, size) in inputBytes where size > quota.maxInputBytes {
                 throw QuotaExceeded.inputSize(file: name, size: size, limit: quota.maxInputBytes)
@@ -251,6 +252,7 @@ public final class SQLiteJobStore: JobStore {
                 throw QuotaExceeded.cpuBudget(used: u.cpuSecondsThisMonth, limit: quota.cpuSecondsPerMonth)
             }
             if u.storageBytes >= quota.storageBytes { throw QuotaExceeded.storage(used: u.storageBytes, requested: 0, limit: quota.storageBytes) }
+            if u.storageBytes + results > quota.storageBytes { throw QuotaExceeded.resultStorage(used: u.storageBytes, estimate: results, limit: quota.storageBytes) }
             try db.execute(sql: "INSERT INTO jobs (id, user_id, name, status, progress, request, created_at) VALUES (?, ?, ?, 'accepted', 0, ?, ?)",
                            arguments: [job.id, job.userId, job.name, job.request, job.createdAt.timeIntervalSince1970])
         }
@@ -415,5 +417,12 @@ public final class SQLiteJobStore: JobStore {
             try db.execute(sql: "UPDATE users SET token_hash = 'revoked:' || id WHERE id = ?", arguments: [userId])
             return db.changesCount == 1
         }
+    }
+}
+
+extension JobStore {
+    /// A job whose results need no room up front (tests, benchmarks).
+    public func createJob(_ job: Job, inputBytes: [(String, Int64)], quota: Quota, now: Date) async throws {
+        try await createJob(job, inputBytes: inputBytes, quota: quota, results: 0, now: now)
     }
 }

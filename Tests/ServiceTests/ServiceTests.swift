@@ -321,6 +321,14 @@ import Testing
         _ = try await upload(s, token: erin, path: img1, name: "a.tif")
         let full = try await http("POST", "\(s.base)/uploads?name=b.tif", token: erin, body: try Data(contentsOf: URL(fileURLWithPath: img2)))
         #expect(full.status == 403 && full.json?["limit"] as? String == "storageBytes", "\(full.text)")
+        // Results count in storage: a job whose results would not fit in what is left is refused up front
+        // (24 B per DSM cell estimated); a small one fits.
+        let hana = try s.user("hana", quota: ["--storage-bytes", "6000000"])
+        let g1 = try await upload(s, token: hana, path: img1, name: "a.tif"), g2 = try await upload(s, token: hana, path: img2, name: "b.tif")
+        let large = try await submit(s, token: hana, uploads: [g1, g2], roi: [0, 0, 1024, 1024], extra: ["resolution": 0.5])
+        #expect(large.status == 403 && large.json?["limit"] as? String == "storageBytes" && large.text.contains("results need about"), "\(large.text)")
+        let small = try await submit(s, token: hana, uploads: [g1, g2], roi: [350, 350, 300, 300], extra: ["resolution": 1.0])
+        #expect(small.status == 201, "\(small.text)")
         // Largest input.
         let fred = try s.user("fred", quota: ["--max-input-bytes", "1000000"])
         let big = try await http("POST", "\(s.base)/uploads?name=a.tif", token: fred, body: try Data(contentsOf: URL(fileURLWithPath: img1)))

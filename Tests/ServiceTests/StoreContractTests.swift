@@ -70,6 +70,13 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(accepted == 3)
         await #expect(throws: QuotaExceeded.concurrentJobs(limit: 3)) { try await store.createJob(job(u.id, at: 99), inputBytes: [], quota: q, now: Date()) }
         #expect(try await store.usage(userId: u.id, now: Date()).activeJobs == 3)
+        // A job's expected results must fit in what is left of the storage quota.
+        let small: Quota = { var q = Quota(); q.storageBytes = 1000; return q }()
+        let (v, _) = try await store.createUser(name: "vera", role: .researcher, quota: small)
+        await #expect(throws: QuotaExceeded.resultStorage(used: 0, estimate: 1001, limit: 1000)) {
+            try await store.createJob(job(v.id, at: 1), inputBytes: [], quota: small, results: 1001, now: Date())
+        }
+        try await store.createJob(job(v.id, at: 2), inputBytes: [], quota: small, results: 1000, now: Date())
     }
 
     /// Concurrent claimers never get the same job.
