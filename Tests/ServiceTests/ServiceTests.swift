@@ -549,6 +549,23 @@ import Testing
         #expect((process?["presets"] as? [Any])?.count ?? 0 >= 7)
     }
 
+    /// The README's REST session, as the script it points to, runs as written against a daemon started the way
+    /// `scripts/run.sh` starts it (its admin token in a file).
+    @Test func readmeSessionScriptRunsAsWritten() async throws {
+        let s = try ServerProcess(workers: 1)
+        let tokenFile = s.data.path("admin.token")
+        try s.user("admin", role: "admin").write(toFile: tokenFile, atomically: true, encoding: .utf8)
+        let out = try TemporaryFolder()
+        let script = TestData.packageRoot.appendingPathComponent("scripts/api-session.sh").path
+        let r = try run("/usr/bin/env", ["DSMOPT_URL=\(s.base)", "DSMOPT_ADMIN_TOKEN_FILE=\(tokenFile)", "DSMOPT_TEST_DATA=\(TestData.root.path)",
+                                         "OUT=\(out.url.path)", "bash", script], timeout: 300)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("pair B/H 0.26, selected") && r.stderr.contains("successful, 100 %"), "\(r.stderr)")
+        let dsm = try Data(contentsOf: URL(fileURLWithPath: out.path("dsm.tif")))
+        #expect(dsm.count > 10_000 && dsm.prefix(4) == Data([0x49, 0x49, 0x2A, 0x00]), "a little-endian TIFF")
+        #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == out.path("dsm.tif"))
+    }
+
     @Test func openAPIDescribesTheServedRoutes() async throws {
         let s = try ServerProcess(workers: 0)
         let admin = try s.user("root", role: "admin")
