@@ -37,12 +37,13 @@ if ! command -v swift >/dev/null 2>&1; then
 fi
 
 if [[ "${1:-}" == "--test" ]]; then
-    # Selenium (PyPI) for Tests/Portal/portal_browser.py, in .build/portal-venv (created once).
+    # From PyPI, in .build/portal-venv (created once): Selenium for Tests/Portal/portal_browser.py, Schemathesis
+    # for the OpenAPI contract test (Tests/API/schemathesis.toml).
     venv=.build/portal-venv
-    if ! "$venv/bin/python" -c "import selenium" >/dev/null 2>&1; then
-        echo "setup: creating $venv with selenium" >&2
+    if ! "$venv/bin/python" -c "import selenium, schemathesis" >/dev/null 2>&1; then
+        echo "setup: creating $venv with selenium and schemathesis" >&2
         mkdir -p .build
         python3 -m venv "$venv"
-        "$venv/bin/pip" install -q --disable-pip-version-check "selenium>=4.20,<5"
+        "$venv/bin/pip" install -q --disable-pip-version-check "selenium>=4.20,<5" "schemathesis>=4.3,<5"
     fi
 fi

@@ -239,10 +239,18 @@ public struct ServiceAPI: Sendable {
         }
         router.get("/jobs") { request, _ in
             let user = try await authenticate(request)
-            let limit = min(200, max(1, Int(request.uri.queryParameters["limit"] ?? "") ?? 20))
-            // Clamped: an offset near Int.max must not overflow `offset + limit` below.
-            let offset = min(1 << 40, max(0, Int(request.uri.queryParameters["offset"] ?? "") ?? 0))
-            let scope = [.operator, .admin].contains(user.role) && request.uri.queryParameters["all"] == "true" ? nil : user.id
+            // Integers (clamped: limit to 1–200, offset to 0–2^40, so that `offset + limit` cannot overflow);
+            // anything else is a 400, not silently the default.
+            let q = request.uri.queryParameters
+            func integer(_ name: String, _ fallback: Int) throws -> Int {
+                guard let t = q[Substring(name)] else { return fallback }
+                guard let v = Int(t), abs(v) <= 9_007_199_254_740_991 else { throw APIProblem.badRequest("\(name) must be an integer (|n| ≤ 2^53 − 1)") }
+                return v
+            }
+            let limit = min(200, max(1, try integer("limit", 20)))
+            let offset = min(1 << 40, max(0, try integer("offset", 0)))
+            if let all = q["all"], all != "true", all != "false" { throw APIProblem.badRequest("all must be true or false") }
+            let scope = [.operator, .admin].contains(user.role) && q["all"] == "true" ? nil : user.id
             var jobs = try await store.jobs(userId: scope, limit: limit, offset: offset)
             var total = try await store.countJobs(userId: scope)
             if user.role == .catalogue {
@@ -354,7 +362,9 @@ public struct ServiceAPI: Sendable {
             let user = try await authenticate(request)
             try require(user, [.admin])
             struct NewUser: Decodable { var name: String; var role: Role; var quota: Quota? }
-            guard let n = try? JSONDecoder().decode(NewUser.self, from: try await body(request)), !n.name.isEmpty else {
+            let data = try await body(request)
+            let raw = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+            guard let n = try? JSONDecoder().decode(NewUser.self, from: data), !n.name.isEmpty, !raw.values.contains(where: { $0 is NSNull }) else {
                 throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content",
                                  detail: "expected {\"name\": string, \"role\": researcher|operator|admin|catalogue, \"quota\"?: {...}}")
             }
@@ -390,12 +400,14 @@ public struct ServiceAPI: Sendable {
             let id = context.parameters.get("id") ?? ""
             guard let target = try await store.user(id: id) else { throw APIProblem.notFound("no such user") }
             let data = try await body(request)
-            let keys = Set(((try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]).keys)
+            let raw = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+            let keys = Set(raw.keys)
             let known: Set<String> = ["maxConcurrentJobs", "cpuSecondsPerMonth", "storageBytes", "maxInputBytes"]
-            guard let p = try? JSONDecoder().decode(Patch.self, from: data), !keys.isEmpty, keys.isSubset(of: known),
-                  (p.maxConcurrentJobs ?? 0) >= 0, (p.cpuSecondsPerMonth ?? 0) >= 0, (p.storageBytes ?? 0) >= 0, (p.maxInputBytes ?? 0) >= 0 else {
+            guard let p = try? JSONDecoder().decode(Patch.self, from: data), !keys.isEmpty, keys.isSubset(of: known), raw.values.allSatisfy({ $0 is NSNumber }),
+                  (0...1_000_000).contains(p.maxConcurrentJobs ?? 0), (0...1e12).contains(p.cpuSecondsPerMonth ?? 0),
+                  (0...(Int64(1) << 60)).contains(p.storageBytes ?? 0), (0...(Int64(1) << 60)).contains(p.maxInputBytes ?? 0) else {
                 throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content",
-                                 detail: "expected some of {maxConcurrentJobs, cpuSecondsPerMonth, storageBytes, maxInputBytes} with non-negative values")
+                                 detail: "expected some of {maxConcurrentJobs (0–10^6), cpuSecondsPerMonth (0–10^12), storageBytes, maxInputBytes (0–2^60)}")
             }
             var q = target.quota
             if let v = p.maxConcurrentJobs { q.maxConcurrentJobs = v }
@@ -438,7 +450,8 @@ public struct ServiceAPI: Sendable {
 
     func upload(_ request: Request) async throws -> Response {
         let user = try await authenticate(request)
-        guard let name = Self.sanitize(request.uri.queryParameters["name"].map(String.init) ?? "upload.tif") else {
+        let given = request.uri.queryParameters["name"].map(String.init) ?? "upload.tif"
+        guard let name = Self.sanitize(given), name == given, name.unicodeScalars.allSatisfy(\.isASCII) else {
             throw APIProblem.badRequest("the file name may only hold letters, digits, '.', '_' and '-'")
         }
         let limit = min(config.maxUploadBytes, user.quota.maxInputBytes)
@@ -1146,7 +1159,21 @@ public struct ServiceAPI: Sendable {
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         var obj = (try? JSONSerialization.jsonObject(with: body) as? [String: Any]) ?? nil
         guard obj != nil else { throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "not a JSON object") }
-        if obj?["name"] == nil { obj?["name"] = name }
+        if let k = obj?.first(where: { $0.value is NSNull })?.key {
+            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "\(k) is null: give a value or leave the field out")
+        }
+        // The path names the preset (a `name` in the body, a string, is replaced by it).
+        let known: Set<String> = ["name", "description", "resolution-factor", "parameters", "options"]
+        if let k = obj?.keys.sorted().first(where: { !known.contains($0) }) {
+            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "unknown field \(k) (a preset has \(known.sorted().joined(separator: ", ")))",
+                             errors: [.init(field: k, message: "unknown field")])
+        }
+        guard let d = obj?["description"] as? String, (1...500).contains(d.count) else {
+            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "description must be a string of 1–500 characters (the portal shows it beside the preset)",
+                             errors: [.init(field: "description", message: "a string of 1–500 characters")])
+        }
+        if let n = obj?["name"], !(n is String) { throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "name must be a string") }
+        obj?["name"] = name
         let data = try JSONSerialization.data(withJSONObject: obj!, options: [.prettyPrinted, .sortedKeys])
         try data.write(to: URL(fileURLWithPath: (scratch as NSString).appendingPathComponent("\(name).json")))
         let preset: Preset

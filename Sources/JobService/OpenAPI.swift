@@ -25,20 +25,20 @@ public enum OpenAPIDocument {
     }
 
     public static let routes: [Route] = [
-        .init(method: "get", path: "/", summary: "Landing page (JSON; a browser asking for text/html, or ?f=html, gets the web portal)", responses: [200]),
+        .init(method: "get", path: "/", summary: "Landing page (JSON; a browser asking for text/html, or ?f=html, gets the web portal)", responses: [200, 400]),
         .init(method: "get", path: "/conformance", summary: "OGC API conformance classes", responses: [200]),
         .init(method: "get", path: "/health", summary: "Liveness", responses: [200]),
-        .init(method: "get", path: "/metrics", summary: "Prometheus metrics: jobs by state, queue length, stage durations, HTTP latencies", responses: [200]),
+        .init(method: "get", path: "/metrics", summary: "Prometheus metrics: jobs by state, queue length, stage durations, HTTP latencies (operators and admins, unless metricsPublic)", responses: [200, 401, 403]),
         .init(method: "get", path: "/openapi.json", summary: "This document", responses: [200]),
         .init(method: "get", path: "/processes", summary: "List of processes (OGC API – Processes)", responses: [200]),
         .init(method: "get", path: "/processes/dsm-opt", summary: "The DSM process: inputs, parameters with ranges and defaults, presets, outputs", responses: [200]),
-        .init(method: "post", path: "/processes/dsm-opt/execution", summary: "Create a job (201, Location: /jobs/{id}); 422 lists every invalid field; 429/403 over quota", responses: [201, 401, 422, 429, 403]),
+        .init(method: "post", path: "/processes/dsm-opt/execution", summary: "Create a job (201, Location: /jobs/{id}); 422 lists every invalid field; 429/403 over quota", responses: [201, 401, 403, 413, 422, 429]),
         .init(method: "post", path: "/uploads", summary: "Stream an image (or a GeoJSON water mask, a reference DEM) to disk (?name=FILE); returns id, size, SHA-256; 413 above the size limit, 415 not a known kind", responses: [201, 400, 401, 403, 413, 415]),
         .init(method: "get", path: "/uploads", summary: "The caller's uploads, newest first: id, name, size, SHA-256, and what was read from each image once described", responses: [200, 401]),
         .init(method: "get", path: "/uploads/{id}", summary: "One upload and what is read from it (size, RPC source, GSD, angles, acquisition, footprint)", responses: [200, 401, 404]),
-        .init(method: "post", path: "/processes/dsm-opt/inspection", summary: "Inspect 2–3 uploads as dsmopt inspect does (images, B/H, convergence, overlap, selected pairs and why) without queuing a job", responses: [200, 401, 422]),
+        .init(method: "post", path: "/processes/dsm-opt/inspection", summary: "Inspect 2–3 uploads as dsmopt inspect does (images, B/H, convergence, overlap, selected pairs and why) without queuing a job", responses: [200, 401, 413, 422]),
         .init(method: "delete", path: "/uploads/{id}", summary: "Delete one of the caller's uploads (409 while a queued or running job uses it)", responses: [204, 401, 404, 409]),
-        .init(method: "get", path: "/jobs", summary: "The caller's jobs, newest first (?limit, ?offset; ?all=true for operators)", responses: [200, 401]),
+        .init(method: "get", path: "/jobs", summary: "The caller's jobs, newest first (?limit, ?offset; ?all=true for operators)", responses: [200, 400, 401]),
         .init(method: "get", path: "/jobs/{id}", summary: "Job status: accepted | running | successful | failed | dismissed, progress, stage, times, purge date, error", responses: [200, 401, 404]),
         .init(method: "delete", path: "/jobs/{id}", summary: "Cancel a queued or running job (202), or delete a finished one and its results (200)", responses: [200, 202, 401, 404]),
         .init(method: "get", path: "/jobs/{id}/results", summary: "The product manifest with links", responses: [200, 401, 404, 410]),
@@ -52,37 +52,20 @@ public enum OpenAPIDocument {
         .init(method: "get", path: "/jobs/{id}/logs", summary: "The job's pipeline log", responses: [200, 401, 404]),
         .init(method: "get", path: "/presets", summary: "Landscape presets", responses: [200]),
         .init(method: "get", path: "/presets/{name}", summary: "One preset", responses: [200, 404]),
-        .init(method: "put", path: "/presets/{name}", summary: "Create or update a preset (operators), validated like user parameters", responses: [200, 201, 401, 403, 422]),
+        .init(method: "put", path: "/presets/{name}", summary: "Create or update a preset (operators), validated like user parameters", responses: [200, 201, 400, 401, 403, 413, 422]),
         .init(method: "get", path: "/me", summary: "The caller's quota limits and current usage", responses: [200, 401]),
         .init(method: "get", path: "/admin/users", summary: "Users with quotas and usage (admins)", responses: [200, 401, 403]),
-        .init(method: "post", path: "/admin/users", summary: "Create a user; returns its token once (admins)", responses: [201, 401, 403, 409, 422]),
-        .init(method: "put", path: "/admin/users/{id}/quota", summary: "Set a user's quota (admins)", responses: [200, 401, 403, 404, 422]),
+        .init(method: "post", path: "/admin/users", summary: "Create a user; returns its token once (admins)", responses: [201, 401, 403, 409, 413, 422]),
+        .init(method: "put", path: "/admin/users/{id}/quota", summary: "Set a user's quota (admins)", responses: [200, 401, 403, 404, 413, 422]),
         .init(method: "post", path: "/admin/users/{id}/token", summary: "Rotate a user's token: returns the new one once; the old one is refused at once (admins)", responses: [201, 401, 403, 404]),
         .init(method: "delete", path: "/admin/users/{id}/token", summary: "Revoke a user's token (admins)", responses: [204, 401, 403, 404]),
         .init(method: "post", path: "/me/token", summary: "Rotate the caller's own token: returns the new one once", responses: [201, 401]),
-        .init(method: "post", path: "/catalogue/jobs", summary: "Catalogue forwarding: create a job for a named user from image URLs or archive paths (catalogue accounts)", responses: [201, 401, 403, 422, 429]),
+        .init(method: "post", path: "/catalogue/jobs", summary: "Catalogue forwarding: create a job for a named user from image URLs or archive paths (catalogue accounts)", responses: [201, 401, 403, 413, 422, 429]),
     ]
 
     public static var json: String {
-        var paths: [String: [String]] = [:]
-        for r in routes {
-            let params = r.path.split(separator: "/").filter { $0.hasPrefix("{") }.map {
-                "{\"name\":\"\($0.dropFirst().dropLast())\",\"in\":\"path\",\"required\":true,\"schema\":{\"type\":\"string\"}}"
-            }
-            let responses = r.responses.map { code -> String in
-                let media = code >= 400 ? "application/problem+json" : (r.path.hasSuffix("/metrics") || r.path.hasSuffix("/logs") ? "text/plain" : "application/json")
-                return "\"\(code)\":{\"description\":\"\(code)\",\"content\":{\"\(media)\":{}}}"
-            }.joined(separator: ",")
-            let secured = !["/health", "/metrics", "/openapi.json", "/processes", "/processes/dsm-opt", "/presets", "/presets/{name}"].contains(r.path) || r.method != "get"
-            let op = "\"\(r.method)\":{\"summary\":\"\(r.summary.replacingOccurrences(of: "\"", with: "\\\""))\",\"parameters\":[\(params.joined(separator: ","))],\"responses\":{\(responses)}\(secured ? ",\"security\":[{\"bearer\":[]}]" : "")}"
-            paths[r.path, default: []].append(op)
-        }
-        let body = paths.sorted { $0.key < $1.key }.map { "\"\($0.key)\":{\($0.value.joined(separator: ","))}" }.joined(separator: ",")
-        let schemas = String(decoding: (try? JSONSerialization.data(withJSONObject: ["JobParameters": parametersSchema], options: [.sortedKeys])) ?? Data("{}".utf8), as: UTF8.self)
-        return """
-        {"openapi":"3.1.0","info":{"title":"dsmopt","version":"1.0","description":"Stereo-photogrammetry DSM service (OGC API – Processes job semantics)."},\
-        "components":{"securitySchemes":{"bearer":{"type":"http","scheme":"bearer"}},"schemas":\(schemas)},"paths":{\(body)}}
-        """
+        let data = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
     }
 
     /// JSON Schema of an execution request's `parameters`, from the parameter table.

@@ -71,8 +71,11 @@ extension ServiceAPI {
     ]
 
     /// A browser (Accept: text/html, no `f=json`) gets the portal; API clients the landing page.
-    static func wantsHTML(_ request: Request) -> Bool {
-        if let f = request.uri.queryParameters["f"] { return f == "html" }
+    static func wantsHTML(_ request: Request) throws -> Bool {
+        if let f = request.uri.queryParameters["f"] {
+            guard f == "html" || f == "json" else { throw APIProblem.badRequest("f must be json or html") }
+            return f == "html"
+        }
         let accept = request.headers[.accept] ?? ""
         return accept.contains("text/html")
     }
@@ -80,7 +83,7 @@ extension ServiceAPI {
     func addPortalRoutes(to router: Router<BasicRequestContext>) {
         let portal = PortalFiles.folder(), leaflet = PortalFiles.leafletFolder()
         router.get("/") { request, _ in
-            if Self.wantsHTML(request) {
+            if try Self.wantsHTML(request) {
                 guard let index = PortalFiles.file("index.html", in: portal) else {
                     throw APIProblem.notFound("the web portal's files are not installed (set DSMOPT_PORTAL)")
                 }

@@ -1,0 +1,198 @@
+import DSMPipeline
+import Foundation
+
+/// Request and response schemas of the OpenAPI document, keyed by "method path" (JSON Schema 2020-12 as
+/// OpenAPI 3.1 uses it). Request schemas say what the validators accept; response schemas name the fields
+/// clients rely on (more may be added, so objects stay open).
+extension OpenAPIDocument {
+    typealias Schema = [String: Any]
+
+    /// Operations anyone may call without a token.
+    static let publicOperations: Set<String> = [
+        "get /", "get /conformance", "get /health", "get /openapi.json", "get /processes", "get /processes/dsm-opt",
+        "get /presets", "get /presets/{name}", "get /crs/{code}", "get /portal/config.json",
+    ]
+
+    static func ref(_ name: String) -> Schema { ["$ref": "#/components/schemas/\(name)"] }
+    static var uploadReference: Schema { ["type": "object", "required": ["upload"], "additionalProperties": false,
+                                          "properties": ["upload": ["type": "string", "minLength": 1]]] }
+    static var presetName: Schema { ["type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"] }
+    static var quotaPatch: Schema { [
+        "type": "object", "minProperties": 1, "additionalProperties": false,
+        "properties": ["maxConcurrentJobs": ["type": "integer", "minimum": 0, "maximum": 1_000_000],
+                       "cpuSecondsPerMonth": ["type": "number", "minimum": 0, "maximum": 1e12],
+                       "storageBytes": ["type": "integer", "minimum": 0, "maximum": 1 << 60],
+                       "maxInputBytes": ["type": "integer", "minimum": 0, "maximum": 1 << 60]],
+    ] }
+
+    static var componentSchemas: [String: Schema] {
+        let problem: Schema = ["type": "object", "required": ["type", "title", "status", "detail"],
+                               "properties": ["type": ["type": "string"], "title": ["type": "string"], "status": ["type": "integer"],
+                                              "detail": ["type": "string"], "limit": ["type": "string"],
+                                              "errors": ["type": "array", "items": ["type": "object", "required": ["field", "message"],
+                                                                                    "properties": ["field": ["type": "string"], "message": ["type": "string"]]]]]]
+        let link: Schema = ["type": "object", "required": ["href"], "properties": ["href": ["type": "string"], "rel": ["type": "string"], "type": ["type": "string"]]]
+        let job: Schema = ["type": "object", "required": ["jobID", "status", "progress", "created", "links"],
+                           "properties": ["jobID": ["type": "string"], "processID": ["type": "string"], "name": ["type": "string"],
+                                          "status": ["type": "string", "enum": ["accepted", "running", "successful", "failed", "dismissed"]],
+                                          "progress": ["type": "integer", "minimum": 0, "maximum": 100], "stage": ["type": "string"],
+                                          "created": ["type": "string"], "started": ["type": "string"], "finished": ["type": "string"],
+                                          "purgeDate": ["type": "string"], "cpuSeconds": ["type": "number"], "attempts": ["type": "integer"],
+                                          "preset": ["type": "string"], "error": ["type": "string"], "links": ["type": "array", "items": ref("Link")]]]
+        let upload: Schema = ["type": "object", "required": ["id", "fileName", "size", "sha256"],
+                              "properties": ["id": ["type": "string"], "fileName": ["type": "string"], "size": ["type": "integer"],
+                                             "sha256": ["type": "string", "pattern": "^[0-9a-f]{64}$"]]]
+        let quota: Schema = ["type": "object", "required": ["maxConcurrentJobs", "cpuSecondsPerMonth", "storageBytes", "maxInputBytes"],
+                             "properties": ["maxConcurrentJobs": ["type": "integer"], "cpuSecondsPerMonth": ["type": "number"],
+                                            "storageBytes": ["type": "integer"], "maxInputBytes": ["type": "integer"]]]
+        let usage: Schema = ["type": "object", "required": ["activeJobs", "cpuSecondsThisMonth", "storageBytes"],
+                             "properties": ["activeJobs": ["type": "integer"], "cpuSecondsThisMonth": ["type": "number"], "storageBytes": ["type": "integer"]]]
+        let imageRef: Schema = ["type": "object", "required": ["upload"], "additionalProperties": false,
+                                "properties": ["upload": ["type": "string", "minLength": 1],
+                                               "image": ["type": "integer", "minimum": 1, "maximum": 3,
+                                                         "description": "which image of a zipped delivery (1-based); without it, all of them"]]]
+        let execution: Schema = [
+            "type": "object", "required": ["images"], "additionalProperties": false,
+            "properties": ["name": ["type": "string", "minLength": 1, "maxLength": 200],
+                           "images": ["type": "array", "minItems": 1, "maxItems": 3, "items": imageRef,
+                                      "description": "2 or 3 images; one upload of a zipped delivery stands for all its views"],
+                           "preset": ["type": "string", "description": "a preset name (GET /presets)"],
+                           "parameters": ref("JobParameters"),
+                           "referenceDem": uploadReference, "waterMask": uploadReference, "multispectral": uploadReference],
+        ]
+        let inspection: Schema = ["type": "object", "required": ["images"], "additionalProperties": false,
+                                  "properties": ["images": ["type": "array", "minItems": 1, "maxItems": 3, "items": imageRef]]]
+        let newUser: Schema = ["type": "object", "required": ["name", "role"],
+                               "properties": ["name": ["type": "string", "minLength": 1],
+                                              "role": ["type": "string", "enum": ["researcher", "operator", "admin", "catalogue"]],
+                                              "quota": quota]]
+        var expert: [String: Any] = [:]
+        var options: [String: Any] = [:]
+        for s in JobParameterTable.specs {
+            if s.group == .expert { expert[s.key] = ProcessDescription.schema(s) } else if Preset.optionKeys.contains(s.key) {
+                options[s.key] = ProcessDescription.schema(s)
+            }
+        }
+        let preset: Schema = ["type": "object", "required": ["description"], "additionalProperties": false,
+                              "properties": ["name": ["type": "string", "description": "ignored in a PUT: the path names the preset"], "description": ["type": "string", "minLength": 1, "maxLength": 500],
+                                             "resolution-factor": ProcessDescription.schema(JobParameterTable.spec("resolution-factor")!),
+                                             "parameters": ["type": "object", "additionalProperties": false, "properties": expert],
+                                             "options": ["type": "object", "additionalProperties": false, "properties": options]]]
+        return ["Problem": problem, "Link": link, "Job": job, "Upload": upload, "Quota": quota, "Usage": usage,
+                "ExecutionRequest": execution, "InspectionRequest": inspection, "NewUser": newUser, "Preset": preset,
+                "QuotaPatch": quotaPatch, "JobParameters": parametersSchema]
+    }
+
+    /// Request body of an operation.
+    static func requestBody(_ key: String) -> Schema? {
+        func json(_ s: Schema) -> Schema { ["required": true, "content": ["application/json": ["schema": s]]] }
+        switch key {
+        case "post /uploads":
+            return ["required": true, "description": "the file's raw bytes: a TIFF/BigTIFF, JPEG2000, zip of a product or delivery, DIMAP XML, or GeoJSON",
+                    "content": ["application/octet-stream": ["schema": ["type": "string", "format": "binary", "minLength": 1]]]]
+        case "post /processes/dsm-opt/execution": return json(ref("ExecutionRequest"))
+        case "post /processes/dsm-opt/inspection": return json(ref("InspectionRequest"))
+        case "post /admin/users": return json(ref("NewUser"))
+        case "put /admin/users/{id}/quota": return json(ref("QuotaPatch"))
+        case "put /presets/{name}": return json(ref("Preset"))
+        case "post /catalogue/jobs":
+            var s = componentSchemas["ExecutionRequest"]!
+            var props = s["properties"] as! [String: Any]
+            props["user"] = ["type": "string", "minLength": 1]
+            props["images"] = ["type": "array", "minItems": 2, "maxItems": 3,
+                               "items": ["type": "object", "additionalProperties": false,
+                                         "properties": ["url": ["type": "string", "format": "uri"], "path": ["type": "string"]]]]
+            s["properties"] = props
+            s["required"] = ["user", "images"]
+            return json(s)
+        default: return nil
+        }
+    }
+
+    /// Query parameters of an operation.
+    static func queryParameters(_ key: String) -> [Schema] {
+        func q(_ name: String, _ schema: Schema, required: Bool = false) -> Schema { ["name": name, "in": "query", "required": required, "schema": schema] }
+        switch key {
+        case "get /": return [q("f", ["type": "string", "enum": ["json", "html"]])]
+        case "post /uploads": return [q("name", ["type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$"])]
+        case "get /jobs": return [q("limit", ["type": "integer", "minimum": -9_007_199_254_740_991, "maximum": 9_007_199_254_740_991, "description": "page size, clamped to 1–200 (default 20)"]),
+                                  q("offset", ["type": "integer", "minimum": -9_007_199_254_740_991, "maximum": 9_007_199_254_740_991, "description": "clamped to 0–2^40"]),
+                                  q("all", ["type": "string", "enum": ["true", "false"], "description": "every user's jobs (operators and admins)"])]
+        case "get /jobs/{id}/probe": return [q("lon", ["type": "number", "minimum": -180, "maximum": 180], required: true),
+                                             q("lat", ["type": "number", "minimum": -90, "maximum": 90], required: true)]
+        default: return []
+        }
+    }
+
+    /// Schema of a path parameter.
+    static func pathParameter(_ name: String) -> Schema {
+        switch name {
+        case "name": return presetName
+        case "code": return ["type": "integer", "minimum": 1024, "maximum": 32767]
+        case "z": return ["type": "integer", "minimum": 0, "maximum": 24]
+        case "x": return ["type": "integer", "minimum": 0]
+        case "y": return ["type": "string", "pattern": "^[0-9]+\\.png$"]
+        default: return ["type": "string", "minLength": 1]
+        }
+    }
+
+    /// Media types and schemas of an operation's success answer.
+    static func success(_ key: String, _ code: Int) -> Schema {
+        func json(_ s: Schema) -> Schema { ["application/json": ["schema": s]] }
+        let object: Schema = ["type": "object"]
+        switch (key, code) {
+        case ("get /metrics", _), ("get /jobs/{id}/logs", _): return ["text/plain": ["schema": ["type": "string"]]]
+        case ("get /", _): return json(["type": "object", "required": ["links"], "properties": ["links": ["type": "array", "items": ref("Link")]]])
+                                   .merging(["text/html": ["schema": ["type": "string"]]]) { a, _ in a }
+        case ("get /conformance", _): return json(["type": "object", "required": ["conformsTo"], "properties": ["conformsTo": ["type": "array", "items": ["type": "string"]]]])
+        case ("get /jobs/{id}/results/{file}", _):
+            let binary: Schema = ["schema": ["type": "string", "format": "binary"]]
+            return ["image/tiff; application=geotiff": binary, "image/png": binary, "application/json": ["schema": object], "application/vnd.las": binary]
+        case ("get /jobs/{id}/tiles/{layer}/{z}/{x}/{y}", 200): return ["image/png": ["schema": ["type": "string", "format": "binary"]]]
+        case (_, 204): return [:]
+        case ("get /jobs", _): return json(["type": "object", "required": ["jobs", "total", "limit", "offset", "links"],
+                                            "properties": ["jobs": ["type": "array", "items": ref("Job")], "total": ["type": "integer"],
+                                                           "limit": ["type": "integer"], "offset": ["type": "integer"], "links": ["type": "array", "items": ref("Link")]]])
+        case ("get /jobs/{id}", _), ("delete /jobs/{id}", _), ("post /processes/dsm-opt/execution", _), ("post /catalogue/jobs", _): return json(ref("Job"))
+        case ("post /uploads", _), ("get /uploads/{id}", _): return json(ref("Upload"))
+        case ("get /uploads", _): return json(["type": "object", "required": ["uploads"], "properties": ["uploads": ["type": "array", "items": ref("Upload")]]])
+        case ("get /admin/users", _): return json(["type": "array", "items": ["type": "object", "required": ["id", "name", "role", "quota", "usage"]]])
+        case ("get /presets", _): return json(["type": "array", "items": ref("Preset")])
+        case ("get /presets/{name}", _), ("put /presets/{name}", _): return json(ref("Preset"))
+        case ("get /me", _): return json(["type": "object", "required": ["id", "name", "role", "quota", "usage"],
+                                          "properties": ["id": ["type": "string"], "name": ["type": "string"], "role": ["type": "string"],
+                                                         "quota": ref("Quota"), "usage": ref("Usage")]])
+        default: return json(object)
+        }
+    }
+
+    /// The whole document as a JSON object.
+    static var document: [String: Any] {
+        var paths: [String: [String: Any]] = [:]
+        for r in routes {
+            let key = "\(r.method) \(r.path)"
+            var parameters: [Schema] = r.path.split(separator: "/").filter { $0.hasPrefix("{") }.map {
+                let name = String($0.dropFirst().dropLast())
+                return ["name": name, "in": "path", "required": true, "schema": pathParameter(name)]
+            }
+            parameters += queryParameters(key)
+            var responses: [String: Any] = [:]
+            for code in r.responses {
+                if code >= 400 {
+                    responses["\(code)"] = ["description": "\(code)", "content": ["application/problem+json": ["schema": ref("Problem")]]]
+                } else {
+                    let content = success(key, code)
+                    responses["\(code)"] = content.isEmpty ? ["description": "\(code)"] : ["description": "\(code)", "content": content]
+                }
+            }
+            var op: [String: Any] = ["summary": r.summary, "parameters": parameters, "responses": responses]
+            if let body = requestBody(key) { op["requestBody"] = body }
+            op["security"] = publicOperations.contains(key) ? [] as [Any] : [["bearer": [] as [Any]]]
+            paths[r.path, default: [:]][r.method] = op
+        }
+        return ["openapi": "3.1.0",
+                "info": ["title": "dsmopt", "version": "1.0", "description": "Stereo-photogrammetry DSM service (OGC API – Processes job semantics)."],
+                "components": ["securitySchemes": ["bearer": ["type": "http", "scheme": "bearer"]], "schemas": componentSchemas],
+                "paths": paths]
+    }
+}
