@@ -189,8 +189,18 @@ async function newJobView() {
   step(1);
 }
 
+const finishingFields = ['referenceDem', 'waterMask', 'multispectral'];
+
 async function listUploads() {
   const { uploads } = await api('/uploads');
+  for (const f of finishingFields) {
+    const sel = $(`#file-${f}`);
+    const keep = sel.value;
+    sel.textContent = '';
+    sel.append(el('option', { value: '' }, '(none)'));
+    for (const u of uploads) sel.append(el('option', { value: u.id }, `${u.fileName} (${fmtBytes(u.size)})`));
+    sel.value = uploads.some((u) => u.id === keep) ? keep : '';
+  }
   const body = $('#uploads tbody');
   body.textContent = '';
   for (const u of uploads) {
@@ -530,6 +540,8 @@ function showFieldErrors(e, fallbackId) {
     if (fe.field === 'preset') target = $('#err-preset');
     if (fe.field === 'parameters.aoi') target = $('#err-aoi');
     if (fe.field === 'parameters.epsg') target = $('#err-epsg');
+    const file = finishingFields.find((f) => fe.field === f || fe.field.startsWith(`${f}.`));
+    if (file) target = $(`#err-file-${file}`);
     if (target) { target.textContent = (target.textContent ? target.textContent + '; ' : '') + fe.message; shown = true; if (fe.field.startsWith('images')) step(1); }
   }
   if (!shown) $(`#${fallbackId}`).textContent = e.message;
@@ -559,6 +571,7 @@ $('#job-form').addEventListener('submit', async (ev) => {
   else if ($('#err-aoi').textContent) ok = false;
   if (!ok) { $('#err-form').textContent = 'Some fields need attention (see the messages beside them).'; return; }
   const body = { name, preset: $('#preset').value, images: state.selected.map((id) => ({ upload: id })), parameters };
+  for (const f of finishingFields) { const v = $(`#file-${f}`).value; if (v) body[f] = { upload: v }; }
   $('#submit-job').disabled = true;
   try {
     const job = await api('/processes/dsm-opt/execution', { method: 'POST', body });
