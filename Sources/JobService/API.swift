@@ -907,6 +907,7 @@ public struct ServiceAPI: Sendable {
         }
         request.resolvedImagePaths = paths
         request.inputs = records
+        request.acceptedBy = .current
         request.forwardedBy = forwardedBy
         request.resolvedReferenceDem = files["referenceDem"]
         request.resolvedWaterMask = files["waterMask"]

@@ -86,9 +86,19 @@ public struct ExecutionRequest: Sendable, Codable, Equatable {
     public var resolvedReferenceDem: String?
     public var resolvedWaterMask: String?
     public var resolvedMultispectral: String?
+    /// The `dsmopt` version and job-file format of the daemon that accepted the job: a worker of another
+    /// version refuses it (the job file and the products must mean the same on every machine).
+    public var acceptedBy: SoftwareStamp?
 
     /// The optional files by request field.
     static let fileFields = ["referenceDem", "waterMask", "multispectral"]
+}
+
+/// Which software accepted a job.
+public struct SoftwareStamp: Sendable, Codable, Equatable {
+    public var version: String
+    public var jobFormat: Int
+    public static var current: SoftwareStamp { SoftwareStamp(version: Provenance.Software.currentVersion, jobFormat: JobSpec.currentFormat) }
 }
 
 /// A JSON value that keeps booleans, numbers and strings apart (for field-by-field validation).

@@ -197,9 +197,38 @@ public final class WorkerPool: Service, @unchecked Sendable {
         return m.replacingOccurrences(of: config.dataDirectory + "/", with: "").replacingOccurrences(of: config.dataDirectory, with: "")
     }
 
+    /// Why this worker must not run a job: another `dsmopt` version accepted it, or the shared data folder's
+    /// files are not visible here (a machine without the shared filesystem, or mounted elsewhere).
+    func refusal(_ job: Job) -> String? {
+        guard let r = try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8)) else { return nil }
+        let here = SoftwareStamp.current
+        if let v = r.acceptedBy, v != here {
+            return "refused by worker \(hostName()): the job was accepted by dsmopt \(v.version) (job format \(v.jobFormat)) and this worker runs dsmopt \(here.version) (job format \(here.jobFormat)); run workers of the API's version"
+        }
+        // The job's files are under the data folder of the daemon that accepted it; this worker writes the
+        // job's products under its own. Both must be the one shared folder, at the same path.
+        let root = URL(fileURLWithPath: config.dataDirectory).standardizedFileURL.path
+        let files = (r.resolvedImagePaths + [r.resolvedReferenceDem, r.resolvedWaterMask, r.resolvedMultispectral].compactMap { $0 })
+            .map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+        if let missing = files.first(where: { !$0.hasPrefix(root + "/") || !FileManager.default.fileExists(atPath: $0) }) {
+            FileHandle.standardError.write(Data("dsmopt worker: job \(job.id): its input \(missing) is not visible in this worker's data folder \(root)\n".utf8))
+            // The user reads where in the data folder; the worker's log names the full paths for the operator.
+            let inFolder = missing.range(of: "/uploads/").map { "uploads/" + missing[$0.upperBound...] } ?? (missing as NSString).lastPathComponent
+            return "worker \(hostName()) cannot see the job's input \(inFolder) in its data folder: every machine must mount the shared data folder at the same path and give it as --data"
+        }
+        return nil
+    }
+
+    func hostName() -> String { ProcessInfo.processInfo.hostName }
+
     func execute(_ job: Job, worker: String) async {
         let attempt = job.attempts
         let fm = FileManager.default
+        if let why = refusal(job) {
+            _ = try? await store.finish(jobId: job.id, attempt: attempt, worker: worker, status: .failed, error: why,
+                                        cpuSeconds: 0, resultBytes: 0, finishedAt: Date(), purgeAt: nil)
+            return
+        }
         let attemptDir = config.attemptDirectory(job.id, attempt), runDir = config.runDirectory(job.id, attempt)
         try? fm.createDirectory(atPath: attemptDir, withIntermediateDirectories: true)
         let exe = config.executable ?? currentExecutable()

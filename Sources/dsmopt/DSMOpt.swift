@@ -698,7 +698,8 @@ struct DaemonOptions: ParsableArguments {
     func configuration() throws -> ServiceConfiguration {
         let env = ProcessInfo.processInfo.environment
         guard let dir = data ?? env["DSMOPT_DATA"] else { throw CLIFailure(message: "--data DIR (or DSMOPT_DATA) is required", code: ExitCodes.usage) }
-        var c = try ServiceConfiguration.load(dataDirectory: dir, file: config, environment: env)
+        // Absolute: the paths a daemon records in a job must mean the same to every worker.
+        var c = try ServiceConfiguration.load(dataDirectory: absolute(dir), file: config, environment: env)
         if let workers { c.workers = workers }
         if let store { c.store = store }
         if let retention {

@@ -2,6 +2,7 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import JobService
 import TestSupport
 import Testing
 
@@ -16,6 +17,42 @@ import Testing
         p.standardError = FileHandle.nullDevice
         try p.run()
         return p
+    }
+
+    /// A worker on a machine without the shared data folder fails the job it claims with a message naming
+    /// the missing input (not a hang, not a crash); a worker of another dsmopt version refuses a job.
+    @Test func workersRefuseJobsTheyCannotRunFaithfully() async throws {
+        let url = try StoreKind.newDatabase(prefix: "r_")
+        let s = try ServerProcess(workers: 0, config: #"{"leaseSeconds": 3, "store": "\#(url)"}"#)
+        let token = try s.user("alice")
+        let img1 = try TestData.path("pleiades/reunion-pair/img_01.tif"), img2 = try TestData.path("pleiades/reunion-pair/img_02.tif")
+        let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
+        let r = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
+                               body: json(["images": [["upload": u1], ["upload": u2]], "parameters": ["roi": [350, 350, 300, 300], "resolution": 1.0]]))
+        let id = try #require(r.json?["jobID"] as? String, "\(r.text)")
+        // Another machine's data folder: same store, none of the shared files.
+        let elsewhere = try TemporaryFolder()
+        try #"{"leaseSeconds": 3, "store": "\#(url)"}"#.write(toFile: elsewhere.path("dsmopt.json"), atomically: true, encoding: .utf8)
+        let stray = try worker(elsewhere, slots: 1)
+        defer { kill(stray.processIdentifier, SIGKILL); stray.waitUntilExit() }
+        let j = try await waitFor(s, token: token, job: id, states: ["failed", "successful"], timeout: 60)
+        let error = j["error"] as? String ?? ""
+        #expect(j["status"] as? String == "failed" && error.contains("cannot see the job's input uploads/\(u1)/a.tif")
+                && error.contains("shared data folder") && !error.contains(s.data.url.path), "\(j)")
+        kill(stray.processIdentifier, SIGKILL); stray.waitUntilExit()
+        // A job accepted by another version (as a daemon of that version would have written it).
+        let store = try await PostgresJobStore(url: url)
+        var request: [String: Any] = ["images": [["upload": u1], ["upload": u2]]]
+        request["acceptedBy"] = ["version": "0.1.0", "jobFormat": 1]
+        request["resolvedImagePaths"] = [s.data.path("uploads/\(u1)/a.tif"), s.data.path("uploads/\(u2)/b.tif")]
+        let users = try await store.users()
+        let alice = try #require(users.first { $0.name == "alice" })
+        let old = Job(id: UUID().uuidString.lowercased(), userId: alice.id, name: "old", request: String(decoding: try JSONSerialization.data(withJSONObject: request), as: UTF8.self), createdAt: Date())
+        try await store.createJob(old, inputBytes: [], quota: alice.quota, now: Date())
+        let local = try worker(s.data, slots: 1)
+        defer { kill(local.processIdentifier, SIGKILL); local.waitUntilExit() }
+        let o = try await waitFor(s, token: token, job: old.id, states: ["failed", "successful"], timeout: 60)
+        #expect(o["status"] as? String == "failed" && (o["error"] as? String ?? "").contains("accepted by dsmopt 0.1.0"), "\(o)")
     }
 
     @Test func workersComeAndGoOnOneQueue() async throws {
