@@ -452,7 +452,7 @@ public struct ServiceAPI: Sendable {
         let user = try await authenticate(request)
         let given = request.uri.queryParameters["name"].map(String.init) ?? "upload.tif"
         guard let name = Self.sanitize(given), name == given, name.unicodeScalars.allSatisfy(\.isASCII) else {
-            throw APIProblem.badRequest("the file name may only hold letters, digits, '.', '_' and '-'")
+            throw APIProblem.badRequest("the file name may only hold ASCII letters, digits, '.', '_' and '-' (no folders)")
         }
         let limit = min(config.maxUploadBytes, user.quota.maxInputBytes)
         let limitName = limit == config.maxUploadBytes ? "maxUploadBytes" : "maxInputBytes"

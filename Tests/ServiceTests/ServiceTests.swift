@@ -515,10 +515,12 @@ import Testing
         #expect(before?["storageBytes"] as? Int == after?["storageBytes"] as? Int)
         let leftovers = try FileManager.default.subpathsOfDirectory(atPath: s.data.path("uploads")).filter { $0.hasSuffix("cut.tif") || $0.hasSuffix(".part") }
         #expect(leftovers.isEmpty, "\(leftovers)")
-        // A path in the file name is reduced to its last component, inside the upload's own folder.
+        // A path in the file name is refused (400 naming the rule), and nothing is stored.
         let tiffBytes = Data([0x49, 0x49, 0x2A, 0]) + Data("x".utf8)
+        let uploadsBefore = try FileManager.default.contentsOfDirectory(atPath: s.data.path("uploads")).count
         let sneaky = try await http("POST", "\(s.base)/uploads?name=../../etc/passwd", token: token, body: tiffBytes)
-        #expect(sneaky.status == 201 && sneaky.json?["fileName"] as? String == "passwd")
+        #expect(sneaky.status == 400 && sneaky.text.contains("letters, digits"), "\(sneaky.text)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: s.data.path("uploads")).count == uploadsBefore)
         let bad = try await http("POST", "\(s.base)/uploads?name=%24%28rm%29.tif", token: token, body: tiffBytes)
         #expect(bad.status == 400)
         let answer16 = try await http("GET", "\(s.base)/nowhere", token: token)
