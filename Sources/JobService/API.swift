@@ -302,7 +302,7 @@ public struct ServiceAPI: Sendable {
         router.get("/jobs/:id/results") { request, context in
             let user = try await authenticate(request)
             let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user, reading: true))
-            let manifestPath = ((config.resultsDirectory(job) ?? "/nonexistent") as NSString).appendingPathComponent("manifest.json")
+            let manifestPath = (try resultsFolder(job) as NSString).appendingPathComponent("manifest.json")
             guard let data = FileManager.default.contents(atPath: manifestPath),
                   var manifest = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
                 throw APIProblem.notFound("the results of job \(job.id) have no manifest")
@@ -623,13 +623,6 @@ public struct ServiceAPI: Sendable {
             throw FetchError(description: "the zipped upload \(u.fileName) holds \(found.count) images; a delivery holds 2 or 3 views (upload the products of one stereo or tri-stereo acquisition)")
         }
         return found
-    }
-
-    /// The one image of an upload (an error for a delivery of several: name one with `"image": n`).
-    func imagePath(_ u: Upload) throws -> String {
-        let all = try imagePaths(u)
-        guard all.count == 1 else { throw FetchError(description: "\(u.fileName) holds \(all.count) images: give {\"upload\": \"\(u.id)\", \"image\": n} with n from 1 to \(all.count)") }
-        return all[0]
     }
 
     /// The images that `images` entries of a request stand for, in order: an upload of one image is that
@@ -1082,8 +1075,7 @@ public struct ServiceAPI: Sendable {
 
     func download(job: Job, file: String, request: Request) throws -> Response {
         guard let name = Self.sanitize(file) else { throw APIProblem.notFound("no product \(file)") }
-        guard let dir = config.resultsDirectory(job) else { throw APIProblem.notFound("job \(job.id) has no results") }
-        let path = (dir as NSString).appendingPathComponent(name)
+        let path = (try resultsFolder(job) as NSString).appendingPathComponent(name)
         guard let attrs = try? FileManager.default.attributesOfItem(atPath: path), let size = (attrs[.size] as? NSNumber)?.int64Value else {
             throw APIProblem.notFound("no product \(file) in the results of job \(job.id)")
         }

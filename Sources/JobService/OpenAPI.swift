@@ -63,10 +63,11 @@ public enum OpenAPIDocument {
         .init(method: "post", path: "/catalogue/jobs", summary: "Catalogue forwarding: create a job for a named user from image URLs or archive paths (catalogue accounts)", responses: [201, 401, 403, 413, 422, 429]),
     ]
 
-    public static var json: String {
+    /// Built once: the routes and the parameter table do not change while the daemon runs.
+    public static let json: String = {
         let data = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
-    }
+    }()
 
     /// JSON Schema of an execution request's `parameters`, from the parameter table.
     static var parametersSchema: [String: Any] {

@@ -203,7 +203,7 @@ public final class WorkerPool: Service, @unchecked Sendable {
         guard let r = try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8)) else { return nil }
         let here = SoftwareStamp.current
         if let v = r.acceptedBy, v != here {
-            return "refused by worker \(hostName()): the job was accepted by dsmopt \(v.version) (job format \(v.jobFormat)) and this worker runs dsmopt \(here.version) (job format \(here.jobFormat)); run workers of the API's version"
+            return "refused by worker \(ProcessInfo.processInfo.hostName): the job was accepted by dsmopt \(v.version) (job format \(v.jobFormat)) and this worker runs dsmopt \(here.version) (job format \(here.jobFormat)); run workers of the API's version"
         }
         // The job's files are under the data folder of the daemon that accepted it; this worker writes the
         // job's products under its own. Both must be the one shared folder, at the same path.
@@ -214,12 +214,10 @@ public final class WorkerPool: Service, @unchecked Sendable {
             FileHandle.standardError.write(Data("dsmopt worker: job \(job.id): its input \(missing) is not visible in this worker's data folder \(root)\n".utf8))
             // The user reads where in the data folder; the worker's log names the full paths for the operator.
             let inFolder = missing.range(of: "/uploads/").map { "uploads/" + missing[$0.upperBound...] } ?? (missing as NSString).lastPathComponent
-            return "worker \(hostName()) cannot see the job's input \(inFolder) in its data folder: every machine must mount the shared data folder at the same path and give it as --data"
+            return "worker \(ProcessInfo.processInfo.hostName) cannot see the job's input \(inFolder) in its data folder: every machine must mount the shared data folder at the same path and give it as --data"
         }
         return nil
     }
-
-    func hostName() -> String { ProcessInfo.processInfo.hostName }
 
     func execute(_ job: Job, worker: String) async {
         let attempt = job.attempts
