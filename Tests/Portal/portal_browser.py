@@ -6,6 +6,7 @@ passes their tokens here. Every step saves a screenshot into --artefacts. Exits 
 on the first failed check.
 """
 import argparse
+import atexit
 import base64
 import json
 import os
@@ -45,6 +46,17 @@ options.add_experimental_option("prefs", {"download.default_directory": download
 options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
 driver = webdriver.Chrome(service=Service(os.environ.get("DSMOPT_CHROMEDRIVER", "/usr/bin/chromedriver")), options=options)
 driver.set_page_load_timeout(60)
+
+
+def _quit_browser():
+    try:
+        driver.quit()
+    except Exception:
+        pass
+
+
+# The browser and its driver end with this script whatever happens (an uncaught error included).
+atexit.register(_quit_browser)
 step_no = [0]
 
 
