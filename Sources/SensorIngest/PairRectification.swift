@@ -133,6 +133,33 @@ public struct PairRectification: Sendable {
         return (abs(median) > 0.05 ? -median : 0, samples)
     }
 
+    /// Sparse matches of first-image pixels in the second image, through a rectification of `window` with
+    /// the models as they are (no pointing correction): per point, its second-image pixel, or nil where it
+    /// has no texture or no clear match (the probe's correlation threshold and sub-pixel peak). The probe
+    /// matches the rectified pixel nearest each point; the match is carried back to the point itself
+    /// through the rectification's local linear map, so the same first-image points can be matched in
+    /// several images (tie points of a triplet).
+    public func matches(of points: [SIMD2<Double>], in window: PixelWindow, heights: ClosedRange<Double>) throws -> [SIMD2<Double>?] {
+        let g = try EpipolarRectifier(first: first.model, second: second.model).tile(window, heights: heights)
+        let left = try read(first, toGrid: g.left, width: g.width, height: g.height, columnOffset: 0)
+        let right = try read(second, toGrid: g.right, width: g.rightWidth, height: g.height, columnOffset: 0)
+        let nearest = points.map { p -> (u: Int, v: Int) in
+            let q = g.left.apply(p.x, p.y)
+            return (Int(q.x.rounded()), Int(q.y.rounded()))
+        }
+        let found = probe.measure(left: left, right: right, rightOffset: 0, disparities: g.disparityRange, at: nearest)
+        let leftInverse = g.left.inverse, rightInverse = g.right.inverse
+        // First-image pixel → second-image pixel at a constant disparity: the linear part of right⁻¹ ∘ left.
+        let local = rightInverse.after(g.left)
+        return zip(points, found).map { p, m -> SIMD2<Double>? in
+            guard let m else { return nil }
+            let matchedFirst = leftInverse.apply(m.u, m.v)
+            let second = rightInverse.apply(m.u - m.disparity, m.v + m.rowOffset)
+            let dx = p.x - matchedFirst.x, dy = p.y - matchedFirst.y
+            return SIMD2(second.x + local.a * dx + local.b * dy, second.y + local.d * dx + local.e * dy)
+        }
+    }
+
     public func rectify(_ window: PixelWindow, heights: ClosedRange<Double>) throws -> RectifiedTile {
         var g = try EpipolarRectifier(first: first.model, second: second.model).tile(window, heights: heights)
         let left = try read(first, toGrid: g.left, width: g.width, height: g.height, columnOffset: 0)

@@ -90,6 +90,12 @@ public struct SensorImage: Sendable {
                            dataType: ds.dataType(), model: model, rpcSource: source, rpcFile: rpcFile, metadata: metadata)
     }
 
+    /// The image with its RPC projection shifted by a bias (the scene's relative orientation).
+    public func corrected(by bias: ImageBias) -> SensorImage {
+        bias == .zero ? self : SensorImage(path: path, width: width, height: height, bands: bands, dataType: dataType,
+                                           model: model.corrected(by: bias), rpcSource: rpcSource, rpcFile: rpcFile, metadata: metadata)
+    }
+
     /// Reads the whole image at low resolution: a truncated or corrupt file fails here, not mid-pipeline.
     static func probe(_ ds: RasterDataset, _ path: String) throws {
         let step = max(1, max(ds.width, ds.height) / 64)

@@ -153,4 +153,26 @@ import Testing
                                      minDisparity: 5, maxDisparity: 1)
         }
     }
+
+    /// Small islands of disparities unconnected to their surroundings are removed; large regions, however
+    /// far their disparity from their neighbours', are kept.
+    @Test func specklesAreRemoved() {
+        var m = DisparityMap(width: 60, height: 40)
+        for y in 0..<40 {
+            for x in 0..<60 {
+                m.disparity[y * 60 + x] = x < 40 ? 5 + 0.05 * Float(x) : 20  // a slope, then a 20×40 block (800 px)
+                m.status[y * 60 + x] = MatchStatus.valid.rawValue
+            }
+        }
+        for y in 10..<15 { for x in 10..<16 { m.disparity[y * 60 + x] = 12 } }  // a 30-px island of a wrong match
+        m.disparity[30 * 60 + 5] = 5.25 + 0.9  // within one pixel of its neighbours: connected, kept
+        let removed = m.removeSpeckles(smallerThan: 100, step: 1)
+        #expect(removed == 30)
+        #expect((10..<15).allSatisfy { y in (10..<16).allSatisfy { x in m.disparity[y * 60 + x].isNaN && m.status[y * 60 + x] == MatchStatus.speckle.rawValue } })
+        #expect(m.disparity[30 * 60 + 5] == 6.15 && m.disparity[0] == 5 && m.disparity[39 * 60 + 59] == 20)
+        // The matcher applies it by default (speckleSize 100) and fills speckles like mismatches when asked.
+        #expect(DenseMatcher().speckleSize == 100)
+        m.fillLeftRightFailures()
+        #expect(m.status[12 * 60 + 12] == MatchStatus.filledMismatch.rawValue && abs(m.disparity[12 * 60 + 12] - 5.6) < 0.2)
+    }
 }

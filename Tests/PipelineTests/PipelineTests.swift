@@ -35,8 +35,11 @@ import Testing
         let manifest = try DSMPipelineRunner(options: o).run()
         let s = try compare(tmp.path("out/dsm.tif"), try TestData.path("pleiades/reunion-pair/reference_dsm_s2p.tif"))
         print("La Réunion vs S2P reference: \(s.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.4f", $0.value))" }.joined(separator: ", "))")
-        // Measured NMAD 0.373 m (target 0.35; CARS 1.3.0: 0.37), completeness 0.977, bias −0.05 m.
-        #expect(try #require(s["nmad_m"]) <= 0.38)
+        // ROI of the pair: measured NMAD 0.33 m (CARS 1.3.0: 0.37), completeness 0.98, bias −0.05 m, no cell
+        // off by more than 20 m (NMAD 0.375 m and 741 such cells before the speckle filter, the sub-pixel
+        // window and the edge-preserving denoising). Regression fences, not the targets:
+        #expect(try #require(s["nmad_m"]) <= 0.35)
+        #expect(try #require(s["over_20m"]) == 0)
         #expect(try #require(s["completeness"]) >= 0.95)
         #expect(abs(try #require(s["bias_m"])) <= 0.3)
         // Every product of the DSM-OPT set is listed and present.
@@ -112,16 +115,25 @@ import Testing
         let manifest = try DSMPipelineRunner(options: o).run()
         let s = try compare(tmp.path("out/dsm.tif"), try TestData.path("\(d)/reference_dsm_s2p.tif"))
         print("Marseille vs S2P reference: \(s.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.4f", $0.value))" }.joined(separator: ", "))")
-        // Measured NMAD 0.546 m (target 0.6; CARS: 0.76).
-        #expect(try #require(s["nmad_m"]) <= 0.56)
+        // Measured NMAD 0.492 m, RMSE 0.73 m (issue 10's targets 0.50 / 1.0 m; 0.546 / 0.89 m before the
+        // speckle filter, the sub-pixel window and the edge-preserving denoising; CARS: 0.76). Regression fences:
+        #expect(try #require(s["nmad_m"]) <= 0.51)
+        #expect(try #require(s["rmse_debiased_m"]) <= 0.8)
+        #expect(try #require(s["over_20m"]) == 0)
         #expect(try #require(s["completeness"]) >= 0.95)
         #expect(manifest.parameters.pairs.count == 3)
         #expect(Set(manifest.products.map(\.code)).isSuperset(of: ["C1", "C2", "C3", "C4"]))
-        // Cells of the fused DSM record which pairs contributed; once the pairs are aligned vertically
-        // (the nadir image's pairs are ±2.4 m off), most cells get all three.
+        // Cells of the fused DSM record which pairs contributed; the pairs agree, so most cells get all three.
         let bits = try RasterDataset(path: tmp.path("out/pair_contributions.tif")).read()
         #expect(Double(bits.filter { $0 == 7 }.count) / Double(bits.filter { $0 > 0 }.count) > 0.6)
-        #expect(manifest.pairOffsets.count == 3 && manifest.pairOffsets.contains { abs($0.verticalOffsetM ?? 0) > 1 })
+        // One consistent orientation: the three images are adjusted together on tie points seen in all
+        // three, so the pairs' DSMs agree without a vertical offset (the nadir image's pairs were ±2.4 m
+        // apart with the delivered RPCs; measured 0.00/0.01 m after, tie-point RMS 0.59 → 0.15 px).
+        let orientation = try #require(manifest.orientation)
+        print("Marseille orientation: \(orientation)")
+        #expect(orientation.multiViewTiePoints >= 100 && orientation.rmsAfterPx < 0.25 && orientation.rmsAfterPx < orientation.rmsBeforePx / 2)
+        #expect(manifest.pairOffsets.count == 3 && manifest.pairOffsets.allSatisfy { abs($0.verticalOffsetM ?? 9) <= 0.3 },
+                "\(manifest.pairOffsets)")
     }
 
     @Test func syntheticSceneMatchesTheTruth() throws {

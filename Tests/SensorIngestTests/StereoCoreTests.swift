@@ -34,14 +34,17 @@ import Testing
     @Test func conesQuality() throws {
         let raw = try conesScores(fill: false)
         print(String(format: "Cones raw: bad-1.0 %.2f%%, bad-2.0 %.2f%%, invalid %.2f%%", raw.bad1 * 100, raw.bad2 * 100, raw.invalid * 100))
-        // Measured 5.75 % / 5.00 % (CNES Pandora census+SGM+cross-check: 5.7 % / 4.7 %).
-        #expect(raw.bad1 <= 0.059)
+        // Regression fences, not the target (issue 10: bad-1.0 ≤ 4.0 % raw). Measured 5.96 % / 5.09 %
+        // (5.75 % / 5.00 % before the speckle filter and the Gaussian 9×9 sub-pixel window, which cost
+        // Cones 0.2 points and removed every blunder of the La Réunion DSM; CNES Pandora
+        // census+SGM+cross-check: 5.7 % / 4.7 %).
+        #expect(raw.bad1 <= 0.061)
         #expect(raw.bad2 <= 0.052)
         let filled = try conesScores(fill: true)
         print(String(format: "Cones filled: bad-1.0 %.2f%%, bad-2.0 %.2f%%, invalid %.2f%%", filled.bad1 * 100, filled.bad2 * 100, filled.invalid * 100))
-        // Measured 4.03 % / 3.11 %.
-        #expect(filled.bad1 <= 0.042)
-        #expect(filled.bad2 <= 0.033)
+        // Measured 4.29 % / 3.23 % (4.03 % / 3.11 % before the speckle filter; speckles are filled as mismatches).
+        #expect(filled.bad1 <= 0.044)
+        #expect(filled.bad2 <= 0.034)
     }
 
     func rectify(_ a: String, _ b: String, window: PixelWindow?, pointing: Bool = true) throws -> [RectifiedTile] {

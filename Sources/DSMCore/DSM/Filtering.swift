@@ -139,9 +139,39 @@ public enum DSMFilter {
 }
 
 extension DSMFilter {
-    /// Light denoising of valid cells: a 3×3 median (removes isolated spikes, keeps steps) followed by a
-    /// 3×3 mean (averages the per-cell matching noise). Empty cells stay empty.
-    public static func denoise(_ raster: GridRaster) -> GridRaster {
+    /// How the delivered DSM is denoised: a 3×3 median (removes isolated spikes, keeps steps), then an
+    /// edge-preserving mean — a bilateral filter on the surface's departure from its local plane: each
+    /// neighbour within `radius` cells, with Gaussian weight (σ = `sigma` cells), is first carried along the
+    /// centre's slope (see below) and kept only if it then lies within `range` metres of the
+    /// centre. Slopes are not flattened, and steps taller than `range` (walls, cliffs) stay sharp.
+    public struct Denoising: Sendable, Codable, Equatable {
+        public var radius: Int
+        public var sigma: Float
+        public var range: Float
+
+        public init(radius: Int, sigma: Float, range: Float) {
+            self.radius = radius; self.sigma = sigma; self.range = range
+        }
+
+        /// The setting for a DSM of `resolution` m from images of `gsd` m with the widest pair at `baseToHeight`:
+        /// σ of two image pixels (the matcher's noise is correlated over about its window), at least 0.75 cell,
+        /// radius ⌈1.5σ⌉, and a range of one pixel of disparity in metres (GSD ÷ B/H), between 1 and 4 m.
+        /// Measured on the La Réunion pair (0.5 m, GSD 0.5 m, B/H 0.26 → σ 2 cells, range 1.9 m), against S2P:
+        /// aligned NMAD 0.323 → 0.300 m, high-frequency noise 0.056 → 0.031 m against the 3×3 median and 3×3 mean.
+        public static func forScene(resolution: Double, gsd: Double, baseToHeight: Double) -> Denoising {
+            let sigma = max(0.75, 2 * gsd / max(resolution, 1e-6))
+            let range = min(4, max(1, gsd / max(baseToHeight, 0.01)))
+            return Denoising(radius: Int((1.5 * sigma).rounded(.up)), sigma: Float(sigma), range: Float(range))
+        }
+    }
+
+    /// Denoises valid cells (empty cells stay empty): 3×3 median, then the edge-preserving mean of `setting`.
+    public static func denoise(_ raster: GridRaster, _ setting: Denoising) -> GridRaster {
+        edgePreservingMean(median3x3(raster), setting, slopesFrom: raster)
+    }
+
+    /// The median of each valid cell's valid 3×3 neighbourhood.
+    public static func median3x3(_ raster: GridRaster) -> GridRaster {
         let g = raster.grid, w = g.width, h = g.height
         var median = raster
         var nb: [Float] = []
@@ -158,17 +188,62 @@ extension DSMFilter {
                 median.values[j * w + i] = nb.count % 2 == 1 ? nb[nb.count / 2] : (nb[nb.count / 2 - 1] + nb[nb.count / 2]) / 2
             }
         }
-        var out = median
-        for j in 0..<h {
-            for i in 0..<w where !median.values[j * w + i].isNaN {
-                var s: Float = 0, n: Float = 0
-                for y in max(0, j - 1)...min(h - 1, j + 1) {
-                    for x in max(0, i - 1)...min(w - 1, i + 1) {
-                        let v = median.values[y * w + x]
-                        if !v.isNaN { s += v; n += 1 }
+        return median
+    }
+
+    /// The bilateral mean about the local plane described in `Denoising`; the slopes for the gating are
+    /// taken from `slopesFrom` (by default the raster itself: pass the surface before a median, which
+    /// shifts the cells beside a wall on a slope).
+    public static func edgePreservingMean(_ raster: GridRaster, _ s: Denoising, slopesFrom: GridRaster? = nil) -> GridRaster {
+        let g = raster.grid, w = g.width, h = g.height, r = s.radius
+        var out = raster
+        var kernel: [Float] = []
+        for dy in -r...r {
+            for dx in -r...r { kernel.append(exp(-Float(dx * dx + dy * dy) / (2 * s.sigma * s.sigma))) }
+        }
+        let slopeSurface = slopesFrom?.values ?? raster.values
+        precondition(slopeSurface.count == raster.values.count)
+        raster.values.withUnsafeBufferPointer { v in
+            slopeSurface.withUnsafeBufferPointer { sv in
+            func at(_ x: Int, _ y: Int) -> Float { x >= 0 && y >= 0 && x < w && y < h ? sv[y * w + x] : .nan }
+            for j in 0..<h {
+                for i in 0..<w {
+                    let c = v[j * w + i]
+                    guard !c.isNaN else { continue }
+                    // The centre's slope for the gating: per axis, the one-sided differences averaged over
+                    // the centre's line and its two neighbours, then the smaller of the two when they agree
+                    // in sign, else flat (minmod), so that a wall beside the centre does not tilt it. (With
+                    // every neighbour kept, the slope cancels out of the symmetric mean.)
+                    func side(_ dx: Int, _ dy: Int) -> Float {
+                        var s: Float = 0, n: Float = 0
+                        for t in -1...1 {
+                            let (x0, y0) = dx != 0 ? (i, j + t) : (i + t, j)
+                            let d = at(x0 + dx, y0 + dy) - at(x0, y0)
+                            if !d.isNaN { s += d; n += 1 }
+                        }
+                        return n > 0 ? s / n : .nan
                     }
+                    func minmod(_ a: Float, _ b: Float) -> Float {
+                        if a.isNaN { return b.isNaN ? 0 : b }
+                        if b.isNaN { return a }
+                        return a * b <= 0 ? 0 : (abs(a) < abs(b) ? a : b)
+                    }
+                    let gx = minmod(-side(-1, 0), side(1, 0)), gy = minmod(-side(0, -1), side(0, 1))
+                    var sum: Float = 0, weight: Float = 0
+                    var q = 0
+                    for y in (j - r)...(j + r) {
+                        for x in (i - r)...(i + r) {
+                            defer { q += 1 }
+                            guard y >= 0, y < h, x >= 0, x < w else { continue }
+                            let n = v[y * w + x]
+                            let carried = n - gx * Float(x - i) - gy * Float(y - j)
+                            guard !n.isNaN, abs(carried - c) <= s.range else { continue }
+                            sum += kernel[q] * carried; weight += kernel[q]
+                        }
+                    }
+                    out.values[j * w + i] = sum / weight
                 }
-                out.values[j * w + i] = s / n
+            }
             }
         }
         return out

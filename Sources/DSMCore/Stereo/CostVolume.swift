@@ -268,25 +268,65 @@ extension CostVolume {
     }
 }
 
+/// The window of the sub-pixel refinement: Gaussian weights (σ in pixels) over a (2r+1)² square, r = ⌈2σ⌉
+/// at least the correlation window's radius. A wide, centre-weighted window averages image noise on
+/// smooth surfaces; the refinement only moves a match within half a label, so it cannot blur an edge
+/// further than that.
+public struct RefinementWindow: Sendable, Equatable {
+    public let radius: Int
+    public let sigma: Float
+    let weights: [Float]
+
+    public init(sigma: Float, minimumRadius: Int) {
+        self.sigma = sigma
+        radius = max(minimumRadius, Int((2 * sigma).rounded(.up)))
+        var w: [Float] = []
+        for dy in -radius...radius {
+            for dx in -radius...radius { w.append(sigma > 0 ? exp(-Float(dx * dx + dy * dy) / (2 * sigma * sigma)) : 1) }
+        }
+        weights = w
+    }
+}
+
 extension CostVolume {
-    /// ZNCC of the centred window at (x, y) for label k (edges replicated); nil without texture.
-    func centredZNCC(x: Int, y: Int, label k: Int, radius: Int? = nil) -> Float? {
-        let r = radius ?? windowRadius
-        let R = phases[labelPhase[k]]
-        let shift = labelShift[k]
-        var sl: Float = 0, sr: Float = 0, sll: Float = 0, srr: Float = 0, slr: Float = 0
-        for dy in -r...r {
-            let yy = min(max(y + dy, 0), height - 1)
-            for dx in -r...r {
-                let xl = min(max(x + dx, 0), width - 1)
-                let xr = min(max(xl - shift, 0), R.width - 1)
-                let a = left.pixels[yy * width + xl], b = R.pixels[yy * R.width + xr]
-                sl += a; sr += b; sll += a * a; srr += b * b; slr += a * b
+    /// Weighted ZNCC of the centred window at (x, y) for labels k − 1, k and k + 1 (edges replicated): nil
+    /// for a label outside the search or a window without texture. The left window's sums are shared.
+    func refinementScores(x: Int, y: Int, label k: Int, window: RefinementWindow) -> (Float?, Float?, Float?) {
+        let r = window.radius, side = 2 * r + 1
+        return window.weights.withUnsafeBufferPointer { wt in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: side * side) { lv in
+                var sl: Float = 0, sll: Float = 0, n: Float = 0
+                var q = 0
+                for dy in -r...r {
+                    let yy = min(max(y + dy, 0), height - 1)
+                    for dx in -r...r {
+                        let a = left.pixels[yy * width + min(max(x + dx, 0), width - 1)], w = wt[q]
+                        lv[q] = a; sl += w * a; sll += w * a * a; n += w
+                        q += 1
+                    }
+                }
+                let vl = sll - sl * sl / n
+                guard vl > 1e-6 else { return (nil, nil, nil) }
+                func score(_ label: Int) -> Float? {
+                    guard label >= 0, label < labels.count else { return nil }
+                    let R = phases[labelPhase[label]], shift = labelShift[label]
+                    var sr: Float = 0, srr: Float = 0, slr: Float = 0
+                    var q = 0
+                    for dy in -r...r {
+                        let yy = min(max(y + dy, 0), height - 1)
+                        for dx in -r...r {
+                            let xl = min(max(x + dx, 0), width - 1)
+                            let b = R.pixels[yy * R.width + min(max(xl - shift, 0), R.width - 1)], w = wt[q]
+                            sr += w * b; srr += w * b * b; slr += w * lv[q] * b
+                            q += 1
+                        }
+                    }
+                    let vr = srr - sr * sr / n
+                    guard vr > 1e-6 else { return nil }
+                    return (slr - sl * sr / n) / (vl * vr).squareRoot()
+                }
+                return (score(k - 1), score(k), score(k + 1))
             }
         }
-        let n = Float((2 * r + 1) * (2 * r + 1))
-        let vl = sll - sl * sl / n, vr = srr - sr * sr / n
-        guard vl > 1e-6, vr > 1e-6 else { return nil }
-        return (slr - sl * sr / n) / (vl * vr).squareRoot()
     }
 }

@@ -21,45 +21,54 @@ public struct VerticalParallaxProbe: Sendable {
 
     public init() {}
 
+    /// Matches a regular `grid` × `grid` of left pixels.
     /// - Parameters:
     ///   - right: the right rectified grid, whose column j is common-frame column j + rightOffset.
     public func measure(left: GrayImage, right: GrayImage, rightOffset: Int,
                         disparities: ClosedRange<Double>) -> [ParallaxSample] {
-        let r = radius, rs = rowSearch
-        var out: [ParallaxSample] = []
-        let dLo = Int(disparities.lowerBound.rounded(.down)), dHi = Int(disparities.upperBound.rounded(.up))
+        let m = radius + rowSearch + 1
+        var points: [(Int, Int)] = []
         for gy in 0..<grid {
             for gx in 0..<grid {
-                let u = r + rs + 1 + (left.width - 2 * (r + rs + 1)) * (2 * gx + 1) / (2 * grid)
-                let v = r + rs + 1 + (left.height - 2 * (r + rs + 1)) * (2 * gy + 1) / (2 * grid)
-                guard u - r >= 0, u + r < left.width, v - r - rs >= 0, v + r + rs < left.height else { continue }
-                guard let ref = patch(left, u, v) else { continue }
-                var best = -2.0, bd = 0, bdy = 0
-                var table: [Int: Double] = [:]
-                for d in dLo...dHi {
-                    for dy in -rs...rs {
-                        let ur = u - d - rightOffset, vr = v + dy
-                        guard ur - r >= 0, ur + r < right.width, vr - r >= 0, vr + r < right.height,
-                              let c = correlate(ref, right, ur, vr) else { continue }
-                        table[d * 1000 + dy] = c
-                        if c > best { best = c; bd = d; bdy = dy }
-                    }
-                }
-                guard best >= minimumCorrelation else { continue }
-                func val(_ d: Int, _ dy: Int) -> Double? { table[d * 1000 + dy] }
-                func vertex(_ a: Double?, _ b: Double, _ c: Double?) -> Double? {
-                    guard let a, let c else { return nil }
-                    let den = a - 2 * b + c
-                    return den < 0 ? max(-0.5, min(0.5, 0.5 * (a - c) / den)) : nil
-                }
-                guard let sx = vertex(val(bd - 1, bdy), best, val(bd + 1, bdy)),
-                      let sy = vertex(val(bd, bdy - 1), best, val(bd, bdy + 1)),
-                      abs(bdy) < rs else { continue }
-                out.append(ParallaxSample(u: Double(u), v: Double(v), disparity: Double(bd) - sx,
-                                          rowOffset: Double(bdy) + sy, correlation: best))
+                points.append((m + (left.width - 2 * m) * (2 * gx + 1) / (2 * grid), m + (left.height - 2 * m) * (2 * gy + 1) / (2 * grid)))
             }
         }
-        return out
+        return measure(left: left, right: right, rightOffset: rightOffset, disparities: disparities, at: points).compactMap { $0 }
+    }
+
+    /// Matches the given left pixels (u, v); nil where a pixel has no texture, no window inside both
+    /// images, or no match above `minimumCorrelation` with a sub-pixel peak.
+    public func measure(left: GrayImage, right: GrayImage, rightOffset: Int, disparities: ClosedRange<Double>,
+                        at points: [(u: Int, v: Int)]) -> [ParallaxSample?] {
+        let r = radius, rs = rowSearch
+        let dLo = Int(disparities.lowerBound.rounded(.down)), dHi = Int(disparities.upperBound.rounded(.up))
+        return points.map { (u, v) -> ParallaxSample? in
+            guard u - r >= 0, u + r < left.width, v - r - rs >= 0, v + r + rs < left.height else { return nil }
+            guard let ref = patch(left, u, v) else { return nil }
+            var best = -2.0, bd = 0, bdy = 0
+            var table: [Int: Double] = [:]
+            for d in dLo...dHi {
+                for dy in -rs...rs {
+                    let ur = u - d - rightOffset, vr = v + dy
+                    guard ur - r >= 0, ur + r < right.width, vr - r >= 0, vr + r < right.height,
+                          let c = correlate(ref, right, ur, vr) else { continue }
+                    table[d * 1000 + dy] = c
+                    if c > best { best = c; bd = d; bdy = dy }
+                }
+            }
+            guard best >= minimumCorrelation else { return nil }
+            func val(_ d: Int, _ dy: Int) -> Double? { table[d * 1000 + dy] }
+            // The parabola's vertex through three samples at −1, 0, +1: its offset from the middle one.
+            func vertex(_ a: Double?, _ b: Double, _ c: Double?) -> Double? {
+                guard let a, let c else { return nil }
+                let den = a - 2 * b + c
+                return den < 0 ? max(-0.5, min(0.5, 0.5 * (a - c) / den)) : nil
+            }
+            guard let sx = vertex(val(bd - 1, bdy), best, val(bd + 1, bdy)),
+                  let sy = vertex(val(bd, bdy - 1), best, val(bd, bdy + 1)),
+                  abs(bdy) < rs else { return nil }
+            return ParallaxSample(u: Double(u), v: Double(v), disparity: Double(bd) + sx, rowOffset: Double(bdy) + sy, correlation: best)
+        }
     }
 
     func patch(_ img: GrayImage, _ u: Int, _ v: Int) -> [Float]? {

@@ -7,7 +7,7 @@ import Foundation
 /// pass measured (the relative pointing of each pair). Tiles read it and nothing else, so they are
 /// independent of each other and of the process that runs them; `--resume` reloads it.
 public struct RunPlan: Sendable, Codable {
-    public static let formatVersion = 1
+    public static let formatVersion = 2
     public var formatVersion = RunPlan.formatVersion
     /// Absolute paths of the input images, in the order given.
     public var images: [String]
@@ -25,6 +25,10 @@ public struct RunPlan: Sendable, Codable {
     public var pairRegions: [PixelWindow]
     /// Per selected pair: the relative pointing correction (rows of the rectified frame) and its samples.
     public var pointing: [PairPointing]
+    /// The images' relative orientation (a bias per image applied to its RPC before anything else), nil
+    /// when it could not be estimated (then `orientationNote` says why).
+    public var orientation: OrientationAdjustment? = nil
+    public var orientationNote: String? = nil
     public var workload: TileWorkload
     public var memoryBudget: MemoryBudget
     /// Ground sampling distance of the first image, metres.
@@ -34,14 +38,16 @@ public struct RunPlan: Sendable, Codable {
     /// Image pixels matched around a ground tile's footprint (context for the matcher at its borders).
     public var matchMargin = 32
     /// Cells read around a tile for fusion and filtering: the filters' reach (outlier test 2 cells,
-    /// denoising 2) plus the largest hole filled, capped at 64 cells — a hole reaching a tile's edge is
-    /// then filled exactly as in an untiled run unless it is both under the 25 m² limit and stretched
-    /// over more than 64 cells.
+    /// denoising 1 + its radius) plus the largest hole filled, capped at 64 cells — a hole reaching a
+    /// tile's edge is then filled exactly as in an untiled run unless it is both under the 100 m² limit
+    /// and stretched over more than 64 cells.
     public var filterMargin: Int
     /// Cells read around a tile for the true orthos' occlusion test.
     public var orthoMargin = 32
-    /// Largest hole filled, cells.
+    /// Largest hole filled, cells (100 m²).
     public var maxHoleCells: Int
+    /// The delivered DSM's edge-preserving denoising, set from the resolution, GSD and widest B/H.
+    public var denoising: DSMFilter.Denoising
     public var orthoImages: Bool
     public var orthoMosaic: Bool
     public var pointCloud: Bool
@@ -51,6 +57,11 @@ public struct RunPlan: Sendable, Codable {
     public var inputs: [Provenance.Input]? = nil
 
     public var grid: GridDefinition { tiles.grid }
+    /// The images with the relative orientation's biases applied.
+    public func oriented(_ images: [SensorImage]) -> [SensorImage] {
+        guard let o = orientation else { return images }
+        return zip(images, o.biases).map { $0.corrected(by: $1) }
+    }
     public var heightRange: ClosedRange<Double> { heights[0]...heights[1] }
     public var pairs: [[Int]] { parameters.pairs }
 }

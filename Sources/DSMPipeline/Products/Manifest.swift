@@ -30,8 +30,13 @@ public struct Manifest: Sendable, Codable {
     public var parameters: ResolvedParameters
     /// Per pair: B/H and the vertical offset removed to align it on the widest pair before fusion.
     public var pairOffsets: [PairOffset] = []
-    /// Per pair: the relative pointing correction measured once for the scene (sample windows and result).
+    /// Per pair: the relative pointing correction measured once for the scene (sample windows and result),
+    /// after the relative orientation (so near zero when that worked).
     public var pointing: [PairPointing] = []
+    /// The images' relative orientation: the bias applied to each image's RPC and the tie points'
+    /// residuals before and after (nil with `orientationNote` saying why when it could not be estimated).
+    public var orientation: OrientationAdjustment?
+    public var orientationNote: String?
     /// How the run was cut and scheduled.
     public var tiling: Tiling?
 

@@ -116,7 +116,7 @@ struct ProductAssembly: Sendable {
         manifest.products.append(.init(code: "A2", file: "dsm_raw.tif",
                                        description: "DSM before filtering (fused pairs), nodata where no match", units: units, crs: crs))
         manifest.products.append(.init(code: "A3", file: "dsm.tif",
-                                       description: "delivered DSM: outliers removed, small holes filled (see dsm_filled_mask.tif), denoised (3×3 median then 3×3 mean)"
+                                       description: "delivered DSM: outliers removed, holes up to \(Int((Double(plan.maxHoleCells) * plan.grid.resolution * plan.grid.resolution).rounded())) m² filled (see dsm_filled_mask.tif), denoised (3×3 median, then an edge-preserving mean: Gaussian σ \(String(format: "%.2g", plan.denoising.sigma)) cells about the local slope, neighbours more than \(String(format: "%.2g", plan.denoising.range)) m off left out)"
                                            + (finishing.maskWater ? ", water masked" : "") + (finishing.coregister ? ", coregistered on the reference DEM" : ""),
                                        units: units, crs: crs))
         manifest.products.append(.init(code: "A3", file: "dsm_filled_mask.tif", description: "1 where dsm.tif was filled by interpolation, 0 elsewhere",

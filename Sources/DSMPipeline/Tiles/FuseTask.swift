@@ -73,7 +73,7 @@ struct FuseTask: Sendable {
         // whole-scene run: with filterMargin ≥ maxHoleCells, such a hole reaching the tile is larger than
         // maxHoleCells anyway, so filling does not depend on the tiling.
         let (holesFilled, filled) = DSMFilter.fillSmallHoles(cleaned, maximumArea: plan.maxHoleCells)
-        let dsm = DSMFilter.denoise(holesFilled)
+        let dsm = DSMFilter.denoise(holesFilled, plan.denoising)
         func core(_ v: [Float]) -> [Float] { ext.crop(v, to: tile.cells) }
         try work.write(.fuse, tile, bands: [core(fused.height.values), core(fused.score.values), core(dsm.values),
                                              core(filled.map { $0 ? 1 : 0 }), core(fused.contributors.map(Float.init))])

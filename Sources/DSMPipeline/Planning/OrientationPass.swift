@@ -1,0 +1,53 @@
+import DSMCore
+import Foundation
+import SensorIngest
+
+/// The first whole-scene pass, before anything is resampled: the relative orientation of the images
+/// (`RelativeOrientation`) from tie points. The tie points are a grid of pixels of the hub image (the one
+/// in most selected pairs: the nadir view of a triplet) in sample windows over the scene, each matched
+/// in every other image the hub is paired with — so a triplet's tie points are seen in all three images
+/// and tie its pairs together.
+enum OrientationPass {
+    /// Tie points per sample window side.
+    static let gridPerSide = 16
+
+    static func run(images: [SensorImage], pairs: [[Int]], hubRegion: (Int) throws -> PixelWindow, heights: ClosedRange<Double>)
+        throws -> OrientationAdjustment {
+        var count = [Int](repeating: 0, count: images.count)
+        for p in pairs { for i in p { count[i] += 1 } }
+        let hub = count.indices.max { count[$0] < count[$1] || (count[$0] == count[$1] && $0 > $1) }!
+        let others = Set(pairs.filter { $0.contains(hub) }.flatMap { $0 }).subtracting([hub]).sorted()
+        let region = try hubRegion(hub)
+        let side = max(region.width, region.height)
+        let n = side <= 1024 ? 1 : side <= 4096 ? 2 : 3
+        let w = min(512, region.width), h = min(512, region.height)
+        var tracks: [TiePoint] = []
+        var seen = Set<[Int]>()
+        for j in 0..<n {
+            for i in 0..<n {
+                let x = region.x + (n == 1 ? (region.width - w) / 2 : (region.width - w) * i / (n - 1))
+                let y = region.y + (n == 1 ? (region.height - h) / 2 : (region.height - h) * j / (n - 1))
+                guard seen.insert([x, y]).inserted else { continue }
+                let window = PixelWindow(x: x, y: y, width: w, height: h)
+                let m = 24
+                var points: [SIMD2<Double>] = []
+                for gy in 0..<gridPerSide {
+                    for gx in 0..<gridPerSide {
+                        points.append(SIMD2(Double(x + m + (w - 2 * m) * (2 * gx + 1) / (2 * gridPerSide)),
+                                            Double(y + m + (h - 2 * m) * (2 * gy + 1) / (2 * gridPerSide))))
+                    }
+                }
+                var observations = points.map { [TiePoint.Observation(image: hub, column: $0.x, row: $0.y)] }
+                for k in others {
+                    let found = try PairRectification(first: images[hub], second: images[k]).matches(of: points, in: window, heights: heights)
+                    for (q, f) in found.enumerated() {
+                        if let f { observations[q].append(.init(image: k, column: f.x, row: f.y)) }
+                    }
+                }
+                tracks += observations.filter { $0.count >= 2 }.map { TiePoint(observations: $0) }
+            }
+        }
+        return try RelativeOrientation.adjust(models: images.map(\.model), tiePoints: tracks,
+                                              initialHeight: (heights.lowerBound + heights.upperBound) / 2)
+    }
+}
