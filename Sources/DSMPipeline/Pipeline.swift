@@ -178,6 +178,10 @@ public struct ResolvedParameters: Sendable, Codable, Equatable {
     public var pairs: [[Int]]
     public var heightRange: [Double]
     public var verticalReference: String
+    /// The delivered DSM's denoising, from the resolution, GSD and widest B/H (nil in runs before it).
+    public var denoising: DSMFilter.Denoising? = nil
+    /// Set when the widest selected pair has B/H below `Denoising.weakBaseToHeight`: what was adapted.
+    public var weakGeometry: String? = nil
 }
 
 /// `dsmopt run`: pair selection → epipolar resampling → matching → triangulation → rasterisation →
@@ -261,10 +265,17 @@ public struct DSMPipelineRunner: Sendable {
             try FinishingInputCheck.reference(ref, area: ground, trusted: finishing.referenceTrusted)
         }
         if finishing.maskWater, let mask = finishing.waterMask { try FinishingInputCheck.waterMask(mask, area: ground) }
+        let widest = report.selected.compactMap { pair in report.pairs.first { $0.images == pair }?.baseToHeight }.max() ?? 1
+        let denoising = DSMFilter.Denoising.forScene(resolution: resolution, gsd: gsd, baseToHeight: widest)
+        let weak = widest < DSMFilter.Denoising.weakBaseToHeight
+            ? String(format: "widest pair B/H %.3f < %.2f: the DSM's denoising σ is ×%.2f (%.1f cells) and its range %.1f m; expect more height noise than at B/H ≥ 0.2",
+                     widest, DSMFilter.Denoising.weakBaseToHeight, DSMFilter.Denoising.weakGeometryFactor(widest), denoising.sigma, denoising.range)
+            : nil
         let resolved = ResolvedParameters(preset: preset.name, matching: matching, resolution: resolution,
                                           resolutionFactor: options.resolution == nil ? factor : nil, epsg: epsg, roi: roi,
                                           pairs: report.selected, heightRange: [heights.lowerBound, heights.upperBound],
-                                          verticalReference: "heights in metres above the WGS84 ellipsoid")
+                                          verticalReference: "heights in metres above the WGS84 ellipsoid",
+                                          denoising: denoising, weakGeometry: weak)
         return Prepared(images: images, inspection: report, parameters: resolved, grid: grid, heights: heights, finishing: finishing)
     }
 
@@ -397,8 +408,8 @@ public struct DSMPipelineRunner: Sendable {
         // left completeness at 0.960 once speckles are removed, 100 m² gives 0.978 with RMSE 0.59 m,
         // 400 m² 0.992 but RMSE 0.66 m and twice the cells off by more than 5 m.
         let maxHole = max(4, Int((100 / (p.resolution * p.resolution)).rounded()))
-        let denoising = DSMFilter.Denoising.forScene(resolution: p.resolution, gsd: prepared.inspection.images[0].gsd,
-                                                     baseToHeight: bhs.max() ?? 1)
+        let denoising = p.denoising ?? DSMFilter.Denoising.forScene(resolution: p.resolution, gsd: prepared.inspection.images[0].gsd,
+                                                                    baseToHeight: bhs.max() ?? 1)
         return RunPlan(images: images.map { URL(fileURLWithPath: $0.path).standardizedFileURL.path }, parameters: p, tiles: tiles,
                        heights: [prepared.heights.lowerBound, prepared.heights.upperBound], baseToHeight: bhs,
                        incidences: prepared.inspection.images.map(\.incidenceDeg),
@@ -407,7 +418,7 @@ public struct DSMPipelineRunner: Sendable {
                                               times: prepared.inspection.images.map(\.acquisitionTime)),
                        pairRegions: regions, pointing: pointing, orientation: orientation, orientationNote: orientationNote,
                        workload: workload, memoryBudget: options.memoryBudget, gsd: prepared.inspection.images[0].gsd, filterMargin: min(maxHole, 64) + max(8, 3 + denoising.radius),
-                       maxHoleCells: maxHole, denoising: denoising, orthoImages: options.orthoImages, orthoMosaic: options.orthoMosaic,
+                       maxHoleCells: maxHole, orthoImages: options.orthoImages, orthoMosaic: options.orthoMosaic,
                        pointCloud: options.pointCloud, finishing: prepared.finishing,
                        inputs: try Provenance.inputs(images: images, reports: prepared.inspection.images, finishing: prepared.finishing))
     }

@@ -15,6 +15,9 @@ public struct SyntheticProduct: Sendable {
     public var views = 2
     public var relief = 30.0
     public var seed: UInt64 = 1
+    /// Gaussian image noise, σ in digital numbers (the texture spans about 500–3500 DN; Pléiades' 12-bit
+    /// panchromatic images have an SNR of roughly 100 at typical radiance, i.e. σ ≈ 10–20 DN). 0: none.
+    public var noise = 0.0
     /// Adds a lake (flat water, no texture), its outline `lake.geojson` and a 4-band multispectral image
     /// `ms.tif` of view 1's acquisition (4 × the GSD; blue, green, red, near infrared) where water is dark
     /// in the near infrared.
@@ -28,6 +31,8 @@ public struct SyntheticProduct: Sendable {
         public var azimuthDeg: [Double]
         public var baseToHeight: Double
         public var gsd: Double
+        /// Image noise σ, digital numbers.
+        public var noise: Double? = nil
         public var truthDSM: String
         public var heightRange: [Double]
         /// With a lake: its level (m above the ellipsoid), centre and radius (m), outline and the MS image.
@@ -69,8 +74,20 @@ public struct SyntheticProduct: Sendable {
                                                   bands: 1, type: .uint16, geoTransform: nil, projectionWKT: nil, noData: nil,
                                                   domains: ["RPC": RPCDictionaryReader.items(of: model)],
                                                   options: options[k] + [("ZLEVEL", "6")])
+            let noise = self.noise, seed = self.seed
             try Self.strips(rows: size) { rows in
-                try scene.render(model: model, width: size, rows: rows).map { $0.rounded() }
+                var v = try scene.render(model: model, width: size, rows: rows)
+                if noise > 0 {
+                    // Per pixel, from a generator seeded by (seed, view, row): the same at any strip size.
+                    for r in rows {
+                        var g = SplitMix64(seed &* 0x9E37_79B9 &+ UInt64(k) &* 0x1_0000_0001 &+ UInt64(r))
+                        for c in 0..<size {
+                            let u1 = max(g.unit(), 1e-12), u2 = g.unit()
+                            v[(r - rows.lowerBound) * size + c] += Float(noise * (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2))
+                        }
+                    }
+                }
+                return v.map { max(0, $0.rounded()) }
             } write: { rows, values in
                 try writer.write(band: 1, x: 0, y: rows.lowerBound, width: size, height: rows.count, values: values)
             }
@@ -102,7 +119,7 @@ public struct SyntheticProduct: Sendable {
         }
         try truth.close()
         var d = Description(views: names, incidenceDeg: geometry.map(\.incidence), azimuthDeg: geometry.map(\.azimuth),
-                            baseToHeight: baseToHeight, gsd: gsd, truthDSM: "truth_dsm.tif",
+                            baseToHeight: baseToHeight, gsd: gsd, noise: noise, truthDSM: "truth_dsm.tif",
                             heightRange: [Double(low), Double(high)])
         if let l = scene.lake {
             let c = scene.frame.geodetic(SIMD3(l.east, l.north, 0))

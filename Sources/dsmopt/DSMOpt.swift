@@ -320,6 +320,7 @@ struct Synth: ParsableCommand {
     @Option(help: "Base-to-height ratio of the forward/backward pair.") var baseToHeight = 0.25
     @Option(help: "Height of the hills, metres.") var relief = 30.0
     @Option(help: "Random seed of the terrain and texture.") var seed: UInt64 = 1
+    @Option(help: "Gaussian image noise, σ in digital numbers (texture ≈ 500–3500 DN; Pléiades-like: 10–20).") var noise = 0.0
     @Flag(help: "Add a lake (flat, untextured water), its outline lake.geojson and a 4-band multispectral image ms.tif.") var lake = false
 
     func validate() throws {
@@ -327,11 +328,12 @@ struct Synth: ParsableCommand {
         guard (32...32768).contains(size) else { throw ValidationError("--size must be within 32–32768") }
         guard gsd > 0, gsd <= 100 else { throw ValidationError("--gsd must be within (0, 100] metres") }
         guard baseToHeight > 0, baseToHeight <= 1.5 else { throw ValidationError("--base-to-height must be within (0, 1.5]") }
+        guard noise >= 0, noise <= 1000 else { throw ValidationError("--noise must be within 0–1000 DN") }
     }
 
     func run() throws {
         var p = SyntheticProduct()
-        p.views = views; p.size = size; p.gsd = gsd; p.baseToHeight = baseToHeight; p.relief = relief; p.seed = seed; p.lake = lake
+        p.views = views; p.size = size; p.gsd = gsd; p.baseToHeight = baseToHeight; p.relief = relief; p.seed = seed; p.lake = lake; p.noise = noise
         let d = try p.write(to: out)
         print("wrote \(d.views.joined(separator: ", ")), \(d.truthDSM) and scene.json to \(out)")
     }

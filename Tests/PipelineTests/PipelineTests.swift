@@ -136,6 +136,33 @@ import Testing
                 "\(manifest.pairOffsets)")
     }
 
+    /// A pair at B/H 0.08 (weak geometry) gets a wider denoising, stated in parameters.json with why.
+    @Test func weakGeometryIsAdaptedAndStated() throws {
+        let tmp = try TemporaryFolder()
+        var product = SyntheticProduct()
+        product.size = 320
+        product.baseToHeight = 0.08
+        product.noise = 15
+        try product.write(to: tmp.path("scene"))
+        var o = options([tmp.path("scene/view_1.tif"), tmp.path("scene/view_2.tif")], out: tmp.path("out"))
+        o.resolution = 0.5
+        o.orthoImages = false
+        o.orthoMosaic = false
+        let manifest = try DSMPipelineRunner(options: o).run()
+        let p = try JSONDecoder().decode(ResolvedParameters.self, from: Data(contentsOf: URL(fileURLWithPath: tmp.path("out/parameters.json"))))
+        let weak = try #require(p.weakGeometry)
+        #expect(weak.contains("B/H 0.080") && weak.contains("×1.77"), "\(weak)")
+        let d = try #require(p.denoising)
+        #expect(abs(d.sigma - 3.54) < 0.01 && d.radius == 6 && d.range == 4)
+        #expect(manifest.parameters.weakGeometry == weak)
+        let s = try compare(tmp.path("out/dsm.tif"), tmp.path("scene/truth_dsm.tif"))
+        print("weak geometry (B/H 0.08, noise 15 DN) vs truth: NMAD \(s["nmad_m"] ?? .nan), RMSE \(s["rmse_debiased_m"] ?? .nan)")
+        // Regression fence (1024² measured 0.205 m; 0.282 m without the adaptation).
+        #expect(try #require(s["nmad_m"]) <= 0.3)
+        // A pair at B/H ≥ 0.12 is not weak.
+        #expect(DSMFilter.Denoising.forScene(resolution: 0.5, gsd: 0.5, baseToHeight: 0.26).sigma == 2)
+    }
+
     @Test func syntheticSceneMatchesTheTruth() throws {
         let tmp = try TemporaryFolder()
         var product = SyntheticProduct()

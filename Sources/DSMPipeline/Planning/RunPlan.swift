@@ -46,8 +46,6 @@ public struct RunPlan: Sendable, Codable {
     public var orthoMargin = 32
     /// Largest hole filled, cells (100 m²).
     public var maxHoleCells: Int
-    /// The delivered DSM's edge-preserving denoising, set from the resolution, GSD and widest B/H.
-    public var denoising: DSMFilter.Denoising
     public var orthoImages: Bool
     public var orthoMosaic: Bool
     public var pointCloud: Bool
@@ -57,6 +55,10 @@ public struct RunPlan: Sendable, Codable {
     public var inputs: [Provenance.Input]? = nil
 
     public var grid: GridDefinition { tiles.grid }
+    /// The delivered DSM's edge-preserving denoising (parameters.json).
+    public var denoising: DSMFilter.Denoising {
+        parameters.denoising ?? .forScene(resolution: parameters.resolution, gsd: gsd, baseToHeight: baseToHeight.max() ?? 1)
+    }
     /// The images with the relative orientation's biases applied.
     public func oriented(_ images: [SensorImage]) -> [SensorImage] {
         guard let o = orientation else { return images }
