@@ -64,6 +64,7 @@ enum ProcessDescription {
         let outputs: [Output] = [
             .init(code: "A1", file: "correlation_score.tif", description: "correlation score per DSM cell"),
             .init(code: "A2", file: "dsm_raw.tif", description: "DSM before filtering"),
+            .init(code: "A2", file: "dsm_uncertainty.tif", description: "height uncertainty of the matched heights, 1 σ in metres"),
             .init(code: "A3", file: "dsm.tif", description: "delivered DSM (+ dsm_filled_mask.tif)"),
             .init(code: "B2", file: "hillshade.tif", description: "coloured hillshade, one light"),
             .init(code: "B4", file: "hillshade_multidirectional.tif", description: "coloured multidirectional hillshade"),

@@ -6,13 +6,31 @@ public enum DSMFusion {
     /// take the median and average the values within `tolerance` of it, so one failing pair cannot pull
     /// the result. Averages are weighted by `weights` (use (B/H)²: height noise scales with 1/(B/H)).
     /// `contributors` holds, per cell, a bit per pair that contributed (bit k = pair k).
-    public static func fuse(heights: [GridRaster], scores: [GridRaster], weights: [Float]? = nil, tolerance: Float = 2)
-        -> (height: GridRaster, score: GridRaster, contributors: [UInt8]) {
+    /// With per-pair height uncertainties (`sigmas`, metres), also the fused cell's: one value keeps its σ;
+    /// values averaged give the σ of their weighted mean, √(Σwᵢ²σᵢ²)/Σwᵢ, combined in quadrature with their
+    /// disagreement (the weighted standard deviation of the averaged heights); a pair overruled keeps the
+    /// winner's σ.
+    public static func fuse(heights: [GridRaster], scores: [GridRaster], weights: [Float]? = nil, tolerance: Float = 2,
+                            sigmas: [GridRaster]? = nil)
+        -> (height: GridRaster, score: GridRaster, contributors: [UInt8], sigma: GridRaster?) {
         precondition(!heights.isEmpty && heights.count == scores.count && heights.count <= 8)
         let wt = weights ?? [Float](repeating: 1, count: heights.count)
         let g = heights[0].grid
-        var h = GridRaster(grid: g), s = GridRaster(grid: g)
+        var h = GridRaster(grid: g), s = GridRaster(grid: g), u = GridRaster(grid: g)
         var bits = [UInt8](repeating: 0, count: g.count)
+        func sigma(_ k: Int, _ c: Int) -> Float { sigmas?[k].values[c] ?? .nan }
+        // σ of the weighted mean of the contributing pairs `ks`, with their spread about it.
+        func combined(_ ks: [Int], _ c: Int, mean: Float) -> Float {
+            var sw: Float = 0, v: Float = 0, spread: Float = 0
+            for k in ks {
+                let sk = sigma(k, c)
+                guard !sk.isNaN else { return .nan }
+                sw += wt[k]; v += wt[k] * wt[k] * sk * sk
+                let d = heights[k].values[c] - mean
+                spread += wt[k] * d * d
+            }
+            return (v / (sw * sw) + spread / sw).squareRoot()
+        }
         var vals: [(Float, Float, Int)] = []
         for c in 0..<g.count {
             vals.removeAll(keepingCapacity: true)
@@ -23,14 +41,17 @@ public enum DSMFusion {
             case 0: continue
             case 1:
                 h.values[c] = vals[0].0; s.values[c] = vals[0].1; bits[c] = 1 << vals[0].2
+                u.values[c] = sigma(vals[0].2, c)
             case 2:
                 if abs(vals[0].0 - vals[1].0) <= tolerance {
                     let w0 = wt[vals[0].2], w1 = wt[vals[1].2]
                     h.values[c] = (w0 * vals[0].0 + w1 * vals[1].0) / (w0 + w1); s.values[c] = (vals[0].1 + vals[1].1) / 2
                     bits[c] = (1 << vals[0].2) | (1 << vals[1].2)
+                    u.values[c] = combined([vals[0].2, vals[1].2], c, mean: h.values[c])
                 } else {
                     let best = vals[0].1 >= vals[1].1 ? vals[0] : vals[1]
                     h.values[c] = best.0; s.values[c] = best.1; bits[c] = 1 << best.2
+                    u.values[c] = sigma(best.2, c)
                 }
             default:
                 let sorted = vals.sorted { $0.0 < $1.0 }
@@ -39,10 +60,13 @@ public enum DSMFusion {
                 for v in vals where abs(v.0 - med) <= tolerance {
                     sh += wt[v.2] * v.0; sw += wt[v.2]; ss += v.1; n += 1; bits[c] |= 1 << v.2
                 }
-                if n > 0 { h.values[c] = sh / sw; s.values[c] = ss / n } else { h.values[c] = med }
+                if n > 0 {
+                    h.values[c] = sh / sw; s.values[c] = ss / n
+                    u.values[c] = combined(vals.filter { abs($0.0 - med) <= tolerance }.map(\.2), c, mean: h.values[c])
+                } else { h.values[c] = med }
             }
         }
-        return (h, s, bits)
+        return (h, s, bits, sigmas == nil ? nil : u)
     }
 }
 

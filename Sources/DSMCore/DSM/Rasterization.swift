@@ -52,17 +52,22 @@ public struct ProjectedPoints: Sendable {
     public var y: [Double] = []
     public var z: [Float] = []
     public var score: [Float] = []
+    /// Height standard deviation of each point, metres (NaN when unknown); empty when not tracked.
+    public var sigma: [Float] = []
     public init() {}
     public var count: Int { x.count }
     public mutating func append(_ other: ProjectedPoints) {
-        x += other.x; y += other.y; z += other.z; score += other.score
+        x += other.x; y += other.y; z += other.z; score += other.score; sigma += other.sigma
     }
 }
 
 public enum Rasterizer {
     /// Heights and scores on a grid: the median of the points inside each cell; cells without a point
-    /// take the Gaussian-weighted mean (σ = half a cell) of the points within one cell's distance.
-    public static func rasterize(_ p: ProjectedPoints, grid g: GridDefinition) -> (height: GridRaster, score: GridRaster) {
+    /// take the Gaussian-weighted mean (σ = half a cell) of the points within one cell's distance. With
+    /// per-point `sigma`, also the height uncertainty: the median of the cell's points' (their errors are
+    /// correlated over the matching window, so averaging them does not shrink it), splatted likewise.
+    public static func rasterize(_ p: ProjectedPoints, grid g: GridDefinition) -> (height: GridRaster, score: GridRaster, sigma: GridRaster) {
+        let hasSigma = p.sigma.count == p.count
         var cellOf = [Int](repeating: -1, count: p.count)
         for k in 0..<p.count {
             let i = Int(((p.x[k] - g.originX) / g.resolution).rounded(.down))
@@ -70,15 +75,20 @@ public enum Rasterizer {
             if i >= 0, i < g.width, j >= 0, j < g.height { cellOf[k] = j * g.width + i }
         }
         let order = (0..<p.count).filter { cellOf[$0] >= 0 }.sorted { cellOf[$0] < cellOf[$1] }
-        var height = GridRaster(grid: g), score = GridRaster(grid: g)
+        var height = GridRaster(grid: g), score = GridRaster(grid: g), sigma = GridRaster(grid: g)
         var a = 0
-        var buf: [Float] = []
+        var buf: [Float] = [], sbuf: [Float] = []
         while a < order.count {
             let cell = cellOf[order[a]]
             var b = a
-            buf.removeAll(keepingCapacity: true)
+            buf.removeAll(keepingCapacity: true); sbuf.removeAll(keepingCapacity: true)
             var s: Float = 0
-            while b < order.count && cellOf[order[b]] == cell { buf.append(p.z[order[b]]); s += p.score[order[b]]; b += 1 }
+            while b < order.count && cellOf[order[b]] == cell {
+                buf.append(p.z[order[b]]); s += p.score[order[b]]
+                if hasSigma, !p.sigma[order[b]].isNaN { sbuf.append(p.sigma[order[b]]) }
+                b += 1
+            }
+            if !sbuf.isEmpty { sbuf.sort(); sigma.values[cell] = sbuf[sbuf.count / 2] }
             buf.sort()
             let n = buf.count
             height.values[cell] = n % 2 == 1 ? buf[n / 2] : (buf[n / 2 - 1] + buf[n / 2]) / 2
@@ -86,7 +96,7 @@ public enum Rasterizer {
             a = b
         }
         // Gaussian splat into empty cells.
-        var wsum = [Float](repeating: 0, count: g.count), hsum = wsum, ssum = wsum
+        var wsum = [Float](repeating: 0, count: g.count), hsum = wsum, ssum = wsum, usum = wsum, uw = wsum
         let sigma2 = Float(0.5 * g.resolution) * Float(0.5 * g.resolution)
         for k in 0..<p.count {
             let fx = (p.x[k] - g.originX) / g.resolution - 0.5, fy = (g.originY - p.y[k]) / g.resolution - 0.5
@@ -100,13 +110,15 @@ public enum Rasterizer {
                     guard d2 <= Float(g.resolution * g.resolution) else { continue }
                     let w = exp(-d2 / (2 * sigma2))
                     wsum[cell] += w; hsum[cell] += w * p.z[k]; ssum[cell] += w * p.score[k]
+                    if hasSigma, !p.sigma[k].isNaN { usum[cell] += w * p.sigma[k]; uw[cell] += w }
                 }
             }
         }
         for c in 0..<g.count where wsum[c] > 0 {
             height.values[c] = hsum[c] / wsum[c]
             score.values[c] = ssum[c] / wsum[c]
+            if uw[c] > 0 { sigma.values[c] = usum[c] / uw[c] }
         }
-        return (height, score)
+        return (height, score, sigma)
     }
 }

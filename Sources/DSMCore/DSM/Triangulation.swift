@@ -55,6 +55,8 @@ public struct GroundPoint: Sendable {
     public var residual: Float
     /// Correlation score of the match.
     public var score: Float
+    /// Standard deviation of the match's disparity, pixels (NaN when unknown).
+    public var disparityUncertainty: Float = .nan
 }
 
 public enum Triangulation {
@@ -92,7 +94,7 @@ public enum Triangulation {
                 guard let x = intersect(r1.origin, r1.direction, r2.origin, r2.direction), x.gap <= maximumGap else { continue }
                 let g = WGS84.toGeodetic(x.point)
                 out.append(GroundPoint(longitude: g.longitude, latitude: g.latitude, height: g.height,
-                                       residual: Float(x.gap), score: disparity.score[i]))
+                                       residual: Float(x.gap), score: disparity.score[i], disparityUncertainty: disparity.uncertainty[i]))
             }
         }
         return out

@@ -276,6 +276,11 @@ public struct RefinementWindow: Sendable, Equatable {
     public let radius: Int
     public let sigma: Float
     let weights: [Float]
+    /// (Σw)² / Σw²: how many pixels' worth of independent noise the window averages.
+    public var effectivePixels: Double {
+        let s = weights.reduce(0) { $0 + Double($1) }, s2 = weights.reduce(0) { $0 + Double($1) * Double($1) }
+        return s * s / s2
+    }
 
     public init(sigma: Float, minimumRadius: Int) {
         self.sigma = sigma

@@ -11,6 +11,9 @@ public struct DisparityMap: Sendable {
     public var score: [Float]
     /// Why each pixel has (or lacks) a disparity: `MatchStatus` raw values.
     public var status: [UInt8]
+    /// Standard deviation of the disparity, pixels, from the correlation peak (see `disparityUncertainty`);
+    /// NaN where invalid or where the peak has no curvature to measure.
+    public var uncertainty: [Float]
 
     public init(width: Int, height: Int) {
         self.width = width
@@ -18,6 +21,7 @@ public struct DisparityMap: Sendable {
         disparity = [Float](repeating: .nan, count: width * height)
         score = [Float](repeating: .nan, count: width * height)
         status = [UInt8](repeating: MatchStatus.outside.rawValue, count: width * height)
+        uncertainty = [Float](repeating: .nan, count: width * height)
     }
 
     /// Counts of each status.
@@ -119,7 +123,7 @@ public struct DenseMatcher: Sendable {
         let labels = DisparityLabels(minimum: range.lowerBound, maximum: range.upperBound, step: p.precision)
         var map = matchStrips(left: l, right: r, labels: labels, parameters: p, report: &report)
         for i in 0..<map.disparity.count where !left.pixels[i].isFinite {
-            map.disparity[i] = .nan; map.score[i] = .nan; map.status[i] = MatchStatus.outside.rawValue
+            map.disparity[i] = .nan; map.score[i] = .nan; map.uncertainty[i] = .nan; map.status[i] = MatchStatus.outside.rawValue
         }
         if speckleSize > 0 { map.removeSpeckles(smallerThan: speckleSize, step: speckleStep) }
         if fillInvalid { map.fillLeftRightFailures() }
@@ -222,6 +226,20 @@ public struct DenseMatcher: Sendable {
         return results.merged(width: left.width, height: h)
     }
 
+    /// The standard deviation (pixels) of a sub-pixel disparity from its correlation peak: ZNCC `peak` ρ,
+    /// `curvature` κ = −∂²ZNCC/∂d² (per px²), over a window of N effective pixels ((Σw)²/Σw²):
+    /// σ_d = c·√((1 − ρ) / (N·κ)). The share of the signal the window does not explain (1 − ρ), averaged over
+    /// N pixels, is the noise on the correlation curve; a sharp peak (large κ) turns it into a small shift of
+    /// the vertex. Flat peaks and poor correlations give large values. c = 2 is calibrated: without it the
+    /// NMAD of (height error ÷ σ) of the matched heights was 2.16 and 1.95 against the truth of
+    /// `dsmopt synth --noise 15` scenes at B/H 0.25 and 0.08, and 1.95 against S2P on La Réunion.
+    static let uncertaintyCalibration = 2.0
+
+    static func disparityUncertainty(peak: Float, curvature: Double, window: RefinementWindow) -> Float {
+        guard curvature > 0 else { return .nan }
+        return Float(uncertaintyCalibration * ((1 - Double(min(peak, 1))) / (window.effectivePixels * curvature)).squareRoot())
+    }
+
     /// Winner-takes-all on the aggregated costs, sub-pixel refinement, left/right check, decorrelation.
     func select(_ c: CostVolume, _ s: [Int16], rightWidth wr: Int, parameters p: MatchingParameters) -> DisparityMap {
         let w = c.width, h = c.height, kp = c.paddedLabels, n = c.labels.count
@@ -265,6 +283,7 @@ public struct DenseMatcher: Sendable {
                     // neighbouring labels (the aggregated costs carry the regularisation's bias).
                     // The correlation peak may sit one label beside the regularised winner: climb to it first.
                     var kc = k
+                    var sigma = Float.nan
                     for _ in 0..<3 {
                         let (sa, sb, se) = c.refinementScores(x: x, y: y, label: kc, window: refinement)
                         guard let a = sa, let b = sb, let e = se else { break }
@@ -272,7 +291,10 @@ public struct DenseMatcher: Sendable {
                         if e > b, e > a, abs(kc + 1 - k) <= 1 { kc += 1; continue }
                         let den = Double(a - 2 * b + e)
                         d = c.labels.disparity(kc)
-                        if den < 0 { d += max(-0.5, min(0.5, 0.5 * Double(a - e) / den)) * c.labels.step }
+                        if den < 0 {
+                            d += max(-0.5, min(0.5, 0.5 * Double(a - e) / den)) * c.labels.step
+                            sigma = Self.disparityUncertainty(peak: b, curvature: -den / (c.labels.step * c.labels.step), window: refinement)
+                        }
                         break
                     }
                     let xr = Int((Double(x) - d).rounded())
@@ -286,6 +308,7 @@ public struct DenseMatcher: Sendable {
                     }
                     map.status[y * w + x] = MatchStatus.valid.rawValue
                     map.disparity[y * w + x] = Float(d)
+                    map.uncertainty[y * w + x] = sigma
                     map.score[y * w + x] = 1 - Float(cost) / costUnitsPerZNCC
                 }
             }
@@ -317,6 +340,7 @@ final class StripResults: @unchecked Sendable {
                     out.disparity[dst + x] = part.map.disparity[src + x]
                     out.score[dst + x] = part.map.score[src + x]
                     out.status[dst + x] = part.map.status[src + x]
+                    out.uncertainty[dst + x] = part.map.uncertainty[src + x]
                 }
             }
         }
@@ -346,7 +370,7 @@ extension DisparityMap {
             }
             next += 1
             guard region.count < size else { continue }
-            for c in region { disparity[c] = .nan; score[c] = .nan; status[c] = MatchStatus.speckle.rawValue }
+            for c in region { disparity[c] = .nan; score[c] = .nan; uncertainty[c] = .nan; status[c] = MatchStatus.speckle.rawValue }
             removed += region.count
         }
         return removed

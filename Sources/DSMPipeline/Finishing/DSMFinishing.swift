@@ -73,7 +73,7 @@ struct DSMFinishing {
     }
 
     static let heightLayers = ["dsm.tif", "dsm_raw.tif"]
-    static let otherLayers = ["correlation_score.tif", "dsm_filled_mask.tif", "pair_contributions.tif"]
+    static let otherLayers = ["correlation_score.tif", "dsm_filled_mask.tif", "pair_contributions.tif", "dsm_uncertainty.tif"]
 
     func run() throws -> Outcome {
         var out = Outcome()

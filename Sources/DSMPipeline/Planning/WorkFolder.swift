@@ -107,9 +107,9 @@ public struct WorkFolder: Sendable {
 
 /// The per-tile stages whose results are kept in the work folder.
 public enum TileStage: String, Sendable, CaseIterable, Codable {
-    /// Per pair: height and correlation score rasterised on the tile (2 bands per pair).
+    /// Per pair: height, correlation score and height uncertainty rasterised on the tile (3 bands per pair).
     case match
-    /// Fused and filtered: raw DSM, score, DSM, filled mask, pair contributions.
+    /// Fused and filtered: raw DSM, score, DSM, filled mask, pair contributions, height uncertainty.
     case fuse
     /// True orthos: one band per image, then the mosaic and its source index.
     case ortho

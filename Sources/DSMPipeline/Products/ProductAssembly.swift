@@ -69,7 +69,8 @@ struct ProductAssembly: Sendable {
         }
         manifest.verticalDatum = finishing.verticalDatum
         manifest.verticalReference = finishing.verticalDatum.description
-        var layers = [("correlation_score.tif", true), ("dsm_raw.tif", true), ("dsm.tif", true), ("dsm_filled_mask.tif", false), ("pair_contributions.tif", false)]
+        var layers = [("correlation_score.tif", true), ("dsm_raw.tif", true), ("dsm.tif", true), ("dsm_filled_mask.tif", false), ("pair_contributions.tif", false),
+                      ("dsm_uncertainty.tif", true)]
         if manifest.coregistration != nil { layers.append(("dsm_uncoregistered.tif", true)) }
         if manifest.waterMask != nil { layers.append(("water_mask.tif", false)) }
         let published = self
@@ -98,9 +99,12 @@ struct ProductAssembly: Sendable {
         let legend = plan.pairs.enumerated().map { "bit \($0.offset) = pair \($0.element)" }.joined(separator: ", ")
         let contributions = try writer("pair_contributions.tif", bands: 1, type: .byte, noData: nil, metadata: [("BITS", legend)],
                                        descriptions: ["contributing pairs (bit mask)"])
+        let uncertainty = try writer("dsm_uncertainty.tif", bands: 1, type: .float32, noData: .nan,
+                                     metadata: [("UNITS", "metre")], descriptions: ["height uncertainty (1 sigma)"])
         for t in plan.tiles.tiles {
             let r = try work.read(.fuse, t)
             let c = t.cells
+            try uncertainty.write(band: 1, x: c.x, y: c.y, width: c.width, height: c.height, values: r.bands[5])
             try raw.write(band: 1, x: c.x, y: c.y, width: c.width, height: c.height, values: r.bands[0])
             try score.write(band: 1, x: c.x, y: c.y, width: c.width, height: c.height,
                             values: r.bands[1].map { $0.isNaN ? .nan : max(0, min(1, $0)) })
@@ -108,7 +112,7 @@ struct ProductAssembly: Sendable {
             try filled.write(band: 1, x: c.x, y: c.y, width: c.width, height: c.height, values: r.bands[3])
             try contributions.write(band: 1, x: c.x, y: c.y, width: c.width, height: c.height, values: r.bands[4])
         }
-        for w in [score, raw, dsm, filled, contributions] { try w.close() }
+        for w in [score, raw, dsm, filled, contributions, uncertainty] { try w.close() }
         let units = finishing.verticalDatum.unitsText
         manifest.products.append(.init(code: "A1", file: "correlation_score.tif",
                                        description: "DSM quality: mean correlation score (ZNCC) of the matches in each DSM cell, nodata where empty",
@@ -119,6 +123,9 @@ struct ProductAssembly: Sendable {
                                        description: "delivered DSM: outliers removed, holes up to \(Int((Double(plan.maxHoleCells) * plan.grid.resolution * plan.grid.resolution).rounded())) m² filled (see dsm_filled_mask.tif), denoised (3×3 median, then an edge-preserving mean: Gaussian σ \(String(format: "%.2g", plan.denoising.sigma)) cells about the local slope, neighbours more than \(String(format: "%.2g", plan.denoising.range)) m off left out)"
                                            + (finishing.maskWater ? ", water masked" : "") + (finishing.coregister ? ", coregistered on the reference DEM" : ""),
                                        units: units, crs: crs))
+        manifest.products.append(.init(code: "A2", file: "dsm_uncertainty.tif",
+                                       description: "height uncertainty of the matched heights (dsm_raw.tif), 1 σ in metres: per match 2·√((1 − ZNCC)/(N·curvature)) px × GSD ÷ B/H, per cell the median of its matches, fused over pairs with their disagreement; dsm.tif's denoising lowers the noise further (not modelled); nodata where dsm.tif is filled or empty (README \"DSM quality\")",
+                                       units: "m", crs: crs))
         manifest.products.append(.init(code: "A3", file: "dsm_filled_mask.tif", description: "1 where dsm.tif was filled by interpolation, 0 elsewhere",
                                        units: "flag", crs: crs))
         manifest.products.append(.init(code: "A2", file: "pair_contributions.tif",

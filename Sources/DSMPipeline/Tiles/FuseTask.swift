@@ -18,9 +18,9 @@ enum OffsetPass {
         var counts = [Int](repeating: 0, count: n)
         for t in plan.tiles.tiles {
             let r = try work.read(.match, t)
-            let ref = r.bands[2 * reference]
+            let ref = r.bands[3 * reference]
             for k in 0..<n where k != reference {
-                let h = r.bands[2 * k]
+                let h = r.bands[3 * k]
                 for c in 0..<h.count {
                     let d = h[c] - ref[c]
                     guard d.isFinite else { continue }
@@ -58,16 +58,17 @@ struct FuseTask: Sendable {
         let ext = tile.cells.expanded(by: plan.filterMargin, within: grid)
         let g = grid.subgrid(ext)
         let n = plan.pairs.count
-        let bands = try work.read(.match, plan: plan.tiles, window: ext, bands: Array(0..<(2 * n)))
-        var heights: [GridRaster] = [], scores: [GridRaster] = []
+        let bands = try work.read(.match, plan: plan.tiles, window: ext, bands: Array(0..<(3 * n)))
+        var heights: [GridRaster] = [], scores: [GridRaster] = [], sigmas: [GridRaster] = []
         for k in 0..<n {
-            var h = GridRaster(grid: g, values: bands[2 * k])
+            var h = GridRaster(grid: g, values: bands[3 * k])
             if let o = offsets?.offsets[k], o != 0 { h.values = h.values.map { $0 - o } }
             heights.append(h)
-            scores.append(GridRaster(grid: g, values: bands[2 * k + 1]))
+            scores.append(GridRaster(grid: g, values: bands[3 * k + 1]))
+            sigmas.append(GridRaster(grid: g, values: bands[3 * k + 2]))
         }
         let weights = plan.baseToHeight.map { Float($0 * $0) }
-        let fused = DSMFusion.fuse(heights: heights, scores: scores, weights: weights)
+        let fused = DSMFusion.fuse(heights: heights, scores: scores, weights: weights, sigmas: sigmas)
         let cleaned = DSMFilter.removeOutliers(fused.height)
         // A hole touching the window's edge is left open, as one touching the grid's edge is in a
         // whole-scene run: with filterMargin ≥ maxHoleCells, such a hole reaching the tile is larger than
@@ -75,7 +76,10 @@ struct FuseTask: Sendable {
         let (holesFilled, filled) = DSMFilter.fillSmallHoles(cleaned, maximumArea: plan.maxHoleCells)
         let dsm = DSMFilter.denoise(holesFilled, plan.denoising)
         func core(_ v: [Float]) -> [Float] { ext.crop(v, to: tile.cells) }
+        // The uncertainty of the matched heights (dsm_raw), given where dsm.tif holds a matched height
+        // (the denoising lowers it further, not modelled); filled and removed cells have none.
+        let uncertainty = zip(fused.sigma!.values, dsm.values).enumerated().map { c, v in filled[c] || v.1.isNaN ? Float.nan : v.0 }
         try work.write(.fuse, tile, bands: [core(fused.height.values), core(fused.score.values), core(dsm.values),
-                                             core(filled.map { $0 ? 1 : 0 }), core(fused.contributors.map(Float.init))])
+                                             core(filled.map { $0 ? 1 : 0 }), core(fused.contributors.map(Float.init)), core(uncertainty)])
     }
 }

@@ -5,7 +5,8 @@ import SensorIngest
 
 /// Stage 1 of a ground tile, for every selected pair: the image window that sees the tile (from the RPC
 /// and the height range, plus a matching margin), epipolar resampling in sub-tiles, dense matching,
-/// triangulation and rasterisation on the tile's cells. Writes 2 bands per pair (height, score).
+/// triangulation and rasterisation on the tile's cells. Writes 3 bands per pair (height, score, height
+/// uncertainty: the disparity's σ × GSD ÷ B/H, metres).
 struct MatchTask: Sendable {
     let plan: RunPlan
     let images: [SensorImage]
@@ -34,6 +35,7 @@ struct MatchTask: Sendable {
         var bands: [[Float]] = []
         for (k, pair) in plan.pairs.enumerated() {
             let a = images[pair[0]], b = images[pair[1]]
+            let metresPerPixel = Float(plan.gsd / max(plan.baseToHeight[k], 0.01))
             var cs: [Double] = [], rs: [Double] = []
             for (lon, lat) in zip(cx, cy) {
                 for h in [plan.heights[0], plan.heights[1]] {
@@ -60,6 +62,7 @@ struct MatchTask: Sendable {
                     var p = ProjectedPoints()
                     p.x = pts.map(\.longitude); p.y = pts.map(\.latitude)
                     p.z = pts.map { Float($0.height) }; p.score = pts.map(\.score)
+                    p.sigma = pts.map { $0.disparityUncertainty * metresPerPixel }
                     toGrid.transform(x: &p.x, y: &p.y)
                     points.append(p.within(keepGrid))
                 }
@@ -67,6 +70,7 @@ struct MatchTask: Sendable {
             let r = Rasterizer.rasterize(points, grid: tileGrid)
             bands.append(r.height.values)
             bands.append(r.score.values)
+            bands.append(r.sigma.values)
         }
         try work.write(.match, tile, bands: bands)
     }
@@ -92,6 +96,7 @@ extension ProjectedPoints {
         var out = ProjectedPoints()
         for k in 0..<count where x[k] >= x0 && x[k] < x1 && y[k] > y0 && y[k] <= y1 {
             out.x.append(x[k]); out.y.append(y[k]); out.z.append(z[k]); out.score.append(score[k])
+            if sigma.count == count { out.sigma.append(sigma[k]) }
         }
         return out
     }
