@@ -19,5 +19,9 @@ if [[ -z "${DSMOPT_TEST_POSTGRES:-}" ]]; then
 fi
 # Release mode: the matcher's kernels are ~100× slower unoptimised (tests use no @testable import).
 swift build -c release --build-tests --disable-xctest
-# One build (above); the tests run on it. All tests use Swift Testing (it prints the closing "Test run with N tests" line); no --parallel.
-swift test -c release --disable-xctest --skip-build
+# One build (above); the tests run on it. All tests use Swift Testing (it prints the closing "Test run with N tests" line).
+# --no-parallel: one test at a time, each pipeline with its own threads as in production (one `dsmopt run`
+# per process). With every test at once, dozens of pipelines shared GDAL 3.6's block cache in one process
+# and the test process died twice in libtiff or the allocator (2026-11-21 CI: heap corruption;
+# 2026-11-22: a null dereference in libtiff's field lookup, i.e. one TIFF handle used by two threads).
+swift test -c release --disable-xctest --skip-build --no-parallel

@@ -4,8 +4,12 @@ import Foundation
 extension GDAL {
     /// Bounds GDAL's raster block cache (bytes). GDAL's default is 5 % of the machine's RAM, which a
     /// scene-scale run must not take for granted: the pipeline sets it from its memory budget.
+    /// Lowering it below what the cache holds makes GDAL flush other threads' blocks from this one, dirty
+    /// blocks of files being written included; it is then left as it is (a process that runs several
+    /// pipelines at once — the test process — keeps the larger cache it already uses).
     public static func setCacheMax(bytes: Int) {
         initialize()
+        guard GDALGetCacheUsed64() <= GIntBig(bytes) else { return }
         GDALSetCacheMax64(GIntBig(bytes))
     }
 }
