@@ -30,6 +30,19 @@ public struct SyntheticScene: Sendable {
     }
     public var lake: Lake?
 
+    /// A building: a box with vertical walls and a flat roof at `roof` metres (ellipsoidal), over the
+    /// footprint |east − e| ≤ halfEast, |north − n| ≤ halfNorth (local metres). Roofs are weakly textured
+    /// (a tenth of the ground's contrast: a low-texture area); walls carry a texture that varies along
+    /// them and with height. Buildings hide the ground behind them from oblique views (occlusions).
+    public struct Building: Sendable, Codable, Equatable {
+        public var east: Double, north: Double, halfEast: Double, halfNorth: Double, roof: Double
+        public init(east: Double, north: Double, halfEast: Double, halfNorth: Double, roof: Double) {
+            self.east = east; self.north = north; self.halfEast = halfEast; self.halfNorth = halfNorth; self.roof = roof
+        }
+        public func contains(_ e: Double, _ n: Double) -> Bool { abs(e - east) <= halfEast && abs(n - north) <= halfNorth }
+    }
+    public var buildings: [Building] = []
+
     public let frame: LocalFrame
 
     public init(centre: GeoPoint, hills: [Hill], slope: SIMD2<Double> = .zero, seed: UInt64 = 1, textureScale: Double = 1.5) {
@@ -52,8 +65,30 @@ public struct SyntheticScene: Sendable {
         return SyntheticScene(centre: centre, hills: hills, slope: SIMD2(0.02, -0.01), seed: seed)
     }
 
-    /// Terrain height (metres above the ellipsoid) at local east/north metres.
+    /// Surface height (metres above the ellipsoid) at local east/north metres: the ground, or a roof.
     public func height(east e: Double, north n: Double) -> Double {
+        var h = groundHeight(east: e, north: n)
+        for b in buildings where b.contains(e, n) { h = max(h, b.roof) }
+        return h
+    }
+
+    /// Buildings of `count` boxes 8–30 m wide, 6–20 m tall, placed at random over `extent` (not in the lake
+    /// nor overlapping each other).
+    public mutating func addBuildings(count: Int, extent: Double) {
+        var g = SplitMix64(seed &+ 0xB0B)
+        var tries = 0
+        while buildings.count < count && tries < 50 * count {
+            tries += 1
+            let he = 4 + 11 * g.unit(), hn = 4 + 11 * g.unit()
+            let e = (g.unit() - 0.5) * (extent - 2 * he - 10), n = (g.unit() - 0.5) * (extent - 2 * hn - 10)
+            if let l = lake, l.distance(e, n) < l.radius * 1.3 + max(he, hn) { continue }
+            if buildings.contains(where: { abs($0.east - e) < $0.halfEast + he + 6 && abs($0.north - n) < $0.halfNorth + hn + 6 }) { continue }
+            buildings.append(Building(east: e, north: n, halfEast: he, halfNorth: hn, roof: groundHeight(east: e, north: n) + 6 + 14 * g.unit()))
+        }
+    }
+
+    /// Ground height without buildings.
+    public func groundHeight(east e: Double, north n: Double) -> Double {
         let land = landHeight(east: e, north: n)
         guard let lake else { return land }
         let d = lake.distance(e, n)
@@ -112,15 +147,51 @@ public struct SyntheticScene: Sendable {
                     let g = try model.localize(column: Double(c), row: Double(r), height: h)
                     let p = frame.enu(longitude: g.longitude, latitude: g.latitude, height: 0)
                     e = p.x; n = p.y
-                    let next = self.height(east: e, north: n)
+                    let next = groundHeight(east: e, north: n)
                     if abs(next - h) < 1e-4 { h = next; break }
                     h = next
                 }
-                let v = band.map { reflectance(east: e, north: n, band: $0) } ?? texture(east: e, north: n)
+                var v = band.map { reflectance(east: e, north: n, band: $0) } ?? texture(east: e, north: n)
+                if !buildings.isEmpty, let hit = try buildingHit(model: model, column: c, row: r, ground: (e, n, h)) {
+                    let t = hit.wall ? texture(east: hit.along + 5000, north: 2 * hit.height + 5000) : 0.5 + 0.1 * (texture(east: hit.east, north: hit.north) - 0.5)
+                    v = band == nil ? t : 0.1 + 0.2 * t
+                }
                 out[(r - rows.lowerBound) * width + c] = Float(offset + gain * v)
             }
         }
         return out
+    }
+
+    /// The first building surface on the line of sight of pixel (column, row) above the ground point it
+    /// would otherwise see: the line of sight is straight over the buildings' heights (two localisations),
+    /// each box is entered through its roof or a wall.
+    func buildingHit(model: RPCModel, column c: Int, row r: Int, ground: (e: Double, n: Double, h: Double))
+        throws -> (east: Double, north: Double, height: Double, wall: Bool, along: Double)? {
+        let g = try model.localize(column: Double(c), row: Double(r), height: ground.h + 10)
+        let p = frame.enu(longitude: g.longitude, latitude: g.latitude, height: 0)
+        let de = (p.x - ground.e) / 10, dn = (p.y - ground.n) / 10  // metres moved per metre of height
+        var best: (east: Double, north: Double, height: Double, wall: Bool, along: Double)?
+        for b in buildings {
+            // Heights t above the ground point at which the line of sight is inside the footprint.
+            var lo = -Double.infinity, hi = Double.infinity
+            var wallAxis = -1
+            for (axis, (p0, d, centre, half)) in [(ground.e, de, b.east, b.halfEast), (ground.n, dn, b.north, b.halfNorth)].enumerated() {
+                if abs(d) < 1e-12 {
+                    if abs(p0 - centre) > half { lo = 1; hi = 0 }
+                    continue
+                }
+                let a = (centre - half - p0) / d, z = (centre + half - p0) / d
+                lo = max(lo, min(a, z))
+                if max(a, z) < hi { hi = max(a, z); wallAxis = axis }
+            }
+            let top = min(ground.h + hi, b.roof), bottom = max(ground.h + lo, ground.h)
+            guard top >= bottom, top > (best?.height ?? ground.h) else { continue }
+            let t = top - ground.h
+            let e = ground.e + de * t, n = ground.n + dn * t
+            let wall = top < b.roof
+            best = (e, n, top, wall, wallAxis == 0 ? n : e)
+        }
+        return best
     }
 
     /// Multispectral reflectance (Pléiades band order: 0 blue, 1 green, 2 red, 3 near infrared): land is

@@ -18,6 +18,8 @@ public struct SyntheticProduct: Sendable {
     /// Gaussian image noise, σ in digital numbers (the texture spans about 500–3500 DN; Pléiades' 12-bit
     /// panchromatic images have an SNR of roughly 100 at typical radiance, i.e. σ ≈ 10–20 DN). 0: none.
     public var noise = 0.0
+    /// Buildings (boxes with vertical walls, flat weakly textured roofs) added to the scene.
+    public var buildings = 0
     /// Adds a lake (flat water, no texture), its outline `lake.geojson` and a 4-band multispectral image
     /// `ms.tif` of view 1's acquisition (4 × the GSD; blue, green, red, near infrared) where water is dark
     /// in the near infrared.
@@ -33,6 +35,9 @@ public struct SyntheticProduct: Sendable {
         public var gsd: Double
         /// Image noise σ, digital numbers.
         public var noise: Double? = nil
+        /// The buildings (local east/north metres about the scene centre `centre`, roof heights in metres).
+        public var buildings: [SyntheticScene.Building]? = nil
+        public var centre: [Double]? = nil
         public var truthDSM: String
         public var heightRange: [Double]
         /// With a lake: its level (m above the ellipsoid), centre and radius (m), outline and the MS image.
@@ -60,6 +65,7 @@ public struct SyntheticProduct: Sendable {
             let e = 0.18 * extent, n = -0.12 * extent
             built.lake = .init(east: e, north: n, radius: 0.12 * extent, level: built.height(east: e, north: n) - 1.5)
         }
+        if buildings > 0 { built.addBuildings(count: buildings, extent: extent) }
         let scene = built
         let options: [[(String, String)]] = [[("COMPRESS", "DEFLATE"), ("PREDICTOR", "2")],
                                              [("COMPRESS", "DEFLATE"), ("PREDICTOR", "2"), ("PROFILE", "BASELINE"), ("RPB", "YES")],
@@ -121,6 +127,7 @@ public struct SyntheticProduct: Sendable {
         var d = Description(views: names, incidenceDeg: geometry.map(\.incidence), azimuthDeg: geometry.map(\.azimuth),
                             baseToHeight: baseToHeight, gsd: gsd, noise: noise, truthDSM: "truth_dsm.tif",
                             heightRange: [Double(low), Double(high)])
+        if !scene.buildings.isEmpty { d.buildings = scene.buildings; d.centre = [centre.longitude, centre.latitude, centre.height] }
         if let l = scene.lake {
             let c = scene.frame.geodetic(SIMD3(l.east, l.north, 0))
             d.lakeLevel = l.level; d.lakeCentre = [c.longitude, c.latitude]; d.lakeRadius = l.radius

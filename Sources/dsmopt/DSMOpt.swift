@@ -321,6 +321,7 @@ struct Synth: ParsableCommand {
     @Option(help: "Height of the hills, metres.") var relief = 30.0
     @Option(help: "Random seed of the terrain and texture.") var seed: UInt64 = 1
     @Option(help: "Gaussian image noise, σ in digital numbers (texture ≈ 500–3500 DN; Pléiades-like: 10–20).") var noise = 0.0
+    @Option(help: "Buildings: boxes 8–30 m wide and 6–20 m tall with vertical walls and weakly textured roofs (listed in scene.json).") var buildings = 0
     @Flag(help: "Add a lake (flat, untextured water), its outline lake.geojson and a 4-band multispectral image ms.tif.") var lake = false
 
     func validate() throws {
@@ -329,11 +330,12 @@ struct Synth: ParsableCommand {
         guard gsd > 0, gsd <= 100 else { throw ValidationError("--gsd must be within (0, 100] metres") }
         guard baseToHeight > 0, baseToHeight <= 1.5 else { throw ValidationError("--base-to-height must be within (0, 1.5]") }
         guard noise >= 0, noise <= 1000 else { throw ValidationError("--noise must be within 0–1000 DN") }
+        guard (0...10_000).contains(buildings) else { throw ValidationError("--buildings must be within 0–10000") }
     }
 
     func run() throws {
         var p = SyntheticProduct()
-        p.views = views; p.size = size; p.gsd = gsd; p.baseToHeight = baseToHeight; p.relief = relief; p.seed = seed; p.lake = lake; p.noise = noise
+        p.views = views; p.size = size; p.gsd = gsd; p.baseToHeight = baseToHeight; p.relief = relief; p.seed = seed; p.lake = lake; p.noise = noise; p.buildings = buildings
         let d = try p.write(to: out)
         print("wrote \(d.views.joined(separator: ", ")), \(d.truthDSM) and scene.json to \(out)")
     }
