@@ -79,7 +79,6 @@ public enum RelativeOrientation {
         var points = tiePoints.filter { Set($0.observations.map(\.image)).count >= 2 && $0.observations.allSatisfy { $0.image >= 0 && $0.image < k } }
         guard points.count >= minimumTiePoints else { throw OrientationError.tooFewTiePoints(found: points.count, needed: minimumTiePoints) }
         var biases = [ImageBias](repeating: .zero, count: k)
-        let before = residuals(models: models, biases: biases, points: points, initialHeight: initialHeight)
         var rejected = 0
         for iteration in 0..<iterations {
             let corrected = zip(models, biases).map { $0.corrected(by: $1) }
@@ -135,21 +134,12 @@ public enum RelativeOrientation {
                 }
             }
         }
+        // Before and after, over the tie points kept.
+        let before = residuals(models: models, biases: [ImageBias](repeating: .zero, count: k), points: points, initialHeight: initialHeight)
         let after = residuals(models: models, biases: biases, points: points, initialHeight: initialHeight)
-        let kept = Set(points.map { $0.observations.map { [$0.image, Int($0.column * 1000), Int($0.row * 1000)] } })
-        let beforeKept = zip(tiePoints.filter { Set($0.observations.map(\.image)).count >= 2 }, before.perPoint)
-            .filter { kept.contains($0.0.observations.map { [$0.image, Int($0.column * 1000), Int($0.row * 1000)] }) }
         return OrientationAdjustment(biases: biases, tiePoints: points.count, observations: points.reduce(0) { $0 + $1.observations.count },
-                                     rejected: rejected, rmsBeforePx: rms(beforeKept.compactMap { $0.1 }, points), rmsAfterPx: after.rms,
+                                     rejected: rejected, rmsBeforePx: before.rms, rmsAfterPx: after.rms,
                                      multiViewTiePoints: points.filter { $0.observations.count >= 3 }.count)
-    }
-
-    /// RMS over observations from per-point RMS values (each point weighted by its observation count).
-    static func rms(_ perPoint: [Double], _ points: [TiePoint]) -> Double {
-        guard perPoint.count == points.count, !points.isEmpty else { return .nan }
-        var s = 0.0, n = 0.0
-        for (v, t) in zip(perPoint, points) { s += v * v * Double(t.observations.count); n += Double(t.observations.count) }
-        return (s / n).squareRoot()
     }
 
     /// Per tie point, the RMS of its reprojection residuals (pixels) after intersecting it with the biased

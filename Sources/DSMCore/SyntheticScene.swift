@@ -128,8 +128,9 @@ public struct SyntheticScene: Sendable {
         return sum / norm
     }
 
-    /// Renders the scene as seen by `model`: each pixel sees the terrain point found by intersecting its
-    /// line of sight with the terrain (fixed-point iteration, valid for smooth terrain without hidden parts).
+    /// Renders the scene as seen by `model`: each pixel sees the ground point found by intersecting its
+    /// line of sight with the ground (fixed-point iteration, valid for smooth ground without hidden parts),
+    /// or the first building surface above it on that line (`buildingHit`).
     public func render(model: RPCModel, width: Int, height: Int, gain: Double = 3000, offset: Double = 500) throws -> [Float] {
         try render(model: model, width: width, rows: 0..<height, gain: gain, offset: offset)
     }

@@ -378,7 +378,7 @@ public struct DSMPipelineRunner: Sendable {
             orientationNote = "not corrected: \(e)"
             progress(.init(stage: "orient", fraction: 0.03, message: "relative orientation \(orientationNote!)"))
         }
-        let images = orientation.map { o in zip(prepared.images, o.biases).map { $0.corrected(by: $1) } } ?? prepared.images
+        let images = prepared.images.oriented(by: orientation)
         var regions: [PixelWindow] = [], pointing: [PairPointing] = []
         for (n, pair) in p.pairs.enumerated() {
             let a = images[pair[0]], b = images[pair[1]]
@@ -438,12 +438,12 @@ public struct DSMPipelineRunner: Sendable {
             }
             plan = p
             progress(.init(stage: "inspect", fraction: 0, message: "resuming: reading \(p.images.count) images"))
-            images = p.oriented(try p.images.map { try SensorImage.open($0) })
+            images = try p.images.map { try SensorImage.open($0) }.oriented(by: p.orientation)
         } else {
             let prepared = try prepare()
             try? FileManager.default.removeItem(atPath: work.root)
             plan = try self.plan(prepared)
-            images = plan.oriented(prepared.images)
+            images = prepared.images.oriented(by: plan.orientation)
         }
         try work.create()
         if !resume { try work.writeJSON(plan, to: work.planPath) }

@@ -95,6 +95,23 @@ public struct PairRectification: Sendable {
         return RectifiedTile(geometry: g, left: left, right: right, parallaxBefore: none, parallaxAfter: none)
     }
 
+    /// The sample windows of a scene-wide pass over `region`: `samplesPerSide` per side (default 1 up to
+    /// 1024 px, 2 up to 4096 px, 3 beyond) of `windowSize` pixels, spread from edge to edge (centred for one).
+    public static func sampleWindows(over region: PixelWindow, samplesPerSide: Int? = nil, windowSize: Int = 512) -> [PixelWindow] {
+        let side = max(region.width, region.height)
+        let n = max(1, samplesPerSide ?? (side <= 1024 ? 1 : side <= 4096 ? 2 : 3))
+        let w = min(windowSize, region.width), h = min(windowSize, region.height)
+        var seen = Set<[Int]>(), out: [PixelWindow] = []
+        for j in 0..<n {
+            for i in 0..<n {
+                let x = region.x + (n == 1 ? (region.width - w) / 2 : (region.width - w) * i / (n - 1))
+                let y = region.y + (n == 1 ? (region.height - h) / 2 : (region.height - h) * j / (n - 1))
+                if seen.insert([x, y]).inserted { out.append(PixelWindow(x: x, y: y, width: w, height: h)) }
+            }
+        }
+        return out
+    }
+
     /// The relative pointing error of the pair, measured once for a scene: the vertical parallax (rows of
     /// the rectified frame) of sparse 2-D matches in sample windows spread over `region`, combined by a
     /// median weighted by each window's match count. Returns the correction to apply and the samples.
@@ -102,22 +119,12 @@ public struct PairRectification: Sendable {
     public func measurePointing(over region: PixelWindow, heights: ClosedRange<Double>, samplesPerSide: Int? = nil,
                                 windowSize: Int = 512) throws -> (correction: Double, samples: [PointingSample]) {
         var samples: [PointingSample] = []
-        let side = max(region.width, region.height)
-        let n = max(1, samplesPerSide ?? (side <= 1024 ? 1 : side <= 4096 ? 2 : 3))
-        let w = min(windowSize, region.width), h = min(windowSize, region.height)
-        var seen = Set<[Int]>()
-        for j in 0..<n {
-            for i in 0..<n {
-                let x = region.x + (n == 1 ? (region.width - w) / 2 : (region.width - w) * i / (n - 1))
-                let y = region.y + (n == 1 ? (region.height - h) / 2 : (region.height - h) * j / (n - 1))
-                guard seen.insert([x, y]).inserted else { continue }
-                let win = PixelWindow(x: x, y: y, width: w, height: h)
-                let g = try EpipolarRectifier(first: first.model, second: second.model).tile(win, heights: heights)
-                let left = try read(first, toGrid: g.left, width: g.width, height: g.height, columnOffset: 0)
-                let right = try read(second, toGrid: g.right, width: g.rightWidth, height: g.height, columnOffset: 0)
-                let m = VerticalParallaxProbe.summary(probe.measure(left: left, right: right, rightOffset: 0, disparities: g.disparityRange))
-                samples.append(PointingSample(window: win, rowOffset: m.count > 0 ? m.median : nil, matches: m.count))
-            }
+        for win in Self.sampleWindows(over: region, samplesPerSide: samplesPerSide, windowSize: windowSize) {
+            let g = try EpipolarRectifier(first: first.model, second: second.model).tile(win, heights: heights)
+            let left = try read(first, toGrid: g.left, width: g.width, height: g.height, columnOffset: 0)
+            let right = try read(second, toGrid: g.right, width: g.rightWidth, height: g.height, columnOffset: 0)
+            let m = VerticalParallaxProbe.summary(probe.measure(left: left, right: right, rightOffset: 0, disparities: g.disparityRange))
+            samples.append(PointingSample(window: win, rowOffset: m.count > 0 ? m.median : nil, matches: m.count))
         }
         // Weighted median of the windows with enough matches.
         let good = samples.filter { $0.matches >= 10 && $0.rowOffset != nil }.sorted { $0.rowOffset! < $1.rowOffset! }

@@ -296,3 +296,11 @@ public enum ProductDiscovery {
         return found.sorted()
     }
 }
+
+extension Array where Element == SensorImage {
+    /// The images with a relative orientation's biases applied (as they are without one).
+    public func oriented(by orientation: OrientationAdjustment?) -> [SensorImage] {
+        guard let orientation else { return self }
+        return zip(self, orientation.biases).map { $0.corrected(by: $1) }
+    }
+}

@@ -16,6 +16,17 @@ import Testing
         return o
     }
 
+    /// Writes a synthetic product into `tmp/scene` and runs its two views at 0.5 m without orthos into `tmp/out`.
+    @discardableResult
+    func runSynthetic(_ product: SyntheticProduct, in tmp: TemporaryFolder) throws -> (scene: SyntheticProduct.Description, manifest: Manifest) {
+        let d = try product.write(to: tmp.path("scene"))
+        var o = options([tmp.path("scene/view_1.tif"), tmp.path("scene/view_2.tif")], out: tmp.path("out"))
+        o.resolution = 0.5
+        o.orthoImages = false
+        o.orthoMosaic = false
+        return (d, try DSMPipelineRunner(options: o).run())
+    }
+
     /// ../shared/tools/dsm_compare.py (Debian's python3 with GDAL) as JSON.
     func compare(_ candidate: String, _ reference: String) throws -> [String: Double] {
         let r = try run("/usr/bin/python3", [TestData.root.deletingLastPathComponent().appendingPathComponent("tools/dsm_compare.py").path,
@@ -143,14 +154,9 @@ import Testing
         var product = SyntheticProduct()
         product.size = 384
         product.buildings = 6
-        let d = try product.write(to: tmp.path("scene"))
+        let (d, manifest) = try runSynthetic(product, in: tmp)
         let buildings = try #require(d.buildings), centre = try #require(d.centre)
         #expect(buildings.count == 6)
-        var o = options([tmp.path("scene/view_1.tif"), tmp.path("scene/view_2.tif")], out: tmp.path("out"))
-        o.resolution = 0.5
-        o.orthoImages = false
-        o.orthoMosaic = false
-        let manifest = try DSMPipelineRunner(options: o).run()
         let dsm = try RasterDataset(path: tmp.path("out/dsm.tif"))
         let gt = try #require(dsm.geoTransform), v = try dsm.read()
         let frame = LocalFrame(longitude: centre[0], latitude: centre[1], height: 0)
@@ -193,12 +199,7 @@ import Testing
         product.size = 320
         product.baseToHeight = 0.08
         product.noise = 15
-        try product.write(to: tmp.path("scene"))
-        var o = options([tmp.path("scene/view_1.tif"), tmp.path("scene/view_2.tif")], out: tmp.path("out"))
-        o.resolution = 0.5
-        o.orthoImages = false
-        o.orthoMosaic = false
-        let manifest = try DSMPipelineRunner(options: o).run()
+        let manifest = try runSynthetic(product, in: tmp).manifest
         let p = try JSONDecoder().decode(ResolvedParameters.self, from: Data(contentsOf: URL(fileURLWithPath: tmp.path("out/parameters.json"))))
         let weak = try #require(p.weakGeometry)
         #expect(weak.contains("B/H 0.080") && weak.contains("×1.77"), "\(weak)")
@@ -219,12 +220,7 @@ import Testing
         product.size = 384
         product.baseToHeight = 0.25
         product.gsd = 0.5
-        try product.write(to: tmp.path("scene"))
-        var o = options([tmp.path("scene/view_1.tif"), tmp.path("scene/view_2.tif")], out: tmp.path("out"))
-        o.resolution = 0.5
-        o.orthoImages = false
-        o.orthoMosaic = false
-        try DSMPipelineRunner(options: o).run()
+        try runSynthetic(product, in: tmp)
         // Compare on the truth cells both views see (10 pixels inside each image).
         let truth = try RasterDataset(path: tmp.path("scene/truth_dsm.tif"))
         let tgt = try #require(truth.geoTransform)

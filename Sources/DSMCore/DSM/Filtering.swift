@@ -57,12 +57,14 @@ public enum DSMFusion {
                 let sorted = vals.sorted { $0.0 < $1.0 }
                 let med = sorted.count % 2 == 1 ? sorted[sorted.count / 2].0 : (sorted[sorted.count / 2 - 1].0 + sorted[sorted.count / 2].0) / 2
                 var sh: Float = 0, ss: Float = 0, n: Float = 0, sw: Float = 0
+                var inliers: [Int] = []
                 for v in vals where abs(v.0 - med) <= tolerance {
                     sh += wt[v.2] * v.0; sw += wt[v.2]; ss += v.1; n += 1; bits[c] |= 1 << v.2
+                    inliers.append(v.2)
                 }
                 if n > 0 {
                     h.values[c] = sh / sw; s.values[c] = ss / n
-                    u.values[c] = combined(vals.filter { abs($0.0 - med) <= tolerance }.map(\.2), c, mean: h.values[c])
+                    u.values[c] = combined(inliers, c, mean: h.values[c])
                 } else { h.values[c] = med }
             }
         }
@@ -110,27 +112,9 @@ public enum DSMFilter {
         let g = raster.grid, w = g.width, h = g.height
         var out = raster
         var filled = [Bool](repeating: false, count: g.count)
-        var label = [Int32](repeating: -1, count: g.count)
-        var queue: [Int] = []
-        var region: [Int] = []
-        var next: Int32 = 0
-        for start in 0..<g.count where raster.values[start].isNaN && label[start] < 0 {
-            region.removeAll(keepingCapacity: true)
-            queue = [start]; label[start] = next
-            var touchesBorder = false
-            while let c = queue.popLast() {
-                region.append(c)
-                let x = c % w, y = c / w
-                if x == 0 || y == 0 || x == w - 1 || y == h - 1 { touchesBorder = true }
-                for (dx, dy) in [(1, 0), (-1, 0), (0, 1), (0, -1)] {
-                    let nx = x + dx, ny = y + dy
-                    guard nx >= 0, ny >= 0, nx < w, ny < h else { continue }
-                    let n = ny * w + nx
-                    if raster.values[n].isNaN && label[n] < 0 { label[n] = next; queue.append(n) }
-                }
-            }
-            next += 1
-            guard !touchesBorder, region.count <= maximumArea else { continue }
+        ConnectedRegions.forEach(width: w, height: h, member: { raster.values[$0].isNaN }) { region in
+            let touchesBorder = region.contains { c in c % w == 0 || c / w == 0 || c % w == w - 1 || c / w == h - 1 }
+            guard !touchesBorder, region.count <= maximumArea else { return }
             // Initial guess: mean of the rim, then Gauss–Seidel relaxation.
             var rim: Float = 0, rn: Float = 0
             for c in region {
@@ -142,7 +126,7 @@ public enum DSMFilter {
                     if !v.isNaN { rim += v; rn += 1 }
                 }
             }
-            guard rn > 0 else { continue }
+            guard rn > 0 else { return }
             for c in region { out.values[c] = rim / rn; filled[c] = true }
             for _ in 0..<min(200, 4 * Int(Double(region.count).squareRoot()) + 10) {
                 for c in region {

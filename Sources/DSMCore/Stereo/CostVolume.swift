@@ -277,10 +277,7 @@ public struct RefinementWindow: Sendable, Equatable {
     public let sigma: Float
     let weights: [Float]
     /// (Σw)² / Σw²: how many pixels' worth of independent noise the window averages.
-    public var effectivePixels: Double {
-        let s = weights.reduce(0) { $0 + Double($1) }, s2 = weights.reduce(0) { $0 + Double($1) * Double($1) }
-        return s * s / s2
-    }
+    public let effectivePixels: Double
 
     public init(sigma: Float, minimumRadius: Int) {
         self.sigma = sigma
@@ -290,6 +287,8 @@ public struct RefinementWindow: Sendable, Equatable {
             for dx in -radius...radius { w.append(sigma > 0 ? exp(-Float(dx * dx + dy * dy) / (2 * sigma * sigma)) : 1) }
         }
         weights = w
+        let s = w.reduce(0) { $0 + Double($1) }, s2 = w.reduce(0) { $0 + Double($1) * Double($1) }
+        effectivePixels = s * s / s2
     }
 }
 

@@ -353,27 +353,13 @@ extension DisparityMap {
     /// `step` px, that hold fewer than `size` pixels (status `speckle`). Returns how many pixels went.
     @discardableResult
     public mutating func removeSpeckles(smallerThan size: Int, step: Float) -> Int {
-        var label = [Int32](repeating: -1, count: width * height)
-        var stack: [Int] = [], region: [Int] = []
-        var removed = 0
-        var next: Int32 = 0
-        for start in 0..<(width * height) where label[start] < 0 && !disparity[start].isNaN {
-            stack.removeAll(keepingCapacity: true); region.removeAll(keepingCapacity: true)
-            stack.append(start); label[start] = next
-            while let c = stack.popLast() {
-                region.append(c)
-                let x = c % width, y = c / width, d = disparity[c]
-                for (nx, ny) in [(x - 1, y), (x + 1, y), (x, y - 1), (x, y + 1)] where nx >= 0 && ny >= 0 && nx < width && ny < height {
-                    let n = ny * width + nx
-                    if label[n] < 0, !disparity[n].isNaN, abs(disparity[n] - d) <= step { label[n] = next; stack.append(n) }
-                }
-            }
-            next += 1
-            guard region.count < size else { continue }
-            for c in region { disparity[c] = .nan; score[c] = .nan; uncertainty[c] = .nan; status[c] = MatchStatus.speckle.rawValue }
-            removed += region.count
+        let d = disparity
+        var speckles: [Int] = []
+        ConnectedRegions.forEach(width: width, height: height, member: { !d[$0].isNaN }, linked: { abs(d[$0] - d[$1]) <= step }) { region in
+            if region.count < size { speckles += region }
         }
-        return removed
+        for c in speckles { disparity[c] = .nan; score[c] = .nan; uncertainty[c] = .nan; status[c] = MatchStatus.speckle.rawValue }
+        return speckles.count
     }
 
     /// Fills occluded and mismatched pixels (speckles count as mismatches) from the valid disparities found

@@ -17,35 +17,24 @@ enum OrientationPass {
         for p in pairs { for i in p { count[i] += 1 } }
         let hub = count.indices.max { count[$0] < count[$1] || (count[$0] == count[$1] && $0 > $1) }!
         let others = Set(pairs.filter { $0.contains(hub) }.flatMap { $0 }).subtracting([hub]).sorted()
-        let region = try hubRegion(hub)
-        let side = max(region.width, region.height)
-        let n = side <= 1024 ? 1 : side <= 4096 ? 2 : 3
-        let w = min(512, region.width), h = min(512, region.height)
         var tracks: [TiePoint] = []
-        var seen = Set<[Int]>()
-        for j in 0..<n {
-            for i in 0..<n {
-                let x = region.x + (n == 1 ? (region.width - w) / 2 : (region.width - w) * i / (n - 1))
-                let y = region.y + (n == 1 ? (region.height - h) / 2 : (region.height - h) * j / (n - 1))
-                guard seen.insert([x, y]).inserted else { continue }
-                let window = PixelWindow(x: x, y: y, width: w, height: h)
-                let m = 24
-                var points: [SIMD2<Double>] = []
-                for gy in 0..<gridPerSide {
-                    for gx in 0..<gridPerSide {
-                        points.append(SIMD2(Double(x + m + (w - 2 * m) * (2 * gx + 1) / (2 * gridPerSide)),
-                                            Double(y + m + (h - 2 * m) * (2 * gy + 1) / (2 * gridPerSide))))
-                    }
+        for window in PairRectification.sampleWindows(over: try hubRegion(hub)) {
+            let m = 24, w = window.width, h = window.height
+            var points: [SIMD2<Double>] = []
+            for gy in 0..<gridPerSide {
+                for gx in 0..<gridPerSide {
+                    points.append(SIMD2(Double(window.x + m + (w - 2 * m) * (2 * gx + 1) / (2 * gridPerSide)),
+                                        Double(window.y + m + (h - 2 * m) * (2 * gy + 1) / (2 * gridPerSide))))
                 }
-                var observations = points.map { [TiePoint.Observation(image: hub, column: $0.x, row: $0.y)] }
-                for k in others {
-                    let found = try PairRectification(first: images[hub], second: images[k]).matches(of: points, in: window, heights: heights)
-                    for (q, f) in found.enumerated() {
-                        if let f { observations[q].append(.init(image: k, column: f.x, row: f.y)) }
-                    }
-                }
-                tracks += observations.filter { $0.count >= 2 }.map { TiePoint(observations: $0) }
             }
+            var observations = points.map { [TiePoint.Observation(image: hub, column: $0.x, row: $0.y)] }
+            for k in others {
+                let found = try PairRectification(first: images[hub], second: images[k]).matches(of: points, in: window, heights: heights)
+                for (q, f) in found.enumerated() {
+                    if let f { observations[q].append(.init(image: k, column: f.x, row: f.y)) }
+                }
+            }
+            tracks += observations.filter { $0.count >= 2 }.map { TiePoint(observations: $0) }
         }
         return try RelativeOrientation.adjust(models: images.map(\.model), tiePoints: tracks,
                                               initialHeight: (heights.lowerBound + heights.upperBound) / 2)

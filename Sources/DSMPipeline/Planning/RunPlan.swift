@@ -59,11 +59,6 @@ public struct RunPlan: Sendable, Codable {
     public var denoising: DSMFilter.Denoising {
         parameters.denoising ?? .forScene(resolution: parameters.resolution, gsd: gsd, baseToHeight: baseToHeight.max() ?? 1)
     }
-    /// The images with the relative orientation's biases applied.
-    public func oriented(_ images: [SensorImage]) -> [SensorImage] {
-        guard let o = orientation else { return images }
-        return zip(images, o.biases).map { $0.corrected(by: $1) }
-    }
     public var heightRange: ClosedRange<Double> { heights[0]...heights[1] }
     public var pairs: [[Int]] { parameters.pairs }
 }
