@@ -38,12 +38,13 @@ fi
 
 if [[ "${1:-}" == "--test" ]]; then
     # From PyPI, in .build/portal-venv (created once): Selenium for Tests/Portal/portal_browser.py, Schemathesis
-    # for the OpenAPI contract test (Tests/API/schemathesis.toml).
+    # for the OpenAPI contract test (Tests/API/schemathesis.toml), stac-validator for the STAC items and
+    # collection (Tests/STAC/validate.sh, with the schemas kept in Tests/STAC/schemas).
     venv=.build/portal-venv
-    if ! "$venv/bin/python" -c "import selenium, schemathesis" >/dev/null 2>&1; then
-        echo "setup: creating $venv with selenium and schemathesis" >&2
+    if ! "$venv/bin/python" -c "import selenium, schemathesis, stac_validator" >/dev/null 2>&1; then
+        echo "setup: creating $venv with selenium, schemathesis and stac-validator" >&2
         mkdir -p .build
         python3 -m venv "$venv"
-        "$venv/bin/pip" install -q --disable-pip-version-check "selenium>=4.20,<5" "schemathesis>=4.3,<5"
+        "$venv/bin/pip" install -q --disable-pip-version-check "selenium>=4.20,<5" "schemathesis>=4.3,<5" "stac-validator>=3.4,<4.2"
     fi
 fi

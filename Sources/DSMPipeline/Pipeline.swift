@@ -504,6 +504,9 @@ public struct DSMPipelineRunner: Sendable {
                                              wallSeconds: ((Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18) * 1000).rounded() / 1000,
                                              cpuSeconds: (ProcessUsage.cpuSeconds() * 1000).rounded() / 1000)
             try work.writeJSON(manifest, to: (work.stagingPath as NSString).appendingPathComponent("manifest.json"))
+            // The folder's STAC item (named after the folder; the service's catalogue names it after the job).
+            try STACItem.write(try STACItem.item(id: URL(fileURLWithPath: options.output).standardizedFileURL.lastPathComponent, manifest: manifest),
+                               to: (work.stagingPath as NSString).appendingPathComponent("item.json"))
             // Move the finished products into place, replacing older ones of the same name.
             for file in try FileManager.default.contentsOfDirectory(atPath: work.stagingPath) where !file.hasPrefix(".") {
                 let dst = (options.output as NSString).appendingPathComponent(file)

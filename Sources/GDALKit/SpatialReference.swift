@@ -45,6 +45,15 @@ public enum SpatialReference {
         return OSRIsGeographic(srs) != 0
     }
 
+    /// The EPSG code of a CRS, when it has one (identified by GDAL's authority lookup).
+    public static func epsg(wkt: String) -> Int? {
+        guard let srs = try? handle(wkt: wkt) else { return nil }
+        defer { OSRDestroySpatialReference(srs) }
+        _ = OSRAutoIdentifyEPSG(srs)
+        guard let name = OSRGetAuthorityName(srs, nil), String(cString: name) == "EPSG", let code = OSRGetAuthorityCode(srs, nil) else { return nil }
+        return Int(String(cString: code))
+    }
+
     /// Metres per linear unit of a projected CRS (1 for metres); nil for a geographic one.
     public static func metresPerUnit(wkt: String) -> Double? {
         guard let srs = try? handle(wkt: wkt) else { return nil }

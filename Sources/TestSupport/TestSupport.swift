@@ -105,3 +105,18 @@ final class PipeReader: @unchecked Sendable {
         return data
     }
 }
+
+/// STAC validation of JSON files by `stac-validator` (PyPI) with the official schemas kept in
+/// `Tests/STAC/schemas` (`Tests/STAC/validate.sh`). A missing validator fails the test, never skips it.
+public enum STACValidation {
+    /// Validates files (items or collections; `itemCollection` for a search or items page) and returns the
+    /// validator's report; throws when it cannot run. `valid` is false when any file is invalid.
+    public static func validate(_ files: [String], itemCollection: Bool = false) throws -> (valid: Bool, report: String) {
+        let script = TestData.packageRoot.appendingPathComponent("Tests/STAC/validate.sh").path
+        let r = try run("/bin/bash", [script] + (itemCollection ? ["--item-collection"] : []) + files, timeout: 300)
+        if r.status == 2 { throw TestData.MissingTestData(path: "stac-validator (scripts/setup.sh --test installs it): \(r.stderr)") }
+        let invalid = r.stdout.contains("\"valid_stac\": false")
+        let validCount = r.stdout.components(separatedBy: "\"valid_stac\": true").count - 1
+        return (r.status == 0 && !invalid && validCount >= files.count, r.stdout + r.stderr)
+    }
+}

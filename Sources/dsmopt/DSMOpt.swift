@@ -15,7 +15,7 @@ struct DSMOpt: AsyncParsableCommand {
         Image coordinates on the command line follow GDAL (`gdaltransform -rpc`): the top-left corner of the \
         image is (0, 0), the centre of the first pixel (0.5, 0.5). Heights are metres above the WGS84 ellipsoid.
         """,
-        subcommands: [Serve.self, Worker.self, Admin.self, Run.self, Coregister.self, Inspect.self, RPCCommand.self, Epipolar.self, Match.self, Synth.self, MakeDelivery.self, Parameters.self, CheckInputs.self, Describe.self, BenchQueue.self]
+        subcommands: [Serve.self, Worker.self, Admin.self, Run.self, Diff.self, Coregister.self, Inspect.self, RPCCommand.self, Epipolar.self, Match.self, Synth.self, SynthChange.self, MakeDelivery.self, Parameters.self, CheckInputs.self, Describe.self, BenchQueue.self]
     )
 
     /// Runs the command; errors the user can act on are printed as one line with a specific exit code.
@@ -50,6 +50,11 @@ struct DSMOpt: AsyncParsableCommand {
             }
         } catch let e as FinishingError {
             fail(e.description, code: ExitCodes.badInput)
+        } catch let e as DifferenceError {
+            switch e {
+            case .input: fail(e.description, code: ExitCodes.badInput)
+            case .noOverlap, .coregistration: fail(e.description, code: ExitCodes.geometry)
+            }
         } catch let e as PresetError {
             fail(e.description, code: ExitCodes.usage)
         } catch let e as EpipolarError {
@@ -338,6 +343,74 @@ struct Synth: ParsableCommand {
         p.views = views; p.size = size; p.gsd = gsd; p.baseToHeight = baseToHeight; p.relief = relief; p.seed = seed; p.lake = lake; p.noise = noise; p.buildings = buildings
         let d = try p.write(to: out)
         print("wrote \(d.views.joined(separator: ", ")), \(d.truthDSM) and scene.json to \(out)")
+    }
+}
+
+struct SynthChange: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "synth-change",
+        abstract: "Write two synthetic DSMs of two dates with a known change (a lava flow) and a known shift between them, and truth.json.")
+    @Option(help: "Output folder.") var out: String
+    @Option(help: "Size in cells (square, 1 m cells).") var size = 1200
+    @Option(help: "Peak thickness of the flow, metres.") var thickness = 6.0
+    @Option(help: "Height noise of each DSM, 1 σ in metres.") var noise = 0.25
+
+    func validate() throws {
+        guard (200...20_000).contains(size) else { throw ValidationError("--size must be within 200–20000 cells") }
+        guard thickness > 0, thickness < 500, noise >= 0, noise < 50 else { throw ValidationError("--thickness must be within (0, 500) m and --noise within [0, 50) m") }
+    }
+
+    func run() throws {
+        var c = SyntheticChange()
+        c.size = size; c.flowThickness = thickness; c.noise = noise
+        c.flowCentre = [Double(size) / 2, Double(size) * 0.54]
+        let t = try c.write(to: out)
+        print(String(format: "wrote dsm_a.tif, dsm_b.tif and truth.json to %@: flow volume %.0f m³, shift of B onto A %+.2f %+.2f %+.2f m; AOI %@",
+                     out, t.volumeM3, t.shift[0], t.shift[1], t.shift[2], t.flowBoundingBox.map { String(format: "%.6f", $0) }.joined(separator: ",")))
+    }
+}
+
+struct Diff: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Difference two DSMs of two dates: B coregistered on A on stable terrain, then B − A on A's grid and the volumes of change.",
+        discussion: """
+        Writes OUT/difference.tif (Float32 COG, nodata NaN), OUT/difference.png (coloured, with its legend), OUT/manifest.json         (coregistration, stable-terrain statistics, volumes gained, lost and net with their uncertainty, and the formula) and         OUT/item.json (STAC). Volumes are summed over --aoi (lon/lat bounding box or GeoJSON), else over the whole common area.
+        """)
+    @Argument(help: "The earlier DSM (its grid is the difference's).") var a: String
+    @Argument(help: "The later DSM.") var b: String
+    @Option(help: "Output folder.") var out: String
+    @Option(help: "Area where volumes are summed: \"minLon,minLat,maxLon,maxLat\" or GeoJSON text (a Polygon or a Feature).") var aoi: String?
+    @Option(name: .customLong("aoi-file"), help: "The area of interest as a GeoJSON file.") var aoiFile: String?
+    @Option(name: .customLong("stable-mask"), help: "Stable terrain only: GeoJSON polygons or a raster whose non-zero cells are stable.") var stableMask: String?
+    @Option(name: .customLong("changed-mask"), help: "What changed, never used as stable terrain: GeoJSON polygons or a raster (non-zero = changed).") var changedMask: String?
+    @Option(help: "Append the run's events (progress, finished, failed) to FILE as JSON lines.") var events: String?
+
+    func run() throws {
+        if let events { try RunEvents.open(events) }
+        if aoi != nil && aoiFile != nil { throw CLIFailure(message: "give --aoi or --aoi-file, not both", code: ExitCodes.usage) }
+        var o = DifferenceOptions(a: a, b: b, output: out)
+        if let text = try aoiFile.map({ path -> String in
+            guard let d = FileManager.default.contents(atPath: path) else { throw CLIFailure(message: "\(path): cannot be read", code: ExitCodes.badInput) }
+            return String(decoding: d, as: UTF8.self)
+        }) ?? aoi {
+            o.aoi = try AreaOfInterest.parse(text)
+        }
+        o.stableMask = stableMask; o.changedMask = changedMask
+        for (what, path) in [("A", a), ("B", b), ("--stable-mask", stableMask), ("--changed-mask", changedMask)] {
+            if let path, !FileManager.default.fileExists(atPath: path) { throw CLIFailure(message: "\(what): \(path): no such file", code: ExitCodes.badInput) }
+        }
+        let start = Date()
+        let m = try DSMDifference.run(o) { f, message in
+            FileHandle.standardError.write(Data(String(format: "[%3d%%] diff: %@\n", Int(f * 100), message).utf8))
+            RunEvents.emit(.progress(percent: Int(f * 100), stage: f >= 1 ? "done" : "difference", message: message))
+        }
+        let cpu = ProcessUsage.cpuSeconds()
+        RunEvents.emit(.finished(products: m.products.count, wallSeconds: Date().timeIntervalSince(start), cpuSeconds: cpu, peakMiB: 0))
+        let v = m.volumes, c = m.coregistration
+        print(String(format: "shift of B onto A: %+.3f m east, %+.3f m north, %+.3f m up; stable terrain NMAD %.3f m, correlation length %.1f m\n"
+                     + "over %@ (%.0f m², %.1f %% covered): net %+.0f ± %.0f m³, gain %.0f ± %.0f m³, loss %.0f ± %.0f m³, changed area %.0f m² (|B − A| > %.2f m)",
+                     c.dx, c.dy, c.dz, m.stableTerrain.nmad, m.stableTerrain.correlationLengthM, v.region, v.regionAreaM2, v.coverage * 100,
+                     v.netM3, v.netUncertaintyM3, v.gainM3, v.gainUncertaintyM3, v.lossM3, v.lossUncertaintyM3, v.changedAreaM2, v.thresholdM))
     }
 }
 

@@ -75,6 +75,18 @@ import Testing
         #expect(Set(manifest.products.map(\.code)).isSuperset(of: ["A1", "A2", "A3", "B2", "B4", "C1", "C2", "C4", "D1"]))
         #expect(manifest.crs == "EPSG:32740")
         try checkProducts(folder: tmp.path("out"), epsg: 32740)
+        // The folder's STAC item: valid (stac-validator, official schemas), one asset per product, the
+        // acquisition's time span, the pair's B/H, footprint over the DSM.
+        let (valid, report) = try STACValidation.validate([tmp.path("out/item.json")])
+        #expect(valid, "\(report)")
+        let item = try #require(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: tmp.path("out/item.json")))) as? [String: Any])
+        let props = try #require(item["properties"] as? [String: Any]), assets = try #require(item["assets"] as? [String: Any])
+        #expect(Set(assets.keys).isSuperset(of: manifest.products.map { ($0.file as NSString).deletingPathExtension }))
+        #expect((props["start_datetime"] as? String)?.hasPrefix("2013-06-29T06:37:14") == true && (props["end_datetime"] as? String)?.hasPrefix("2013-06-29T06:37:38") == true)
+        #expect((props["dsmopt:pairs"] as? [[String: Any]])?.first?["base_to_height"] as? Double == manifest.pairOffsets[0].baseToHeight)
+        #expect(props["proj:epsg"] as? Int == 32740 && props["constellation"] as? String == "pleiades")
+        let bbox = try #require(item["bbox"] as? [Double])
+        #expect(bbox.count == 4 && bbox[0] > 55.6 && bbox[2] < 55.7 && bbox[1] > -21.3 && bbox[3] < -21.2, "\(bbox)")
         // No staging folder is left behind.
         #expect(try FileManager.default.contentsOfDirectory(atPath: tmp.path("out")).allSatisfy { !$0.hasPrefix(".") })
     }
