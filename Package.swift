@@ -82,7 +82,7 @@ let package = Package(
         .testTarget(name: "SensorIngestTests", dependencies: ["SensorIngest", "DSMCore", "GDALKit", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["SensorIngest", "GDALKit", "TestSupport", "dsmopt"]),
         .testTarget(name: "PipelineTests", dependencies: ["DSMPipeline", "SensorIngest", "DSMCore", "GDALKit", "TestSupport", "dsmopt"]),
-        .testTarget(name: "ServiceTests", dependencies: ["TestSupport", "dsmopt", "JobService"]),
+        .testTarget(name: "ServiceTests", dependencies: ["TestSupport", "dsmopt", "JobService", "DSMPipeline"]),
     ],
     swiftLanguageModes: [.v6]
 )

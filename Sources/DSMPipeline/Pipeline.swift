@@ -10,7 +10,8 @@ public enum AreaOfInterest: Sendable, Equatable, Codable {
     /// A polygon ring of (lon, lat).
     case polygon([[Double]])
 
-    var ring: [[Double]] {
+    /// The outline as (lon, lat) positions (a bounding box as its 4 corners).
+    public var ring: [[Double]] {
         switch self {
         case .boundingBox(let a, let b, let c, let d): return [[a, b], [c, b], [c, d], [a, d]]
         case .polygon(let r): return r

@@ -175,7 +175,7 @@ public struct ServiceAPI: Sendable {
         var links = [["href": "/jobs/\(j.id)", "rel": "self", "type": "application/json"],
                      ["href": "/jobs/\(j.id)/logs", "rel": "log", "type": "text/plain"]]
         if j.status == .successful { links.append(["href": "/jobs/\(j.id)/results", "rel": "http://www.opengis.net/def/rel/ogc/1.0/results", "type": "application/json"]) }
-        return JobView(jobID: j.id, name: j.name, owner: j.userId, status: j.status.rawValue, progress: j.progress, stage: j.stage,
+        return JobView(jobID: j.id, processID: request?.process ?? "dsm-opt", name: j.name, owner: j.userId, status: j.status.rawValue, progress: j.progress, stage: j.stage,
                        message: j.message, created: j.createdAt, started: j.startedAt, finished: j.finishedAt, purgeDate: j.purgeAt,
                        resultsPurged: j.purged, error: j.error, cpuSeconds: (j.cpuSeconds * 100).rounded() / 100,
                        attempts: j.attempts, preset: request?.preset ?? "default", parameters: request?.parameters, inputs: request?.inputs, links: links)
@@ -188,6 +188,7 @@ public struct ServiceAPI: Sendable {
         router.add(middleware: ProblemAndMetricsMiddleware(metrics: metrics))
 
         addPortalRoutes(to: router)
+        addSTACRoutes(to: router)
         router.get("/health") { _, _ in jsonResponse(["status": "ok"]) }
         router.get("/metrics") { request, _ in
             if !config.metricsPublic { try require(try await authenticate(request), [.operator, .admin]) }
@@ -199,6 +200,7 @@ public struct ServiceAPI: Sendable {
         }
         router.get("/processes") { _, _ in jsonResponse(ProcessDescription.list) }
         router.get("/processes/dsm-opt") { _, _ in jsonResponse(try ProcessDescription.dsmOpt(presets: try presets())) }
+        router.get("/processes/dsm-difference") { _, _ in jsonResponse(ProcessDescription.difference) }
 
         router.post("/uploads") { request, _ in try await upload(request) }
         router.get("/uploads") { request, _ in
@@ -231,6 +233,10 @@ public struct ServiceAPI: Sendable {
         router.post("/processes/dsm-opt/execution") { request, _ in
             let user = try await authenticate(request)
             return try await submit(try await body(request), for: user, allowRemote: false)
+        }
+        router.post("/processes/dsm-difference/execution") { request, _ in
+            let user = try await authenticate(request)
+            return try await submitDifference(try await body(request), for: user)
         }
         router.post("/catalogue/jobs") { request, _ in
             let caller = try await authenticate(request)
@@ -1074,10 +1080,16 @@ public struct ServiceAPI: Sendable {
     // MARK: downloads
 
     func download(job: Job, file: String, request: Request) throws -> Response {
+        try serveFile(folder: try resultsFolder(job), file: file, owner: "the results of job \(job.id)", request: request)
+    }
+
+    /// A product file of a folder (a job's results, a catalogue item's), with Range, ETag, If-None-Match
+    /// and If-Range, for GET and HEAD.
+    func serveFile(folder: String, file: String, owner: String, request: Request, contentType: ((String) -> String)? = nil) throws -> Response {
         guard let name = Self.sanitize(file) else { throw APIProblem.notFound("no product \(file)") }
-        let path = (try resultsFolder(job) as NSString).appendingPathComponent(name)
+        let path = (folder as NSString).appendingPathComponent(name)
         guard let attrs = try? FileManager.default.attributesOfItem(atPath: path), let size = (attrs[.size] as? NSNumber)?.int64Value else {
-            throw APIProblem.notFound("no product \(file) in the results of job \(job.id)")
+            throw APIProblem.notFound("no product \(file) in \(owner)")
         }
         // A strong validator: size and modification time (products never change in place).
         let modified = (attrs[.modificationDate] as? Date) ?? Date(timeIntervalSince1970: 0)
@@ -1108,8 +1120,8 @@ public struct ServiceAPI: Sendable {
             headers[.contentRange] = "bytes \(start)-\(end)/\(size)"
         }
         let length = end - start + 1
-        headers[.contentType] = name.hasSuffix(".json") ? "application/json" : name.hasSuffix(".png") ? "image/png"
-            : name.hasSuffix(".las") ? "application/vnd.las" : "image/tiff; application=geotiff"
+        headers[.contentType] = contentType?(name) ?? (name.hasSuffix(".json") ? "application/json" : name.hasSuffix(".png") ? "image/png"
+            : name.hasSuffix(".las") ? "application/vnd.las" : "image/tiff; application=geotiff")
         headers[.contentDisposition] = "attachment; filename=\"\(name)\""
         let from = start
         if request.method == .head {

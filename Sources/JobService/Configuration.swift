@@ -162,6 +162,8 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     public var uploadsDirectory: String { path("uploads") }
     public var jobsDirectory: String { path("jobs") }
     public var presetsDirectory: String { path("presets") }
+    /// Published products (the DSM catalogue), one folder per item; the job purge never touches it.
+    public var catalogueDirectory: String { path("catalogue") }
     func path(_ s: String) -> String { (dataDirectory as NSString).appendingPathComponent(s) }
     func jobDirectory(_ id: String) -> String { (jobsDirectory as NSString).appendingPathComponent(id) }
     /// One attempt's folder: its job file, events, log and run output. Attempts never share a folder.

@@ -89,6 +89,12 @@ public struct ExecutionRequest: Sendable, Codable, Equatable {
     /// The `dsmopt` version and job-file format of the daemon that accepted the job: a worker of another
     /// version refuses it (the job file and the products must mean the same on every machine).
     public var acceptedBy: SoftwareStamp?
+    /// Publish the products in the DSM catalogue when the job succeeds.
+    public var publish: Bool?
+    /// The process: nil or "dsm-opt" (a DSM from images), "dsm-difference" (two DSMs differenced).
+    public var process: String?
+    /// The inputs of a `dsm-difference` job.
+    public var difference: DifferenceInputs?
 
     /// The optional files by request field.
     static let fileFields = ["referenceDem", "waterMask", "multispectral"]
@@ -137,7 +143,7 @@ enum RequestValidator {
         guard let root = try? JSONDecoder().decode(JSONValue.self, from: body), let obj = root.object else {
             return (nil, [FieldError(field: "(body)", message: "not a JSON object")])
         }
-        let known: Set<String> = Set(["name", "images", "preset", "parameters"] + ExecutionRequest.fileFields)
+        let known: Set<String> = Set(["name", "images", "preset", "parameters", "publish"] + ExecutionRequest.fileFields)
         for k in obj.keys.sorted() where !known.contains(k) { errors.append(.init(field: k, message: "unknown field")) }
         var req = ExecutionRequest(images: [])
         if let n = obj["name"] {
@@ -176,6 +182,9 @@ enum RequestValidator {
             case "waterMask": req.waterMask = ref
             default: req.multispectral = ref
             }
+        }
+        if let p = obj["publish"] {
+            if case .bool(let b) = p { req.publish = b } else { errors.append(.init(field: "publish", message: "must be true or false")) }
         }
         if let p = obj["preset"] {
             if let s = p.string {

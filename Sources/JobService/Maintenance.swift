@@ -92,5 +92,13 @@ public final class Maintenance: Service, @unchecked Sendable {
                 if age(path, now: now) > sweepAge { _ = remove(path) }
             }
         }
+        // Catalogue folders without a publication: a publication that crashed before it was recorded, or a
+        // withdrawal that could not delete its files.
+        if let items = try? await store.allPublicationIds(), let folders = try? fm.contentsOfDirectory(atPath: config.catalogueDirectory) {
+            for f in folders where !items.contains(f) {
+                let path = (config.catalogueDirectory as NSString).appendingPathComponent(f)
+                if age(path, now: now) > sweepAge { _ = remove(path) }
+            }
+        }
     }
 }

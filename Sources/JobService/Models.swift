@@ -137,3 +137,49 @@ public enum QuotaExceeded: Error, Equatable, CustomStringConvertible {
         }
     }
 }
+
+/// A job's products published in the DSM catalogue: a STAC item of the `dsm-opt` collection, served to
+/// every authenticated user, kept after the job's purge until withdrawn.
+public struct Publication: Sendable, Codable, Equatable {
+    /// The item's id: the job's.
+    public var id: String
+    /// The job's owner: the storage counts against their quota.
+    public var ownerId: String
+    public var publishedBy: String
+    public var publishedAt: Date
+    /// Bytes of the published products.
+    public var bytes: Int64
+    /// minLon, minLat, maxLon, maxLat.
+    public var bbox: [Double]
+    /// Acquisition time span (one instant for one stereo pass).
+    public var start: Date?
+    public var end: Date?
+    /// The STAC item as published (asset addresses relative to its catalogue folder).
+    public var item: String
+
+    public init(id: String, ownerId: String, publishedBy: String, publishedAt: Date, bytes: Int64, bbox: [Double], start: Date?, end: Date?, item: String) {
+        self.id = id; self.ownerId = ownerId; self.publishedBy = publishedBy; self.publishedAt = publishedAt; self.bytes = bytes
+        self.bbox = bbox; self.start = start; self.end = end; self.item = item
+    }
+}
+
+/// A catalogue search as the store runs it: bounding box and time interval intersect, ids, one page.
+public struct CatalogueQuery: Sendable, Equatable {
+    public var bbox: [Double]?
+    public var start: Date?
+    public var end: Date?
+    public var ids: [String]?
+    public var limit: Int
+    public var offset: Int
+    public init(bbox: [Double]? = nil, start: Date? = nil, end: Date? = nil, ids: [String]? = nil, limit: Int = 10, offset: Int = 0) {
+        self.bbox = bbox; self.start = start; self.end = end; self.ids = ids; self.limit = limit; self.offset = offset
+    }
+}
+
+/// What the catalogue holds: the collection's extent.
+public struct CatalogueSummary: Sendable, Equatable {
+    public var count: Int
+    public var bbox: [Double]?
+    public var start: Date?
+    public var end: Date?
+}

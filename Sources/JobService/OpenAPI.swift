@@ -18,7 +18,7 @@ public enum OpenAPIDocument {
             if zip(pattern, parts).allSatisfy({ $0.hasPrefix("{") || $0 == $1 }) {
                 let m = r.method.uppercased()
                 if !out.contains(m) { out.append(m) }
-                if m == "GET", r.path.hasPrefix("/jobs/{id}/results/"), !out.contains("HEAD") { out.append("HEAD") }
+                if m == "GET", r.path.hasPrefix("/jobs/{id}/results/") || r.path.hasSuffix("/assets/{file}"), !out.contains("HEAD") { out.append("HEAD") }
             }
         }
         return out
@@ -60,6 +60,19 @@ public enum OpenAPIDocument {
         .init(method: "post", path: "/admin/users/{id}/token", summary: "Rotate a user's token: returns the new one once; the old one is refused at once (admins)", responses: [201, 401, 403, 404]),
         .init(method: "delete", path: "/admin/users/{id}/token", summary: "Revoke a user's token (admins)", responses: [204, 401, 403, 404]),
         .init(method: "post", path: "/me/token", summary: "Rotate the caller's own token: returns the new one once", responses: [201, 401]),
+        .init(method: "get", path: "/processes/dsm-difference", summary: "The difference process: inputs (two DSMs of two dates), outputs, the volume uncertainty formula", responses: [200]),
+        .init(method: "post", path: "/processes/dsm-difference/execution", summary: "Create a difference job from two DSMs (jobs, catalogue items or uploads) (201, Location: /jobs/{id}); 422 lists every invalid field", responses: [201, 401, 403, 413, 422, 429]),
+        .init(method: "post", path: "/jobs/{id}/publish", summary: "Publish a successful job's products in the DSM catalogue (owner, operators, admins): 201 with the STAC item, 200 if already published", responses: [200, 201, 401, 404, 409, 410]),
+        .init(method: "delete", path: "/jobs/{id}/publish", summary: "Withdraw a published item and its files (its owner, operators, admins)", responses: [204, 401, 404]),
+        .init(method: "get", path: "/stac", summary: "STAC API landing page of the DSM catalogue", responses: [200, 401]),
+        .init(method: "get", path: "/stac/conformance", summary: "STAC API conformance classes", responses: [200, 401]),
+        .init(method: "get", path: "/stac/collections", summary: "The catalogue's collections (dsm-opt)", responses: [200, 401]),
+        .init(method: "get", path: "/stac/collections/{collection}", summary: "The dsm-opt collection: licence, providers, extent kept up to date", responses: [200, 401, 404]),
+        .init(method: "get", path: "/stac/collections/{collection}/items", summary: "Published items (?bbox, ?datetime, ?limit, ?token), newest acquisition first", responses: [200, 400, 401, 404]),
+        .init(method: "get", path: "/stac/collections/{collection}/items/{id}", summary: "One published item", responses: [200, 401, 404]),
+        .init(method: "get", path: "/stac/collections/{collection}/items/{id}/assets/{file}", summary: "Download an asset of a published item (HTTP Range supported: COG streaming)", responses: [200, 206, 401, 404, 416]),
+        .init(method: "get", path: "/stac/search", summary: "Item search: ?bbox, ?intersects, ?datetime, ?ids, ?collections, ?limit, ?token", responses: [200, 400, 401]),
+        .init(method: "post", path: "/stac/search", summary: "Item search with a JSON body (bbox, intersects, datetime, ids, collections, limit, token)", responses: [200, 400, 401, 413]),
         .init(method: "post", path: "/catalogue/jobs", summary: "Catalogue forwarding: create a job for a named user from image URLs or archive paths (catalogue accounts)", responses: [201, 401, 403, 413, 422, 429]),
     ]
 

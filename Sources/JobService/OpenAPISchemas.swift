@@ -9,7 +9,7 @@ extension OpenAPIDocument {
 
     /// Operations anyone may call without a token.
     static let publicOperations: Set<String> = [
-        "get /", "get /conformance", "get /health", "get /openapi.json", "get /processes", "get /processes/dsm-opt",
+        "get /", "get /conformance", "get /health", "get /openapi.json", "get /processes", "get /processes/dsm-opt", "get /processes/dsm-difference",
         "get /presets", "get /presets/{name}", "get /crs/{code}", "get /portal/config.json",
     ]
 
@@ -58,7 +58,24 @@ extension OpenAPIDocument {
                                       "description": "2 or 3 images; one upload of a zipped delivery stands for all its views"],
                            "preset": ["type": "string", "description": "a preset name (GET /presets)"],
                            "parameters": ref("JobParameters"),
-                           "referenceDem": uploadReference, "waterMask": uploadReference, "multispectral": uploadReference],
+                           "referenceDem": uploadReference, "waterMask": uploadReference, "multispectral": uploadReference,
+                           "publish": ["type": "boolean", "description": "publish the products in the DSM catalogue when the job succeeds"]],
+        ]
+        let dsmReference: Schema = ["type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": false,
+                                    "properties": ["job": ["type": "string"], "item": ["type": "string"], "upload": ["type": "string"]]]
+        let difference: Schema = [
+            "type": "object", "required": ["dsms"], "additionalProperties": false,
+            "properties": ["name": ["type": "string", "minLength": 1, "maxLength": 200],
+                           "dsms": ["type": "array", "minItems": 2, "maxItems": 2, "items": dsmReference, "description": "the earlier DSM, then the later"],
+                           "aoi": ["description": "\"minLon,minLat,maxLon,maxLat\" or a GeoJSON Polygon/Feature", "oneOf": [["type": "string"], ["type": "object"]]],
+                           "stableMask": uploadReference, "changedMask": uploadReference, "publish": ["type": "boolean"]],
+        ]
+        let search: Schema = [
+            "type": "object", "additionalProperties": false,
+            "properties": ["bbox": ["type": "array", "items": ["type": "number"], "minItems": 4, "maxItems": 6],
+                           "intersects": ["type": "object"], "datetime": ["type": "string"],
+                           "ids": ["type": "array", "items": ["type": "string"]], "collections": ["type": "array", "items": ["type": "string"]],
+                           "limit": ["type": "integer", "minimum": 1, "maximum": 1000], "token": ["type": "string"]],
         ]
         let inspection: Schema = ["type": "object", "required": ["images"], "additionalProperties": false,
                                   "properties": ["images": ["type": "array", "minItems": 1, "maxItems": 3, "items": imageRef]]]
@@ -80,7 +97,7 @@ extension OpenAPIDocument {
                                              "options": ["type": "object", "additionalProperties": false, "properties": options]]]
         return ["Problem": problem, "Link": link, "Job": job, "Upload": upload, "Quota": quota, "Usage": usage,
                 "ExecutionRequest": execution, "InspectionRequest": inspection, "NewUser": newUser, "Preset": preset,
-                "QuotaPatch": quotaPatch, "JobParameters": parametersSchema]
+                "QuotaPatch": quotaPatch, "JobParameters": parametersSchema, "DifferenceRequest": difference, "SearchRequest": search]
     }
 
     /// Request body of an operation.
@@ -92,6 +109,8 @@ extension OpenAPIDocument {
                     "content": ["application/octet-stream": ["schema": ["type": "string", "format": "binary", "minLength": 1]]]]
         case "post /processes/dsm-opt/execution": return json(ref("ExecutionRequest"))
         case "post /processes/dsm-opt/inspection": return json(ref("InspectionRequest"))
+        case "post /processes/dsm-difference/execution": return json(ref("DifferenceRequest"))
+        case "post /stac/search": return json(ref("SearchRequest"))
         case "post /admin/users": return json(ref("NewUser"))
         case "put /admin/users/{id}/quota": return json(ref("QuotaPatch"))
         case "put /presets/{name}": return json(ref("Preset"))
@@ -118,6 +137,14 @@ extension OpenAPIDocument {
         case "get /jobs": return [q("limit", ["type": "integer", "minimum": -9_007_199_254_740_991, "maximum": 9_007_199_254_740_991, "description": "page size, clamped to 1–200 (default 20)"]),
                                   q("offset", ["type": "integer", "minimum": -9_007_199_254_740_991, "maximum": 9_007_199_254_740_991, "description": "clamped to 0–2^40"]),
                                   q("all", ["type": "string", "enum": ["true", "false"], "description": "every user's jobs (operators and admins)"])]
+        case "get /stac/search", "get /stac/collections/{collection}/items":
+            var p = [q("bbox", ["type": "string", "description": "minLon,minLat,maxLon,maxLat"]),
+                     q("datetime", ["type": "string", "description": "RFC 3339 date-time or interval start/end (.. for open)"]),
+                     q("limit", ["type": "integer", "minimum": 1, "maximum": 1000]), q("token", ["type": "string"])]
+            if key == "get /stac/search" {
+                p += [q("ids", ["type": "string"]), q("collections", ["type": "string"]), q("intersects", ["type": "string", "description": "a GeoJSON geometry"])]
+            }
+            return p
         case "get /jobs/{id}/probe": return [q("lon", ["type": "number", "minimum": -180, "maximum": 180], required: true),
                                              q("lat", ["type": "number", "minimum": -90, "maximum": 90], required: true)]
         default: return []
@@ -148,12 +175,20 @@ extension OpenAPIDocument {
         case ("get /jobs/{id}/results/{file}", _):
             let binary: Schema = ["schema": ["type": "string", "format": "binary"]]
             return ["image/tiff; application=geotiff": binary, "image/png": binary, "application/json": ["schema": object], "application/vnd.las": binary]
+        case ("get /stac/collections/{collection}/items/{id}/assets/{file}", _):
+            let binary: Schema = ["schema": ["type": "string", "format": "binary"]]
+            return [STACItem.cogType: binary, "image/png": binary, "application/json": ["schema": object], "application/vnd.las": binary]
+        case ("get /stac/search", _), ("post /stac/search", _), ("get /stac/collections/{collection}/items", _):
+            return ["application/geo+json": ["schema": ["type": "object", "required": ["type", "features", "links"]]]]
+        case ("get /stac/collections/{collection}/items/{id}", _), ("post /jobs/{id}/publish", _):
+            return ["application/geo+json": ["schema": ["type": "object", "required": ["type", "id", "assets"]]]]
         case ("get /jobs/{id}/tiles/{layer}/{z}/{x}/{y}", 200): return ["image/png": ["schema": ["type": "string", "format": "binary"]]]
         case (_, 204): return [:]
         case ("get /jobs", _): return json(["type": "object", "required": ["jobs", "total", "limit", "offset", "links"],
                                             "properties": ["jobs": ["type": "array", "items": ref("Job")], "total": ["type": "integer"],
                                                            "limit": ["type": "integer"], "offset": ["type": "integer"], "links": ["type": "array", "items": ref("Link")]]])
-        case ("get /jobs/{id}", _), ("delete /jobs/{id}", _), ("post /processes/dsm-opt/execution", _), ("post /catalogue/jobs", _): return json(ref("Job"))
+        case ("get /jobs/{id}", _), ("delete /jobs/{id}", _), ("post /processes/dsm-opt/execution", _), ("post /catalogue/jobs", _),
+             ("post /processes/dsm-difference/execution", _): return json(ref("Job"))
         case ("post /uploads", _), ("get /uploads/{id}", _): return json(ref("Upload"))
         case ("get /uploads", _): return json(["type": "object", "required": ["uploads"], "properties": ["uploads": ["type": "array", "items": ref("Upload")]]])
         case ("get /admin/users", _): return json(["type": "array", "items": ["type": "object", "required": ["id", "name", "role", "quota", "usage"]]])

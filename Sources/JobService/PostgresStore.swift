@@ -117,6 +117,17 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             "CREATE INDEX jobs_user ON jobs(user_id, created_at)",
             "CREATE INDEX jobs_purge ON jobs(purged, purge_at)",
         ]),
+        ("v3-catalogue", [
+            """
+            CREATE TABLE publications (
+                id TEXT PRIMARY KEY, owner_id TEXT NOT NULL REFERENCES users(id), published_by TEXT NOT NULL,
+                published_at DOUBLE PRECISION NOT NULL, bytes BIGINT NOT NULL CHECK (bytes >= 0),
+                min_lon DOUBLE PRECISION NOT NULL, min_lat DOUBLE PRECISION NOT NULL, max_lon DOUBLE PRECISION NOT NULL,
+                max_lat DOUBLE PRECISION NOT NULL, start_time DOUBLE PRECISION, end_time DOUBLE PRECISION, item TEXT NOT NULL)
+            """,
+            "CREATE INDEX publications_place ON publications(min_lon, max_lon, min_lat, max_lat)",
+            "CREATE INDEX publications_time ON publications(start_time, end_time)",
+        ]),
     ]
 
     func migrate() async throws {
@@ -243,10 +254,12 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
               (SELECT COUNT(*) FROM jobs WHERE user_id = \(userId) AND status IN ('accepted', 'running')) AS active,
               (SELECT COALESCE(SUM(cpu_seconds), 0) FROM jobs WHERE user_id = \(userId) AND COALESCE(finished_at, started_at, created_at) >= \(month)) AS cpu,
               (SELECT COALESCE(SUM(size), 0)::BIGINT FROM uploads WHERE user_id = \(userId)) AS uploads,
-              (SELECT COALESCE(SUM(result_bytes), 0)::BIGINT FROM jobs WHERE user_id = \(userId) AND NOT purged) AS results
+              (SELECT COALESCE(SUM(result_bytes), 0)::BIGINT FROM jobs WHERE user_id = \(userId) AND NOT purged
+                 AND id NOT IN (SELECT id FROM publications)) AS results,
+              (SELECT COALESCE(SUM(bytes), 0)::BIGINT FROM publications WHERE owner_id = \(userId)) AS published
             """, on: c)[0]
         return Usage(activeJobs: Int(try r["active"].decode(Int64.self)), cpuSecondsThisMonth: try r["cpu"].decode(Double.self),
-                     storageBytes: try r["uploads"].decode(Int64.self) + r["results"].decode(Int64.self))
+                     storageBytes: try r["uploads"].decode(Int64.self) + r["results"].decode(Int64.self) + r["published"].decode(Int64.self))
     }
 
     public func usage(userId: String, now: Date) async throws -> Usage { try await usage(userId: userId, now: now, on: nil) }
@@ -378,4 +391,61 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
 
     public func allJobIds() async throws -> Set<String> { Set(try await rows("SELECT id FROM jobs").map { try $0["id"].decode(String.self) }) }
     public func allUploadIds() async throws -> Set<String> { Set(try await rows("SELECT id FROM uploads").map { try $0["id"].decode(String.self) }) }
+
+    // MARK: catalogue
+
+    static func publication(_ r: PostgresRandomAccessRow) throws -> Publication {
+        Publication(id: try r["id"].decode(String.self), ownerId: try r["owner_id"].decode(String.self), publishedBy: try r["published_by"].decode(String.self),
+                    publishedAt: Date(timeIntervalSince1970: try r["published_at"].decode(Double.self)), bytes: try r["bytes"].decode(Int64.self),
+                    bbox: [try r["min_lon"].decode(Double.self), try r["min_lat"].decode(Double.self), try r["max_lon"].decode(Double.self), try r["max_lat"].decode(Double.self)],
+                    start: try r["start_time"].decode(Double?.self).map(Date.init(timeIntervalSince1970:)),
+                    end: try r["end_time"].decode(Double?.self).map(Date.init(timeIntervalSince1970:)), item: try r["item"].decode(String.self))
+    }
+
+    public func publish(_ p: Publication) async throws -> Bool {
+        !(try await rows("""
+            INSERT INTO publications (id, owner_id, published_by, published_at, bytes, min_lon, min_lat, max_lon, max_lat, start_time, end_time, item)
+            VALUES (\(p.id), \(p.ownerId), \(p.publishedBy), \(p.publishedAt.timeIntervalSince1970), \(p.bytes), \(p.bbox[0]), \(p.bbox[1]), \(p.bbox[2]), \(p.bbox[3]),
+                    \(p.start?.timeIntervalSince1970), \(p.end?.timeIntervalSince1970), \(p.item))
+            ON CONFLICT (id) DO NOTHING RETURNING id
+            """).isEmpty)
+    }
+
+    public func publication(id: String) async throws -> Publication? {
+        try await rows("SELECT * FROM publications WHERE id = \(id)").first.map(Self.publication)
+    }
+
+    public func withdraw(id: String) async throws -> Publication? {
+        try await rows("DELETE FROM publications WHERE id = \(id) RETURNING *").first.map(Self.publication)
+    }
+
+    public func publications(_ q: CatalogueQuery) async throws -> [Publication] {
+        // Absent filters are NULL parameters: one statement, every value bound.
+        let b = q.bbox
+        let ids = q.ids
+        if let ids, ids.isEmpty { return [] }
+        return try await rows("""
+            SELECT * FROM publications
+            WHERE (\(b?[2])::DOUBLE PRECISION IS NULL OR (min_lon <= \(b?[2]) AND max_lon >= \(b?[0]) AND min_lat <= \(b?[3]) AND max_lat >= \(b?[1])))
+              AND (\(q.end?.timeIntervalSince1970)::DOUBLE PRECISION IS NULL OR COALESCE(start_time, end_time) <= \(q.end?.timeIntervalSince1970))
+              AND (\(q.start?.timeIntervalSince1970)::DOUBLE PRECISION IS NULL OR COALESCE(end_time, start_time) >= \(q.start?.timeIntervalSince1970))
+              AND (\(ids)::TEXT[] IS NULL OR id = ANY(\(ids)))
+            ORDER BY COALESCE(end_time, start_time) DESC, id LIMIT \(q.limit) OFFSET \(q.offset)
+            """).map(Self.publication)
+    }
+
+    public func catalogueSummary() async throws -> CatalogueSummary {
+        let r = try await rows("""
+            SELECT COUNT(*) AS n, MIN(min_lon) AS a, MIN(min_lat) AS b, MAX(max_lon) AS c, MAX(max_lat) AS d,
+                   MIN(COALESCE(start_time, end_time)) AS s, MAX(COALESCE(end_time, start_time)) AS e FROM publications
+            """)[0]
+        let n = Int(try r["n"].decode(Int64.self))
+        let bbox = n == 0 ? nil : [try r["a"].decode(Double.self), try r["b"].decode(Double.self), try r["c"].decode(Double.self), try r["d"].decode(Double.self)]
+        return CatalogueSummary(count: n, bbox: bbox, start: try r["s"].decode(Double?.self).map(Date.init(timeIntervalSince1970:)),
+                                end: try r["e"].decode(Double?.self).map(Date.init(timeIntervalSince1970:)))
+    }
+
+    public func allPublicationIds() async throws -> Set<String> {
+        Set(try await rows("SELECT id FROM publications").map { try $0["id"].decode(String.self) })
+    }
 }

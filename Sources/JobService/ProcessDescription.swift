@@ -11,7 +11,36 @@ enum ProcessDescription {
                                  description: "Pair selection, epipolar resampling, dense matching, triangulation, fusion and products (DSM, hillshades, true orthos, point cloud).",
                                  version: "1.0", links: [["href": "/processes/dsm-opt", "rel": "self"],
                                                          ["href": "/processes/dsm-opt/execution", "rel": "http://www.opengis.net/def/rel/ogc/1.0/execute"]])
-    static let list = List(processes: [summary])
+    static let differenceSummary = Summary(
+        id: "dsm-difference", title: "Difference of two DSMs of two dates (change and volumes)",
+        description: "B coregistered on A on stable terrain (Nuth & Kääb), then B − A on A's grid: difference.tif, a coloured map with its legend, and the volumes gained, lost and net over the area of interest with their uncertainty.",
+        version: "1.0", links: [["href": "/processes/dsm-difference", "rel": "self"],
+                                ["href": "/processes/dsm-difference/execution", "rel": "http://www.opengis.net/def/rel/ogc/1.0/execute"]])
+    static let list = List(processes: [summary, differenceSummary])
+
+    struct DifferenceDescription: Encodable {
+        var id = "dsm-difference"; var title: String; var description: String; var version = "1.0"
+        var inputs: [String: String]; var outputs: [Output]; var uncertainty: String; var executionBody: String
+    }
+
+    static var difference: DifferenceDescription {
+        DifferenceDescription(
+            title: differenceSummary.title, description: differenceSummary.description,
+            inputs: [
+                "dsms": "[A, B]: the earlier DSM (its grid is the difference's), then the later; each {\"job\": id} (a successful job of yours), {\"item\": id} (a published catalogue item) or {\"upload\": id} (a GeoTIFF you uploaded)",
+                "aoi": "optional: where volumes are summed, \"minLon,minLat,maxLon,maxLat\" or a GeoJSON Polygon; it is not used as stable terrain (default: the whole common area)",
+                "stableMask": "optional {\"upload\": id}: GeoJSON polygons or a raster whose non-zero cells are stable terrain (only there is B fitted on A)",
+                "changedMask": "optional {\"upload\": id}: GeoJSON polygons or a raster of what changed (never used as stable terrain)",
+                "publish": "optional boolean: publish the products in the DSM catalogue when the job succeeds",
+                "name": "optional job name",
+            ],
+            outputs: [Output(code: "D", file: "difference.tif", description: "B − A on A's grid after coregistration (Float32 COG, nodata NaN), metres"),
+                      Output(code: "D", file: "difference.png", description: "coloured difference map (blue: B below A, red: B above A) with its legend"),
+                      Output(code: "-", file: "manifest.json", description: "coregistration (shift, statistics), stable terrain (NMAD, correlation length), volumes (gain, loss, net, changed area) with uncertainties and the formula"),
+                      Output(code: "-", file: "item.json", description: "STAC item")],
+            uncertainty: DifferenceManifest.uncertaintyMethodText,
+            executionBody: "{\"dsms\": [{\"job\": \"<id>\"}, {\"job\": \"<id>\"}], \"aoi\": \"55.70,-21.25,55.72,-21.23\"}")
+    }
 
     struct Parameter: Encodable {
         var name: String; var type: String; var group: String; var description: String

@@ -61,6 +61,17 @@ public protocol JobStore: Sendable {
     func rotateToken(userId: String) async throws -> String?
     /// Revokes a user's token: every request with it is refused from now on.
     func revokeToken(userId: String) async throws -> Bool
+
+    // The DSM catalogue.
+    /// Records a publication; false when the job is already published (nothing changed).
+    func publish(_ p: Publication) async throws -> Bool
+    func publication(id: String) async throws -> Publication?
+    /// Removes a publication and returns it (nil when there was none).
+    func withdraw(id: String) async throws -> Publication?
+    /// Publications whose bbox and time span intersect the query's, newest acquisition first, one page.
+    func publications(_ q: CatalogueQuery) async throws -> [Publication]
+    func catalogueSummary() async throws -> CatalogueSummary
+    func allPublicationIds() async throws -> Set<String>
 }
 
 /// Lower-case hexadecimal of bytes (digests, tokens).
@@ -117,6 +128,17 @@ public final class SQLiteJobStore: JobStore {
             try db.execute(sql: """
                 ALTER TABLE jobs ADD COLUMN result_attempt INTEGER;
                 CREATE INDEX jobs_purge ON jobs(purged, purge_at);
+                """)
+        }
+        m.registerMigration("v3-catalogue") { db in
+            try db.execute(sql: """
+                CREATE TABLE publications (
+                    id TEXT PRIMARY KEY, owner_id TEXT NOT NULL REFERENCES users(id), published_by TEXT NOT NULL,
+                    published_at REAL NOT NULL, bytes INTEGER NOT NULL CHECK (bytes >= 0),
+                    min_lon REAL NOT NULL, min_lat REAL NOT NULL, max_lon REAL NOT NULL, max_lat REAL NOT NULL,
+                    start_time REAL, end_time REAL, item TEXT NOT NULL);
+                CREATE INDEX publications_place ON publications(min_lon, max_lon, min_lat, max_lat);
+                CREATE INDEX publications_time ON publications(start_time, end_time);
                 """)
         }
         return m
@@ -233,8 +255,11 @@ public final class SQLiteJobStore: JobStore {
         let cpu = try Double.fetchOne(db, sql: "SELECT COALESCE(SUM(cpu_seconds), 0) FROM jobs WHERE user_id = ? AND COALESCE(finished_at, started_at, created_at) >= ?",
                                       arguments: [userId, monthStart(now)]) ?? 0
         let uploads = try Int64.fetchOne(db, sql: "SELECT COALESCE(SUM(size), 0) FROM uploads WHERE user_id = ?", arguments: [userId]) ?? 0
-        let results = try Int64.fetchOne(db, sql: "SELECT COALESCE(SUM(result_bytes), 0) FROM jobs WHERE user_id = ? AND purged = 0", arguments: [userId]) ?? 0
-        return Usage(activeJobs: active, cpuSecondsThisMonth: cpu, storageBytes: uploads + results)
+        // A published job's products are the publication's (hard links): counted once, as the publication.
+        let results = try Int64.fetchOne(db, sql: "SELECT COALESCE(SUM(result_bytes), 0) FROM jobs WHERE user_id = ? AND purged = 0 AND id NOT IN (SELECT id FROM publications)",
+                                         arguments: [userId]) ?? 0
+        let published = try Int64.fetchOne(db, sql: "SELECT COALESCE(SUM(bytes), 0) FROM publications WHERE owner_id = ?", arguments: [userId]) ?? 0
+        return Usage(activeJobs: active, cpuSecondsThisMonth: cpu, storageBytes: uploads + results + published)
     }
 
     public func usage(userId: String, now: Date) async throws -> Usage {
@@ -417,6 +442,72 @@ public final class SQLiteJobStore: JobStore {
             try db.execute(sql: "UPDATE users SET token_hash = 'revoked:' || id WHERE id = ?", arguments: [userId])
             return db.changesCount == 1
         }
+    }
+
+    // MARK: catalogue
+
+    static func publication(_ r: Row) -> Publication {
+        Publication(id: r["id"], ownerId: r["owner_id"], publishedBy: r["published_by"], publishedAt: date(r, "published_at")!,
+                    bytes: r["bytes"], bbox: [r["min_lon"], r["min_lat"], r["max_lon"], r["max_lat"]],
+                    start: date(r, "start_time"), end: date(r, "end_time"), item: r["item"])
+    }
+
+    public func publish(_ p: Publication) async throws -> Bool {
+        try await db.write { db in
+            try db.execute(sql: """
+                INSERT INTO publications (id, owner_id, published_by, published_at, bytes, min_lon, min_lat, max_lon, max_lat, start_time, end_time, item)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING
+                """, arguments: [p.id, p.ownerId, p.publishedBy, p.publishedAt.timeIntervalSince1970, p.bytes, p.bbox[0], p.bbox[1], p.bbox[2], p.bbox[3],
+                                 p.start?.timeIntervalSince1970, p.end?.timeIntervalSince1970, p.item])
+            return db.changesCount > 0
+        }
+    }
+
+    public func publication(id: String) async throws -> Publication? {
+        try await db.read { db in try Row.fetchOne(db, sql: "SELECT * FROM publications WHERE id = ?", arguments: [id]).map(Self.publication) }
+    }
+
+    public func withdraw(id: String) async throws -> Publication? {
+        try await db.write { db in
+            guard let p = try Row.fetchOne(db, sql: "SELECT * FROM publications WHERE id = ?", arguments: [id]).map(Self.publication) else { return nil }
+            try db.execute(sql: "DELETE FROM publications WHERE id = ?", arguments: [id])
+            return p
+        }
+    }
+
+    public func publications(_ q: CatalogueQuery) async throws -> [Publication] {
+        var sql = "SELECT * FROM publications WHERE 1 = 1"
+        var args: [DatabaseValueConvertible?] = []
+        if let b = q.bbox {
+            sql += " AND min_lon <= ? AND max_lon >= ? AND min_lat <= ? AND max_lat >= ?"
+            args += [b[2], b[0], b[3], b[1]]
+        }
+        if let e = q.end { sql += " AND COALESCE(start_time, end_time) <= ?"; args.append(e.timeIntervalSince1970) }
+        if let s = q.start { sql += " AND COALESCE(end_time, start_time) >= ?"; args.append(s.timeIntervalSince1970) }
+        if let ids = q.ids {
+            guard !ids.isEmpty else { return [] }
+            sql += " AND id IN (\(ids.map { _ in "?" }.joined(separator: ", ")))"
+            args += ids
+        }
+        sql += " ORDER BY COALESCE(end_time, start_time) DESC, id LIMIT ? OFFSET ?"
+        args += [q.limit, q.offset]
+        let arguments = StatementArguments(args), text = sql
+        return try await db.read { db in try Row.fetchAll(db, sql: text, arguments: arguments ?? []).map(Self.publication) }
+    }
+
+    public func catalogueSummary() async throws -> CatalogueSummary {
+        try await db.read { db in
+            let r = try Row.fetchOne(db, sql: """
+                SELECT COUNT(*) AS n, MIN(min_lon) AS a, MIN(min_lat) AS b, MAX(max_lon) AS c, MAX(max_lat) AS d,
+                       MIN(COALESCE(start_time, end_time)) AS s, MAX(COALESCE(end_time, start_time)) AS e FROM publications
+                """)!
+            let n: Int = r["n"]
+            return CatalogueSummary(count: n, bbox: n == 0 ? nil : [r["a"], r["b"], r["c"], r["d"]], start: Self.date(r, "s"), end: Self.date(r, "e"))
+        }
+    }
+
+    public func allPublicationIds() async throws -> Set<String> {
+        try await db.read { db in Set(try String.fetchAll(db, sql: "SELECT id FROM publications")) }
     }
 }
 

@@ -208,7 +208,9 @@ public final class WorkerPool: Service, @unchecked Sendable {
         // The job's files are under the data folder of the daemon that accepted it; this worker writes the
         // job's products under its own. Both must be the one shared folder, at the same path.
         let root = URL(fileURLWithPath: config.dataDirectory).standardizedFileURL.path
-        let files = (r.resolvedImagePaths + [r.resolvedReferenceDem, r.resolvedWaterMask, r.resolvedMultispectral].compactMap { $0 })
+        let d = r.difference
+        let files = (r.resolvedImagePaths + (d?.resolvedDSMs ?? [])
+                     + [r.resolvedReferenceDem, r.resolvedWaterMask, r.resolvedMultispectral, d?.resolvedStableMask, d?.resolvedChangedMask].compactMap { $0 })
             .map { URL(fileURLWithPath: $0).standardizedFileURL.path }
         if let missing = files.first(where: { !$0.hasPrefix(root + "/") || !FileManager.default.fileExists(atPath: $0) }) {
             FileHandle.standardError.write(Data("dsmopt worker: job \(job.id): its input \(missing) is not visible in this worker's data folder \(root)\n".utf8))
@@ -243,8 +245,20 @@ public final class WorkerPool: Service, @unchecked Sendable {
         let metered = CPUMeter()
         let events = (attemptDir as NSString).appendingPathComponent("events.jsonl")
         var args: [String]
+        let request = try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8))
         do {
-            if inheritWork(job: job, attempt: attempt) {
+            if request?.process == "dsm-difference", let d = request?.difference, d.resolvedDSMs.count == 2 {
+                // A difference is short: each attempt runs it whole.
+                try? fm.removeItem(atPath: runDir)
+                args = ["diff", d.resolvedDSMs[0], d.resolvedDSMs[1], "--out", runDir, "--events", events, "--user-files",
+                        "--name-a", d.names.first ?? "A", "--name-b", d.names.last ?? "B"]
+                if let aoi = d.aoi {
+                    let ring = aoi.ring
+                    args += ["--aoi", "{\"type\":\"Polygon\",\"coordinates\":[[" + (ring + [ring[0]]).map { "[\($0[0]),\($0[1])]" }.joined(separator: ",") + "]]}"]
+                }
+                if let m = d.resolvedStableMask { args += ["--stable-mask", m] }
+                if let m = d.resolvedChangedMask { args += ["--changed-mask", m] }
+            } else if inheritWork(job: job, attempt: attempt) {
                 args = ["run", "--resume", runDir, "--events", events]
             } else {
                 let jobFile = (attemptDir as NSString).appendingPathComponent("job.json")
@@ -365,6 +379,30 @@ public final class WorkerPool: Service, @unchecked Sendable {
         }
         // Only an attempt that still owned the job cleans up after itself, and never the promoted results.
         if owned && ended != .successful { try? fm.removeItem(atPath: runDir) }
+        // Asked at submission: the products go to the DSM catalogue (a failure is logged; the job stays successful
+        // and its owner can publish it later).
+        if owned && ended == .successful && request?.publish == true, let done = try? await store.job(id: job.id),
+           let owner = try? await store.user(id: job.userId) {
+            do {
+                _ = try await Catalogue(store: store, config: config).publish(job: done, by: owner)
+                try? appendLog(job.id, attempt, "published in the DSM catalogue as item \(job.id)\n")
+            } catch {
+                FileHandle.standardError.write(Data("dsmopt: job \(job.id) could not be published: \(error)\n".utf8))
+                try? appendLog(job.id, attempt, "not published in the DSM catalogue: \(userFacing("\(error)", job: job))\n")
+            }
+        }
+    }
+}
+
+extension WorkerPool {
+    /// Appends a line to an attempt's log (the job's log the owner reads).
+    func appendLog(_ id: String, _ attempt: Int, _ text: String) throws {
+        let path = config.logPath(id, attempt)
+        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        guard let h = FileHandle(forWritingAtPath: path) else { return }
+        defer { try? h.close() }
+        _ = try h.seekToEnd()
+        try h.write(contentsOf: Data(text.utf8))
     }
 }
 

@@ -384,9 +384,19 @@ struct Diff: ParsableCommand {
     @Option(name: .customLong("stable-mask"), help: "Stable terrain only: GeoJSON polygons or a raster whose non-zero cells are stable.") var stableMask: String?
     @Option(name: .customLong("changed-mask"), help: "What changed, never used as stable terrain: GeoJSON polygons or a raster (non-zero = changed).") var changedMask: String?
     @Option(help: "Append the run's events (progress, finished, failed) to FILE as JSON lines.") var events: String?
+    @Option(name: .customLong("name-a"), help: "Name of A in messages and the manifest (default: its file name).") var nameA: String?
+    @Option(name: .customLong("name-b"), help: "Name of B in messages and the manifest (default: its file name).") var nameB: String?
+    @Flag(name: .customLong("user-files"), help: "The inputs are a user's files: open them with a few raster drivers (and GeoJSON for masks) only.") var userFiles = false
 
     func run() throws {
         if let events { try RunEvents.open(events) }
+        if let parent = ProcessInfo.processInfo.environment["DSMOPT_PARENT_PID"].flatMap(Int32.init) {
+            // Run by a service worker: stop when the worker is gone.
+            Thread.detachNewThread {
+                while getppid() == parent { usleep(200_000) }
+                Foundation.exit(75)
+            }
+        }
         if aoi != nil && aoiFile != nil { throw CLIFailure(message: "give --aoi or --aoi-file, not both", code: ExitCodes.usage) }
         var o = DifferenceOptions(a: a, b: b, output: out)
         if let text = try aoiFile.map({ path -> String in
@@ -396,6 +406,7 @@ struct Diff: ParsableCommand {
             o.aoi = try AreaOfInterest.parse(text)
         }
         o.stableMask = stableMask; o.changedMask = changedMask
+        o.trusted = !userFiles; o.nameA = nameA; o.nameB = nameB
         for (what, path) in [("A", a), ("B", b), ("--stable-mask", stableMask), ("--changed-mask", changedMask)] {
             if let path, !FileManager.default.fileExists(atPath: path) { throw CLIFailure(message: "\(what): \(path): no such file", code: ExitCodes.badInput) }
         }

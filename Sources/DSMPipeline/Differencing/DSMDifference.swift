@@ -96,7 +96,8 @@ public struct DifferenceManifest: Sendable, Codable {
     public var coregistration: CoregistrationOutcome
     public var stableTerrain: StableTerrain
     public var volumes: Volumes
-    public var uncertaintyMethod = """
+    public var uncertaintyMethod = DifferenceManifest.uncertaintyMethodText
+    public static let uncertaintyMethodText = """
         σ_dh = NMAD of B − A on stable terrain after coregistration; L = its correlation length (the lag at which \
         the autocorrelation of B − A on stable terrain falls below 1/e, at least one cell); for a region of area S \
         (cells of area a): random error of the mean height change σ_r = σ_dh·√(max(a, πL²)/S), error of the \

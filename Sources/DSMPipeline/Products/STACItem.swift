@@ -69,7 +69,7 @@ public enum STACItem {
     }
 
     /// Parses the acquisition times of the inputs (ISO 8601, with or without fractional seconds).
-    static func date(_ s: String) -> Date? {
+    public static func date(_ s: String) -> Date? {
         let f = ISO8601DateFormatter()
         f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         if let d = f.date(from: s) { return d }
@@ -77,7 +77,7 @@ public enum STACItem {
         return f.date(from: s)
     }
 
-    static func iso(_ d: Date) -> String {
+    public static func iso(_ d: Date) -> String {
         let f = ISO8601DateFormatter()
         f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         return f.string(from: d)

@@ -5,7 +5,7 @@ import GDALKit
 /// COGs (`GET /jobs/{id}/tiles/{layer}/{z}/{x}/{y}.png`): the coloured hillshades as they are, heights and
 /// the correlation score through a colour ramp, orthos as grey levels stretched between percentiles.
 struct MapLayer: Encodable, Sendable {
-    enum Kind: String, Encodable, Sendable { case rgb, heights, score, image }
+    enum Kind: String, Encodable, Sendable { case rgb, heights, score, image, difference }
     /// Layer name = product file name without `.tif`.
     var name: String
     var file: String
@@ -25,6 +25,7 @@ struct MapLayer: Encodable, Sendable {
             else if name == "dsm" || name == "dsm_raw" || name == "dsm_uncoregistered" { kind = .heights }
             else if name == "correlation_score" { kind = .score }
             else if name.hasPrefix("ortho_") { kind = .image }
+            else if name == "difference" { kind = .difference }
             else { continue }
             let title: String
             switch name {
@@ -35,6 +36,7 @@ struct MapLayer: Encodable, Sendable {
             case "dsm_uncoregistered": title = "DSM before coregistration"
             case "correlation_score": title = "\(code) correlation score"
             case "ortho_mosaic": title = "\(code) ortho-mosaic"
+            case "difference": title = "height change B − A"
             default: title = "\(code) \(name.replacingOccurrences(of: "_", with: " "))"
             }
             out.append(MapLayer(name: name, file: file, kind: kind, title: title, units: units))
@@ -51,11 +53,14 @@ struct MapLayer: Encodable, Sendable {
         (0, [68, 1, 84]), (0.25, [59, 82, 139]), (0.5, [33, 145, 140]), (0.75, [94, 201, 98]), (1, [253, 231, 37]),
     ]
     static let greyRamp: [(Double, [Double])] = [(0, [0, 0, 0]), (1, [255, 255, 255])]
+    /// Blue (lower) – white – red (higher), as difference.png.
+    static let differenceRamp: [(Double, [Double])] = [(0, [0, 0, 255]), (0.5, [255, 255, 255]), (1, [255, 0, 0])]
 
     var ramp: [(Double, [Double])] {
         switch kind {
         case .heights: return Self.heightRamp
         case .score: return Self.scoreRamp
+        case .difference: return Self.differenceRamp
         case .image, .rgb: return Self.greyRamp
         }
     }
@@ -109,7 +114,14 @@ final class MapRenderer: @unchecked Sendable {
         if let l = lock.withLock({ legends[key] }) { return l }
         let l: MapLegend = try await offload {
             var lo = 0.0, hi = 1.0
-            if layer.kind == .heights || layer.kind == .image {
+            if layer.kind == .difference {
+                // Symmetric about zero: ±(98th percentile of |B − A|).
+                var v = try MapTiles.sample(path).map { abs($0) }
+                if !v.isEmpty {
+                    v.sort()
+                    hi = max(0.01, Double(v[Int(Double(v.count - 1) * 0.98)])); lo = -hi
+                }
+            } else if layer.kind == .heights || layer.kind == .image {
                 var v = try MapTiles.sample(path)
                 if !v.isEmpty {
                     v.sort()
@@ -158,7 +170,12 @@ final class MapRenderer: @unchecked Sendable {
         try await offload {
             var out: [String: Double] = [:]
             let dsm = (results as NSString).appendingPathComponent("dsm.tif")
-            if let h = try MapTiles.value(at: longitude, latitude, in: dsm) {
+            let difference = (results as NSString).appendingPathComponent("difference.tif")
+            if FileManager.default.fileExists(atPath: difference), let d = try MapTiles.value(at: longitude, latitude, in: difference) {
+                out["difference"] = (d.value * 1000).rounded() / 1000
+                out["x"] = (d.x * 100).rounded() / 100; out["y"] = (d.y * 100).rounded() / 100
+            }
+            if FileManager.default.fileExists(atPath: dsm), let h = try MapTiles.value(at: longitude, latitude, in: dsm) {
                 out["height"] = (h.value * 1000).rounded() / 1000
                 out["x"] = (h.x * 100).rounded() / 100; out["y"] = (h.y * 100).rounded() / 100
             }

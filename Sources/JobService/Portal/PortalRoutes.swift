@@ -133,7 +133,8 @@ extension ServiceAPI {
             let results = try resultsFolder(job)
             struct Map: Encodable { var layers: [MapLayer]; var footprint: [[Double]]?; var bounds: [Double]? }
             var footprint: [[Double]]?
-            if let dsm = try? RasterDataset(path: (results as NSString).appendingPathComponent("dsm.tif")), let gt = dsm.geoTransform,
+            let main = ["dsm.tif", "difference.tif"].map { (results as NSString).appendingPathComponent($0) }.first { FileManager.default.fileExists(atPath: $0) }
+            if let main, let dsm = try? RasterDataset(path: main), let gt = dsm.geoTransform,
                let t = try? CoordinateTransform(fromWKT: dsm.projectionWKT, toWKT: try SpatialReference.wkt(epsg: 4326)) {
                 let corners = [(0.0, 0.0), (Double(dsm.width), 0), (Double(dsm.width), Double(dsm.height)), (0, Double(dsm.height))]
                 footprint = corners.compactMap { c in
