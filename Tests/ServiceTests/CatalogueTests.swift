@@ -60,6 +60,12 @@ import Testing
         #expect(try await http("POST", "\(s.base)/jobs/\(jobC)/publish", token: alice).status == 200)
         // Bob's unpublished job is never served nor listed.
         #expect(try await http("GET", "\(s.base)/stac/collections/dsm-opt/items/\(jobB)", token: bob).status == 404)
+        // Operators publish and withdraw any user's job.
+        let ops = try s.user("ops", role: "operator")
+        #expect(try await http("POST", "\(s.base)/jobs/\(jobB)/publish", token: ops).status == 201)
+        #expect(try await http("GET", "\(s.base)/stac/collections/dsm-opt/items/\(jobB)", token: alice).status == 200)
+        #expect(try await http("DELETE", "\(s.base)/jobs/\(jobB)/publish", token: ops).status == 204)
+        #expect(try await http("GET", "\(s.base)/stac/collections/dsm-opt/items/\(jobB)", token: alice).status == 404)
 
         // Every item, the collection and the landing page pass stac-validator (official schemas).
         let itemC = try await http("GET", "\(s.base)/stac/collections/dsm-opt/items/\(jobC)", token: dinamis)
@@ -129,15 +135,20 @@ import Testing
         var purged = false
         for _ in 0..<90 where !purged {
             try await Task.sleep(nanoseconds: 1_000_000_000)
-            purged = try await http("GET", "\(s.base)/jobs/\(jobA)/results", token: alice).status == 410
+            let a = try await http("GET", "\(s.base)/jobs/\(jobA)/results", token: alice).status
+            let b = try await http("GET", "\(s.base)/jobs/\(jobB)/results", token: bob).status
+            purged = a == 410 && b == 410
         }
-        #expect(purged, "job A's results were not purged within the wait")
+        #expect(purged, "jobs A and B's results were not purged within the wait")
         #expect(try await http("GET", "\(s.base)/stac/collections/dsm-opt/items/\(jobA)", token: bob).status == 200)
         let afterPurge = try await http("GET", dsmHref, token: bob)
         #expect(afterPurge.status == 200 && afterPurge.body.count > 1000)
         let me2 = try await http("GET", "\(s.base)/me", token: alice)
         #expect(((me2.json?["usage"] as? [String: Any])?["storageBytes"] as? Int ?? 0) > 0, "published bytes still count after the purge")
 
+        // A job whose results were purged can no longer be published (410).
+        let late = try await http("POST", "\(s.base)/jobs/\(jobB)/publish", token: bob)
+        #expect(late.status == 410 && late.text.contains("purged"), "\(late.status) \(late.text)")
         // Withdraw: not by another user; by the owner → gone from the item route, the search and the disk.
         #expect(try await http("DELETE", "\(s.base)/jobs/\(jobA)/publish", token: bob).status == 404)
         #expect(try await http("DELETE", "\(s.base)/jobs/\(jobA)/publish", token: alice).status == 204)

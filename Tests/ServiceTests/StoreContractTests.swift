@@ -190,6 +190,59 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(try await store.usage(userId: u.id, now: Date()).storageBytes == 0)
     }
 
+    /// The DSM catalogue's records: publish once, search by place, time and ids (newest acquisition first,
+    /// paged), the collection's extent, withdraw; published bytes count once against the owner's storage,
+    /// after the job's purge too.
+    @Test(arguments: StoreKind.allCases) func catalogueRecords(kind: StoreKind) async throws {
+        let (store, _tmp) = try await kind.make(); _ = _tmp
+        let (u, _) = try await store.createUser(name: "gil", role: .researcher, quota: Self.quota)
+        let (ops, _) = try await store.createUser(name: "ops", role: .operator, quota: Self.quota)
+        let day: Double = 86_400
+        func pub(_ id: String, _ bbox: [Double], _ t: Double, bytes: Int64 = 1000) -> Publication {
+            Publication(id: id, ownerId: u.id, publishedBy: ops.id, publishedAt: Date(), bytes: bytes, bbox: bbox,
+                        start: Date(timeIntervalSince1970: t), end: Date(timeIntervalSince1970: t + 30), item: "{\"id\": \"\(id)\"}")
+        }
+        let j = job(u.id, at: 1)
+        try await store.createJob(j, inputBytes: [], quota: Self.quota, results: 0, now: Date())
+        let claimed = try #require(try await store.claimJob(worker: "w", leaseUntil: Date().addingTimeInterval(60), now: Date()))
+        #expect(try await store.finish(jobId: j.id, attempt: claimed.attempts, worker: "w", status: .successful, error: nil, cpuSeconds: 1,
+                                       resultBytes: 1000, finishedAt: Date(), purgeAt: Date().addingTimeInterval(-1)))
+        #expect(try await store.usage(userId: u.id, now: Date()).storageBytes == 1000)
+        let reunion = pub(j.id, [55.6, -21.3, 55.7, -21.2], 1_372_487_834), marseille = pub("m", [5.3, 43.2, 5.4, 43.3], 1_372_487_834 + 400 * day, bytes: 500)
+        #expect(try await store.publish(reunion))
+        #expect(!(try await store.publish(reunion)), "a second publication of the same job changes nothing")
+        #expect(try await store.publish(marseille))
+        // The job's results and its publication are the same files: counted once (1000 + 500, not 2500).
+        #expect(try await store.usage(userId: u.id, now: Date()).storageBytes == 1500)
+        try await store.markPurged(jobId: j.id)
+        #expect(try await store.usage(userId: u.id, now: Date()).storageBytes == 1500, "published bytes still count after the purge")
+        let stored = try #require(try await store.publication(id: j.id))
+        #expect(stored.bbox == reunion.bbox && stored.ownerId == u.id && stored.publishedBy == ops.id && stored.item == reunion.item
+                && abs(stored.start!.timeIntervalSince1970 - 1_372_487_834) < 1e-6)
+        func ids(_ q: CatalogueQuery) async throws -> [String] { try await store.publications(q).map(\.id) }
+        #expect(try await ids(CatalogueQuery(limit: 10)) == ["m", j.id], "newest acquisition first")
+        #expect(try await ids(CatalogueQuery(bbox: [55, -22, 56, -21], limit: 10)) == [j.id])
+        #expect(try await ids(CatalogueQuery(bbox: [55.65, -21.25, 55.66, -21.24], limit: 10)) == [j.id], "a box inside the footprint")
+        #expect(try await ids(CatalogueQuery(bbox: [0, 0, 1, 1], limit: 10)).isEmpty)
+        #expect(try await ids(CatalogueQuery(start: Date(timeIntervalSince1970: 1_372_487_834 + 10), limit: 10)) == ["m", j.id], "an interval that starts inside the span")
+        #expect(try await ids(CatalogueQuery(start: Date(timeIntervalSince1970: 1_372_487_834 + 100), limit: 10)) == ["m"])
+        #expect(try await ids(CatalogueQuery(end: Date(timeIntervalSince1970: 1_372_487_834 + day), limit: 10)) == [j.id])
+        #expect(try await ids(CatalogueQuery(ids: ["m", "nope"], limit: 10)) == ["m"])
+        #expect(try await ids(CatalogueQuery(ids: [], limit: 10)).isEmpty)
+        #expect(try await ids(CatalogueQuery(limit: 1, offset: 1)) == [j.id])
+        let summary = try await store.catalogueSummary()
+        #expect(summary.count == 2 && summary.bbox == [5.3, -21.3, 55.7, 43.3])
+        #expect(summary.start.map { abs($0.timeIntervalSince1970 - 1_372_487_834) < 1e-6 } == true)
+        #expect(try await store.allPublicationIds() == [j.id, "m"])
+        // A job record deleted after its purge leaves its publication in place.
+        #expect(try await store.deleteJobRecords(purgedBefore: Date().addingTimeInterval(1)) == [j.id])
+        #expect(try await store.publication(id: j.id) != nil)
+        #expect(try await store.withdraw(id: j.id)?.id == j.id)
+        #expect(try await store.withdraw(id: j.id) == nil)
+        #expect(try await store.usage(userId: u.id, now: Date()).storageBytes == 500)
+        #expect(try await store.catalogueSummary().count == 1)
+    }
+
     /// 200 jobs, 4 workers claiming and finishing concurrently (two of them through a second connection to
     /// the store, as a second daemon would): none lost, none run twice.
     @Test(arguments: StoreKind.allCases) func manyJobsManyWorkers(kind: StoreKind) async throws {

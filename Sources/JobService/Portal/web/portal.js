@@ -721,6 +721,7 @@ async function results(job) {
   $('#layer-opacity').oninput = () => current && current.setOpacity($('#layer-opacity').value / 100);
   if (layers.hillshade) sel.value = 'hillshade';
   await pick();
+  catalogueState(job).catch((e) => banner(e.message));
   let probeTimer = null;
   map.off('mousemove');
   map.on('mousemove', (e) => {
@@ -731,9 +732,27 @@ async function results(job) {
       try {
         const v = await api(`/jobs/${job.jobID}/probe?lon=${lng}&lat=${lat}`);
         if (v.height !== undefined) $('#cursor').textContent = `${lat.toFixed(6)}, ${lng.toFixed(6)} — height ${v.height.toFixed(2)} m${v.score !== undefined ? `, score ${v.score.toFixed(2)}` : ''}`;
+        else if (v.difference !== undefined) $('#cursor').textContent = `${lat.toFixed(6)}, ${lng.toFixed(6)} — change B − A ${v.difference.toFixed(2)} m`;
       } catch (_) { /* outside */ }
     }, 200);
   });
+}
+
+/// Publish / withdraw: whether the catalogue lists the job's item (a search by id).
+async function catalogueState(job) {
+  const found = await api(`/stac/search?ids=${encodeURIComponent(job.jobID)}`);
+  const published = found.features.length > 0;
+  $('#catalogue-state').textContent = published
+    ? 'Published: every user of this service (and the DINAMIS catalogue) can find it in the STAC catalogue at /stac. It stays after the purge date until withdrawn, and counts against your storage quota.'
+    : 'Not published: only you (and operators) can see this job.';
+  $('#publish').hidden = published;
+  $('#withdraw').hidden = !published;
+  $('#publish').onclick = async () => {
+    try { await api(`/jobs/${job.jobID}/publish`, { method: 'POST' }); await catalogueState(job); } catch (e) { banner(e.message); }
+  };
+  $('#withdraw').onclick = async () => {
+    try { await api(`/jobs/${job.jobID}/publish`, { method: 'DELETE' }); await catalogueState(job); } catch (e) { banner(e.message); }
+  };
 }
 
 async function download(href, file, link) {
