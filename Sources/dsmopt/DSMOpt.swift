@@ -419,7 +419,7 @@ struct Diff: ParsableCommand {
         RunEvents.emit(.finished(products: m.products.count, wallSeconds: Date().timeIntervalSince(start), cpuSeconds: cpu, peakMiB: 0))
         let v = m.volumes, c = m.coregistration
         print(String(format: "shift of B onto A: %+.3f m east, %+.3f m north, %+.3f m up; stable terrain NMAD %.3f m, correlation length %.1f m\n"
-                     + "over %@ (%.0f m², %.1f %% covered): net %+.0f ± %.0f m³, gain %.0f ± %.0f m³, loss %.0f ± %.0f m³, changed area %.0f m² (|B − A| > %.2f m)",
+                     + "over %@ (%.0f m², %.1f %% covered): net %+.0f ± %.0f m³, gain %.0f ± %.0f m³, loss %.0f ± %.0f m³, changed area %.0f m² (changes found: |7×7 mean of B − A| > %.2f m)",
                      c.dx, c.dy, c.dz, m.stableTerrain.nmad, m.stableTerrain.correlationLengthM, v.region, v.regionAreaM2, v.coverage * 100,
                      v.netM3, v.netUncertaintyM3, v.gainM3, v.gainUncertaintyM3, v.lossM3, v.lossUncertaintyM3, v.changedAreaM2, v.thresholdM))
     }

@@ -64,6 +64,8 @@ public struct DifferenceManifest: Sendable, Codable {
         /// autocorrelation measured at each lag (metres, ρ).
         public var correlationLengthM: Double
         public var autocorrelation: [[Double]]
+        /// Area found to have changed (and left out of the stable terrain) after a first coregistration, m².
+        public var automaticChangeAreaM2: Double
     }
     public struct Volumes: Sendable, Codable {
         /// "the area of interest" or "the whole common area".
@@ -74,7 +76,8 @@ public struct DifferenceManifest: Sendable, Codable {
         /// Σ (B − A) × cell area over every cell of the region with both heights, m³.
         public var netM3: Double
         public var netUncertaintyM3: Double
-        /// Sums over the cells that changed significantly (|B − A| > threshold): gain (B above A) and loss
+        /// Sums over the cells that changed (the changes found: 7×7 mean of B − A beyond `thresholdM`, 5 NMAD
+        /// of that mean; else single cells beyond 2 NMAD): gain (B above A) and loss
         /// (B below A, positive), m³.
         public var gainM3: Double
         public var gainUncertaintyM3: Double
@@ -119,6 +122,7 @@ public enum DSMDifference {
 
     public static func run(_ o: DifferenceOptions, progress: (Double, String) -> Void = { _, _ in }) throws -> DifferenceManifest {
         let started = Date()
+        GDAL.setCacheMax(bytes: 256 << 20)
         let nameA = o.nameA ?? URL(fileURLWithPath: o.a).lastPathComponent, nameB = o.nameB ?? URL(fileURLWithPath: o.b).lastPathComponent
         let drivers = o.trusted ? nil : uploadDrivers
         func open(_ path: String, _ name: String) throws -> (RasterDataset, [Double]) {
@@ -208,21 +212,45 @@ public enum DSMDifference {
             excluded = path
         }
 
+        // Pass 0: B coregistered on A on the stable terrain given; B on A's grid.
+        let te = [gtA[0], gtA[3] + Double(h) * gtA[5], gtA[0] + Double(w) * gtA[1], gtA[3]].map { String(format: "%.12g", $0) }
+        let moved = s("b_coregistered.tif"), onA = s("b_on_a.tif")
+        func coregister(excluding ex: String?) throws -> CoregistrationOutcome {
+            let c: CoregistrationOutcome
+            do {
+                c = try DEMCoregistration.estimate(dsm: o.b, dsmDatum: .ellipsoid, reference: o.a, referenceDatum: .ellipsoid, referenceName: nameA,
+                                                   trusted: o.trusted, excluded: ex, scratch: s("coregistration"))
+            } catch let e as FinishingError {
+                throw DifferenceError.coregistration(e.description.replacingOccurrences(of: "reference DEM", with: nameA))
+            }
+            try? fm.removeItem(atPath: moved); try? fm.removeItem(atPath: onA)
+            try DEMCoregistration.apply(c, dsm: o.b, to: moved)
+            try GeoProducts.warp(source: moved, destination: onA, arguments: ["-of", "GTiff", "-t_srs", wkt, "-te"] + te
+                                 + ["-ts", "\(w)", "\(h)", "-r", "bilinear", "-ot", "Float32", "-dstnodata", "nan", "-co", "TILED=YES", "-co", "COMPRESS=DEFLATE",
+                                    "-wo", "NUM_THREADS=1"])
+            return c
+        }
         progress(0.1, "coregistering \(nameB) on \(nameA) (Nuth & Kääb)")
-        let coreg: CoregistrationOutcome
-        do {
-            coreg = try DEMCoregistration.estimate(dsm: o.b, dsmDatum: .ellipsoid, reference: o.a, referenceDatum: .ellipsoid, referenceName: nameA,
-                                                   trusted: o.trusted, excluded: excluded, scratch: s("coregistration"))
-        } catch let e as FinishingError {
-            throw DifferenceError.coregistration(e.description.replacingOccurrences(of: "reference DEM", with: nameA))
+        var coreg = try coregister(excluding: excluded)
+        // Pass 1: what changed between the dates is found in B − A (its 7×7 mean beyond 3 NMAD of that mean's
+        // spread) and left out of the stable terrain, then B is coregistered again: a change left in would pull
+        // the fit (a lava flow's thin margins bias the vertical alignment, and with it every volume).
+        progress(0.3, "finding the changes in B − A to leave them out of the stable terrain")
+        let auto = try changedAreas(a: a, bOnA: try RasterDataset(path: onA), excluded: excluded, width: w, height: h, geoTransform: gtA, wkt: wkt,
+                                    output: s("changed_auto.tif"))
+        if auto.cells > 0 {
+            let combined = s("excluded_with_changes.tif")
+            let writer = try WindowedRasterWriter(path: combined, width: w, height: h, bands: 1, type: .byte, geoTransform: gtA, projectionWKT: wkt, noData: nil)
+            let ex = try excluded.map { try RasterDataset(path: $0) }, ch = try RasterDataset(path: s("changed_auto.tif"))
+            try forEachStrip(height: h) { y, rows in
+                let e = try ex?.read(row: y, height: rows), c = try ch.read(row: y, height: rows)
+                try writer.write(band: 1, x: 0, y: y, width: w, height: rows, values: c.indices.map { k in c[k] > 0 || (e.map { $0[k] > 0 } ?? false) ? 1 : 0 })
+            }
+            try writer.close()
+            excluded = combined
+            coreg = try coregister(excluding: combined)
         }
         progress(0.5, String(format: "B shifted by %+.2f m east, %+.2f m north, %+.2f m up; differencing on A's grid", coreg.dx, coreg.dy, coreg.dz))
-        let moved = s("b_coregistered.tif"), onA = s("b_on_a.tif")
-        try DEMCoregistration.apply(coreg, dsm: o.b, to: moved)
-        let te = [gtA[0], gtA[3] + Double(h) * gtA[5], gtA[0] + Double(w) * gtA[1], gtA[3]].map { String(format: "%.12g", $0) }
-        try GeoProducts.warp(source: moved, destination: onA, arguments: ["-of", "GTiff", "-t_srs", wkt, "-te"] + te
-                             + ["-ts", "\(w)", "\(h)", "-r", "bilinear", "-ot", "Float32", "-dstnodata", "nan", "-co", "TILED=YES", "-co", "COMPRESS=DEFLATE",
-                                "-wo", "NUM_THREADS=1"])
         let cell = DEMCoregistration.metricCellSize(geoTransform: gtA, wkt: wkt, centreY: gtA[3] + Double(h) / 2 * gtA[5])
         let cellArea = cell.0 * cell.1
 
@@ -263,13 +291,16 @@ public enum DSMDifference {
         let (corrLength, autocorrelation) = try correlationLength(difference: diffPath, excluded: excl,
                                                                    median: median, nmad: nmad, cell: (cell.0 + cell.1) / 2)
 
-        // Pass 2: volumes over the region.
-        let threshold = Double(max(2 * nmad, 0.01))
+        // Pass 2: volumes over the region. Gain and loss are summed over the changes found (the 7×7 mean of
+        // B − A beyond 5 NMAD of its spread), else over the cells beyond 2 NMAD: not over noise.
+        let changesFound = auto.cells > 0 ? try RasterDataset(path: s("changed_auto.tif")) : nil
+        let threshold = changesFound != nil ? auto.threshold * 5 / 3 : Double(max(2 * nmad, 0.01))
         var net = 0.0, gain = 0.0, loss = 0.0, nValid = 0, nGain = 0, nLoss = 0, nRegion = 0
         let diff = try RasterDataset(path: diffPath)
         var absSample: [Float] = []
         try forEachStrip(height: h) { y, rows in
             let d = try diff.read(row: y, height: rows), ao = try aoiDS?.read(row: y, height: rows)
+            let found = try changesFound?.read(row: y, height: rows)
             for k in d.indices {
                 if let ao, ao[k] <= 0 { continue }
                 nRegion += 1
@@ -277,7 +308,8 @@ public enum DSMDifference {
                 guard v.isFinite else { continue }
                 nValid += 1
                 net += Double(v)
-                if Double(v) > threshold { gain += Double(v); nGain += 1 } else if Double(v) < -threshold { loss -= Double(v); nLoss += 1 }
+                let changed = found.map { $0[k] > 1 } ?? (abs(Double(v)) > threshold)
+                if changed && v > 0 { gain += Double(v); nGain += 1 } else if changed && v < 0 { loss -= Double(v); nLoss += 1 }
                 if (nValid % stride) == 0 { absSample.append(abs(v)) }
             }
         }
@@ -310,8 +342,9 @@ public enum DSMDifference {
         var manifest = DifferenceManifest(
             inputs: [try input("A (earlier)", o.a, name: nameA), try input("B (later)", o.b, name: nameB)],
             crsWKT: wkt, geoTransform: gtA, width: w, height: h, cellAreaM2: cellArea, coregistration: coreg,
-            stableTerrain: .init(definition: stableDefinition(o, aoiIsStable: aoiIsStable), cells: stableCells, areaM2: stableArea, median: Double(median),
-                                 nmad: Double(nmad), correlationLengthM: corrLength, autocorrelation: autocorrelation),
+            stableTerrain: .init(definition: stableDefinition(o, aoiIsStable: aoiIsStable, automatic: auto.cells > 0), cells: stableCells, areaM2: stableArea,
+                                 median: Double(median), nmad: Double(nmad), correlationLengthM: corrLength, autocorrelation: autocorrelation,
+                                 automaticChangeAreaM2: Double(auto.cells) * cellArea),
             volumes: volumes, colourRangeM: range, software: .current(),
             started: STACItem.iso(started), finished: STACItem.iso(Date()))
         manifest.products = [
@@ -331,12 +364,84 @@ public enum DSMDifference {
         return manifest
     }
 
-    static func stableDefinition(_ o: DifferenceOptions, aoiIsStable: Bool) -> String {
+    static func stableDefinition(_ o: DifferenceOptions, aoiIsStable: Bool, automatic: Bool) -> String {
         var parts: [String] = []
         if o.stableMask != nil { parts.append("inside the stable-terrain mask") }
         if o.changedMask != nil { parts.append("outside the changed-area mask") }
         if o.aoi != nil && !aoiIsStable { parts.append("outside the area of interest") }
+        if automatic { parts.append("outside the changes found after a first coregistration (7×7 mean of B − A beyond 3 NMAD)") }
         return parts.isEmpty ? "every cell where both DSMs have a height" : "cells " + parts.joined(separator: ", ")
+    }
+
+    /// Cells whose 7×7 mean of B − A lies beyond 3 NMAD (of that mean, on the cells not already excluded)
+    /// from its median: the changes between the dates, written as a byte raster on A's grid.
+    static func changedAreas(a: RasterDataset, bOnA: RasterDataset, excluded: String?, width w: Int, height h: Int,
+                             geoTransform gt: [Double], wkt: String, output: String) throws -> (cells: Int, threshold: Double) {
+        let r = 3, ndA = a.noDataValue().map(Float.init)
+        let ex = try excluded.map { try RasterDataset(path: $0) }
+        // The 7×7 mean of B − A, strip by strip with a halo of r rows (written to disk: it is read twice).
+        let meanPath = output + ".mean.tif"
+        let means = try WindowedRasterWriter(path: meanPath, width: w, height: h, bands: 1, type: .float32, geoTransform: gt, projectionWKT: wkt, noData: .nan)
+        var sample: [Float] = []
+        let stride = max(1, w * h / 2_000_000)
+        var counter = 0
+        try forEachStrip(height: h) { y, rows in
+            let y0 = max(0, y - r), y1 = min(h, y + rows + r), n = y1 - y0
+            let za = try a.read(row: y0, height: n), zb = try bOnA.read(row: y0, height: n)
+            var d = [Float](repeating: 0, count: w * n), c = [Float](repeating: 0, count: w * n)
+            for k in d.indices where za[k].isFinite && zb[k].isFinite && za[k] != ndA && za[k] > -1000 && za[k] < 9000 { d[k] = zb[k] - za[k]; c[k] = 1 }
+            // Separable box sums: along rows, then along columns.
+            func rowSums(_ v: [Float]) -> [Float] {
+                var out = [Float](repeating: 0, count: v.count)
+                for j in 0..<n {
+                    var acc: Float = 0
+                    let base = j * w
+                    for i in 0..<min(w, r + 1) { acc += v[base + i] }
+                    for i in 0..<w {
+                        out[base + i] = acc
+                        if i + r + 1 < w { acc += v[base + i + r + 1] }
+                        if i - r >= 0 { acc -= v[base + i - r] }
+                    }
+                }
+                return out
+            }
+            let sd = rowSums(d), sc = rowSums(c)
+            let e = try ex?.read(row: y, height: rows)
+            var m = [Float](repeating: .nan, count: w * rows)
+            for jj in 0..<rows {
+                let j = y + jj - y0
+                for i in 0..<w {
+                    var ssum: Float = 0, scount: Float = 0
+                    for dj in max(0, j - r)...min(n - 1, j + r) { ssum += sd[dj * w + i]; scount += sc[dj * w + i] }
+                    guard scount >= 10, c[j * w + i] > 0 else { continue }
+                    let v = ssum / scount
+                    m[jj * w + i] = v
+                    if !(e.map { $0[jj * w + i] > 0 } ?? false) {
+                        counter += 1
+                        if counter % stride == 0 { sample.append(v) }
+                    }
+                }
+            }
+            try means.write(band: 1, x: 0, y: y, width: w, height: rows, values: m)
+        }
+        try means.close()
+        defer { try? FileManager.default.removeItem(atPath: meanPath) }
+        guard sample.count >= 100 else { return (0, .nan) }
+        let med = median(sample), spread = 1.4826 * median(sample.map { abs($0 - med) })
+        let t = 3 * max(spread, 1e-3)
+        let meanDS = try RasterDataset(path: meanPath)
+        let writer = try WindowedRasterWriter(path: output, width: w, height: h, bands: 1, type: .byte, geoTransform: gt, projectionWKT: wkt, noData: nil)
+        var cells = 0
+        try forEachStrip(height: h) { y, rows in
+            let m = try meanDS.read(row: y, height: rows)
+            // 1: beyond 3 NMAD (left out of the stable terrain); 2: beyond 5 NMAD (a change, for gain and loss —
+            // at 3 NMAD, one noise cell in 370 would pass, thousands over a scene).
+            let v = m.map { x -> Float in x.isFinite && abs(x - med) > t ? (abs(x - med) > t * 5 / 3 ? 2 : 1) : 0 }
+            cells += v.reduce(0) { $0 + ($1 > 0 ? 1 : 0) }
+            try writer.write(band: 1, x: 0, y: y, width: w, height: rows, values: v)
+        }
+        try writer.close()
+        return (cells, Double(t))
     }
 
     static func forEachStrip(height: Int, _ body: (Int, Int) throws -> Void) throws {
