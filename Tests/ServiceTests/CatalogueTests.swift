@@ -46,6 +46,16 @@ import Testing
             let j = try await waitFor(s, token: token, job: id, states: ["successful", "failed"])
             #expect(j["status"] as? String == "successful", "\(j)")
         }
+        // Jobs as inputs of a difference: their footprints (from their STAC items) are checked at submission.
+        let apart = try await http("POST", "\(s.base)/processes/dsm-difference/execution", token: alice,
+                                   body: json(["dsms": [["job": jobA], ["job": jobC]]]), headers: ["Content-Type": "application/json"])
+        #expect(apart.status == 422 && apart.text.contains("do not overlap") && apart.text.contains("job \(jobA) dsm.tif"), "\(apart.text)")
+        let twice = try await http("POST", "\(s.base)/processes/dsm-difference/execution", token: alice,
+                                   body: json(["dsms": [["job": jobA], ["job": jobA]]]), headers: ["Content-Type": "application/json"])
+        #expect(twice.status == 422 && twice.text.contains("the same DSM"), "\(twice.text)")
+        let notYours = try await http("POST", "\(s.base)/processes/dsm-difference/execution", token: alice,
+                                      body: json(["dsms": [["job": jobA], ["job": jobB]]]), headers: ["Content-Type": "application/json"])
+        #expect(notYours.status == 422 && notYours.text.contains("dsms[1].job"), "\(notYours.text)")
         // "publish": true at submission: the item exists once the job has succeeded.
         var itemA = try await http("GET", "\(s.base)/stac/collections/dsm-opt/items/\(jobA)", token: bob)
         for _ in 0..<50 where itemA.status != 200 {
