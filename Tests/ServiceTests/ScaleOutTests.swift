@@ -95,6 +95,49 @@ import Testing
         b.waitUntilExit()
         #expect(Date().timeIntervalSince(t0) < 10)
     }
+
+    /// PostgreSQL restarted in the middle of a job (`pg_ctl restart -m fast`: every connection dropped): the
+    /// API and the worker reconnect, the running job finishes in its first attempt, the queued one runs,
+    /// and a job submitted after the restart runs too. Nothing lost, nothing run twice.
+    @Test func postgresRestartMidJobLosesNothing() async throws {
+        let dir = try #require(ProcessInfo.processInfo.environment["DSMOPT_TEST_POSTGRES_DIR"],
+                               "DSMOPT_TEST_POSTGRES_DIR is not set: run scripts/test.sh (it starts the private cluster this test restarts)")
+        let url = try StoreKind.newDatabase(prefix: "p_")
+        let s = try ServerProcess(workers: 0, config: #"{"store": "\#(url)"}"#)
+        let token = try s.user("alice", quota: ["--max-concurrent-jobs", "4"])
+        let img1 = try TestData.path("pleiades/reunion-pair/img_01.tif"), img2 = try TestData.path("pleiades/reunion-pair/img_02.tif")
+        let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
+        func submit(_ roi: [Int], _ resolution: Double) async throws -> String {
+            let r = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
+                                   body: json(["images": [["upload": u1], ["upload": u2]], "parameters": ["roi": roi, "resolution": resolution, "orthos": false]]))
+            return try #require(r.json?["jobID"] as? String, "\(r.text)")
+        }
+        let long = try await submit([0, 0, 1024, 1024], 0.5)
+        let queued = try await submit([350, 350, 300, 300], 1.0)
+        let w = try worker(s.data, slots: 1)
+        defer { w.terminate(); w.waitUntilExit() }
+        _ = try await waitFor(s, token: token, job: long, states: ["running"], timeout: 60)
+        try await Task.sleep(nanoseconds: 1_000_000_000)
+        // The restarted server must not inherit this process's pipes (their reader would never see their end):
+        // every descriptor above 2 is closed and the standard ones go to /dev/null before the script runs.
+        let script = TestData.packageRoot.appendingPathComponent("scripts/pg-cluster.sh").path
+        let restart = try run("/bin/bash", ["-c", "for fd in $(ls /proc/$$/fd); do [ \"$fd\" -gt 2 ] && eval \"exec $fd>&-\" 2>/dev/null; done; "
+                                                 + "exec bash '\(script)' restart '\(dir)' </dev/null >/dev/null 2>&1"], timeout: 120)
+        #expect(restart.status == 0, "pg_ctl restart failed (see \(dir)/server.log)")
+        // The API answers again (a new connection) within seconds.
+        var answered = false
+        for _ in 0..<60 where !answered {
+            answered = (try? await http("GET", "\(s.base)/jobs/\(long)", token: token).status) == 200
+            if !answered { try await Task.sleep(nanoseconds: 500_000_000) }
+        }
+        #expect(answered, "the API did not reconnect to PostgreSQL")
+        let after = try await submit([500, 500, 200, 200], 1.0)
+        for id in [long, queued, after] {
+            let j = try await waitFor(s, token: token, job: id, states: ["successful", "failed"], timeout: 240)
+            #expect(j["status"] as? String == "successful" && j["attempts"] as? Int == 1, "\(j)")
+        }
+        #expect(w.isRunning, "the worker survived the restart")
+    }
 }
 
 /// The deployment files name commands and options that exist.
