@@ -10,6 +10,12 @@ public enum AreaOfInterest: Sendable, Equatable, Codable {
     /// A polygon ring of (lon, lat).
     case polygon([[Double]])
 
+    /// The area as a GeoJSON Polygon geometry (closed ring), text that `parse` reads back.
+    public var geoJSONPolygon: String {
+        let closed = ring + [ring[0]]
+        return "{\"type\":\"Polygon\",\"coordinates\":[[" + closed.map { "[\($0[0]),\($0[1])]" }.joined(separator: ",") + "]]}"
+    }
+
     /// The outline as (lon, lat) positions (a bounding box as its 4 corners).
     public var ring: [[Double]] {
         switch self {

@@ -22,6 +22,11 @@ struct APIProblem: Error, CustomStringConvertible {
     static func notFound(_ what: String) -> APIProblem { APIProblem(status: .notFound, title: "Not Found", detail: what) }
     static func forbidden(_ why: String) -> APIProblem { APIProblem(status: .forbidden, title: "Forbidden", detail: why) }
     static func badRequest(_ why: String) -> APIProblem { APIProblem(status: .badRequest, title: "Bad Request", detail: why) }
+    /// A submission over quota: 429 for the concurrent-jobs limit (it clears when a job ends), 403 otherwise.
+    static func quota(_ q: QuotaExceeded) -> APIProblem {
+        if case .concurrentJobs = q { return APIProblem(status: .tooManyRequests, title: "Too Many Requests", detail: q.description, limit: q.limit) }
+        return APIProblem(status: .forbidden, title: "Forbidden", detail: q.description, limit: q.limit)
+    }
 
     var response: Response {
         struct Body: Encodable { var type: String; var title: String; var status: Int; var detail: String; var errors: [FieldError]?; var limit: String? }
@@ -919,8 +924,7 @@ public struct ServiceAPI: Sendable {
         do {
             try await store.createJob(job, inputBytes: inputs, quota: user.quota, results: resultBytes, now: now)
         } catch let q as QuotaExceeded {
-            let status: HTTPResponse.Status = { if case .concurrentJobs = q { return .tooManyRequests }; return .forbidden }()
-            throw APIProblem(status: status, title: status == .tooManyRequests ? "Too Many Requests" : "Forbidden", detail: q.description, limit: q.limit)
+            throw APIProblem.quota(q)
         }
         return jsonResponse(Self.view(job), status: .created, headers: [.location: "/jobs/\(job.id)"])
     }

@@ -252,10 +252,7 @@ public final class WorkerPool: Service, @unchecked Sendable {
                 try? fm.removeItem(atPath: runDir)
                 args = ["diff", d.resolvedDSMs[0], d.resolvedDSMs[1], "--out", runDir, "--events", events, "--user-files",
                         "--name-a", d.names.first ?? "A", "--name-b", d.names.last ?? "B"]
-                if let aoi = d.aoi {
-                    let ring = aoi.ring
-                    args += ["--aoi", "{\"type\":\"Polygon\",\"coordinates\":[[" + (ring + [ring[0]]).map { "[\($0[0]),\($0[1])]" }.joined(separator: ",") + "]]}"]
-                }
+                if let aoi = d.aoi { args += ["--aoi", aoi.geoJSONPolygon] }
                 if let m = d.resolvedStableMask { args += ["--stable-mask", m] }
                 if let m = d.resolvedChangedMask { args += ["--changed-mask", m] }
             } else if inheritWork(job: job, attempt: attempt) {

@@ -19,6 +19,18 @@ import Testing
         return p
     }
 
+    /// Uploads the La Réunion pair for `token`; returns a function that submits a job of it (region, cell size,
+    /// no orthos) and returns the job's id.
+    func pairSubmitter(_ s: ServerProcess, token: String) async throws -> ([Int], Double) async throws -> String {
+        let img1 = try TestData.path("pleiades/reunion-pair/img_01.tif"), img2 = try TestData.path("pleiades/reunion-pair/img_02.tif")
+        let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
+        return { roi, resolution in
+            let r = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
+                                   body: json(["images": [["upload": u1], ["upload": u2]], "parameters": ["roi": roi, "resolution": resolution, "orthos": false]]))
+            return try #require(r.json?["jobID"] as? String, "\(r.text)")
+        }
+    }
+
     /// A worker on a machine without the shared data folder fails the job it claims with a message naming
     /// the missing input (not a hang, not a crash); a worker of another dsmopt version refuses a job.
     @Test func workersRefuseJobsTheyCannotRunFaithfully() async throws {
@@ -60,13 +72,7 @@ import Testing
         // serve, worker and admin all read the store from the data folder's config file.
         let s = try ServerProcess(workers: 0, config: #"{"leaseSeconds": 3, "store": "\#(url)"}"#)
         let token = try s.user("alice", quota: ["--max-concurrent-jobs", "3"])
-        let img1 = try TestData.path("pleiades/reunion-pair/img_01.tif"), img2 = try TestData.path("pleiades/reunion-pair/img_02.tif")
-        let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
-        func submit(_ roi: [Int], _ resolution: Double) async throws -> String {
-            let r = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
-                                   body: json(["images": [["upload": u1], ["upload": u2]], "parameters": ["roi": roi, "resolution": resolution, "orthos": false]]))
-            return try #require(r.json?["jobID"] as? String, "\(r.text)")
-        }
+        let submit = try await pairSubmitter(s, token: token)
         let long = try await submit([0, 0, 1024, 1024], 0.5)
         let short = try await submit([350, 350, 300, 300], 1.0)
         // The API alone runs nothing.
@@ -105,13 +111,7 @@ import Testing
         let url = try StoreKind.newDatabase(prefix: "p_")
         let s = try ServerProcess(workers: 0, config: #"{"store": "\#(url)"}"#)
         let token = try s.user("alice", quota: ["--max-concurrent-jobs", "4"])
-        let img1 = try TestData.path("pleiades/reunion-pair/img_01.tif"), img2 = try TestData.path("pleiades/reunion-pair/img_02.tif")
-        let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
-        func submit(_ roi: [Int], _ resolution: Double) async throws -> String {
-            let r = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
-                                   body: json(["images": [["upload": u1], ["upload": u2]], "parameters": ["roi": roi, "resolution": resolution, "orthos": false]]))
-            return try #require(r.json?["jobID"] as? String, "\(r.text)")
-        }
+        let submit = try await pairSubmitter(s, token: token)
         let long = try await submit([0, 0, 1024, 1024], 0.5)
         let queued = try await submit([350, 350, 300, 300], 1.0)
         let w = try worker(s.data, slots: 1)

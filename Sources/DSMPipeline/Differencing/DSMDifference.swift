@@ -154,6 +154,22 @@ public enum DSMDifference {
         try fm.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         defer { try? fm.removeItem(atPath: scratch) }
         func s(_ n: String) -> String { (scratch as NSString).appendingPathComponent(n) }
+        // A raster resampled onto A's grid (A's CRS, extent and size).
+        let te = [gtA[0], gtA[3] + Double(h) * gtA[5], gtA[0] + Double(w) * gtA[1], gtA[3]].map { String(format: "%.12g", $0) }
+        func warpOntoA(_ source: String, _ destination: String, resampling: String, type: String, extra: [String] = []) throws {
+            try GeoProducts.warp(source: source, destination: destination, arguments: ["-of", "GTiff", "-t_srs", wkt, "-te"] + te
+                                 + ["-ts", "\(w)", "\(h)", "-r", resampling, "-ot", type] + extra
+                                 + ["-co", "TILED=YES", "-co", "COMPRESS=DEFLATE", "-wo", "NUM_THREADS=1"])
+        }
+        // A byte raster on A's grid, strip by strip: 1 where `rule` says so for the strip's cell k.
+        func writeMask(_ path: String, _ rule: (_ y: Int, _ rows: Int) throws -> (Int) -> Bool) throws {
+            let writer = try WindowedRasterWriter(path: path, width: w, height: h, bands: 1, type: .byte, geoTransform: gtA, projectionWKT: wkt, noData: nil)
+            try forEachStrip(height: h) { y, rows in
+                let inMask = try rule(y, rows)
+                try writer.write(band: 1, x: 0, y: y, width: w, height: rows, values: (0..<(w * rows)).map { inMask($0) ? 1 : 0 })
+            }
+            try writer.close()
+        }
 
         // Masks on A's grid (1 byte per cell, on disk).
         func onGrid(_ path: String, _ what: String) throws -> String {
@@ -166,9 +182,7 @@ public enum DSMDifference {
                 } else {
                     let src = try RasterDataset(path: path, drivers: drivers)
                     guard src.geoTransform != nil, !src.projectionWKT.isEmpty else { throw DifferenceError.input("the \(what) mask has no georeferencing") }
-                    let te = [gtA[0], gtA[3] + Double(h) * gtA[5], gtA[0] + Double(w) * gtA[1], gtA[3]].map { String(format: "%.12g", $0) }
-                    try GeoProducts.warp(source: path, destination: dst, arguments: ["-of", "GTiff", "-t_srs", wkt, "-te"] + te
-                                         + ["-ts", "\(w)", "\(h)", "-r", "near", "-ot", "Byte", "-co", "TILED=YES", "-co", "COMPRESS=DEFLATE", "-wo", "NUM_THREADS=1"])
+                    try warpOntoA(path, dst, resampling: "near", type: "Byte")
                 }
             } catch let e as DifferenceError { throw e } catch {
                 throw DifferenceError.input("the \(what) mask \(URL(fileURLWithPath: path).lastPathComponent) cannot be read: GeoJSON polygons or a georeferenced raster (non-zero = \(what == "stable" ? "stable terrain" : "changed"))")
@@ -180,8 +194,7 @@ public enum DSMDifference {
         var aoiRaster: String?
         if let aoi = o.aoi {
             let geojson = s("aoi.geojson")
-            let ring = aoi.ring + [aoi.ring[0]]
-            let text = "{\"type\":\"FeatureCollection\",\"features\":[{\"type\":\"Feature\",\"properties\":{},\"geometry\":{\"type\":\"Polygon\",\"coordinates\":[[\(ring.map { "[\($0[0]),\($0[1])]" }.joined(separator: ","))]]}}]}"
+            let text = "{\"type\":\"FeatureCollection\",\"features\":[{\"type\":\"Feature\",\"properties\":{},\"geometry\":\(aoi.geoJSONPolygon)}]}"
             try Data(text.utf8).write(to: URL(fileURLWithPath: geojson))
             aoiRaster = try onGrid(geojson, "aoi")
         }
@@ -199,21 +212,16 @@ public enum DSMDifference {
         var excluded: String?
         if stable != nil || changed != nil || !aoiIsStable {
             let path = s("excluded.tif")
-            let writer = try WindowedRasterWriter(path: path, width: w, height: h, bands: 1, type: .byte, geoTransform: gtA, projectionWKT: wkt, noData: nil)
-            try forEachStrip(height: h) { y, rows in
-                let st = try stable.map { try RasterDataset(path: $0).read(row: y, height: rows) }
-                let ch = try changed.map { try RasterDataset(path: $0).read(row: y, height: rows) }
+            let stableDS = try stable.map { try RasterDataset(path: $0) }, changedDS = try changed.map { try RasterDataset(path: $0) }
+            try writeMask(path) { y, rows in
+                let st = try stableDS?.read(row: y, height: rows), ch = try changedDS?.read(row: y, height: rows)
                 let ao = aoiIsStable ? nil : try aoiDS?.read(row: y, height: rows)
-                var v = [Float](repeating: 0, count: w * rows)
-                for k in v.indices where (st.map { $0[k] <= 0 } ?? false) || (ch.map { $0[k] > 0 } ?? false) || (ao.map { $0[k] > 0 } ?? false) { v[k] = 1 }
-                try writer.write(band: 1, x: 0, y: y, width: w, height: rows, values: v)
+                return { k in (st.map { $0[k] <= 0 } ?? false) || (ch.map { $0[k] > 0 } ?? false) || (ao.map { $0[k] > 0 } ?? false) }
             }
-            try writer.close()
             excluded = path
         }
 
         // Pass 0: B coregistered on A on the stable terrain given; B on A's grid.
-        let te = [gtA[0], gtA[3] + Double(h) * gtA[5], gtA[0] + Double(w) * gtA[1], gtA[3]].map { String(format: "%.12g", $0) }
         let moved = s("b_coregistered.tif"), onA = s("b_on_a.tif")
         func coregister(excluding ex: String?) throws -> CoregistrationOutcome {
             let c: CoregistrationOutcome
@@ -225,9 +233,7 @@ public enum DSMDifference {
             }
             try? fm.removeItem(atPath: moved); try? fm.removeItem(atPath: onA)
             try DEMCoregistration.apply(c, dsm: o.b, to: moved)
-            try GeoProducts.warp(source: moved, destination: onA, arguments: ["-of", "GTiff", "-t_srs", wkt, "-te"] + te
-                                 + ["-ts", "\(w)", "\(h)", "-r", "bilinear", "-ot", "Float32", "-dstnodata", "nan", "-co", "TILED=YES", "-co", "COMPRESS=DEFLATE",
-                                    "-wo", "NUM_THREADS=1"])
+            try warpOntoA(moved, onA, resampling: "bilinear", type: "Float32", extra: ["-dstnodata", "nan"])
             return c
         }
         progress(0.1, "coregistering \(nameB) on \(nameA) (Nuth & Kääb)")
@@ -240,13 +246,11 @@ public enum DSMDifference {
                                     output: s("changed_auto.tif"))
         if auto.cells > 0 {
             let combined = s("excluded_with_changes.tif")
-            let writer = try WindowedRasterWriter(path: combined, width: w, height: h, bands: 1, type: .byte, geoTransform: gtA, projectionWKT: wkt, noData: nil)
             let ex = try excluded.map { try RasterDataset(path: $0) }, ch = try RasterDataset(path: s("changed_auto.tif"))
-            try forEachStrip(height: h) { y, rows in
+            try writeMask(combined) { y, rows in
                 let e = try ex?.read(row: y, height: rows), c = try ch.read(row: y, height: rows)
-                try writer.write(band: 1, x: 0, y: y, width: w, height: rows, values: c.indices.map { k in c[k] > 0 || (e.map { $0[k] > 0 } ?? false) ? 1 : 0 })
+                return { k in c[k] > 0 || (e.map { $0[k] > 0 } ?? false) }
             }
-            try writer.close()
             excluded = combined
             coreg = try coregister(excluding: combined)
         }
@@ -254,7 +258,7 @@ public enum DSMDifference {
         let cell = DEMCoregistration.metricCellSize(geoTransform: gtA, wkt: wkt, centreY: gtA[3] + Double(h) / 2 * gtA[5])
         let cellArea = cell.0 * cell.1
 
-        // Pass 1: B − A, and a sample of it on stable terrain.
+        // Pass 2: B − A, and a sample of it on stable terrain.
         let diffPath = s("difference.tif")
         let writer = try WindowedRasterWriter(path: diffPath, width: w, height: h, bands: 1, type: .float32, geoTransform: gtA, projectionWKT: wkt,
                                               noData: .nan, bandDescriptions: ["B − A (m)"])
@@ -262,8 +266,7 @@ public enum DSMDifference {
         let bOnA = try RasterDataset(path: onA)
         var stableSample: [Float] = [], stableCells = 0
         let excl = try excluded.map { try RasterDataset(path: $0) }
-        // Stable terrain for the error statistics: not excluded, and outside the AOI when one is given (the
-        // change being measured is there), unless that leaves too little.
+        // Stable terrain for the error statistics: every cell not excluded above.
         let stride = max(1, w * h / 4_000_000)
         var counter = 0
         try forEachStrip(height: h) { y, rows in
@@ -285,13 +288,15 @@ public enum DSMDifference {
         guard stableSample.count >= 100 else {
             throw DifferenceError.noOverlap("\(nameA) and \(nameB) have too few cells in common on stable terrain (\(stableCells)) to compare them")
         }
-        let median = Self.median(stableSample)
-        let nmad = 1.4826 * Self.median(stableSample.map { abs($0 - median) })
+        var sample = stableSample
+        let median = NuthKaab.median(&sample)
+        var deviations = stableSample.map { abs($0 - median) }
+        let nmad = 1.4826 * NuthKaab.median(&deviations)
         progress(0.7, String(format: "stable terrain: %d cells, NMAD %.3f m; estimating the error's correlation length", stableCells, nmad))
         let (corrLength, autocorrelation) = try correlationLength(difference: diffPath, excluded: excl,
                                                                    median: median, nmad: nmad, cell: (cell.0 + cell.1) / 2)
 
-        // Pass 2: volumes over the region. Gain and loss are summed over the changes found (the 7×7 mean of
+        // Pass 3: volumes over the region. Gain and loss are summed over the changes found (the 7×7 mean of
         // B − A beyond 5 NMAD of its spread), else over the cells beyond 2 NMAD: not over noise.
         let changesFound = auto.cells > 0 ? try RasterDataset(path: s("changed_auto.tif")) : nil
         let threshold = changesFound != nil ? auto.threshold * 5 / 3 : Double(max(2 * nmad, 0.01))
@@ -427,7 +432,9 @@ public enum DSMDifference {
         try means.close()
         defer { try? FileManager.default.removeItem(atPath: meanPath) }
         guard sample.count >= 100 else { return (0, .nan) }
-        let med = median(sample), spread = 1.4826 * median(sample.map { abs($0 - med) })
+        let med = NuthKaab.median(&sample)
+        var deviations = sample.map { abs($0 - med) }
+        let spread = 1.4826 * NuthKaab.median(&deviations)
         let t = 3 * max(spread, 1e-3)
         let meanDS = try RasterDataset(path: meanPath)
         let writer = try WindowedRasterWriter(path: output, width: w, height: h, bands: 1, type: .byte, geoTransform: gt, projectionWKT: wkt, noData: nil)
@@ -452,8 +459,6 @@ public enum DSMDifference {
             y += rows
         }
     }
-
-    static func median(_ v: [Float]) -> Float { quantile(v, 0.5) }
 
     static func quantile(_ v: [Float], _ q: Double) -> Float {
         guard !v.isEmpty else { return .nan }

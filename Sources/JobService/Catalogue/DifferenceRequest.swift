@@ -148,8 +148,7 @@ extension ServiceAPI {
         do {
             try await store.createJob(job, inputBytes: bytes, quota: user.quota, results: 2 * sizeA + (4 << 20), now: now)
         } catch let q as QuotaExceeded {
-            let status: HTTPResponse.Status = { if case .concurrentJobs = q { return .tooManyRequests }; return .forbidden }()
-            throw APIProblem(status: status, title: status == .tooManyRequests ? "Too Many Requests" : "Forbidden", detail: q.description, limit: q.limit)
+            throw APIProblem.quota(q)
         }
         return jsonResponse(Self.view(job), status: .created, headers: [.location: "/jobs/\(job.id)"])
     }

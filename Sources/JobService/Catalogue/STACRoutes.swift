@@ -18,11 +18,12 @@ struct CatalogueSearch: Equatable {
     var offset = 0
 
     static let maxLimit = 1000
+    /// The search's fields, the same in a GET query and a POST body.
+    static let fields: Set<String> = ["bbox", "datetime", "ids", "collections", "intersects", "limit", "token"]
 
     /// GET: `bbox=a,b,c,d`, `datetime=…`, `ids=a,b`, `collections=…`, `intersects=<GeoJSON>`, `limit`, `token`.
     static func parse(query q: [String: String]) throws -> CatalogueSearch {
-        let known: Set<String> = ["bbox", "datetime", "ids", "collections", "intersects", "limit", "token"]
-        if let k = q.keys.sorted().first(where: { !known.contains($0) }) { throw APIProblem.badRequest("unknown search parameter \(k) (known: \(known.sorted().joined(separator: ", ")))") }
+        if let k = q.keys.sorted().first(where: { !fields.contains($0) }) { throw APIProblem.badRequest("unknown search parameter \(k) (known: \(fields.sorted().joined(separator: ", ")))") }
         var s = CatalogueSearch()
         if let b = q["bbox"] {
             let v = b.split(separator: ",", omittingEmptySubsequences: false).map { Double($0.trimmingCharacters(in: .whitespaces)) }
@@ -47,8 +48,7 @@ struct CatalogueSearch: Equatable {
         guard let o = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else { throw APIProblem.badRequest("the search body must be a JSON object") }
         // Typed view of the same body: JSON numbers and booleans kept apart.
         let typed = (try? JSONDecoder().decode([String: JSONValue].self, from: body)) ?? [:]
-        let known: Set<String> = ["bbox", "datetime", "ids", "collections", "intersects", "limit", "token"]
-        if let k = o.keys.sorted().first(where: { !known.contains($0) }) { throw APIProblem.badRequest("unknown search field \(k) (known: \(known.sorted().joined(separator: ", ")))") }
+        if let k = o.keys.sorted().first(where: { !fields.contains($0) }) { throw APIProblem.badRequest("unknown search field \(k) (known: \(fields.sorted().joined(separator: ", ")))") }
         var s = CatalogueSearch()
         if let b = o["bbox"] {
             _ = b

@@ -107,8 +107,8 @@ final class MapRenderer: @unchecked Sendable {
         }
     }
 
-    /// The colour range of a layer (2nd–98th percentile of its values for heights and images; 0–1 for the
-    /// score), computed once per product file.
+    /// The colour range of a layer (2nd–98th percentile of its values for heights and images; ±98th
+    /// percentile of |value| for a difference; 0–1 for the score), computed once per product file.
     func legend(_ layer: MapLayer, path: String) async throws -> MapLegend {
         let key = path
         if let l = lock.withLock({ legends[key] }) { return l }
