@@ -435,6 +435,81 @@ public struct DSMPipelineRunner: Sendable {
     @discardableResult
     public func run(resume: Bool = false) throws -> Manifest {
         let started = Date(), clock = ContinuousClock.now
+        let (plan, images, work) = try planned(resume: resume)
+        try runStage(.match, plan: plan, work: work, range: (0.05, 0.75), MatchTask(plan: plan, images: images, work: work).run)
+        let offsets = try pairOffsets(plan: plan, work: work)
+        try runStage(.fuse, plan: plan, work: work, range: (0.75, 0.85), FuseTask(plan: plan, offsets: offsets, work: work).run)
+        try checkMatched(plan: plan, work: work)
+        if plan.orthoImages || plan.orthoMosaic {
+            try runStage(.ortho, plan: plan, work: work, range: (0.85, 0.92), OrthoTask(plan: plan, images: images, work: work).run)
+        }
+        let elapsed = ContinuousClock.now - clock
+        return try assemble(plan: plan, images: images, work: work, offsets: offsets, started: started,
+                            wallSeconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18,
+                            cpuSeconds: ProcessUsage.cpuSeconds())
+    }
+
+    /// One step of a run whose tiles are spread over several processes or machines (the job service's
+    /// tile tasks): each step is run by its own process on the shared work folder, in this order —
+    /// `.plan` once, `.tiles(.match, …)` for every tile, `.offsets` once (triplets), `.tiles(.fuse, …)`,
+    /// `.tiles(.ortho, …)` (when orthos are asked for), `.assemble` once. Tile files appear once, complete
+    /// (the first complete write of a tile wins; a later one, e.g. by a worker that lost its lease, is
+    /// dropped), so a step run twice changes nothing.
+    public enum Step: Sendable, Equatable {
+        case plan
+        case tiles(TileStage, [Int])
+        case offsets
+        case assemble
+    }
+
+    /// Runs one step (see `Step`); `.assemble` returns the manifest. CPU seconds of every step are kept in
+    /// the work folder so that the manifest's provenance counts the whole run's.
+    @discardableResult
+    public func run(step: Step) throws -> Manifest? {
+        let work = WorkFolder(output: options.output)
+        defer { if step != .assemble { try? work.recordCPU(step: step, seconds: ProcessUsage.cpuSeconds()) } }
+        if step == .plan {
+            let started = Date()
+            _ = try planned(resume: false)
+            try work.writeJSON(StepStart(started: ISO8601DateFormatter().string(from: started)), to: work.path("started.json"))
+            return nil
+        }
+        let (plan, images, _) = try planned(resume: true)
+        switch step {
+        case .plan: return nil
+        case .tiles(let stage, let indices):
+            let all = plan.tiles.tiles
+            if let bad = indices.first(where: { !all.indices.contains($0) }) {
+                throw PipelineError.workFolder(work.planPath, "has \(all.count) tiles; there is no tile \(bad)")
+            }
+            let chosen = indices.map { all[$0] }
+            switch stage {
+            case .match: try runStage(.match, plan: plan, work: work, range: (0.05, 0.75), only: chosen, MatchTask(plan: plan, images: images, work: work).run)
+            case .fuse:
+                let offsets = plan.pairs.count > 1 ? try work.readJSON(PairOffsets.self, from: work.path("offsets.json")) : nil
+                if plan.pairs.count > 1 && offsets == nil { throw PipelineError.workFolder(work.path("offsets.json"), "missing: the offsets step runs before fusion") }
+                try runStage(.fuse, plan: plan, work: work, range: (0.75, 0.85), only: chosen, FuseTask(plan: plan, offsets: offsets, work: work).run)
+            case .ortho: try runStage(.ortho, plan: plan, work: work, range: (0.85, 0.92), only: chosen, OrthoTask(plan: plan, images: images, work: work).run)
+            }
+            return nil
+        case .offsets:
+            _ = try pairOffsets(plan: plan, work: work)
+            return nil
+        case .assemble:
+            let offsets = plan.pairs.count > 1 ? try work.readJSON(PairOffsets.self, from: work.path("offsets.json")) : nil
+            let record: StepStart? = try? work.readJSON(StepStart.self, from: work.path("started.json"))
+            let started = record.flatMap { ISO8601DateFormatter().date(from: $0.started) } ?? Date()
+            let cpu = work.recordedCPU() + ProcessUsage.cpuSeconds()
+            return try assemble(plan: plan, images: images, work: work, offsets: offsets, started: started,
+                                wallSeconds: Date().timeIntervalSince(started), cpuSeconds: cpu)
+        }
+    }
+
+    struct StepStart: Codable { var started: String }
+
+    /// The run's plan and oriented images: planned now (the whole-scene first pass; any earlier work
+    /// folder is removed) or, resuming, read back from the work folder.
+    func planned(resume: Bool) throws -> (RunPlan, [SensorImage], WorkFolder) {
         let work = WorkFolder(output: options.output)
         GDAL.setCacheMax(bytes: MemoryBudget.gdalCacheBytes)
         let plan: RunPlan
@@ -457,27 +532,33 @@ public struct DSMPipelineRunner: Sendable {
         let t = plan.tiles
         progress(.init(stage: "plan", fraction: 0.05,
                        message: "\(t.rows * t.columns) tiles of \(t.tileSize) cells (\(t.grid.width)×\(t.grid.height) cells at \(plan.parameters.resolution) m), \(plan.workload.concurrency) at a time, budget \(plan.memoryBudget.bytes >> 20) MiB"))
+        return (plan, images, work)
+    }
+
+    /// Triplets: each pair's vertical offset to the reference pair, measured once over the whole scene
+    /// from the match tiles (kept in the work folder); nil for a pair.
+    func pairOffsets(plan: RunPlan, work: WorkFolder) throws -> PairOffsets? {
+        guard plan.pairs.count > 1 else { return nil }
+        let path = work.path("offsets.json")
+        let offsets: PairOffsets
+        if let o = try work.readJSON(PairOffsets.self, from: path) { offsets = o } else {
+            let o = try OffsetPass.run(plan: plan, work: work)
+            try WorkFolder.writeOnce(try WorkFolder.jsonData(o), to: path)
+            offsets = try work.readJSON(PairOffsets.self, from: path) ?? o
+        }
+        let text = zip(plan.pairs, offsets.offsets).map { "\($0.0): \($0.1.map { String(format: "%+.2f m", $0) } ?? "n/a")" }.joined(separator: ", ")
+        progress(.init(stage: "fuse", fraction: 0.75, message: "vertical offsets removed before fusion (reference pair \(plan.pairs[offsets.reference])): \(text)"))
+        return offsets
+    }
+
+    /// The products from the finished tiles: written into the staging folder, then moved into place.
+    func assemble(plan: RunPlan, images: [SensorImage], work: WorkFolder, offsets: PairOffsets?, started: Date,
+                  wallSeconds: Double, cpuSeconds: Double) throws -> Manifest {
+        let t = plan.tiles
         // Leftovers of an interrupted assembly are never products.
         try? FileManager.default.removeItem(atPath: work.stagingPath)
         try? FileManager.default.removeItem(atPath: work.assemblyPath)
-
-        try runStage(.match, plan: plan, work: work, range: (0.05, 0.75), MatchTask(plan: plan, images: images, work: work).run)
-        var offsets: PairOffsets?
-        if plan.pairs.count > 1 {
-            let path = work.path("offsets.json")
-            if let o = try work.readJSON(PairOffsets.self, from: path) { offsets = o } else {
-                let o = try OffsetPass.run(plan: plan, work: work)
-                try work.writeJSON(o, to: path)
-                offsets = o
-            }
-            let text = zip(plan.pairs, offsets!.offsets).map { "\($0.0): \($0.1.map { String(format: "%+.2f m", $0) } ?? "n/a")" }.joined(separator: ", ")
-            progress(.init(stage: "fuse", fraction: 0.75, message: "vertical offsets removed before fusion (reference pair \(plan.pairs[offsets!.reference])): \(text)"))
-        }
-        try runStage(.fuse, plan: plan, work: work, range: (0.75, 0.85), FuseTask(plan: plan, offsets: offsets, work: work).run)
         try checkMatched(plan: plan, work: work)
-        if plan.orthoImages || plan.orthoMosaic {
-            try runStage(.ortho, plan: plan, work: work, range: (0.85, 0.92), OrthoTask(plan: plan, images: images, work: work).run)
-        }
         let writerWKT = try SpatialReference.wkt(epsg: plan.grid.epsg)
         var manifest = Manifest(parameters: plan.parameters, grid: plan.grid, crsWKT: writerWKT)
         manifest.pairOffsets = plan.pairs.indices.map {
@@ -505,11 +586,10 @@ public struct DSMPipelineRunner: Sendable {
             try assembly.run(manifest: &manifest)
             try work.writeJSON(plan.parameters, to: (work.stagingPath as NSString).appendingPathComponent("parameters.json"))
             manifest.products.append(.init(code: "-", file: "parameters.json", description: "fully resolved parameters of the run", units: "-"))
-            let elapsed = ContinuousClock.now - clock
             manifest.provenance = Provenance(software: .current(), inputs: plan.inputs ?? [],
                                              started: ISO8601DateFormatter().string(from: started), finished: ISO8601DateFormatter().string(from: Date()),
-                                             wallSeconds: ((Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18) * 1000).rounded() / 1000,
-                                             cpuSeconds: (ProcessUsage.cpuSeconds() * 1000).rounded() / 1000)
+                                             wallSeconds: (wallSeconds * 1000).rounded() / 1000,
+                                             cpuSeconds: (cpuSeconds * 1000).rounded() / 1000)
             try work.writeJSON(manifest, to: (work.stagingPath as NSString).appendingPathComponent("manifest.json"))
             // The folder's STAC item (named after the folder; the service's catalogue names it after the job).
             try STACItem.write(try STACItem.item(id: URL(fileURLWithPath: options.output).standardizedFileURL.lastPathComponent, manifest: manifest),
@@ -532,9 +612,9 @@ public struct DSMPipelineRunner: Sendable {
     }
 
     /// Runs one stage over the tiles it has not finished yet, in parallel within the memory budget.
-    func runStage(_ stage: TileStage, plan: RunPlan, work: WorkFolder, range: (Double, Double),
+    func runStage(_ stage: TileStage, plan: RunPlan, work: WorkFolder, range: (Double, Double), only: [GroundTile]? = nil,
                   _ body: @escaping @Sendable (GroundTile) throws -> Void) throws {
-        let all = plan.tiles.tiles
+        let all = only ?? plan.tiles.tiles
         let todo = all.filter { !work.isDone(stage, $0) }
         let already = all.count - todo.count
         if already > 0 {

@@ -177,7 +177,7 @@ public final class WorkerPool: Service, @unchecked Sendable {
                 var isDir: ObjCBool = false
                 guard fm.fileExists(atPath: a, isDirectory: &isDir) else { continue }
                 if isDir.boolValue { try fm.createDirectory(atPath: b, withIntermediateDirectories: true); continue }
-                if sub.hasSuffix(".tmp") || sub.contains(".tmp.") { continue }
+                if sub.hasSuffix(".tmp") || sub.contains(".tmp.") || sub.contains(".part-") { continue }
                 try fm.createDirectory(atPath: (b as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
                 if link(a, b) != 0 { try fm.copyItem(atPath: a, toPath: b) }
             }

@@ -608,6 +608,9 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("max-memory"), help: "Memory budget, e.g. 1.5G or 800M (default: half of the machine's RAM).")
     var maxMemory: String?
     @Option(help: "Resume the interrupted run whose output folder is DIR (recomputes only unfinished tiles).") var resume: String?
+    @Option(help: "Run one step of a run spread over several processes (the job service's tile tasks), in this order: plan (with the images or --job, and --out), then with --resume DIR: match, offsets (triplets), fuse, ortho (each with --tiles), assemble.")
+    var step: String?
+    @Option(help: "Tiles of a match, fuse or ortho --step: indices in the plan, separated by commas.") var tiles: String?
     @Flag(help: help("coregister")) var coregister = false
     @Flag(name: .customLong("coregister-tilt"), help: help("coregister-tilt")) var coregisterTilt = false
     @Option(name: .customLong("reference-dem"), help: "Reference DEM for --coregister: a raster file, or a folder of DEM tiles (SRTM .hgt, GeoTIFF) read as one mosaic.")
@@ -636,6 +639,31 @@ struct Run: ParsableCommand {
             if given { throw ValidationError("--job FILE holds the images and parameters: give them there, not as options") }
         }
         if aoi != nil && aoiFile != nil { throw ValidationError("give --aoi or --aoi-file, not both") }
+        if step != nil { _ = try runStep() }
+        if tiles != nil && step == nil { throw ValidationError("--tiles goes with --step match, fuse or ortho") }
+    }
+
+    /// The `--step` asked for, checked against the other options.
+    func runStep() throws -> DSMPipelineRunner.Step? {
+        guard let step else { return nil }
+        let list = try (tiles ?? "").split(separator: ",").map { t -> Int in
+            guard let i = Int(t.trimmingCharacters(in: .whitespaces)), i >= 0 else { throw ValidationError("--tiles takes tile indices separated by commas, not '\(t)'") }
+            return i
+        }
+        if step == "plan" {
+            if resume != nil { throw ValidationError("--step plan starts a run: give the images or --job, and --out, not --resume") }
+            return .plan
+        }
+        guard resume != nil else { throw ValidationError("--step \(step) continues a planned run: give --resume DIR") }
+        switch step {
+        case "offsets", "assemble":
+            if tiles != nil { throw ValidationError("--step \(step) takes no --tiles") }
+            return step == "offsets" ? .offsets : .assemble
+        default:
+            guard let stage = TileStage(rawValue: step) else { throw ValidationError("--step is one of plan, match, offsets, fuse, ortho, assemble") }
+            guard !list.isEmpty else { throw ValidationError("--step \(step) needs --tiles") }
+            return .tiles(stage, list)
+        }
     }
 
     /// The job these options describe (the same type the service hands over as a file).
@@ -714,7 +742,12 @@ struct Run: ParsableCommand {
             FileHandle.standardError.write(Data(String(format: "[%3d%%] %@: %@\n", Int(e.fraction * 100), e.stage, e.message).utf8))
             RunEvents.emit(.progress(percent: Int(e.fraction * 100), stage: e.stage, message: e.message))
         }
-        let manifest = try runner.run(resume: resume != nil)
+        let products: Int
+        if let step = try runStep() {
+            products = try runner.run(step: step)?.products.count ?? 0
+        } else {
+            products = try runner.run(resume: resume != nil).products.count
+        }
         let d = clock.now - start
         let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
         let cpu = ProcessUsage.cpuSeconds()
@@ -726,9 +759,9 @@ struct Run: ParsableCommand {
         var usage = rusage()
         getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
         let peak = (hwm ?? Double(usage.ru_maxrss)) / 1024
-        RunEvents.emit(.finished(products: manifest.products.count, wallSeconds: seconds, cpuSeconds: cpu, peakMiB: peak))
-        FileHandle.standardError.write(Data(String(format: "run: %d products in %@ (%.1f s, cpu %.2f s, peak RSS %.0f MiB)\n",
-                                                   manifest.products.count, out, seconds, cpu, peak).utf8))
+        RunEvents.emit(.finished(products: products, wallSeconds: seconds, cpuSeconds: cpu, peakMiB: peak))
+        FileHandle.standardError.write(Data(String(format: "run%@: %d products in %@ (%.1f s, cpu %.2f s, peak RSS %.0f MiB)\n",
+                                                   step.map { " --step \($0)" } ?? "", products, out, seconds, cpu, peak).utf8))
     }
 }
 

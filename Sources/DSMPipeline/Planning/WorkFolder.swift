@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// The run's work folder (`<output>/.dsmopt-work`): the plan, the whole-scene first pass, and each stage's
-/// finished tiles. A tile file appears only complete (written beside, then renamed), so its presence is
+/// finished tiles. A tile file appears only complete (written beside, then hard-linked once), so its presence is
 /// the record that the tile is done: `--resume` (or a re-queued service job) recomputes only the others.
 public struct WorkFolder: Sendable {
     public static let name = ".dsmopt-work"
@@ -36,14 +36,31 @@ public struct WorkFolder: Sendable {
     /// Writes a file atomically: to a temporary name in the same folder, then renamed. Written with POSIX
     /// calls so that a failure carries the system's reason (e.g. "No space left on device").
     public static func writeAtomically(_ data: Data, to path: String) throws {
+        let tmp = try writeBeside(data, path)
+        guard rename(tmp, path) == 0 else { throw failure(path, tmp, "rename") }
+    }
+
+    /// Writes a file that, once there, never changes: the first complete write wins (hard link of a
+    /// complete temporary file, which fails if the name exists); a later write of the same file — a
+    /// second worker on the same tile, one that lost its lease — is dropped. Tiles are deterministic, so
+    /// whichever write wins, the file is the same.
+    public static func writeOnce(_ data: Data, to path: String) throws {
+        let tmp = try writeBeside(data, path)
+        defer { unlink(tmp) }
+        if link(tmp, path) != 0 && errno != EEXIST { throw failure(path, tmp, "link") }
+    }
+
+    static func failure(_ path: String, _ tmp: String, _ what: String) -> PipelineError {
+        let reason = String(cString: strerror(errno))
+        try? FileManager.default.removeItem(atPath: tmp)
+        return PipelineError.workFolder(path, "cannot be written (\(what): \(reason)); finished tiles are kept: free some space and resume with `dsmopt run --resume`")
+    }
+
+    /// The data in a complete temporary file beside `path` (its name ends in `.part-PID-RANDOM`).
+    static func writeBeside(_ data: Data, _ path: String) throws -> String {
         let tmp = path + ".part-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        func fail(_ what: String) -> PipelineError {
-            let reason = String(cString: strerror(errno))
-            try? FileManager.default.removeItem(atPath: tmp)
-            return PipelineError.workFolder(path, "cannot be written (\(what): \(reason)); finished tiles are kept: free some space and resume with `dsmopt run --resume`")
-        }
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw fail("open") }
+        guard fd >= 0 else { throw failure(path, tmp, "open") }
         var ok = true
         data.withUnsafeBytes { raw in
             var offset = 0
@@ -53,14 +70,41 @@ public struct WorkFolder: Sendable {
                 offset += n
             }
         }
-        if !ok { let e = fail("write"); Glibc.close(fd); throw e }
-        guard Glibc.close(fd) == 0 else { throw fail("close") }
-        guard rename(tmp, path) == 0 else { throw fail("rename") }
+        if !ok { let e = failure(path, tmp, "write"); Glibc.close(fd); throw e }
+        guard Glibc.close(fd) == 0 else { throw failure(path, tmp, "close") }
+        return tmp
     }
 
     public func write(_ stage: TileStage, _ tile: GroundTile, bands: [[Float]]) throws {
-        try Self.writeAtomically(TileRaster.encode(width: tile.cells.width, height: tile.cells.height, bands: bands),
-                                 to: tilePath(stage, tile))
+        try Self.writeOnce(TileRaster.encode(width: tile.cells.width, height: tile.cells.height, bands: bands),
+                           to: tilePath(stage, tile))
+    }
+
+    /// CPU seconds of a step run by its own process (`DSMPipelineRunner.run(step:)`), counted by the
+    /// assembly into the manifest's provenance.
+    func recordCPU(step: DSMPipelineRunner.Step, seconds: Double) throws {
+        let name: String
+        switch step {
+        case .plan: name = "plan"
+        case .offsets: name = "offsets"
+        case .assemble: name = "assemble"
+        case .tiles(let s, let t): name = "\(s.rawValue)-\(t.first ?? 0)-\(t.count)"
+        }
+        try FileManager.default.createDirectory(atPath: path("cpu"), withIntermediateDirectories: true)
+        try Self.writeAtomically(Data(String(format: "%.3f\n", seconds).utf8), to: path("cpu", "\(name)-\(getpid()).txt"))
+    }
+
+    func recordedCPU() -> Double {
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: path("cpu"))) ?? []
+        return files.filter { $0.hasSuffix(".txt") }.reduce(0) { sum, f in
+            sum + ((try? String(contentsOfFile: path("cpu", f), encoding: .utf8)).flatMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0)
+        }
+    }
+
+    public static func jsonData<T: Encodable>(_ value: T) throws -> Data {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return try enc.encode(value)
     }
 
     public func read(_ stage: TileStage, _ tile: GroundTile) throws -> TileRaster {
@@ -92,9 +136,7 @@ public struct WorkFolder: Sendable {
     }
 
     public func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try Self.writeAtomically(try enc.encode(value), to: path)
+        try Self.writeAtomically(try Self.jsonData(value), to: path)
     }
 
     public func readJSON<T: Decodable>(_ type: T.Type, from path: String) throws -> T? {
