@@ -646,7 +646,7 @@ public struct DSMPipelineRunner: Sendable {
         try executor.run(todo, body)
     }
 
-    static func duration(_ s: Double) -> String {
+    public static func duration(_ s: Double) -> String {
         let t = Int(s.rounded())
         return t >= 3600 ? "\(t / 3600)h\(String(format: "%02d", t / 60 % 60))m" : t >= 60 ? "\(t / 60)m\(String(format: "%02d", t % 60))s" : "\(t)s"
     }

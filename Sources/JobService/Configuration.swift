@@ -59,6 +59,13 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     public var storeConnectAttempts = 6
     /// Memory budget of one run (its tiles are planned within it); default: the pipeline's (half the RAM).
     public var jobMemoryBytes: Int?
+    /// Spread each DSM job's ground tiles over every worker of the store as tile tasks (a job runs on many
+    /// machines); default: on with a PostgreSQL store, off with SQLite (one machine: one run per job, using
+    /// all its cores without the per-task process start).
+    public var tileTasks: Bool?
+    /// Ground tile size of jobs, in DSM cells (default: the pipeline's, about 1024 pixels of the first image).
+    public var tileCells: Int?
+    public var spreadsTiles: Bool { tileTasks ?? (store?.hasPrefix("postgres") == true) }
     /// The reference DEM for `coregister` when a job gives none: a raster, a VRT, or a folder of DEM tiles
     /// (SRTM .hgt, Copernicus GeoTIFF) read as one mosaic over each job's area; and its vertical datum.
     public var referenceDEM: String?
@@ -77,7 +84,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case dataDirectory, host, port, workers, maxUploadBytes, retentionSeconds, leaseSeconds, archiveRoot, defaultQuota, executable
         case maxAttempts, jobRecordSeconds, metricsPublic, minFreeBytes, maxConcurrentUploads, idleTimeoutSeconds, maxJobCells
-        case minResolutionFactor, maxJobWallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds, store, storeConnectAttempts
+        case minResolutionFactor, maxJobWallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds, store, storeConnectAttempts, tileTasks, tileCells
         case referenceDEM, referenceDEMVerticalDatum, waterLayer, waterLayerThreshold, basemapURL, basemapAttribution
     }
 
@@ -103,6 +110,8 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         minResolutionFactor = try c.decodeIfPresent(Double.self, forKey: .minResolutionFactor) ?? minResolutionFactor
         maxJobWallSeconds = try c.decodeIfPresent(Double.self, forKey: .maxJobWallSeconds) ?? maxJobWallSeconds
         jobMemoryBytes = try c.decodeIfPresent(Int.self, forKey: .jobMemoryBytes)
+        tileTasks = try c.decodeIfPresent(Bool.self, forKey: .tileTasks)
+        tileCells = try c.decodeIfPresent(Int.self, forKey: .tileCells)
         sweepSeconds = try c.decodeIfPresent(Double.self, forKey: .sweepSeconds) ?? sweepSeconds
         orphanAgeSeconds = try c.decodeIfPresent(Double.self, forKey: .orphanAgeSeconds) ?? orphanAgeSeconds
         catalogueAllowedHosts = try c.decodeIfPresent([String].self, forKey: .catalogueAllowedHosts) ?? catalogueAllowedHosts
@@ -134,6 +143,12 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         if let v = environment["DSMOPT_RETENTION_SECONDS"].flatMap(Double.init) { c.retentionSeconds = v }
         if let v = environment["DSMOPT_ARCHIVE_ROOT"] { c.archiveRoot = v }
         if let v = environment["DSMOPT_STORE"], !v.isEmpty { c.store = v }
+        if let v = environment["DSMOPT_TILE_TASKS"], !v.isEmpty {
+            guard let b = ["on": true, "true": true, "1": true, "off": false, "false": false, "0": false][v.lowercased()] else {
+                throw ConfigurationError.invalid("DSMOPT_TILE_TASKS is on or off, not '\(v)'")
+            }
+            c.tileTasks = b
+        }
         if let v = environment["DSMOPT_REFERENCE_DEM"], !v.isEmpty { c.referenceDEM = v }
         if let v = environment["DSMOPT_WATER_LAYER"], !v.isEmpty { c.waterLayer = v }
         if let v = environment["DSMOPT_BASEMAP_URL"], !v.isEmpty { c.basemapURL = v }
@@ -148,6 +163,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         guard retentionSeconds > 0 else { throw ConfigurationError.invalid("retention must be positive") }
         guard leaseSeconds >= 3 else { throw ConfigurationError.invalid("leaseSeconds must be at least 3") }
         guard (1...20).contains(maxAttempts) else { throw ConfigurationError.invalid("maxAttempts \(maxAttempts) outside 1–20") }
+        if let t = tileCells, !(64...4096).contains(t) { throw ConfigurationError.invalid("tileCells \(t) outside 64–4096") }
         if let u = basemapURL, !(u.hasPrefix("https://") || u.hasPrefix("http://")) || !u.contains("{z}") || !u.contains("{x}") || !u.contains("{y}") {
             throw ConfigurationError.invalid("basemapURL must be an http(s) tile URL template with {z}, {x} and {y}")
         }
@@ -168,6 +184,8 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     func jobDirectory(_ id: String) -> String { (jobsDirectory as NSString).appendingPathComponent(id) }
     /// One attempt's folder: its job file, events, log and run output. Attempts never share a folder.
     func attemptDirectory(_ id: String, _ attempt: Int) -> String { (jobDirectory(id) as NSString).appendingPathComponent("attempt-\(attempt)") }
+    /// Logs of the tile tasks run for an attempt (one per claim, named after the stage, tiles and worker).
+    func taskLogDirectory(_ id: String, _ attempt: Int) -> String { (attemptDirectory(id, attempt) as NSString).appendingPathComponent("tasks") }
     /// The run's output folder of an attempt; the results, once the attempt is promoted.
     func runDirectory(_ id: String, _ attempt: Int) -> String { (attemptDirectory(id, attempt) as NSString).appendingPathComponent("out") }
     /// Where a finished job's results are: the promoted attempt's output (nil before a successful finish).

@@ -31,6 +31,9 @@ public final class Maintenance: Service, @unchecked Sendable {
             if let ids = try? await store.requeueExpired(now: now, maxAttempts: config.maxAttempts), !ids.isEmpty {
                 log("re-queued (or failed after \(config.maxAttempts) attempts) \(ids.count) job(s) whose worker stopped: \(ids.joined(separator: ", "))")
             }
+            if let n = try? await store.requeueExpiredTasks(now: now, maxAttempts: config.maxAttempts), n > 0 {
+                log("re-queued (or failed after \(config.maxAttempts) attempts) \(n) tile task(s) whose worker stopped")
+            }
             await purgeResults(now: now)
             if now.timeIntervalSince(lastSweep) >= sweepInterval {
                 await deleteOldRecords(now: now)

@@ -183,3 +183,33 @@ public struct CatalogueSummary: Sendable, Equatable {
     public var start: Date?
     public var end: Date?
 }
+
+/// One tile of one stage of a job, run by whichever worker claims it (a job spread over many workers):
+/// created by the job's coordinating attempt (`jobAttempt`), claimed with a lease, fenced by its own
+/// attempt number, and counted (`completions`) so that tests and operators see every tile run once.
+public struct TileTask: Sendable, Codable, Equatable {
+    public enum State: String, Sendable, Codable { case queued, running, done, failed }
+    public var jobId: String
+    public var jobAttempt: Int
+    /// The pipeline step's stage: match, fuse or ortho.
+    public var stage: String
+    public var tile: Int
+    public var state: State
+    public var attempts: Int
+    public var worker: String?
+    /// The job's run folder (on the shared data folder) holding the plan and the finished tiles.
+    public var runDirectory: String
+    public var completions: Int
+    public var doneBy: String?
+    public var cpuSeconds: Double
+    public var error: String?
+}
+
+/// Tasks of one stage of a job's attempt, by state.
+public struct TaskTally: Sendable, Equatable {
+    public var queued = 0, running = 0, done = 0, failed = 0
+    /// The error of a failed task (the last attempt's), if any.
+    public var failure: String?
+    public var total: Int { queued + running + done + failed }
+    public init() {}
+}

@@ -128,6 +128,18 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             "CREATE INDEX publications_place ON publications(min_lon, max_lon, min_lat, max_lat)",
             "CREATE INDEX publications_time ON publications(start_time, end_time)",
         ]),
+        ("v4-tile-tasks", [
+            """
+            CREATE TABLE tasks (
+                job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE, job_attempt INTEGER NOT NULL,
+                stage TEXT NOT NULL, tile INTEGER NOT NULL CHECK (tile >= 0),
+                state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
+                attempts INTEGER NOT NULL DEFAULT 0, worker TEXT, lease_until DOUBLE PRECISION, run_dir TEXT NOT NULL,
+                completions INTEGER NOT NULL DEFAULT 0, done_by TEXT, cpu_seconds DOUBLE PRECISION NOT NULL DEFAULT 0, error TEXT,
+                PRIMARY KEY (job_id, stage, tile))
+            """,
+            "CREATE INDEX tasks_queue ON tasks(state, job_id)",
+        ]),
     ]
 
     func migrate() async throws {

@@ -72,6 +72,34 @@ public protocol JobStore: Sendable {
     func publications(_ q: CatalogueQuery) async throws -> [Publication]
     func catalogueSummary() async throws -> CatalogueSummary
     func allPublicationIds() async throws -> Set<String>
+
+    // Tile tasks: one job's tiles spread over many workers (see `TileTask`).
+    /// Queues the tiles of a stage for the job's coordinating attempt `jobAttempt`; the job's tasks of other
+    /// attempts are removed (their workers find their leases gone at the next heartbeat).
+    func addTasks(jobId: String, jobAttempt: Int, runDirectory: String, stage: String, tiles: [Int]) async throws
+    /// Claims up to `limit` queued tiles of one stage of one running job (of `preferJob` first, then the
+    /// user with the fewest running tasks, then the oldest job), with a lease; each claim is a new attempt.
+    func claimTasks(worker: String, limit: Int, leaseUntil: Date, preferJob: String?) async throws -> [TileTask]
+    /// Renews the lease of claimed tasks; false if any is no longer this worker's attempt, or its job was
+    /// cancelled or is no longer run by the attempt that queued it.
+    func heartbeatTasks(_ tasks: [TileTask], worker: String, leaseUntil: Date) async throws -> Bool
+    /// Fenced: records the tile done (false if the claim was lost). The CPU seconds are charged to the job's
+    /// owner either way.
+    func completeTask(_ task: TileTask, worker: String, cpuSeconds: Double) async throws -> Bool
+    /// Fenced: the attempt failed; queued again, or failed for good at `maxAttempts` attempts. CPU charged.
+    func failTask(_ task: TileTask, worker: String, error: String, cpuSeconds: Double, maxAttempts: Int) async throws -> Bool
+    /// Gives claimed tasks back at shutdown (their attempt is not counted).
+    func releaseTasks(_ tasks: [TileTask], worker: String) async throws
+    func taskTally(jobId: String, jobAttempt: Int, stage: String) async throws -> TaskTally
+    func tasks(jobId: String) async throws -> [TileTask]
+    /// Tasks whose lease ran out go back to the queue (or fail at `maxAttempts`); returns how many.
+    func requeueExpiredTasks(now: Date, maxAttempts: Int) async throws -> Int
+}
+
+extension TileTask {
+    static func expired(attempts: Int) -> String {
+        "the tile was started \(attempts) times and its worker stopped responding each time"
+    }
 }
 
 /// Lower-case hexadecimal of bytes (digests, tokens).
@@ -139,6 +167,18 @@ public final class SQLiteJobStore: JobStore {
                     start_time REAL, end_time REAL, item TEXT NOT NULL);
                 CREATE INDEX publications_place ON publications(min_lon, max_lon, min_lat, max_lat);
                 CREATE INDEX publications_time ON publications(start_time, end_time);
+                """)
+        }
+        m.registerMigration("v4-tile-tasks") { db in
+            try db.execute(sql: """
+                CREATE TABLE tasks (
+                    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE, job_attempt INTEGER NOT NULL,
+                    stage TEXT NOT NULL, tile INTEGER NOT NULL CHECK (tile >= 0),
+                    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
+                    attempts INTEGER NOT NULL DEFAULT 0, worker TEXT, lease_until REAL, run_dir TEXT NOT NULL,
+                    completions INTEGER NOT NULL DEFAULT 0, done_by TEXT, cpu_seconds REAL NOT NULL DEFAULT 0, error TEXT,
+                    PRIMARY KEY (job_id, stage, tile));
+                CREATE INDEX tasks_queue ON tasks(state, job_id);
                 """)
         }
         return m

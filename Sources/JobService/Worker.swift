@@ -78,8 +78,8 @@ public final class WorkerPool: Service, @unchecked Sendable {
     let config: ServiceConfiguration
     let metrics: ServiceMetrics
     let name: String
-    private let lock = NSLock()
-    private var children: [String: ChildRun] = [:]
+    let lock = NSLock()
+    var children: [String: ChildRun] = [:]
     private var stopping = false
 
     public init(store: JobStore, config: ServiceConfiguration, metrics: ServiceMetrics) {
@@ -122,6 +122,11 @@ public final class WorkerPool: Service, @unchecked Sendable {
                 await sleep(5)
                 continue
             }
+            let tiles = await claimTiles(worker: worker)
+            if !tiles.isEmpty {
+                await runTasks(tiles, worker: worker)
+                continue
+            }
             let lease = Date().addingTimeInterval(config.leaseSeconds)
             guard let job = try? await store.claimJob(worker: worker, leaseUntil: lease, now: Date()) else {
                 await sleep(0.3)
@@ -129,6 +134,14 @@ public final class WorkerPool: Service, @unchecked Sendable {
             }
             await execute(job, worker: worker)
         }
+    }
+
+    /// Tiles of running jobs are claimed before new jobs are started: started jobs finish first.
+    func claimTiles(worker: String, preferJob: String? = nil) async -> [TileTask] {
+        guard config.spreadsTiles else { return [] }
+        let perSlot = max(1, ProcessInfo.processInfo.activeProcessorCount / max(1, config.workers))
+        return (try? await store.claimTasks(worker: worker, limit: perSlot, leaseUntil: Date().addingTimeInterval(config.leaseSeconds),
+                                            preferJob: preferJob)) ?? []
     }
 
     /// The job file of an attempt: the validated request, typed, with the limits this attempt runs under.
@@ -153,6 +166,7 @@ public final class WorkerPool: Service, @unchecked Sendable {
         spec.multispectral = request.resolvedMultispectral
         spec.waterLayer = config.waterLayer
         spec.waterLayerThreshold = request.resolvedWaterMask == nil ? config.waterLayerThreshold : nil
+        spec.tileSize = config.tileCells
         return spec
     }
 
@@ -242,10 +256,15 @@ public final class WorkerPool: Service, @unchecked Sendable {
         if let owner = try? await store.user(id: job.userId), let used = try? await store.usage(userId: job.userId, now: Date()) {
             budget = max(0, owner.quota.cpuSecondsPerMonth - used.cpuSecondsThisMonth)
         }
+        let request = try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8))
+        if config.spreadsTiles && request?.process != "dsm-difference" {
+            // The job's tiles become tile tasks that every worker of the store may claim.
+            await coordinate(job, worker: worker, request: request, budget: budget)
+            return
+        }
         let metered = CPUMeter()
         let events = (attemptDir as NSString).appendingPathComponent("events.jsonl")
         var args: [String]
-        let request = try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8))
         do {
             if request?.process == "dsm-difference", let d = request?.difference, d.resolvedDSMs.count == 2 {
                 // A difference is short: each attempt runs it whole.
@@ -342,7 +361,6 @@ public final class WorkerPool: Service, @unchecked Sendable {
             return
         }
         let current = try? await store.job(id: job.id)
-        let now = Date()
         let status = child.process.terminationStatus
         var ended: JobStatus = .failed
         var error: String?
@@ -359,6 +377,13 @@ public final class WorkerPool: Service, @unchecked Sendable {
         } else {
             error = failure.map { userFacing($0.message ?? "", job: job) } ?? "the pipeline stopped with status \(status)"
         }
+        await conclude(job, worker: worker, status: ended, error: error, cpuSeconds: cpu, runDir: runDir, publish: request?.publish == true)
+    }
+
+    /// Records the end of an attempt (fenced), cleans up a failed attempt's folder and publishes the
+    /// products when the request asked for it.
+    func conclude(_ job: Job, worker: String, status ended: JobStatus, error: String?, cpuSeconds cpu: Double, runDir: String, publish: Bool) async {
+        let attempt = job.attempts, now = Date()
         let bytes = ended == .successful ? directorySize(runDir) : 0
         // The store may be busy or briefly unreachable: the finish is retried (it is fenced, so a retry after
         // a lost answer is harmless) rather than leaving the job running to be run again.
@@ -375,10 +400,10 @@ public final class WorkerPool: Service, @unchecked Sendable {
             }
         }
         // Only an attempt that still owned the job cleans up after itself, and never the promoted results.
-        if owned && ended != .successful { try? fm.removeItem(atPath: runDir) }
+        if owned && ended != .successful { try? FileManager.default.removeItem(atPath: runDir) }
         // Asked at submission: the products go to the DSM catalogue (a failure is logged; the job stays successful
         // and its owner can publish it later).
-        if owned && ended == .successful && request?.publish == true, let done = try? await store.job(id: job.id),
+        if owned && ended == .successful && publish, let done = try? await store.job(id: job.id),
            let owner = try? await store.user(id: job.userId) {
             do {
                 _ = try await Catalogue(store: store, config: config).publish(job: done, by: owner)

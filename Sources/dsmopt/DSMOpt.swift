@@ -725,7 +725,7 @@ struct Run: ParsableCommand {
             }
             o.memoryBudget = b
         }
-        o.tileSize = tileSize
+        if let tileSize { o.tileSize = tileSize }
         if let cpu = limits?.cpuSeconds { RunEvents.limitCPU(seconds: cpu) }
         if let wall = limits?.wallSeconds { RunEvents.limitWallClock(seconds: wall) }
         // Run by a service worker: stop as soon as the worker's process is gone (kill -9), so that the job,

@@ -140,6 +140,79 @@ import Testing
     }
 }
 
+extension ScaleOutTests {
+    /// One tri-stereo job spread over 3 worker processes (separate processes sharing one data folder; the
+    /// API runs none): every tile of every stage computed exactly once (counted in the store) by several
+    /// workers, one of them killed with `kill -9` in the middle of a tile (claimed again after its lease, the
+    /// job completes), and products byte-identical to a single-process run of the same job file.
+    @Test func oneTripletOverThreeWorkers() async throws {
+        let url = try StoreKind.newDatabase(prefix: "t_")
+        let s = try ServerProcess(workers: 0, config: #"{"leaseSeconds": 4, "store": "\#(url)", "tileCells": 160}"#)
+        let token = try s.user("alice")
+        let d = "pleiades/marseille-triplet"
+        var ids: [String] = []
+        for (k, f) in ["img_02.tif", "img_01.tif", "img_03.tif"].enumerated() {
+            ids.append(try await upload(s, token: token, path: try TestData.path("\(d)/\(f)"), name: "v\(k + 1).tif"))
+        }
+        let r = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
+                               body: json(["images": ids.map { ["upload": $0] }, "parameters": ["roi": [250, 250, 500, 500], "resolution": 0.5]]))
+        let id = try #require(r.json?["jobID"] as? String, "\(r.text)")
+        var workers = try (0..<3).map { _ in try worker(s.data, slots: 1) }
+        defer { for w in workers where w.isRunning { kill(w.processIdentifier, SIGKILL); w.waitUntilExit() } }
+        let store = try await PostgresJobStore(url: url)
+        // Kill a worker that is not the coordinator while it computes a match tile.
+        var killed: (pid: Int32, tile: Int)?
+        let t0 = Date()
+        while killed == nil && Date().timeIntervalSince(t0) < 120 {
+            // Worker names are HOST-PID-RANDOM-SLOT.
+            func pid(_ name: String?) -> Int32? { name.flatMap { $0.split(separator: "-").dropLast(2).last.flatMap { Int32($0) } } }
+            guard let coordinator = pid(try await store.job(id: id)?.worker) else { try await Task.sleep(nanoseconds: 100_000_000); continue }
+            for t in try await store.tasks(jobId: id) where t.state == .running && t.stage == "match" {
+                guard let w = pid(t.worker), w != coordinator, let p = workers.first(where: { $0.processIdentifier == w }) else { continue }
+                try await Task.sleep(nanoseconds: 300_000_000)
+                kill(p.processIdentifier, SIGKILL)
+                p.waitUntilExit()
+                killed = (p.processIdentifier, t.tile)
+                break
+            }
+            if killed == nil { try await Task.sleep(nanoseconds: 100_000_000) }
+        }
+        let dead = try #require(killed, "no helper worker was seen running a match tile")
+        workers.removeAll { $0.processIdentifier == dead.pid }
+        let j = try await waitFor(s, token: token, job: id, states: ["successful", "failed"], timeout: 400)
+        #expect(j["status"] as? String == "successful" && j["attempts"] as? Int == 1, "\(j)")
+        // Every tile of every stage: done, completed once; the killed one after a second attempt.
+        let tasks = try await store.tasks(jobId: id)
+        let manifest = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: s.data.url.appendingPathComponent("jobs/\(id)/attempt-1/out/manifest.json"))) as? [String: Any])
+        let tiles = try #require((manifest["tiling"] as? [String: Any])?["tiles"] as? Int)
+        #expect(tiles >= 6, "\(manifest["tiling"] ?? "")")
+        for stage in ["match", "fuse", "ortho"] {
+            let these = tasks.filter { $0.stage == stage }
+            #expect(these.count == tiles && these.allSatisfy { $0.state == .done && $0.completions == 1 }, "\(stage): \(these)")
+        }
+        let redone = try #require(tasks.first { $0.stage == "match" && $0.tile == dead.tile })
+        #expect(redone.attempts == 2 && redone.doneBy?.contains("-\(dead.pid)-") == false, "\(redone)")
+        let pids = Set(tasks.compactMap { $0.doneBy?.split(separator: "-").dropLast(2).last })
+        #expect(pids.count >= 2, "tiles done by \(pids)")
+        print("triplet over 3 workers: \(tiles) tiles × 3 stages; tile tasks done per worker pid: "
+              + Dictionary(grouping: tasks, by: { String($0.doneBy?.split(separator: "-").dropLast(2).last ?? "?") }).map { "\($0.key): \($0.value.count)" }.sorted().joined(separator: ", ")
+              + "; worker \(dead.pid) killed during match tile \(dead.tile) (redone in attempt \(redone.attempts)); job CPU \(j["cpuSeconds"] ?? "?") s")
+        // Charged: the tiles' CPU and the coordinator's steps.
+        #expect((j["cpuSeconds"] as? Double ?? 0) >= tasks.reduce(0) { $0 + $1.cpuSeconds } && tasks.allSatisfy { $0.cpuSeconds > 0 })
+        // The same job file run by one process gives the same products, byte for byte.
+        let single = try TemporaryFolder()
+        let one = try run(try dsmoptExecutable(), ["run", "--job", s.data.path("jobs/\(id)/attempt-1/job.json"), "--out", single.path("out")], timeout: 400)
+        #expect(one.status == 0, "\(one.stderr)")
+        let products = try FileManager.default.contentsOfDirectory(atPath: s.data.path("jobs/\(id)/attempt-1/out")).filter { $0.hasSuffix(".tif") || $0.hasSuffix(".png") }
+        #expect(products.count >= 10 && !products.contains { $0.contains(".part-") })
+        for f in products {
+            let a = try Data(contentsOf: s.data.url.appendingPathComponent("jobs/\(id)/attempt-1/out/\(f)"))
+            let b = try Data(contentsOf: single.url.appendingPathComponent("out/\(f)"))
+            #expect(a == b, "\(f) differs from the single-process run")
+        }
+    }
+}
+
 /// The deployment files name commands and options that exist.
 @Suite struct DeploymentFilesTests {
     @Test func deploymentFilesUseRealCommands() throws {

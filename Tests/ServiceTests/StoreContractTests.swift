@@ -270,4 +270,80 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(try await store.jobCounts()[.successful] == 200)
         #expect(try await store.usage(userId: u.id, now: Date()).cpuSecondsThisMonth == 200)
     }
+
+    /// Tile tasks: concurrent claimers take each tile once; a claim that lost its lease is fenced off; a tile
+    /// failing at every attempt is reported; cancelled jobs' tiles are not handed out; each user's running
+    /// tasks count in the fair order; CPU charged to the job; a job's new attempt replaces its tasks.
+    @Test(arguments: StoreKind.allCases) func tileTasks(kind: StoreKind) async throws {
+        let (store, _tmp) = try await kind.make(); _ = _tmp
+        let (u, _) = try await store.createUser(name: "tia", role: .researcher, quota: Self.quota)
+        let j = job(u.id, at: 1)
+        try await store.createJob(j, inputBytes: [], quota: Self.quota, now: Date())
+        _ = try #require(try await store.claimJob(worker: "coord", leaseUntil: Date().addingTimeInterval(60), now: Date()))
+        try await store.addTasks(jobId: j.id, jobAttempt: 1, runDirectory: "/shared/run", stage: "match", tiles: Array(0..<10))
+        let lease = Date().addingTimeInterval(60)
+        let done = await withTaskGroup(of: [Int].self) { group in
+            for w in 0..<6 {
+                group.addTask {
+                    var mine: [Int] = []
+                    while let claim = try? await store.claimTasks(worker: "w\(w)", limit: 2, leaseUntil: lease, preferJob: nil), !claim.isEmpty {
+                        for t in claim where (try? await store.completeTask(t, worker: "w\(w)", cpuSeconds: 0.5)) == true { mine.append(t.tile) }
+                    }
+                    return mine
+                }
+            }
+            return await group.reduce(into: [Int]()) { $0 += $1 }
+        }
+        #expect(done.sorted() == Array(0..<10), "\(done)")
+        var tally = try await store.taskTally(jobId: j.id, jobAttempt: 1, stage: "match")
+        #expect(tally.done == 10 && tally.total == 10)
+        let tasks = try await store.tasks(jobId: j.id)
+        #expect(tasks.allSatisfy { $0.completions == 1 && $0.attempts == 1 && $0.runDirectory == "/shared/run" && $0.doneBy != nil })
+        #expect(try await store.job(id: j.id)?.cpuSeconds == 5)
+        // Fencing: a claim whose lease ran out is taken again; the first claimant can neither beat nor complete.
+        try await store.addTasks(jobId: j.id, jobAttempt: 1, runDirectory: "/shared/run", stage: "fuse", tiles: [0])
+        let stale = try #require(try await store.claimTasks(worker: "a", limit: 4, leaseUntil: Date().addingTimeInterval(-1), preferJob: nil).first)
+        #expect(try await store.requeueExpiredTasks(now: Date(), maxAttempts: 3) == 1)
+        let fresh = try #require(try await store.claimTasks(worker: "b", limit: 4, leaseUntil: lease, preferJob: nil).first)
+        #expect(fresh.attempts == 2 && fresh.tile == 0)
+        #expect(!(try await store.heartbeatTasks([stale], worker: "a", leaseUntil: lease)))
+        #expect(!(try await store.completeTask(stale, worker: "a", cpuSeconds: 1)))
+        #expect(try await store.heartbeatTasks([fresh], worker: "b", leaseUntil: lease))
+        #expect(try await store.completeTask(fresh, worker: "b", cpuSeconds: 1))
+        #expect(try await store.tasks(jobId: j.id).first { $0.stage == "fuse" }?.completions == 1)
+        // A tile failing at every attempt fails for good, with its reason; release does not count an attempt.
+        try await store.addTasks(jobId: j.id, jobAttempt: 1, runDirectory: "/shared/run", stage: "ortho", tiles: [3])
+        let given = try #require(try await store.claimTasks(worker: "c", limit: 1, leaseUntil: lease, preferJob: nil).first)
+        try await store.releaseTasks([given], worker: "c")
+        for _ in 0..<2 {
+            let t = try #require(try await store.claimTasks(worker: "c", limit: 1, leaseUntil: lease, preferJob: nil).first)
+            #expect(try await store.failTask(t, worker: "c", error: "disk full", cpuSeconds: 0.25, maxAttempts: 2))
+        }
+        tally = try await store.taskTally(jobId: j.id, jobAttempt: 1, stage: "ortho")
+        #expect(tally.failed == 1 && tally.failure == "disk full" && tally.queued == 0, "\(tally)")
+        // Fair order: bob's one job before alice's second while alice has a tile running.
+        let (b, _) = try await store.createUser(name: "tib", role: .researcher, quota: Self.quota)
+        let k = job(u.id, at: 2), m = job(b.id, at: 3)
+        for x in [k, m] { try await store.createJob(x, inputBytes: [], quota: Self.quota, now: Date()) }
+        for _ in 0..<2 { _ = try await store.claimJob(worker: "coord", leaseUntil: lease, now: Date()) }
+        try await store.addTasks(jobId: k.id, jobAttempt: 1, runDirectory: "/k", stage: "match", tiles: [0, 1])
+        try await store.addTasks(jobId: m.id, jobAttempt: 1, runDirectory: "/m", stage: "match", tiles: [0])
+        #expect(try await store.claimTasks(worker: "x", limit: 1, leaseUntil: lease, preferJob: nil).first?.jobId == k.id)
+        #expect(try await store.claimTasks(worker: "x", limit: 1, leaseUntil: lease, preferJob: nil).first?.jobId == m.id)
+        #expect(try await store.claimTasks(worker: "x", limit: 5, leaseUntil: lease, preferJob: k.id).map(\.tile) == [1])
+        // Cancelled: the job's running tiles lose their lease at the next beat, its queued ones are not handed out.
+        try await store.addTasks(jobId: j.id, jobAttempt: 1, runDirectory: "/shared/run", stage: "ortho", tiles: [4, 5])
+        let running = try await store.claimTasks(worker: "y", limit: 1, leaseUntil: lease, preferJob: j.id)
+        #expect(running.count == 1)
+        _ = try await store.cancel(jobId: j.id, now: Date())
+        #expect(!(try await store.heartbeatTasks(running, worker: "y", leaseUntil: lease)))
+        #expect(try await store.claimTasks(worker: "y", limit: 5, leaseUntil: lease, preferJob: j.id).isEmpty)
+        // CPU of every tile attempt charged to the job, the fenced-off one's too: 10 × 0.5 + 1 + 1 + 2 × 0.25.
+        #expect(try await store.job(id: j.id)?.cpuSeconds == 7.5)
+        // A new attempt of a job replaces the tasks of the earlier one; deleting the job deletes its tasks.
+        try await store.addTasks(jobId: k.id, jobAttempt: 2, runDirectory: "/k2", stage: "match", tiles: [7])
+        #expect(try await store.tasks(jobId: k.id).map(\.tile) == [7])
+        try await store.delete(jobId: k.id)
+        #expect(try await store.tasks(jobId: k.id).isEmpty)
+    }
 }

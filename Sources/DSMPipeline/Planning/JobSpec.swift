@@ -120,11 +120,13 @@ public struct JobSpec: Sendable, Codable, Equatable {
     public var waterLayer: String?
     /// Raster water layers: values at or above it are water (e.g. 50 for an occurrence in %).
     public var waterLayerThreshold: Double?
+    /// Ground tile size in DSM cells (default: about 1024 pixels of the first image); the service's operator sets it.
+    public var tileSize: Int?
 
     public init(images: [String]) { self.images = images }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case format, images, preset, parameters, roi, aoi, limits, referenceDEM, referenceIsServers, waterMask, multispectral, waterLayer, waterLayerThreshold
+        case format, images, preset, parameters, roi, aoi, limits, referenceDEM, referenceIsServers, waterMask, multispectral, waterLayer, waterLayerThreshold, tileSize
     }
     struct AnyKey: CodingKey {
         var stringValue: String
@@ -154,6 +156,7 @@ public struct JobSpec: Sendable, Codable, Equatable {
         multispectral = try c.decodeIfPresent(String.self, forKey: .multispectral)
         waterLayer = try c.decodeIfPresent(String.self, forKey: .waterLayer)
         waterLayerThreshold = try c.decodeIfPresent(Double.self, forKey: .waterLayerThreshold)
+        tileSize = try c.decodeIfPresent(Int.self, forKey: .tileSize)
     }
 
     /// Every problem: unknown keys, wrong types, values out of range, roi and aoi together.
@@ -216,6 +219,7 @@ public struct JobSpec: Sendable, Codable, Equatable {
         if let r = roi { o.roi = PixelWindow(x: r[0], y: r[1], width: r[2], height: r[3]) }
         o.aoi = aoi
         if let m = limits?.memoryBytes { o.memoryBudget = MemoryBudget(bytes: m) }
+        o.tileSize = tileSize
         return o
     }
 }
