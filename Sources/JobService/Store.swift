@@ -83,9 +83,10 @@ public protocol JobStore: Sendable {
     /// Renews the lease of claimed tasks; false if any is no longer this worker's attempt, or its job was
     /// cancelled or is no longer run by the attempt that queued it.
     func heartbeatTasks(_ tasks: [TileTask], worker: String, leaseUntil: Date) async throws -> Bool
-    /// Fenced: records the tile done (false if the claim was lost). The CPU seconds are charged to the job's
-    /// owner either way.
-    func completeTask(_ task: TileTask, worker: String, cpuSeconds: Double) async throws -> Bool
+    /// Fenced: records claimed tiles (of one stage of one job, as claimed) done, in one transaction; returns
+    /// the tiles recorded (a tile whose claim was lost is not). The CPU seconds (of all of them, shared
+    /// equally) are charged to the job's owner either way.
+    func completeTasks(_ tasks: [TileTask], worker: String, cpuSeconds: Double) async throws -> [Int]
     /// Fenced: the attempt failed; queued again, or failed for good at `maxAttempts` attempts. CPU charged.
     func failTask(_ task: TileTask, worker: String, error: String, cpuSeconds: Double, maxAttempts: Int) async throws -> Bool
     /// Gives claimed tasks back at shutdown (their attempt is not counted).

@@ -60,15 +60,20 @@ extension PostgresJobStore {
         return n == tasks.count
     }
 
-    public func completeTask(_ task: TileTask, worker: String, cpuSeconds: Double) async throws -> Bool {
-        try await transaction { c in
-            try await c.query("UPDATE jobs SET cpu_seconds = cpu_seconds + \(cpuSeconds) WHERE id = \(task.jobId)", logger: logger)
-            return !(try await rows("""
-                UPDATE tasks SET state = 'done', completions = completions + 1, done_by = worker, worker = NULL, lease_until = NULL,
-                    cpu_seconds = cpu_seconds + \(cpuSeconds)
-                WHERE job_id = \(task.jobId) AND stage = \(task.stage) AND tile = \(Int32(task.tile)) AND job_attempt = \(Int32(task.jobAttempt))
-                  AND worker = \(worker) AND attempts = \(Int32(task.attempts)) AND state = 'running' RETURNING tile
-                """, on: c).isEmpty)
+    public func completeTasks(_ tasks: [TileTask], worker: String, cpuSeconds: Double) async throws -> [Int] {
+        guard let first = tasks.first else { return [] }
+        let tiles = tasks.map { Int32($0.tile) }, attempts = tasks.map { Int32($0.attempts) }
+        let share = cpuSeconds / Double(tasks.count)
+        return try await transaction { c in
+            try await c.query("UPDATE jobs SET cpu_seconds = cpu_seconds + \(cpuSeconds) WHERE id = \(first.jobId)", logger: logger)
+            return try await rows("""
+                UPDATE tasks SET state = 'done', completions = tasks.completions + 1, done_by = tasks.worker, worker = NULL, lease_until = NULL,
+                    cpu_seconds = tasks.cpu_seconds + \(share)
+                FROM unnest(\(tiles)::integer[], \(attempts)::integer[]) AS f(tile, attempts)
+                WHERE tasks.job_id = \(first.jobId) AND tasks.stage = \(first.stage) AND tasks.tile = f.tile AND tasks.attempts = f.attempts
+                  AND tasks.job_attempt = \(Int32(first.jobAttempt)) AND tasks.worker = \(worker) AND tasks.state = 'running'
+                RETURNING tasks.tile
+                """, on: c).map { Int(try $0["tile"].decode(Int32.self)) }.sorted()
         }
     }
 

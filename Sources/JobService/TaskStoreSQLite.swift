@@ -68,14 +68,20 @@ extension SQLiteJobStore {
         }
     }
 
-    public func completeTask(_ task: TileTask, worker: String, cpuSeconds: Double) async throws -> Bool {
-        try await db.write { db in
-            try db.execute(sql: "UPDATE jobs SET cpu_seconds = cpu_seconds + ? WHERE id = ?", arguments: [cpuSeconds, task.jobId])
-            try db.execute(sql: """
-                UPDATE tasks SET state = 'done', completions = completions + 1, done_by = worker, worker = NULL, lease_until = NULL,
-                    cpu_seconds = cpu_seconds + ? WHERE \(Self.fence)
-                """, arguments: [cpuSeconds] + Self.fenceArguments(task, worker))
-            return db.changesCount == 1
+    public func completeTasks(_ tasks: [TileTask], worker: String, cpuSeconds: Double) async throws -> [Int] {
+        guard let first = tasks.first else { return [] }
+        let share = cpuSeconds / Double(tasks.count)
+        return try await db.write { db in
+            try db.execute(sql: "UPDATE jobs SET cpu_seconds = cpu_seconds + ? WHERE id = ?", arguments: [cpuSeconds, first.jobId])
+            var recorded: [Int] = []
+            for t in tasks {
+                try db.execute(sql: """
+                    UPDATE tasks SET state = 'done', completions = completions + 1, done_by = worker, worker = NULL, lease_until = NULL,
+                        cpu_seconds = cpu_seconds + ? WHERE \(Self.fence)
+                    """, arguments: [share] + Self.fenceArguments(t, worker))
+                if db.changesCount == 1 { recorded.append(t.tile) }
+            }
+            return recorded
         }
     }
 

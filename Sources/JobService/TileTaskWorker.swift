@@ -99,7 +99,7 @@ extension WorkerPool {
             return (try? await self.store.heartbeatTasks(tasks, worker: worker, leaseUntil: Date().addingTimeInterval(lease))) ?? true
         }
         if outcome.succeeded {
-            for t in tasks { _ = try? await store.completeTask(t, worker: worker, cpuSeconds: share(outcome.cpuSeconds)) }
+            _ = try? await store.completeTasks(tasks, worker: worker, cpuSeconds: outcome.cpuSeconds)
         } else if isStopping && outcome.finished == nil {
             try? await store.releaseTasks(tasks, worker: worker)
         } else if outcome.stopped {

@@ -280,9 +280,17 @@ struct BenchQueue: AsyncParsableCommand {
     @Option(help: "postgres://… URL, or a SQLite file path.") var store: String
     @Option var claimers = 32
     @Option var jobs = 2000
+    @Option(help: "Tile tasks per job instead of whole jobs: the jobs are claimed by coordinators and their tiles queued.") var tiles: Int?
+    @Option(help: "Tiles claimed at a time (with --tiles).") var batch = 1
 
     func run() async throws {
         let s: any JobStore = store.hasPrefix("postgres") ? try await PostgresJobStore(url: store) : try SQLiteJobStore(path: store)
+        if let tiles {
+            let r = try await QueueBenchmark.runTiles(store: s, claimers: claimers, jobs: jobs, tiles: tiles, batch: batch)
+            print(String(format: "bench-queue: %d tiles of %d jobs, %d claimers, batch %d, %.2f s, %.0f tiles/s (claim + heartbeat + complete), %d duplicates",
+                         r.tasks, jobs, r.claimers, batch, r.seconds, r.tasksPerSecond, r.duplicates))
+            return
+        }
         let r = try await QueueBenchmark.run(store: s, claimers: claimers, jobs: jobs)
         print(String(format: "bench-queue: %d tasks, %d claimers, %.2f s, %.0f tasks/s (claim + heartbeat + finish), %d duplicates",
                      r.tasks, r.claimers, r.seconds, r.tasksPerSecond, r.duplicates))

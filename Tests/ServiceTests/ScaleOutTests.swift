@@ -2,6 +2,7 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import DSMPipeline
 import JobService
 import TestSupport
 import Testing
@@ -210,6 +211,62 @@ extension ScaleOutTests {
             let b = try Data(contentsOf: single.url.appendingPathComponent("out/\(f)"))
             #expect(a == b, "\(f) differs from the single-process run")
         }
+    }
+}
+
+extension ScaleOutTests {
+    /// Two API daemons on one PostgreSQL store and one data folder, 200 jobs submitted through both
+    /// (alternately, 10 at a time), 4 worker processes: every job found in the store, every one successful
+    /// in its first attempt, one attempt folder each — none lost, none run twice. The jobs are small
+    /// multi-date differences (300 × 300 cells) so that the queue, not the maths, is what is exercised.
+    @Test func twoAPIsFourWorkersTwoHundredJobs() async throws {
+        let url = try StoreKind.newDatabase(prefix: "q_")
+        let a = try ServerProcess(workers: 0, config: #"{"store": "\#(url)"}"#)
+        let b = try ServerProcess(workers: 0, config: nil, sharing: a.data)
+        let token = try a.user("alice", quota: ["--max-concurrent-jobs", "250"])
+        let tmp = try TemporaryFolder()
+        var change = SyntheticChange()
+        change.size = 300
+        change.flowCentre = [150, 160]; change.flowAxes = [60, 30]
+        _ = try change.write(to: tmp.path("scenes"))
+        let ua = try await upload(a, token: token, path: tmp.path("scenes/dsm_a.tif"), name: "dsm_a.tif")
+        let ub = try await upload(b, token: token, path: tmp.path("scenes/dsm_b.tif"), name: "dsm_b.tif")
+        var ids: [String] = []
+        for batch in 0..<20 {
+            ids += try await withThrowingTaskGroup(of: String.self) { group in
+                for k in 0..<10 {
+                    let api = (batch * 10 + k) % 2 == 0 ? a : b
+                    group.addTask {
+                        let r = try await http("POST", "\(api.base)/processes/dsm-difference/execution", token: token,
+                                               body: json(["dsms": [["upload": ua], ["upload": ub]]]), headers: ["Content-Type": "application/json"])
+                        return try #require(r.json?["jobID"] as? String, "\(r.status) \(r.text)")
+                    }
+                }
+                return try await group.reduce(into: [String]()) { $0.append($1) }
+            }
+        }
+        #expect(ids.count == 200 && Set(ids).count == 200)
+        var workers = try (0..<4).map { _ in try worker(a.data, slots: 1) }
+        defer { for w in workers { w.terminate(); w.waitUntilExit() }; workers = [] }
+        let store = try await PostgresJobStore(url: url)
+        let t0 = Date()
+        var counts: [JobStatus: Int] = [:]
+        while Date().timeIntervalSince(t0) < 600 {
+            counts = try await store.jobCounts()
+            if (counts[.successful] ?? 0) + (counts[.failed] ?? 0) + (counts[.dismissed] ?? 0) >= 200 { break }
+            try await Task.sleep(nanoseconds: 500_000_000)
+        }
+        print("two APIs, 4 workers: 200 jobs done in \(String(format: "%.1f", Date().timeIntervalSince(t0))) s: \(counts)")
+        #expect(counts[.successful] == 200, "\(counts)")
+        for id in ids {
+            let j = try #require(try await store.job(id: id), "job \(id) lost")
+            #expect(j.status == .successful && j.attempts == 1 && j.resultAttempt == 1, "\(j)")
+            let folders = try FileManager.default.contentsOfDirectory(atPath: a.data.path("jobs/\(id)")).filter { $0.hasPrefix("attempt-") }
+            #expect(folders == ["attempt-1"], "\(id): \(folders)")
+        }
+        // Both APIs serve every job's results.
+        #expect(try await http("HEAD", "\(b.base)/jobs/\(ids[0])/results/manifest.json", token: token).status == 200)
+        #expect(try await http("HEAD", "\(a.base)/jobs/\(ids[199])/results/manifest.json", token: token).status == 200)
     }
 }
 

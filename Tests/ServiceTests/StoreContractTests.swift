@@ -287,7 +287,7 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
                 group.addTask {
                     var mine: [Int] = []
                     while let claim = try? await store.claimTasks(worker: "w\(w)", limit: 2, leaseUntil: lease, preferJob: nil), !claim.isEmpty {
-                        for t in claim where (try? await store.completeTask(t, worker: "w\(w)", cpuSeconds: 0.5)) == true { mine.append(t.tile) }
+                        mine += (try? await store.completeTasks(claim, worker: "w\(w)", cpuSeconds: 0.5 * Double(claim.count))) ?? []
                     }
                     return mine
                 }
@@ -307,9 +307,9 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         let fresh = try #require(try await store.claimTasks(worker: "b", limit: 4, leaseUntil: lease, preferJob: nil).first)
         #expect(fresh.attempts == 2 && fresh.tile == 0)
         #expect(!(try await store.heartbeatTasks([stale], worker: "a", leaseUntil: lease)))
-        #expect(!(try await store.completeTask(stale, worker: "a", cpuSeconds: 1)))
+        #expect(try await store.completeTasks([stale], worker: "a", cpuSeconds: 1).isEmpty)
         #expect(try await store.heartbeatTasks([fresh], worker: "b", leaseUntil: lease))
-        #expect(try await store.completeTask(fresh, worker: "b", cpuSeconds: 1))
+        #expect(try await store.completeTasks([fresh], worker: "b", cpuSeconds: 1) == [0])
         #expect(try await store.tasks(jobId: j.id).first { $0.stage == "fuse" }?.completions == 1)
         // A tile failing at every attempt fails for good, with its reason; release does not count an attempt.
         try await store.addTasks(jobId: j.id, jobAttempt: 1, runDirectory: "/shared/run", stage: "ortho", tiles: [3])
