@@ -27,15 +27,19 @@ extension PostgresJobStore {
     }
 
     public func claimTasks(worker: String, limit: Int, leaseUntil: Date, preferJob: String?) async throws -> [TileTask] {
-        // One stage of one job per claim (one child process runs it): the job is chosen without locks
-        // (preferred job, then the user with the fewest running tasks, then the oldest job), its queued tiles
+        // One stage of one job per claim (one child process runs it): the job is chosen without locks among
+        // the running jobs with queued tiles (preferred job, then the user with the fewest running tasks, then
+        // the oldest job; the cost grows with running jobs, not with queued tiles), its queued tiles
         // are locked with SKIP LOCKED, so concurrent claimers take different tiles and never wait.
         try await rows("""
             WITH running AS (SELECT j.user_id, COUNT(*) AS n FROM tasks t JOIN jobs j ON j.id = t.job_id
                              WHERE t.state = 'running' GROUP BY j.user_id),
-            choice AS (SELECT t.job_id, t.stage FROM tasks t JOIN jobs j ON j.id = t.job_id LEFT JOIN running r ON r.user_id = j.user_id
-                       WHERE t.state = 'queued' AND j.status = 'running' AND NOT j.cancel_requested AND j.attempts = t.job_attempt
-                       ORDER BY CASE WHEN t.job_id = \(preferJob ?? "") THEN 0 ELSE 1 END, COALESCE(r.n, 0), j.created_at, t.job_id, t.tile
+            choice AS (SELECT j.id AS job_id,
+                              (SELECT t.stage FROM tasks t WHERE t.job_id = j.id AND t.state = 'queued' AND t.job_attempt = j.attempts LIMIT 1) AS stage
+                       FROM jobs j LEFT JOIN running r ON r.user_id = j.user_id
+                       WHERE j.status = 'running' AND NOT j.cancel_requested
+                         AND EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id AND t.state = 'queued' AND t.job_attempt = j.attempts)
+                       ORDER BY CASE WHEN j.id = \(preferJob ?? "") THEN 0 ELSE 1 END, COALESCE(r.n, 0), j.created_at, j.id
                        LIMIT 1),
             pick AS (SELECT t.job_id, t.stage, t.tile FROM tasks t JOIN choice ON choice.job_id = t.job_id AND choice.stage = t.stage
                      WHERE t.state = 'queued' ORDER BY t.tile LIMIT \(Int32(max(1, limit))) FOR UPDATE OF t SKIP LOCKED)

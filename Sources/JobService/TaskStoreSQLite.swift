@@ -32,9 +32,12 @@ extension SQLiteJobStore {
             guard let pick = try Row.fetchOne(db, sql: """
                 WITH running AS (SELECT j.user_id, COUNT(*) AS n FROM tasks t JOIN jobs j ON j.id = t.job_id
                                  WHERE t.state = 'running' GROUP BY j.user_id)
-                SELECT t.job_id, t.stage FROM tasks t JOIN jobs j ON j.id = t.job_id LEFT JOIN running r ON r.user_id = j.user_id
-                WHERE t.state = 'queued' AND j.status = 'running' AND j.cancel_requested = 0 AND j.attempts = t.job_attempt
-                ORDER BY CASE WHEN t.job_id = ? THEN 0 ELSE 1 END, COALESCE(r.n, 0), j.created_at, t.job_id, t.tile
+                SELECT j.id AS job_id,
+                       (SELECT t.stage FROM tasks t WHERE t.job_id = j.id AND t.state = 'queued' AND t.job_attempt = j.attempts LIMIT 1) AS stage
+                FROM jobs j LEFT JOIN running r ON r.user_id = j.user_id
+                WHERE j.status = 'running' AND j.cancel_requested = 0
+                  AND EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id AND t.state = 'queued' AND t.job_attempt = j.attempts)
+                ORDER BY CASE WHEN j.id = ? THEN 0 ELSE 1 END, COALESCE(r.n, 0), j.created_at, j.id
                 LIMIT 1
                 """, arguments: [preferJob ?? ""]) else { return [] }
             let job: String = pick["job_id"], stage: String = pick["stage"]
