@@ -42,7 +42,9 @@ extension PostgresJobStore {
                        ORDER BY CASE WHEN j.id = \(preferJob ?? "") THEN 0 ELSE 1 END, COALESCE(r.n, 0), j.created_at, j.id
                        LIMIT 1),
             pick AS (SELECT t.job_id, t.stage, t.tile FROM tasks t JOIN choice ON choice.job_id = t.job_id AND choice.stage = t.stage
-                     WHERE t.state = 'queued' ORDER BY t.tile LIMIT \(Int32(max(1, limit))) FOR UPDATE OF t SKIP LOCKED)
+                     WHERE t.state = 'queued' ORDER BY t.tile
+                     LIMIT (SELECT CASE WHEN stage = 'match' THEN \(Int32(TileTask.claimSize(stage: "match", perClaim: limit))) ELSE \(Int32(TileTask.claimSize(stage: "fuse", perClaim: limit))) END FROM choice)
+                     FOR UPDATE OF t SKIP LOCKED)
             UPDATE tasks SET state = 'running', worker = \(worker), lease_until = \(leaseUntil.timeIntervalSince1970),
                 attempts = tasks.attempts + 1, error = NULL
             FROM pick WHERE tasks.job_id = pick.job_id AND tasks.stage = pick.stage AND tasks.tile = pick.tile AND tasks.state = 'queued'
