@@ -257,7 +257,7 @@ extension CostVolume {
                             var v = UnsafeRawPointer(src.baseAddress! + (y * w + x) * kp + q).loadUnaligned(as: SIMD16<Int16>.self)
                             for t in -o...o where t != 0 {
                                 let yy = min(max(y + t, 0), h - 1)
-                                v = pointwiseMin(v, UnsafeRawPointer(src.baseAddress! + (yy * w + x) * kp + q).loadUnaligned(as: SIMD16<Int16>.self))
+                                v = lanesMin(v, UnsafeRawPointer(src.baseAddress! + (yy * w + x) * kp + q).loadUnaligned(as: SIMD16<Int16>.self))
                             }
                             UnsafeMutableRawPointer(pd + q).storeBytes(of: v, as: SIMD16<Int16>.self)
                         }
@@ -292,45 +292,124 @@ public struct RefinementWindow: Sendable, Equatable {
     }
 }
 
-extension CostVolume {
-    /// Weighted ZNCC of the centred window at (x, y) for labels k − 1, k and k + 1 (edges replicated): nil
-    /// for a label outside the search or a window without texture. The left window's sums are shared.
-    func refinementScores(x: Int, y: Int, label k: Int, window: RefinementWindow) -> (Float?, Float?, Float?) {
-        let r = window.radius, side = 2 * r + 1
-        return window.weights.withUnsafeBufferPointer { wt in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: side * side) { lv in
-                var sl: Float = 0, sll: Float = 0, n: Float = 0
+/// The sub-pixel refinement's scores at one pixel: the weighted ZNCC of the centred window against the
+/// labels around the winner, with edges replicated. The left window's values and sums are taken once per
+/// pixel and each label's score once (the climb to the correlation peak revisits labels); windows that
+/// lie inside both images skip the edge clamping. Same sums in the same order as the clamped path, so the
+/// same results bit for bit.
+struct RefinementProbe {
+    let volume: CostVolume
+    let window: RefinementWindow
+    /// Scratch for the left window's values, (2r + 1)² floats, owned by the caller.
+    let leftValues: UnsafeMutablePointer<Float>
+    private(set) var x = 0, y = 0
+    private var sl: Float = 0, vl: Float = 0, n: Float = 0
+    private var textured = false
+    /// Scores of labels `first` ..< `first` + 5, computed on demand.
+    private var first = 0
+    private var cache: (Float?, Float?, Float?, Float?, Float?) = (nil, nil, nil, nil, nil)
+    private var known: (Bool, Bool, Bool, Bool, Bool) = (false, false, false, false, false)
+
+    init(volume: CostVolume, window: RefinementWindow, scratch: UnsafeMutablePointer<Float>) {
+        self.volume = volume; self.window = window; leftValues = scratch
+    }
+
+    /// Moves to pixel (x, y), whose winner is label k: scores of labels k − 2 … k + 2 may then be asked.
+    mutating func move(x: Int, y: Int, around k: Int) {
+        self.x = x; self.y = y; first = k - 2
+        known = (false, false, false, false, false)
+        let r = window.radius, w = volume.width, h = volume.height
+        var sl: Float = 0, sll: Float = 0, n: Float = 0
+        window.weights.withUnsafeBufferPointer { wt in
+            volume.left.pixels.withUnsafeBufferPointer { L in
                 var q = 0
-                for dy in -r...r {
-                    let yy = min(max(y + dy, 0), height - 1)
-                    for dx in -r...r {
-                        let a = left.pixels[yy * width + min(max(x + dx, 0), width - 1)], w = wt[q]
-                        lv[q] = a; sl += w * a; sll += w * a * a; n += w
-                        q += 1
-                    }
-                }
-                let vl = sll - sl * sl / n
-                guard vl > 1e-6 else { return (nil, nil, nil) }
-                func score(_ label: Int) -> Float? {
-                    guard label >= 0, label < labels.count else { return nil }
-                    let R = phases[labelPhase[label]], shift = labelShift[label]
-                    var sr: Float = 0, srr: Float = 0, slr: Float = 0
-                    var q = 0
+                if x >= r, x + r < w, y >= r, y + r < h {
                     for dy in -r...r {
-                        let yy = min(max(y + dy, 0), height - 1)
+                        let row = L.baseAddress! + (y + dy) * w + x
                         for dx in -r...r {
-                            let xl = min(max(x + dx, 0), width - 1)
-                            let b = R.pixels[yy * R.width + min(max(xl - shift, 0), R.width - 1)], w = wt[q]
-                            sr += w * b; srr += w * b * b; slr += w * lv[q] * b
+                            let a = row[dx], wq = wt[q]
+                            leftValues[q] = a; sl += wq * a; sll += wq * a * a; n += wq
                             q += 1
                         }
                     }
-                    let vr = srr - sr * sr / n
-                    guard vr > 1e-6 else { return nil }
-                    return (slr - sl * sr / n) / (vl * vr).squareRoot()
+                } else {
+                    for dy in -r...r {
+                        let yy = min(max(y + dy, 0), h - 1)
+                        for dx in -r...r {
+                            let a = L[yy * w + min(max(x + dx, 0), w - 1)], wq = wt[q]
+                            leftValues[q] = a; sl += wq * a; sll += wq * a * a; n += wq
+                            q += 1
+                        }
+                    }
                 }
-                return (score(k - 1), score(k), score(k + 1))
             }
         }
+        self.sl = sl; self.n = n
+        vl = sll - sl * sl / n
+        textured = vl > 1e-6
+    }
+
+    /// The scores of labels k − 1, k and k + 1 (k within 1 of the winner given to `move`); nil for a
+    /// label outside the search or a window without texture.
+    mutating func scores(around k: Int) -> (Float?, Float?, Float?) {
+        guard textured else { return (nil, nil, nil) }
+        return (score(k - 1), score(k), score(k + 1))
+    }
+
+    private mutating func score(_ label: Int) -> Float? {
+        let slot = label - first
+        switch slot {
+        case 0: if known.0 { return cache.0 }
+        case 1: if known.1 { return cache.1 }
+        case 2: if known.2 { return cache.2 }
+        case 3: if known.3 { return cache.3 }
+        case 4: if known.4 { return cache.4 }
+        default: return compute(label)
+        }
+        let v = compute(label)
+        switch slot {
+        case 0: cache.0 = v; known.0 = true
+        case 1: cache.1 = v; known.1 = true
+        case 2: cache.2 = v; known.2 = true
+        case 3: cache.3 = v; known.3 = true
+        default: cache.4 = v; known.4 = true
+        }
+        return v
+    }
+
+    private func compute(_ label: Int) -> Float? {
+        guard label >= 0, label < volume.labels.count else { return nil }
+        let c = volume
+        let R = c.phases[c.labelPhase[label]], shift = c.labelShift[label]
+        let r = window.radius, w = c.width, h = c.height, rw = R.width
+        var sr: Float = 0, srr: Float = 0, slr: Float = 0
+        window.weights.withUnsafeBufferPointer { wt in
+            R.pixels.withUnsafeBufferPointer { P in
+                var q = 0
+                if x >= r, x + r < w, y >= r, y + r < h, x - r - shift >= 0, x + r - shift < rw {
+                    for dy in -r...r {
+                        let row = P.baseAddress! + (y + dy) * rw + x - shift
+                        for dx in -r...r {
+                            let b = row[dx], wq = wt[q]
+                            sr += wq * b; srr += wq * b * b; slr += wq * leftValues[q] * b
+                            q += 1
+                        }
+                    }
+                } else {
+                    for dy in -r...r {
+                        let yy = min(max(y + dy, 0), h - 1)
+                        for dx in -r...r {
+                            let xl = min(max(x + dx, 0), w - 1)
+                            let b = P[yy * rw + min(max(xl - shift, 0), rw - 1)], wq = wt[q]
+                            sr += wq * b; srr += wq * b * b; slr += wq * leftValues[q] * b
+                            q += 1
+                        }
+                    }
+                }
+            }
+        }
+        let vr = srr - sr * sr / n
+        guard vr > 1e-6 else { return nil }
+        return (slr - sl * sr / n) / (vl * vr).squareRoot()
     }
 }

@@ -250,13 +250,16 @@ public struct DenseMatcher: Sendable {
         var rightCost = [Int16](repeating: .max, count: wr)
         // Integer column offset of each label in the right view: xr = x − round(d_k).
         let offsets = (0..<n).map { Int(c.labels.disparity($0).rounded()) }
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: (2 * refinement.radius + 1) * (2 * refinement.radius + 1))
+        defer { scratch.deallocate() }
+        var probe = RefinementProbe(volume: c, window: refinement, scratch: scratch)
         s.withUnsafeBufferPointer { S in
             for y in 0..<h {
                 for x in 0..<w {
                     let o = S.baseAddress! + (y * w + x) * kp
                     // Vectorised minimum, then the first label that reaches it.
                     var mv = SIMD16<Int16>(repeating: .max)
-                    for q in stride(from: 0, to: kp, by: 16) { mv = pointwiseMin(mv, UnsafeRawPointer(o + q).loadUnaligned(as: SIMD16<Int16>.self)) }
+                    for q in stride(from: 0, to: kp, by: 16) { mv = lanesMin(mv, UnsafeRawPointer(o + q).loadUnaligned(as: SIMD16<Int16>.self)) }
                     let m = mv.min()
                     var k0 = 0
                     while o[k0] != m { k0 += 1 }
@@ -284,8 +287,9 @@ public struct DenseMatcher: Sendable {
                     // The correlation peak may sit one label beside the regularised winner: climb to it first.
                     var kc = k
                     var sigma = Float.nan
+                    probe.move(x: x, y: y, around: k)
                     for _ in 0..<3 {
-                        let (sa, sb, se) = c.refinementScores(x: x, y: y, label: kc, window: refinement)
+                        let (sa, sb, se) = probe.scores(around: kc)
                         guard let a = sa, let b = sb, let e = se else { break }
                         if a > b, a >= e, abs(kc - 1 - k) <= 1 { kc -= 1; continue }
                         if e > b, e > a, abs(kc + 1 - k) <= 1 { kc += 1; continue }
