@@ -212,10 +212,20 @@ extension CostVolume {
                                 rc[x] = m
                             }
                             if w > 2 * o {
-                                for x in o..<(w - o) {
-                                    var m = M[x - o]
-                                    for t in 1...(2 * o) { m = min(m, M[x - o + t]) }
+                                // 16 columns at a time, then the rest one by one.
+                                let mb = M.baseAddress!
+                                var x = o
+                                while x + 16 <= w - o {
+                                    var m = UnsafeRawPointer(mb + x - o).loadUnaligned(as: Lanes.self)
+                                    for t in 1...(2 * o) { m = lanesMin(m, UnsafeRawPointer(mb + x - o + t).loadUnaligned(as: Lanes.self)) }
+                                    UnsafeMutableRawPointer(rc + x).storeBytes(of: m, as: Lanes.self)
+                                    x += 16
+                                }
+                                while x < w - o {
+                                    var m = mb[x - o]
+                                    for t in 1...(2 * o) { m = min(m, mb[x - o + t]) }
                                     rc[x] = m
+                                    x += 1
                                 }
                             }
                             for x in max(o, w - o)..<w {
@@ -228,9 +238,11 @@ extension CostVolume {
                 }
                 // Transpose the row's [label][column] costs into [column][label].
                 let rowBase = y * w * kp
+                let nl = labels.count, rcb = RC.baseAddress!
                 for x in 0..<w {
                     let o = out.baseAddress! + rowBase + x * kp
-                    for k in 0..<labels.count { o[k] = RC[k * w + x] }
+                    var src = rcb + x
+                    for k in 0..<nl { o[k] = src.pointee; src += w }
                 }
             }
         }}}}}}}

@@ -266,16 +266,24 @@ public struct DenseMatcher: Sendable {
                     best[y * w + x] = min(k0, n - 1)
                 }
                 // Right view's winners: for right column xr the candidates are left columns xr + round(d_k).
+                // The offsets grow with k, so the labels landing inside the right view (x − wr < offset ≤ x)
+                // are one run kLo ..< kHi that moves forward with x; same visiting order as a full scan.
                 for i in 0..<wr { rightBest[i] = -1; rightCost[i] = .max }
-                for x in 0..<w {
-                    let o = S.baseAddress! + (y * w + x) * kp
-                    for k in 0..<n {
-                        let xr = x - offsets[k]
-                        guard xr >= 0, xr < wr else { continue }
-                        let v = o[k]
-                        if v < rightCost[xr] { rightCost[xr] = v; rightBest[xr] = k }
+                rightBest.withUnsafeMutableBufferPointer { RB in
+                rightCost.withUnsafeMutableBufferPointer { RCost in
+                offsets.withUnsafeBufferPointer { off in
+                    var kLo = 0, kHi = 0
+                    for x in 0..<w {
+                        while kLo < n, off[kLo] <= x - wr { kLo += 1 }
+                        while kHi < n, off[kHi] <= x { kHi += 1 }
+                        guard kLo < kHi else { continue }
+                        let o = S.baseAddress! + (y * w + x) * kp
+                        for k in kLo..<kHi {
+                            let xr = x - off[k], v = o[k]
+                            if v < RCost[xr] { RCost[xr] = v; RB[xr] = k }
+                        }
                     }
-                }
+                }}}
                 for x in 0..<w {
                     let k = best[y * w + x]
                     let o = (y * w + x) * kp
