@@ -265,23 +265,26 @@ public struct DenseMatcher: Sendable {
                     while o[k0] != m { k0 += 1 }
                     best[y * w + x] = min(k0, n - 1)
                 }
-                // Right view's winners: for right column xr the candidates are left columns xr + round(d_k).
-                // The offsets grow with k, so the labels landing inside the right view (x − wr < offset ≤ x)
-                // are one run kLo ..< kHi that moves forward with x; same visiting order as a full scan.
-                for i in 0..<wr { rightBest[i] = -1; rightCost[i] = .max }
+                // Right view's winners, column by column: the candidates of right column xr are the labels k
+                // whose left column xr + offset_k lies in the row. The offsets grow with k, so these are one run
+                // kLo ..< kHi, moving forward as xr goes down the row, visited in the order of a scan over (x, k) — the same
+                // first minimum wins — with the running minimum kept in registers.
                 rightBest.withUnsafeMutableBufferPointer { RB in
                 rightCost.withUnsafeMutableBufferPointer { RCost in
                 offsets.withUnsafeBufferPointer { off in
+                    let row = S.baseAddress! + y * w * kp
                     var kLo = 0, kHi = 0
-                    for x in 0..<w {
-                        while kLo < n, off[kLo] <= x - wr { kLo += 1 }
-                        while kHi < n, off[kHi] <= x { kHi += 1 }
-                        guard kLo < kHi else { continue }
-                        let o = S.baseAddress! + (y * w + x) * kp
-                        for k in kLo..<kHi {
-                            let xr = x - off[k], v = o[k]
-                            if v < RCost[xr] { RCost[xr] = v; RB[xr] = k }
+                    for xr in stride(from: wr - 1, through: 0, by: -1) {
+                        while kLo < n, xr + off[kLo] < 0 { kLo += 1 }
+                        while kHi < n, xr + off[kHi] < w { kHi += 1 }
+                        var bestCost = Int16.max, bestK = -1
+                        var k = kLo
+                        while k < kHi {
+                            let v = row[(xr + off[k]) * kp + k]
+                            if v < bestCost { bestCost = v; bestK = k }
+                            k += 1
                         }
+                        RB[xr] = bestK; RCost[xr] = bestCost
                     }
                 }}}
                 for x in 0..<w {
