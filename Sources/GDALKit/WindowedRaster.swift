@@ -144,10 +144,15 @@ extension GeoProducts {
         }
     }
 
+    /// DEFLATE level of the delivered COGs. Measured on the assembly of a 2048² synthetic pair (13 COGs,
+    /// 2026-11-22): level 6 (GDAL's default) 7.9 CPU-s and 73.0 MB, level 3 6.3 CPU-s and 75.6 MB (+3.6 %),
+    /// level 1 5.9 CPU-s and 77.4 MB (+6.3 %).
+    public static let cogDeflateLevel = 3
+
     /// Converts a (tiled) GeoTIFF into a Cloud Optimized GeoTIFF: deflate, internal overviews, 256² blocks.
     public static func toCOG(source: String, destination: String, floatingPoint: Bool) throws {
         var args = ["-of", "COG", "-co", "COMPRESS=DEFLATE", "-co", "OVERVIEWS=AUTO", "-co", "BLOCKSIZE=256",
-                    "-co", "BIGTIFF=IF_SAFER", "-co", "NUM_THREADS=1"]
+                    "-co", "BIGTIFF=IF_SAFER", "-co", "NUM_THREADS=1", "-co", "LEVEL=\(cogDeflateLevel)"]
         if floatingPoint { args += ["-co", "PREDICTOR=YES"] }
         try translate(source: source, destination: destination, arguments: args)
     }

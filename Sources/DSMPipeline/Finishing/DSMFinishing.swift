@@ -126,7 +126,8 @@ struct DSMFinishing {
             let meta = input.metadata().map { ($0.key, $0.value) }.filter { $0.0 != "VERTICAL_REFERENCE" } + [("VERTICAL_REFERENCE", a.datum.metadataValue)]
             func writer(_ name: String, _ geo: [Double]) throws -> WindowedRasterWriter {
                 try WindowedRasterWriter(path: assembled(name), width: grid.width, height: grid.height, bands: 1, type: .float32,
-                                         geoTransform: geo, projectionWKT: heightWKT, noData: .nan, metadata: meta, bandDescriptions: ["height"])
+                                         geoTransform: geo, projectionWKT: heightWKT, noData: .nan, metadata: meta, bandDescriptions: ["height"],
+                                         options: GeoProducts.scratchCompression)
             }
             inputs.append(input)
             outputs.append(try writer(layer, gt))

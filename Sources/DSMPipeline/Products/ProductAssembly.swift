@@ -36,14 +36,15 @@ struct ProductAssembly: Sendable {
     func heightWriter(_ name: String) throws -> WindowedRasterWriter {
         try WindowedRasterWriter(path: assembled(name), width: grid.width, height: grid.height, bands: 1, type: .float32,
                                  geoTransform: geoTransform, projectionWKT: try SpatialReference.heightWKT(epsg: grid.epsg, datum: .ellipsoid),
-                                 noData: .nan, metadata: Self.heightMetadata, bandDescriptions: ["height"])
+                                 noData: .nan, metadata: Self.heightMetadata, bandDescriptions: ["height"], options: GeoProducts.scratchCompression)
     }
 
     func writer(_ name: String, bands: Int, type: RasterDataType, noData: Double?, metadata: [(String, String)] = [],
                 descriptions: [String] = [], rgb: Bool = false, validityMask: Bool = false) throws -> WindowedRasterWriter {
         try WindowedRasterWriter(path: assembled(name), width: grid.width, height: grid.height, bands: bands, type: type,
                                  geoTransform: geoTransform, projectionWKT: wkt, noData: noData, metadata: metadata,
-                                 bandDescriptions: descriptions, colorInterpretationRGB: rgb, validityMask: validityMask)
+                                 bandDescriptions: descriptions, colorInterpretationRGB: rgb, options: GeoProducts.scratchCompression,
+                                 validityMask: validityMask)
     }
 
     func publish(_ name: String, floatingPoint: Bool) throws {
@@ -162,9 +163,10 @@ struct ProductAssembly: Sendable {
     }
 
     /// Elevation colour ramp (green → yellow → brown → white) of a height normalised to [0, 1].
+    static let rampStops: [(Float, SIMD3<Float>)] = [(0, SIMD3(40, 110, 60)), (0.35, SIMD3(170, 190, 90)),
+                                                     (0.65, SIMD3(180, 130, 70)), (0.85, SIMD3(140, 100, 80)), (1, SIMD3(245, 245, 245))]
     static func ramp(_ t: Float) -> SIMD3<Float> {
-        let stops: [(Float, SIMD3<Float>)] = [(0, SIMD3(40, 110, 60)), (0.35, SIMD3(170, 190, 90)),
-                                              (0.65, SIMD3(180, 130, 70)), (0.85, SIMD3(140, 100, 80)), (1, SIMD3(245, 245, 245))]
+        let stops = rampStops
         let x = max(0, min(1, t))
         for k in 1..<stops.count where x <= stops[k].0 {
             let (a, ca) = stops[k - 1], (b, cb) = stops[k]
@@ -216,7 +218,7 @@ struct ProductAssembly: Sendable {
         do {
             let shadePath = assembled("shade_" + name)
             try GeoProducts.demProcessing("hillshade", source: assembled("dsm.tif"), destination: shadePath,
-                                          arguments: args + ["-co", "TILED=YES", "-co", "COMPRESS=DEFLATE", "-co", "ZLEVEL=1", "-co", "BIGTIFF=IF_SAFER"])
+                                          arguments: args + ["-co", "TILED=YES", "-co", "BIGTIFF=IF_SAFER"] + GeoProducts.scratchCompressionArguments)
             // RGBA: the alpha band says where the DSM has no height (0), instead of a nodata colour.
             let out = try writer(name, bands: 4, type: .byte, noData: nil, metadata: [("ELEVATION_COLOUR_RANGE_M", "\(lo) \(hi)")], rgb: true)
             let dsm = try RasterDataset(path: assembled("dsm.tif")), shade = try RasterDataset(path: shadePath)
