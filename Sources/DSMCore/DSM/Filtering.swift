@@ -80,26 +80,44 @@ public enum DSMFilter {
                                       slopeAllowance: Float = 3, minimumNeighbours: Int = 4) -> GridRaster {
         let g = raster.grid
         var out = raster
-        var nb: [Float] = []
-        for j in 0..<g.height {
-            for i in 0..<g.width {
-                let c = j * g.width + i
-                let v = raster.values[c]
-                guard !v.isNaN else { continue }
-                nb.removeAll(keepingCapacity: true)
-                for y in max(0, j - r)...min(g.height - 1, j + r) {
-                    for x in max(0, i - r)...min(g.width - 1, i + r) where !(x == i && y == j) {
-                        let w = raster.values[y * g.width + x]
-                        if !w.isNaN { nb.append(w) }
+        let side = 2 * r + 1
+        // The neighbours and their deviations in two small buffers, sorted by insertion (at most 24 values
+        // for radius 2: cheaper than the standard library's sort and no allocation per cell).
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * side * side) { buffer in
+            let nb = buffer.baseAddress!, dev = nb + side * side
+            @inline(__always) func sortInPlace(_ a: UnsafeMutablePointer<Float>, _ n: Int) {
+                guard n > 1 else { return }
+                for i in 1..<n {
+                    let v = a[i]
+                    var j = i - 1
+                    while j >= 0, a[j] > v { a[j + 1] = a[j]; j -= 1 }
+                    a[j + 1] = v
+                }
+            }
+            raster.values.withUnsafeBufferPointer { V in
+                for j in 0..<g.height {
+                    for i in 0..<g.width {
+                        let c = j * g.width + i
+                        let v = V[c]
+                        guard !v.isNaN else { continue }
+                        var count = 0
+                        for y in max(0, j - r)...min(g.height - 1, j + r) {
+                            for x in max(0, i - r)...min(g.width - 1, i + r) where !(x == i && y == j) {
+                                let w = V[y * g.width + x]
+                                if !w.isNaN { nb[count] = w; count += 1 }
+                            }
+                        }
+                        guard count >= minimumNeighbours else { out.values[c] = .nan; continue }
+                        sortInPlace(nb, count)
+                        let med = nb[count / 2]
+                        // Within the threshold of the median: kept whatever the spread (the MAD only widens it).
+                        if abs(v - med) <= threshold { continue }
+                        for q in 0..<count { dev[q] = abs(nb[q] - med) }
+                        sortInPlace(dev, count)
+                        let mad = dev[count / 2]
+                        if abs(v - med) > threshold + slopeAllowance * mad { out.values[c] = .nan }
                     }
                 }
-                guard nb.count >= minimumNeighbours else { out.values[c] = .nan; continue }
-                nb.sort()
-                let med = nb[nb.count / 2]
-                var dev = nb.map { abs($0 - med) }
-                dev.sort()
-                let mad = dev[dev.count / 2]
-                if abs(v - med) > threshold + slopeAllowance * mad { out.values[c] = .nan }
             }
         }
         return out
