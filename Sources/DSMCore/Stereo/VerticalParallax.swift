@@ -40,24 +40,36 @@ public struct VerticalParallaxProbe: Sendable {
     /// images, or no match above `minimumCorrelation` with a sub-pixel peak.
     public func measure(left: GrayImage, right: GrayImage, rightOffset: Int, disparities: ClosedRange<Double>,
                         at points: [(u: Int, v: Int)]) -> [ParallaxSample?] {
-        let r = radius, rs = rowSearch
+        let r = radius, rs = rowSearch, side = 2 * r + 1, rows = 2 * rs + 1
         let dLo = Int(disparities.lowerBound.rounded(.down)), dHi = Int(disparities.upperBound.rounded(.up))
+        guard dLo <= dHi else { return points.map { _ in nil } }
+        // Scratch: the reference patch, the candidate patch and the score table (NaN = not computed).
+        let ref = UnsafeMutablePointer<Float>.allocate(capacity: side * side), cand = UnsafeMutablePointer<Float>.allocate(capacity: side * side)
+        var table = [Double](repeating: .nan, count: (dHi - dLo + 1) * rows)
+        defer { ref.deallocate(); cand.deallocate() }
         return points.map { (u, v) -> ParallaxSample? in
             guard u - r >= 0, u + r < left.width, v - r - rs >= 0, v + r + rs < left.height else { return nil }
-            guard let ref = patch(left, u, v) else { return nil }
+            guard normalisedPatch(left, u, v, into: ref) else { return nil }
             var best = -2.0, bd = 0, bdy = 0
-            var table: [Int: Double] = [:]
+            for t in table.indices { table[t] = .nan }
             for d in dLo...dHi {
                 for dy in -rs...rs {
                     let ur = u - d - rightOffset, vr = v + dy
                     guard ur - r >= 0, ur + r < right.width, vr - r >= 0, vr + r < right.height,
-                          let c = correlate(ref, right, ur, vr) else { continue }
-                    table[d * 1000 + dy] = c
+                          normalisedPatch(right, ur, vr, into: cand) else { continue }
+                    var s: Float = 0
+                    for q in 0..<(side * side) { s += ref[q] * cand[q] }
+                    let c = Double(s)
+                    table[(d - dLo) * rows + dy + rs] = c
                     if c > best { best = c; bd = d; bdy = dy }
                 }
             }
             guard best >= minimumCorrelation else { return nil }
-            func val(_ d: Int, _ dy: Int) -> Double? { table[d * 1000 + dy] }
+            func val(_ d: Int, _ dy: Int) -> Double? {
+                guard d >= dLo, d <= dHi, abs(dy) <= rs else { return nil }
+                let c = table[(d - dLo) * rows + dy + rs]
+                return c.isNaN ? nil : c
+            }
             // The parabola's vertex through three samples at −1, 0, +1: its offset from the middle one.
             func vertex(_ a: Double?, _ b: Double, _ c: Double?) -> Double? {
                 guard let a, let c else { return nil }
@@ -71,24 +83,28 @@ public struct VerticalParallaxProbe: Sendable {
         }
     }
 
-    func patch(_ img: GrayImage, _ u: Int, _ v: Int) -> [Float]? {
-        var p: [Float] = []
-        p.reserveCapacity((2 * radius + 1) * (2 * radius + 1))
-        for dy in -radius...radius { for dx in -radius...radius { p.append(img[u + dx, v + dy]) } }
-        guard !p.contains(where: { $0.isNaN }) else { return nil }
-        let m = p.reduce(0, +) / Float(p.count)
-        var ss: Float = 0
-        for i in p.indices { p[i] -= m; ss += p[i] * p[i] }
-        guard ss > 1e-6 * Float(p.count) else { return nil }
-        let inv = 1 / ss.squareRoot()
-        return p.map { $0 * inv }
-    }
-
-    func correlate(_ ref: [Float], _ img: GrayImage, _ u: Int, _ v: Int) -> Double? {
-        guard let q = patch(img, u, v) else { return nil }
-        var s: Float = 0
-        for i in ref.indices { s += ref[i] * q[i] }
-        return Double(s)
+    /// The (2r + 1)² window centred on (u, v), which must lie inside the image, minus its mean and scaled
+    /// to unit norm, into `p`; false where it holds a NaN or has no texture.
+    func normalisedPatch(_ img: GrayImage, _ u: Int, _ v: Int, into p: UnsafeMutablePointer<Float>) -> Bool {
+        let r = radius, side = 2 * r + 1, count = side * side
+        return img.pixels.withUnsafeBufferPointer { P in
+            var q = 0, sum: Float = 0
+            for dy in -r...r {
+                let row = P.baseAddress! + (v + dy) * img.width + u
+                for dx in -r...r {
+                    let x = row[dx]
+                    if x.isNaN { return false }
+                    p[q] = x; sum += x; q += 1
+                }
+            }
+            let m = sum / Float(count)
+            var ss: Float = 0
+            for i in 0..<count { p[i] -= m; ss += p[i] * p[i] }
+            guard ss > 1e-6 * Float(count) else { return false }
+            let inv = 1 / ss.squareRoot()
+            for i in 0..<count { p[i] *= inv }
+            return true
+        }
     }
 
     /// Median of |row offset| and the median signed row offset.
