@@ -10,10 +10,18 @@ import Testing
 /// Several processes on one PostgreSQL store and one shared data folder, as several machines would be:
 /// an API without workers, and workers that come and go.
 @Suite(.serialized) struct ScaleOutTests {
-    func worker(_ data: TemporaryFolder, slots: Int) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try dsmoptExecutable())
-        p.arguments = ["worker", "--data", data.url.path, "--slots", "\(slots)"]
+    /// A worker on the data folder; with `host`, inside that network namespace, reaching the store `url`
+    /// through the namespace's link.
+    func worker(_ data: TemporaryFolder, slots: Int, on host: NetworkHost? = nil, store url: String? = nil) throws -> Process {
+        let arguments = ["worker", "--data", data.url.path, "--slots", "\(slots)"] + (host.flatMap { h in url.map { ["--store", h.storeURL($0)] } } ?? [])
+        let p: Process
+        if let host {
+            p = host.process(try dsmoptExecutable(), arguments)
+        } else {
+            p = Process()
+            p.executableURL = URL(fileURLWithPath: try dsmoptExecutable())
+            p.arguments = arguments
+        }
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
@@ -158,7 +166,15 @@ extension ScaleOutTests {
         let r = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
                                body: json(["images": ids.map { ["upload": $0] }, "parameters": ["roi": [250, 250, 500, 500], "resolution": 0.5]]))
         let id = try #require(r.json?["jobID"] as? String, "\(r.text)")
-        var workers = try (0..<3).map { _ in try worker(s.data, slots: 1) }
+        // Each worker in a network namespace of its own, as its own host, when `ip netns` can be used here.
+        let (made, why) = NetworkHost.make(count: 3)
+        let hosts = made ?? []
+        defer { for h in hosts { h.remove() } }
+        print(hosts.isEmpty ? "triplet over 3 workers: separate processes (no network namespaces: \(why))"
+                            : "triplet over 3 workers: each in its own network namespace (\(hosts.map(\.namespace).joined(separator: ", ")))")
+        var workers = try (0..<3).map { k in
+            try hosts.isEmpty ? worker(s.data, slots: 1) : worker(s.data, slots: 1, on: hosts[k], store: url)
+        }
         defer { for w in workers where w.isRunning { kill(w.processIdentifier, SIGKILL); w.waitUntilExit() } }
         let store = try await PostgresJobStore(url: url)
         // Kill a worker that is not the coordinator while it computes a match tile.
@@ -195,6 +211,12 @@ extension ScaleOutTests {
         #expect(redone.attempts == 2 && redone.doneBy?.contains("-\(dead.pid)-") == false, "\(redone)")
         let pids = Set(tasks.compactMap { $0.doneBy?.split(separator: "-").dropLast(2).last })
         #expect(pids.count >= 2, "tiles done by \(pids)")
+        if !hosts.isEmpty {
+            // Worker names begin with their host's name: every tile was done by one of the namespaces' hosts.
+            let names = Set(hosts.map(\.namespace))
+            let doers = Set(tasks.compactMap { $0.doneBy.map { $0.split(separator: "-").dropLast(3).joined(separator: "-") } })
+            #expect(doers.isSubset(of: names) && doers.count >= 2, "tiles done by hosts \(doers)")
+        }
         print("triplet over 3 workers: \(tiles) tiles × 3 stages; tile tasks done per worker pid: "
               + Dictionary(grouping: tasks, by: { String($0.doneBy?.split(separator: "-").dropLast(2).last ?? "?") }).map { "\($0.key): \($0.value.count)" }.sorted().joined(separator: ", ")
               + "; worker \(dead.pid) killed during match tile \(dead.tile) (redone in attempt \(redone.attempts)); job CPU \(j["cpuSeconds"] ?? "?") s")
