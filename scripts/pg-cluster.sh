@@ -24,7 +24,7 @@ start)
     # benchmarking range, see Tests/ServiceTests/NetworkHosts.swift) may connect; every other address is refused.
     echo "host all all 198.18.0.0/16 trust" | as_owner tee -a "$dir/data/pg_hba.conf" >/dev/null
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-        -o "-p $port -k $dir -c listen_addresses=* -c fsync=off -c max_connections=200" start >/dev/null 2>&1 || { cat "$dir/server.log" >&2; exit 1; }
+        -o "-p $port -k $dir -c listen_addresses='*' -c fsync=off -c max_connections=200" start >/dev/null 2>&1 || { cat "$dir/server.log" >&2; exit 1; }
     as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U dsmopt dsmopt
     echo "postgres://dsmopt@127.0.0.1:$port/dsmopt?sslmode=disable"
     ;;

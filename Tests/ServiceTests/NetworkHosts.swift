@@ -9,6 +9,8 @@ import TestSupport
 struct NetworkHost {
     let namespace: String
     let index: Int
+    /// The veth end on this host (deleted with its peer when the namespace goes; by name if it never got there).
+    let outerLink: String
     var hostAddress: String { "198.18.\(index).1" }
 
     static let ip = "/usr/sbin/ip"
@@ -21,8 +23,8 @@ struct NetworkHost {
         var hosts: [NetworkHost] = []
         let tag = String(getpid() % 100_000)
         for k in 1...count {
-            let h = NetworkHost(namespace: "dsmopt-\(tag)-w\(k)", index: k)
             let outer = "dv\(tag)h\(k)", inner = "dv\(tag)n\(k)"
+            let h = NetworkHost(namespace: "dsmopt-\(tag)-w\(k)", index: k, outerLink: outer)
             let steps: [[String]] = [
                 ["netns", "add", h.namespace],
                 ["link", "add", outer, "type", "veth", "peer", "name", inner],
@@ -45,8 +47,12 @@ struct NetworkHost {
         return (hosts, "")
     }
 
-    /// The namespace and its veth pair (the inner end goes with the namespace, the outer with its peer).
-    func remove() { _ = try? run(Self.ip, ["netns", "delete", namespace], timeout: 20) }
+    /// The namespace and its veth pair (the inner end goes with the namespace, the outer with its peer; a
+    /// pair left outside by a failed set-up is deleted by name).
+    func remove() {
+        _ = try? run(Self.ip, ["netns", "delete", namespace], timeout: 20)
+        _ = try? run(Self.ip, ["link", "delete", outerLink], timeout: 20)
+    }
 
     /// A store URL of this host's loopback rewritten to reach it from the namespace.
     func storeURL(_ url: String) -> String {

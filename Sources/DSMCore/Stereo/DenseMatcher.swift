@@ -247,7 +247,6 @@ public struct DenseMatcher: Sendable {
         let refinement = RefinementWindow(sigma: subpixelSigma, minimumRadius: p.window / 2)
         var best = [Int](repeating: 0, count: w * h)
         var rightBest = [Int](repeating: -1, count: wr)
-        var rightCost = [Int16](repeating: .max, count: wr)
         // Integer column offset of each label in the right view: xr = x − round(d_k).
         let offsets = (0..<n).map { Int(c.labels.disparity($0).rounded()) }
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: (2 * refinement.radius + 1) * (2 * refinement.radius + 1))
@@ -267,10 +266,9 @@ public struct DenseMatcher: Sendable {
                 }
                 // Right view's winners, column by column: the candidates of right column xr are the labels k
                 // whose left column xr + offset_k lies in the row. The offsets grow with k, so these are one run
-                // kLo ..< kHi, moving forward as xr goes down the row, visited in the order of a scan over (x, k) — the same
-                // first minimum wins — with the running minimum kept in registers.
+                // kLo ..< kHi, moving forward as xr goes down the row, visited in the order of a scan over
+                // (x, k) — the same first minimum wins — with the running minimum kept in registers.
                 rightBest.withUnsafeMutableBufferPointer { RB in
-                rightCost.withUnsafeMutableBufferPointer { RCost in
                 offsets.withUnsafeBufferPointer { off in
                     let row = S.baseAddress! + y * w * kp
                     var kLo = 0, kHi = 0
@@ -284,9 +282,9 @@ public struct DenseMatcher: Sendable {
                             if v < bestCost { bestCost = v; bestK = k }
                             k += 1
                         }
-                        RB[xr] = bestK; RCost[xr] = bestCost
+                        RB[xr] = bestK
                     }
-                }}}
+                }}
                 for x in 0..<w {
                     let k = best[y * w + x]
                     let o = (y * w + x) * kp
