@@ -3,7 +3,7 @@
 # W `dsmopt worker` processes sharing one data folder), for each W given; each worker pinned to one core
 # (taskset, round robin over the machine's cores) so that W workers stand for W one-core machines. Prints a
 # Markdown table: W, job wall time (started → finished), speed-up against the first W, job CPU, and the
-# per-tile CPU of each stage (mean over the tile tasks, from the store), plus the coordinator's own steps.
+# per-tile CPU of each stage (the stage's tasks' CPU over the tiles, from the store), plus the coordinator's own steps.
 #   Benchmarks/scale-out.sh [--size N] [--tile-cells C] [W ...]      (default: --size 2048, W = 1 2 3)
 # Needs a release build (swift build -c release --product dsmopt), PostgreSQL's server binaries (or
 # DSMOPT_BENCH_POSTGRES=postgres://… of a server where it may create databases), curl and python3.
@@ -33,7 +33,7 @@ for v in 1 2; do
     [[ -f "$work/synth_$size/upload_$v.tif" ]] || gdal_translate -q -co TILED=YES "$work/synth_$size/view_$v.tif" "$work/synth_$size/upload_$v.tif"
 done
 ncores=$(nproc)
-echo "| workers (1 core each) | tiles | job wall s | speed-up | job CPU s | match CPU-s/tile | fuse CPU-s/tile | ortho CPU-s/tile | plan + offsets + assembly CPU s |"
+echo "| workers (1 core each) | tiles (tasks: fuse/match/ortho) | job wall s | speed-up | job CPU s | match CPU-s/tile | fuse CPU-s/tile | ortho CPU-s/tile | plan + offsets + assembly CPU s |"
 echo "|---|---|---|---|---|---|---|---|---|"
 first=""
 for w in "${counts[@]}"; do
@@ -62,12 +62,14 @@ for w in "${counts[@]}"; do
         sleep 1
     done
     read -r wall cpu < <(psql "$store" -Atc "SELECT finished_at - started_at, cpu_seconds FROM jobs WHERE id = '$job'" | tr '|' ' ')
-    stage() { psql "$store" -Atc "SELECT COALESCE(round(avg(cpu_seconds)::numeric, 2), 0) FROM tasks WHERE job_id = '$job' AND stage = '$1'"; }
-    tiles=$(psql "$store" -Atc "SELECT count(*) FROM tasks WHERE job_id = '$job' AND stage = 'match'")
+    # Tasks are blocks of tiles (TileStage.taskBlock): per-tile CPU = the stage's CPU over the scene's tiles.
+    tiles=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tiling"]["tiles"])' "$data/jobs/$job/attempt-1/out/manifest.json")
+    stage() { psql "$store" -Atc "SELECT COALESCE(round((sum(cpu_seconds) / $tiles)::numeric, 2), 0) FROM tasks WHERE job_id = '$job' AND stage = '$1'"; }
+    tasks=$(psql "$store" -Atc "SELECT string_agg(n::text, '/' ORDER BY s) FROM (SELECT stage AS s, count(*) AS n FROM tasks WHERE job_id = '$job' GROUP BY stage) x")
     own=$(psql "$store" -Atc "SELECT round(($cpu - sum(cpu_seconds))::numeric, 1) FROM tasks WHERE job_id = '$job'")
     [[ -z $first ]] && first=$wall
     speedup=$(python3 -c "print('%.2f' % ($first / $wall))")
-    printf '| %d | %d | %.1f | %s | %.1f | %s | %s | %s | %s |\n' "$w" "$tiles" "$wall" "$speedup" "$cpu" "$(stage match)" "$(stage fuse)" "$(stage ortho)" "$own"
+    printf '| %d | %d (%s) | %.1f | %s | %.1f | %s | %s | %s | %s |\n' "$w" "$tiles" "$tasks" "$wall" "$speedup" "$cpu" "$(stage match)" "$(stage fuse)" "$(stage ortho)" "$own"
     [[ $status == successful ]] || echo "job $job $status: see $data" >&2
     kill "${pids[@]}" "$api" 2>/dev/null; wait "${pids[@]}" "$api" 2>/dev/null || true
 done

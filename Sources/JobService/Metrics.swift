@@ -1,7 +1,9 @@
 import Foundation
 
 /// In-process metrics exposed as Prometheus text at `/metrics`: HTTP latencies per route, pipeline stage
-/// durations (from this process's workers); job counts and queue length come from the store at scrape time.
+/// durations (from this process's workers: a job's stages in one process; for a job spread over workers,
+/// each claim of tile tasks under its stage and the coordinator's plan, offsets and products steps), tiles
+/// finished; job counts and queue length come from the store at scrape time.
 public final class ServiceMetrics: @unchecked Sendable {
     private let lock = NSLock()
     static let buckets: [Double] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
@@ -9,6 +11,7 @@ public final class ServiceMetrics: @unchecked Sendable {
     private var http: [String: Histogram] = [:]
     private var stages: [String: (sum: Double, count: Int)] = [:]
     private var requests: [String: Int] = [:]
+    private var tiles: [String: (count: Int, cpu: Double)] = [:]
 
     public init() {}
 
@@ -31,6 +34,15 @@ public final class ServiceMetrics: @unchecked Sendable {
         }
     }
 
+    /// Tiles of a job spread over workers, finished by this process's workers (one claim's tiles and their CPU).
+    func observeTiles(_ stage: String, count: Int, cpuSeconds: Double) {
+        lock.withLock {
+            var t = tiles[stage] ?? (0, 0)
+            t.count += count; t.cpu += cpuSeconds
+            tiles[stage] = t
+        }
+    }
+
     func render(jobCounts: [JobStatus: Int]) -> String {
         lock.withLock {
             var out = "# HELP dsmopt_jobs Jobs by state.\n# TYPE dsmopt_jobs gauge\n"
@@ -41,6 +53,10 @@ public final class ServiceMetrics: @unchecked Sendable {
             for (k, v) in stages.sorted(by: { $0.key < $1.key }) {
                 out += "dsmopt_stage_seconds_sum{stage=\"\(k)\"} \(v.sum)\ndsmopt_stage_seconds_count{stage=\"\(k)\"} \(v.count)\n"
             }
+            out += "# HELP dsmopt_tiles_total Tiles of jobs spread over workers (tile tasks) finished by this process's workers.\n# TYPE dsmopt_tiles_total counter\n"
+            for (k, v) in tiles.sorted(by: { $0.key < $1.key }) { out += "dsmopt_tiles_total{stage=\"\(k)\"} \(v.count)\n" }
+            out += "# HELP dsmopt_tile_cpu_seconds_total CPU seconds of those tiles.\n# TYPE dsmopt_tile_cpu_seconds_total counter\n"
+            for (k, v) in tiles.sorted(by: { $0.key < $1.key }) { out += "dsmopt_tile_cpu_seconds_total{stage=\"\(k)\"} \(v.cpu)\n" }
             out += "# HELP dsmopt_http_requests_total HTTP requests by route and status.\n# TYPE dsmopt_http_requests_total counter\n"
             for (k, v) in requests.sorted(by: { $0.key < $1.key }) { out += "dsmopt_http_requests_total{\(k)} \(v)\n" }
             out += "# HELP dsmopt_http_request_duration_seconds HTTP request latency.\n# TYPE dsmopt_http_request_duration_seconds histogram\n"

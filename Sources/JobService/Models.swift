@@ -184,15 +184,17 @@ public struct CatalogueSummary: Sendable, Equatable {
     public var end: Date?
 }
 
-/// One tile of one stage of a job, run by whichever worker claims it (a job spread over many workers):
-/// created by the job's coordinating attempt (`jobAttempt`), claimed with a lease, fenced by its own
-/// attempt number, and counted (`completions`) so that tests and operators see every tile run once.
+/// One task of one stage of a job, run by whichever worker claims it (a job spread over many workers):
+/// a block of neighbouring tiles (`TilePlan.taskGroups(stage)`, `TileStage.taskBlock`), created by the
+/// job's coordinating attempt (`jobAttempt`), claimed with a lease, fenced by its own attempt number, and
+/// counted (`completions`) so that tests and operators see every tile run once.
 public struct TileTask: Sendable, Codable, Equatable {
     public enum State: String, Sendable, Codable { case queued, running, done, failed }
     public var jobId: String
     public var jobAttempt: Int
     /// The pipeline step's stage: match, fuse or ortho.
     public var stage: String
+    /// The task's index among the stage's tasks (`TilePlan.taskGroups(stage)[tile]` are its tiles).
     public var tile: Int
     public var state: State
     public var attempts: Int

@@ -77,9 +77,8 @@ public protocol JobStore: Sendable {
     /// Queues the tiles of a stage for the job's coordinating attempt `jobAttempt`; the job's tasks of other
     /// attempts are removed (their workers find their leases gone at the next heartbeat).
     func addTasks(jobId: String, jobAttempt: Int, runDirectory: String, stage: String, tiles: [Int]) async throws
-    /// Claims queued tiles of one stage of one running job (of `preferJob` first, then the user with the
-    /// fewest running tasks, then the oldest job), with a lease; each claim is a new attempt. At most
-    /// `TileTask.claimSize(stage:, perClaim: limit)` tiles: `limit` of the match stage, more of the short ones.
+    /// Claims up to `limit` queued tasks of one stage of one running job (of `preferJob` first, then the user
+    /// with the fewest running tasks, then the oldest job), with a lease; each claim is a new attempt.
     func claimTasks(worker: String, limit: Int, leaseUntil: Date, preferJob: String?) async throws -> [TileTask]
     /// Renews the lease of claimed tasks; false if any is no longer this worker's attempt, or its job was
     /// cancelled or is no longer run by the attempt that queued it.
@@ -99,14 +98,6 @@ public protocol JobStore: Sendable {
 }
 
 extension TileTask {
-    /// Tiles of the short stages (fuse, ortho: ~1/5 and ~1/8 of a match tile's CPU) taken per claim for
-    /// each match tile: claims then last about as long whatever the stage, so the queue sees a few claims per
-    /// worker and match-tile duration, and short tiles do not each pay a process start.
-    public static let shortStageClaimFactor = 4
-    public static func claimSize(stage: String, perClaim limit: Int) -> Int {
-        max(1, limit) * (stage == "match" ? 1 : shortStageClaimFactor)
-    }
-
     static func expired(attempts: Int) -> String {
         "the tile was started \(attempts) times and its worker stopped responding each time"
     }

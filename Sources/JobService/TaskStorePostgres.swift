@@ -43,7 +43,7 @@ extension PostgresJobStore {
                        LIMIT 1),
             pick AS (SELECT t.job_id, t.stage, t.tile FROM tasks t JOIN choice ON choice.job_id = t.job_id AND choice.stage = t.stage
                      WHERE t.state = 'queued' ORDER BY t.tile
-                     LIMIT (SELECT CASE WHEN stage = 'match' THEN \(Int32(TileTask.claimSize(stage: "match", perClaim: limit))) ELSE \(Int32(TileTask.claimSize(stage: "fuse", perClaim: limit))) END FROM choice)
+                     LIMIT \(Int32(max(1, limit)))
                      FOR UPDATE OF t SKIP LOCKED)
             UPDATE tasks SET state = 'running', worker = \(worker), lease_until = \(leaseUntil.timeIntervalSince1970),
                 attempts = tasks.attempts + 1, error = NULL

@@ -42,7 +42,7 @@ extension SQLiteJobStore {
                 """, arguments: [preferJob ?? ""]) else { return [] }
             let job: String = pick["job_id"], stage: String = pick["stage"]
             let tiles = try Int.fetchAll(db, sql: "SELECT tile FROM tasks WHERE job_id = ? AND stage = ? AND state = 'queued' ORDER BY tile LIMIT ?",
-                                         arguments: [job, stage, TileTask.claimSize(stage: stage, perClaim: limit)])
+                                         arguments: [job, stage, max(1, limit)])
             var out: [TileTask] = []
             for tile in tiles {
                 try db.execute(sql: """

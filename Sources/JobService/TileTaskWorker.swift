@@ -88,18 +88,33 @@ extension WorkerPool {
             await failAll("worker \(ProcessInfo.processInfo.hostName) cannot see the job's run folder \(rel) in its data folder: every machine must mount the shared data folder at the same path and give it as --data", cpu: 0)
             return
         }
-        let tiles = tasks.map { String($0.tile) }.joined(separator: ",")
+        // Each task is a block of neighbouring tiles, as the plan cuts the stage (`TilePlan.taskGroups`).
+        guard let stage = TileStage(rawValue: first.stage),
+              let runPlan = (try? WorkFolder(output: first.runDirectory).readJSON(RunPlan.self, from: plan)) ?? nil else {
+            await failAll("the run's plan \(plan) cannot be read, or names no stage \(first.stage)", cpu: 0)
+            return
+        }
+        let groups = runPlan.tiles.taskGroups(stage)
+        guard tasks.allSatisfy({ groups.indices.contains($0.tile) }) else {
+            await failAll("task \(tasks.map(\.tile)) of stage \(first.stage) is not among the plan's \(groups.count) tasks", cpu: 0)
+            return
+        }
+        let tiles = tasks.flatMap { groups[$0.tile] }.map(String.init).joined(separator: ",")
         let name = "\(first.stage)-\(tasks.map { String($0.tile) }.joined(separator: "_"))-attempt\(first.attempts)-\(worker)"
         let dir = config.taskLogDirectory(first.jobId, first.jobAttempt)
         let lease = config.leaseSeconds
+        let began = Date()
         let outcome = await runStep(["run", "--resume", first.runDirectory, "--step", first.stage, "--tiles", tiles],
                                     key: "task-\(name)", log: (dir as NSString).appendingPathComponent(name + ".log"),
                                     events: (dir as NSString).appendingPathComponent(name + ".events.jsonl")) { _ in
             if abort?() == true { return false }
             return (try? await self.store.heartbeatTasks(tasks, worker: worker, leaseUntil: Date().addingTimeInterval(lease))) ?? true
         }
+        metrics.observeStage(first.stage, seconds: Date().timeIntervalSince(began))
         if outcome.succeeded {
-            _ = try? await store.completeTasks(tasks, worker: worker, cpuSeconds: outcome.cpuSeconds)
+            let recorded = (try? await store.completeTasks(tasks, worker: worker, cpuSeconds: outcome.cpuSeconds)) ?? []
+            metrics.observeTiles(first.stage, count: tasks.filter { recorded.contains($0.tile) }.reduce(0) { $0 + groups[$1.tile].count },
+                                 cpuSeconds: outcome.cpuSeconds)
         } else if isStopping && outcome.finished == nil {
             try? await store.releaseTasks(tasks, worker: worker)
         } else if outcome.stopped {
@@ -107,7 +122,7 @@ extension WorkerPool {
             for t in tasks { _ = try? await store.failTask(t, worker: worker, error: "stopped", cpuSeconds: share(outcome.cpuSeconds), maxAttempts: config.maxAttempts) }
         } else {
             let why = outcome.failure.map { userFacing($0.message ?? "", job: job) } ?? "the pipeline stopped with status \(outcome.status)"
-            await failAll("\(first.stage) of tile\(tasks.count > 1 ? "s" : "") \(tiles): \(why)", cpu: outcome.cpuSeconds)
+            await failAll("\(first.stage) of tile\(tiles.contains(",") ? "s" : "") \(tiles): \(why)", cpu: outcome.cpuSeconds)
         }
     }
 
@@ -140,7 +155,7 @@ extension WorkerPool {
         var stepCPU = 0.0
         /// One whole-run step in this process's child; nil when it succeeded, else the job's error.
         func step(_ args: [String], _ name: String) async -> String?? {
-            let base = stepCPU
+            let base = stepCPU, began = Date()
             let outcome = await runStep(args, key: "job-\(job.id)-\(name)", log: stepLog(name),
                                         events: (attemptDir as NSString).appendingPathComponent("events-\(name).jsonl")) { cpu in
                 ownCPU.record(base + cpu)
@@ -148,6 +163,7 @@ extension WorkerPool {
             }
             stepCPU += outcome.cpuSeconds
             ownCPU.record(stepCPU)
+            metrics.observeStage(name == "assemble" ? "products" : name, seconds: Date().timeIntervalSince(began))
             if let text = try? String(contentsOfFile: stepLog(name), encoding: .utf8) { try? appendLog(job.id, attempt, text) }
             if outcome.succeeded { return nil }
             if outcome.stopped || halted() { return .some(nil) }
@@ -194,14 +210,15 @@ extension WorkerPool {
                         break stageLoop
                     }
                 }
-                let todo = tiles.indices.filter { !work.isDone(stage, tiles[$0]) }
+                // Tasks: blocks of neighbouring tiles; those with a tile left to do are queued.
+                let groups = plan.tiles.taskGroups(stage)
+                let todo = groups.indices.filter { groups[$0].contains { !work.isDone(stage, tiles[$0]) } }
                 do {
                     try await store.addTasks(jobId: job.id, jobAttempt: attempt, runDirectory: runDir, stage: stage.rawValue, tiles: todo)
                 } catch {
                     stoppedEarly = true  // the store is unreachable: the lease runs out and the job is re-queued
                     break stageLoop
                 }
-                let before = tiles.count - todo.count
                 var reported = -1
                 let started = Date()
                 while true {
@@ -213,14 +230,14 @@ extension WorkerPool {
                         error = "tile \(stage.rawValue) failed \(config.maxAttempts) time(s): \(tally.failure ?? "no reason given")"
                         break stageLoop
                     }
-                    let done = before + tally.done
-                    if done != reported {
-                        reported = done
+                    if tally.done != reported {
+                        reported = tally.done
+                        let done = tiles.filter { work.isDone(stage, $0) }.count
                         let rate = tally.done > 0 ? Date().timeIntervalSince(started) / Double(tally.done) : nil
-                        let eta = rate.map { ", ETA \(DSMPipelineRunner.duration($0 * Double(tiles.count - done)))" } ?? ""
+                        let eta = rate.map { ", ETA \(DSMPipelineRunner.duration($0 * Double(tally.total - tally.done)))" } ?? ""
                         let p = range.lowerBound + (range.upperBound - range.lowerBound) * Double(done) / Double(max(1, tiles.count))
                         _ = await heartbeat(job, worker, progress: Int(p * 100), stage: stage.rawValue,
-                                            message: "tile \(done)/\(tiles.count)\(eta) (\(tally.running) running on the workers)")
+                                            message: "tile \(done)/\(tiles.count)\(eta) (\(tally.running) of \(tally.total) task\(tally.total == 1 ? "" : "s") running on the workers)")
                     }
                     if tally.done == tally.total { break }
                     // Work on tiles meanwhile, this job's first.

@@ -75,6 +75,25 @@ import Testing
         #expect(Double(onlyOne) / Double(all.count) < 0.002)
     }
 
+    /// The job service's tasks: blocks of neighbouring tiles, each tile in exactly one task of its stage.
+    @Test func taskGroupsCoverEveryTileOnce() {
+        let plan = TilePlan(grid: GridDefinition(epsg: 32740, originX: 0, originY: 0, resolution: 0.5, width: 5000, height: 3500), tileSize: 1000)
+        #expect(plan.rows == 4 && plan.columns == 5)
+        for stage in TileStage.allCases {
+            let groups = plan.taskGroups(stage)
+            #expect(groups.flatMap { $0 }.sorted() == Array(0..<20), "\(stage): \(groups)")
+            let (br, bc) = stage.taskBlock
+            #expect(groups.count == ((4 + br - 1) / br) * ((5 + bc - 1) / bc))
+            for g in groups {
+                // A block: its tiles span at most taskBlock rows and columns, all of them neighbours.
+                let rows = Set(g.map { $0 / 5 }), cols = Set(g.map { $0 % 5 })
+                #expect(rows.count <= br && cols.count <= bc && g.count == rows.count * cols.count
+                        && rows.max()! - rows.min()! == rows.count - 1 && cols.max()! - cols.min()! == cols.count - 1, "\(stage): \(g)")
+            }
+        }
+        #expect(plan.taskGroups(.fuse)[0] == [0, 1, 2, 5, 6, 7, 10, 11, 12] && plan.taskGroups(.match)[2] == [4])
+    }
+
     @Test func resumeAfterKillGivesTheSameProducts() throws {
         let tmp = try TemporaryFolder()
         let exe = try dsmoptExecutable()

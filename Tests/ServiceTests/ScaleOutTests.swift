@@ -201,11 +201,15 @@ extension ScaleOutTests {
         // Every tile of every stage: done, completed once; the killed one after a second attempt.
         let tasks = try await store.tasks(jobId: id)
         let manifest = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: s.data.url.appendingPathComponent("jobs/\(id)/attempt-1/out/manifest.json"))) as? [String: Any])
-        let tiles = try #require((manifest["tiling"] as? [String: Any])?["tiles"] as? Int)
-        #expect(tiles >= 6, "\(manifest["tiling"] ?? "")")
-        for stage in ["match", "fuse", "ortho"] {
-            let these = tasks.filter { $0.stage == stage }
-            #expect(these.count == tiles && these.allSatisfy { $0.state == .done && $0.completions == 1 }, "\(stage): \(these)")
+        let tiling = try #require(manifest["tiling"] as? [String: Any])
+        let tiles = try #require(tiling["tiles"] as? Int), rows = try #require(tiling["rows"] as? Int), columns = try #require(tiling["columns"] as? Int)
+        #expect(tiles >= 6, "\(tiling)")
+        // One task per block of neighbouring tiles (TileStage.taskBlock), every block done exactly once.
+        for stage in [TileStage.match, .fuse, .ortho] {
+            let these = tasks.filter { $0.stage == stage.rawValue }
+            let (br, bc) = stage.taskBlock
+            let blocks = ((rows + br - 1) / br) * ((columns + bc - 1) / bc)
+            #expect(these.count == blocks && these.allSatisfy { $0.state == .done && $0.completions == 1 }, "\(stage): \(these)")
         }
         let redone = try #require(tasks.first { $0.stage == "match" && $0.tile == dead.tile })
         #expect(redone.attempts == 2 && redone.doneBy?.contains("-\(dead.pid)-") == false, "\(redone)")
@@ -217,9 +221,9 @@ extension ScaleOutTests {
             let doers = Set(tasks.compactMap { $0.doneBy.map { $0.split(separator: "-").dropLast(3).joined(separator: "-") } })
             #expect(doers.isSubset(of: names) && doers.count >= 2, "tiles done by hosts \(doers)")
         }
-        print("triplet over 3 workers: \(tiles) tiles × 3 stages; tile tasks done per worker pid: "
+        print("triplet over 3 workers: \(tiles) tiles × 3 stages in \(tasks.count) tasks; tasks done per worker pid: "
               + Dictionary(grouping: tasks, by: { String($0.doneBy?.split(separator: "-").dropLast(2).last ?? "?") }).map { "\($0.key): \($0.value.count)" }.sorted().joined(separator: ", ")
-              + "; worker \(dead.pid) killed during match tile \(dead.tile) (redone in attempt \(redone.attempts)); job CPU \(j["cpuSeconds"] ?? "?") s")
+              + "; worker \(dead.pid) killed during match task \(dead.tile) (redone in attempt \(redone.attempts)); job CPU \(j["cpuSeconds"] ?? "?") s")
         // Charged: the tiles' CPU and the coordinator's steps.
         #expect((j["cpuSeconds"] as? Double ?? 0) >= tasks.reduce(0) { $0 + $1.cpuSeconds } && tasks.allSatisfy { $0.cpuSeconds > 0 })
         // The same job file run by one process gives the same products, byte for byte.

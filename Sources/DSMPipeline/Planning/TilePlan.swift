@@ -87,3 +87,32 @@ public struct TilePlan: Sendable, Codable, Equatable {
         tiles.filter { $0.cells.intersection(w) != nil }
     }
 }
+
+extension TileStage {
+    /// Neighbouring tiles (rows × columns) that make one task of the job service's tile queue at this stage.
+    /// Each task row in the store costs the queue about the same (a claim, heartbeats, a fenced completion),
+    /// so a task should carry seconds of work whatever the stage: a match tile of 1024² cells takes ~4.5
+    /// CPU-s, a fuse or ortho tile ~0.9 (Benchmarks/README.md "Queue throughput"). Blocks of neighbours
+    /// also share the margins they read from each other.
+    public var taskBlock: (rows: Int, columns: Int) {
+        switch self {
+        case .match: return (1, 2)
+        case .fuse, .ortho: return (3, 3)
+        }
+    }
+}
+
+extension TilePlan {
+    /// The tiles of each task of a stage: blocks of `stage.taskBlock` neighbouring tiles, the blocks in row
+    /// order, each block's tiles as indices into `tiles` (row order); every tile in exactly one task.
+    public func taskGroups(_ stage: TileStage) -> [[Int]] {
+        let (br, bc) = stage.taskBlock
+        var groups: [[Int]] = []
+        for r0 in stride(from: 0, to: rows, by: br) {
+            for c0 in stride(from: 0, to: columns, by: bc) {
+                groups.append((r0..<min(rows, r0 + br)).flatMap { r in (c0..<min(columns, c0 + bc)).map { r * columns + $0 } })
+            }
+        }
+        return groups
+    }
+}
