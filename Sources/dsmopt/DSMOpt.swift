@@ -1,9 +1,6 @@
 import ArgumentParser
 import DSMCore
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 import GDALKit
 import SensorIngest
 import DSMPipeline
@@ -592,25 +589,6 @@ struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Turn 2 or 3 images into the DSM-OPT product set (DSM, hillshades, true orthos, ...).")
 
-    /// The pipeline allocates and frees large buffers (epipolar strips, cost volumes, tile rasters) over and
-    /// over. glibc's default maps each one above 32 MiB afresh and gives freed heap tops back to the kernel,
-    /// so every reuse page-faults zeroed pages in again: on a 4096² pair the match step spent 11.3 of its
-    /// 79.7 CPU-s in the kernel. Kept in the heap (mmap threshold 1 GiB, no trimming below 2 GiB) the memory
-    /// is reused: 2.4 s in the kernel, 36.7 instead of 40.5 s wall, peak RSS 361 instead of 357 MB
-    /// (2026-11-22, `GLIBC_TUNABLES` on `--step match`, Benchmarks/README). Only this command's process: the
-    /// daemon keeps glibc's defaults.
-    static func keepFreedMemoryForReuse() {
-        #if canImport(Glibc)
-        // mallopt(3) is in <malloc.h>, outside Swift's Glibc module: looked up; its parameter numbers are
-        // glibc's ABI (M_TRIM_THRESHOLD -1, M_MMAP_THRESHOLD -3). Another C library: nothing changes.
-        typealias MallOpt = @convention(c) (Int32, Int32) -> Int32
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
-        let mallopt = unsafeBitCast(symbol, to: MallOpt.self)
-        _ = mallopt(-3, 1 << 30)
-        _ = mallopt(-1, Int32.max)
-        #endif
-    }
-
     static func help(_ key: String) -> ArgumentHelp { ArgumentHelp(JobParameterTable.spec(key)!.optionHelp) }
 
     @Argument(help: "2 or 3 images with RPC (or DIMAP product folders); the first is the reference for --roi.")
@@ -738,7 +716,6 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
-        Self.keepFreedMemoryForReuse()
         if let events { try RunEvents.open(events) }
         let out = resume ?? self.out!
         var o: PipelineOptions
