@@ -576,7 +576,6 @@ public struct DSMPipelineRunner: Sendable {
         var assembly = ProductAssembly(plan: plan, images: images, work: work, staging: work.stagingPath, wkt: writerWKT) { m, f in
             progress(.init(stage: "products", fraction: f, message: m))
         }
-        assembly.cores = max(1, options.cores)
         if let toGeo = try? CoordinateTransform(fromEPSG: plan.grid.epsg, toEPSG: 4326) {
             let g = plan.grid
             var xs = [g.originX, g.originX + Double(g.width) * g.resolution, g.originX, g.originX + Double(g.width) * g.resolution]

@@ -15,11 +15,6 @@ public enum GeoProducts {
     /// `scratchCompression` as `-co` arguments of a GDAL utility.
     public static var scratchCompressionArguments: [String] { scratchCompression.flatMap { ["-co", "\($0.0)=\($0.1)"] } }
 
-    /// `scratchCompression` with `threads` compressing blocks in parallel (GDAL's NUM_THREADS).
-    public static func scratchCompression(threads: Int) -> [(String, String)] {
-        scratchCompression + (threads > 1 ? [("NUM_THREADS", "\(threads)")] : [])
-    }
-
     /// Runs `gdaldem` processing (e.g. "hillshade") on a raster file into a GeoTIFF file, with its
     /// command-line options (e.g. ["-multidirectional", "-compute_edges"]).
     public static func demProcessing(_ processing: String, source: String, destination: String, arguments: [String]) throws {

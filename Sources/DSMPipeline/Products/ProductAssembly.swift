@@ -19,9 +19,6 @@ struct ProductAssembly: Sendable {
     var area: (minLon: Double, minLat: Double, maxLon: Double, maxLat: Double)? = nil
     /// Set by the finishing steps: heights and georeferencing of the delivered products.
     var adjustment = HeightAdjustment()
-    /// Cores of the step: GDAL compresses the blocks of each file on as many threads, the colouring runs
-    /// that many strips at a time (the products do not depend on it).
-    var cores = 1
 
     var grid: GridDefinition { plan.grid }
     var finishing: FinishingOptions { plan.finishing ?? FinishingOptions() }
@@ -39,19 +36,19 @@ struct ProductAssembly: Sendable {
     func heightWriter(_ name: String) throws -> WindowedRasterWriter {
         try WindowedRasterWriter(path: assembled(name), width: grid.width, height: grid.height, bands: 1, type: .float32,
                                  geoTransform: geoTransform, projectionWKT: try SpatialReference.heightWKT(epsg: grid.epsg, datum: .ellipsoid),
-                                 noData: .nan, metadata: Self.heightMetadata, bandDescriptions: ["height"], options: GeoProducts.scratchCompression(threads: cores))
+                                 noData: .nan, metadata: Self.heightMetadata, bandDescriptions: ["height"], options: GeoProducts.scratchCompression)
     }
 
     func writer(_ name: String, bands: Int, type: RasterDataType, noData: Double?, metadata: [(String, String)] = [],
                 descriptions: [String] = [], rgb: Bool = false, validityMask: Bool = false) throws -> WindowedRasterWriter {
         try WindowedRasterWriter(path: assembled(name), width: grid.width, height: grid.height, bands: bands, type: type,
                                  geoTransform: geoTransform, projectionWKT: wkt, noData: noData, metadata: metadata,
-                                 bandDescriptions: descriptions, colorInterpretationRGB: rgb, options: GeoProducts.scratchCompression(threads: cores),
+                                 bandDescriptions: descriptions, colorInterpretationRGB: rgb, options: GeoProducts.scratchCompression,
                                  validityMask: validityMask)
     }
 
     func publish(_ name: String, floatingPoint: Bool) throws {
-        try GeoProducts.toCOG(source: assembled(name), destination: staged(name), floatingPoint: floatingPoint, threads: cores)
+        try GeoProducts.toCOG(source: assembled(name), destination: staged(name), floatingPoint: floatingPoint)
     }
 
     mutating func run(manifest: inout Manifest) throws {
@@ -221,39 +218,25 @@ struct ProductAssembly: Sendable {
         do {
             let shadePath = assembled("shade_" + name)
             try GeoProducts.demProcessing("hillshade", source: assembled("dsm.tif"), destination: shadePath,
-                                          arguments: args + ["-co", "TILED=YES", "-co", "BIGTIFF=IF_SAFER", "-co", "NUM_THREADS=\(cores)"]
-                                              + GeoProducts.scratchCompressionArguments)
+                                          arguments: args + ["-co", "TILED=YES", "-co", "BIGTIFF=IF_SAFER"] + GeoProducts.scratchCompressionArguments)
             // RGBA: the alpha band says where the DSM has no height (0), instead of a nodata colour.
             let out = try writer(name, bands: 4, type: .byte, noData: nil, metadata: [("ELEVATION_COLOUR_RANGE_M", "\(lo) \(hi)")], rgb: true)
             let dsm = try RasterDataset(path: assembled("dsm.tif")), shade = try RasterDataset(path: shadePath)
-            // Strips of 256 rows, read in order, coloured `batch` at a time on the step's cores (each strip's
-            // buffers are ~17 bytes a cell: at most 256 MiB of them at once), written in order.
-            let rows = 256
-            let batch = max(1, min(cores, (256 << 20) / max(1, 17 * rows * grid.width)))
             var y = 0
             while y < grid.height {
-                var strips: [(y: Int, h: Int, z: [Float], s: [Float])] = []
-                while strips.count < batch && y < grid.height {
-                    let h = min(rows, grid.height - y)
-                    strips.append((y, h, try dsm.read(column: 0, row: y, width: grid.width, height: h),
-                                   try shade.read(column: 0, row: y, width: grid.width, height: h)))
-                    y += h
+                let h = min(256, grid.height - y)
+                let z = try dsm.read(column: 0, row: y, width: grid.width, height: h)
+                let s = try shade.read(column: 0, row: y, width: grid.width, height: h)
+                var r = [Float](repeating: 0, count: z.count), g = r, b = r, a = r
+                for i in 0..<z.count where !z[i].isNaN {
+                    let c = Self.ramp((z[i] - lo) / (hi - lo)) * (0.25 + 0.75 * s[i] / 255)
+                    r[i] = c.x.rounded(); g[i] = c.y.rounded(); b[i] = c.z.rounded(); a[i] = 255
                 }
-                let coloured = ColouredStrips(count: strips.count)
-                let input = strips
-                DispatchQueue.concurrentPerform(iterations: input.count) { k in
-                    let (z, s) = (input[k].z, input[k].s)
-                    var rgba = [[Float]](repeating: [Float](repeating: 0, count: z.count), count: 4)
-                    for i in 0..<z.count where !z[i].isNaN {
-                        let c = Self.ramp((z[i] - lo) / (hi - lo)) * (0.25 + 0.75 * s[i] / 255)
-                        rgba[0][i] = c.x.rounded(); rgba[1][i] = c.y.rounded(); rgba[2][i] = c.z.rounded(); rgba[3][i] = 255
-                    }
-                    coloured.set(k, rgba)
-                }
-                for (k, strip) in strips.enumerated() {
-                    let rgba = coloured.get(k)
-                    for b in 0..<4 { try out.write(band: b + 1, x: 0, y: strip.y, width: grid.width, height: strip.h, values: rgba[b]) }
-                }
+                try out.write(band: 1, x: 0, y: y, width: grid.width, height: h, values: r)
+                try out.write(band: 2, x: 0, y: y, width: grid.width, height: h, values: g)
+                try out.write(band: 3, x: 0, y: y, width: grid.width, height: h, values: b)
+                try out.write(band: 4, x: 0, y: y, width: grid.width, height: h, values: a)
+                y += h
             }
             try out.close()
             try publish(name, floatingPoint: false)
@@ -337,15 +320,6 @@ struct ProductAssembly: Sendable {
                                        description: "the DSM as a LAS 1.4 point cloud (point format 6) with the correlation score as an extra-bytes attribute 'score' (-1 where filled)",
                                        units: "m", crs: manifest.crs))
     }
-}
-
-/// The coloured bands of strips computed concurrently, each slot written once.
-private final class ColouredStrips: @unchecked Sendable {
-    private let lock = NSLock()
-    private var slots: [[[Float]]]
-    init(count: Int) { slots = Array(repeating: [], count: count) }
-    func set(_ k: Int, _ v: [[Float]]) { lock.lock(); slots[k] = v; lock.unlock() }
-    func get(_ k: Int) -> [[Float]] { lock.lock(); defer { lock.unlock() }; return slots[k] }
 }
 
 private final class ErrorBox: @unchecked Sendable {
