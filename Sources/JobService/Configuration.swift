@@ -184,7 +184,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     func jobDirectory(_ id: String) -> String { (jobsDirectory as NSString).appendingPathComponent(id) }
     /// One attempt's folder: its job file, events, log and run output. Attempts never share a folder.
     func attemptDirectory(_ id: String, _ attempt: Int) -> String { (jobDirectory(id) as NSString).appendingPathComponent("attempt-\(attempt)") }
-    /// Logs of the tile tasks run for an attempt (one per claim, named after the stage, tiles and worker).
+    /// Logs of the tile tasks run for an attempt (one per claim, named after the stage, task indices and worker).
     func taskLogDirectory(_ id: String, _ attempt: Int) -> String { (attemptDirectory(id, attempt) as NSString).appendingPathComponent("tasks") }
     /// The run's output folder of an attempt; the results, once the attempt is promoted.
     func runDirectory(_ id: String, _ attempt: Int) -> String { (attemptDirectory(id, attempt) as NSString).appendingPathComponent("out") }

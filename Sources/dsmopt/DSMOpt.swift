@@ -281,7 +281,7 @@ struct BenchQueue: AsyncParsableCommand {
     @Option var claimers = 32
     @Option var jobs = 2000
     @Option(help: "Tile tasks per job instead of whole jobs: the jobs are claimed by coordinators and their tiles queued.") var tiles: Int?
-    @Option(help: "Tiles claimed at a time (with --tiles).") var batch = 1
+    @Option(help: "Tasks claimed at a time (with --tiles; a task of the service is a block of tiles).") var batch = 1
 
     func run() async throws {
         let s: any JobStore = store.hasPrefix("postgres") ? try await PostgresJobStore(url: store) : try SQLiteJobStore(path: store)
