@@ -74,8 +74,9 @@ public protocol JobStore: Sendable {
     func allPublicationIds() async throws -> Set<String>
 
     // Tile tasks: one job's tiles spread over many workers (see `TileTask`).
-    /// Queues the tiles of a stage for the job's coordinating attempt `jobAttempt`; the job's tasks of other
-    /// attempts are removed (their workers find their leases gone at the next heartbeat).
+    /// Queues tasks of a stage (`tiles`: their indices among the stage's tasks, `TilePlan.taskGroups`) for the
+    /// job's coordinating attempt `jobAttempt`; the job's tasks of other attempts are removed (their workers
+    /// find their leases gone at the next heartbeat).
     func addTasks(jobId: String, jobAttempt: Int, runDirectory: String, stage: String, tiles: [Int]) async throws
     /// Claims up to `limit` queued tasks of one stage of one running job (of `preferJob` first, then the user
     /// with the fewest running tasks, then the oldest job), with a lease; each claim is a new attempt.

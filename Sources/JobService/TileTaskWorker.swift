@@ -99,7 +99,8 @@ extension WorkerPool {
             await failAll("task \(tasks.map(\.tile)) of stage \(first.stage) is not among the plan's \(groups.count) tasks", cpu: 0)
             return
         }
-        let tiles = tasks.flatMap { groups[$0.tile] }.map(String.init).joined(separator: ",")
+        let tileList = tasks.flatMap { groups[$0.tile] }
+        let tiles = tileList.map(String.init).joined(separator: ",")
         let name = "\(first.stage)-\(tasks.map { String($0.tile) }.joined(separator: "_"))-attempt\(first.attempts)-\(worker)"
         let dir = config.taskLogDirectory(first.jobId, first.jobAttempt)
         let lease = config.leaseSeconds
@@ -122,7 +123,7 @@ extension WorkerPool {
             for t in tasks { _ = try? await store.failTask(t, worker: worker, error: "stopped", cpuSeconds: share(outcome.cpuSeconds), maxAttempts: config.maxAttempts) }
         } else {
             let why = outcome.failure.map { userFacing($0.message ?? "", job: job) } ?? "the pipeline stopped with status \(outcome.status)"
-            await failAll("\(first.stage) of tile\(tiles.contains(",") ? "s" : "") \(tiles): \(why)", cpu: outcome.cpuSeconds)
+            await failAll("\(first.stage) of tile\(tileList.count > 1 ? "s" : "") \(tiles): \(why)", cpu: outcome.cpuSeconds)
         }
     }
 
