@@ -41,6 +41,20 @@ struct CostVolume {
     @inlinable func index(_ x: Int, _ y: Int) -> Int { (y * width + x) * paddedLabels }
 }
 
+/// A cost in [0, 2¹⁵) rounded to the nearest cost unit (ties to even), without the trapping Float → Int
+/// conversion: adding 1.5 · 2²³ leaves the rounded integer in the low mantissa bits.
+@inline(__always) func costUnits(_ c: Float) -> Int16 {
+    Int16(truncatingIfNeeded: (c + 12_582_912).bitPattern)
+}
+
+@inline(__always) func costUnits(_ c: SIMD8<Float>) -> SIMD8<Int16> {
+    SIMD8<Int16>(truncatingIfNeeded: unsafeBitCast(c + 12_582_912, to: SIMD8<UInt32>.self))
+}
+
+@inline(__always) func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+    UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+}
+
 /// Clamped (edge-replicating) box sums of a w×h image over a (2r+1)² window, in Double for accuracy.
 func boxMeans(_ img: [Float], width: Int, height: Int, radius r: Int) -> [Float] {
     var col = [Double](repeating: 0, count: img.count)
@@ -103,13 +117,15 @@ extension CostVolume {
     /// (bicubic) serves sub-pixel steps.
     static func zncc(left: GrayImage, right: GrayImage, leftNoData: GrayImage?, rightNoData: GrayImage?,
                      labels: DisparityLabels, window: Int,
-                     decorrelationThreshold: Double, minimumStd: Float, shiftable: Bool) -> CostVolume {
+                     decorrelationThreshold: Double, minimumStd: Float, shiftable: Bool,
+                     pool: BufferPool? = nil) -> CostVolume {
         let w = left.width, h = left.height, wr = right.width
         let r = window / 2
         let n = Float(window * window)
         let kp = (labels.count + 15) / 16 * 16
         let defaultCost = Int16((Float(1 - decorrelationThreshold) * costUnitsPerZNCC).rounded())
-        var volume = [Int16](repeating: CostVolume.paddingCost, count: w * h * kp)
+        var volume = pool?.take(count: w * h * kp, repeating: CostVolume.paddingCost)
+            ?? [Int16](repeating: CostVolume.paddingCost, count: w * h * kp)
 
         // Distinct fractional phases and the shifted right images with their window statistics.
         var phaseIndex: [Int: Int] = [:]
@@ -140,16 +156,12 @@ extension CostVolume {
         let fDefault = Float(defaultCost)
         var columnSums = [Float](repeating: 0, count: labels.count * w)
         var rowCosts = [Int16](repeating: 0, count: labels.count * w)
-        var window = [Float](repeating: 0, count: w)
-        var rowFloat = [Float](repeating: 0, count: w)
         var minTmp = [Int16](repeating: 0, count: w)
         let shiftOffset = shiftable ? r : 0
 
         left.pixels.withUnsafeBufferPointer { L in
         columnSums.withUnsafeMutableBufferPointer { V in
         rowCosts.withUnsafeMutableBufferPointer { RC in
-        window.withUnsafeMutableBufferPointer { S in
-        rowFloat.withUnsafeMutableBufferPointer { F in
         minTmp.withUnsafeMutableBufferPointer { M in
         volume.withUnsafeMutableBufferPointer { out in
             let lp = L.baseAddress!
@@ -183,25 +195,35 @@ extension CostVolume {
                             accumulate(v, rp, row: y + r, shift: shift, sign: 1)
                             accumulate(v, rp, row: y - r - 1, shift: shift, sign: -1)
                         }
-                        // Horizontal window sums, running along the row with replicated edge columns.
-                        var run: Float = 0
-                        for dx in -r...r { run += v[min(max(dx, 0), w - 1)] }
-                        S[0] = run
-                        if w > 1 {
-                            for x in 1..<w { run += v[min(x + r, w - 1)] - v[max(x - r - 1, 0)]; S[x] = run }
-                        }
-                        // ZNCC → cost where the match lies inside the right image, default cost elsewhere.
+                        // Horizontal window sums (2r + 1 taps, edge columns replicated) → ZNCC → cost where the
+                        // match lies inside the right image, default cost elsewhere; 8 columns at a time where
+                        // every tap lies inside the row.
                         let d = labels.disparity(k)
                         let first = max(0, min(w, Int(d.rounded(.up)))), last = max(first, min(w, Int((Double(wr - 1) + d).rounded(.down)) + 1))
                         let rm = RM.baseAddress! + y * wr - shift, ri = RI.baseAddress! + y * wr - shift
-                        for x in 0..<first { F[x] = fDefault }
-                        for x in first..<last {
-                            let ncc = (S[x] * invN - lMean[x] * rm[x]) * lInv[x] * ri[x]
-                            F[x] = ncc > threshold ? max(0, 1 - ncc) * costUnitsPerZNCC : fDefault
-                        }
-                        for x in last..<w { F[x] = fDefault }
                         let rc = RC.baseAddress! + k * w
-                        for x in 0..<w { rc[x] = Int16(F[x].rounded()) }
+                        for x in 0..<first { rc[x] = defaultCost }
+                        for x in last..<w { rc[x] = defaultCost }
+                        @inline(__always) func scalarCost(_ x: Int) {
+                            var s: Float = 0
+                            for t in -r...r { s += v[min(max(x + t, 0), w - 1)] }
+                            let ncc = (s * invN - lMean[x] * rm[x]) * lInv[x] * ri[x]
+                            rc[x] = ncc > threshold ? costUnits(max(0, 1 - ncc) * costUnitsPerZNCC) : defaultCost
+                        }
+                        let vectorEnd = max(first, min(last, w - r))
+                        var x = first
+                        while x < min(max(r, first), vectorEnd) { scalarCost(x); x += 1 }
+                        while x + 8 <= vectorEnd {
+                            var s = SIMD8<Float>(repeating: 0)
+                            for t in -r...r { s += UnsafeRawPointer(v + x + t).loadUnaligned(as: SIMD8<Float>.self) }
+                            let ncc = (s * invN - load8(lMean + x) * load8(rm + x)) * load8(lInv + x) * load8(ri + x)
+                            var cost = (1 - ncc) * costUnitsPerZNCC
+                            cost.replace(with: 0, where: cost .< 0)
+                            cost.replace(with: fDefault, where: .!(ncc .> threshold))
+                            UnsafeMutableRawPointer(rc + x).storeBytes(of: costUnits(cost), as: SIMD8<Int16>.self)
+                            x += 8
+                        }
+                        while x < last { scalarCost(x); x += 1 }
                         if shiftOffset > 0 {
                             // Horizontal half of the shiftable-window minimum (edges clamp).
                             for x in 0..<w { M[x] = rc[x] }
@@ -245,7 +267,7 @@ extension CostVolume {
                     for k in 0..<nl { o[k] = src.pointee; src += w }
                 }
             }
-        }}}}}}}
+        }}}}}
         return CostVolume(width: w, height: h, labels: labels, paddedLabels: kp, data: volume, defaultCost: defaultCost,
                           left: left, phases: phases, labelPhase: labelPhase, labelShift: labelShift, windowRadius: r)
     }
@@ -257,22 +279,26 @@ extension CostVolume {
     /// does not straddle it. The minimum is separable: the horizontal half is fused into `zncc`, this is
     /// the vertical half, over every label plane 16 labels at a time.
     mutating func applyVerticalShiftableWindows(offset o: Int) {
-        guard o > 0 else { return }
-        let w = width, h = height, kp = paddedLabels
-        let tmp = data
-        tmp.withUnsafeBufferPointer { src in
-            data.withUnsafeMutableBufferPointer { dst in
+        guard o > 0, height > 0 else { return }
+        let w = width, h = height, kp = paddedLabels, rowLength = w * kp, slots = 2 * o + 1
+        // In place, row by row: the original costs of rows y − o … y + o (edges clamped) are kept in a ring of
+        // 2o + 1 rows, row r in slot r mod (2o + 1); row y + o is copied in before row y is overwritten.
+        var ring = [Int16](repeating: 0, count: slots * rowLength)
+        ring.withUnsafeMutableBufferPointer { R in
+            data.withUnsafeMutableBufferPointer { D in
+                let ringBase = R.baseAddress!, dataBase = D.baseAddress!
+                @inline(__always) func slot(_ row: Int) -> UnsafeMutablePointer<Int16> { ringBase + (row % slots) * rowLength }
+                for row in 0..<min(o, h) { slot(row).update(from: dataBase + row * rowLength, count: rowLength) }
                 for y in 0..<h {
-                    for x in 0..<w {
-                        let pd = dst.baseAddress! + (y * w + x) * kp
-                        for q in stride(from: 0, to: kp, by: 16) {
-                            var v = UnsafeRawPointer(src.baseAddress! + (y * w + x) * kp + q).loadUnaligned(as: SIMD16<Int16>.self)
-                            for t in -o...o where t != 0 {
-                                let yy = min(max(y + t, 0), h - 1)
-                                v = lanesMin(v, UnsafeRawPointer(src.baseAddress! + (yy * w + x) * kp + q).loadUnaligned(as: SIMD16<Int16>.self))
-                            }
-                            UnsafeMutableRawPointer(pd + q).storeBytes(of: v, as: SIMD16<Int16>.self)
+                    if y + o < h { slot(y + o).update(from: dataBase + (y + o) * rowLength, count: rowLength) }
+                    let out = dataBase + y * rowLength
+                    let centre = slot(y)
+                    for i in stride(from: 0, to: rowLength, by: 16) {
+                        var v = UnsafeRawPointer(centre + i).loadUnaligned(as: SIMD16<Int16>.self)
+                        for t in -o...o where t != 0 {
+                            v = lanesMin(v, UnsafeRawPointer(slot(min(max(y + t, 0), h - 1)) + i).loadUnaligned(as: SIMD16<Int16>.self))
                         }
+                        UnsafeMutableRawPointer(out + i).storeBytes(of: v, as: SIMD16<Int16>.self)
                     }
                 }
             }

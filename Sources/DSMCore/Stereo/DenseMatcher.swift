@@ -97,6 +97,9 @@ public struct DenseMatcher: Sendable {
     /// them before the filter, 0 with 100 px). 0 disables the filter.
     public var speckleSize = 100
     public var speckleStep: Float = 1
+    /// Cost-volume buffers reused by the strips and the epipolar tiles this matcher (and its copies) match:
+    /// two per strip in flight (its costs and their aggregation).
+    let scratch = BufferPool(limit: 2)
 
     public init(parameters: MatchingParameters = .defaults) { self.parameters = parameters }
 
@@ -186,6 +189,8 @@ public struct DenseMatcher: Sendable {
         let minimumStd = minimumRelativeContrast  // images are normalised to unit variance
         let margin = stripMargin
         let shiftableWindows = self.shiftableWindows
+        let pool = scratch
+        pool.setLimit(2 * max(1, min(threads, strips)))
         // DSMOPT_PROFILE=1 prints the time of each phase of each strip on stderr.
         let profile = ProcessInfo.processInfo.environment["DSMOPT_PROFILE"] != nil
         let matchStrip: @Sendable (Int) -> Void = { s in
@@ -199,11 +204,11 @@ public struct DenseMatcher: Sendable {
             let t0 = DispatchTime.now().uptimeNanoseconds
             var volume = CostVolume.zncc(left: l, right: r, leftNoData: ln, rightNoData: rn, labels: labels, window: p.window,
                                          decorrelationThreshold: p.decorrelationThreshold, minimumStd: minimumStd,
-                                         shiftable: shiftableWindows)
+                                         shiftable: shiftableWindows, pool: pool)
             let t1 = DispatchTime.now().uptimeNanoseconds
             if shiftableWindows { volume.applyVerticalShiftableWindows(offset: p.window / 2) }
             let t2 = DispatchTime.now().uptimeNanoseconds
-            let total = aggregate(volume, guide: l.pixels, penalties: Penalties(parameters: p))
+            var total = aggregate(volume, guide: l.pixels, penalties: Penalties(parameters: p), pool: pool)
             let t3 = DispatchTime.now().uptimeNanoseconds
             let map = select(volume, total, rightWidth: r.width, parameters: p)
             let t4 = DispatchTime.now().uptimeNanoseconds
@@ -212,6 +217,8 @@ public struct DenseMatcher: Sendable {
                              Double(t1 - t0) * 1e-9, Double(t2 - t1) * 1e-9, Double(t3 - t2) * 1e-9, Double(t4 - t3) * 1e-9).utf8))
             }
             results.store(s, rows: y0..<y1, offset: y0 - a, map: map, cells: l.width * l.height * labels.count)
+            pool.give(&volume.data)
+            pool.give(&total)
         }
         // One strip's cost volume per thread: `threads` bounds the memory as well as the parallelism.
         if threads <= 1 || strips == 1 {

@@ -40,13 +40,13 @@ typealias Lanes = SIMD16<Int16>
 ///
 /// L_r(p, k) = C(p, k) + min(L_r(p−r, k), min_{1≤|j|≤J} L_r(p−r, k+j) + P1, min_i L_r(p−r, i) + P2) − min_i L_r(p−r, i)
 /// and S(p, k) = Σ_r L_r(p, k). Values stay below C + P2, so eight paths fit in Int16.
-func aggregate(_ c: CostVolume, guide: [Float], penalties: Penalties) -> [Int16] {
+func aggregate(_ c: CostVolume, guide: [Float], penalties: Penalties, pool: BufferPool? = nil) -> [Int16] {
     let w = c.width, h = c.height, kp = c.paddedLabels
     let j = penalties.smallJump
     let pad = ((j + 15) / 16) * 16
     let stride = kp + 2 * pad  // a padded label vector: [pad sentinels][kp labels][pad sentinels]
     let sentinel: Int16 = 0x3000
-    var total = [Int16](repeating: 0, count: w * h * kp)
+    var total = pool?.take(count: w * h * kp, repeating: 0) ?? [Int16](repeating: 0, count: w * h * kp)
     // Row buffers for the three directions that come from the previous row, current and previous.
     var prev = [Int16](repeating: sentinel, count: 3 * w * stride)
     var curr = [Int16](repeating: sentinel, count: 3 * w * stride)
