@@ -16,21 +16,32 @@ public enum WGS84 {
                      (n * (1 - eccentricitySquared) + height) * sinLat)
     }
 
-    /// ECEF → geodetic, by fixed-point iteration on the latitude (converges to 1e-12 rad in a few steps).
+    /// ECEF → geodetic, by fixed-point iteration on t = tan(latitude): t = z / (r − e²·N·cos φ), with cos φ and
+    /// the normal radius N taken from t itself, so an iteration costs two square roots and no trigonometry
+    /// (triangulation converts every matched point: the previous iteration on the angle, with a sine, a cosine
+    /// and an arctangent per step, was 12 % of a match step's CPU). Each step gains a factor e² ≈ 1/150 from
+    /// the ellipsoidal start (h = 0), so 5 steps reach 1e-15; then one arctangent. The height is
+    /// r·cos φ + z·sin φ − a·√(1 − e²·sin²φ), well conditioned at every latitude.
     public static func toGeodetic(_ p: SIMD3<Double>) -> (longitude: Double, latitude: Double, height: Double) {
+        let a = semiMajorAxis, e2 = eccentricitySquared
         let lon = atan2(p.y, p.x)
         let r = (p.x * p.x + p.y * p.y).squareRoot()
-        var lat = atan2(p.z, r * (1 - eccentricitySquared))
-        var h = 0.0
-        for _ in 0..<10 {
-            let s = sin(lat)
-            let n = semiMajorAxis / (1 - eccentricitySquared * s * s).squareRoot()
-            h = r / cos(lat) - n
-            let next = atan2(p.z, r * (1 - eccentricitySquared * n / (n + h)))
-            if abs(next - lat) < 1e-14 { lat = next; break }
-            lat = next
+        guard r > 1e-9 * a else {
+            // On the polar axis.
+            return (lon * 180 / .pi, p.z >= 0 ? 90 : -90, abs(p.z) - a * (1 - e2).squareRoot())
         }
-        return (lon * 180 / .pi, lat * 180 / .pi, h)
+        var t = p.z / (r * (1 - e2))
+        for _ in 0..<10 {
+            let c = 1 / (1 + t * t).squareRoot()
+            let n = a / (1 - e2 * t * t * c * c).squareRoot()
+            let next = p.z / (r - e2 * n * c)
+            let converged = abs(next - t) <= 1e-15 * max(1, abs(t))
+            t = next
+            if converged { break }
+        }
+        let c = 1 / (1 + t * t).squareRoot(), s = t * c
+        let h = r * c + p.z * s - a * (1 - e2 * s * s).squareRoot()
+        return (lon * 180 / .pi, atan(t) * 180 / .pi, h)
     }
 
     /// Radii of curvature at a latitude: metres per radian along the meridian (north) and the parallel (east).

@@ -7,10 +7,16 @@ import Testing
     @Test func ecefRoundTrip() {
         var rng = SplitMix64(seed: 7)
         for _ in 0..<1000 {
-            let lon = Double.random(in: -180...180, using: &rng), lat = Double.random(in: -89...89, using: &rng)
+            let lon = Double.random(in: -180...180, using: &rng), lat = Double.random(in: -89.9999...89.9999, using: &rng)
             let h = Double.random(in: -500...9000, using: &rng)
             let g = WGS84.toGeodetic(WGS84.toECEF(longitude: lon, latitude: lat, height: h))
-            #expect(abs(g.longitude - lon) < 1e-9 && abs(g.latitude - lat) < 1e-9 && abs(g.height - h) < 1e-5)
+            // 1e-11° is about 1 µm on the ground.
+            #expect(abs(g.longitude - lon) < 1e-11 && abs(g.latitude - lat) < 1e-11 && abs(g.height - h) < 1e-6)
+        }
+        // Satellite heights (the RPC's line-of-sight origins) and the poles themselves.
+        for (lat, h) in [(43.3, 694_000.0), (-21.2, 694_000.0), (90.0, 100.0), (-90.0, 2_800.0)] {
+            let g = WGS84.toGeodetic(WGS84.toECEF(longitude: 5, latitude: lat, height: h))
+            #expect(abs(g.latitude - lat) < 1e-11 && abs(g.height - h) < 1e-6)
         }
     }
 

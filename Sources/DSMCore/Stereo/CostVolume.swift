@@ -332,14 +332,16 @@ public struct RefinementWindow: Sendable, Equatable {
 
 /// The sub-pixel refinement's scores at one pixel: the weighted ZNCC of the centred window against the
 /// labels around the winner, with edges replicated. The left window's values and sums are taken once per
-/// pixel and each label's score once (the climb to the correlation peak revisits labels); windows that
-/// lie inside both images skip the edge clamping. Same sums in the same order as the clamped path, so the
-/// same results bit for bit.
+/// pixel and each label's score once (the climb to the correlation peak revisits labels). Each window's
+/// values are first gathered into a flat (2r + 1)² array (rows copied where the window lies inside the
+/// image, edge-clamped otherwise), then summed 8 at a time — one path for every pixel, so the same results
+/// inside the image and along its edges.
 struct RefinementProbe {
     let volume: CostVolume
     let window: RefinementWindow
-    /// Scratch for the left window's values, (2r + 1)² floats, owned by the caller.
+    /// Scratch for the left and the right window's values, 2 · (2r + 1)² floats, owned by the caller.
     let leftValues: UnsafeMutablePointer<Float>
+    let rightValues: UnsafeMutablePointer<Float>
     private(set) var x = 0, y = 0
     private var sl: Float = 0, vl: Float = 0, n: Float = 0
     private var textured = false
@@ -348,41 +350,52 @@ struct RefinementProbe {
     private var cache: (Float?, Float?, Float?, Float?, Float?) = (nil, nil, nil, nil, nil)
     private var known: (Bool, Bool, Bool, Bool, Bool) = (false, false, false, false, false)
 
+    /// Floats of scratch a probe needs for `window`.
+    static func scratchCount(_ window: RefinementWindow) -> Int { 2 * (2 * window.radius + 1) * (2 * window.radius + 1) }
+
     init(volume: CostVolume, window: RefinementWindow, scratch: UnsafeMutablePointer<Float>) {
-        self.volume = volume; self.window = window; leftValues = scratch
+        self.volume = volume; self.window = window
+        leftValues = scratch
+        rightValues = scratch + (2 * window.radius + 1) * (2 * window.radius + 1)
+        n = window.weights.reduce(0, +)
+    }
+
+    /// Copies the (2r + 1)² window centred on (cx, cy) of a `width` × `height` image into `out`, row by row,
+    /// replicating the edge pixels where the window leaves the image.
+    @inline(__always)
+    private func gather(_ image: UnsafePointer<Float>, width: Int, height: Int, cx: Int, cy: Int, into out: UnsafeMutablePointer<Float>) {
+        let r = window.radius, side = 2 * r + 1
+        if cx >= r, cx + r < width, cy >= r, cy + r < height {
+            for dy in 0..<side { (out + dy * side).update(from: image + (cy - r + dy) * width + cx - r, count: side) }
+        } else {
+            var q = 0
+            for dy in -r...r {
+                let row = image + min(max(cy + dy, 0), height - 1) * width
+                for dx in -r...r { out[q] = row[min(max(cx + dx, 0), width - 1)]; q += 1 }
+            }
+        }
     }
 
     /// Moves to pixel (x, y), whose winner is label k: scores of labels k − 2 … k + 2 may then be asked.
     mutating func move(x: Int, y: Int, around k: Int) {
         self.x = x; self.y = y; first = k - 2
         known = (false, false, false, false, false)
-        let r = window.radius, w = volume.width, h = volume.height
-        var sl: Float = 0, sll: Float = 0, n: Float = 0
+        let w = volume.width, h = volume.height, count = window.weights.count
+        volume.left.pixels.withUnsafeBufferPointer { L in gather(L.baseAddress!, width: w, height: h, cx: x, cy: y, into: leftValues) }
+        var s8 = SIMD8<Float>(repeating: 0), ss8 = SIMD8<Float>(repeating: 0)
+        var sl: Float = 0, sll: Float = 0
         window.weights.withUnsafeBufferPointer { wt in
-            volume.left.pixels.withUnsafeBufferPointer { L in
-                var q = 0
-                if x >= r, x + r < w, y >= r, y + r < h {
-                    for dy in -r...r {
-                        let row = L.baseAddress! + (y + dy) * w + x
-                        for dx in -r...r {
-                            let a = row[dx], wq = wt[q]
-                            leftValues[q] = a; sl += wq * a; sll += wq * a * a; n += wq
-                            q += 1
-                        }
-                    }
-                } else {
-                    for dy in -r...r {
-                        let yy = min(max(y + dy, 0), h - 1)
-                        for dx in -r...r {
-                            let a = L[yy * w + min(max(x + dx, 0), w - 1)], wq = wt[q]
-                            leftValues[q] = a; sl += wq * a; sll += wq * a * a; n += wq
-                            q += 1
-                        }
-                    }
-                }
+            let wp = wt.baseAddress!
+            var q = 0
+            while q + 8 <= count {
+                let a = load8(leftValues + q), wq = load8(wp + q)
+                s8 += wq * a; ss8 += wq * a * a
+                q += 8
             }
+            while q < count { let a = leftValues[q], wq = wp[q]; sl += wq * a; sll += wq * a * a; q += 1 }
         }
-        self.sl = sl; self.n = n
+        sl += s8.sum(); sll += ss8.sum()
+        self.sl = sl
         vl = sll - sl * sl / n
         textured = vl > 1e-6
     }
@@ -419,33 +432,34 @@ struct RefinementProbe {
         guard label >= 0, label < volume.labels.count else { return nil }
         let c = volume
         let R = c.phases[c.labelPhase[label]], shift = c.labelShift[label]
-        let r = window.radius, w = c.width, h = c.height, rw = R.width
-        var sr: Float = 0, srr: Float = 0, slr: Float = 0
-        window.weights.withUnsafeBufferPointer { wt in
-            R.pixels.withUnsafeBufferPointer { P in
+        let w = c.width, h = c.height, count = window.weights.count
+        // The right window: columns x − shift ± r of the right image (edges clamped to the left image's
+        // columns first, as the cost volume's windows are).
+        R.pixels.withUnsafeBufferPointer { P in
+            let r = window.radius
+            if x >= r, x + r < w, y >= r, y + r < h {
+                gather(P.baseAddress!, width: R.width, height: h, cx: x - shift, cy: y, into: rightValues)
+            } else {
                 var q = 0
-                if x >= r, x + r < w, y >= r, y + r < h, x - r - shift >= 0, x + r - shift < rw {
-                    for dy in -r...r {
-                        let row = P.baseAddress! + (y + dy) * rw + x - shift
-                        for dx in -r...r {
-                            let b = row[dx], wq = wt[q]
-                            sr += wq * b; srr += wq * b * b; slr += wq * leftValues[q] * b
-                            q += 1
-                        }
-                    }
-                } else {
-                    for dy in -r...r {
-                        let yy = min(max(y + dy, 0), h - 1)
-                        for dx in -r...r {
-                            let xl = min(max(x + dx, 0), w - 1)
-                            let b = P[yy * rw + min(max(xl - shift, 0), rw - 1)], wq = wt[q]
-                            sr += wq * b; srr += wq * b * b; slr += wq * leftValues[q] * b
-                            q += 1
-                        }
-                    }
+                for dy in -r...r {
+                    let row = P.baseAddress! + min(max(y + dy, 0), h - 1) * R.width
+                    for dx in -r...r { rightValues[q] = row[min(max(min(max(x + dx, 0), w - 1) - shift, 0), R.width - 1)]; q += 1 }
                 }
             }
         }
+        var sr8 = SIMD8<Float>(repeating: 0), srr8 = SIMD8<Float>(repeating: 0), slr8 = SIMD8<Float>(repeating: 0)
+        var sr: Float = 0, srr: Float = 0, slr: Float = 0
+        window.weights.withUnsafeBufferPointer { wt in
+            let wp = wt.baseAddress!
+            var q = 0
+            while q + 8 <= count {
+                let b = load8(rightValues + q), wb = load8(wp + q) * b
+                sr8 += wb; srr8 += wb * b; slr8 += wb * load8(leftValues + q)
+                q += 8
+            }
+            while q < count { let b = rightValues[q], wb = wp[q] * b; sr += wb; srr += wb * b; slr += wb * leftValues[q]; q += 1 }
+        }
+        sr += sr8.sum(); srr += srr8.sum(); slr += slr8.sum()
         let vr = srr - sr * sr / n
         guard vr > 1e-6 else { return nil }
         return (slr - sl * sr / n) / (vl * vr).squareRoot()

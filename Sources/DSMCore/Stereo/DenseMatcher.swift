@@ -256,7 +256,7 @@ public struct DenseMatcher: Sendable {
         var rightBest = [Int](repeating: -1, count: wr)
         // Integer column offset of each label in the right view: xr = x − round(d_k).
         let offsets = (0..<n).map { Int(c.labels.disparity($0).rounded()) }
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: (2 * refinement.radius + 1) * (2 * refinement.radius + 1))
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: RefinementProbe.scratchCount(refinement))
         defer { scratch.deallocate() }
         var probe = RefinementProbe(volume: c, window: refinement, scratch: scratch)
         s.withUnsafeBufferPointer { S in
