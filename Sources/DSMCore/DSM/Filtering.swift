@@ -108,6 +108,13 @@ public enum DSMFilter {
                             }
                         }
                         guard count >= minimumNeighbours else { out.values[c] = .nan; continue }
+                        // Within the threshold of the median, decided without sorting (most cells): the median
+                        // nb[count / 2] of the sorted values lies in [v − t, v + t] exactly when at most count / 2
+                        // values are below v − t and at most count − count / 2 − 1 above v + t.
+                        let low = v - threshold, high = v + threshold
+                        var below = 0, above = 0
+                        for q in 0..<count { below += nb[q] < low ? 1 : 0; above += nb[q] > high ? 1 : 0 }
+                        if below <= count / 2 && above <= count - count / 2 - 1 { continue }
                         sortInPlace(nb, count)
                         let med = nb[count / 2]
                         // Within the threshold of the median: kept whatever the spread (the MAD only widens it).
@@ -240,6 +247,11 @@ extension DSMFilter {
         for dy in -r...r {
             for dx in -r...r { kernel.append(exp(-Float(dx * dx + dy * dy) / (2 * s.sigma * s.sigma))) }
         }
+        // The kernel's rows padded to 8 lanes (zero weights past the row) when a row fits in 8 lanes.
+        let vectorised = 2 * r + 1 <= 8
+        var kernel8 = [Float](repeating: 0, count: 8 * (2 * r + 1))
+        if vectorised { for dy in 0...(2 * r) { for dx in 0...(2 * r) { kernel8[8 * dy + dx] = kernel[dy * (2 * r + 1) + dx] } } }
+        let offsets8 = SIMD8<Float>((0..<8).map { Float($0 - r) })
         let slopeSurface = slopesFrom?.values ?? raster.values
         precondition(slopeSurface.count == raster.values.count)
         raster.values.withUnsafeBufferPointer { v in
@@ -269,6 +281,24 @@ extension DSMFilter {
                     }
                     let gx = minmod(-side(-1, 0), side(1, 0)), gy = minmod(-side(0, -1), side(0, 1))
                     var sum: Float = 0, weight: Float = 0
+                    if vectorised, i >= r, i - r + 8 <= w, j >= r, j + r < h {
+                        // Inside the grid: each kernel row 8 cells at a time (lanes past the row weigh 0, and a
+                        // NaN neighbour fails the range test, so it drops out as in the path below).
+                        var s8 = SIMD8<Float>(repeating: 0), w8 = SIMD8<Float>(repeating: 0)
+                        let tilt = gx * offsets8
+                        kernel8.withUnsafeBufferPointer { K in
+                            for dy in -r...r {
+                                let n = UnsafeRawPointer(v.baseAddress! + (j + dy) * w + i - r).loadUnaligned(as: SIMD8<Float>.self)
+                                let carried = n - tilt - gy * Float(dy)
+                                let k = UnsafeRawPointer(K.baseAddress! + 8 * (dy + r)).loadUnaligned(as: SIMD8<Float>.self)
+                                let keep = (carried - c).replacing(with: -(carried - c), where: carried .< c) .<= s.range
+                                s8 += (k * carried).replacing(with: 0, where: .!keep)
+                                w8 += k.replacing(with: 0, where: .!keep)
+                            }
+                        }
+                        out.values[j * w + i] = s8.sum() / w8.sum()
+                        continue
+                    }
                     var q = 0
                     for y in (j - r)...(j + r) {
                         for x in (i - r)...(i + r) {

@@ -267,7 +267,11 @@ public struct DenseMatcher: Sendable {
                     var mv = SIMD16<Int16>(repeating: .max)
                     for q in stride(from: 0, to: kp, by: 16) { mv = lanesMin(mv, UnsafeRawPointer(o + q).loadUnaligned(as: SIMD16<Int16>.self)) }
                     let m = mv.min()
-                    var k0 = 0
+                    // The first 16-label chunk holding it, then the lane.
+                    let target = SIMD16<Int16>(repeating: m)
+                    var q = 0
+                    while !any(UnsafeRawPointer(o + q).loadUnaligned(as: SIMD16<Int16>.self) .== target) { q += 16 }
+                    var k0 = q
                     while o[k0] != m { k0 += 1 }
                     best[y * w + x] = min(k0, n - 1)
                 }

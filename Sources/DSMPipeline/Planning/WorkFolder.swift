@@ -113,20 +113,34 @@ public struct WorkFolder: Sendable {
         return try TileRaster.decode(d, path: p)
     }
 
-    /// Band `band` of a stage over any window of the grid, assembled from the tiles it crosses.
+    /// Bands of a stage over any window of the grid, assembled from the tiles it crosses. Reads only what the
+    /// window needs: of each tile, the rows it crosses of the asked bands (an ortho tile's DSM with its margins
+    /// read whole tile files of six bands before: a fifth of its CPU in the kernel copying them).
     public func read(_ stage: TileStage, plan: TilePlan, window w: CellWindow, bands: [Int]) throws -> [[Float]] {
         var out = bands.map { _ in [Float](repeating: .nan, count: w.count) }
+        var rows: [Float] = []
         for t in plan.tiles(intersecting: w) {
-            let r = try read(stage, t)
+            let p = tilePath(stage, t)
+            let fd = open(p, O_RDONLY)
+            guard fd >= 0 else { throw PipelineError.workFolder(p, errno == ENOENT ? "missing" : "unreadable (\(String(cString: strerror(errno))))") }
+            defer { Glibc.close(fd) }
+            let layout = try TileRaster.layout(fd: fd, path: p)
+            guard layout.width == t.cells.width, layout.height == t.cells.height else {
+                throw PipelineError.workFolder(p, "holds \(layout.width)×\(layout.height) cells, the plan's tile \(t.cells.width)×\(t.cells.height)")
+            }
             let common = t.cells.intersection(w)!
+            let tw = t.cells.width
+            rows.removeAll(keepingCapacity: true)
+            rows.append(contentsOf: repeatElement(0, count: common.height * tw))
             for (k, b) in bands.enumerated() {
-                let src = r.bands[b]
-                for y in common.y..<(common.y + common.height) {
-                    let so = (y - t.cells.y) * t.cells.width + (common.x - t.cells.x)
-                    let dso = (y - w.y) * w.width + (common.x - w.x)
+                guard b < layout.bands else { throw PipelineError.workFolder(p, "has \(layout.bands) bands, band \(b + 1) asked") }
+                let offset = layout.dataOffset + (b * t.cells.count + (common.y - t.cells.y) * tw) * 4
+                try rows.withUnsafeMutableBytes { try TileRaster.readFully(fd: fd, into: $0, at: offset, path: p) }
+                rows.withUnsafeBufferPointer { s in
                     out[k].withUnsafeMutableBufferPointer { o in
-                        src.withUnsafeBufferPointer { s in
-                            for i in 0..<common.width { o[dso + i] = s[so + i] }
+                        for y in 0..<common.height {
+                            let so = y * tw + (common.x - t.cells.x), dso = (common.y + y - w.y) * w.width + (common.x - w.x)
+                            (o.baseAddress! + dso).update(from: s.baseAddress! + so, count: common.width)
                         }
                     }
                 }
@@ -173,6 +187,32 @@ public struct TileRaster: Sendable {
             b.withUnsafeBytes { d.append(contentsOf: $0) }
         }
         return d
+    }
+
+    /// The header of an open tile file, checked against the file's size.
+    static func layout(fd: Int32, path: String) throws -> (width: Int, height: Int, bands: Int, dataOffset: Int) {
+        let h = magic.count
+        var header = [UInt8](repeating: 0, count: h + 12)
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw PipelineError.workFolder(path, "unreadable (\(String(cString: strerror(errno))))") }
+        guard Int(st.st_size) >= h + 12 else { throw PipelineError.workFolder(path, "not a tile file") }
+        try header.withUnsafeMutableBytes { try readFully(fd: fd, into: $0, at: 0, path: path) }
+        guard Array(header.prefix(h)) == magic else { throw PipelineError.workFolder(path, "not a tile file") }
+        func u32(_ o: Int) -> Int { Int(header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: o, as: UInt32.self) }.littleEndian) }
+        let w = u32(h), ht = u32(h + 4), n = u32(h + 8)
+        guard Int(st.st_size) == h + 12 + n * w * ht * 4 else { throw PipelineError.workFolder(path, "truncated tile file") }
+        return (w, ht, n, h + 12)
+    }
+
+    /// Fills `buffer` from the file at `offset` (pread until complete).
+    static func readFully(fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int, path: String) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw PipelineError.workFolder(path, n == 0 ? "truncated tile file" : "unreadable (\(String(cString: strerror(errno))))") }
+            done += n
+        }
     }
 
     static func decode(_ d: Data, path: String) throws -> TileRaster {

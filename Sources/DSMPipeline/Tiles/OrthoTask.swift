@@ -18,9 +18,14 @@ struct OrthoTask: Sendable {
         let g = grid.subgrid(ext)
         let dsm = GridRaster(grid: g, values: try work.read(.fuse, plan: plan.tiles, window: ext, bands: [2])[0])
         let toGeo = try CoordinateTransform(fromEPSG: grid.epsg, toEPSG: 4326)
-        var lon = [Double](repeating: 0, count: g.count), lat = lon
-        for j in 0..<g.height { for i in 0..<g.width { let c = g.centre(i, j); lon[j * g.width + i] = c.x; lat[j * g.width + i] = c.y } }
-        toGeo.transform(x: &lon, y: &lat)
+        var (lon, lat) = toGeo.transformCellCentres(originX: g.originX, originY: g.originY, resolution: g.resolution,
+                                                    width: g.width, height: g.height) ?? ([], [])
+        if lon.isEmpty {
+            // A lattice point failed to transform: every cell on its own, as far as each goes.
+            lon = [Double](repeating: 0, count: g.count); lat = lon
+            for j in 0..<g.height { for i in 0..<g.width { let c = g.centre(i, j); lon[j * g.width + i] = c.x; lat[j * g.width + i] = c.y } }
+            toGeo.transform(x: &lon, y: &lat)
+        }
         var bands: [[Float]] = []
         for img in images {
             let o = try TrueOrtho.render(image: img, dsm: dsm, longitudes: lon, latitudes: lat, resolution: grid.resolution)
