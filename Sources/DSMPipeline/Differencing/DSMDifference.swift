@@ -339,7 +339,7 @@ public enum DSMDifference {
         let staging = s("staging")
         try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
         func staged(_ n: String) -> String { (staging as NSString).appendingPathComponent(n) }
-        try GeoProducts.toCOG(source: diffPath, destination: staged("difference.tif"), floatingPoint: true)
+        try GeoProducts.toCOG(source: diffPath, destination: staged("difference.tif"), content: .continuous)
         let p98 = absSample.isEmpty ? 1 : Double(Self.quantile(absSample, 0.98))
         let range = niceCeiling(max(Double(threshold), p98))
         try DifferenceMap.write(difference: staged("difference.tif"), range: range, to: staged("difference.png"), scratch: scratch)

@@ -47,8 +47,8 @@ struct ProductAssembly: Sendable {
                                  validityMask: validityMask)
     }
 
-    func publish(_ name: String, floatingPoint: Bool) throws {
-        try GeoProducts.toCOG(source: assembled(name), destination: staged(name), floatingPoint: floatingPoint)
+    func publish(_ name: String, _ content: GeoProducts.COGContent, level: Int = GeoProducts.cogDeflateLevel) throws {
+        try GeoProducts.toCOG(source: assembled(name), destination: staged(name), content: content, level: level)
     }
 
     mutating func run(manifest: inout Manifest) throws {
@@ -70,12 +70,13 @@ struct ProductAssembly: Sendable {
         }
         manifest.verticalDatum = finishing.verticalDatum
         manifest.verticalReference = finishing.verticalDatum.description
-        var layers = [("correlation_score.tif", true), ("dsm_raw.tif", true), ("dsm.tif", true), ("dsm_filled_mask.tif", false), ("pair_contributions.tif", false),
-                      ("dsm_uncertainty.tif", true)]
-        if manifest.coregistration != nil { layers.append(("dsm_uncoregistered.tif", true)) }
-        if manifest.waterMask != nil { layers.append(("water_mask.tif", false)) }
+        var layers: [(String, GeoProducts.COGContent)] = [("correlation_score.tif", .continuous), ("dsm_raw.tif", .continuous),
+                                                          ("dsm.tif", .continuous), ("dsm_filled_mask.tif", .categorical),
+                                                          ("pair_contributions.tif", .categorical), ("dsm_uncertainty.tif", .continuous)]
+        if manifest.coregistration != nil { layers.append(("dsm_uncoregistered.tif", .continuous)) }
+        if manifest.waterMask != nil { layers.append(("water_mask.tif", .categorical)) }
         let published = self
-        try parallel(layers.map { name, fp in { try published.publish(name, floatingPoint: fp) } })
+        try parallel(layers.map { name, content in { try published.publish(name, content) } })
         let range = try colourRange()
         progress("hillshades", 0.93)
         try writeHillshades(colourRange: range, manifest: &manifest)
@@ -239,7 +240,7 @@ struct ProductAssembly: Sendable {
                 y += h
             }
             try out.close()
-            try publish(name, floatingPoint: false)
+            try publish(name, .continuous)
         }
     }
 
@@ -278,7 +279,10 @@ struct ProductAssembly: Sendable {
         try mosaic?.close()
         var names = (0..<n).filter { writers[$0] != nil }.map(orthoName)
         if mosaic != nil { names.append("ortho_mosaic.tif") }
-        try parallel(names.map { name in { try self.publish(name, floatingPoint: false) } })
+        // The mosaic's second band is its source index: overviews by nearest neighbour for both bands.
+        try parallel(names.map { name in {
+            try self.publish(name, name == "ortho_mosaic.tif" ? .categorical : .continuous, level: GeoProducts.orthoDeflateLevel)
+        } })
         for k in 0..<n where writers[k] != nil {
             let role = plan.roles.map { " (\($0[k]) view)" } ?? ""
             manifest.products.append(.init(code: "C\(k + 1)", file: orthoName(k),
