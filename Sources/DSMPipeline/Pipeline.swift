@@ -410,7 +410,7 @@ public struct DSMPipelineRunner: Sendable {
         let tiles = TilePlan(grid: prepared.grid, tileSize: tileSize)
         let epipolar = min(512, Int(Double(tileSize) * pixelsPerCell) + 64)
         let workload = TileWorkload.plan(budget: options.memoryBudget, cores: options.cores, epipolarWidth: max(epipolar, 128),
-                                         labels: labels, tileCells: tileSize * tileSize, pairs: p.pairs.count)
+                                         labels: labels, tileCells: tiles.largestTile.width * tiles.largestTile.height, pairs: p.pairs.count)
         // Holes up to 100 m² are filled: on the La Réunion pair (0.5 m) against S2P, filling up to 25 m²
         // left completeness at 0.960 once speckles are removed, 100 m² gives 0.978 with RMSE 0.59 m,
         // 400 m² 0.992 but RMSE 0.66 m and twice the cells off by more than 5 m.
@@ -531,7 +531,7 @@ public struct DSMPipelineRunner: Sendable {
         if !resume { try work.writeJSON(plan, to: work.planPath) }
         let t = plan.tiles
         progress(.init(stage: "plan", fraction: 0.05,
-                       message: "\(t.rows * t.columns) tiles of \(t.tileSize) cells (\(t.grid.width)×\(t.grid.height) cells at \(plan.parameters.resolution) m), \(plan.workload.concurrency) at a time, budget \(plan.memoryBudget.bytes >> 20) MiB"))
+                       message: "\(t.rows * t.columns) tiles of \(t.largestTile.width)×\(t.largestTile.height) cells (\(t.grid.width)×\(t.grid.height) cells at \(plan.parameters.resolution) m), \(plan.workload.concurrency) at a time, budget \(plan.memoryBudget.bytes >> 20) MiB"))
         return (plan, images, work)
     }
 
@@ -622,16 +622,16 @@ public struct DSMPipelineRunner: Sendable {
                            message: "\(already)/\(all.count) tiles already done"))
         }
         // Each stage runs as many tiles at once as its per-tile memory allows within the budget.
-        let side = plan.tiles.tileSize
+        let (tw, th) = plan.tiles.largestTile
         let concurrency: Int
         switch stage {
         case .match: concurrency = plan.workload.concurrency
         case .fuse:
-            let ext = (side + 2 * plan.filterMargin) * (side + 2 * plan.filterMargin)
+            let ext = (tw + 2 * plan.filterMargin) * (th + 2 * plan.filterMargin)
             concurrency = TileWorkload.concurrency(budget: plan.memoryBudget, cores: options.cores,
                                                    bytes: TileWorkload.fuseBytes(extendedCells: ext, pairs: plan.pairs.count))
         case .ortho:
-            let ext = (side + 2 * plan.orthoMargin) * (side + 2 * plan.orthoMargin)
+            let ext = (tw + 2 * plan.orthoMargin) * (th + 2 * plan.orthoMargin)
             let ppc = plan.parameters.resolution / max(0.01, plan.gsd)
             concurrency = TileWorkload.concurrency(budget: plan.memoryBudget, cores: options.cores,
                                                    bytes: TileWorkload.orthoBytes(extendedCells: ext, images: plan.images.count, pixelsPerCell: ppc))

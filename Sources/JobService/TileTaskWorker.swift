@@ -203,7 +203,7 @@ extension WorkerPool {
             let tiles = plan.tiles.tiles
             var stages: [(TileStage, ClosedRange<Double>)] = [(.match, 0.05...0.75), (.fuse, 0.75...0.85)]
             if plan.orthoImages || plan.orthoMosaic { stages.append((.ortho, 0.85...0.92)) }
-            try? appendLog(job.id, attempt, "dsmopt worker \(worker): \(tiles.count) tiles of \(plan.tiles.tileSize) cells, spread over the workers as tile tasks\n")
+            try? appendLog(job.id, attempt, "dsmopt worker \(worker): \(tiles.count) tiles of \(plan.tiles.largestTile.width)×\(plan.tiles.largestTile.height) cells, spread over the workers as tile tasks\n")
             stageLoop: for (stage, range) in stages {
                 if stage == .fuse && plan.pairs.count > 1 {
                     if let r = await step(["run", "--resume", runDir, "--step", "offsets"], "offsets") {

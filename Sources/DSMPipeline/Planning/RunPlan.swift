@@ -37,6 +37,12 @@ public struct RunPlan: Sendable, Codable {
     public var epipolarTileSize = 512
     /// Image pixels matched around a ground tile's footprint (context for the matcher at its borders).
     public var matchMargin = 32
+    /// Image pixels by which neighbouring epipolar sub-tiles of a ground tile overlap (each keeps only the
+    /// points of its own pixels); nil in plans written before it (no overlap). Cut edge to edge, the
+    /// sub-tiles left a seam inside every ground tile (1024² synthetic pair, one ground tile against the
+    /// same tile matched uncut: 2.6 cm mean height difference within 4 cells of the cut, 0.25 cm elsewhere);
+    /// an 8-px overlap removes it (0.03 vs 0.09 cm; 16 px: 0.04 vs 0.13) for +5 % matching CPU (32 px: +17 %).
+    public var epipolarOverlap: Int? = 8
     /// Cells read around a tile for fusion and filtering: the filters' reach (outlier test 2 cells,
     /// denoising 1 + its radius) plus the largest hole filled, capped at 64 cells — a hole reaching a
     /// tile's edge is then filled exactly as in an untiled run unless it is both under the 100 m² limit

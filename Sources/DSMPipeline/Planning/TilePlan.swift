@@ -54,9 +54,10 @@ public struct GroundTile: Sendable, Codable, Hashable, CustomStringConvertible {
     public var description: String { "tile \(name)" }
 }
 
-/// The output grid cut into ground tiles of `tileSize` cells (equal sizes, no slivers).
+/// The output grid cut into ground tiles of about `tileSize` cells (equal sizes, no slivers).
 public struct TilePlan: Sendable, Codable, Equatable {
     public var grid: GridDefinition
+    /// The nominal tile size; tiles are between 2/3 and 3/2 of it along each axis (`tiles(along:size:)`).
     public var tileSize: Int
     public var rows: Int
     public var columns: Int
@@ -64,8 +65,22 @@ public struct TilePlan: Sendable, Codable, Equatable {
     public init(grid: GridDefinition, tileSize: Int) {
         self.grid = grid
         self.tileSize = tileSize
-        rows = max(1, (grid.height + tileSize - 1) / tileSize)
-        columns = max(1, (grid.width + tileSize - 1) / tileSize)
+        rows = Self.tiles(along: grid.height, size: tileSize)
+        columns = Self.tiles(along: grid.width, size: tileSize)
+    }
+
+    /// The number of equal tiles along an axis whose size is nearest the nominal one. Not the ceiling: a
+    /// grid a little wider than one tile (a 1024² scene at its GSD gives 1055 × 1074 cells) would become
+    /// four tiles of half the size, each paying the matcher's margins (32 px around each tile, epipolar
+    /// sub-tiles cut short) — on that scene 7 % more CPU than one tile — and tile sizes would vary with the
+    /// scene size (528, 845, 1000 cells at 1024², 4096², 16384²), and so would the memory of a tile.
+    static func tiles(along length: Int, size: Int) -> Int {
+        max(1, Int((Double(length) / Double(max(1, size))).rounded()))
+    }
+
+    /// The largest tile's width and height (the scheduler's memory estimate).
+    public var largestTile: (width: Int, height: Int) {
+        ((grid.width + columns - 1) / columns, (grid.height + rows - 1) / rows)
     }
 
     static func split(_ length: Int, _ n: Int, _ i: Int) -> (Int, Int) {

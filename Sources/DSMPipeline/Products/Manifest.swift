@@ -41,6 +41,8 @@ public struct Manifest: Sendable, Codable {
     public var tiling: Tiling?
 
     public struct Tiling: Sendable, Codable {
+        /// The nominal tile size (`--tile-size`, or about 1024 image pixels); the grid is cut into `rows` ×
+        /// `columns` equal tiles nearest it.
         public var tileSizeCells: Int
         public var tiles: Int
         public var rows: Int

@@ -223,21 +223,25 @@ struct ProductAssembly: Sendable {
             // RGBA: the alpha band says where the DSM has no height (0), instead of a nodata colour.
             let out = try writer(name, bands: 4, type: .byte, noData: nil, metadata: [("ELEVATION_COLOUR_RANGE_M", "\(lo) \(hi)")], rgb: true)
             let dsm = try RasterDataset(path: assembled("dsm.tif")), shade = try RasterDataset(path: shadePath)
-            var y = 0
-            while y < grid.height {
+            // Windows of 256 rows × at most 2048 columns, on the 256-cell block grid of the files: the
+            // buffers (6 floats per cell, 12 MiB) do not grow with the scene's width — full-width strips
+            // took ~100 MiB per hillshade at 17,000 cells, two hillshades at once.
+            for y in stride(from: 0, to: grid.height, by: 256) {
                 let h = min(256, grid.height - y)
-                let z = try dsm.read(column: 0, row: y, width: grid.width, height: h)
-                let s = try shade.read(column: 0, row: y, width: grid.width, height: h)
-                var r = [Float](repeating: 0, count: z.count), g = r, b = r, a = r
-                for i in 0..<z.count where !z[i].isNaN {
-                    let c = Self.ramp((z[i] - lo) / (hi - lo)) * (0.25 + 0.75 * s[i] / 255)
-                    r[i] = c.x.rounded(); g[i] = c.y.rounded(); b[i] = c.z.rounded(); a[i] = 255
+                for x in stride(from: 0, to: grid.width, by: 2048) {
+                    let w = min(2048, grid.width - x)
+                    let z = try dsm.read(column: x, row: y, width: w, height: h)
+                    let s = try shade.read(column: x, row: y, width: w, height: h)
+                    var r = [Float](repeating: 0, count: z.count), g = r, b = r, a = r
+                    for i in 0..<z.count where !z[i].isNaN {
+                        let c = Self.ramp((z[i] - lo) / (hi - lo)) * (0.25 + 0.75 * s[i] / 255)
+                        r[i] = c.x.rounded(); g[i] = c.y.rounded(); b[i] = c.z.rounded(); a[i] = 255
+                    }
+                    try out.write(band: 1, x: x, y: y, width: w, height: h, values: r)
+                    try out.write(band: 2, x: x, y: y, width: w, height: h, values: g)
+                    try out.write(band: 3, x: x, y: y, width: w, height: h, values: b)
+                    try out.write(band: 4, x: x, y: y, width: w, height: h, values: a)
                 }
-                try out.write(band: 1, x: 0, y: y, width: grid.width, height: h, values: r)
-                try out.write(band: 2, x: 0, y: y, width: grid.width, height: h, values: g)
-                try out.write(band: 3, x: 0, y: y, width: grid.width, height: h, values: b)
-                try out.write(band: 4, x: 0, y: y, width: grid.width, height: h, values: a)
-                y += h
             }
             try out.close()
             try publish(name, .continuous)

@@ -47,9 +47,13 @@ struct MatchTask: Sendable {
             if let window = Self.window(columns: cs, rows: rs, margin: plan.matchMargin, within: plan.pairRegions[k]) {
                 let rect = PairRectification(first: a, second: b)
                 for w in PairRectification.tiles(window, size: plan.epipolarTileSize) where w.width >= 24 && w.height >= 24 {
-                    let t = try rect.rectify(w, heights: plan.heightRange, pointingCorrection: plan.pointing[k].correctionPx)
-                    let m = try matcher.match(left: t.left, right: t.right, minDisparity: t.geometry.disparityRange.lowerBound,
+                    // Each epipolar sub-tile is matched with `epipolarOverlap` pixels of its neighbours and keeps
+                    // only the points of its own pixels: no seam along the cuts (RunPlan.epipolarOverlap).
+                    let ext = Self.expand(w, by: plan.epipolarOverlap ?? 0, within: window)
+                    let t = try rect.rectify(ext, heights: plan.heightRange, pointingCorrection: plan.pointing[k].correctionPx)
+                    var m = try matcher.match(left: t.left, right: t.right, minDisparity: t.geometry.disparityRange.lowerBound,
                                               maxDisparity: t.geometry.disparityRange.upperBound)
+                    if ext != w { Self.keepOnly(w, of: window, in: &m, leftToGrid: t.geometry.left) }
                     let lw = EpipolarResampler.sourceWindow(toGrid: t.geometry.left, width: t.geometry.width, height: t.geometry.height,
                                                             imageWidth: Int.max / 4, imageHeight: Int.max / 4)!
                     let rw = EpipolarResampler.sourceWindow(toGrid: t.geometry.right, width: t.geometry.rightWidth, height: t.geometry.height,
@@ -73,6 +77,33 @@ struct MatchTask: Sendable {
             bands.append(r.sigma.values)
         }
         try work.write(.match, tile, bands: bands)
+    }
+
+    /// A sub-tile grown by `margin` pixels on the sides inside `window`.
+    static func expand(_ w: PixelWindow, by margin: Int, within window: PixelWindow) -> PixelWindow {
+        let x0 = max(window.x, w.x - margin), y0 = max(window.y, w.y - margin)
+        let x1 = min(window.x + window.width, w.x + w.width + margin), y1 = min(window.y + window.height, w.y + w.height + margin)
+        return PixelWindow(x: x0, y: y0, width: x1 - x0, height: y1 - y0)
+    }
+
+    /// Clears the disparities of epipolar pixels whose reference-image position lies outside the sub-tile
+    /// `core` (on its sides inside `window`; beyond the window's own edges nothing is cleared).
+    static func keepOnly(_ core: PixelWindow, of window: PixelWindow, in m: inout DisparityMap, leftToGrid: Affine2D) {
+        let x0 = core.x == window.x ? -Double.infinity : Double(core.x)
+        let y0 = core.y == window.y ? -Double.infinity : Double(core.y)
+        let x1 = core.x + core.width == window.x + window.width ? Double.infinity : Double(core.x + core.width)
+        let y1 = core.y + core.height == window.y + window.height ? Double.infinity : Double(core.y + core.height)
+        let inv = leftToGrid.inverse
+        for v in 0..<m.height {
+            for u in 0..<m.width where !m.disparity[v * m.width + u].isNaN {
+                // Pixel (u, v) of the grid samples the image at the centre-based position inv(u, v).
+                let p = inv.apply(Double(u), Double(v))
+                if p.x < x0 || p.x >= x1 || p.y < y0 || p.y >= y1 {
+                    let i = v * m.width + u
+                    m.disparity[i] = .nan; m.score[i] = .nan; m.uncertainty[i] = .nan; m.status[i] = MatchStatus.outside.rawValue
+                }
+            }
+        }
     }
 
     /// The bounding window of projected points grown by `margin` pixels, clipped to `region`.
