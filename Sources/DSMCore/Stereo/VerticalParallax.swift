@@ -43,10 +43,10 @@ public struct VerticalParallaxProbe: Sendable {
         let r = radius, rs = rowSearch, side = 2 * r + 1, rows = 2 * rs + 1
         let dLo = Int(disparities.lowerBound.rounded(.down)), dHi = Int(disparities.upperBound.rounded(.up))
         guard dLo <= dHi else { return points.map { _ in nil } }
-        // Scratch: the reference patch, the candidate patch and the score table (NaN = not computed).
-        let ref = UnsafeMutablePointer<Float>.allocate(capacity: side * side), cand = UnsafeMutablePointer<Float>.allocate(capacity: side * side)
+        // Scratch: the reference patch and the score table (NaN = not computed).
+        let ref = UnsafeMutablePointer<Float>.allocate(capacity: side * side)
         var table = [Double](repeating: .nan, count: (dHi - dLo + 1) * rows)
-        defer { ref.deallocate(); cand.deallocate() }
+        defer { ref.deallocate() }
         return points.map { (u, v) -> ParallaxSample? in
             guard u - r >= 0, u + r < left.width, v - r - rs >= 0, v + r + rs < left.height else { return nil }
             guard normalisedPatch(left, u, v, into: ref) else { return nil }
@@ -56,10 +56,7 @@ public struct VerticalParallaxProbe: Sendable {
                 for dy in -rs...rs {
                     let ur = u - d - rightOffset, vr = v + dy
                     guard ur - r >= 0, ur + r < right.width, vr - r >= 0, vr + r < right.height,
-                          normalisedPatch(right, ur, vr, into: cand) else { continue }
-                    var s: Float = 0
-                    for q in 0..<(side * side) { s += ref[q] * cand[q] }
-                    let c = Double(s)
+                          let c = correlation(ref, right, ur, vr) else { continue }
                     table[(d - dLo) * rows + dy + rs] = c
                     if c > best { best = c; bd = d; bdy = dy }
                 }
@@ -104,6 +101,41 @@ public struct VerticalParallaxProbe: Sendable {
             let inv = 1 / ss.squareRoot()
             for i in 0..<count { p[i] *= inv }
             return true
+        }
+    }
+
+    /// The ZNCC of the normalised reference patch `ref` (zero mean, unit norm) with the window of `img`
+    /// centred on (u, v), which must lie inside the image, in one pass over the window: Σ ref·x needs no
+    /// centring of x since Σ ref = 0, and x's spread comes from Σx and Σx² taken about the window's centre
+    /// pixel (no cancellation at 12-bit levels). nil where the window holds a NaN or has no texture.
+    func correlation(_ ref: UnsafePointer<Float>, _ img: GrayImage, _ u: Int, _ v: Int) -> Double? {
+        let r = radius, side = 2 * r + 1, count = Float(side * side)
+        return img.pixels.withUnsafeBufferPointer { P -> Double? in
+            let origin = P.baseAddress! + (v - r) * img.width + u - r
+            let c0 = origin[r * img.width + r]
+            var s8 = SIMD8<Float>(repeating: 0), ss8 = s8, sp8 = s8
+            var s: Float = 0, ss: Float = 0, sp: Float = 0
+            let centre = SIMD8<Float>(repeating: c0)
+            for dy in 0..<side {
+                let row = origin + dy * img.width, rr = ref + dy * side
+                var q = 0
+                while q + 8 <= side {
+                    let x = load8(row + q) - centre
+                    s8 += x; ss8 += x * x; sp8 += x * load8(rr + q)
+                    q += 8
+                }
+                while q < side {
+                    let x = row[q] - c0
+                    s += x; ss += x * x; sp += x * rr[q]
+                    q += 1
+                }
+            }
+            s += s8.sum(); ss += ss8.sum(); sp += sp8.sum()
+            // A NaN anywhere in the window makes Σx NaN.
+            guard !s.isNaN else { return nil }
+            let spread = ss - s * s / count
+            guard spread > 1e-6 * count else { return nil }
+            return Double(sp / spread.squareRoot())
         }
     }
 
