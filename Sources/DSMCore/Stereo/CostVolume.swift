@@ -35,6 +35,11 @@ struct CostVolume {
     let labelPhase: [Int]
     let labelShift: [Int]
     let windowRadius: Int
+    /// The intensity term of each cell, in cost units, same layout as `data` (empty when its weight is 0):
+    /// the weighted 3×3 mean of |L − R| truncated at one standard deviation of the normalised images.
+    /// Added to `data` for the regularisation only (`regularisationCosts`): decorrelation, scores and the
+    /// sub-pixel step read the correlation alone.
+    var difference: [Int16] = []
 
     static let paddingCost: Int16 = 1023
 
@@ -114,11 +119,12 @@ extension CostVolume {
     /// their precision. The window product sums Σ L·R(x − d) are computed with running sums along
     /// columns (refreshed every 64 rows to bound drift) and along rows, so the cost per label does not
     /// grow with the window size. A right image shifted by each distinct fractional part of the labels
-    /// (bicubic) serves sub-pixel steps.
+    /// (bicubic) serves sub-pixel steps. With a `differenceWeight`, the intensity term (`difference`) is
+    /// computed in the same pass.
     static func zncc(left: GrayImage, right: GrayImage, leftNoData: GrayImage?, rightNoData: GrayImage?,
                      labels: DisparityLabels, window: Int,
                      decorrelationThreshold: Double, minimumStd: Float, shiftable: Bool,
-                     pool: BufferPool? = nil) -> CostVolume {
+                     differenceWeight: Float = 0, pool: BufferPool? = nil) -> CostVolume {
         let w = left.width, h = left.height, wr = right.width
         let r = window / 2
         let n = Float(window * window)
@@ -156,6 +162,14 @@ extension CostVolume {
         let fDefault = Float(defaultCost)
         var columnSums = [Float](repeating: 0, count: labels.count * w)
         var rowCosts = [Int16](repeating: 0, count: labels.count * w)
+        // The intensity term: per row, [label][column] like the costs, then transposed with them.
+        // Eight aggregated paths of at most (cost + term + large penalty) each must stay within Int16.
+        precondition(differenceWeight >= 0 && differenceWeight <= 1, "intensity term weight out of 0...1")
+        let withDifference = differenceWeight > 0
+        var difference = withDifference ? (pool?.take(count: w * h * kp, repeating: nil) ?? [Int16](repeating: 0, count: w * h * kp)) : []
+        var rowDifferences = [Int16](repeating: 0, count: withDifference ? labels.count * w : 0)
+        var adColumns = [Float](repeating: 0, count: withDifference ? labels.count * (w + 2) : 0)
+        let differenceScale = differenceWeight * costUnitsPerZNCC / 9
         var minTmp = [Int16](repeating: 0, count: w)
         let shiftOffset = shiftable ? r : 0
 
@@ -164,7 +178,63 @@ extension CostVolume {
         rowCosts.withUnsafeMutableBufferPointer { RC in
         minTmp.withUnsafeMutableBufferPointer { M in
         volume.withUnsafeMutableBufferPointer { out in
+        difference.withUnsafeMutableBufferPointer { diffOut in
+        rowDifferences.withUnsafeMutableBufferPointer { RD in
+        adColumns.withUnsafeMutableBufferPointer { AD in
             let lp = L.baseAddress!
+            /// The intensity term of label k along row y, columns first ..< last (the match inside the right
+            /// image; 0 elsewhere): min(|L − R|, 1) summed over rows y − 1 … y + 1 and columns x − 1 … x + 1
+            /// (rows, columns and the right image's columns edge-clamped), scaled to cost units. The sums over
+            /// the three rows are kept per label and column and moved down a row at a time, refreshed every 64
+            /// rows like the correlation's.
+            @inline(__always) func differenceRow(_ k: Int, _ rp: UnsafePointer<Float>, y: Int, shift: Int, first: Int, last: Int) {
+                let rd = RD.baseAddress! + k * w
+                guard first < last else { for x in 0..<w { rd[x] = 0 }; return }
+                let lo = max(0, first - 1), hi = min(w, last + 1)
+                let ad = AD.baseAddress! + k * (w + 2) + 1  // ad[x] for x in −1 ... w
+                let one = SIMD8<Float>(repeating: 1)
+                /// Adds sign · min(|L − R|, 1) of one row to the sums, columns lo ..< hi.
+                @inline(__always) func add(row: Int, sign: Float) {
+                    let yy = min(max(row, 0), h - 1)
+                    let lrow = lp + yy * w, rrow = rp + yy * wr
+                    // Columns whose right column x − shift lies inside the right row, 8 at a time.
+                    let vLo = min(hi, max(lo, shift)), vHi = max(vLo, min(hi, wr + shift))
+                    for x in lo..<vLo { ad[x] += sign * min(abs(lrow[x] - rrow[min(max(x - shift, 0), wr - 1)]), 1) }
+                    let s8 = SIMD8<Float>(repeating: sign)
+                    var x = vLo
+                    while x + 8 <= vHi {
+                        // |d| truncated at 1 (the standard library's generic pointwiseMin/Max stay calls here).
+                        var d = load8(lrow + x) - load8(rrow + x - shift)
+                        d.replace(with: -d, where: d .< 0)
+                        d.replace(with: one, where: d .> one)
+                        let a = UnsafeRawPointer(ad + x).loadUnaligned(as: SIMD8<Float>.self) + s8 * d
+                        UnsafeMutableRawPointer(ad + x).storeBytes(of: a, as: SIMD8<Float>.self)
+                        x += 8
+                    }
+                    while x < hi { ad[x] += sign * min(abs(lrow[x] - rrow[min(max(x - shift, 0), wr - 1)]), 1); x += 1 }
+                }
+                if y % 64 == 0 {
+                    for x in lo..<hi { ad[x] = 0 }
+                    for t in -1...1 { add(row: y + t, sign: 1) }
+                } else {
+                    add(row: y + 1, sign: 1)
+                    add(row: y - 2, sign: -1)
+                }
+                ad[-1] = ad[0]; ad[w] = ad[w - 1]  // replicated edges (read only where lo = 0 or hi = w)
+                for x in 0..<first { rd[x] = 0 }
+                for x in last..<w { rd[x] = 0 }
+                let scale = SIMD8<Float>(repeating: differenceScale), zero = SIMD8<Float>(repeating: 0)
+                var x = first
+                while x + 8 <= last {
+                    var sum = UnsafeRawPointer(ad + x - 1).loadUnaligned(as: SIMD8<Float>.self)
+                        + UnsafeRawPointer(ad + x).loadUnaligned(as: SIMD8<Float>.self)
+                        + UnsafeRawPointer(ad + x + 1).loadUnaligned(as: SIMD8<Float>.self)
+                    sum.replace(with: zero, where: sum .< zero)  // running-sum rounding below 0
+                    UnsafeMutableRawPointer(rd + x).storeBytes(of: costUnits(sum * scale), as: SIMD8<Int16>.self)
+                    x += 8
+                }
+                while x < last { rd[x] = costUnits(max(0, ad[x - 1] + ad[x] + ad[x + 1]) * differenceScale); x += 1 }
+            }
             /// Adds sign · L(row)·R(row, x − shift) to the column sums of one label, x in 0..<w.
             @inline(__always) func accumulate(_ v: UnsafeMutablePointer<Float>, _ rp: UnsafePointer<Float>, row: Int,
                                               shift: Int, sign: Float) {
@@ -204,6 +274,7 @@ extension CostVolume {
                         let rc = RC.baseAddress! + k * w
                         for x in 0..<first { rc[x] = defaultCost }
                         for x in last..<w { rc[x] = defaultCost }
+                        if withDifference { differenceRow(k, rp, y: y, shift: shift, first: first, last: last) }
                         @inline(__always) func scalarCost(_ x: Int) {
                             var s: Float = 0
                             for t in -r...r { s += v[min(max(x + t, 0), w - 1)] }
@@ -261,15 +332,48 @@ extension CostVolume {
                 // Transpose the row's [label][column] costs into [column][label].
                 let rowBase = y * w * kp
                 let nl = labels.count, rcb = RC.baseAddress!
-                for x in 0..<w {
-                    let o = out.baseAddress! + rowBase + x * kp
-                    var src = rcb + x
-                    for k in 0..<nl { o[k] = src.pointee; src += w }
+                if withDifference {
+                    // Both in one pass; the padded labels' terms are 0 (the buffer comes back from the pool as is).
+                    let rdb = RD.baseAddress!
+                    for x in 0..<w {
+                        let o = out.baseAddress! + rowBase + x * kp, od = diffOut.baseAddress! + rowBase + x * kp
+                        var src = rcb + x, dsrc = rdb + x
+                        for k in 0..<nl { o[k] = src.pointee; od[k] = dsrc.pointee; src += w; dsrc += w }
+                        for k in nl..<kp { od[k] = 0 }
+                    }
+                } else {
+                    for x in 0..<w {
+                        let o = out.baseAddress! + rowBase + x * kp
+                        var src = rcb + x
+                        for k in 0..<nl { o[k] = src.pointee; src += w }
+                    }
                 }
             }
-        }}}}}
+        }}}}}}}}
         return CostVolume(width: w, height: h, labels: labels, paddedLabels: kp, data: volume, defaultCost: defaultCost,
-                          left: left, phases: phases, labelPhase: labelPhase, labelShift: labelShift, windowRadius: r)
+                          left: left, phases: phases, labelPhase: labelPhase, labelShift: labelShift, windowRadius: r,
+                          difference: difference)
+    }
+
+    /// The costs the regularisation aggregates: the correlation costs plus the intensity term, written into
+    /// the intensity term's buffer (which this empties); the correlation costs alone when there is none.
+    mutating func regularisationCosts() -> [Int16] {
+        guard !difference.isEmpty else { return data }
+        var out: [Int16] = []
+        swap(&out, &difference)
+        data.withUnsafeBufferPointer { C in
+            out.withUnsafeMutableBufferPointer { D in
+                let c = C.baseAddress!, d = D.baseAddress!
+                var i = 0
+                while i + 16 <= C.count {
+                    let v = UnsafeRawPointer(c + i).loadUnaligned(as: Lanes.self) &+ UnsafeRawPointer(d + i).loadUnaligned(as: Lanes.self)
+                    UnsafeMutableRawPointer(d + i).storeBytes(of: v, as: Lanes.self)
+                    i += 16
+                }
+                while i < C.count { d[i] = c[i] &+ d[i]; i += 1 }
+            }
+        }
+        return out
     }
 }
 

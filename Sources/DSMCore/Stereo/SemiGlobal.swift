@@ -39,8 +39,9 @@ typealias Lanes = SIMD16<Int16>
 /// disparity labels of a pixel processed 16 at a time.
 ///
 /// L_r(p, k) = C(p, k) + min(L_r(p−r, k), min_{1≤|j|≤J} L_r(p−r, k+j) + P1, min_i L_r(p−r, i) + P2) − min_i L_r(p−r, i)
-/// and S(p, k) = Σ_r L_r(p, k). Values stay below C + P2, so eight paths fit in Int16.
-func aggregate(_ c: CostVolume, guide: [Float], penalties: Penalties, pool: BufferPool? = nil) -> [Int16] {
+/// and S(p, k) = Σ_r L_r(p, k). Values stay below C + P2, so eight paths fit in Int16. C is `costs` when
+/// given (the correlation costs plus the intensity term), else the volume's costs.
+func aggregate(_ c: CostVolume, costs: [Int16]? = nil, guide: [Float], penalties: Penalties, pool: BufferPool? = nil) -> [Int16] {
     let w = c.width, h = c.height, kp = c.paddedLabels
     let j = penalties.smallJump
     let pad = ((j + 15) / 16) * 16
@@ -57,7 +58,7 @@ func aggregate(_ c: CostVolume, guide: [Float], penalties: Penalties, pool: Buff
     let chunks = kp / 16
 
     guide.withUnsafeBufferPointer { G in
-    c.data.withUnsafeBufferPointer { C in
+    (costs ?? c.data).withUnsafeBufferPointer { C in
     total.withUnsafeMutableBufferPointer { S in
     prev.withUnsafeMutableBufferPointer { prevBuf in
     curr.withUnsafeMutableBufferPointer { currBuf in

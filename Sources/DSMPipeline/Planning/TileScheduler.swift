@@ -42,9 +42,9 @@ public struct TileWorkload: Sendable, Codable, Equatable {
     public var bytesPerTile: Int
 
     /// Bytes of one tile: image windows, rectified tiles, points, per-pair rasters, and `threads` strip
-    /// cost volumes (cost, shiftable-window copy and path aggregation: ~12 bytes per cell).
+    /// cost volumes (cost, intensity term, shiftable-window copy and path aggregation: ~14 bytes per cell).
     static func bytes(stripRows: Int, threads: Int, epipolarWidth: Int, labels: Int, tileCells: Int, pairs: Int) -> Int {
-        let volume = (stripRows + 32) * (epipolarWidth + 64) * labels * 12
+        let volume = (stripRows + 32) * (epipolarWidth + 64) * labels * 14
         let images = 12 * epipolarWidth * epipolarWidth * 4 * 2
         let rasters = tileCells * 4 * (2 * pairs + 8) + tileCells * 40
         return 24 << 20 + threads * volume + images + rasters
