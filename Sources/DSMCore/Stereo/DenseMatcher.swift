@@ -95,7 +95,7 @@ public struct DenseMatcher: Sendable {
     /// of 1 − ZNCC. The 5×5 correlation alone cannot tell apart the disparities its window straddles at a
     /// depth edge; the pixel-scale term can. Measured (2026-11-23) on Middlebury Cones (raw bad-1.0):
     /// 5.96 % without, 5.31 % at 0.3, 5.34 % at 0.5 (a pixel-wise term at 0.3: 5.51 %, a 5×5 census
-    /// term: 5.77 %); on the whole La Réunion pair against S2P, completeness 0.975 → 0.987. 0 disables it.
+    /// term: 5.77 %); on the whole La Réunion pair against S2P, completeness 0.975 → 0.988. 0 disables it.
     public var differenceWeight: Float = 0.3
     /// Connected regions of valid disparities (4-neighbours within `speckleStep` px of each other) smaller
     /// than this many pixels are removed as speckles: islands of wrong matches at occlusion borders, on
@@ -159,6 +159,9 @@ public struct DenseMatcher: Sendable {
         coarse.precision = 1
         var coarseMatcher = self
         coarseMatcher.parameters = coarse
+        // The coarse pass only bounds the search (quantiles of its disparities, plus a margin): the intensity
+        // term's sharper edges do not change them.
+        coarseMatcher.differenceWeight = 0
         let cLabels = DisparityLabels(minimum: (lo / f).rounded(.down), maximum: (hi / f).rounded(.up), step: 1)
         var sub = MatchingReport()
         let map = coarseMatcher.matchStrips(left: normalised(cl), right: normalised(cr), labels: cLabels, parameters: coarse, report: &sub)
