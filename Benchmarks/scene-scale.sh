@@ -25,9 +25,10 @@ run_one() {  # size label prefix-command...
     wall=$(sed -E 's/.*\(([0-9.]+) s, cpu.*/\1/' <<<"$line")
     cpu=$(sed -E 's/.*cpu ([0-9.]+) s.*/\1/' <<<"$line")
     peak=$(sed -E 's/.*peak RSS ([0-9]+) MiB.*/\1/' <<<"$line")
+    # "-" where the comparison fails (at 16384² it needs more memory than 24 GiB).
     local nmad="-"
     [[ -f $compare ]] && nmad=$(/usr/bin/python3 "$compare" "$out/dsm.tif" "$work/synth_$n/truth_dsm.tif" --json 2>/dev/null \
-        | /usr/bin/python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["nmad_m"])' || echo "-")
+        | /usr/bin/python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["nmad_m"])' 2>/dev/null || echo "-")
     local mpx; mpx=$(/usr/bin/python3 -c "print(2*$n*$n/1e6)")
     printf '| %s² | %s | %.1f | %.1f | %.2f | %.1f | %s | %s |\n' "$n" "$label" "$wall" "$cpu" \
         "$(/usr/bin/python3 -c "print($cpu/$mpx)")" "$mpx" "$peak" "$nmad"
