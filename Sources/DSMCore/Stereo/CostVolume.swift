@@ -197,9 +197,11 @@ extension CostVolume {
                 @inline(__always) func add(row: Int, sign: Float) {
                     let yy = min(max(row, 0), h - 1)
                     let lrow = lp + yy * w, rrow = rp + yy * wr
+                    /// One column, the right column clamped to the right row.
+                    @inline(__always) func addClamped(_ x: Int) { ad[x] += sign * min(abs(lrow[x] - rrow[min(max(x - shift, 0), wr - 1)]), 1) }
                     // Columns whose right column x − shift lies inside the right row, 8 at a time.
                     let vLo = min(hi, max(lo, shift)), vHi = max(vLo, min(hi, wr + shift))
-                    for x in lo..<vLo { ad[x] += sign * min(abs(lrow[x] - rrow[min(max(x - shift, 0), wr - 1)]), 1) }
+                    for x in lo..<vLo { addClamped(x) }
                     let s8 = SIMD8<Float>(repeating: sign)
                     var x = vLo
                     while x + 8 <= vHi {
@@ -211,7 +213,7 @@ extension CostVolume {
                         UnsafeMutableRawPointer(ad + x).storeBytes(of: a, as: SIMD8<Float>.self)
                         x += 8
                     }
-                    while x < hi { ad[x] += sign * min(abs(lrow[x] - rrow[min(max(x - shift, 0), wr - 1)]), 1); x += 1 }
+                    while x < hi { addClamped(x); x += 1 }
                 }
                 if y % 64 == 0 {
                     for x in lo..<hi { ad[x] = 0 }
