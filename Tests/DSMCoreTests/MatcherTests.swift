@@ -129,6 +129,25 @@ import Testing
         #expect(s.valid > 0.95 && s.meanError < 0.05)
     }
 
+    /// A range of 64–80 px (160–200 labels at the default precision) was left whole before: the coarse pass
+    /// now runs at level 1 at least, and the narrowed range keeps the full range's label grid.
+    @Test func moderateRangesAreNarrowedOnTheFullGrid() throws {
+        let (l, r) = pair(width: 256, height: 128) { _, _ in 21.3 }
+        let matcher = DenseMatcher()
+        let (m, report) = try matcher.matchWithReport(left: l, right: r, minDisparity: -10.1, maxDisparity: 59.9)
+        print("moderate range: searched \(report.searchedRange), levels \(report.pyramidLevels)")
+        #expect(report.pyramidLevels == 1)
+        #expect(report.searchedRange.lowerBound > -10.1 && report.searchedRange.upperBound < 59.9)
+        #expect(report.searchedRange.contains(21.3))
+        let step = matcher.parameters.precision
+        for bound in [report.searchedRange.lowerBound, report.searchedRange.upperBound] {
+            let k = (bound + 10.1) / step
+            #expect(abs(k - k.rounded()) < 1e-9, "bound \(bound) is off the full range's label grid")
+        }
+        let s = stats(m, truth: 21.3, margin: 32)
+        #expect(s.valid > 0.95 && s.meanError < 0.05)
+    }
+
     @Test func parametersAreValidated() {
         var p = MatchingParameters()
         p.window = 4
