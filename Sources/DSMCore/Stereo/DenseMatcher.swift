@@ -77,8 +77,8 @@ public struct DenseMatcher: Sendable {
     /// Search ranges wider than this many labels start with a coarse pass that narrows them to what the
     /// images hold (each epipolar tile is given the whole scene's height range). Measured 2026-11-23 with
     /// 64 instead of 160 (ranges of 64–80 px were not narrowed at all): synthetic pairs 2048² −11 % CPU
-    /// (paired runs), 4096² 3.13 → 2.88 and 8192² 3.40 → 2.68 CPU-s per input Mpx, NMAD against the truth
-    /// unchanged; Middlebury Cones 5.32 → 5.26 % bad-1.0.
+    /// (paired runs), 4096² 3.13 → 2.75 and 8192² 3.40 → 2.56 CPU-s per input Mpx (scene-scale bench),
+    /// NMAD against the truth unchanged; Middlebury Cones 5.32 → 5.26 % bad-1.0.
     public var coarseToFineLabels = 64
     /// Most one-pixel labels of the coarse pass: it runs at the first pyramid level (at least 1) where the
     /// range fits.
@@ -160,7 +160,6 @@ public struct DenseMatcher: Sendable {
         while level == 0 || (hi - lo) / pow(2, Double(level)) > Double(coarsePassLabels), cl.width >= 64, cl.height >= 64 {
             cl = cl.downsampled(); cr = cr.downsampled(); level += 1
         }
-        guard level > 0 else { return lo...hi }
         report.pyramidLevels = level
         let f = pow(2, Double(level))
         var coarse = p
