@@ -167,10 +167,17 @@ extension GeoProducts {
     /// makes the overviews by cubic convolution unless told otherwise: it rang at walls, blended categories,
     /// and was the dearest of its choices (4096² pair's Float32 DSM: 2.06 CPU-s cubic, 1.72 average, 1.54
     /// nearest).
+    ///
+    /// The driver first writes the overviews into a temporary file beside the destination, ZSTD-compressed,
+    /// then reads them back into the COG: written uncompressed (GDAL's `COG_TMP_COMPRESSION`, set for this
+    /// thread only), they cost no compression at all. Measured on the assembly of a 4096² synthetic pair
+    /// (paired runs, 2026-11-23): 13 % less CPU; the temporary file is a third of the uncompressed layer.
     public static func toCOG(source: String, destination: String, content: COGContent, level: Int = cogDeflateLevel) throws {
         let args = ["-of", "COG", "-co", "COMPRESS=DEFLATE", "-co", "OVERVIEWS=AUTO", "-co", "BLOCKSIZE=256",
                     "-co", "BIGTIFF=IF_SAFER", "-co", "NUM_THREADS=1", "-co", "LEVEL=\(level)", "-co", "PREDICTOR=YES",
                     "-co", "RESAMPLING=\(content == .categorical ? "NEAREST" : "AVERAGE")"]
+        CPLSetThreadLocalConfigOption("COG_TMP_COMPRESSION", "NONE")
+        defer { CPLSetThreadLocalConfigOption("COG_TMP_COMPRESSION", nil) }
         try translate(source: source, destination: destination, arguments: args)
     }
 }

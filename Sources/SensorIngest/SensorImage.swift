@@ -24,15 +24,16 @@ public struct SensorImage: Sendable {
     /// RPC sources, first found wins: `<stem>.RPB`, `<stem>_RPC.TXT`, the Pléiades `RPC_<product>.XML`
     /// beside an `IMG_<product>_R<r>C<c>` image, a `PHRDIMAP_*.XML` of the same product, then the
     /// image's own RPC metadata (GeoTIFF RPC tags). A sidecar that exists but is broken is an error, not
-    /// skipped: it names the sidecar and the faulty field.
-    public static func open(_ path: String) throws -> SensorImage {
+    /// skipped: it names the sidecar and the faulty field. `probe` false skips reading the pixels (`probe`):
+    /// for a run resumed on inputs already read when it was planned.
+    public static func open(_ path: String, probe probing: Bool = true) throws -> SensorImage {
         let url = URL(fileURLWithPath: path)
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw IngestError.notAnImage(file: path, detail: "no such file")
         }
         guard !isDir.boolValue else { throw IngestError.notAnImage(file: path, detail: "is a folder") }
-        if DIMAPProduct.isDIMFile(path) { return try openProduct(path) }
+        if DIMAPProduct.isDIMFile(path) { return try openProduct(path, probe: probing) }
         let ds = try openRaster(path)
         guard ds.width > 0, ds.height > 0, ds.bandCount > 0 else {
             throw IngestError.notAnImage(file: path, detail: "no raster band")
@@ -70,7 +71,7 @@ public struct SensorImage: Sendable {
             model.imageDomain = ImageDomain(width: ds.width, height: ds.height)
         }
         if model.imageDomain == nil { model.imageDomain = ImageDomain(width: ds.width, height: ds.height) }
-        try probe(ds, path)
+        if probing { try probe(ds, path) }
 
         var metadata: AcquisitionMetadata?
         if let dim = sidecars.dimMetadata ?? sidecars.phrDimap {
@@ -97,6 +98,7 @@ public struct SensorImage: Sendable {
     }
 
     /// Reads the whole image at low resolution: a truncated or corrupt file fails here, not mid-pipeline.
+    /// It decodes every block of the file (a 268-Mpx DEFLATE GeoTIFF: about 3 CPU-s).
     static func probe(_ ds: RasterDataset, _ path: String) throws {
         let step = max(1, max(ds.width, ds.height) / 64)
         do {
@@ -109,7 +111,7 @@ public struct SensorImage: Sendable {
 
     /// A DIMAP V2 product given by its DIM_*.XML: the mosaic GDAL's DIMAP driver opens, after checking its
     /// tiles, with the RPC and acquisition metadata the product names.
-    static func openProduct(_ path: String) throws -> SensorImage {
+    static func openProduct(_ path: String, probe probing: Bool = true) throws -> SensorImage {
         let product = try DIMAPProduct.read(path)
         try product.checkTiles()
         let ds = try openRaster(path)
@@ -122,7 +124,7 @@ public struct SensorImage: Sendable {
         let (m, source) = try DIMAPRPCReader.model(contentsOf: URL(fileURLWithPath: rpc))
         var model = m
         if model.imageDomain == nil { model.imageDomain = ImageDomain(width: ds.width, height: ds.height) }
-        try probe(ds, path)
+        if probing { try probe(ds, path) }
         let metadata = try PleiadesMetadataReader.read(contentsOf: URL(fileURLWithPath: path))
         return SensorImage(path: path, width: ds.width, height: ds.height, bands: ds.bandCount, dataType: ds.dataType(),
                            model: model, rpcSource: source, rpcFile: rpc, metadata: metadata)

@@ -149,6 +149,32 @@ import Testing
         #expect(none.status == 2 && none.stderr.contains("no interrupted run to resume"), "\(none.stderr)")
     }
 
+    /// A resumed step reads the images' pixels again only if their files changed since the run was planned
+    /// (their sizes, recorded with their SHA-256 in the plan); a changed file stops it with one clear line.
+    @Test func resumeRefusesInputsThatChanged() throws {
+        let tmp = try TemporaryFolder()
+        let exe = try dsmoptExecutable()
+        try synthetic(tmp.path("scene"), size: 384)
+        let a = tmp.path("scene/view_1.tif"), b = tmp.path("scene/view_2.tif"), out = tmp.path("run")
+        let plan = try run(exe, ["run", a, b, "--resolution", "0.5", "--tile-size", "128", "--out", out, "--step", "plan"], timeout: 300)
+        #expect(plan.status == 0, "\(plan.stderr)")
+        let first = try run(exe, ["run", "--resume", out, "--step", "match", "--tiles", "0"], timeout: 300)
+        #expect(first.status == 0, "\(first.stderr)")
+        let matchDir = out + "/.dsmopt-work/match"
+        let tiles = { ((try? FileManager.default.contentsOfDirectory(atPath: matchDir)) ?? []).filter { $0.hasSuffix(".tile") }.count }
+        #expect(tiles() == 1)
+        // One byte more at the end of the second image: still a readable TIFF, but not the file planned from.
+        let h = try #require(FileHandle(forWritingAtPath: b))
+        try h.seekToEnd()
+        try h.write(contentsOf: Data([0]))
+        try h.close()
+        let changed = try run(exe, ["run", "--resume", out, "--step", "match", "--tiles", "1"], timeout: 300)
+        #expect(changed.status != 0)
+        #expect(changed.stderr.contains("view_2.tif") && changed.stderr.contains("changed since the run was planned"), "\(changed.stderr)")
+        #expect(changed.stderr.split(separator: "\n").filter { $0.contains("error") }.count <= 1, "\(changed.stderr)")
+        #expect(tiles() == 1, "no tile may come from the changed file")
+    }
+
     @Test func memoryBudgetBoundsThePeak() throws {
         let tmp = try TemporaryFolder()
         let exe = try dsmoptExecutable()

@@ -86,6 +86,26 @@ public struct Provenance: Sendable, Codable, Equatable {
         return out
     }
 
+    /// Whether image `k`'s files have the sizes recorded when the run was planned (`recorded`, the plan's
+    /// inputs); throws, naming the file, when one of them changed: tiles finished from the file as it was
+    /// cannot be mixed with tiles from the new one. False when nothing was recorded (an older plan).
+    static func unchanged(image k: Int, path: String, recorded: [Input]?) throws -> Bool {
+        guard let input = recorded?.first(where: { $0.role == "image \(k + 1)" }), !input.files.isEmpty,
+              let files = try? RasterDataset(path: path, drivers: SensorImage.inputDrivers).fileList else { return false }
+        var seen = 0
+        for f in files {
+            let name = URL(fileURLWithPath: f).lastPathComponent
+            // GDAL's own side files (statistics, overviews it may add) are not inputs.
+            guard !name.hasSuffix(".aux.xml"), let was = input.files.first(where: { $0.name == name }) else { continue }
+            let now = ((try? FileManager.default.attributesOfItem(atPath: f))?[.size] as? NSNumber)?.int64Value
+            guard now == was.bytes else {
+                throw PipelineError.workFolder(f, "changed since the run was planned (\(was.bytes) bytes, now \(now.map(String.init) ?? "unreadable")): tiles finished from the file as it was cannot be mixed with new ones; start the run again without resuming")
+            }
+            seen += 1
+        }
+        return seen > 0
+    }
+
     /// Name, size and SHA-256 of a file, read in 4 MiB blocks.
     static func file(_ path: String) throws -> Input.File {
         guard let h = FileHandle(forReadingAtPath: path) else { throw PipelineError.workFolder(URL(fileURLWithPath: path).lastPathComponent, "cannot be read") }
