@@ -227,6 +227,39 @@ import Testing
         #expect(DSMFilter.Denoising.forScene(resolution: 1, gsd: 0.5, baseToHeight: 0.6).range == 1)
     }
 
+    /// The 3×3 median (a selection network where all nine cells are valid) is the median of the sorted valid
+    /// neighbourhood everywhere: ties, holes, borders, quantised heights.
+    @Test func medianFilterIsTheSortedNeighbourhoodMedian() {
+        let g = GridDefinition(epsg: 32631, originX: 0, originY: 40, resolution: 0.5, width: 37, height: 29)
+        var rng = SplitMix64(seed: 11)
+        for round in 0..<20 {
+            var r = GridRaster(grid: g)
+            for k in r.values.indices {
+                // Few distinct values in even rounds (ties everywhere), continuous ones in odd rounds; ~10 % holes.
+                let v = round % 2 == 0 ? Float(Int(rng.unit() * 4)) : Float(rng.unit() * 100 - 50)
+                r.values[k] = rng.unit() < 0.1 ? .nan : v
+            }
+            let m = DSMFilter.median3x3(r)
+            var mismatches = 0, full = 0
+            for j in 0..<g.height {
+                for i in 0..<g.width {
+                    let k = j * g.width + i
+                    guard !r.values[k].isNaN else { #expect(m.values[k].isNaN); continue }
+                    var nb: [Float] = []
+                    for y in max(0, j - 1)...min(g.height - 1, j + 1) {
+                        for x in max(0, i - 1)...min(g.width - 1, i + 1) where !r.values[y * g.width + x].isNaN { nb.append(r.values[y * g.width + x]) }
+                    }
+                    nb.sort()
+                    if nb.count == 9 { full += 1 }
+                    let expected = nb.count % 2 == 1 ? nb[nb.count / 2] : (nb[nb.count / 2 - 1] + nb[nb.count / 2]) / 2
+                    if m.values[k] != expected { mismatches += 1 }
+                }
+            }
+            #expect(mismatches == 0, "round \(round): \(mismatches) cells differ")
+            #expect(full > 200, "round \(round): only \(full) full neighbourhoods")
+        }
+    }
+
     @Test func rasterisationTakesTheCellMedian() {
         var p = ProjectedPoints()
         p.x = [0.5, 0.5, 0.5, 3.2]; p.y = [99.5, 99.5, 99.5, 96.6]; p.z = [10, 11, 30, 5]; p.score = [1, 1, 1, 0.5]

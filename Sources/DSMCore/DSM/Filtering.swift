@@ -216,25 +216,52 @@ extension DSMFilter {
         edgePreservingMean(median3x3(raster), setting, slopesFrom: raster)
     }
 
-    /// The median of each valid cell's valid 3×3 neighbourhood.
+    /// The median of each valid cell's valid 3×3 neighbourhood. A full neighbourhood (nine valid cells, most
+    /// of a DSM) takes its fifth value from a 19-exchange selection network, the others are sorted: the same
+    /// values as sorting every neighbourhood, which was a fifth of the fuse step's CPU (4096² synthetic pair).
     public static func median3x3(_ raster: GridRaster) -> GridRaster {
         let g = raster.grid, w = g.width, h = g.height
         var median = raster
         var nb: [Float] = []
-        for j in 0..<h {
-            for i in 0..<w where !raster.values[j * w + i].isNaN {
-                nb.removeAll(keepingCapacity: true)
-                for y in max(0, j - 1)...min(h - 1, j + 1) {
-                    for x in max(0, i - 1)...min(w - 1, i + 1) {
-                        let v = raster.values[y * w + x]
-                        if !v.isNaN { nb.append(v) }
+        raster.values.withUnsafeBufferPointer { v in
+        median.values.withUnsafeMutableBufferPointer { out in
+            for j in 0..<h {
+                for i in 0..<w where !v[j * w + i].isNaN {
+                    let a = j * w + i
+                    if i > 0, j > 0, i < w - 1, j < h - 1 {
+                        let p = (v[a - w - 1], v[a - w], v[a - w + 1], v[a - 1], v[a], v[a + 1], v[a + w - 1], v[a + w], v[a + w + 1])
+                        if !(p.0.isNaN || p.1.isNaN || p.2.isNaN || p.3.isNaN || p.5.isNaN || p.6.isNaN || p.7.isNaN || p.8.isNaN) {
+                            out[a] = medianOfNine(p)
+                            continue
+                        }
                     }
+                    nb.removeAll(keepingCapacity: true)
+                    for y in max(0, j - 1)...min(h - 1, j + 1) {
+                        for x in max(0, i - 1)...min(w - 1, i + 1) {
+                            let u = v[y * w + x]
+                            if !u.isNaN { nb.append(u) }
+                        }
+                    }
+                    nb.sort()
+                    out[a] = nb.count % 2 == 1 ? nb[nb.count / 2] : (nb[nb.count / 2 - 1] + nb[nb.count / 2]) / 2
                 }
-                nb.sort()
-                median.values[j * w + i] = nb.count % 2 == 1 ? nb[nb.count / 2] : (nb[nb.count / 2 - 1] + nb[nb.count / 2]) / 2
             }
-        }
+        }}
         return median
+    }
+
+    /// The fifth smallest of nine values (none NaN): a selection network of 19 compare-exchanges (Paeth's).
+    @inline(__always) static func medianOfNine(_ p: (Float, Float, Float, Float, Float, Float, Float, Float, Float)) -> Float {
+        var (p0, p1, p2, p3, p4, p5, p6, p7, p8) = p
+        @inline(__always) func order(_ a: inout Float, _ b: inout Float) { let lo = min(a, b); b = max(a, b); a = lo }
+        order(&p1, &p2); order(&p4, &p5); order(&p7, &p8)
+        order(&p0, &p1); order(&p3, &p4); order(&p6, &p7)
+        order(&p1, &p2); order(&p4, &p5); order(&p7, &p8)
+        order(&p0, &p3); order(&p5, &p8); order(&p4, &p7)
+        order(&p3, &p6); order(&p1, &p4); order(&p2, &p5)
+        order(&p4, &p7); order(&p4, &p2); order(&p6, &p4)
+        order(&p4, &p2)
+        return p4
     }
 
     /// The bilateral mean about the local plane described in `Denoising`; the slopes for the gating are
