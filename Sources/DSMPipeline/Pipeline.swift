@@ -189,6 +189,10 @@ public struct ResolvedParameters: Sendable, Codable, Equatable {
     public var denoising: DSMFilter.Denoising? = nil
     /// Set when the widest selected pair has B/H below `Denoising.weakBaseToHeight`: what was adapted.
     public var weakGeometry: String? = nil
+    /// Per selected pair, the regularisation it is matched with: `matching.regularisation` scaled to the
+    /// pair's matching cost (`AdaptiveRegularisation`; the cost is in the manifest's `pointing`). Nil in runs
+    /// before it.
+    public var regularisationByPair: [Double]? = nil
 }
 
 /// `dsmopt run`: pair selection → epipolar resampling → matching → triangulation → rasterisation →
@@ -371,7 +375,7 @@ public struct DSMPipelineRunner: Sendable {
     /// relative pointing correction (sparse matching in sample windows), the ground tiles, and how many
     /// tiles fit the memory budget at once.
     func plan(_ prepared: Prepared) throws -> RunPlan {
-        let p = prepared.parameters
+        var p = prepared.parameters
         progress(.init(stage: "orient", fraction: 0.02, message: "relative orientation of the images from tie points"))
         var orientation: OrientationAdjustment?, orientationNote: String?
         do {
@@ -393,11 +397,22 @@ public struct DSMPipelineRunner: Sendable {
             regions.append(region)
             progress(.init(stage: "orient", fraction: 0.03 + 0.02 * Double(n) / Double(p.pairs.count),
                            message: "pair \(pair): measuring the relative pointing over the scene"))
-            let m = try PairRectification(first: a, second: b).measurePointing(over: region, heights: prepared.heights)
-            pointing.append(PairPointing(pair: pair, correctionPx: m.correction, samples: m.samples))
+            let rectification = PairRectification(first: a, second: b)
+            let m = try rectification.measurePointing(over: region, heights: prepared.heights)
+            var pp = PairPointing(pair: pair, correctionPx: m.correction, samples: m.samples)
+            let noise = try MatchingNoise.measure(rectification, region: region, heights: prepared.heights,
+                                                  pointingCorrection: m.correction, parameters: p.matching)
+            pp.matchingCost = noise?.cost
+            pp.matchingCostSamples = noise?.matches
+            pp.regularisation = noise.map { AdaptiveRegularisation.regularisation(p.matching, typicalCost: $0.cost) }
+                ?? p.matching.regularisation
+            pointing.append(pp)
             progress(.init(stage: "orient", fraction: 0.03 + 0.02 * Double(n + 1) / Double(p.pairs.count),
-                           message: "pair \(pair): row correction \(String(format: "%+.3f", m.correction)) px from \(m.samples.filter { $0.matches >= 10 }.count)/\(m.samples.count) sample windows"))
+                           message: "pair \(pair): row correction \(String(format: "%+.3f", m.correction)) px from \(m.samples.filter { $0.matches >= 10 }.count)/\(m.samples.count) sample windows; "
+                            + (noise.map { String(format: "matching cost %.4f (%d matches): regularisation %.4g", $0.cost, $0.matches, pp.regularisation!) }
+                               ?? "too few matches to measure the matching cost: regularisation as set")))
         }
+        p.regularisationByPair = pointing.map { $0.regularisation ?? p.matching.regularisation }
         let bhs = p.pairs.map { pair in prepared.inspection.pairs.first { $0.images == pair }?.baseToHeight ?? 1 }
         // Labels of the widest search: height span × parallax per metre (B/H / GSD) / precision.
         let span = prepared.heights.upperBound - prepared.heights.lowerBound

@@ -39,12 +39,15 @@ enum RunEvents {
         lock.withLock { handle = h }
     }
 
-    /// Appends one event (one write of one line); a full disk loses the event, never the run.
+    /// Appends one event (one write of one line); a full disk loses the event, never the run. A `failed`
+    /// event is the last: the process is exiting, and other threads' progress events that would land after
+    /// it (a limit's watch fails the run while the stages go on until `exit`) are dropped.
     static func emit(_ event: RunEvent) {
         lock.withLock {
-            guard let handle, var data = try? JSONEncoder().encode(event) else { return }
+            guard let h = handle, var data = try? JSONEncoder().encode(event) else { return }
             data.append(0x0A)
-            try? handle.write(contentsOf: data)
+            try? h.write(contentsOf: data)
+            if case .failed = event { handle = nil }
         }
     }
 

@@ -194,4 +194,38 @@ import Testing
         m.fillLeftRightFailures()
         #expect(m.status[12 * 60 + 12] == MatchStatus.filledMismatch.rawValue && abs(m.disparity[12 * 60 + 12] - 5.6) < 0.2)
     }
+
+    /// The adapted regularisation: the median 1 − ZNCC of the valid matches (the sorted values' middle one),
+    /// the factor clamped to 1 … `regularisation-adaptation`, the result to the parameter's bound.
+    @Test func regularisationAdaptsToTheMatchingCost() {
+        var rng = SystemRandomNumberGenerator()
+        for trial in 0..<10 {
+            var maps: [DisparityMap] = []
+            var kept: [Float] = []
+            for _ in 0..<3 {
+                var m = DisparityMap(width: 40, height: 30)
+                for i in 0..<m.score.count {
+                    let s = Float.random(in: 0.2...1, using: &rng)
+                    if Int.random(in: 0..<5, using: &rng) == 0 { continue }  // invalid: no disparity, no score
+                    m.score[i] = s
+                    m.disparity[i] = Float(trial)
+                    kept.append(1 - s)
+                }
+                maps.append(m)
+            }
+            let t = AdaptiveRegularisation.typicalCost(of: maps)
+            #expect(t?.matches == kept.count && t?.cost == Double(kept.sorted()[kept.count / 2]))
+        }
+        #expect(AdaptiveRegularisation.typicalCost(of: [DisparityMap(width: 10, height: 10)]) == nil, "too few matches")
+        var p = MatchingParameters.defaults
+        #expect(AdaptiveRegularisation.regularisation(p, typicalCost: 0.004) == 0.025, "clean images: as set")
+        #expect(abs(AdaptiveRegularisation.regularisation(p, typicalCost: 0.05) - 0.125) < 1e-12)
+        #expect(AdaptiveRegularisation.regularisation(p, typicalCost: 0.5) == 0.2, "at most 8 × the setting")
+        p.regularisationAdaptation = 1
+        #expect(AdaptiveRegularisation.regularisation(p, typicalCost: 0.05) == 0.025, "1: never raised")
+        p = .defaults
+        p.regularisation = 0.5
+        #expect(AdaptiveRegularisation.regularisation(p, typicalCost: 0.05) == 1, "never beyond the parameter's bound")
+        #expect(AdaptiveRegularisation.regularisation(p, typicalCost: .nan) == 0.5)
+    }
 }

@@ -24,6 +24,10 @@ public struct MatchingParameters: Sendable, Codable, Equatable {
     public var leftRightTolerance: Double = 1.0
     /// Ratio of the large-jump penalty to the one-step penalty (1–64).
     public var jumpPenaltyRatio: Double = 16
+    /// Largest factor (1–8) by which a run raises `regularisation` for a pair whose matches are noisy
+    /// (`AdaptiveRegularisation`); 1 keeps the regularisation as set. The matcher itself reads
+    /// `regularisation` only: the pipeline scales it per pair.
+    public var regularisationAdaptation: Double = 8
 
     public init() {}
 
@@ -70,7 +74,8 @@ extension MatchingParameters {
     /// Spellings of presets written before the parameter table (camelCase), read for compatibility and
     /// never written.
     static let legacyKeys = ["zUncertainty": "z-uncertainty", "decorrelationThreshold": "decorrelation-threshold",
-                             "leftRightTolerance": "left-right-tolerance", "jumpPenaltyRatio": "jump-penalty-ratio"]
+                             "leftRightTolerance": "left-right-tolerance", "jumpPenaltyRatio": "jump-penalty-ratio",
+                             "regularisationAdaptation": "regularisation-adaptation"]
 
     /// Decodes the table's keys, with the defaults for absent ones; unknown keys and values of the wrong type
     /// are errors (a misspelt parameter must not be silently ignored).

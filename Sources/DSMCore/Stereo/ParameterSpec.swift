@@ -115,6 +115,8 @@ extension MatchingParameters {
                       help: "Left/right consistency tolerance: a match whose reverse match lands farther away is rejected"),
         ParameterSpec("jump-penalty-ratio", .number, .expert, minimum: 1, maximum: 64, default: 16,
                       help: "Ratio of the large-jump penalty to the one-step penalty (higher: flatter surfaces, fewer steps)"),
+        ParameterSpec("regularisation-adaptation", .number, .expert, minimum: 1, maximum: 8, default: 8,
+                      help: "Largest factor by which a run raises the regularisation of a pair whose matches are noisy (their median 1 − ZNCC ÷ 0.01, see parameters.json); 1 keeps it as set"),
     ]
 
     public static func spec(_ key: String) -> ParameterSpec? { specs.first { $0.key == key } }
@@ -130,6 +132,7 @@ extension MatchingParameters {
             case "decorrelation-threshold": return decorrelationThreshold
             case "left-right-tolerance": return leftRightTolerance
             case "jump-penalty-ratio": return jumpPenaltyRatio
+            case "regularisation-adaptation": return regularisationAdaptation
             default: return nil
             }
         }
@@ -143,6 +146,7 @@ extension MatchingParameters {
             case "decorrelation-threshold": decorrelationThreshold = v
             case "left-right-tolerance": leftRightTolerance = v
             case "jump-penalty-ratio": jumpPenaltyRatio = v
+            case "regularisation-adaptation": regularisationAdaptation = v
             default: break
             }
         }

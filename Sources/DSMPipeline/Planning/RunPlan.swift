@@ -74,6 +74,13 @@ public struct PairPointing: Sendable, Codable, Equatable {
     /// Row shift applied to the second image's rectified grid, pixels.
     public var correctionPx: Double
     public var samples: [PointingSample]
+    /// The median 1 − ZNCC of the pair's matches in sample windows (`MatchingNoise`), and how many matches it
+    /// is taken from; nil when too few matched (or in plans written before it).
+    public var matchingCost: Double? = nil
+    public var matchingCostSamples: Int? = nil
+    /// The regularisation the pair is matched with: the setting scaled to its matching cost
+    /// (`AdaptiveRegularisation`); nil in plans written before it (the setting then applies as it is).
+    public var regularisation: Double? = nil
 }
 
 /// Vertical offsets of the pairs (triplets), from the whole scene's matched tiles.

@@ -35,6 +35,7 @@ struct MatchTask: Sendable {
         var bands: [[Float]] = []
         for (k, pair) in plan.pairs.enumerated() {
             let a = images[pair[0]], b = images[pair[1]]
+            matcher.parameters.regularisation = plan.pointing[k].regularisation ?? matching.regularisation
             let metresPerPixel = Float(plan.gsd / max(plan.baseToHeight[k], 0.01))
             var cs: [Double] = [], rs: [Double] = []
             for (lon, lat) in zip(cx, cy) {

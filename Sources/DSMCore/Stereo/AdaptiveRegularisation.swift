@@ -1,0 +1,59 @@
+import Foundation
+
+/// The regularisation adapted to a pair's matching noise.
+///
+/// The semi-global penalties are in the units of the correlation cost 1 − ZNCC, so a setting means
+/// different smoothing on different images: what it must outweigh is the noise of the costs, and the cost
+/// of the true match measures that noise (a clean match costs nearly 0; image noise, vegetation and
+/// perspective differences between the views raise it). The penalties are therefore scaled by the pair's
+/// typical cost — the median 1 − ZNCC of its matches, measured once per scene — relative to that of a clean
+/// match (`referenceCost`), never below the setting and at most `regularisation-adaptation` times it (8 by
+/// default: a pair whose matches cost more than that is mostly decorrelated, and a flat surface is no answer).
+///
+/// Measured (2026-11-23, median 1 − ZNCC of the matches at the default setting): Middlebury Cones 0.010,
+/// the `dsmopt synth` pairs (15 DN of noise) 0.004, the Marseille triplet's pairs 0.02, the La Réunion
+/// pair (steep, vegetated, in shadow) 0.068. Penalties ×1 to ×7: on La Réunion stronger penalties were
+/// better at every value tried up to ×8 (see the README, "DSM quality"); Cones and the synthetic scenes
+/// barely move with them (Cones bad-1.0 5.20–5.28 % from ×1 to ×5).
+public enum AdaptiveRegularisation {
+    /// 1 − ZNCC of a clean match: the cost level the regularisation setting is meant for.
+    public static let referenceCost = 0.01
+    /// Fewest valid matches the typical cost is taken from.
+    public static let minimumMatches = 1000
+
+    /// The factor applied to the regularisation of a pair whose matches typically cost `typicalCost`.
+    public static func factor(typicalCost: Double, maximum: Double) -> Double {
+        guard typicalCost.isFinite else { return 1 }
+        return min(max(1, maximum), max(1, typicalCost / referenceCost))
+    }
+
+    /// The regularisation of `parameters` scaled for a pair (at most 1, the parameter's upper bound).
+    public static func regularisation(_ parameters: MatchingParameters, typicalCost: Double) -> Double {
+        min(1, parameters.regularisation * factor(typicalCost: typicalCost, maximum: parameters.regularisationAdaptation))
+    }
+
+    /// The median 1 − ZNCC of the valid matches of `maps`; nil with fewer than `minimumMatches`.
+    public static func typicalCost(of maps: [DisparityMap]) -> (cost: Double, matches: Int)? {
+        var costs: [Float] = []
+        for m in maps {
+            for (s, d) in zip(m.score, m.disparity) where !s.isNaN && !d.isNaN { costs.append(1 - s) }
+        }
+        guard costs.count >= minimumMatches else { return nil }
+        let k = costs.count / 2
+        costs.withUnsafeMutableBufferPointer { buf in
+            var lo = 0, hi = buf.count - 1
+            // Quickselect of the k-th smallest.
+            while lo < hi {
+                let pivot = buf[(lo + hi) / 2]
+                var i = lo, j = hi
+                while i <= j {
+                    while buf[i] < pivot { i += 1 }
+                    while buf[j] > pivot { j -= 1 }
+                    if i <= j { buf.swapAt(i, j); i += 1; j -= 1 }
+                }
+                if k <= j { hi = j } else if k >= i { lo = i } else { break }
+            }
+        }
+        return (Double(costs[k]), costs.count)
+    }
+}
