@@ -189,10 +189,11 @@ public struct ResolvedParameters: Sendable, Codable, Equatable {
     public var denoising: DSMFilter.Denoising? = nil
     /// Set when the widest selected pair has B/H below `Denoising.weakBaseToHeight`: what was adapted.
     public var weakGeometry: String? = nil
-    /// Per selected pair, the regularisation it is matched with: `matching.regularisation` scaled to the
-    /// pair's matching cost (`AdaptiveRegularisation`; the cost is in the manifest's `pointing`). Nil in runs
-    /// before it.
+    /// Per selected pair, the regularisation and large-jump ratio it is matched with: `matching`'s adapted to
+    /// the pair's matching cost (`AdaptiveRegularisation`; the cost is in the manifest's `pointing`). Nil in
+    /// runs before it.
     public var regularisationByPair: [Double]? = nil
+    public var jumpPenaltyRatioByPair: [Double]? = nil
 }
 
 /// `dsmopt run`: pair selection → epipolar resampling → matching → triangulation → rasterisation →
@@ -404,15 +405,17 @@ public struct DSMPipelineRunner: Sendable {
                                                   pointingCorrection: m.correction, parameters: p.matching)
             pp.matchingCost = noise?.cost
             pp.matchingCostSamples = noise?.matches
-            pp.regularisation = noise.map { AdaptiveRegularisation.regularisation(p.matching, typicalCost: $0.cost) }
-                ?? p.matching.regularisation
+            let adapted = noise.map { AdaptiveRegularisation.adapted(p.matching, typicalCost: $0.cost) } ?? p.matching
+            pp.regularisation = adapted.regularisation
+            pp.jumpPenaltyRatio = adapted.jumpPenaltyRatio
             pointing.append(pp)
             progress(.init(stage: "orient", fraction: 0.03 + 0.02 * Double(n + 1) / Double(p.pairs.count),
                            message: "pair \(pair): row correction \(String(format: "%+.3f", m.correction)) px from \(m.samples.filter { $0.matches >= 10 }.count)/\(m.samples.count) sample windows; "
-                            + (noise.map { String(format: "matching cost %.4f (%d matches): regularisation %.4g", $0.cost, $0.matches, pp.regularisation!) }
+                            + (noise.map { String(format: "matching cost %.4f (%d matches): regularisation %.4g, jump-penalty ratio %.3g", $0.cost, $0.matches, adapted.regularisation, adapted.jumpPenaltyRatio) }
                                ?? "too few matches to measure the matching cost: regularisation as set")))
         }
         p.regularisationByPair = pointing.map { $0.regularisation ?? p.matching.regularisation }
+        p.jumpPenaltyRatioByPair = pointing.map { $0.jumpPenaltyRatio ?? p.matching.jumpPenaltyRatio }
         let bhs = p.pairs.map { pair in prepared.inspection.pairs.first { $0.images == pair }?.baseToHeight ?? 1 }
         // Labels of the widest search: height span × parallax per metre (B/H / GSD) / precision.
         let span = prepared.heights.upperBound - prepared.heights.lowerBound

@@ -217,15 +217,22 @@ import Testing
             #expect(t?.matches == kept.count && t?.cost == Double(kept.sorted()[kept.count / 2]))
         }
         #expect(AdaptiveRegularisation.typicalCost(of: [DisparityMap(width: 10, height: 10)]) == nil, "too few matches")
+        func adapted(_ p: MatchingParameters, _ cost: Double) -> (Double, Double) {
+            let a = AdaptiveRegularisation.adapted(p, typicalCost: cost)
+            #expect(a.window == p.window && a.precision == p.precision && a.zUncertainty == p.zUncertainty, "only the penalties change")
+            return (a.regularisation, a.jumpPenaltyRatio)
+        }
         var p = MatchingParameters.defaults
-        #expect(AdaptiveRegularisation.regularisation(p, typicalCost: 0.004) == 0.025, "clean images: as set")
-        #expect(abs(AdaptiveRegularisation.regularisation(p, typicalCost: 0.05) - 0.125) < 1e-12)
-        #expect(AdaptiveRegularisation.regularisation(p, typicalCost: 0.5) == 0.2, "at most 8 × the setting")
+        #expect(adapted(p, 0.004) == (0.025, 16), "clean images: as set")
+        let (r, j) = adapted(p, 0.04)  // f = 4: the one-step penalty × 4, the large jump × 2
+        #expect(abs(r - 0.1) < 1e-12 && abs(j - 8) < 1e-12)
+        #expect(adapted(p, 0.5).0 == 0.2 && abs(adapted(p, 0.5).1 - 16 / 8.0.squareRoot()) < 1e-12, "at most 8 × the setting")
         p.regularisationAdaptation = 1
-        #expect(AdaptiveRegularisation.regularisation(p, typicalCost: 0.05) == 0.025, "1: never raised")
+        #expect(adapted(p, 0.05) == (0.025, 16), "1: never raised")
         p = .defaults
         p.regularisation = 0.5
-        #expect(AdaptiveRegularisation.regularisation(p, typicalCost: 0.05) == 1, "never beyond the parameter's bound")
-        #expect(AdaptiveRegularisation.regularisation(p, typicalCost: .nan) == 0.5)
+        p.jumpPenaltyRatio = 1.5
+        #expect(adapted(p, 0.04) == (1, 1), "never beyond the parameters' bounds")
+        #expect(adapted(p, .nan) == (0.5, 1.5))
     }
 }

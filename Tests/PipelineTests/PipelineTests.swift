@@ -55,14 +55,16 @@ import Testing
         #expect(abs(try #require(s["bias_m"])) <= 0.3)
         // The regularisation adapts to the pair's matching noise (AdaptiveRegularisation): La Réunion's matches
         // cost 0.07 (median 1 − ZNCC of the sample windows, measured), a clean match 0.01, so the pair is
-        // matched with 0.025 × 7; parameters.json and the manifest say so.
+        // matched with 0.025 × 7 and large jumps cost √7 times as much; parameters.json and the manifest say so.
         let pointing = try #require(manifest.pointing.first)
         let cost = try #require(pointing.matchingCost)
         #expect(cost > 0.03 && cost < 0.15 && (pointing.matchingCostSamples ?? 0) >= AdaptiveRegularisation.minimumMatches, "\(pointing)")
-        let adapted = try #require(pointing.regularisation)
-        #expect(adapted == AdaptiveRegularisation.regularisation(.defaults, typicalCost: cost) && adapted > 0.1, "\(adapted)")
+        let adapted = AdaptiveRegularisation.adapted(.defaults, typicalCost: cost)
+        #expect(pointing.regularisation == adapted.regularisation && adapted.regularisation > 0.1, "\(pointing)")
+        #expect(pointing.jumpPenaltyRatio == adapted.jumpPenaltyRatio && adapted.jumpPenaltyRatio < 8, "\(pointing)")
         let resolved = try JSONDecoder().decode(ResolvedParameters.self, from: Data(contentsOf: URL(fileURLWithPath: tmp.path("out/parameters.json"))))
-        #expect(resolved.regularisationByPair == [adapted] && resolved.matching.regularisation == 0.025)
+        #expect(resolved.regularisationByPair == [adapted.regularisation] && resolved.jumpPenaltyRatioByPair == [adapted.jumpPenaltyRatio])
+        #expect(resolved.matching == .defaults, "the settings themselves are kept as given")
         // Every product of the DSM-OPT set is listed and present.
         let files = Set(manifest.products.map(\.file))
         for f in ["correlation_score.tif", "dsm_raw.tif", "dsm.tif", "dsm_filled_mask.tif", "hillshade.tif",
@@ -253,7 +255,8 @@ import Testing
         let views = try [tmp.path("scene/view_1.tif"), tmp.path("scene/view_2.tif")].map { try SensorImage.open($0) }
         let manifest = try JSONDecoder().decode(Manifest.self, from: Data(contentsOf: URL(fileURLWithPath: tmp.path("out/manifest.json"))))
         // Clean synthetic images: their matches cost less than the reference cost, the regularisation stays as set.
-        #expect((manifest.pointing.first?.matchingCost ?? 1) < AdaptiveRegularisation.referenceCost && manifest.pointing.first?.regularisation == 0.025)
+        #expect((manifest.pointing.first?.matchingCost ?? 1) < AdaptiveRegularisation.referenceCost && manifest.pointing.first?.regularisation == 0.025
+                && manifest.pointing.first?.jumpPenaltyRatio == 16)
         let epsg = manifest.grid.epsg
         let toGrid = try CoordinateTransform(fromEPSG: 4326, toEPSG: epsg)
         var errors: [Double] = [], seen = 0

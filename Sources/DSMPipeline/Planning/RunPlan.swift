@@ -78,9 +78,10 @@ public struct PairPointing: Sendable, Codable, Equatable {
     /// is taken from; nil when too few matched (or in plans written before it).
     public var matchingCost: Double? = nil
     public var matchingCostSamples: Int? = nil
-    /// The regularisation the pair is matched with: the setting scaled to its matching cost
-    /// (`AdaptiveRegularisation`); nil in plans written before it (the setting then applies as it is).
+    /// The regularisation and large-jump ratio the pair is matched with: the settings adapted to its matching
+    /// cost (`AdaptiveRegularisation`); nil in plans written before it (the settings then apply as they are).
     public var regularisation: Double? = nil
+    public var jumpPenaltyRatio: Double? = nil
 }
 
 /// Vertical offsets of the pairs (triplets), from the whole scene's matched tiles.

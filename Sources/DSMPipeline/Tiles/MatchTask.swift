@@ -36,6 +36,7 @@ struct MatchTask: Sendable {
         for (k, pair) in plan.pairs.enumerated() {
             let a = images[pair[0]], b = images[pair[1]]
             matcher.parameters.regularisation = plan.pointing[k].regularisation ?? matching.regularisation
+            matcher.parameters.jumpPenaltyRatio = plan.pointing[k].jumpPenaltyRatio ?? matching.jumpPenaltyRatio
             let metresPerPixel = Float(plan.gsd / max(plan.baseToHeight[k], 0.01))
             var cs: [Double] = [], rs: [Double] = []
             for (lon, lat) in zip(cx, cy) {
