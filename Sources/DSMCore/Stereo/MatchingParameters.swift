@@ -74,8 +74,7 @@ extension MatchingParameters {
     /// Spellings of presets written before the parameter table (camelCase), read for compatibility and
     /// never written.
     static let legacyKeys = ["zUncertainty": "z-uncertainty", "decorrelationThreshold": "decorrelation-threshold",
-                             "leftRightTolerance": "left-right-tolerance", "jumpPenaltyRatio": "jump-penalty-ratio",
-                             "regularisationAdaptation": "regularisation-adaptation"]
+                             "leftRightTolerance": "left-right-tolerance", "jumpPenaltyRatio": "jump-penalty-ratio"]
 
     /// Decodes the table's keys, with the defaults for absent ones; unknown keys and values of the wrong type
     /// are errors (a misspelt parameter must not be silently ignored).
