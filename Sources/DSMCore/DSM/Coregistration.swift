@@ -330,24 +330,9 @@ public enum NuthKaab {
     public static func median(_ v: inout [Float]) -> Float {
         guard !v.isEmpty else { return .nan }
         let k = v.count / 2
-        v.withUnsafeMutableBufferPointer { select(&$0, k) }
+        v.withUnsafeMutableBufferPointer { selectKthSmallest(&$0, k) }
         if v.count % 2 == 1 { return v[k] }
         let lower = v[..<k].max()!
         return (lower + v[k]) / 2
-    }
-
-    /// Quickselect: puts the k-th smallest at index k, smaller ones before it.
-    static func select(_ a: inout UnsafeMutableBufferPointer<Float>, _ k: Int) {
-        var lo = 0, hi = a.count - 1
-        while lo < hi {
-            let pivot = a[(lo + hi) / 2]
-            var i = lo, j = hi
-            while i <= j {
-                while a[i] < pivot { i += 1 }
-                while a[j] > pivot { j -= 1 }
-                if i <= j { a.swapAt(i, j); i += 1; j -= 1 }
-            }
-            if k <= j { hi = j } else if k >= i { lo = i } else { return }
-        }
     }
 }

@@ -49,20 +49,7 @@ public enum AdaptiveRegularisation {
         }
         guard costs.count >= minimumMatches else { return nil }
         let k = costs.count / 2
-        costs.withUnsafeMutableBufferPointer { buf in
-            var lo = 0, hi = buf.count - 1
-            // Quickselect of the k-th smallest.
-            while lo < hi {
-                let pivot = buf[(lo + hi) / 2]
-                var i = lo, j = hi
-                while i <= j {
-                    while buf[i] < pivot { i += 1 }
-                    while buf[j] > pivot { j -= 1 }
-                    if i <= j { buf.swapAt(i, j); i += 1; j -= 1 }
-                }
-                if k <= j { hi = j } else if k >= i { lo = i } else { break }
-            }
-        }
+        costs.withUnsafeMutableBufferPointer { selectKthSmallest(&$0, k) }
         return (Double(costs[k]), costs.count)
     }
 }
