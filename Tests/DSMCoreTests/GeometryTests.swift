@@ -269,4 +269,44 @@ import Testing
         // An empty cell next to a point takes it by the Gaussian splat; far cells stay empty.
         #expect(r.height.values[3 * 10 + 2] == 5 && r.height.values[9 * 10 + 9].isNaN)
     }
+
+    /// Points fall anywhere in their cells: their heights are carried to the cell centres along the local
+    /// slope, and a wall does not tilt the cells beside it.
+    @Test func rasterisationGivesTheHeightAtTheCellCentre() {
+        let g = GridDefinition(epsg: 32631, originX: 0, originY: 20, resolution: 0.5, width: 40, height: 40)
+        func surface(_ x: Double, _ y: Double) -> Double { 100 + 0.6 * x - 0.3 * y + (x >= 10 ? 12 : 0) }
+        var rng = SplitMix64(seed: 5)
+        var p = ProjectedPoints()
+        for j in 0..<g.height {
+            for i in 0..<g.width {
+                for _ in 0..<(1 + Int(rng.next() % 3)) {
+                    let x = g.originX + (Double(i) + Double.random(in: 0.01..<0.99, using: &rng)) * g.resolution
+                    let y = g.originY - (Double(j) + Double.random(in: 0.01..<0.99, using: &rng)) * g.resolution
+                    p.x.append(x); p.y.append(y); p.z.append(Float(surface(x, y))); p.score.append(1)
+                }
+            }
+        }
+        // Root-mean-square error at the cell centres, and the largest beside the wall (columns 19 and 20).
+        func errors(_ r: GridRaster) -> (rms: Double, wall: Double) {
+            var sum = 0.0, wall = 0.0
+            for j in 0..<g.height {
+                for i in 0..<g.width {
+                    let (x, y) = g.centre(i, j)
+                    let e = Double(r.values[j * g.width + i]) - surface(x, y)
+                    sum += e * e
+                    if i == 19 || i == 20 { wall = max(wall, abs(e)) }
+                }
+            }
+            return ((sum / Double(g.count)).squareRoot(), wall)
+        }
+        let carried = errors(Rasterizer.rasterize(p, grid: g).height)
+        // As the points were taken (no slopes): a point anywhere in its cell, off by up to 0.9 × 0.25 m.
+        let taken = errors(Rasterizer.rasterize(p, grid: g, slopes: nil).height)
+        #expect(taken.rms > 0.05, "without the slopes: RMS \(taken.rms) m")
+        // The slopes come from the first pass's medians, so the centres are not exact; measured 2026-11-23: RMS
+        // 0.080 → 0.024 m, beside the wall 0.18 → 0.055 m. Fences, not targets: at most 0.4× and 0.5× (the wall
+        // does not tilt its neighbours).
+        #expect(carried.rms < 0.4 * taken.rms, "RMS at the cell centres \(carried.rms) m against \(taken.rms) m")
+        #expect(carried.wall < 0.5 * taken.wall, "beside the wall \(carried.wall) m against \(taken.wall) m")
+    }
 }

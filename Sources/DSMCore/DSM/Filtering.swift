@@ -279,34 +279,13 @@ extension DSMFilter {
         var kernel8 = [Float](repeating: 0, count: 8 * (2 * r + 1))
         if vectorised { for dy in 0...(2 * r) { for dx in 0...(2 * r) { kernel8[8 * dy + dx] = kernel[dy * (2 * r + 1) + dx] } } }
         let offsets8 = SIMD8<Float>((0..<8).map { Float($0 - r) })
-        let slopeSurface = slopesFrom?.values ?? raster.values
-        precondition(slopeSurface.count == raster.values.count)
+        let slopes = localSlopes(slopesFrom ?? raster)
         raster.values.withUnsafeBufferPointer { v in
-            slopeSurface.withUnsafeBufferPointer { sv in
-            func at(_ x: Int, _ y: Int) -> Float { x >= 0 && y >= 0 && x < w && y < h ? sv[y * w + x] : .nan }
             for j in 0..<h {
                 for i in 0..<w {
                     let c = v[j * w + i]
                     guard !c.isNaN else { continue }
-                    // The centre's slope for the gating: per axis, the one-sided differences averaged over
-                    // the centre's line and its two neighbours, then the smaller of the two when they agree
-                    // in sign, else flat (minmod), so that a wall beside the centre does not tilt it. (With
-                    // every neighbour kept, the slope cancels out of the symmetric mean.)
-                    func side(_ dx: Int, _ dy: Int) -> Float {
-                        var s: Float = 0, n: Float = 0
-                        for t in -1...1 {
-                            let (x0, y0) = dx != 0 ? (i, j + t) : (i + t, j)
-                            let d = at(x0 + dx, y0 + dy) - at(x0, y0)
-                            if !d.isNaN { s += d; n += 1 }
-                        }
-                        return n > 0 ? s / n : .nan
-                    }
-                    func minmod(_ a: Float, _ b: Float) -> Float {
-                        if a.isNaN { return b.isNaN ? 0 : b }
-                        if b.isNaN { return a }
-                        return a * b <= 0 ? 0 : (abs(a) < abs(b) ? a : b)
-                    }
-                    let gx = minmod(-side(-1, 0), side(1, 0)), gy = minmod(-side(0, -1), side(0, 1))
+                    let gx = slopes.east[j * w + i], gy = slopes.south[j * w + i]
                     var sum: Float = 0, weight: Float = 0
                     if vectorised, i >= r, i - r + 8 <= w, j >= r, j + r < h {
                         // Inside the grid: each kernel row 8 cells at a time (lanes past the row weigh 0, and a
@@ -340,8 +319,40 @@ extension DSMFilter {
                     out.values[j * w + i] = sum / weight
                 }
             }
-            }
         }
         return out
+    }
+
+    /// Each valid cell's slope, in metres per cell along the grid's columns (east) and rows (south): per
+    /// axis, the one-sided differences averaged over the cell's line and its two neighbouring lines, then
+    /// the smaller of the two when they agree in sign, else flat (minmod), so that a wall beside the cell
+    /// does not tilt it. NaN cells (and their slopes) are 0.
+    public static func localSlopes(_ raster: GridRaster) -> (east: [Float], south: [Float]) {
+        let w = raster.grid.width, h = raster.grid.height
+        var east = [Float](repeating: 0, count: w * h), south = east
+        raster.values.withUnsafeBufferPointer { sv in
+            func at(_ x: Int, _ y: Int) -> Float { x >= 0 && y >= 0 && x < w && y < h ? sv[y * w + x] : .nan }
+            for j in 0..<h {
+                for i in 0..<w where !sv[j * w + i].isNaN {
+                    func side(_ dx: Int, _ dy: Int) -> Float {
+                        var s: Float = 0, n: Float = 0
+                        for t in -1...1 {
+                            let (x0, y0) = dx != 0 ? (i, j + t) : (i + t, j)
+                            let d = at(x0 + dx, y0 + dy) - at(x0, y0)
+                            if !d.isNaN { s += d; n += 1 }
+                        }
+                        return n > 0 ? s / n : .nan
+                    }
+                    func minmod(_ a: Float, _ b: Float) -> Float {
+                        if a.isNaN { return b.isNaN ? 0 : b }
+                        if b.isNaN { return a }
+                        return a * b <= 0 ? 0 : (abs(a) < abs(b) ? a : b)
+                    }
+                    east[j * w + i] = minmod(-side(-1, 0), side(1, 0))
+                    south[j * w + i] = minmod(-side(0, -1), side(0, 1))
+                }
+            }
+        }
+        return (east, south)
     }
 }
