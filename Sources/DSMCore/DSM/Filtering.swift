@@ -328,9 +328,14 @@ extension DSMFilter {
     /// the smaller of the two when they agree in sign, else flat (minmod), so that a wall beside the cell
     /// does not tilt it. NaN cells (and their slopes) are 0.
     public static func localSlopes(_ raster: GridRaster) -> (east: [Float], south: [Float]) {
-        let w = raster.grid.width, h = raster.grid.height
+        localSlopes(raster.values, width: raster.grid.width, height: raster.grid.height)
+    }
+
+    /// `localSlopes` of a row-major `width` × `height` array (NaN where empty), with one-sided differences
+    /// over `step` cells (per cell: divided by `step`).
+    public static func localSlopes(_ values: [Float], width w: Int, height h: Int, step: Int = 1) -> (east: [Float], south: [Float]) {
         var east = [Float](repeating: 0, count: w * h), south = east
-        raster.values.withUnsafeBufferPointer { sv in
+        values.withUnsafeBufferPointer { sv in
             func at(_ x: Int, _ y: Int) -> Float { x >= 0 && y >= 0 && x < w && y < h ? sv[y * w + x] : .nan }
             for j in 0..<h {
                 for i in 0..<w where !sv[j * w + i].isNaN {
@@ -338,10 +343,10 @@ extension DSMFilter {
                         var s: Float = 0, n: Float = 0
                         for t in -1...1 {
                             let (x0, y0) = dx != 0 ? (i, j + t) : (i + t, j)
-                            let d = at(x0 + dx, y0 + dy) - at(x0, y0)
+                            let d = at(x0 + dx * step, y0 + dy * step) - at(x0, y0)
                             if !d.isNaN { s += d; n += 1 }
                         }
-                        return n > 0 ? s / n : .nan
+                        return n > 0 ? s / (n * Float(step)) : .nan
                     }
                     func minmod(_ a: Float, _ b: Float) -> Float {
                         if a.isNaN { return b.isNaN ? 0 : b }

@@ -455,6 +455,13 @@ struct RefinementProbe {
     private var first = 0
     private var cache: (Float?, Float?, Float?, Float?, Float?) = (nil, nil, nil, nil, nil)
     private var known: (Bool, Bool, Bool, Bool, Bool) = (false, false, false, false, false)
+    /// The right window's shear at this pixel: the disparity's gradient (px per px along columns and rows).
+    /// Window slot q is read at its column + `shearWhole[q]` + `shearFraction[q]` (linear interpolation
+    /// between the label's shifted columns; the same offsets for every label, so no label is favoured).
+    private var sheared = false
+    private var shearWhole: [Int]
+    private var shearFraction: [Float]
+    private var shearMin = 0, shearMax = 0
 
     /// Floats of scratch a probe needs for `window`.
     static func scratchCount(_ window: RefinementWindow) -> Int { 2 * (2 * window.radius + 1) * (2 * window.radius + 1) }
@@ -464,6 +471,8 @@ struct RefinementProbe {
         leftValues = scratch
         rightValues = scratch + (2 * window.radius + 1) * (2 * window.radius + 1)
         n = window.weights.reduce(0, +)
+        shearWhole = [Int](repeating: 0, count: window.weights.count)
+        shearFraction = [Float](repeating: 0, count: window.weights.count)
     }
 
     /// Copies the (2r + 1)² window centred on (cx, cy) of a `width` × `height` image into `out`, row by row,
@@ -483,9 +492,24 @@ struct RefinementProbe {
     }
 
     /// Moves to pixel (x, y), whose winner is label k: scores of labels k − 2 … k + 2 may then be asked.
-    mutating func move(x: Int, y: Int, around k: Int) {
+    mutating func move(x: Int, y: Int, around k: Int, shear: (Float, Float)? = nil) {
         self.x = x; self.y = y; first = k - 2
         known = (false, false, false, false, false)
+        sheared = shear != nil
+        if let (gx, gy) = shear {
+            let r = window.radius
+            var q = 0
+            for dy in -r...r {
+                for dx in -r...r {
+                    // The disparity at the slot is d + gx·dx + gy·dy: read the right image that much further left.
+                    let o = -(gx * Float(dx) + gy * Float(dy))
+                    let whole = o.rounded(.down)
+                    shearWhole[q] = Int(whole); shearFraction[q] = o - whole
+                    q += 1
+                }
+            }
+            shearMin = shearWhole.min()!; shearMax = shearWhole.max()!
+        }
         let w = volume.width, h = volume.height, count = window.weights.count
         volume.left.pixels.withUnsafeBufferPointer { L in gather(L.baseAddress!, width: w, height: h, cx: x, cy: y, into: leftValues) }
         var s8 = SIMD8<Float>(repeating: 0), ss8 = SIMD8<Float>(repeating: 0)
@@ -543,7 +567,29 @@ struct RefinementProbe {
         // columns first, as the cost volume's windows are).
         R.pixels.withUnsafeBufferPointer { P in
             let r = window.radius
-            if x >= r, x + r < w, y >= r, y + r < h {
+            if sheared, x >= r, x + r < w, y >= r, y + r < h, x - r - shift + shearMin >= 0, x + r - shift + shearMax + 1 < R.width {
+                // Inside both images: no clamping.
+                let side = 2 * r + 1
+                for dy in 0..<side {
+                    let row = P.baseAddress! + (y - r + dy) * R.width + x - r - shift
+                    for dx in 0..<side {
+                        let q = dy * side + dx
+                        let c0 = row + dx + shearWhole[q]
+                        rightValues[q] = c0[0] + shearFraction[q] * (c0[1] - c0[0])
+                    }
+                }
+            } else if sheared {
+                var q = 0
+                for dy in -r...r {
+                    let row = P.baseAddress! + min(max(y + dy, 0), h - 1) * R.width
+                    for dx in -r...r {
+                        let c0 = min(max(x + dx, 0), w - 1) - shift + shearWhole[q]
+                        let a = row[min(max(c0, 0), R.width - 1)], b = row[min(max(c0 + 1, 0), R.width - 1)]
+                        rightValues[q] = a + shearFraction[q] * (b - a)
+                        q += 1
+                    }
+                }
+            } else if x >= r, x + r < w, y >= r, y + r < h {
                 gather(P.baseAddress!, width: R.width, height: h, cx: x - shift, cy: y, into: rightValues)
             } else {
                 var q = 0

@@ -97,6 +97,15 @@ public struct DenseMatcher: Sendable {
     /// high-frequency noise in the DSM, σ = 2 (9×9) 0.056 m with a lower NMAD (0.350 against 0.370 m);
     /// σ = 2.5 smoothed more than it helped (NMAD 0.355 m). 0 gives a flat window of the correlation size.
     public var subpixelSigma: Float = 2
+    /// Refine again with the right window sheared by the disparity's local gradient (`DSMFilter.localSlopes` of
+    /// the refined map over the window's radius: minmod, so flat beside a depth edge), where it reaches
+    /// 0.01 px per px. A window assumes a fronto-parallel surface: on a slant its estimate is the
+    /// texture-weighted mean of the disparities it covers, off by a texture-dependent scatter ∝ the gradient.
+    /// Measured 2026-11-23 on rectified ramps without noise (`dsmopt match`, 0.1 px per px): disparity NMAD
+    /// 0.074 → 0.033 px; whole La Réunion pair against S2P: aligned NMAD 0.2992 → 0.2904 m, CPU +22 %;
+    /// `dsmopt synth` B/H 0.25 without noise 0.0392 → 0.0248 m. The shear is read by linear interpolation
+    /// between the label's columns, the same offsets for every label (no label favoured).
+    public var shearedRefinement = true
     /// Weight of the intensity term added to the correlation costs before the regularisation: the 3×3 mean
     /// of |L − R| (normalised images) truncated at one standard deviation, times this weight, in the units
     /// of 1 − ZNCC. The 5×5 correlation alone cannot tell apart the disparities its window straddles at a
@@ -283,6 +292,25 @@ public struct DenseMatcher: Sendable {
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: RefinementProbe.scratchCount(refinement))
         defer { scratch.deallocate() }
         var probe = RefinementProbe(volume: c, window: refinement, scratch: scratch)
+        /// Sub-pixel: parabola through the centred-window ZNCC at the winner and its two neighbouring labels
+        /// (the aggregated costs carry the regularisation's bias). The correlation peak may sit one label
+        /// beside the regularised winner: climb to it first. nil where the scores are missing or flat.
+        func refine(_ probe: inout RefinementProbe, x: Int, y: Int, around k: Int, shear: (Float, Float)? = nil) -> (Double, Float)? {
+            var kc = k
+            probe.move(x: x, y: y, around: k, shear: shear)
+            for _ in 0..<3 {
+                let (sa, sb, se) = probe.scores(around: kc)
+                guard let a = sa, let b = sb, let e = se else { return nil }
+                if a > b, a >= e, abs(kc - 1 - k) <= 1 { kc -= 1; continue }
+                if e > b, e > a, abs(kc + 1 - k) <= 1 { kc += 1; continue }
+                let den = Double(a - 2 * b + e)
+                var d = c.labels.disparity(kc)
+                guard den < 0 else { return (d, .nan) }
+                d += max(-0.5, min(0.5, 0.5 * Double(a - e) / den)) * c.labels.step
+                return (d, Self.disparityUncertainty(peak: b, curvature: -den / (c.labels.step * c.labels.step), window: refinement))
+            }
+            return nil
+        }
         s.withUnsafeBufferPointer { S in
             for y in 0..<h {
                 for x in 0..<w {
@@ -326,25 +354,8 @@ public struct DenseMatcher: Sendable {
                     let cost = c.data[o + k]
                     if cost >= c.defaultCost { map.status[y * w + x] = MatchStatus.decorrelated.rawValue; continue }
                     var d = c.labels.disparity(k)
-                    // Sub-pixel: parabola through the centred-window ZNCC at the winner and its two
-                    // neighbouring labels (the aggregated costs carry the regularisation's bias).
-                    // The correlation peak may sit one label beside the regularised winner: climb to it first.
-                    var kc = k
                     var sigma = Float.nan
-                    probe.move(x: x, y: y, around: k)
-                    for _ in 0..<3 {
-                        let (sa, sb, se) = probe.scores(around: kc)
-                        guard let a = sa, let b = sb, let e = se else { break }
-                        if a > b, a >= e, abs(kc - 1 - k) <= 1 { kc -= 1; continue }
-                        if e > b, e > a, abs(kc + 1 - k) <= 1 { kc += 1; continue }
-                        let den = Double(a - 2 * b + e)
-                        d = c.labels.disparity(kc)
-                        if den < 0 {
-                            d += max(-0.5, min(0.5, 0.5 * Double(a - e) / den)) * c.labels.step
-                            sigma = Self.disparityUncertainty(peak: b, curvature: -den / (c.labels.step * c.labels.step), window: refinement)
-                        }
-                        break
-                    }
+                    if let refined = refine(&probe, x: x, y: y, around: k) { (d, sigma) = refined }
                     let xr = Int((Double(x) - d).rounded())
                     guard Double(x) - d >= -0.5, xr < wr, xr >= 0 else { continue }
                     // Left/right consistency.
@@ -358,6 +369,25 @@ public struct DenseMatcher: Sendable {
                     map.disparity[y * w + x] = Float(d)
                     map.uncertainty[y * w + x] = sigma
                     map.score[y * w + x] = 1 - Float(cost) / costUnitsPerZNCC
+                }
+            }
+        }
+        // Sheared refinement: the disparity's gradient from the map just made, then the peak again with the
+        // right window sheared by it (see `shearedRefinement`).
+        if shearedRefinement {
+            let valid = map.status.map { $0 == MatchStatus.valid.rawValue }
+            let gradient = DSMFilter.localSlopes(zip(map.disparity, valid).map { $1 ? $0 : .nan }, width: w, height: h,
+                                                 step: refinement.radius)
+            let shearThreshold: Float = 0.01
+            for y in 0..<h {
+                for x in 0..<w where valid[y * w + x] {
+                    let gx = gradient.east[y * w + x], gy = gradient.south[y * w + x]
+                    guard abs(gx) >= shearThreshold || abs(gy) >= shearThreshold else { continue }
+                    let k = best[y * w + x]
+                    if let (d, sigma) = refine(&probe, x: x, y: y, around: k, shear: (gx, gy)) {
+                        map.disparity[y * w + x] = Float(d)
+                        map.uncertainty[y * w + x] = sigma
+                    }
                 }
             }
         }
