@@ -213,8 +213,13 @@ shot("submitted")
 # ---------------------------------------------------------------- step 3: progress and results
 seen = set()
 def progress_moves():
-    seen.add(int(q("#job-progress").get_attribute("value") or 0))
-    return text("#job-status") == "successful"
+    # Bar and status read in one script: read one after the other, a page refresh between them could show
+    # "successful" after an old value of the bar (a short job goes 0 → 100 within one 2 s poll of the page).
+    value, status = driver.execute_script(
+        "const s = document.querySelector('#job-status');"
+        "return [document.querySelector('#job-progress').value, s ? s.textContent : ''];")
+    seen.add(int(value or 0))
+    return status.strip() == "successful"
 wait(progress_moves, "the job reaches successful", timeout=300)
 check(driver.execute_script("return window.__noReload") == 1, "no page reload while following the job")
 check(len(seen) >= 2 and max(seen) == 100, f"the progress bar moved ({sorted(seen)})")
