@@ -461,7 +461,6 @@ struct RefinementProbe {
     private var sheared = false
     private var shearWhole: [Int]
     private var shearFraction: [Float]
-    private var shearMin = 0, shearMax = 0
 
     /// Floats of scratch a probe needs for `window`.
     static func scratchCount(_ window: RefinementWindow) -> Int { 2 * (2 * window.radius + 1) * (2 * window.radius + 1) }
@@ -508,7 +507,6 @@ struct RefinementProbe {
                     q += 1
                 }
             }
-            shearMin = shearWhole.min()!; shearMax = shearWhole.max()!
         }
         let w = volume.width, h = volume.height, count = window.weights.count
         volume.left.pixels.withUnsafeBufferPointer { L in gather(L.baseAddress!, width: w, height: h, cx: x, cy: y, into: leftValues) }
@@ -567,18 +565,7 @@ struct RefinementProbe {
         // columns first, as the cost volume's windows are).
         R.pixels.withUnsafeBufferPointer { P in
             let r = window.radius
-            if sheared, x >= r, x + r < w, y >= r, y + r < h, x - r - shift + shearMin >= 0, x + r - shift + shearMax + 1 < R.width {
-                // Inside both images: no clamping.
-                let side = 2 * r + 1
-                for dy in 0..<side {
-                    let row = P.baseAddress! + (y - r + dy) * R.width + x - r - shift
-                    for dx in 0..<side {
-                        let q = dy * side + dx
-                        let c0 = row + dx + shearWhole[q]
-                        rightValues[q] = c0[0] + shearFraction[q] * (c0[1] - c0[0])
-                    }
-                }
-            } else if sheared {
+            if sheared {
                 var q = 0
                 for dy in -r...r {
                     let row = P.baseAddress! + min(max(y + dy, 0), h - 1) * R.width
