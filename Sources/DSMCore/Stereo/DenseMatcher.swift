@@ -103,9 +103,8 @@ public struct DenseMatcher: Sendable {
     /// texture-weighted mean of the disparities it covers, off by a texture-dependent scatter ∝ the gradient.
     /// Measured 2026-11-23 on rectified ramps without noise (`dsmopt match`, 0.1 px per px): disparity NMAD
     /// 0.074 → 0.033 px; whole La Réunion pair against S2P: aligned NMAD 0.2992 → 0.2904 m, CPU +20 % (8.07 →
-    /// 9.71 CPU-s);
-    /// `dsmopt synth` B/H 0.25 without noise 0.0392 → 0.0248 m. The shear is read by linear interpolation
-    /// between the label's columns, the same offsets for every label (no label favoured).
+    /// 9.71 CPU-s); `dsmopt synth` B/H 0.25 without noise 0.0392 → 0.0248 m. The shear is read by linear
+    /// interpolation between the label's columns, the same offsets for every label (no label favoured).
     public var shearedRefinement = true
     /// Weight of the intensity term added to the correlation costs before the regularisation: the 3×3 mean
     /// of |L − R| (normalised images) truncated at one standard deviation, times this weight, in the units
