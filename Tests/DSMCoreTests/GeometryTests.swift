@@ -191,6 +191,34 @@ import Testing
         #expect(DSMFilter.fillSmallHoles(border, maximumArea: 4).0.values[0].isNaN)
     }
 
+    /// Small regions cut off from their surroundings by holes or by steps taller than the step go; a
+    /// slope (neighbours within the step), a region as large as the limit and one on the grid's edge stay.
+    @Test func smallIslandsRemoved() {
+        let big = GridDefinition(epsg: 32631, originX: 0, originY: 100, resolution: 1, width: 20, height: 20)
+        // A slope of 0.5 m per cell: one region, whatever its size, since neighbours differ by 0.5 m.
+        var r = GridRaster(grid: big, values: (0..<400).map { Float($0 % 20) * 0.5 + 50 })
+        // A 2×2 island 30 m up (a blunder) on the slope, and a 3×3 one inside a ring of holes at ground height
+        // + 0.2 m (cut off by the holes alone).
+        for (x, y) in [(3, 3), (4, 3), (3, 4), (4, 4)] { r.values[y * 20 + x] += 30 }
+        for y in 9...13 { for x in 9...13 { r.values[y * 20 + x] = .nan } }
+        for y in 10...12 { for x in 10...12 { r.values[y * 20 + x] = Float(x) * 0.5 + 50.2 } }
+        // A 2×2 region 30 m up on the grid's edge: kept (it may go on beyond the window).
+        for (x, y) in [(0, 18), (1, 18), (0, 19), (1, 19)] { r.values[y * 20 + x] += 30 }
+        let (out, removed) = DSMFilter.removeIslands(r, maximumArea: 9, step: 1.9)
+        #expect(removed == 4)
+        #expect(out.values[3 * 20 + 3].isNaN && out.values[4 * 20 + 4].isNaN)
+        #expect(!out.values[11 * 20 + 11].isNaN, "a 9-cell island is not smaller than the limit of 9")
+        #expect(!out.values[19 * 20 + 0].isNaN && !out.values[0].isNaN && !out.values[5 * 20 + 5].isNaN)
+        let (tighter, removedTighter) = DSMFilter.removeIslands(r, maximumArea: 10, step: 1.9)
+        #expect(removedTighter == 13 && tighter.values[11 * 20 + 11].isNaN)
+        // The step decides what joins: a 2×2 patch 2.5 m up (2–3 m from its neighbours on the slope) joins
+        // it at a 3.1 m step, not at 1.9 m.
+        var low = GridRaster(grid: big, values: (0..<400).map { Float($0 % 20) * 0.5 + 50 })
+        for (x, y) in [(15, 5), (16, 5), (15, 6), (16, 6)] { low.values[y * 20 + x] += 2.5 }
+        #expect(DSMFilter.removeIslands(low, maximumArea: 9, step: 3.1).removed == 0)
+        #expect(DSMFilter.removeIslands(low, maximumArea: 9, step: 1.9).removed == 4)
+    }
+
     /// The delivered DSM's denoising averages noise away on slopes without flattening them, and keeps a
     /// wall taller than its range sharp.
     @Test func denoisingKeepsSlopesAndWalls() {

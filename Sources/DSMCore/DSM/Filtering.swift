@@ -130,6 +130,28 @@ public enum DSMFilter {
         return out
     }
 
+    /// Removes islands: 4-connected regions of heights (neighbours within `step` metres of each other)
+    /// smaller than `maximumArea` cells that do not touch the grid's border. The matcher's speckle filter
+    /// removes such islands of consistent wrong matches in image pixels (100); this is its last line of
+    /// defence on the ground, in cells: a region cut off from its surroundings by holes or by steps taller
+    /// than `step` (one pixel of disparity in metres) and too small to be a building's roof. Returns the
+    /// raster and how many cells went.
+    public static func removeIslands(_ raster: GridRaster, maximumArea: Int, step: Float) -> (raster: GridRaster, removed: Int) {
+        let g = raster.grid, w = g.width, h = g.height
+        var out = raster
+        var removed = 0
+        raster.values.withUnsafeBufferPointer { V in
+            ConnectedRegions.forEach(width: w, height: h, member: { !V[$0].isNaN }, linked: { abs(V[$0] - V[$1]) <= step }) { region in
+                guard region.count < maximumArea else { return }
+                let touchesBorder = region.contains { c in c % w == 0 || c / w == 0 || c % w == w - 1 || c / w == h - 1 }
+                guard !touchesBorder else { return }
+                for c in region { out.values[c] = .nan }
+                removed += region.count
+            }
+        }
+        return (out, removed)
+    }
+
     /// Fills holes (4-connected empty regions not touching the grid border) of at most `maximumArea`
     /// cells by iterative averaging from their rims (a discrete Laplace interpolation). Returns the
     /// filled raster and the mask of the filled cells.

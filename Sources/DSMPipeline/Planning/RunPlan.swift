@@ -46,12 +46,15 @@ public struct RunPlan: Sendable, Codable {
     /// Cells read around a tile for fusion and filtering: the filters' reach (outlier test 2 cells,
     /// denoising 1 + its radius) plus the largest hole filled, capped at 64 cells — a hole reaching a
     /// tile's edge is then filled exactly as in an untiled run unless it is both under the 100 m² limit
-    /// and stretched over more than 64 cells.
+    /// and stretched over more than 64 cells (and so for the islands removed, smaller than the holes).
     public var filterMargin: Int
     /// Cells read around a tile for the true orthos' occlusion test.
     public var orthoMargin = 32
     /// Largest hole filled, cells (100 m²).
     public var maxHoleCells: Int
+    /// Islands of heights smaller than this many cells (50 m²) are removed from the delivered DSM
+    /// (`DSMFilter.removeIslands`); nil in plans written before it (none removed).
+    public var maxIslandCells: Int? = nil
     public var orthoImages: Bool
     public var orthoMosaic: Bool
     public var pointCloud: Bool

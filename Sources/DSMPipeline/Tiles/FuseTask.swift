@@ -45,8 +45,8 @@ enum OffsetPass {
 }
 
 /// Stage 2 of a ground tile: fusion of the pairs (after their vertical offsets), outlier removal,
-/// small-hole filling and denoising, computed over the tile plus `filterMargin` cells read from the
-/// neighbouring tiles' match results, so that the result does not depend on the tiling. Writes the raw
+/// small-island removal, small-hole filling and denoising, computed over the tile plus `filterMargin`
+/// cells read from the neighbouring tiles' match results, so that the result does not depend on the tiling. Writes the raw
 /// fused DSM, the score, the DSM, the filled mask and the pair contributions for the tile's cells.
 struct FuseTask: Sendable {
     let plan: RunPlan
@@ -69,7 +69,13 @@ struct FuseTask: Sendable {
         }
         let weights = plan.baseToHeight.map { Float($0 * $0) }
         let fused = DSMFusion.fuse(heights: heights, scores: scores, weights: weights, sigmas: sigmas)
-        let cleaned = DSMFilter.removeOutliers(fused.height)
+        var cleaned = DSMFilter.removeOutliers(fused.height)
+        // An island touching the window's edge is kept, as one touching the grid's edge is in a
+        // whole-scene run; with filterMargin ≥ min(maxIslandCells, 64) this depends on the tiling only
+        // for an island under maxIslandCells stretched over more than 64 cells.
+        if let islands = plan.maxIslandCells {
+            cleaned = DSMFilter.removeIslands(cleaned, maximumArea: islands, step: plan.denoising.range).raster
+        }
         // A hole touching the window's edge is left open, as one touching the grid's edge is in a
         // whole-scene run: with filterMargin ≥ maxHoleCells, such a hole reaching the tile is larger than
         // maxHoleCells anyway, so filling does not depend on the tiling.
