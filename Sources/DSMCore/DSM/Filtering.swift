@@ -134,8 +134,9 @@ public enum DSMFilter {
     /// smaller than `maximumArea` cells that do not touch the grid's border. The matcher's speckle filter
     /// removes such islands of consistent wrong matches in image pixels (100); this is its last line of
     /// defence on the ground, in cells: a region cut off from its surroundings by holes or by steps taller
-    /// than `step` (one pixel of disparity in metres) and too small to be a building's roof. Returns the
-    /// raster and how many cells went.
+    /// than `step` (one pixel of disparity in metres). A run removes those under 50 m²; measured, the cells
+    /// they hold are mostly wrong by metres (see `DSMPipelineRunner`'s plan), though a lone shed cut off
+    /// by its occlusions would go too. Returns the raster and how many cells went.
     public static func removeIslands(_ raster: GridRaster, maximumArea: Int, step: Float) -> (raster: GridRaster, removed: Int) {
         let g = raster.grid, w = g.width, h = g.height
         var out = raster

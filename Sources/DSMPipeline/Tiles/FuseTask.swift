@@ -46,8 +46,9 @@ enum OffsetPass {
 
 /// Stage 2 of a ground tile: fusion of the pairs (after their vertical offsets), outlier removal,
 /// small-island removal, small-hole filling and denoising, computed over the tile plus `filterMargin`
-/// cells read from the neighbouring tiles' match results, so that the result does not depend on the tiling. Writes the raw
-/// fused DSM, the score, the DSM, the filled mask and the pair contributions for the tile's cells.
+/// cells read from the neighbouring tiles' match results, so that the result does not depend on the
+/// tiling. Writes the raw fused DSM, the score, the DSM, the filled mask and the pair contributions for
+/// the tile's cells.
 struct FuseTask: Sendable {
     let plan: RunPlan
     let offsets: PairOffsets?
