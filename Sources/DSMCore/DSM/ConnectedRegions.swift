@@ -1,7 +1,7 @@
 /// 4-connected regions of a `width` × `height` grid (row-major cell indices): the cells where `member`
 /// holds, two neighbours joined when `linked(a, b)` also holds. Each region is handed to `body` once, its
 /// cells in flood order (depth first, neighbours pushed right, left, down, up), regions in the order of
-/// their first cell. Used by the DSM's hole filling and the matcher's speckle filter.
+/// their first cell. Used by the DSM's hole filling and island removal and the matcher's speckle filter.
 public enum ConnectedRegions {
     public static func forEach(width: Int, height: Int, member: (Int) -> Bool, linked: (Int, Int) -> Bool = { _, _ in true },
                                _ body: ([Int]) -> Void) {
@@ -22,5 +22,10 @@ public enum ConnectedRegions {
             }
             body(region)
         }
+    }
+
+    /// Whether a region (row-major cell indices of a `width` × `height` grid) has a cell on the grid's edge.
+    public static func touchesBorder(_ region: [Int], width w: Int, height h: Int) -> Bool {
+        region.contains { c in c % w == 0 || c / w == 0 || c % w == w - 1 || c / w == h - 1 }
     }
 }

@@ -143,9 +143,7 @@ public enum DSMFilter {
         var removed = 0
         raster.values.withUnsafeBufferPointer { V in
             ConnectedRegions.forEach(width: w, height: h, member: { !V[$0].isNaN }, linked: { abs(V[$0] - V[$1]) <= step }) { region in
-                guard region.count < maximumArea else { return }
-                let touchesBorder = region.contains { c in c % w == 0 || c / w == 0 || c % w == w - 1 || c / w == h - 1 }
-                guard !touchesBorder else { return }
+                guard region.count < maximumArea, !ConnectedRegions.touchesBorder(region, width: w, height: h) else { return }
                 for c in region { out.values[c] = .nan }
                 removed += region.count
             }
@@ -161,8 +159,7 @@ public enum DSMFilter {
         var out = raster
         var filled = [Bool](repeating: false, count: g.count)
         ConnectedRegions.forEach(width: w, height: h, member: { raster.values[$0].isNaN }) { region in
-            let touchesBorder = region.contains { c in c % w == 0 || c / w == 0 || c % w == w - 1 || c / w == h - 1 }
-            guard !touchesBorder, region.count <= maximumArea else { return }
+            guard region.count <= maximumArea, !ConnectedRegions.touchesBorder(region, width: w, height: h) else { return }
             // Initial guess: mean of the rim, then Gauss–Seidel relaxation.
             var rim: Float = 0, rn: Float = 0
             for c in region {

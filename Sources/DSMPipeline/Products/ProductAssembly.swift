@@ -121,8 +121,9 @@ struct ProductAssembly: Sendable {
                                        units: "0-1", crs: crs))
         manifest.products.append(.init(code: "A2", file: "dsm_raw.tif",
                                        description: "DSM before filtering (fused pairs), nodata where no match", units: units, crs: crs))
+        func squareMetres(_ cells: Int) -> Int { Int((Double(cells) * plan.grid.resolution * plan.grid.resolution).rounded()) }
         manifest.products.append(.init(code: "A3", file: "dsm.tif",
-                                       description: "delivered DSM: outliers removed\(plan.maxIslandCells.map { ", islands under \(Int((Double($0) * plan.grid.resolution * plan.grid.resolution).rounded())) m² removed" } ?? ""), holes up to \(Int((Double(plan.maxHoleCells) * plan.grid.resolution * plan.grid.resolution).rounded())) m² filled (see dsm_filled_mask.tif), denoised (3×3 median, then an edge-preserving mean: Gaussian σ \(String(format: "%.2g", plan.denoising.sigma)) cells about the local slope, neighbours more than \(String(format: "%.2g", plan.denoising.range)) m off left out)"
+                                       description: "delivered DSM: outliers removed\(plan.maxIslandCells.map { ", islands under \(squareMetres($0)) m² removed" } ?? ""), holes up to \(squareMetres(plan.maxHoleCells)) m² filled (see dsm_filled_mask.tif), denoised (3×3 median, then an edge-preserving mean: Gaussian σ \(String(format: "%.2g", plan.denoising.sigma)) cells about the local slope, neighbours more than \(String(format: "%.2g", plan.denoising.range)) m off left out)"
                                            + (finishing.maskWater ? ", water masked" : "") + (finishing.coregister ? ", coregistered on the reference DEM" : ""),
                                        units: units, crs: crs))
         manifest.products.append(.init(code: "A2", file: "dsm_uncertainty.tif",
