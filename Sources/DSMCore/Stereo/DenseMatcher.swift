@@ -126,7 +126,7 @@ public struct DenseMatcher: Sendable {
     /// The wide window is used only where the matched disparities it covers lie within this many pixels of
     /// the plane through the match (its local slope, `DSMFilter.localSlopes`): it must not straddle a depth
     /// edge. Without the test Middlebury Cones went from 5.16 to 5.23 % bad-1.0 (the window reached across
-    /// the cones' edges); with 1 px (the left/right tolerance) it stays at 5.16 %.
+    /// the cones' edges); with 1 px (the left/right tolerance) 5.17 %.
     public var wideRefinementPlaneTolerance: Float = 1
     /// Weight of the intensity term added to the correlation costs before the regularisation: the 3×3 mean
     /// of |L − R| (normalised images) truncated at one standard deviation, times this weight, in the units
@@ -401,11 +401,11 @@ public struct DenseMatcher: Sendable {
             }
         }
         // Sheared refinement: the disparity's gradient from the map just made, then the peak again with the
-        // right window sheared by it (see `shearedRefinement`).
+        // right window sheared by it (see `shearedRefinement`) where it reaches `shearThreshold`.
+        let shearThreshold: Float = 0.01
         if shearedRefinement {
             // The map holds disparities at its valid pixels only (NaN elsewhere).
             let gradient = DSMFilter.localSlopes(map.disparity, width: w, height: h, step: refinement.radius)
-            let shearThreshold: Float = 0.01
             for y in 0..<h {
                 for x in 0..<w where !map.disparity[y * w + x].isNaN {
                     let gx = gradient.east[y * w + x], gy = gradient.south[y * w + x]
@@ -426,12 +426,17 @@ public struct DenseMatcher: Sendable {
             var wideProbe = RefinementProbe(volume: c, window: wide, scratch: wideScratch)
             let gradient = DSMFilter.localSlopes(map.disparity, width: w, height: h, step: refinement.radius)
             let matched = map.disparity
+            let r = wide.radius
             for i in flatPeaks {
                 let x = i % w, y = i / w
+                // Both windows inside their images: replicated edges weigh more in a wide window (on the
+                // right image's last column they moved a match by more than half a label).
+                let xr = Int((Double(x) - Double(matched[i])).rounded())
+                guard x >= r, x + r < w, y >= r, y + r < h, xr >= r, xr + r < wr else { continue }
                 let gx = gradient.east[i], gy = gradient.south[i]
-                guard Self.isPlane(matched, width: w, height: h, x: x, y: y, radius: wide.radius, slope: (gx, gy),
+                guard Self.isPlane(matched, width: w, height: h, x: x, y: y, radius: r, slope: (gx, gy),
                                    tolerance: wideRefinementPlaneTolerance) else { continue }
-                let shear = shearedRefinement && (abs(gx) >= 0.01 || abs(gy) >= 0.01) ? (gx, gy) : nil
+                let shear = shearedRefinement && (abs(gx) >= shearThreshold || abs(gy) >= shearThreshold) ? (gx, gy) : nil
                 if let (d, sigma, _) = refine(&wideProbe, x: x, y: y, around: best[i], shear: shear) {
                     map.disparity[i] = Float(d)
                     map.uncertainty[i] = sigma
