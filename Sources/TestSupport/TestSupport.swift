@@ -74,6 +74,13 @@ public func run(_ executable: String, _ arguments: [String], timeout: TimeInterv
                          stderr: String(decoding: e.wait(), as: UTF8.self))
 }
 
+/// The normalised median absolute deviation of `v` (not empty): 1.4826 × the median of |v − median(v)|, each
+/// median the upper middle value.
+public func nmad(_ v: [Double]) -> Double {
+    let m = v.sorted()[v.count / 2]
+    return 1.4826 * v.map { abs($0 - m) }.sorted()[v.count / 2]
+}
+
 /// The built `dsmopt` executable: `$DSMOPT_BIN`, or the one beside the running test bundle.
 public func dsmoptExecutable() throws -> String {
     if let env = ProcessInfo.processInfo.environment["DSMOPT_BIN"], !env.isEmpty { return env }

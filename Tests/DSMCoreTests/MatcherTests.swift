@@ -1,6 +1,7 @@
 import DSMCore
 import Foundation
 import Testing
+import TestSupport
 
 /// Known-answer tests of the dense matcher on synthetic pairs rendered from an analytic texture, so that
 /// sub-pixel shifts carry no interpolation error.
@@ -107,10 +108,6 @@ import Testing
             }
             return e
         }
-        func nmad(_ v: [Double]) -> Double {
-            let m = v.sorted()[v.count / 2]
-            return 1.4826 * v.map { abs($0 - m) }.sorted()[v.count / 2]
-        }
         var narrow = DenseMatcher()
         narrow.wideRefinementSigma = 0
         var unguarded = DenseMatcher()
@@ -118,7 +115,9 @@ import Testing
         let maps = try [narrow, DenseMatcher(), unguarded].map { try $0.match(left: left, right: right, minDisparity: 0, maxDisparity: 16) }
         // Away from the edge and the image borders.
         let away = maps.map { nmad(errors($0, columns: [24..<(edge - 24), (edge + 24)..<(width - 24)])) }
-        // Within 8 px (the wide window's radius) of the edge, on either side.
+        // Beside the edge, within reach of the wide window (radius 8): the background 8–20 px left of the edge
+        // (the 5 px next to it are hidden in the right view; 3 more are left out with them) and the
+        // foreground's first 8 px.
         let near = maps.map { m in errors(m, columns: [(edge - 20)..<(edge - 8), edge..<(edge + 8)]).map(abs) }
         let nearMean = near.map { $0.reduce(0, +) / Double(max($0.count, 1)) }
         print(String(format: "coarse texture: NMAD away from the edge %.4f px narrow, %.4f px wide; mean |error| near the edge %.4f narrow, %.4f guarded, %.4f unguarded (%d/%d/%d px)",

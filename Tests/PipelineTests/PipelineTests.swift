@@ -303,13 +303,9 @@ import Testing
             }
         }
         let bySigma = pairs.sorted { $0.sigma < $1.sigma }
-        func nmadOf(_ v: [Double]) -> Double {
-            let m = v.sorted()[v.count / 2]
-            return 1.4826 * v.map { abs($0 - m) }.sorted()[v.count / 2]
-        }
         let fifth = bySigma.count / 5
-        let low = nmadOf(bySigma.prefix(fifth).map(\.error)), high = nmadOf(bySigma.suffix(fifth).map(\.error))
-        let ratio = nmadOf(pairs.map { $0.error / $0.sigma })
+        let low = TestSupport.nmad(bySigma.prefix(fifth).map(\.error)), high = TestSupport.nmad(bySigma.suffix(fifth).map(\.error))
+        let ratio = TestSupport.nmad(pairs.map { $0.error / $0.sigma })
         print(String(format: "uncertainty layer: NMAD(error/σ) %.2f, NMAD of the errors in the lowest/highest σ fifth %.3f / %.3f m over %d cells", ratio, low, high, pairs.count))
         #expect(pairs.count > 1000 && high > low && (0.5...2).contains(ratio))
         print(String(format: "synthetic truth (B/H 0.25, GSD 0.5 m): NMAD %.3f m, bias %.3f m, completeness %.4f over %d cells", nmad, median, completeness, seen))
