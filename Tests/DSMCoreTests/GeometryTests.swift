@@ -255,6 +255,41 @@ import Testing
         #expect(DSMFilter.Denoising.forScene(resolution: 1, gsd: 0.5, baseToHeight: 0.6).range == 1)
     }
 
+    /// The bilateral mean's vectorised path (rows taken 8 cells at a time) gives the direct sum of its
+    /// definition for kernels wider than 8 cells too (weak geometry: radius 10 at B/H 0.08), holes included.
+    @Test func wideDenoisingKernelIsTheDirectSum() {
+        let n = 48
+        let g = GridDefinition(epsg: 32631, originX: 0, originY: Double(n), resolution: 0.5, width: n, height: n)
+        var rng = SplitMix64(seed: 11)
+        var r = GridRaster(grid: g)
+        for j in 0..<n { for i in 0..<n { r.values[j * n + i] = 50 + 0.2 * Float(i) - 0.1 * Float(j) + (i > 30 ? 5 : 0) + Float(rng.unit() * 2 - 1) } }
+        for k in [5 * n + 7, 20 * n + 20, 21 * n + 20, 40 * n + 33] { r.values[k] = .nan }
+        let setting = DSMFilter.Denoising.forScene(resolution: 0.5, gsd: 0.5, baseToHeight: 0.08)
+        #expect(setting.radius == 10)
+        let out = DSMFilter.edgePreservingMean(r, setting)
+        let (east, south) = DSMFilter.localSlopes(r)
+        var worst: Float = 0, checked = 0
+        for j in 0..<n {
+            for i in 0..<n {
+                let c = r.values[j * n + i]
+                guard !c.isNaN else { #expect(out.values[j * n + i].isNaN); continue }
+                var sum: Float = 0, weight: Float = 0
+                for y in max(0, j - 10)...min(n - 1, j + 10) {
+                    for x in max(0, i - 10)...min(n - 1, i + 10) {
+                        let v = r.values[y * n + x]
+                        let carried = v - east[j * n + i] * Float(x - i) - south[j * n + i] * Float(y - j)
+                        guard !v.isNaN, abs(carried - c) <= setting.range else { continue }
+                        let k = exp(-Float((x - i) * (x - i) + (y - j) * (y - j)) / (2 * setting.sigma * setting.sigma))
+                        sum += k * carried; weight += k
+                    }
+                }
+                worst = max(worst, abs(out.values[j * n + i] - sum / weight)); checked += 1
+            }
+        }
+        // Summation order differs between the paths: agreement to Float rounding.
+        #expect(checked == n * n - 4 && worst < 1e-4, "largest difference \(worst) m over \(checked) cells")
+    }
+
     /// The 3×3 median (a selection network where all nine cells are valid) is the median of the sorted valid
     /// neighbourhood everywhere: ties, holes, borders, quantised heights.
     @Test func medianFilterIsTheSortedNeighbourhoodMedian() {

@@ -299,11 +299,11 @@ extension DSMFilter {
         for dy in -r...r {
             for dx in -r...r { kernel.append(exp(-Float(dx * dx + dy * dy) / (2 * s.sigma * s.sigma))) }
         }
-        // The kernel's rows padded to 8 lanes (zero weights past the row) when a row fits in 8 lanes.
-        let vectorised = 2 * r + 1 <= 8
-        var kernel8 = [Float](repeating: 0, count: 8 * (2 * r + 1))
-        if vectorised { for dy in 0...(2 * r) { for dx in 0...(2 * r) { kernel8[8 * dy + dx] = kernel[dy * (2 * r + 1) + dx] } } }
-        let offsets8 = SIMD8<Float>((0..<8).map { Float($0 - r) })
+        // The kernel's rows padded to whole 8-lane chunks (zero weights past the row).
+        let span = 2 * r + 1, chunks = (span + 7) / 8, lanes = 8 * chunks
+        var kernel8 = [Float](repeating: 0, count: lanes * span)
+        for dy in 0..<span { for dx in 0..<span { kernel8[lanes * dy + dx] = kernel[dy * span + dx] } }
+        let offsets8 = (0..<chunks).map { c in SIMD8<Float>((0..<8).map { Float(8 * c + $0 - r) }) }
         let slopes = localSlopes(slopesFrom ?? raster)
         raster.values.withUnsafeBufferPointer { v in
             for j in 0..<h {
@@ -312,21 +312,23 @@ extension DSMFilter {
                     guard !c.isNaN else { continue }
                     let gx = slopes.east[j * w + i], gy = slopes.south[j * w + i]
                     var sum: Float = 0, weight: Float = 0
-                    if vectorised, i >= r, i - r + 8 <= w, j >= r, j + r < h {
+                    if i >= r, i - r + lanes <= w, j >= r, j + r < h {
                         // Inside the grid: each kernel row 8 cells at a time (lanes past the row weigh 0, and a
                         // NaN neighbour fails the range test, so it drops out as in the path below).
                         var s8 = SIMD8<Float>(repeating: 0), w8 = SIMD8<Float>(repeating: 0)
-                        let tilt = gx * offsets8
-                        kernel8.withUnsafeBufferPointer { K in
+                        kernel8.withUnsafeBufferPointer { K in offsets8.withUnsafeBufferPointer { O in
                             for dy in -r...r {
-                                let n = UnsafeRawPointer(v.baseAddress! + (j + dy) * w + i - r).loadUnaligned(as: SIMD8<Float>.self)
-                                let carried = n - tilt - gy * Float(dy)
-                                let k = UnsafeRawPointer(K.baseAddress! + 8 * (dy + r)).loadUnaligned(as: SIMD8<Float>.self)
-                                let keep = (carried - c).replacing(with: -(carried - c), where: carried .< c) .<= s.range
-                                s8 += (k * carried).replacing(with: 0, where: .!keep)
-                                w8 += k.replacing(with: 0, where: .!keep)
+                                let row = v.baseAddress! + (j + dy) * w + i - r, krow = K.baseAddress! + lanes * (dy + r)
+                                for q in 0..<chunks {
+                                    let n = UnsafeRawPointer(row + 8 * q).loadUnaligned(as: SIMD8<Float>.self)
+                                    let carried = n - gx * O[q] - gy * Float(dy)
+                                    let k = UnsafeRawPointer(krow + 8 * q).loadUnaligned(as: SIMD8<Float>.self)
+                                    let keep = (carried - c).replacing(with: -(carried - c), where: carried .< c) .<= s.range
+                                    s8 += (k * carried).replacing(with: 0, where: .!keep)
+                                    w8 += k.replacing(with: 0, where: .!keep)
+                                }
                             }
-                        }
+                        }}
                         out.values[j * w + i] = s8.sum() / w8.sum()
                         continue
                     }
