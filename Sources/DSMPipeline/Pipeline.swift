@@ -280,7 +280,7 @@ public struct DSMPipelineRunner: Sendable {
         let widest = report.selected.compactMap { pair in report.pairs.first { $0.images == pair }?.baseToHeight }.max() ?? 1
         let denoising = DSMFilter.Denoising.forScene(resolution: resolution, gsd: gsd, baseToHeight: widest)
         let weak = widest < DSMFilter.Denoising.weakBaseToHeight
-            ? String(format: "widest pair B/H %.3f < %.2f: the DSM's denoising σ is ×%.2f (%.1f cells) and its range %.1f m; expect more height noise than at B/H ≥ 0.2",
+            ? String(format: "widest pair B/H %.3f < %.2f: the DSM's denoising σ is ×%.2f (%.1f cells) and its range %.1f m; expect more height noise than at B/H ≥ 0.2, and relief narrower than about 2σ smoothed",
                      widest, DSMFilter.Denoising.weakBaseToHeight, DSMFilter.Denoising.weakGeometryFactor(widest), denoising.sigma, denoising.range)
             : nil
         let resolved = ResolvedParameters(preset: preset.name, matching: matching, resolution: resolution,
