@@ -213,8 +213,8 @@ extension DSMFilter {
         /// aligned NMAD 0.323 → 0.304 m, high-frequency noise 0.056 → 0.027 m against the 3×3 median and 3×3 mean.
         ///
         /// Weak geometry: height noise grows as 1/(B/H), so below B/H 0.25 σ grows as 0.25 ÷ B/H — the mean
-        /// over σ² cells brings the extra noise back to what it is at B/H 0.25, traded for resolution (×3.13
-        /// at B/H 0.08, ×2.19 at 0.114). Measured 2026-11-24 with the exponent of (0.25 ÷ B/H) at 0.5 / 0.75 /
+        /// over σ² cells brings the extra noise back to what it is at B/H 0.25, traded for resolution (×3.1
+        /// at B/H 0.08, ×2.2 at 0.114). Measured 2026-11-24 with the exponent of (0.25 ÷ B/H) at 0.5 / 0.75 /
         /// 1 / 1.25 / 1.5: Marseille's weak pair (img_02 + img_01, B/H 0.114, ROI of the test suite) against
         /// S2P's triplet DSM NMAD 0.561 / 0.548 / 0.544 / 0.551 / 0.566 m; `dsmopt synth --size 1024
         /// --buildings 40 --noise 15 --base-to-height 0.08` against its truth 0.195 / 0.168 / 0.145 / 0.126 /
