@@ -403,15 +403,17 @@ public struct DenseMatcher: Sendable {
         // Sheared refinement: the disparity's gradient from the map just made, then the peak again with the
         // right window sheared by it (see `shearedRefinement`) where it reaches `shearThreshold`.
         let shearThreshold: Float = 0.01
+        func shear(_ gx: Float, _ gy: Float) -> (Float, Float)? {
+            abs(gx) >= shearThreshold || abs(gy) >= shearThreshold ? (gx, gy) : nil
+        }
         if shearedRefinement {
             // The map holds disparities at its valid pixels only (NaN elsewhere).
             let gradient = DSMFilter.localSlopes(map.disparity, width: w, height: h, step: refinement.radius)
             for y in 0..<h {
                 for x in 0..<w where !map.disparity[y * w + x].isNaN {
-                    let gx = gradient.east[y * w + x], gy = gradient.south[y * w + x]
-                    guard abs(gx) >= shearThreshold || abs(gy) >= shearThreshold else { continue }
+                    guard let sheared = shear(gradient.east[y * w + x], gradient.south[y * w + x]) else { continue }
                     let k = best[y * w + x]
-                    if let (d, sigma, _) = refine(&probe, x: x, y: y, around: k, shear: (gx, gy)) {
+                    if let (d, sigma, _) = refine(&probe, x: x, y: y, around: k, shear: sheared) {
                         map.disparity[y * w + x] = Float(d)
                         map.uncertainty[y * w + x] = sigma
                     }
@@ -436,8 +438,7 @@ public struct DenseMatcher: Sendable {
                 let gx = gradient.east[i], gy = gradient.south[i]
                 guard Self.isPlane(matched, width: w, height: h, x: x, y: y, radius: r, slope: (gx, gy),
                                    tolerance: wideRefinementPlaneTolerance) else { continue }
-                let shear = shearedRefinement && (abs(gx) >= shearThreshold || abs(gy) >= shearThreshold) ? (gx, gy) : nil
-                if let (d, sigma, _) = refine(&wideProbe, x: x, y: y, around: best[i], shear: shear) {
+                if let (d, sigma, _) = refine(&wideProbe, x: x, y: y, around: best[i], shear: shearedRefinement ? shear(gx, gy) : nil) {
                     map.disparity[i] = Float(d)
                     map.uncertainty[i] = sigma
                 }
