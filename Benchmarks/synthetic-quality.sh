@@ -3,7 +3,8 @@
 # and 15 DN of image noise at B/H 0.08, 0.25 and 0.34, and the plain scene (no buildings, no noise), each
 # run with `dsmopt run --resolution 0.5 --no-orthos --no-mosaic`, then compared with the truth by zone
 # (Benchmarks/synthetic_zones.py: all, away from walls, roofs, within 2 m of walls) on the delivered DSM
-# (dsm.tif) and on the matched heights before filtering (dsm_raw.tif).
+# (dsm.tif) and on the matched heights before filtering (dsm_raw.tif); then the Cramér–Rao bound of the
+# height NMAD for the support the run averages over (Benchmarks/synthetic_bound.py).
 #   Benchmarks/synthetic-quality.sh            (about a minute of CPU per scene here)
 # Needs a release build (swift build -c release --product dsmopt) and Debian's python3-gdal and numpy.
 set -euo pipefail
@@ -24,6 +25,7 @@ scene() {  # name, synth options...
     /usr/bin/python3 "$zones" "$out/dsm.tif" "$work/$name" --filled "$out/dsm_filled_mask.tif"
     echo "dsm_raw.tif"
     /usr/bin/python3 "$zones" "$out/dsm_raw.tif" "$work/$name"
+    /usr/bin/python3 Benchmarks/synthetic_bound.py "$work/$name" "$out"
     echo
 }
 
