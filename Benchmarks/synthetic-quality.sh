@@ -6,7 +6,7 @@
 # (dsm.tif) and on the matched heights before filtering (dsm_raw.tif); then the Cramér–Rao bound of the
 # height NMAD for the support the run averages over (Benchmarks/synthetic_bound.py).
 #   Benchmarks/synthetic-quality.sh            (about a minute of CPU per scene here)
-# Needs a release build (swift build -c release --product dsmopt) and Debian's python3-gdal and numpy.
+# Needs a release build (swift build -c release --product dsmopt) and Debian's python3-gdal, numpy and scipy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${DSMOPT_BIN:-.build/release/dsmopt}

@@ -1,26 +1,29 @@
 #!/usr/bin/env python3
 """The Cramér–Rao bound of a `dsmopt synth` scene's height noise, for the support a run averages over.
 
-Usage: synthetic_bound.py SCENE_FOLDER RUN_FOLDER [--refinement-sigma PX]
+Usage: synthetic_bound.py SCENE_FOLDER RUN_FOLDER [--refinement-sigma PX] [--wide-sigma PX] [--wide-share S]
 
 How close a DSM's NMAD against the truth is to what the images allow. A disparity estimated by weighted
 least squares over weights w from two views with independent image noise σ_n (DN) has at best
     σ_d² = 2 σ_n² Σ w² g² ÷ (Σ w g²)²
 where g is the texture's derivative along the parallax direction (px); heights have σ_h = σ_d · GSD ÷ (B/H).
 Here w is the run's support: the sub-pixel refinement's Gaussian window (σ 2 px, radius ⌈2σ⌉ — the
-matcher's `RefinementWindow`; --refinement-sigma for another) convolved with the DSM's denoising kernel
-(σ and radius in cells from the run's parameters.json, cells converted to image pixels by resolution ÷ GSD).
+matcher's `subpixelSigma` and `RefinementWindow`), or the wider one it refines flat correlation peaks with
+(σ 4 px, `wideRefinementSigma`), convolved with the DSM's
+denoising kernel (σ and radius in cells from the run's parameters.json, cells converted to image pixels by
+resolution ÷ GSD). A run's matches mix the two: "as matched" takes the wide window at the share of pixels
+given by --wide-share (default 0.5: the matcher's `wideRefinementCurvature` takes about half of a synthetic
+scene's matches) with the flattest correlation peaks, the peak's curvature estimated from view_1 as
+Σw g² ÷ Σw (I − Ī)² over the narrow window — an approximation of the matcher's choice, which measures the
+curvature on the resampled images and also tests that the surface is a plane.
 The bound is computed per pixel of view_1.tif (g² from the noisy image, its noise's share σ_n² ÷ 2 of the
 central difference removed), a 50-px border left out, and reported as the NMAD of the zero-mean Gaussian
 mixture with those σ_h — comparable with synthetic_zones.py's NMAD "away from walls" (roofs' low texture
-included: a few per cent of the pixels). Printed for the matched heights (refinement window only:
-dsm_raw.tif) and the delivered DSM (with the denoising: dsm.tif). Scenes without image noise have no bound.
+included: a few per cent of the pixels). Printed for the matched heights (the window alone: dsm_raw.tif)
+and the delivered DSM (with the denoising: dsm.tif). Scenes without image noise have no bound.
 Assumes the synthetic views' geometry (north-up, parallel projection; scene.json's incidence, azimuth,
-GSD, B/H and noise) and a texture that does not change between the views. It bounds any estimator that
-averages over this nominal support; the matcher's regularisation and its wider window on flat correlation
-peaks widen the support where they act, so the matched heights can come below the refinement-window
-figure (2026-11-24, B/H 0.08: dsm_raw.tif 0.294 m away from walls against 0.338 m). Needs python3 with
-GDAL, numpy and scipy.
+GSD, B/H and noise) and a texture that does not change between the views. Needs python3 with GDAL,
+numpy and scipy.
 """
 import json, math, os, sys
 import numpy as np
@@ -30,9 +33,10 @@ from scipy.special import erf
 
 gdal.UseExceptions()
 args = list(sys.argv[1:])
-refinement_sigma = 2.0
-if "--refinement-sigma" in args:
-    i = args.index("--refinement-sigma"); refinement_sigma = float(args[i + 1]); del args[i:i + 2]
+options = {"--refinement-sigma": 2.0, "--wide-sigma": 4.0, "--wide-share": 0.5}
+for option in options:
+    if option in args:
+        i = args.index(option); options[option] = float(args[i + 1]); del args[i:i + 2]
 if len(args) != 2:
     sys.exit(__doc__)
 scene_dir, run_dir = args
@@ -61,10 +65,13 @@ def gaussian(sigma, radius):
     return np.exp(-(x * x + y * y) / (2 * sigma * sigma))
 
 
-def bound(weights):
+def local_sd(weights):
     w = weights / weights.sum()
     num, den = ndi.convolve(g2, w * w, mode="nearest"), ndi.convolve(g2, w, mode="nearest")
-    sd = np.sqrt(2 * noise * noise * num / np.maximum(den * den, 1e-30))[50:-50, 50:-50].ravel()
+    return np.sqrt(2 * noise * noise * num / np.maximum(den * den, 1e-30))[50:-50, 50:-50].ravel()
+
+
+def mixture_nmad(sd):
     sh = np.sort(sd * gsd / bh)
     # NMAD of the mixture: 1.4826 × the t with mean P(|e| ≤ t) = 1/2 (bisection).
     lo, hi = 0.0, float(sh[-1]) * 10
@@ -72,15 +79,29 @@ def bound(weights):
         t = (lo + hi) / 2
         if np.mean(erf(t / (sh * math.sqrt(2)))) < 0.5: lo = t
         else: hi = t
-    return w.sum() ** 2 / (w * w).sum(), 1.4826 * (lo + hi) / 2, float(np.median(sd))
+    return 1.4826 * (lo + hi) / 2
 
 
-refinement = gaussian(refinement_sigma, math.ceil(2 * refinement_sigma))
 dn = params["denoising"]
 scale = float(params["resolution"]) / gsd
 denoising = gaussian(dn["sigma"] * scale, int(round(dn["radius"] * scale)))
-support = ndi.convolve(np.pad(refinement, denoising.shape[0] // 2), denoising, mode="constant")
 print(f"bound (noise {noise:g} DN, B/H {bh:g}, GSD {gsd:g} m; texture derivative RMS {math.sqrt(g2.mean()):.1f} DN/px)")
-for name, w in [("dsm_raw.tif (refinement window)", refinement), ("dsm.tif (with the denoising)", support)]:
-    n_eff, nmad, sd = bound(w)
-    print(f"  {name:34s} N_eff {n_eff:6.0f} px  σ_d {sd:.4f} px  height NMAD ≥ {nmad:.3f} m")
+narrow = gaussian(options["--refinement-sigma"], math.ceil(2 * options["--refinement-sigma"]))
+wn = narrow / narrow.sum()
+mean = ndi.convolve(image, wn, mode="nearest")
+variance = ndi.convolve(image * image, wn, mode="nearest") - mean * mean
+curvature = ndi.convolve(g * g, wn, mode="nearest") / np.maximum(variance, 1e-9)
+flatness = curvature[50:-50, 50:-50].ravel()
+wide_here = flatness < np.quantile(flatness, options["--wide-share"])
+sds = {}
+for label, sigma in [("refinement", options["--refinement-sigma"]), ("wide", options["--wide-sigma"])]:
+    window = gaussian(sigma, math.ceil(2 * sigma))
+    support = ndi.convolve(np.pad(window, denoising.shape[0] // 2), denoising, mode="constant")
+    for name, w in [("dsm_raw.tif", window), ("dsm.tif", support)]:
+        sds[label, name] = sd = local_sd(w)
+        print(f"  {label + ' window σ ' + format(sigma, 'g') + ' px, ' + name:38s} N_eff "
+              f"{w.sum() ** 2 / (w * w).sum():4.0f} px  σ_d {np.median(sd):.4f} px  height NMAD ≥ {mixture_nmad(sd):.3f} m")
+for name in ["dsm_raw.tif", "dsm.tif"]:
+    sd = np.where(wide_here, sds["wide", name], sds["refinement", name])
+    print(f"  {'as matched (' + format(wide_here.mean(), '.0%') + ' wide), ' + name:38s}"
+          f"{'':24s}height NMAD ≥ {mixture_nmad(sd):.3f} m")
