@@ -229,7 +229,7 @@ import Testing
         var r = GridRaster(grid: g)
         for j in 0..<64 { for i in 0..<64 { r.values[j * 64 + i] = truth(i, j) + Float(rng.unit() * 0.4 - 0.2) } }
         let setting = DSMFilter.Denoising.forScene(resolution: 0.5, gsd: 0.5, baseToHeight: 0.26)
-        #expect(setting.radius == 3 && setting.sigma == 2 && abs(setting.range - 1.923) < 0.01)
+        #expect(setting.radius == 4 && setting.sigma == 2 && abs(setting.range - 1.923) < 0.01)
         let d = DSMFilter.denoise(r, setting)
         var before = 0.0, after = 0.0, bias = 0.0, n = 0.0, edge = 0.0
         for j in 8..<56 {
@@ -256,7 +256,7 @@ import Testing
     }
 
     /// The bilateral mean's vectorised path (rows taken 8 cells at a time) gives the direct sum of its
-    /// definition for kernels wider than 8 cells too (weak geometry: radius 10 at B/H 0.08), holes included.
+    /// definition for kernels wider than 8 cells too (weak geometry: radius 13 at B/H 0.08), holes included.
     @Test func wideDenoisingKernelIsTheDirectSum() {
         let n = 48
         let g = GridDefinition(epsg: 32631, originX: 0, originY: Double(n), resolution: 0.5, width: n, height: n)
@@ -265,7 +265,7 @@ import Testing
         for j in 0..<n { for i in 0..<n { r.values[j * n + i] = 50 + 0.2 * Float(i) - 0.1 * Float(j) + (i > 30 ? 5 : 0) + Float(rng.unit() * 2 - 1) } }
         for k in [5 * n + 7, 20 * n + 20, 21 * n + 20, 40 * n + 33] { r.values[k] = .nan }
         let setting = DSMFilter.Denoising.forScene(resolution: 0.5, gsd: 0.5, baseToHeight: 0.08)
-        #expect(setting.radius == 10)
+        #expect(setting.radius == 13)
         let out = DSMFilter.edgePreservingMean(r, setting)
         let (east, south) = DSMFilter.localSlopes(r)
         var worst: Float = 0, checked = 0
@@ -274,8 +274,9 @@ import Testing
                 let c = r.values[j * n + i]
                 guard !c.isNaN else { #expect(out.values[j * n + i].isNaN); continue }
                 var sum: Float = 0, weight: Float = 0
-                for y in max(0, j - 10)...min(n - 1, j + 10) {
-                    for x in max(0, i - 10)...min(n - 1, i + 10) {
+                let reach = setting.radius
+                for y in max(0, j - reach)...min(n - 1, j + reach) {
+                    for x in max(0, i - reach)...min(n - 1, i + reach) {
                         let v = r.values[y * n + x]
                         let carried = v - east[j * n + i] * Float(x - i) - south[j * n + i] * Float(y - j)
                         guard !v.isNaN, abs(carried - c) <= setting.range else { continue }
