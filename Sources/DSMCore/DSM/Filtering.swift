@@ -302,14 +302,13 @@ extension DSMFilter {
     public static func edgePreservingMean(_ raster: GridRaster, _ s: Denoising, slopesFrom: GridRaster? = nil) -> GridRaster {
         let g = raster.grid, w = g.width, h = g.height, r = s.radius
         var out = raster
-        var kernel: [Float] = []
-        for dy in -r...r {
-            for dx in -r...r { kernel.append(exp(-Float(dx * dx + dy * dy) / (2 * s.sigma * s.sigma))) }
-        }
-        // The kernel's rows padded to whole 8-lane chunks (zero weights past the row).
+        // The Gaussian kernel, its rows padded to whole 8-lane chunks (zero weights past the row): weight of
+        // offset (dx, dy) at kernel8[lanes · (dy + r) + dx + r].
         let span = 2 * r + 1, chunks = (span + 7) / 8, lanes = 8 * chunks
         var kernel8 = [Float](repeating: 0, count: lanes * span)
-        for dy in 0..<span { for dx in 0..<span { kernel8[lanes * dy + dx] = kernel[dy * span + dx] } }
+        for dy in -r...r {
+            for dx in -r...r { kernel8[lanes * (dy + r) + dx + r] = exp(-Float(dx * dx + dy * dy) / (2 * s.sigma * s.sigma)) }
+        }
         let offsets8 = (0..<chunks).map { c in SIMD8<Float>((0..<8).map { Float(8 * c + $0 - r) }) }
         let slopes = localSlopes(slopesFrom ?? raster)
         raster.values.withUnsafeBufferPointer { v in
@@ -339,15 +338,13 @@ extension DSMFilter {
                         out.values[j * w + i] = s8.sum() / w8.sum()
                         continue
                     }
-                    var q = 0
-                    for y in (j - r)...(j + r) {
-                        for x in (i - r)...(i + r) {
-                            defer { q += 1 }
-                            guard y >= 0, y < h, x >= 0, x < w else { continue }
+                    for y in max(0, j - r)...min(h - 1, j + r) {
+                        for x in max(0, i - r)...min(w - 1, i + r) {
                             let n = v[y * w + x]
                             let carried = n - gx * Float(x - i) - gy * Float(y - j)
                             guard !n.isNaN, abs(carried - c) <= s.range else { continue }
-                            sum += kernel[q] * carried; weight += kernel[q]
+                            let k = kernel8[lanes * (y - j + r) + x - i + r]
+                            sum += k * carried; weight += k
                         }
                     }
                     out.values[j * w + i] = sum / weight
