@@ -65,10 +65,18 @@ def gaussian(sigma, radius):
     return np.exp(-(x * x + y * y) / (2 * sigma * sigma))
 
 
+def refinement_window(sigma):  # the matcher's RefinementWindow: radius ⌈2σ⌉
+    return gaussian(sigma, math.ceil(2 * sigma))
+
+
+def inner(a):  # the pixels scored: a 50-px border left out
+    return a[50:-50, 50:-50].ravel()
+
+
 def local_sd(weights):
     w = weights / weights.sum()
     num, den = ndi.convolve(g2, w * w, mode="nearest"), ndi.convolve(g2, w, mode="nearest")
-    return np.sqrt(2 * noise * noise * num / np.maximum(den * den, 1e-30))[50:-50, 50:-50].ravel()
+    return inner(np.sqrt(2 * noise * noise * num / np.maximum(den * den, 1e-30)))
 
 
 def mixture_nmad(sd):
@@ -86,16 +94,16 @@ dn = params["denoising"]
 scale = float(params["resolution"]) / gsd
 denoising = gaussian(dn["sigma"] * scale, int(round(dn["radius"] * scale)))
 print(f"bound (noise {noise:g} DN, B/H {bh:g}, GSD {gsd:g} m; texture derivative RMS {math.sqrt(g2.mean()):.1f} DN/px)")
-narrow = gaussian(options["--refinement-sigma"], math.ceil(2 * options["--refinement-sigma"]))
+narrow = refinement_window(options["--refinement-sigma"])
 wn = narrow / narrow.sum()
 mean = ndi.convolve(image, wn, mode="nearest")
 variance = ndi.convolve(image * image, wn, mode="nearest") - mean * mean
 curvature = ndi.convolve(g * g, wn, mode="nearest") / np.maximum(variance, 1e-9)
-flatness = curvature[50:-50, 50:-50].ravel()
+flatness = inner(curvature)
 wide_here = flatness < np.quantile(flatness, options["--wide-share"])
 sds = {}
 for label, sigma in [("refinement", options["--refinement-sigma"]), ("wide", options["--wide-sigma"])]:
-    window = gaussian(sigma, math.ceil(2 * sigma))
+    window = refinement_window(sigma)
     support = ndi.convolve(np.pad(window, denoising.shape[0] // 2), denoising, mode="constant")
     for name, w in [("dsm_raw.tif", window), ("dsm.tif", support)]:
         sds[label, name] = sd = local_sd(w)
