@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # DSM quality against a known truth (issue 10): `dsmopt synth` scenes of 1024² at 0.5 m with 40 buildings
-# and 15 DN of image noise at B/H 0.08, 0.25 and 0.34, and the plain scene (no buildings, no noise), each
+# and 15 DN of image noise at B/H 0.08, 0.25, 0.34 and 0.5, and the plain scene (no buildings, no noise), each
 # run with `dsmopt run --resolution 0.5 --no-orthos --no-mosaic`, then compared with the truth by zone
 # (Benchmarks/synthetic_zones.py: all, away from walls, roofs, within 2 m of walls) on the delivered DSM
 # (dsm.tif) and on the matched heights before filtering (dsm_raw.tif); then the Cramér–Rao bound of the
@@ -32,4 +32,5 @@ scene() {  # name, synth options...
 scene buildings-bh0.08 --buildings 40 --noise 15 --base-to-height 0.08
 scene buildings-bh0.25 --buildings 40 --noise 15 --base-to-height 0.25
 scene buildings-bh0.34 --buildings 40 --noise 15 --base-to-height 0.34
+scene buildings-bh0.5 --buildings 40 --noise 15 --base-to-height 0.5
 scene plain-bh0.25

@@ -21,8 +21,11 @@ public struct StereoView: Sendable {
 
 /// The rules DSM-OPT practice applies to stereo pairs. All angles in degrees.
 public struct PairSelectionPolicy: Sendable, Codable, Equatable {
-    /// Pairs converging more than this are rejected (occlusions, radiometric differences).
-    public var maximumConvergence = 20.0
+    /// Pairs converging more than this are rejected (occlusions, radiometric differences). 40° is a
+    /// symmetric B/H of 0.73: it admits the whole preferred band (B/H 0.5 converges 28°) and Pléiades'
+    /// common ±12° stereo (24°), which a 20° limit (B/H 0.35) refused. Measured on `dsmopt synth --size 1024
+    /// --buildings 40 --noise 15` at B/H 0.5 / 0.7 (28° / 39°): NMAD 0.045 / 0.035 m against the truth.
+    public var maximumConvergence = 40.0
     /// Pairs sharing less than this share of the smaller footprint are rejected.
     public var minimumOverlap = 0.25
     /// Below this B/H a pair has no usable parallax.

@@ -124,9 +124,26 @@ import Testing
     }
 
     @Test func wideConvergenceIsRejected() throws {
-        let s = try PairSelector().select([view(12, 0), view(12, 180)], sceneHeight: 300, incidences: [12, 12])
+        // 22° either side: 44° of convergence, beyond the 40° limit.
+        let s = try PairSelector().select([view(22, 0), view(22, 180)], sceneHeight: 300, incidences: [22, 22])
         #expect(s.selected.isEmpty)
         #expect(s.pairs[0].status == "rejected" && s.pairs[0].reason.contains("convergence"))
+    }
+
+    @Test func commonPleiadesStereoIsSelected() throws {
+        // ±12° (24° of convergence, B/H 2·tan 12° ≈ 0.43): Pléiades' usual stereo, inside the preferred band.
+        let s = try PairSelector().select([view(12, 0), view(12, 180)], sceneHeight: 300, incidences: [12, 12])
+        #expect(s.selected == [[0, 1]])
+        #expect(abs(s.pairs[0].convergenceDeg - 24) < 0.01)
+        #expect(s.pairs[0].reason.contains("preferred band"))
+    }
+
+    @Test func tripletFusesTheWidePairInTheBand() throws {
+        // Forward 12°, nadir 1°, backward 12°: the wide pair's B/H (≈ 0.43) is in the band, so all three pairs.
+        let views = [view(12, 0), view(1, 90), view(12, 180)]
+        let s = try PairSelector().select(views, sceneHeight: 300, incidences: [12, 1, 12])
+        #expect(Set(s.selected.map { Set($0) }) == [Set([0, 1]), Set([1, 2]), Set([0, 2])])
+        #expect(s.reason.contains("is in the preferred band and is fused too"))
     }
 
     @Test func smallOverlapIsRejected() throws {
