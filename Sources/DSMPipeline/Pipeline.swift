@@ -380,7 +380,8 @@ public struct DSMPipelineRunner: Sendable {
         progress(.init(stage: "orient", fraction: 0.02, message: "relative orientation of the images from tie points"))
         var orientation: OrientationAdjustment?, orientationNote: String?
         do {
-            orientation = try OrientationPass.run(images: prepared.images, pairs: p.pairs, hubRegion: { hub in
+            orientation = try OrientationPass.run(images: prepared.images, pairs: p.pairs,
+                                                   incidences: prepared.inspection.images.map(\.incidenceDeg), hubRegion: { hub in
                 hub == 0 ? p.roi : try self.window(of: p.roi, from: prepared.images[0], to: prepared.images[hub], heights: prepared.heights)
             }, heights: prepared.heights)
             let o = orientation!

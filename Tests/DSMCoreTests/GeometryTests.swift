@@ -169,6 +169,16 @@ import Testing
         #expect(s.pairs.first { $0.images == [0, 2] }?.status != "selected")
     }
 
+    @Test func tiePointHubIsTheNadirViewOfItsPairs() {
+        // A triplet with its wide pair: every image is in two pairs; the nadir view anchors the tie points.
+        #expect(PairSelection.hub(of: [[0, 1], [1, 2], [0, 2]], incidences: [12, 1, 12]) == 1)
+        #expect(PairSelection.hub(of: [[0, 1], [1, 2]], incidences: [12, 1, 12]) == 1)
+        // A pair: the more nadir image (La Réunion: img_02 at 8.30° against img_01 at 8.79°).
+        #expect(PairSelection.hub(of: [[0, 1]], incidences: [8.79, 8.30]) == 1)
+        // The image in most pairs wins over a more nadir one.
+        #expect(PairSelection.hub(of: [[0, 1], [0, 2]], incidences: [9, 2, 12]) == 0)
+    }
+
     @Test func wrongCountsAreRefused() {
         #expect(throws: PairSelectionError.wrongImageCount(1)) {
             try PairSelector().select([view(5, 0)], sceneHeight: 300, incidences: [5])

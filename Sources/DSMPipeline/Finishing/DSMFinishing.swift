@@ -287,7 +287,7 @@ struct DSMFinishing {
         let fallback = valid.isEmpty ? 0 : NuthKaab.median(&valid)
         // The image window the grid sees (corners at the extreme heights, with a margin).
         var cs: [Double] = [], rs: [Double] = []
-        var xs = [grid.originX, grid.originX + Double(grid.width) * grid.resolution], ys = [grid.originY, grid.originY - Double(grid.height) * grid.resolution]
+        let xs = [grid.originX, grid.originX + Double(grid.width) * grid.resolution], ys = [grid.originY, grid.originY - Double(grid.height) * grid.resolution]
         var cx = [xs[0], xs[1], xs[0], xs[1]], cy = [ys[0], ys[0], ys[1], ys[1]]
         toGeo.transform(x: &cx, y: &cy)
         for k in 0..<4 {

@@ -3,19 +3,17 @@ import Foundation
 import SensorIngest
 
 /// The first whole-scene pass, before anything is resampled: the relative orientation of the images
-/// (`RelativeOrientation`) from tie points. The tie points are a grid of pixels of the hub image (the one
-/// in most selected pairs: the nadir view of a triplet) in sample windows over the scene, each matched
-/// in every other image the hub is paired with — so a triplet's tie points are seen in all three images
-/// and tie its pairs together.
+/// (`RelativeOrientation`) from tie points. The tie points are a grid of pixels of the hub image
+/// (`PairSelection.hub`: the nadir view of a triplet) in sample windows over the scene, each matched in
+/// every other image the hub is paired with — so a triplet's tie points are seen in all three images and
+/// tie its pairs together.
 enum OrientationPass {
     /// Tie points per sample window side.
     static let gridPerSide = 16
 
-    static func run(images: [SensorImage], pairs: [[Int]], hubRegion: (Int) throws -> PixelWindow, heights: ClosedRange<Double>)
-        throws -> OrientationAdjustment {
-        var count = [Int](repeating: 0, count: images.count)
-        for p in pairs { for i in p { count[i] += 1 } }
-        let hub = count.indices.max { count[$0] < count[$1] || (count[$0] == count[$1] && $0 > $1) }!
+    static func run(images: [SensorImage], pairs: [[Int]], incidences: [Double], hubRegion: (Int) throws -> PixelWindow,
+                    heights: ClosedRange<Double>) throws -> OrientationAdjustment {
+        let hub = PairSelection.hub(of: pairs, incidences: incidences)
         let others = Set(pairs.filter { $0.contains(hub) }.flatMap { $0 }).subtracting([hub]).sorted()
         var tracks: [TiePoint] = []
         for window in PairRectification.sampleWindows(over: try hubRegion(hub)) {
