@@ -377,11 +377,11 @@ public struct DSMPipelineRunner: Sendable {
     /// tiles fit the memory budget at once.
     func plan(_ prepared: Prepared) throws -> RunPlan {
         var p = prepared.parameters
+        let incidences = prepared.inspection.images.map(\.incidenceDeg)
         progress(.init(stage: "orient", fraction: 0.02, message: "relative orientation of the images from tie points"))
         var orientation: OrientationAdjustment?, orientationNote: String?
         do {
-            orientation = try OrientationPass.run(images: prepared.images, pairs: p.pairs,
-                                                   incidences: prepared.inspection.images.map(\.incidenceDeg), hubRegion: { hub in
+            orientation = try OrientationPass.run(images: prepared.images, pairs: p.pairs, incidences: incidences, hubRegion: { hub in
                 hub == 0 ? p.roi : try self.window(of: p.roi, from: prepared.images[0], to: prepared.images[hub], heights: prepared.heights)
             }, heights: prepared.heights)
             let o = orientation!
@@ -443,8 +443,8 @@ public struct DSMPipelineRunner: Sendable {
                                                                     baseToHeight: bhs.max() ?? 1)
         return RunPlan(images: images.map { URL(fileURLWithPath: $0.path).standardizedFileURL.path }, parameters: p, tiles: tiles,
                        heights: [prepared.heights.lowerBound, prepared.heights.upperBound], baseToHeight: bhs,
-                       incidences: prepared.inspection.images.map(\.incidenceDeg),
-                       roles: ViewRoles.roles(incidences: prepared.inspection.images.map(\.incidenceDeg),
+                       incidences: incidences,
+                       roles: ViewRoles.roles(incidences: incidences,
                                               azimuths: prepared.inspection.images.map(\.azimuthDeg),
                                               times: prepared.inspection.images.map(\.acquisitionTime)),
                        pairRegions: regions, pointing: pointing, orientation: orientation, orientationNote: orientationNote,
