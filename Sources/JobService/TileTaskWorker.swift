@@ -53,16 +53,14 @@ extension WorkerPool {
                 if e.event == "failed" { outcome.failure = e }
             }
         }
-        while child.process.isRunning {
-            drain()
-            await sleep(0.25)
-        }
-        child.process.waitUntilExit()
+        let stuck = await child.runToEnd { drain(); return outcome.finished != nil || outcome.failure != nil }
         drain()
         watcher.cancel()
-        outcome.status = child.process.terminationStatus
+        if stuck { try? appendLog(path: log, ChildRun.stuckMessage) }
+        // A step stuck after it reported its end had written its outputs before it said so.
+        outcome.status = stuck && outcome.finished != nil ? 0 : child.terminationStatus ?? -1
         outcome.stopped = stopped.isSet || isStopping
-        outcome.cpuSeconds = max(outcome.finished?.cpuSeconds ?? outcome.failure?.cpuSeconds ?? 0, metered.seconds)
+        outcome.cpuSeconds = max(outcome.finished?.cpuSeconds ?? outcome.failure?.cpuSeconds ?? 0, metered.seconds, child.cpuSeconds() ?? 0)
         return outcome
     }
 

@@ -2,75 +2,6 @@ import DSMPipeline
 import Foundation
 import ServiceLifecycle
 
-/// A `dsmopt run` child process: its stderr goes to the attempt's log, its events to a JSON-lines file
-/// that `events()` reads incrementally.
-final class ChildRun: @unchecked Sendable {
-    let process = Process()
-    let eventsPath: String
-    private var offset: UInt64 = 0
-    private var pending = Data()
-
-    init(executable: String, arguments: [String], environment: [String: String], log: String, events: String) throws {
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.environment = environment
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        _ = FileManager.default.createFile(atPath: events, contents: nil)
-        eventsPath = events
-        process.standardError = FileHandle(forWritingAtPath: log) ?? FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-    }
-
-    /// The events written since the last call (complete lines only).
-    func newEvents() -> [ChildEvent] {
-        guard let h = FileHandle(forReadingAtPath: eventsPath) else { return [] }
-        defer { try? h.close() }
-        guard (try? h.seek(toOffset: offset)) != nil, let data = try? h.readToEnd(), !data.isEmpty else { return [] }
-        offset += UInt64(data.count)
-        pending.append(data)
-        var out: [ChildEvent] = []
-        while let nl = pending.firstIndex(of: 0x0A) {
-            let line = pending[pending.startIndex..<nl]
-            pending.removeSubrange(pending.startIndex...nl)
-            if let e = try? JSONDecoder().decode(ChildEvent.self, from: Data(line)) { out.append(e) }
-        }
-        return out
-    }
-
-    /// CPU seconds (user + system) the child has used so far, from /proc (Linux); nil once it is gone.
-    func cpuSeconds() -> Double? {
-        guard process.isRunning, let stat = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return nil }
-        // Fields after the command name: state is field 3, utime 14, stime 15, cutime 16, cstime 17.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 15, let u = Double(fields[11]), let s = Double(fields[12]), let cu = Double(fields[13]), let cs = Double(fields[14]) else { return nil }
-        return (u + s + cu + cs) / Double(sysconf(Int32(_SC_CLK_TCK)))
-    }
-
-    func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        let pid = process.processIdentifier
-        DispatchQueue.global().asyncAfter(deadline: .now() + 3) { [process] in
-            if process.isRunning { kill(pid, SIGKILL) }
-        }
-    }
-}
-
-/// One line of `dsmopt run --events`.
-struct ChildEvent: Decodable {
-    var event: String
-    var percent: Int?
-    var stage: String?
-    var message: String?
-    var cpuSeconds: Double?
-    var code: String?
-    /// When the run wrote it (seconds since 1970): stage durations come from these, not from when the
-    /// worker happened to read the events (a short run's stages arrive together).
-    var time: Double?
-}
-
 /// Runs queued jobs: `workers` concurrent loops claim jobs with a lease, run them as child processes,
 /// heart-beat progress into the store, honour cancellation, and give their jobs back on shutdown.
 public final class WorkerPool: Service, @unchecked Sendable {
@@ -292,6 +223,7 @@ public final class WorkerPool: Service, @unchecked Sendable {
         do {
             child = try ChildRun(executable: exe, arguments: args, environment: env, log: config.logPath(job.id, attempt), events: events)
         } catch {
+            FileHandle.standardError.write(Data("dsmopt worker: job \(job.id): cannot start \(exe): \(error)\n".utf8))
             _ = try? await store.finish(jobId: job.id, attempt: attempt, worker: worker, status: .failed, error: "cannot start the pipeline",
                                         cpuSeconds: 0, resultBytes: 0, finishedAt: Date(), purgeAt: nil)
             return
@@ -307,7 +239,7 @@ public final class WorkerPool: Service, @unchecked Sendable {
                 if let used = child.cpuSeconds() {
                     metered.record(used)
                     // The budget is enforced while the job runs, not only at submission.
-                    if used > cpuLeft { metered.exhaust(); child.stop(); return }
+                    if used >= cpuLeft { metered.exhaust(); child.stop(); return }
                 }
                 let owned = (try? await store.heartbeat(jobId: job.id, attempt: attempt, worker: worker, progress: nil, stage: nil, message: nil,
                                                         leaseUntil: Date().addingTimeInterval(config.leaseSeconds))) ?? true
@@ -343,17 +275,15 @@ public final class WorkerPool: Service, @unchecked Sendable {
                 }
             }
         }
-        while child.process.isRunning {
-            await drain()
-            await sleep(0.25)
-        }
-        child.process.waitUntilExit()
+        let stuck = await child.runToEnd { await drain(); return finished || failure != nil }
         await drain()
         beat.cancel()
+        if stuck { try? appendLog(job.id, attempt, ChildRun.stuckMessage) }
         if stage != "done" { metrics.observeStage(stage, seconds: Date().timeIntervalSince(stageStarted)) }
-        // Charged: the CPU seconds the run reported (itself and the tools it ran), else — stopped, killed —
-        // the CPU time read from /proc at the last heartbeat: measured CPU, never wall time.
-        let cpu = max(reportedCPU ?? 0, metered.seconds)
+        // Charged: the CPU seconds the run used, measured — what it reported (itself and the tools it ran),
+        // the kernel's account when it was reaped (whatever stopped it), the last reading from /proc —
+        // never wall time.
+        let cpu = max(reportedCPU ?? 0, metered.seconds, child.cpuSeconds() ?? 0)
         if lost.isSet {
             // Another attempt owns the job now: change nothing, delete nothing; the maintenance removes this
             // attempt's folder once the job has ended.
@@ -361,7 +291,7 @@ public final class WorkerPool: Service, @unchecked Sendable {
             return
         }
         let current = try? await store.job(id: job.id)
-        let status = child.process.terminationStatus
+        let status = child.terminationStatus ?? -1
         var ended: JobStatus = .failed
         var error: String?
         if metered.exhausted || failure?.code == "limit-reached" && budget.isFinite && cpu >= budget - 1 {
@@ -372,7 +302,8 @@ public final class WorkerPool: Service, @unchecked Sendable {
             // Shutdown: the job goes back to the queue and this attempt runs again (resuming) on the next start.
             try? await store.release(jobId: job.id, attempt: attempt, worker: worker)
             return
-        } else if status == 0 && finished {
+        } else if finished && (status == 0 || stuck) {
+            // A run stuck after it reported its end had written every product before it said so.
             ended = .successful
         } else {
             error = failure.map { userFacing($0.message ?? "", job: job) } ?? "the pipeline stopped with status \(status)"
@@ -419,7 +350,10 @@ public final class WorkerPool: Service, @unchecked Sendable {
 extension WorkerPool {
     /// Appends a line to an attempt's log (the job's log the owner reads).
     func appendLog(_ id: String, _ attempt: Int, _ text: String) throws {
-        let path = config.logPath(id, attempt)
+        try appendLog(path: config.logPath(id, attempt), text)
+    }
+
+    func appendLog(path: String, _ text: String) throws {
         if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
         guard let h = FileHandle(forWritingAtPath: path) else { return }
         defer { try? h.close() }

@@ -398,13 +398,7 @@ struct Diff: ParsableCommand {
 
     func run() throws {
         if let events { try RunEvents.open(events) }
-        if let parent = ProcessInfo.processInfo.environment["DSMOPT_PARENT_PID"].flatMap(Int32.init) {
-            // Run by a service worker: stop when the worker is gone.
-            Thread.detachNewThread {
-                while getppid() == parent { usleep(200_000) }
-                Foundation.exit(75)
-            }
-        }
+        RunEvents.stopWithParent()
         if aoi != nil && aoiFile != nil { throw CLIFailure(message: "give --aoi or --aoi-file, not both", code: ExitCodes.usage) }
         var o = DifferenceOptions(a: a, b: b, output: out)
         if let text = try aoiFile.map({ path -> String in
@@ -738,14 +732,7 @@ struct Run: ParsableCommand {
         if let tileSize { o.tileSize = tileSize }
         if let cpu = limits?.cpuSeconds { RunEvents.limitCPU(seconds: cpu) }
         if let wall = limits?.wallSeconds { RunEvents.limitWallClock(seconds: wall) }
-        // Run by a service worker: stop as soon as the worker's process is gone (kill -9), so that the job,
-        // re-queued, does not go on running here too (a stalled but living worker is fenced off instead).
-        if let parent = ProcessInfo.processInfo.environment["DSMOPT_PARENT_PID"].flatMap(Int32.init) {
-            Thread.detachNewThread {
-                while getppid() == parent { usleep(200_000) }
-                Foundation.exit(75)
-            }
-        }
+        RunEvents.stopWithParent()
         let clock = ContinuousClock()
         let start = clock.now
         let runner = DSMPipelineRunner(options: o) { e in

@@ -59,14 +59,37 @@ enum RunEvents {
         setrlimit(__rlimit_resource_t(RLIMIT_CPU.rawValue), &r)
         Thread.detachNewThread {
             while ProcessUsage.cpuSeconds() < seconds { usleep(250_000) }
-            DSMOpt.fail(String(format: "the run used its %.1f CPU-seconds limit", seconds), code: ExitCodes.limit)
+            stop(String(format: "the run used its %.1f CPU-seconds limit", seconds), code: ExitCodes.limit)
         }
     }
 
     static func limitWallClock(seconds: Double) {
         Thread.detachNewThread {
             Thread.sleep(forTimeInterval: seconds)
-            DSMOpt.fail(String(format: "the run reached its %.0f s wall-clock limit", seconds), code: ExitCodes.limit)
+            stop(String(format: "the run reached its %.0f s wall-clock limit", seconds), code: ExitCodes.limit)
         }
+    }
+
+    /// Run by a service worker (`DSMOPT_PARENT_PID`): stops the run as soon as the worker's process is gone
+    /// (kill -9), so that the job, queued again, does not go on running here too (a stalled but living
+    /// worker is fenced off instead).
+    static func stopWithParent() {
+        guard let parent = ProcessInfo.processInfo.environment["DSMOPT_PARENT_PID"].flatMap(Int32.init) else { return }
+        Thread.detachNewThread {
+            while getppid() == parent { usleep(200_000) }
+            FileHandle.standardError.write(Data("dsmopt: the worker that started this run is gone; stopping\n".utf8))
+            _exit(75)
+        }
+    }
+
+    /// Ends the process from a watch thread while the stages' threads go on: the message and the `failed`
+    /// event are written (unbuffered), then `_exit`. Not `exit`: it would run the libraries' exit handlers
+    /// (GDAL's driver manager teardown, OpenBLAS's thread shutdown) under threads still working inside
+    /// them, where a lock held by a stage can keep the process from ever ending.
+    static func stop(_ message: String, code: Int32) -> Never {
+        FileHandle.standardError.write(Data("dsmopt: error: \(message)\n".utf8))
+        emit(.failed(code: ExitCodes.name(code), message: message, cpuSeconds: ProcessUsage.cpuSeconds()))
+        fflush(nil)
+        _exit(code)
     }
 }

@@ -222,6 +222,47 @@ import Testing
         a.stop(signal: SIGKILL)
     }
 
+    /// A run that reports its end and then does not exit (stuck in its way out) is killed, with every process
+    /// it started, 10 s later: the job ends with the reported error instead of holding its worker for ever.
+    /// The operator's `executable` is a wrapper around dsmopt whose job runs write a `failed` event and then
+    /// wait on a child — a hang no real run produces on demand.
+    @Test func aRunStuckAfterReportingItsEndIsKilled() async throws {
+        let scratch = try TemporaryFolder()
+        let wrapper = scratch.path("dsmopt-wrapper"), pids = scratch.path("pids")
+        try """
+            #!/bin/sh
+            if [ "$1" = run ]; then
+              prev=""; for a in "$@"; do [ "$prev" = --events ] && events=$a; prev=$a; done
+              printf '{"event":"failed","code":"internal","message":"stuck on the way out","cpuSeconds":0.2}\\n' >> "$events"
+              sleep 600 & echo "$$ $!" > \(pids)
+              wait
+            fi
+            exec \(try dsmoptExecutable()) "$@"
+            """.write(toFile: wrapper, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: wrapper)
+        let s = try ServerProcess(workers: 1, config: #"{"executable": "\#(wrapper)"}"#)
+        let token = try s.user("alice")
+        let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
+        let created = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
+                                     body: json(["images": [["upload": u1], ["upload": u2]], "parameters": ["roi": [350, 350, 300, 300], "resolution": 1.0]]))
+        let id = try #require(created.json?["jobID"] as? String, "\(created.text)")
+        let started = Date()
+        let j = try await waitFor(s, token: token, job: id, states: ["failed", "successful"], timeout: 60)
+        let waited = Date().timeIntervalSince(started)
+        #expect(j["status"] as? String == "failed" && (j["error"] as? String ?? "").contains("stuck on the way out"), "\(j)")
+        #expect(waited >= 10 && waited < 30, "ended \(waited) s after submission")
+        let log = try await http("GET", "\(s.base)/jobs/\(id)/logs", token: token).text
+        #expect(log.contains("reported its end but had not exited 10 s later; killed"), "\(log.suffix(400))")
+        // The wrapper and the child it waited on are both gone (the run's process group was killed).
+        let both = try String(contentsOfFile: pids, encoding: .utf8).split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        func ended(_ pid: Int32) -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return true }
+            return stat[stat.index(after: close)...].split(separator: " ").first == "Z"  // a zombie waiting for its reaper
+        }
+        #expect(both.count == 2 && both.allSatisfy(ended), "\(both)")
+        #expect(try await alive(s))
+    }
+
     /// A job whose worker keeps dying fails after `maxAttempts`, with the reason.
     @Test func attemptsAreCapped() async throws {
         let s = try ServerProcess(workers: 1, config: #"{"leaseSeconds": 3, "maxAttempts": 1}"#)

@@ -11,6 +11,9 @@ final class ServerProcess: @unchecked Sendable {
     var arguments: [String]
     var process: Process?
     var base = ""
+    /// The daemon's stderr (beside the data folder, not in it), shown when a test waits for a job in vain.
+    let logs: TemporaryFolder
+    var logPath: String { logs.path("daemon.log") }
 
     /// Start through `/usr/bin/env dsmopt` with PATH, as a user typing `dsmopt serve` does (argv[0] is a bare name).
     let throughPATH: Bool
@@ -19,6 +22,7 @@ final class ServerProcess: @unchecked Sendable {
     init(workers: Int = 1, extra: [String] = [], config: String? = nil, throughPATH: Bool = false, sharing: TemporaryFolder? = nil) throws {
         self.throughPATH = throughPATH
         data = try sharing ?? TemporaryFolder()
+        logs = try TemporaryFolder()
         if let config { try config.write(toFile: data.path("dsmopt.json"), atomically: true, encoding: .utf8) }
         arguments = ["serve", "--data", data.url.path, "--port", "0", "--workers", "\(workers)"] + extra
         try start()
@@ -39,8 +43,12 @@ final class ServerProcess: @unchecked Sendable {
             p.arguments = arguments
         }
         p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+        let log = FileHandle(forWritingAtPath: logPath)
+        _ = try log?.seekToEnd()
+        p.standardError = log
         try p.run()
+        try? log?.close()
         process = p
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
@@ -107,15 +115,27 @@ func upload(_ server: ServerProcess, token: String, path: String, name: String) 
     return try #require(r.json?["id"] as? String)
 }
 
-/// Polls a job until it reaches one of `states`.
+/// Polls a job until it reaches one of `states`. In vain, the issue it records says where the job stood: its
+/// record, its log, the daemon's log and the daemon's child processes.
 func waitFor(_ server: ServerProcess, token: String, job: String, states: Set<String>, timeout: Double = 180) async throws -> [String: Any] {
     let deadline = Date().addingTimeInterval(timeout)
+    var last = ""
     while Date() < deadline {
         let r = try await http("GET", "\(server.base)/jobs/\(job)", token: token)
         if let j = r.json, let s = j["status"] as? String, states.contains(s) { return j }
+        last = r.text
         try await Task.sleep(nanoseconds: 200_000_000)
     }
-    Issue.record("job \(job) did not reach \(states) within \(timeout) s")
+    let log = (try? await http("GET", "\(server.base)/jobs/\(job)/logs", token: token).text) ?? ""
+    let daemon = (try? String(contentsOfFile: server.logPath, encoding: .utf8)) ?? ""
+    let children = server.process.map { (try? run("/bin/ps", ["-o", "pid,ppid,stat,time,etime,args", "--ppid", "\($0.processIdentifier)"]))?.stdout ?? "" } ?? ""
+    Issue.record("""
+        job \(job) did not reach \(states) within \(timeout) s
+        last record: \(last.prefix(1500))
+        its log (end): \(log.suffix(2000))
+        daemon's log (end): \(daemon.suffix(2000))
+        daemon's children: \(children)
+        """)
     return [:]
 }
 
