@@ -20,6 +20,7 @@ final class ChildRun: @unchecked Sendable {
     private var pending = Data()
     private let lock = NSLock()
     private var end: (status: Int32, signal: Int32?, cpuSeconds: Double)?
+    private var stopAsked: Date?
 
     init(executable: String, arguments: [String], environment: [String: String], log: String, events: String) throws {
         _ = FileManager.default.createFile(atPath: events, contents: nil)
@@ -92,9 +93,9 @@ final class ChildRun: @unchecked Sendable {
     static let stuckMessage = "dsmopt worker: the run reported its end but had not exited \(Int(endGraceSeconds)) s later; killed\n"
 
     /// Polls until the child has ended, calling `poll` (which reads its events and says whether it reported its
-    /// end) every quarter second. A child still there `endGraceSeconds` after reporting its end is killed —
-    /// a run stuck on its way out must not hold a worker slot, nor its job, for ever. Returns whether that
-    /// happened.
+    /// end) every quarter second. A child still there 3 s after `stop()` gets SIGKILL; one still there
+    /// `endGraceSeconds` after reporting its end is killed — a run stuck on its way out must not hold a
+    /// worker slot, nor its job, for ever. Returns whether that happened.
     func runToEnd(_ poll: () async -> Bool) async -> Bool {
         var reportedAt: Date?
         var killed = false
@@ -104,6 +105,7 @@ final class ChildRun: @unchecked Sendable {
                 signal(SIGKILL)
                 killed = true
             }
+            if let t = lock.withLock({ stopAsked }), Date().timeIntervalSince(t) > 3 { signal(SIGKILL) }
             // A cancelled task's sleep returns at once: then sleep the thread, briefly, rather than spin.
             if Task.isCancelled { usleep(100_000) } else { try? await Task.sleep(nanoseconds: 250_000_000) }
         }
@@ -149,13 +151,11 @@ final class ChildRun: @unchecked Sendable {
         lock.withLock { if end == nil { _ = kill(-pid, signal) } }
     }
 
-    /// SIGTERM, then SIGKILL three seconds later if the child is still there.
+    /// SIGTERM now; `runToEnd` sends SIGKILL three seconds later if the child is still there.
     func stop() {
         guard isRunning else { return }
+        lock.withLock { if stopAsked == nil { stopAsked = Date() } }
         signal(SIGTERM)
-        DispatchQueue.global().asyncAfter(deadline: .now() + 3) { [self] in
-            if isRunning { signal(SIGKILL) }
-        }
     }
 }
 

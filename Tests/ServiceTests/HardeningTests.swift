@@ -222,30 +222,49 @@ import Testing
         a.stop(signal: SIGKILL)
     }
 
-    /// A run that reports its end and then does not exit (stuck in its way out) is killed, with every process
-    /// it started, 10 s later: the job ends with the reported error instead of holding its worker for ever.
-    /// The operator's `executable` is a wrapper around dsmopt whose job runs write a `failed` event and then
-    /// wait on a child — a hang no real run produces on demand.
-    @Test func aRunStuckAfterReportingItsEndIsKilled() async throws {
-        let scratch = try TemporaryFolder()
+    /// An operator's `executable`: a wrapper around dsmopt whose job runs do `body` instead (a misbehaving run
+    /// no real run produces on demand), having written "SHELL-PID CHILD-PID" of a `sleep 600` it starts to `pids`.
+    func misbehavingRun(_ body: String, in scratch: TemporaryFolder) throws -> (wrapper: String, pids: String) {
         let wrapper = scratch.path("dsmopt-wrapper"), pids = scratch.path("pids")
         try """
             #!/bin/sh
             if [ "$1" = run ]; then
               prev=""; for a in "$@"; do [ "$prev" = --events ] && events=$a; prev=$a; done
-              printf '{"event":"failed","code":"internal","message":"stuck on the way out","cpuSeconds":0.2}\\n' >> "$events"
+              \(body)
               sleep 600 & echo "$$ $!" > \(pids)
               wait
+              exit 0
             fi
             exec \(try dsmoptExecutable()) "$@"
             """.write(toFile: wrapper, atomically: true, encoding: .utf8)
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: wrapper)
-        let s = try ServerProcess(workers: 1, config: #"{"executable": "\#(wrapper)"}"#)
-        let token = try s.user("alice")
+        return (wrapper, pids)
+    }
+
+    /// Whether the processes written to `pids` are gone (or zombies waiting for their reaper).
+    func ended(_ pids: String) throws -> Bool {
+        let both = try String(contentsOfFile: pids, encoding: .utf8).split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        return both.count == 2 && both.allSatisfy { pid in
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return true }
+            return stat[stat.index(after: close)...].split(separator: " ").first == "Z"
+        }
+    }
+
+    func submitPair(_ s: ServerProcess, token: String) async throws -> String {
         let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
         let created = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
                                      body: json(["images": [["upload": u1], ["upload": u2]], "parameters": ["roi": [350, 350, 300, 300], "resolution": 1.0]]))
-        let id = try #require(created.json?["jobID"] as? String, "\(created.text)")
+        return try #require(created.json?["jobID"] as? String, "\(created.text)")
+    }
+
+    /// A run that reports its end and then does not exit (stuck on its way out) is killed, with every process
+    /// it started, 10 s later: the job ends with the reported error instead of holding its worker for ever.
+    @Test func aRunStuckAfterReportingItsEndIsKilled() async throws {
+        let scratch = try TemporaryFolder()
+        let run = try misbehavingRun(#"printf '{"event":"failed","code":"internal","message":"stuck on the way out","cpuSeconds":0.2}\n' >> "$events""#, in: scratch)
+        let s = try ServerProcess(workers: 1, config: #"{"executable": "\#(run.wrapper)"}"#)
+        let token = try s.user("alice")
+        let id = try await submitPair(s, token: token)
         let started = Date()
         let j = try await waitFor(s, token: token, job: id, states: ["failed", "successful"], timeout: 60)
         let waited = Date().timeIntervalSince(started)
@@ -254,12 +273,27 @@ import Testing
         let log = try await http("GET", "\(s.base)/jobs/\(id)/logs", token: token).text
         #expect(log.contains("reported its end but had not exited 10 s later; killed"), "\(log.suffix(400))")
         // The wrapper and the child it waited on are both gone (the run's process group was killed).
-        let both = try String(contentsOfFile: pids, encoding: .utf8).split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-        func ended(_ pid: Int32) -> Bool {
-            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return true }
-            return stat[stat.index(after: close)...].split(separator: " ").first == "Z"  // a zombie waiting for its reaper
-        }
-        #expect(both.count == 2 && both.allSatisfy(ended), "\(both)")
+        #expect(try ended(run.pids))
+        #expect(try await alive(s))
+    }
+
+    /// Cancelling a run that ignores SIGTERM: SIGKILL follows 3 s later, to its whole process group.
+    @Test func aRunIgnoringSIGTERMIsKilledWhenCancelled() async throws {
+        let scratch = try TemporaryFolder()
+        let run = try misbehavingRun("trap '' TERM", in: scratch)
+        let s = try ServerProcess(workers: 1, config: #"{"executable": "\#(run.wrapper)"}"#)
+        let token = try s.user("alice")
+        let id = try await submitPair(s, token: token)
+        _ = try await waitFor(s, token: token, job: id, states: ["running"])
+        while !FileManager.default.fileExists(atPath: run.pids) { try await Task.sleep(nanoseconds: 100_000_000) }
+        #expect(try await http("DELETE", "\(s.base)/jobs/\(id)", token: token).status == 202)
+        let start = Date()
+        let j = try await waitFor(s, token: token, job: id, states: ["dismissed", "successful", "failed"], timeout: 30)
+        let waited = Date().timeIntervalSince(start)
+        #expect(j["status"] as? String == "dismissed", "\(j)")
+        // Seen at the next heartbeat (≤ 2 s), SIGTERM ignored, SIGKILL 3 s later.
+        #expect(waited >= 3 && waited < 8, "dismissed \(waited) s after the request")
+        #expect(try ended(run.pids))
         #expect(try await alive(s))
     }
 
