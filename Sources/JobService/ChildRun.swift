@@ -92,24 +92,44 @@ final class ChildRun: @unchecked Sendable {
     static let endGraceSeconds = 10.0
     static let stuckMessage = "dsmopt worker: the run reported its end but had not exited \(Int(endGraceSeconds)) s later; killed\n"
 
+    /// How a supervised child ended.
+    enum Ending: Equatable {
+        /// By itself (or stopped with `stop()`).
+        case exited
+        /// Killed `endGraceSeconds` after it reported its end, still there.
+        case stuckAfterItsEnd
+        /// Killed after using no CPU for the stall limit.
+        case stalled
+    }
+
     /// Polls until the child has ended, calling `poll` (which reads its events and says whether it reported its
-    /// end) every quarter second. A child still there 3 s after `stop()` gets SIGKILL; one still there
-    /// `endGraceSeconds` after reporting its end is killed — a run stuck on its way out must not hold a
-    /// worker slot, nor its job, for ever. Returns whether that happened.
-    func runToEnd(_ poll: () async -> Bool) async -> Bool {
+    /// end) every quarter second. A child still there 3 s after `stop()` gets SIGKILL; so does one still there
+    /// `endGraceSeconds` after reporting its end, and one that used no CPU for `stallSeconds` — a run stuck
+    /// (on its way out, in a deadlock) must not hold a worker slot, nor its job, for ever.
+    func runToEnd(stallSeconds: Double, _ poll: () async -> Bool) async -> Ending {
         var reportedAt: Date?
-        var killed = false
+        var ending = Ending.exited
+        var lastCPU = -1.0, lastCPUChange = Date()
         while isRunning {
             if await poll(), reportedAt == nil { reportedAt = Date() }
-            if !killed, let t = reportedAt, Date().timeIntervalSince(t) > Self.endGraceSeconds {
+            let now = Date()
+            if let cpu = cpuSeconds(), cpu > lastCPU + 0.005 { lastCPU = cpu; lastCPUChange = now }
+            if ending == .exited, let t = reportedAt, now.timeIntervalSince(t) > Self.endGraceSeconds {
                 signal(SIGKILL)
-                killed = true
+                ending = .stuckAfterItsEnd
+            } else if ending == .exited, now.timeIntervalSince(lastCPUChange) > stallSeconds {
+                signal(SIGKILL)
+                ending = .stalled
             }
-            if let t = lock.withLock({ stopAsked }), Date().timeIntervalSince(t) > 3 { signal(SIGKILL) }
+            if let t = lock.withLock({ stopAsked }), now.timeIntervalSince(t) > 3 { signal(SIGKILL) }
             // A cancelled task's sleep returns at once: then sleep the thread, briefly, rather than spin.
             if Task.isCancelled { usleep(100_000) } else { try? await Task.sleep(nanoseconds: 250_000_000) }
         }
-        return killed
+        return ending
+    }
+
+    static func stalledMessage(_ seconds: Double) -> String {
+        "stopped: the run used no CPU for \(seconds >= 120 ? "\(Int(seconds / 60)) min" : "\(Int(seconds)) s") (stalled)"
     }
 
     /// The exit code, or the signal that ended the child (as `Process.terminationStatus`); nil while it runs.

@@ -42,6 +42,9 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     public var minResolutionFactor: Double = 0.5
     /// Wall-clock limit of one attempt, seconds (the run stops itself beyond it).
     public var maxJobWallSeconds: Double = 7 * 86_400
+    /// A run that uses no CPU for this long (a deadlock, a wait that never ends) is stopped and its job, or
+    /// its tiles, fail with that reason, seconds (default 30 min; at least 3).
+    public var stallSeconds: Double = 1800
     /// Seconds between sweeps of orphaned folders (job folders without a job, abandoned uploads).
     public var sweepSeconds: Double = 60
     /// Age after which a folder nothing refers to (abandoned upload, job folder without a job) is swept, seconds.
@@ -84,7 +87,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case dataDirectory, host, port, workers, maxUploadBytes, retentionSeconds, leaseSeconds, archiveRoot, defaultQuota, executable
         case maxAttempts, jobRecordSeconds, metricsPublic, minFreeBytes, maxConcurrentUploads, idleTimeoutSeconds, maxJobCells
-        case minResolutionFactor, maxJobWallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds, store, storeConnectAttempts, tileTasks, tileCells
+        case minResolutionFactor, maxJobWallSeconds, stallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds, store, storeConnectAttempts, tileTasks, tileCells
         case referenceDEM, referenceDEMVerticalDatum, waterLayer, waterLayerThreshold, basemapURL, basemapAttribution
     }
 
@@ -109,6 +112,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         maxJobCells = try c.decodeIfPresent(Double.self, forKey: .maxJobCells) ?? maxJobCells
         minResolutionFactor = try c.decodeIfPresent(Double.self, forKey: .minResolutionFactor) ?? minResolutionFactor
         maxJobWallSeconds = try c.decodeIfPresent(Double.self, forKey: .maxJobWallSeconds) ?? maxJobWallSeconds
+        stallSeconds = try c.decodeIfPresent(Double.self, forKey: .stallSeconds) ?? stallSeconds
         jobMemoryBytes = try c.decodeIfPresent(Int.self, forKey: .jobMemoryBytes)
         tileTasks = try c.decodeIfPresent(Bool.self, forKey: .tileTasks)
         tileCells = try c.decodeIfPresent(Int.self, forKey: .tileCells)
@@ -162,6 +166,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         guard maxUploadBytes > 0 else { throw ConfigurationError.invalid("maxUploadBytes must be positive") }
         guard retentionSeconds > 0 else { throw ConfigurationError.invalid("retention must be positive") }
         guard leaseSeconds >= 3 else { throw ConfigurationError.invalid("leaseSeconds must be at least 3") }
+        guard stallSeconds >= 3 else { throw ConfigurationError.invalid("stallSeconds must be at least 3") }
         guard (1...20).contains(maxAttempts) else { throw ConfigurationError.invalid("maxAttempts \(maxAttempts) outside 1–20") }
         if let t = tileCells, !(64...4096).contains(t) { throw ConfigurationError.invalid("tileCells \(t) outside 64–4096") }
         if let u = basemapURL, !(u.hasPrefix("https://") || u.hasPrefix("http://")) || !u.contains("{z}") || !u.contains("{x}") || !u.contains("{y}") {

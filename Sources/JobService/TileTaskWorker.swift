@@ -53,10 +53,16 @@ extension WorkerPool {
                 if e.event == "failed" { outcome.failure = e }
             }
         }
-        let stuck = await child.runToEnd { drain(); return outcome.finished != nil || outcome.failure != nil }
+        let ending = await child.runToEnd(stallSeconds: config.stallSeconds) { drain(); return outcome.finished != nil || outcome.failure != nil }
         drain()
         watcher.cancel()
+        let stuck = ending == .stuckAfterItsEnd
         if stuck { try? appendLog(path: log, ChildRun.stuckMessage) }
+        if ending == .stalled {
+            let message = ChildRun.stalledMessage(config.stallSeconds)
+            try? appendLog(path: log, "dsmopt worker: \(message); killed\n")
+            outcome.failure = ChildEvent(event: "failed", message: message, code: "stalled")
+        }
         // A step stuck after it reported its end had written its outputs before it said so.
         outcome.status = stuck && outcome.finished != nil ? 0 : child.terminationStatus ?? -1
         outcome.stopped = stopped.isSet || isStopping

@@ -275,10 +275,12 @@ public final class WorkerPool: Service, @unchecked Sendable {
                 }
             }
         }
-        let stuck = await child.runToEnd { await drain(); return finished || failure != nil }
+        let ending = await child.runToEnd(stallSeconds: config.stallSeconds) { await drain(); return finished || failure != nil }
         await drain()
         beat.cancel()
+        let stuck = ending == .stuckAfterItsEnd
         if stuck { try? appendLog(job.id, attempt, ChildRun.stuckMessage) }
+        if ending == .stalled { try? appendLog(job.id, attempt, "dsmopt worker: \(ChildRun.stalledMessage(config.stallSeconds)); killed\n") }
         if stage != "done" { metrics.observeStage(stage, seconds: Date().timeIntervalSince(stageStarted)) }
         // Charged: the CPU seconds the run used, measured — what it reported (itself and the tools it ran),
         // the kernel's account when it was reaped (whatever stopped it), the last reading from /proc —
@@ -294,7 +296,9 @@ public final class WorkerPool: Service, @unchecked Sendable {
         let status = child.terminationStatus ?? -1
         var ended: JobStatus = .failed
         var error: String?
-        if metered.exhausted || failure?.code == "limit-reached" && budget.isFinite && cpu >= budget - 1 {
+        if ending == .stalled {
+            error = ChildRun.stalledMessage(config.stallSeconds)
+        } else if metered.exhausted || failure?.code == "limit-reached" && budget.isFinite && cpu >= budget - 1 {
             error = String(format: "stopped: the job used the %.1f CPU-seconds left of this month's budget", budget)
         } else if current?.cancelRequested == true {
             ended = .dismissed; error = "cancelled by the user"

@@ -277,6 +277,23 @@ import Testing
         #expect(try await alive(s))
     }
 
+    /// A run that uses no CPU for `stallSeconds` (here 3 s: a run waiting on nothing) is killed and its job
+    /// fails with that reason.
+    @Test func aStalledRunIsKilled() async throws {
+        let scratch = try TemporaryFolder()
+        let run = try misbehavingRun(":", in: scratch)
+        let s = try ServerProcess(workers: 1, config: #"{"executable": "\#(run.wrapper)", "stallSeconds": 3}"#)
+        let token = try s.user("alice")
+        let id = try await submitPair(s, token: token)
+        let started = Date()
+        let j = try await waitFor(s, token: token, job: id, states: ["failed", "successful"], timeout: 60)
+        let waited = Date().timeIntervalSince(started)
+        #expect(j["status"] as? String == "failed" && j["error"] as? String == "stopped: the run used no CPU for 3 s (stalled)", "\(j)")
+        #expect(waited >= 3 && waited < 20, "ended \(waited) s after submission")
+        #expect(try ended(run.pids))
+        #expect(try await alive(s))
+    }
+
     /// Cancelling a run that ignores SIGTERM: SIGKILL follows 3 s later, to its whole process group.
     @Test func aRunIgnoringSIGTERMIsKilledWhenCancelled() async throws {
         let scratch = try TemporaryFolder()
