@@ -778,23 +778,19 @@ public struct ServiceAPI: Sendable {
         Int64((cells * (24 + (pointCloud ? 34 : 0))).rounded(.up))
     }
 
-    /// Runs `dsmopt ARGS` in a child process (stdout captured, killed after `timeout` seconds).
+    /// Runs `dsmopt ARGS` in a child process (stdout captured in a file of the data folder, killed after
+    /// `timeout` seconds); returns its exit status (the signal's number when one ended it) and its stdout.
     func child(_ arguments: [String], timeout: Double) async throws -> (Int32, Data) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: config.executable ?? currentExecutable())
-        p.arguments = arguments
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let killer = DispatchWorkItem { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
-        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
-        let data: Data = await withCheckedContinuation { c in
-            DispatchQueue.global().async { c.resume(returning: out.fileHandleForReading.readDataToEndOfFile()) }
+        let output = (config.dataDirectory as NSString).appendingPathComponent(".child-\(UUID().uuidString).out")
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        let c = try ChildRun(executable: config.executable ?? currentExecutable(), arguments: arguments,
+                             environment: ProcessInfo.processInfo.environment, log: "/dev/null", events: nil, output: output)
+        let deadline = Date().addingTimeInterval(timeout)
+        _ = await c.runToEnd(stallSeconds: timeout, every: 0.02) {
+            if Date() > deadline { c.signal(SIGKILL) }
+            return false
         }
-        p.waitUntilExit()
-        killer.cancel()
-        return (p.terminationStatus, data)
+        return (c.terminationStatus ?? -1, (try? Data(contentsOf: URL(fileURLWithPath: output))) ?? Data())
     }
 
     // MARK: submission

@@ -3,8 +3,9 @@ import Foundation
 import Glibc
 #endif
 
-/// A `dsmopt run` child process, started with `posix_spawn` and reaped by its worker with `wait4`: its
-/// stderr goes to the attempt's log, its events to a JSON-lines file that `newEvents()` reads incrementally.
+/// A `dsmopt` child process (a job's run, a tile step, the API's image checks), started with `posix_spawn` and
+/// reaped by its owner with `wait4`: its stderr goes to a log, its events to a JSON-lines file that
+/// `newEvents()` reads incrementally.
 ///
 /// Not `Foundation.Process`: on Linux it learns that a child ended from a socket the child inherits closing,
 /// on one shared manager thread, so a child's end can go unseen (a descendant holding the socket) and its
@@ -15,20 +16,28 @@ import Glibc
 /// with no signal blocked, default dispositions, in a process group of its own.
 final class ChildRun: @unchecked Sendable {
     let pid: pid_t
-    let eventsPath: String
+    let eventsPath: String?
     private var offset: UInt64 = 0
     private var pending = Data()
     private let lock = NSLock()
     private var end: (status: Int32, signal: Int32?, cpuSeconds: Double)?
     private var stopAsked: Date?
 
-    init(executable: String, arguments: [String], environment: [String: String], log: String, events: String) throws {
-        _ = FileManager.default.createFile(atPath: events, contents: nil)
+    /// `log` receives the child's stderr, `output` its stdout (default: discarded); `events` is the file its
+    /// `--events` go to, read by `newEvents()`.
+    init(executable: String, arguments: [String], environment: [String: String], log: String, events: String?, output: String? = nil) throws {
+        if let events { _ = FileManager.default.createFile(atPath: events, contents: nil) }
         eventsPath = events
-        let logFD = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard logFD >= 0 else { throw ChildStartError(path: log, errno: errno) }
+        func openForWriting(_ path: String) throws -> Int32 {
+            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw ChildStartError(path: path, errno: errno) }
+            return fd
+        }
+        let logFD = try openForWriting(log)
         defer { close(logFD) }
-        let nullFD = open("/dev/null", O_RDWR | O_CLOEXEC)
+        let outFD = try openForWriting(output ?? "/dev/null")
+        defer { close(outFD) }
+        let nullFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
         guard nullFD >= 0 else { throw ChildStartError(path: "/dev/null", errno: errno) }
         defer { close(nullFD) }
 
@@ -36,14 +45,14 @@ final class ChildRun: @unchecked Sendable {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, nullFD, 0)
-        posix_spawn_file_actions_adddup2(&actions, nullFD, 1)
+        posix_spawn_file_actions_adddup2(&actions, outFD, 1)
         posix_spawn_file_actions_adddup2(&actions, logFD, 2)
         // Nothing else of the daemon's (its sockets, the store's files) reaches the child.
         if let closeFrom = Self.addCloseFrom {
             _ = closeFrom(&actions, 3)
         } else {
             let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd"))?.compactMap(Int32.init) ?? []
-            for fd in open where fd > 2 && fd != logFD && fd != nullFD { posix_spawn_file_actions_addclose(&actions, fd) }
+            for fd in open where fd > 2 && ![logFD, outFD, nullFD].contains(fd) { posix_spawn_file_actions_addclose(&actions, fd) }
         }
 
         var attributes = posix_spawnattr_t()
@@ -103,10 +112,10 @@ final class ChildRun: @unchecked Sendable {
     }
 
     /// Polls until the child has ended, calling `poll` (which reads its events and says whether it reported its
-    /// end) every quarter second. A child still there 3 s after `stop()` gets SIGKILL; so does one still there
+    /// end) every `interval` seconds. A child still there 3 s after `stop()` gets SIGKILL; so does one still there
     /// `endGraceSeconds` after reporting its end, and one that used no CPU for `stallSeconds` — a run stuck
     /// (on its way out, in a deadlock) must not hold a worker slot, nor its job, for ever.
-    func runToEnd(stallSeconds: Double, _ poll: () async -> Bool) async -> Ending {
+    func runToEnd(stallSeconds: Double, every interval: Double = 0.25, _ poll: () async -> Bool) async -> Ending {
         var reportedAt: Date?
         var ending = Ending.exited
         var lastCPU = -1.0, lastCPUChange = Date()
@@ -123,7 +132,7 @@ final class ChildRun: @unchecked Sendable {
             }
             if let t = lock.withLock({ stopAsked }), now.timeIntervalSince(t) > 3 { signal(SIGKILL) }
             // A cancelled task's sleep returns at once: then sleep the thread, briefly, rather than spin.
-            if Task.isCancelled { usleep(100_000) } else { try? await Task.sleep(nanoseconds: 250_000_000) }
+            if Task.isCancelled { usleep(100_000) } else { try? await Task.sleep(nanoseconds: UInt64(interval * 1e9)) }
         }
         return ending
     }
@@ -151,7 +160,7 @@ final class ChildRun: @unchecked Sendable {
 
     /// The events written since the last call (complete lines only).
     func newEvents() -> [ChildEvent] {
-        guard let h = FileHandle(forReadingAtPath: eventsPath) else { return [] }
+        guard let eventsPath, let h = FileHandle(forReadingAtPath: eventsPath) else { return [] }
         defer { try? h.close() }
         guard (try? h.seek(toOffset: offset)) != nil, let data = try? h.readToEnd(), !data.isEmpty else { return [] }
         offset += UInt64(data.count)
