@@ -786,7 +786,7 @@ public struct ServiceAPI: Sendable {
         let c = try ChildRun(executable: config.executable ?? currentExecutable(), arguments: arguments,
                              environment: ProcessInfo.processInfo.environment, log: "/dev/null", events: nil, output: output)
         let deadline = Date().addingTimeInterval(timeout)
-        _ = await c.runToEnd(stallSeconds: timeout, every: 0.02) {
+        _ = await c.runToEnd(stallSeconds: .infinity, every: 0.02) {
             if Date() > deadline { c.signal(SIGKILL) }
             return false
         }

@@ -20,7 +20,7 @@ final class ChildRun: @unchecked Sendable {
     private var offset: UInt64 = 0
     private var pending = Data()
     private let lock = NSLock()
-    private var end: (status: Int32, signal: Int32?, cpuSeconds: Double)?
+    private var end: (status: Int32, cpuSeconds: Double)?
     private var stopAsked: Date?
 
     /// `log` receives the child's stderr, `output` its stdout (default: discarded); `events` is the file its
@@ -90,7 +90,7 @@ final class ChildRun: @unchecked Sendable {
                 if wait4(pid, &status, WNOHANG, &usage) == pid {
                     let cpu = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) * 1e-6
                     let signal = status & 0x7f
-                    end = signal == 0 ? ((status >> 8) & 0xff, nil, cpu) : (signal, signal, cpu)
+                    end = (signal == 0 ? (status >> 8) & 0xff : signal, cpu)
                 }
             }
             return end == nil
@@ -99,7 +99,6 @@ final class ChildRun: @unchecked Sendable {
 
     /// How long a child may go on after it reported its end (a `finished` or `failed` event) before it is killed.
     static let endGraceSeconds = 10.0
-    static let stuckMessage = "dsmopt worker: the run reported its end but had not exited \(Int(endGraceSeconds)) s later; killed\n"
 
     /// How a supervised child ended.
     enum Ending: Equatable {
@@ -109,6 +108,15 @@ final class ChildRun: @unchecked Sendable {
         case stuckAfterItsEnd
         /// Killed after using no CPU for the stall limit.
         case stalled
+
+        /// The line the run's log gets when the worker killed it.
+        func logLine(stallSeconds: Double) -> String? {
+            switch self {
+            case .exited: return nil
+            case .stuckAfterItsEnd: return "dsmopt worker: the run reported its end but had not exited \(Int(ChildRun.endGraceSeconds)) s later; killed\n"
+            case .stalled: return "dsmopt worker: \(ChildRun.stalledMessage(stallSeconds)); killed\n"
+            }
+        }
     }
 
     /// Polls until the child has ended, calling `poll` (which reads its events and says whether it reported its
@@ -143,9 +151,6 @@ final class ChildRun: @unchecked Sendable {
 
     /// The exit code, or the signal that ended the child (as `Process.terminationStatus`); nil while it runs.
     var terminationStatus: Int32? { _ = isRunning; return lock.withLock { end?.status } }
-
-    /// The signal that ended the child, if one did.
-    var terminationSignal: Int32? { lock.withLock { end?.signal } }
 
     /// CPU seconds (user + system) the child has used, with the children it waited for: from /proc while it
     /// runs, from `wait4` once it has ended (then exact, whatever stopped it).

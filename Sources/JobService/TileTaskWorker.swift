@@ -57,12 +57,8 @@ extension WorkerPool {
         drain()
         watcher.cancel()
         let stuck = ending == .stuckAfterItsEnd
-        if stuck { try? appendLog(path: log, ChildRun.stuckMessage) }
-        if ending == .stalled {
-            let message = ChildRun.stalledMessage(config.stallSeconds)
-            try? appendLog(path: log, "dsmopt worker: \(message); killed\n")
-            outcome.failure = ChildEvent(event: "failed", message: message, code: "stalled")
-        }
+        if let line = ending.logLine(stallSeconds: config.stallSeconds) { try? appendLog(path: log, line) }
+        if ending == .stalled { outcome.failure = ChildEvent(event: "failed", message: ChildRun.stalledMessage(config.stallSeconds), code: "stalled") }
         // A step stuck after it reported its end had written its outputs before it said so.
         outcome.status = stuck && outcome.finished != nil ? 0 : child.terminationStatus ?? -1
         outcome.stopped = stopped.isSet || isStopping

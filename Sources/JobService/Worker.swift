@@ -279,8 +279,7 @@ public final class WorkerPool: Service, @unchecked Sendable {
         await drain()
         beat.cancel()
         let stuck = ending == .stuckAfterItsEnd
-        if stuck { try? appendLog(job.id, attempt, ChildRun.stuckMessage) }
-        if ending == .stalled { try? appendLog(job.id, attempt, "dsmopt worker: \(ChildRun.stalledMessage(config.stallSeconds)); killed\n") }
+        if let line = ending.logLine(stallSeconds: config.stallSeconds) { try? appendLog(job.id, attempt, line) }
         if stage != "done" { metrics.observeStage(stage, seconds: Date().timeIntervalSince(stageStarted)) }
         // Charged: the CPU seconds the run used, measured — what it reported (itself and the tools it ran),
         // the kernel's account when it was reaped (whatever stopped it), the last reading from /proc —

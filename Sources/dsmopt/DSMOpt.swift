@@ -70,8 +70,7 @@ struct DSMOpt: AsyncParsableCommand {
     }
 
     static func fail(_ message: String, code: Int32) -> Never {
-        FileHandle.standardError.write(Data("dsmopt: error: \(message)\n".utf8))
-        RunEvents.emit(.failed(code: ExitCodes.name(code), message: message, cpuSeconds: ProcessUsage.cpuSeconds()))
+        RunEvents.reportFailure(message, code: code)
         Foundation.exit(code)
     }
 }

@@ -87,9 +87,14 @@ enum RunEvents {
     /// (GDAL's driver manager teardown, OpenBLAS's thread shutdown) under threads still working inside
     /// them, where a lock held by a stage can keep the process from ever ending.
     static func stop(_ message: String, code: Int32) -> Never {
-        FileHandle.standardError.write(Data("dsmopt: error: \(message)\n".utf8))
-        emit(.failed(code: ExitCodes.name(code), message: message, cpuSeconds: ProcessUsage.cpuSeconds()))
+        reportFailure(message, code: code)
         fflush(nil)
         _exit(code)
+    }
+
+    /// The error line on stderr and the `failed` event: how every failure of a command is reported.
+    static func reportFailure(_ message: String, code: Int32) {
+        FileHandle.standardError.write(Data("dsmopt: error: \(message)\n".utf8))
+        emit(.failed(code: ExitCodes.name(code), message: message, cpuSeconds: ProcessUsage.cpuSeconds()))
     }
 }
