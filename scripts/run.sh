@@ -9,6 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 swift build -c release --product dsmopt
+# The commit this binary was just built from, recorded in every manifest made under it (a later checkout
+# of another commit does not change what a running daemon reports).
+if [[ -z ${DSMOPT_COMMIT:-} ]] && commit=$(git rev-parse HEAD 2> /dev/null); then
+    export DSMOPT_COMMIT=$commit
+fi
 if (($#)); then
     exec .build/release/dsmopt "$@"
 fi

@@ -9,8 +9,9 @@ public struct Provenance: Sendable, Codable, Equatable {
     public struct Software: Sendable, Codable, Equatable {
         public var name = "dsmopt"
         public var version = Software.currentVersion
-        /// The source commit: `DSMOPT_COMMIT` (set by the Docker build), else `git rev-parse HEAD` of the
-        /// source tree the binary was built from when it is present.
+        /// The source commit: `DSMOPT_COMMIT` (set by the Docker build and by `scripts/run.sh`, which builds the
+        /// binary from the checkout it starts), else the HEAD of the source tree the binary was built from when
+        /// it is present, read from its `.git` (no `git` process: a run starts no child of its own).
         public var commit: String?
         public var gdal: String
         public static let currentVersion = "0.9.0"
@@ -22,17 +23,41 @@ public struct Provenance: Sendable, Codable, Equatable {
         static func commit() -> String? {
             if let c = ProcessInfo.processInfo.environment["DSMOPT_COMMIT"], !c.isEmpty { return c }
             let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../..").standardized
-            guard FileManager.default.fileExists(atPath: root.appendingPathComponent(".git").path) else { return nil }
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/git")
-            p.arguments = ["-C", root.path, "rev-parse", "HEAD"]
-            let out = Pipe()
-            p.standardOutput = out
-            p.standardError = FileHandle.nullDevice
-            guard (try? p.run()) != nil else { return nil }
-            p.waitUntilExit()
-            let s = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            return p.terminationStatus == 0 && s.count == 40 ? s : nil
+            return headCommit(ofCheckout: root)
+        }
+
+        /// The commit HEAD names in the checkout at `root`: `.git/HEAD`, either a commit or `ref: refs/…`
+        /// resolved through the loose ref file or `packed-refs`; a `.git` file (worktree, submodule) points to
+        /// the git directory, whose `commondir` holds the shared refs. nil when any of it is missing.
+        public static func headCommit(ofCheckout root: URL) -> String? {
+            let fm = FileManager.default
+            func text(_ url: URL) -> String? {
+                (try? String(contentsOf: url, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            func isCommit(_ s: String) -> Bool { s.count == 40 && s.allSatisfy(\.isHexDigit) }
+            var gitDir = root.appendingPathComponent(".git")
+            var isDirectory: ObjCBool = false
+            guard fm.fileExists(atPath: gitDir.path, isDirectory: &isDirectory) else { return nil }
+            if !isDirectory.boolValue {
+                guard let line = text(gitDir), line.hasPrefix("gitdir:") else { return nil }
+                let path = line.dropFirst("gitdir:".count).trimmingCharacters(in: .whitespaces)
+                gitDir = path.hasPrefix("/") ? URL(fileURLWithPath: path) : root.appendingPathComponent(path).standardized
+            }
+            guard let head = text(gitDir.appendingPathComponent("HEAD")) else { return nil }
+            guard head.hasPrefix("ref:") else { return isCommit(head) ? head : nil }
+            let ref = head.dropFirst("ref:".count).trimmingCharacters(in: .whitespaces)
+            var dirs = [gitDir]
+            if let common = text(gitDir.appendingPathComponent("commondir")) {
+                dirs.append(common.hasPrefix("/") ? URL(fileURLWithPath: common) : gitDir.appendingPathComponent(common).standardized)
+            }
+            for dir in dirs {
+                if let loose = text(dir.appendingPathComponent(ref)), isCommit(loose) { return loose }
+                for line in (text(dir.appendingPathComponent("packed-refs")) ?? "").split(separator: "\n") {
+                    let parts = line.split(separator: " ")
+                    if parts.count == 2, parts[1] == ref, isCommit(String(parts[0])) { return String(parts[0]) }
+                }
+            }
+            return nil
         }
     }
 
