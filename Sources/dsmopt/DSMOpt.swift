@@ -492,6 +492,9 @@ struct Match: ParsableCommand {
     var status: String?
     @Flag(help: "Fill left/right-check failures (occlusions with the background, mismatches with the median); flagged in the status layer, never decorrelated pixels.")
     var fill = false
+    @Option(name: .customLong("support-weights"),
+            help: "Correlate over support weights that follow both images' edges instead of the square window, with γ in units of the image's standard deviation (e.g. 0.45; a number in (0, 4]). Experimental, see the README.")
+    var supportWeights: Float?
     @OptionGroup var expert: ExpertOptions
 
     func run() throws {
@@ -499,6 +502,9 @@ struct Match: ParsableCommand {
         var problems = overrides.problems()
         let p = overrides.applied(to: .defaults)
         if problems.isEmpty { problems = p.validate() }
+        if let g = supportWeights, !(g > 0 && g <= 4) {
+            problems.append(ParameterProblem(field: "support-weights", value: "\(g)", expected: "a number in (0, 4]"))
+        }
         guard problems.isEmpty else { throw MatchingError.invalidParameters(problems) }
         guard minDisparity <= maxDisparity else { throw MatchingError.invalidDisparityRange(min: minDisparity, max: maxDisparity) }
         let l = try readGrayImage(left), r = try readGrayImage(right)
@@ -507,6 +513,7 @@ struct Match: ParsableCommand {
         let elapsed = try clock.measure {
             var matcher = DenseMatcher(parameters: p)
             matcher.fillInvalid = fill
+            matcher.supportWeights = supportWeights.map { SupportWeights(intensityScale: $0) }
             result = try matcher.matchWithReport(left: l, right: r, minDisparity: minDisparity, maxDisparity: maxDisparity)
         }
         let meta = [("DISPARITY_CONVENTION", "left x matches right x - d"),

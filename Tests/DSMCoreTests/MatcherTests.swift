@@ -173,6 +173,47 @@ import TestSupport
         #expect(occludedCount + mismatchCount >= occludedStatus.count * 9 / 10)
     }
 
+    /// A brighter box (disparity 12) in front of a background (disparity 4), with its own texture: the
+    /// background just right of the box is visible in both views, and a square window reaching across the
+    /// box's edge pulls it to the box's disparity (foreground fattening). Support weights that follow both
+    /// images stop at the edge.
+    @Test func supportWeightsKeepTheBackgroundBesideAnEdge() throws {
+        let w = 200, h = 100, x0 = 70, x1 = 130, y0 = 20, y1 = 80
+        func inBox(_ x: Double, _ y: Int) -> Bool { x >= Double(x0) && x < Double(x1) && y >= y0 && y < y1 }
+        func box(_ x: Double, _ y: Int) -> Float { Float(scene.texture(east: x + 500, north: Double(y)) + 0.5) }
+        func ground(_ x: Double, _ y: Int) -> Float { Float(scene.texture(east: x, north: Double(y))) }
+        var l = [Float](repeating: 0, count: w * h), r = l
+        for y in 0..<h {
+            for x in 0..<w {
+                l[y * w + x] = inBox(Double(x), y) ? box(Double(x), y) : ground(Double(x), y)
+                // Right column xr shows the box where a box pixel (left x = xr + 12) lands, else the ground (xr + 4).
+                r[y * w + x] = inBox(Double(x + 12), y) ? box(Double(x + 12), y) : ground(Double(x + 4), y)
+            }
+        }
+        let left = GrayImage(width: w, height: h, pixels: l), right = GrayImage(width: w, height: h, pixels: r)
+        func rightOfTheEdge(_ matcher: DenseMatcher) throws -> (right: Double, inside: Double) {
+            let m = try matcher.match(left: left, right: right, minDisparity: 0, maxDisparity: 20)
+            var good = 0, total = 0, boxGood = 0, boxTotal = 0
+            for y in (y0 + 5)..<(y1 - 5) {
+                for x in x1..<(x1 + 3) {  // the background's first 3 columns beside the box
+                    total += 1
+                    if abs(m.disparity[y * w + x] - 4) <= 1 { good += 1 }
+                }
+                for x in (x0 + 5)..<(x1 - 5) {
+                    boxTotal += 1
+                    if abs(m.disparity[y * w + x] - 12) <= 0.5 { boxGood += 1 }
+                }
+            }
+            return (Double(good) / Double(total), Double(boxGood) / Double(boxTotal))
+        }
+        var weighted = DenseMatcher()
+        weighted.supportWeights = SupportWeights(intensityScale: 0.45)
+        let square = try rightOfTheEdge(DenseMatcher()), support = try rightOfTheEdge(weighted)
+        print("beside the box's edge: \(square.right) right with the shiftable window, \(support.right) with support weights; inside \(square.inside), \(support.inside)")
+        #expect(support.inside > 0.97 && square.inside > 0.97)
+        #expect(support.right > square.right, "support weights must keep more of the background beside the edge")
+    }
+
     @Test func texturelessAreaIsDecorrelatedNotInvented() throws {
         var (l, r) = pair(width: 160, height: 120) { _, _ in 5 }
         // A flat patch in both images (the same ground, seen shifted by 5 px).
@@ -180,6 +221,13 @@ import TestSupport
             for x in 50..<110 { l.pixels[y * 160 + x] = 0.5 }
             for x in 45..<105 { r.pixels[y * 160 + x] = 0.5 }
         }
+        var weighted = DenseMatcher()
+        weighted.supportWeights = SupportWeights(intensityScale: 0.45)
+        // With support weights the textured surroundings reach into the patch; it must stay empty all the same.
+        let w = try weighted.match(left: l, right: r, minDisparity: 0, maxDisparity: 12)
+        let weightedInvented = (46..<74).reduce(0) { n, y in n + (56..<104).filter { !w.disparity[y * 160 + $0].isNaN }.count }
+        #expect(weightedInvented == 0, "support weights: \(weightedInvented) textureless pixels got a disparity")
+        #expect(abs(w.disparity[20 * 160 + 80] - 5) < 0.1)
         let m = try DenseMatcher().match(left: l, right: r, minDisparity: 0, maxDisparity: 12)
         var inside = 0, invented = 0
         for y in 46..<74 {

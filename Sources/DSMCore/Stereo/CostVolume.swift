@@ -95,6 +95,13 @@ struct WindowStatistics {
     /// 1/σ, or 0 where the window has no texture (σ below `minimumStd`).
     let inverseStd: [Float]
 
+    private init(mean: [Float], inverseStd: [Float]) { self.mean = mean; self.inverseStd = inverseStd }
+
+    /// Statistics of no window (zeros), for a volume built without the correlation.
+    static func empty(count: Int) -> WindowStatistics {
+        WindowStatistics(mean: [Float](repeating: 0, count: count), inverseStd: [Float](repeating: 0, count: count))
+    }
+
     /// - Parameter noData: 1 where the pixel is no-data (its value is 0 in `img`); interpolated masks
     ///   count as no-data wherever they exceed 0.01. Windows touching no-data are not correlated.
     init(_ img: [Float], noData mask: [Float]?, width: Int, height: Int, radius: Int, minimumStd: Float) {
@@ -124,7 +131,7 @@ extension CostVolume {
     static func zncc(left: GrayImage, right: GrayImage, leftNoData: GrayImage?, rightNoData: GrayImage?,
                      labels: DisparityLabels, window: Int,
                      decorrelationThreshold: Double, minimumStd: Float, shiftable: Bool,
-                     differenceWeight: Float = 0, pool: BufferPool? = nil) -> CostVolume {
+                     differenceWeight: Float = 0, correlate: Bool = true, pool: BufferPool? = nil) -> CostVolume {
         let w = left.width, h = left.height, wr = right.width
         let r = window / 2
         let n = Float(window * window)
@@ -152,9 +159,13 @@ extension CostVolume {
             labelPhase[k] = phaseIndex[key]!
             labelShift[k] = Int(whole)
         }
-        let leftStats = WindowStatistics(left.pixels, noData: leftNoData?.pixels, width: w, height: h, radius: r, minimumStd: minimumStd)
+        // Without the correlation (`correlate` false: another data term fills `data`), only the phases and the
+        // intensity term are made; the costs are left at the default.
+        let leftStats = correlate ? WindowStatistics(left.pixels, noData: leftNoData?.pixels, width: w, height: h, radius: r, minimumStd: minimumStd)
+            : WindowStatistics.empty(count: w * h)
         let rightStats = phases.indices.map {
-            WindowStatistics(phases[$0].pixels, noData: phaseMasks[$0]?.pixels, width: wr, height: h, radius: r, minimumStd: minimumStd)
+            correlate ? WindowStatistics(phases[$0].pixels, noData: phaseMasks[$0]?.pixels, width: wr, height: h, radius: r, minimumStd: minimumStd)
+                : WindowStatistics.empty(count: wr * h)
         }
 
         let threshold = Float(decorrelationThreshold)
@@ -259,6 +270,13 @@ extension CostVolume {
                     stats.inverseStd.withUnsafeBufferPointer { RI in
                         let rp = R.baseAddress!
                         let v = V.baseAddress! + k * w
+                        guard correlate else {
+                            let d = labels.disparity(k)
+                            let first = max(0, min(w, Int(d.rounded(.up)))), last = max(first, min(w, Int((Double(wr - 1) + d).rounded(.down)) + 1))
+                            for x in 0..<w { RC.baseAddress![k * w + x] = defaultCost }
+                            if withDifference { differenceRow(k, rp, y: y, shift: shift, first: first, last: last) }
+                            return
+                        }
                         if y % 64 == 0 {
                             // Exact refresh of the vertical window sums (bounds Float drift).
                             for x in 0..<w { v[x] = 0 }

@@ -12,18 +12,21 @@ struct Penalties {
     /// across image edges, where depth discontinuities usually are.
     let edgeScale: Float
 
-    init(parameters p: MatchingParameters) {
+    /// - Parameter edgeAware: halve the large-jump penalty across image edges (`edgeScale`); otherwise it is
+    ///   the same everywhere.
+    init(parameters p: MatchingParameters, edgeAware: Bool = true) {
         let p1 = Float(p.regularisation) * costUnitsPerZNCC
         // Larger than twice the largest cost is already "forbidden"; the cap keeps Int16 sums in range.
         let p2 = min(Float(p.regularisation * p.jumpPenaltyRatio) * costUnitsPerZNCC, 2 * costUnitsPerZNCC)
         small = Int16(p1.rounded())
         large = max(small, Int16(p2.rounded()))
         smallJump = max(1, Int((1 / p.precision + 1e-9).rounded(.down)))
-        edgeScale = 0.25
+        edgeScale = edgeAware ? 0.25 : .infinity
     }
 
     /// The large-jump penalty between two neighbours of intensities a and b.
     @inline(__always) func large(_ a: Float, _ b: Float) -> Int16 {
+        guard edgeScale.isFinite else { return large }
         let f = 1 / (1 + abs(a - b) / edgeScale)
         return max(small &+ 1, Int16((Float(large) * f).rounded()))
     }
