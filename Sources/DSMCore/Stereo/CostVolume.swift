@@ -17,6 +17,13 @@ public struct DisparityLabels: Sendable, Equatable {
 
     @inlinable public func disparity(_ k: Int) -> Double { minimum + Double(k) * step }
     public var maximum: Double { disparity(count - 1) }
+
+    /// The left columns whose match at label k lies inside the right image (x − d_k within its columns).
+    func matchedColumns(_ k: Int, leftWidth w: Int, rightWidth wr: Int) -> Range<Int> {
+        let d = disparity(k)
+        let first = max(0, min(w, Int(d.rounded(.up))))
+        return first..<max(first, min(w, Int((Double(wr - 1) + d).rounded(.down)) + 1))
+    }
 }
 
 /// A ZNCC cost volume, laid out [row][column][label] with labels padded to a multiple of 16.
@@ -40,6 +47,16 @@ struct CostVolume {
     /// Added to `data` for the regularisation only (`regularisationCosts`): decorrelation, scores and the
     /// sub-pixel step read the correlation alone.
     var difference: [Int16] = []
+    /// For a volume built without the correlation (`zncc(correlate: false)`), what another data term needs of
+    /// the window statistics: 1/σ of each pixel's window (0 where it has no texture or touches no-data) in the
+    /// left image and in each right phase, and the right phases' no-data masks. nil otherwise.
+    var windowTexture: WindowTexture?
+
+    struct WindowTexture {
+        let left: [Float]
+        let right: [[Float]]
+        let rightNoData: [[Float]?]
+    }
 
     static let paddingCost: Int16 = 1023
 
@@ -94,13 +111,6 @@ struct WindowStatistics {
     let mean: [Float]
     /// 1/σ, or 0 where the window has no texture (σ below `minimumStd`).
     let inverseStd: [Float]
-
-    private init(mean: [Float], inverseStd: [Float]) { self.mean = mean; self.inverseStd = inverseStd }
-
-    /// Statistics of no window (zeros), for a volume built without the correlation.
-    static func empty(count: Int) -> WindowStatistics {
-        WindowStatistics(mean: [Float](repeating: 0, count: count), inverseStd: [Float](repeating: 0, count: count))
-    }
 
     /// - Parameter noData: 1 where the pixel is no-data (its value is 0 in `img`); interpolated masks
     ///   count as no-data wherever they exceed 0.01. Windows touching no-data are not correlated.
@@ -159,13 +169,9 @@ extension CostVolume {
             labelPhase[k] = phaseIndex[key]!
             labelShift[k] = Int(whole)
         }
-        // Without the correlation (`correlate` false: another data term fills `data`), only the phases and the
-        // intensity term are made; the costs are left at the default.
-        let leftStats = correlate ? WindowStatistics(left.pixels, noData: leftNoData?.pixels, width: w, height: h, radius: r, minimumStd: minimumStd)
-            : WindowStatistics.empty(count: w * h)
+        let leftStats = WindowStatistics(left.pixels, noData: leftNoData?.pixels, width: w, height: h, radius: r, minimumStd: minimumStd)
         let rightStats = phases.indices.map {
-            correlate ? WindowStatistics(phases[$0].pixels, noData: phaseMasks[$0]?.pixels, width: wr, height: h, radius: r, minimumStd: minimumStd)
-                : WindowStatistics.empty(count: wr * h)
+            WindowStatistics(phases[$0].pixels, noData: phaseMasks[$0]?.pixels, width: wr, height: h, radius: r, minimumStd: minimumStd)
         }
 
         let threshold = Float(decorrelationThreshold)
@@ -270,9 +276,11 @@ extension CostVolume {
                     stats.inverseStd.withUnsafeBufferPointer { RI in
                         let rp = R.baseAddress!
                         let v = V.baseAddress! + k * w
+                        let columns = labels.matchedColumns(k, leftWidth: w, rightWidth: wr)
+                        let first = columns.lowerBound, last = columns.upperBound
+                        // Without the correlation (another data term fills `data`): the default costs and the
+                        // intensity term only.
                         guard correlate else {
-                            let d = labels.disparity(k)
-                            let first = max(0, min(w, Int(d.rounded(.up)))), last = max(first, min(w, Int((Double(wr - 1) + d).rounded(.down)) + 1))
                             for x in 0..<w { RC.baseAddress![k * w + x] = defaultCost }
                             if withDifference { differenceRow(k, rp, y: y, shift: shift, first: first, last: last) }
                             return
@@ -288,8 +296,6 @@ extension CostVolume {
                         // Horizontal window sums (2r + 1 taps, edge columns replicated) → ZNCC → cost where the
                         // match lies inside the right image, default cost elsewhere; 8 columns at a time where
                         // every tap lies inside the row.
-                        let d = labels.disparity(k)
-                        let first = max(0, min(w, Int(d.rounded(.up)))), last = max(first, min(w, Int((Double(wr - 1) + d).rounded(.down)) + 1))
                         let rm = RM.baseAddress! + y * wr - shift, ri = RI.baseAddress! + y * wr - shift
                         let rc = RC.baseAddress! + k * w
                         for x in 0..<first { rc[x] = defaultCost }
@@ -372,7 +378,9 @@ extension CostVolume {
         }}}}}}}}
         return CostVolume(width: w, height: h, labels: labels, paddedLabels: kp, data: volume, defaultCost: defaultCost,
                           left: left, phases: phases, labelPhase: labelPhase, labelShift: labelShift, windowRadius: r,
-                          difference: difference)
+                          difference: difference,
+                          windowTexture: correlate ? nil : WindowTexture(left: leftStats.inverseStd, right: rightStats.map(\.inverseStd),
+                                                                         rightNoData: phaseMasks.map { $0?.pixels }))
     }
 
     /// The costs the regularisation aggregates: the correlation costs plus the intensity term, written into

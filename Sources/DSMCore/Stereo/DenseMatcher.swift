@@ -273,8 +273,8 @@ public struct DenseMatcher: Sendable {
                                          correlate: support == nil, pool: pool)
             let t1 = DispatchTime.now().uptimeNanoseconds
             if let support {
-                volume.applySupportWeightedCorrelation(support, leftNoData: ln, rightNoData: rn,
-                                                       decorrelationThreshold: p.decorrelationThreshold, minimumStd: minimumStd)
+                volume.applySupportWeightedCorrelation(support, leftNoData: ln, decorrelationThreshold: p.decorrelationThreshold,
+                                                       minimumStd: minimumStd)
             } else if shiftableWindows {
                 volume.applyVerticalShiftableWindows(offset: p.window / 2)
             }

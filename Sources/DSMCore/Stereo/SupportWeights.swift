@@ -24,7 +24,8 @@ extension CostVolume {
     /// Replaces the correlation costs (`data`) by 1 − the ZNCC over `support`'s weights, for every label;
     /// decorrelated cells (ZNCC ≤ the threshold, no texture under the weights, no-data in either image, or a
     /// match outside the right image) get `defaultCost`. The intensity term (`difference`) is left as is.
-    mutating func applySupportWeightedCorrelation(_ support: SupportWeights, leftNoData: GrayImage?, rightNoData: GrayImage?,
+    /// The volume must come from `zncc(correlate: false)` (its `windowTexture`).
+    mutating func applySupportWeightedCorrelation(_ support: SupportWeights, leftNoData: GrayImage?,
                                                   decorrelationThreshold: Double, minimumStd: Float) {
         let w = width, h = height, kp = paddedLabels, n = w * h
         let wr = phases[0].width
@@ -51,24 +52,13 @@ extension CostVolume {
             }
             return (valid, ph, pv)
         }
-        let left = permeabilities(self.left.pixels, mask: leftNoData?.pixels, width: w)
-        // The right image's phases with their masks, as `zncc` made them.
-        var phaseFraction = [Double](repeating: 0, count: phases.count)
-        for k in 0..<labels.count {
-            let d = labels.disparity(k)
-            phaseFraction[labelPhase[k]] = d - d.rounded(.down)
-        }
-        let rightMasks = phases.indices.map { rightNoData?.shiftedHorizontally(by: phaseFraction[$0]).pixels }
-        let right = phases.indices.map { permeabilities(phases[$0].pixels, mask: rightMasks[$0], width: wr) }
-        // A pixel is correlated only where its own square window has texture in both images (and touches no
-        // no-data), as with the window data term: the support may reach textured neighbours, but a uniform
-        // patch must stay empty, not take their disparity.
-        let r = windowRadius
-        let leftTextured = WindowStatistics(self.left.pixels, noData: leftNoData?.pixels, width: w, height: h, radius: r,
-                                            minimumStd: minimumStd).inverseStd
-        let rightTextured = phases.indices.map {
-            WindowStatistics(phases[$0].pixels, noData: rightMasks[$0], width: wr, height: h, radius: r, minimumStd: minimumStd).inverseStd
-        }
+        // The window statistics `zncc(correlate: false)` kept: a pixel is correlated only where its own square
+        // window has texture in both images (and touches no no-data), as with the window data term — the support
+        // may reach textured neighbours, but a uniform patch must stay empty, not take their disparity.
+        guard let texture = windowTexture else { preconditionFailure("a volume built without the correlation is needed") }
+        let leftTextured = texture.left, rightTextured = texture.right
+        let leftPermeability = permeabilities(self.left.pixels, mask: leftNoData?.pixels, width: w)
+        let right = phases.indices.map { permeabilities(phases[$0].pixels, mask: texture.rightNoData[$0], width: wr) }
 
         // Per label: a top-down pass builds each row's sums along the row (H, 6 channels: 1, L, R, L², R², LR,
         // weighted) and the downward sums along the columns (F); a bottom-up pass then adds the upward sums
@@ -94,17 +84,17 @@ extension CostVolume {
         }
 
         self.left.pixels.withUnsafeBufferPointer { LP in
-        left.valid.withUnsafeBufferPointer { LV in
+        leftPermeability.valid.withUnsafeBufferPointer { LV in
         leftTextured.withUnsafeBufferPointer { LT in
-        left.h.withUnsafeBufferPointer { LH in
-        left.v.withUnsafeBufferPointer { LVP in
+        leftPermeability.h.withUnsafeBufferPointer { LH in
+        leftPermeability.v.withUnsafeBufferPointer { LVP in
         data.withUnsafeMutableBufferPointer { out in
             let lp = LP.baseAddress!, lv = LV.baseAddress!, lh = LH.baseAddress!, lvp = LVP.baseAddress!, lt = LT.baseAddress!
             let o = out.baseAddress!
             for k in 0..<labels.count {
                 let s = labelShift[k], phase = labelPhase[k]
-                let d = labels.disparity(k)
-                let first = max(0, min(w, Int(d.rounded(.up)))), last = max(first, min(w, Int((Double(wr - 1) + d).rounded(.down)) + 1))
+                let columns = labels.matchedColumns(k, leftWidth: w, rightWidth: wr)
+                let first = columns.lowerBound, last = columns.upperBound
                 let plane = costs + (k % block) * n
                 defer { if k % block == block - 1 || k == labels.count - 1 { flush(o, k - k % block, k + 1) } }
                 guard first < last else {
