@@ -495,6 +495,9 @@ struct Match: ParsableCommand {
     @Option(name: .customLong("support-weights"),
             help: "Correlate over support weights that follow both images' edges instead of the square window, with γ in units of the image's standard deviation (e.g. 0.45; a number in (0, 4]). Experimental, see the README.")
     var supportWeights: Float?
+    @Option(name: .customLong("revalidate-occlusions"),
+            help: "Rounds of re-validating left/right-check failures called occluded whose own match continues a valid neighbour's disparity (an integer from 0 to 16; default 0, off). Experimental, see the README.")
+    var revalidateOcclusions = 0
     @OptionGroup var expert: ExpertOptions
 
     func run() throws {
@@ -505,6 +508,9 @@ struct Match: ParsableCommand {
         if let g = supportWeights, !(g > 0 && g <= 4) {
             problems.append(ParameterProblem(field: "support-weights", value: "\(g)", expected: "a number in (0, 4]"))
         }
+        if !(0...16).contains(revalidateOcclusions) {
+            problems.append(ParameterProblem(field: "revalidate-occlusions", value: "\(revalidateOcclusions)", expected: "an integer from 0 to 16"))
+        }
         guard problems.isEmpty else { throw MatchingError.invalidParameters(problems) }
         guard minDisparity <= maxDisparity else { throw MatchingError.invalidDisparityRange(min: minDisparity, max: maxDisparity) }
         let l = try readGrayImage(left), r = try readGrayImage(right)
@@ -514,6 +520,7 @@ struct Match: ParsableCommand {
             var matcher = DenseMatcher(parameters: p)
             matcher.fillInvalid = fill
             matcher.supportWeights = supportWeights.map { SupportWeights(intensityScale: $0) }
+            matcher.occlusionRevalidationRounds = revalidateOcclusions
             result = try matcher.matchWithReport(left: l, right: r, minDisparity: minDisparity, maxDisparity: maxDisparity)
         }
         let meta = [("DISPARITY_CONVENTION", "left x matches right x - d"),

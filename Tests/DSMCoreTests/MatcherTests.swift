@@ -214,6 +214,47 @@ import TestSupport
         #expect(support.right > square.right, "support weights must keep more of the background beside the edge")
     }
 
+    /// The box scene above: the ground (disparity 4) beside the box's right edge is visible in both views, yet
+    /// the left/right check rejects some of it, where the right view's winners carry the box's disparity a pixel
+    /// or two past its edge; the 8 ground columns left of the box are hidden in the right view.
+    @Test func revalidationKeepsTheBackgroundBesideAnEdgeNotTheOcclusion() throws {
+        let w = 200, h = 100, x0 = 70, x1 = 130, y0 = 20, y1 = 80
+        func inBox(_ x: Double, _ y: Int) -> Bool { x >= Double(x0) && x < Double(x1) && y >= y0 && y < y1 }
+        var l = [Float](repeating: 0, count: w * h), r = l
+        for y in 0..<h {
+            for x in 0..<w {
+                l[y * w + x] = Float(inBox(Double(x), y) ? scene.texture(east: Double(x) + 500, north: Double(y)) + 0.5 : scene.texture(east: Double(x), north: Double(y)))
+                r[y * w + x] = Float(inBox(Double(x + 12), y) ? scene.texture(east: Double(x + 12) + 500, north: Double(y)) + 0.5
+                                                             : scene.texture(east: Double(x + 4), north: Double(y)))
+            }
+        }
+        let left = GrayImage(width: w, height: h, pixels: l), right = GrayImage(width: w, height: h, pixels: r)
+        func tally(_ rounds: Int) throws -> (besideRight: Int, besideWrong: Int, occludedValid: Int, occludedFar: Int, boxGood: Int) {
+            var matcher = DenseMatcher()
+            matcher.occlusionRevalidationRounds = rounds
+            let m = try matcher.match(left: left, right: right, minDisparity: 0, maxDisparity: 20)
+            var t = (besideRight: 0, besideWrong: 0, occludedValid: 0, occludedFar: 0, boxGood: 0)
+            for y in (y0 + 5)..<(y1 - 5) {
+                for x in x1..<(x1 + 3) where !m.disparity[y * w + x].isNaN {
+                    if abs(m.disparity[y * w + x] - 4) <= 1 { t.besideRight += 1 } else { t.besideWrong += 1 }
+                }
+                // Hidden in the right view: no match is right; one near the ground's disparity is what a fill would give.
+                for x in (x0 - 8)..<x0 where !m.disparity[y * w + x].isNaN {
+                    t.occludedValid += 1
+                    if abs(m.disparity[y * w + x] - 4) > 1 { t.occludedFar += 1 }
+                }
+                for x in (x0 + 5)..<(x1 - 5) where abs(m.disparity[y * w + x] - 12) <= 0.5 { t.boxGood += 1 }
+            }
+            return t
+        }
+        let plain = try tally(0), revalidated = try tally(3)
+        print("beside the box (of \(50 * 3)): right \(plain.besideRight) → \(revalidated.besideRight), wrong \(plain.besideWrong) → \(revalidated.besideWrong); occluded band (of \(50 * 8)) valid \(plain.occludedValid) → \(revalidated.occludedValid), off the ground by > 1 px \(plain.occludedFar) → \(revalidated.occludedFar)")
+        #expect(revalidated.besideRight > plain.besideRight, "re-validation must keep more of the visible background beside the edge")
+        #expect(revalidated.besideWrong == plain.besideWrong, "re-validation keeps matches that continue a neighbour: none off the ground's disparity")
+        #expect(revalidated.occludedFar == plain.occludedFar, "no occluded pixel may take the box's disparity")
+        #expect(revalidated.boxGood == plain.boxGood)
+    }
+
     @Test func texturelessAreaIsDecorrelatedNotInvented() throws {
         var (l, r) = pair(width: 160, height: 120) { _, _ in 5 }
         // A flat patch in both images (the same ground, seen shifted by 5 px).
