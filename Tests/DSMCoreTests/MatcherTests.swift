@@ -173,24 +173,32 @@ import TestSupport
         #expect(occludedCount + mismatchCount >= occludedStatus.count * 9 / 10)
     }
 
-    /// A brighter box (disparity 12) in front of a background (disparity 4), with its own texture: the
-    /// background just right of the box is visible in both views, and a square window reaching across the
-    /// box's edge pulls it to the box's disparity (foreground fattening). Support weights that follow both
-    /// images stop at the edge.
-    @Test func supportWeightsKeepTheBackgroundBesideAnEdge() throws {
-        let w = 200, h = 100, x0 = 70, x1 = 130, y0 = 20, y1 = 80
-        func inBox(_ x: Double, _ y: Int) -> Bool { x >= Double(x0) && x < Double(x1) && y >= y0 && y < y1 }
-        func box(_ x: Double, _ y: Int) -> Float { Float(scene.texture(east: x + 500, north: Double(y)) + 0.5) }
-        func ground(_ x: Double, _ y: Int) -> Float { Float(scene.texture(east: x, north: Double(y))) }
+    /// A brighter box (disparity 12, columns 70 ..< 130, rows 20 ..< 80 of a 200 × 100 pair) in front of a
+    /// background (disparity 4), each with its own texture: the background just right of the box is visible in
+    /// both views; the 8 background columns left of it are hidden in the right view.
+    let box = (width: 200, height: 100, x0: 70, x1: 130, y0: 20, y1: 80)
+
+    func boxPair() -> (left: GrayImage, right: GrayImage) {
+        let (w, h) = (box.width, box.height)
+        func inBox(_ x: Int, _ y: Int) -> Bool { x >= box.x0 && x < box.x1 && y >= box.y0 && y < box.y1 }
+        func boxTexture(_ x: Int, _ y: Int) -> Float { Float(scene.texture(east: Double(x) + 500, north: Double(y)) + 0.5) }
+        func ground(_ x: Int, _ y: Int) -> Float { Float(scene.texture(east: Double(x), north: Double(y))) }
         var l = [Float](repeating: 0, count: w * h), r = l
         for y in 0..<h {
             for x in 0..<w {
-                l[y * w + x] = inBox(Double(x), y) ? box(Double(x), y) : ground(Double(x), y)
+                l[y * w + x] = inBox(x, y) ? boxTexture(x, y) : ground(x, y)
                 // Right column xr shows the box where a box pixel (left x = xr + 12) lands, else the ground (xr + 4).
-                r[y * w + x] = inBox(Double(x + 12), y) ? box(Double(x + 12), y) : ground(Double(x + 4), y)
+                r[y * w + x] = inBox(x + 12, y) ? boxTexture(x + 12, y) : ground(x + 4, y)
             }
         }
-        let left = GrayImage(width: w, height: h, pixels: l), right = GrayImage(width: w, height: h, pixels: r)
+        return (GrayImage(width: w, height: h, pixels: l), GrayImage(width: w, height: h, pixels: r))
+    }
+
+    /// On the box pair, a square window reaching across the box's edge pulls the background beside it to the
+    /// box's disparity (foreground fattening). Support weights that follow both images stop at the edge.
+    @Test func supportWeightsKeepTheBackgroundBesideAnEdge() throws {
+        let (w, x0, x1, y0, y1) = (box.width, box.x0, box.x1, box.y0, box.y1)
+        let (left, right) = boxPair()
         func rightOfTheEdge(_ matcher: DenseMatcher) throws -> (right: Double, inside: Double) {
             let m = try matcher.match(left: left, right: right, minDisparity: 0, maxDisparity: 20)
             var good = 0, total = 0, boxGood = 0, boxTotal = 0
@@ -214,21 +222,12 @@ import TestSupport
         #expect(support.right > square.right, "support weights must keep more of the background beside the edge")
     }
 
-    /// The box scene above: the ground (disparity 4) beside the box's right edge is visible in both views, yet
-    /// the left/right check rejects some of it, where the right view's winners carry the box's disparity a pixel
-    /// or two past its edge; the 8 ground columns left of the box are hidden in the right view.
+    /// On the box pair, the ground beside the box's right edge is visible in both views, yet the left/right
+    /// check rejects some of it, where the right view's winners carry the box's disparity a pixel or two past
+    /// its edge; the 8 ground columns left of the box are hidden in the right view.
     @Test func revalidationKeepsTheBackgroundBesideAnEdgeNotTheOcclusion() throws {
-        let w = 200, h = 100, x0 = 70, x1 = 130, y0 = 20, y1 = 80
-        func inBox(_ x: Double, _ y: Int) -> Bool { x >= Double(x0) && x < Double(x1) && y >= y0 && y < y1 }
-        var l = [Float](repeating: 0, count: w * h), r = l
-        for y in 0..<h {
-            for x in 0..<w {
-                l[y * w + x] = Float(inBox(Double(x), y) ? scene.texture(east: Double(x) + 500, north: Double(y)) + 0.5 : scene.texture(east: Double(x), north: Double(y)))
-                r[y * w + x] = Float(inBox(Double(x + 12), y) ? scene.texture(east: Double(x + 12) + 500, north: Double(y)) + 0.5
-                                                             : scene.texture(east: Double(x + 4), north: Double(y)))
-            }
-        }
-        let left = GrayImage(width: w, height: h, pixels: l), right = GrayImage(width: w, height: h, pixels: r)
+        let (w, x0, x1, y0, y1) = (box.width, box.x0, box.x1, box.y0, box.y1)
+        let (left, right) = boxPair()
         func tally(_ rounds: Int) throws -> (besideRight: Int, besideWrong: Int, occludedValid: Int, occludedFar: Int, boxGood: Int) {
             var matcher = DenseMatcher()
             matcher.occlusionRevalidationRounds = rounds

@@ -152,6 +152,7 @@ public struct DenseMatcher: Sendable {
     /// the same wrong match. On the La Réunion pair they made every cell off by more than 20 m (1,001 of
     /// them before the filter, 0 with 100 px). 0 disables the filter.
     public var speckleSize = 100
+    public var speckleStep: Float = 1
     /// Rounds of re-validation of left/right-check failures the right view calls occluded (its winner there is
     /// closer): such a pixel keeps its own match when that continues, within the left/right tolerance, the
     /// disparity of a valid 8-neighbour in a region the speckle filter keeps (each round adds the pixels next
@@ -164,7 +165,6 @@ public struct DenseMatcher: Sendable {
     /// the cells it adds are off by > 5 m, three in four too high, against 0.09 % elsewhere. Off by default
     /// (`dsmopt match --revalidate-occlusions N`); 0 disables it.
     public var occlusionRevalidationRounds = 0
-    public var speckleStep: Float = 1
     /// Cost-volume buffers reused by the strips and the epipolar tiles this matcher (and its copies) match:
     /// three per strip in flight (its costs, the intensity term, and their aggregation).
     let scratch = BufferPool(limit: 3)
@@ -442,15 +442,15 @@ public struct DenseMatcher: Sendable {
         // Re-validation of occlusion-check failures that continue a valid neighbour's surface; each round reads
         // the map as the previous round left it. Only regions the speckle filter keeps may grow (`anchored`): a
         // wrong island must not grow past the filter's size.
-        var anchored = [Bool](repeating: false, count: revalidation.isEmpty ? 0 : w * h)
+        var anchored: [Bool] = []
         if !revalidation.isEmpty {
-            let d = map.disparity
-            ConnectedRegions.forEach(width: w, height: h, member: { !d[$0].isNaN }, linked: { abs(d[$0] - d[$1]) <= speckleStep }) { region in
+            anchored = [Bool](repeating: false, count: w * h)
+            map.forEachSurface(step: speckleStep) { region in
                 if region.count >= speckleSize { for i in region { anchored[i] = true } }
             }
         }
+        let tolerance = Float(p.leftRightTolerance)
         for _ in 0..<occlusionRevalidationRounds where !revalidation.isEmpty {
-            let tolerance = Float(p.leftRightTolerance)
             var kept: [Candidate] = [], added: [Candidate] = []
             for candidate in revalidation {
                 let x = candidate.index % w, y = candidate.index / w
@@ -570,13 +570,19 @@ final class StripResults: @unchecked Sendable {
 }
 
 extension DisparityMap {
+    /// Each connected region of valid disparities (4-neighbours within `step` px of each other): the surfaces
+    /// the speckle filter measures.
+    func forEachSurface(step: Float, _ body: ([Int]) -> Void) {
+        let d = disparity
+        ConnectedRegions.forEach(width: width, height: height, member: { !d[$0].isNaN }, linked: { abs(d[$0] - d[$1]) <= step }, body)
+    }
+
     /// Removes 4-connected regions of valid disparities, neighbours linked when they differ by at most
     /// `step` px, that hold fewer than `size` pixels (status `speckle`). Returns how many pixels went.
     @discardableResult
     public mutating func removeSpeckles(smallerThan size: Int, step: Float) -> Int {
-        let d = disparity
         var speckles: [Int] = []
-        ConnectedRegions.forEach(width: width, height: height, member: { !d[$0].isNaN }, linked: { abs(d[$0] - d[$1]) <= step }) { region in
+        forEachSurface(step: step) { region in
             if region.count < size { speckles += region }
         }
         for c in speckles { disparity[c] = .nan; score[c] = .nan; uncertainty[c] = .nan; status[c] = MatchStatus.speckle.rawValue }
