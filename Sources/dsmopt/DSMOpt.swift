@@ -498,6 +498,9 @@ struct Match: ParsableCommand {
     @Option(name: .customLong("revalidate-occlusions"),
             help: "Rounds of re-validating left/right-check failures called occluded whose own match continues a valid neighbour's disparity (an integer from 0 to 16; default 0, off). Experimental, see the README.")
     var revalidateOcclusions = 0
+    @Flag(name: .customLong("surface-refinement"),
+          help: "Refine sub-pixel disparities beside depth edges over the slots of the window on the pixel's own plane only. Experimental, see the README.")
+    var surfaceRefinement = false
     @OptionGroup var expert: ExpertOptions
 
     func run() throws {
@@ -521,6 +524,7 @@ struct Match: ParsableCommand {
             matcher.fillInvalid = fill
             matcher.supportWeights = supportWeights.map { SupportWeights(intensityScale: $0) }
             matcher.occlusionRevalidationRounds = revalidateOcclusions
+            matcher.surfaceRefinement = surfaceRefinement
             result = try matcher.matchWithReport(left: l, right: r, minDisparity: minDisparity, maxDisparity: maxDisparity)
         }
         let meta = [("DISPARITY_CONVENTION", "left x matches right x - d"),

@@ -254,6 +254,52 @@ import TestSupport
         #expect(revalidated.boxGood == plain.boxGood)
     }
 
+    /// On the box pair, the sub-pixel refinement's 9 × 9 window centred on a pixel within 4 px of the box's
+    /// edge straddles both surfaces and pulls the peak towards the other one; `surfaceRefinement` refines
+    /// those pixels again over the window's slots on their own plane only (left/right failures left out too),
+    /// and leaves a pixel whose window is all matched on one plane alone.
+    @Test func surfaceRefinementKeepsTheWindowOnItsOwnSurface() throws {
+        let (w, h, x0, x1, y0, y1) = (box.width, box.height, box.x0, box.x1, box.y0, box.y1)
+        let (left, right) = boxPair()
+        let plain = DenseMatcher()
+        var surface = DenseMatcher()
+        surface.surfaceRefinement = true
+        let a = try plain.match(left: left, right: right, minDisparity: 0, maxDisparity: 20)
+        let b = try surface.match(left: left, right: right, minDisparity: 0, maxDisparity: 20)
+        var errors = (plain: 0.0, surface: 0.0, count: 0), farChanged = 0, far = 0
+        /// Whether (x, y) lies within `r` columns or rows of the box's outline.
+        func near(_ x: Int, _ y: Int, _ r: Int) -> Bool {
+            let nearX = abs(x - x0) <= r || abs(x - (x1 - 1)) <= r, nearY = abs(y - y0) <= r || abs(y - (y1 - 1)) <= r
+            return (nearX && y >= y0 - r && y < y1 + r) || (nearY && x >= x0 - r && x < x1 + r)
+        }
+        for y in 0..<h {
+            for x in 0..<w {
+                let i = y * w + x
+                // Beyond the wide refinement's window (radius 8, which reads the map this pass leaves), with no
+                // left/right failure in the refinement window (radius 4): nothing to leave out, nothing changed.
+                let windowValid = x >= 4 && x < w - 4 && y >= 4 && y < h - 4
+                    && !(-4...4).contains { dy in (-4...4).contains { dx in a.disparity[(y + dy) * w + x + dx].isNaN } }
+                if !near(x, y, 8), windowValid {
+                    far += 1
+                    if a.disparity[i] != b.disparity[i] { farChanged += 1 }
+                }
+                guard near(x, y, 4), !a.disparity[i].isNaN, !b.disparity[i].isNaN else { continue }
+                let truth: Float = x >= x0 && x < x1 && y >= y0 && y < y1 ? 12 : 4
+                // Count only pixels matched to their own surface in both maps: the refinement moves a match
+                // by at most 0.6 px, it does not choose the surface.
+                guard abs(a.disparity[i] - truth) < 1.5, abs(b.disparity[i] - truth) < 1.5 else { continue }
+                errors.plain += Double(abs(a.disparity[i] - truth)); errors.surface += Double(abs(b.disparity[i] - truth))
+                errors.count += 1
+            }
+        }
+        let n = Double(errors.count)
+        print("within 4 px of the box's outline (\(errors.count) pixels): mean |error| \(errors.plain / n) → \(errors.surface / n) px; elsewhere \(farChanged) of \(far) pixels changed")
+        #expect(errors.count > 500)
+        #expect(errors.surface < 0.8 * errors.plain, "refinement on the pixel's own surface must be closer to the truth beside the edge")
+        #expect(far > 5000)
+        #expect(farChanged == 0, "away from the edge, its window all matched on one plane: nothing refined again")
+    }
+
     @Test func texturelessAreaIsDecorrelatedNotInvented() throws {
         var (l, r) = pair(width: 160, height: 120) { _, _ in 5 }
         // A flat patch in both images (the same ground, seen shifted by 5 px).

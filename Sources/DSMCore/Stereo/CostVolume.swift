@@ -487,6 +487,11 @@ struct RefinementProbe {
     private var sheared = false
     private var shearWhole: [Int]
     private var shearFraction: [Float]
+    /// The weights at this pixel: the window's, or, after `move(mask:)`, those of the slots the mask keeps.
+    private var weights: [Float]
+    private var masked = false
+    /// (Σw)² / Σw² of the weights at this pixel (`RefinementWindow.effectivePixels` unless masked).
+    private(set) var effectivePixels: Double
 
     /// Floats of scratch a probe needs for `window`.
     static func scratchCount(_ window: RefinementWindow) -> Int { 2 * (2 * window.radius + 1) * (2 * window.radius + 1) }
@@ -498,6 +503,8 @@ struct RefinementProbe {
         n = window.weights.reduce(0, +)
         shearWhole = [Int](repeating: 0, count: window.weights.count)
         shearFraction = [Float](repeating: 0, count: window.weights.count)
+        weights = window.weights
+        effectivePixels = window.effectivePixels
     }
 
     /// Copies the (2r + 1)² window centred on (cx, cy) of a `width` × `height` image into `out`, row by row,
@@ -517,8 +524,24 @@ struct RefinementProbe {
     }
 
     /// Moves to pixel (x, y), whose winner is label k: scores of labels k − 2 … k + 2 may then be asked.
-    mutating func move(x: Int, y: Int, around k: Int, shear: (Float, Float)? = nil) {
+    /// `mask` (one flag per window slot, row by row) keeps only the slots it flags.
+    mutating func move(x: Int, y: Int, around k: Int, shear: (Float, Float)? = nil, mask: [Bool]? = nil) {
         self.x = x; self.y = y; first = k - 2
+        if let mask {
+            var s = 0.0, s2 = 0.0
+            for q in 0..<weights.count {
+                weights[q] = mask[q] ? window.weights[q] : 0
+                s += Double(weights[q]); s2 += Double(weights[q]) * Double(weights[q])
+            }
+            n = Float(s)
+            effectivePixels = s2 > 0 ? s * s / s2 : 0
+            masked = true
+        } else if masked {
+            weights = window.weights
+            n = weights.reduce(0, +)
+            effectivePixels = window.effectivePixels
+            masked = false
+        }
         known = (false, false, false, false, false)
         sheared = shear != nil
         if let (gx, gy) = shear {
@@ -534,11 +557,11 @@ struct RefinementProbe {
                 }
             }
         }
-        let w = volume.width, h = volume.height, count = window.weights.count
+        let w = volume.width, h = volume.height, count = weights.count
         volume.left.pixels.withUnsafeBufferPointer { L in gather(L.baseAddress!, width: w, height: h, cx: x, cy: y, into: leftValues) }
         var s8 = SIMD8<Float>(repeating: 0), ss8 = SIMD8<Float>(repeating: 0)
         var sl: Float = 0, sll: Float = 0
-        window.weights.withUnsafeBufferPointer { wt in
+        weights.withUnsafeBufferPointer { wt in
             let wp = wt.baseAddress!
             var q = 0
             while q + 8 <= count {
@@ -614,7 +637,7 @@ struct RefinementProbe {
         }
         var sr8 = SIMD8<Float>(repeating: 0), srr8 = SIMD8<Float>(repeating: 0), slr8 = SIMD8<Float>(repeating: 0)
         var sr: Float = 0, srr: Float = 0, slr: Float = 0
-        window.weights.withUnsafeBufferPointer { wt in
+        weights.withUnsafeBufferPointer { wt in
             let wp = wt.baseAddress!
             var q = 0
             while q + 8 <= count {
