@@ -120,7 +120,7 @@ public struct DenseMatcher: Sendable {
     /// as `shearedRefinement` reads it, ± `wideRefinementPlaneTolerance`) or left/right failures, with those
     /// slots left out of the window: beside a depth edge the centred window straddles the other surface and
     /// pulls the peak towards it. Measured (2026-11-25): Middlebury Cones raw bad-1.0 5.17 → 5.08 % (errors of
-    /// 1–1.25 px 0.38 → 0.27 %); with `supportWeights` γ 0.3, regularisation 0.15, jump ratio 6.67 and 3 rounds
+    /// 1–1.25 px 0.38 → 0.28 %); with `supportWeights` γ 0.3, regularisation 0.15, jump ratio 6.67 and 3 rounds
     /// of `occlusionRevalidationRounds` 4.03 → 3.88 %; `dsmopt synth --buildings 40 --noise 15` at B/H 0.25,
     /// NMAD within 2 m of walls 2.58 → 2.44 m, on roofs 1.28 → 1.32 m; but on the whole La Réunion pair against
     /// S2P aligned NMAD 0.2880 → 0.2904 m, within 1 m 96.34 → 96.06 %, RMSE 0.507 → 0.513 m (> 5 m 421 → 345),
