@@ -499,7 +499,7 @@ struct Match: ParsableCommand {
             help: "Rounds of re-validating left/right-check failures called occluded whose own match continues a valid neighbour's disparity (an integer from 0 to 16; default 0, off). Experimental, see the README.")
     var revalidateOcclusions = 0
     @Flag(name: .customLong("surface-refinement"),
-          help: "Refine sub-pixel disparities beside depth edges over the slots of the window on the pixel's own plane only. Experimental, see the README.")
+          help: "Refine sub-pixel disparities beside depth edges over the part of the window on the pixel's own surface (split from another at a gap of over 0.5 px of disparity). Experimental, see the README.")
     var surfaceRefinement = false
     @OptionGroup var expert: ExpertOptions
 

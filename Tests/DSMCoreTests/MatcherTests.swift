@@ -256,8 +256,7 @@ import TestSupport
 
     /// On the box pair, the sub-pixel refinement's 9 × 9 window centred on a pixel within 4 px of the box's
     /// edge straddles both surfaces and pulls the peak towards the other one; `surfaceRefinement` refines
-    /// those pixels again over the window's slots on their own plane only (left/right failures left out too),
-    /// and leaves a pixel whose window is all matched on one plane alone.
+    /// those pixels again over the window's slots on their own surface only, and leaves the rest alone.
     @Test func surfaceRefinementKeepsTheWindowOnItsOwnSurface() throws {
         let (w, h, x0, x1, y0, y1) = (box.width, box.height, box.x0, box.x1, box.y0, box.y1)
         let (left, right) = boxPair()
@@ -275,13 +274,21 @@ import TestSupport
         for y in 0..<h {
             for x in 0..<w {
                 let i = y * w + x
-                // Beyond the wide refinement's window (radius 8, which reads the map this pass leaves), with no
-                // left/right failure in the refinement window (radius 4): nothing to leave out, nothing changed.
-                let windowValid = x >= 4 && x < w - 4 && y >= 4 && y < h - 4
-                    && !(-4...4).contains { dy in (-4...4).contains { dx in a.disparity[(y + dy) * w + x + dx].isNaN } }
-                if !near(x, y, 8), windowValid {
-                    far += 1
-                    if a.disparity[i] != b.disparity[i] { farChanged += 1 }
+                // Where the matched disparities within 12 px spread by at most 0.3 px (below the 0.5-px gap that
+                // splits a window, with room for the plane's slope), no 9 × 9 window within reach of the wide
+                // refinement (radius 8, which reads the map this pass leaves) holds a second surface: nothing
+                // may change.
+                if x >= 12, x < w - 12, y >= 12, y < h - 12 {
+                    var lo = Float.infinity, hi = -Float.infinity
+                    for yy in (y - 12)...(y + 12) {
+                        for xx in (x - 12)...(x + 12) where !a.disparity[yy * w + xx].isNaN {
+                            lo = min(lo, a.disparity[yy * w + xx]); hi = max(hi, a.disparity[yy * w + xx])
+                        }
+                    }
+                    if hi - lo <= 0.3 {
+                        far += 1
+                        if a.disparity[i] != b.disparity[i] { farChanged += 1 }
+                    }
                 }
                 guard near(x, y, 4), !a.disparity[i].isNaN, !b.disparity[i].isNaN else { continue }
                 let truth: Float = x >= x0 && x < x1 && y >= y0 && y < y1 ? 12 : 4
@@ -296,8 +303,8 @@ import TestSupport
         print("within 4 px of the box's outline (\(errors.count) pixels): mean |error| \(errors.plain / n) → \(errors.surface / n) px; elsewhere \(farChanged) of \(far) pixels changed")
         #expect(errors.count > 500)
         #expect(errors.surface < 0.8 * errors.plain, "refinement on the pixel's own surface must be closer to the truth beside the edge")
-        #expect(far > 5000)
-        #expect(farChanged == 0, "away from the edge, its window all matched on one plane: nothing refined again")
+        #expect(far > 2000)
+        #expect(farChanged == 0, "where no window within reach holds a second surface, nothing is refined again")
     }
 
     @Test func texturelessAreaIsDecorrelatedNotInvented() throws {
