@@ -274,8 +274,8 @@ import TestSupport
         for y in 0..<h {
             for x in 0..<w {
                 let i = y * w + x
-                // Where the matched disparities within 12 px spread by at most 0.3 px (below the 0.5-px gap that
-                // splits a window, with room for the plane's slope), no 9 × 9 window within reach of the wide
+                // Where the matched disparities within 12 px spread by at most 0.3 px (the flat ground away from
+                // the box; a window splits only at a gap of 0.5 px), no 9 × 9 window within reach of the wide
                 // refinement (radius 8, which reads the map this pass leaves) holds a second surface: nothing
                 // may change.
                 if x >= 12, x < w - 12, y >= 12, y < h - 12 {
