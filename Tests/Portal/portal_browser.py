@@ -103,6 +103,19 @@ def text(css):
     return q(css).text.strip()
 
 
+def tick(css, on):
+    """Clicks a checkbox so that it shows `on`. One clean-clone CI run (2026-11-25) found the box unticked after
+    a click Selenium reported done (cause not found, not reproduced in 5 runs): a second click is allowed and
+    said in the output; a box that will not stay set still fails."""
+    q(css).click()
+    try:
+        WebDriverWait(driver, 3, poll_frequency=0.2).until(lambda d: q(css).is_selected() == on)
+    except Exception:
+        print(f"note: the click on {css} did not register; clicked again")
+        q(css).click()
+    wait(lambda: q(css).is_selected() == on, f"{css} {'ticked' if on else 'unticked'}")
+
+
 def api(path, token, method="GET", body=None):
     req = urllib.request.Request(args.url + path, method=method, data=None if body is None else json.dumps(body).encode(),
                                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
@@ -341,19 +354,6 @@ q("#aoi-bbox").send_keys("55.6495,-21.2315,55.6505,-21.2305" + Keys.TAB)
 # The page rewrites the box it applied (6 decimals): the AOI is set and the map redrawn before the next click.
 wait(lambda: q("#aoi-bbox").get_attribute("value") == "55.649500,-21.231500,55.650500,-21.230500", "carol's AOI applied")
 # Water masking without a mask (and no server water layer): the API's message beside that option.
-def tick(css, on):
-    """Clicks a checkbox until it shows `on`. One clean-clone CI run (2026-11-25) found the box unticked after
-    a click Selenium reported done (cause not found, not reproduced in 5 runs): a second click is allowed and
-    said in the output; a box that will not stay set still fails below."""
-    q(css).click()
-    try:
-        WebDriverWait(driver, 3, poll_frequency=0.2).until(lambda d: q(css).is_selected() == on)
-    except Exception:
-        print(f"note: the click on {css} did not register; clicked again")
-        q(css).click()
-    wait(lambda: q(css).is_selected() == on, f"{css} {'ticked' if on else 'unticked'}")
-
-
 tick("#param-mask-water", True)
 q("#submit-job").click()
 wait(lambda: "no water mask" in text("#err-param-mask-water"), "mask-water without a mask: the API's message beside the option")

@@ -497,7 +497,7 @@ public struct DenseMatcher: Sendable {
         func shear(_ gx: Float, _ gy: Float) -> (Float, Float)? {
             abs(gx) >= shearThreshold || abs(gy) >= shearThreshold ? (gx, gy) : nil
         }
-        // Surface refinement: the window keeps only the slots on the pixel's own plane (see `surfaceRefinement`).
+        // Surface refinement: the window keeps only the slots on the pixel's own surface (see `surfaceRefinement`).
         if shearedRefinement || surfaceRefinement {
             // The map holds disparities at its valid pixels only (NaN elsewhere).
             let matched = map.disparity
