@@ -196,7 +196,11 @@ extension DSMFilter {
     /// edge-preserving mean — a bilateral filter on the surface's departure from its local plane: each
     /// neighbour within `radius` cells, with Gaussian weight (σ = `sigma` cells), is first carried along the
     /// centre's slope (see below) and kept only if it then lies within `range` metres of the
-    /// centre. Slopes are not flattened, and steps taller than `range` (walls, cliffs) stay sharp.
+    /// centre. Slopes are not flattened, and steps taller than `range` (walls, cliffs) stay sharp. The
+    /// result is the Gaussian-weighted least-squares plane through the kept neighbours, at the centre: their
+    /// weighted mean where all are kept (the kernel is symmetric), and where some are left out (beside a
+    /// step or a hole, by the grid's edge) a value that does not depend on the centre's slope, which the
+    /// kept neighbours' off-centre mean did (by the slope's error times their centroid's offset).
     public struct Denoising: Sendable, Codable, Equatable {
         public var radius: Int
         public var sigma: Float
@@ -296,9 +300,14 @@ extension DSMFilter {
         return p4
     }
 
-    /// The bilateral mean about the local plane described in `Denoising`; the slopes for the gating are
-    /// taken from `slopesFrom` (by default the raster itself: pass the surface before a median, which
-    /// shifts the cells beside a wall on a slope).
+    /// The bilateral mean about the local plane described in `Denoising` (the weighted plane fit where
+    /// neighbours are left out); the slopes for the gating are taken from `slopesFrom` (by default the
+    /// raster itself: pass the surface before a median, which shifts the cells beside a wall on a slope).
+    /// Measured 2026-11-25 against the kept neighbours' mean carried along the centre's slope (the minmod
+    /// below, of one-sided differences of noisy heights): whole La Réunion pair against S2P RMSE 0.5073 →
+    /// 0.5035 m, > 5 m 421 → 414 cells (against CARS 0.522 → 0.514 m, 1,023 → 1,007), noise 0.027 →
+    /// 0.025 m; Marseille triplet (test ROI) NMAD 0.4579 → 0.4560 m, its weak pair 0.5448 → 0.5380 m; CPU
+    /// +1–2 % (the plane's moments only where a neighbour is left out). Test `denoisingBesideAWallFitsThePlane`.
     public static func edgePreservingMean(_ raster: GridRaster, _ s: Denoising, slopesFrom: GridRaster? = nil) -> GridRaster {
         let g = raster.grid, w = g.width, h = g.height, r = s.radius
         var out = raster
@@ -317,11 +326,10 @@ extension DSMFilter {
                     let c = v[j * w + i]
                     guard !c.isNaN else { continue }
                     let gx = slopes.east[j * w + i], gy = slopes.south[j * w + i]
-                    var sum: Float = 0, weight: Float = 0
                     if i >= r, i - r + lanes <= w, j >= r, j + r < h {
                         // Inside the grid: each kernel row 8 cells at a time (lanes past the row weigh 0, and a
                         // NaN neighbour fails the range test, so it drops out as in the path below).
-                        var s8 = SIMD8<Float>(repeating: 0), w8 = SIMD8<Float>(repeating: 0)
+                        var s8 = SIMD8<Float>(repeating: 0), w8 = SIMD8<Float>(repeating: 0), n8 = SIMD8<Float>(repeating: 0)
                         kernel8.withUnsafeBufferPointer { K in offsets8.withUnsafeBufferPointer { O in
                             for dy in -r...r {
                                 let row = v.baseAddress! + (j + dy) * w + i - r, krow = K.baseAddress! + lanes * (dy + r)
@@ -332,26 +340,80 @@ extension DSMFilter {
                                     let keep = (carried - c).replacing(with: -(carried - c), where: carried .< c) .<= s.range
                                     s8 += (k * carried).replacing(with: 0, where: .!keep)
                                     w8 += k.replacing(with: 0, where: .!keep)
+                                    n8 += SIMD8<Float>(repeating: 1).replacing(with: 0, where: .!(keep .& (k .> 0)))
                                 }
                             }
                         }}
-                        out.values[j * w + i] = s8.sum() / w8.sum()
+                        // Every neighbour kept: the symmetric kernel's mean is already the plane's value at the centre.
+                        if n8.sum() == Float(span * span) {
+                            out.values[j * w + i] = s8.sum() / w8.sum()
+                            continue
+                        }
+                        // Else the plane's moments, 8 cells at a time as above.
+                        var a = (SIMD8<Float>(repeating: 0), SIMD8<Float>(repeating: 0), SIMD8<Float>(repeating: 0),
+                                 SIMD8<Float>(repeating: 0), SIMD8<Float>(repeating: 0), SIMD8<Float>(repeating: 0),
+                                 SIMD8<Float>(repeating: 0), SIMD8<Float>(repeating: 0), SIMD8<Float>(repeating: 0))
+                        kernel8.withUnsafeBufferPointer { K in offsets8.withUnsafeBufferPointer { O in
+                            for dy in -r...r {
+                                let row = v.baseAddress! + (j + dy) * w + i - r, krow = K.baseAddress! + lanes * (dy + r)
+                                let fy = Float(dy)
+                                for q in 0..<chunks {
+                                    let n = UnsafeRawPointer(row + 8 * q).loadUnaligned(as: SIMD8<Float>.self)
+                                    var z = n - gx * O[q] - gy * fy - c
+                                    let k = UnsafeRawPointer(krow + 8 * q).loadUnaligned(as: SIMD8<Float>.self)
+                                    // A NaN neighbour fails the test; its z is zeroed so that 0 × NaN does not spread.
+                                    let keep = z.replacing(with: -z, where: z .< 0) .<= s.range
+                                    let kk = k.replacing(with: 0, where: .!keep)
+                                    z.replace(with: 0, where: .!keep)
+                                    let kx = kk * O[q], ky = kk * fy
+                                    a.0 += kk; a.1 += kx; a.2 += ky; a.3 += kx * O[q]; a.4 += kx * fy; a.5 += ky * fy
+                                    a.6 += kk * z; a.7 += kx * z; a.8 += ky * z
+                                }
+                            }
+                        }}
+                        let m = PlaneMoments(s0: Double(a.0.sum()), sx: Double(a.1.sum()), sy: Double(a.2.sum()),
+                                             sxx: Double(a.3.sum()), sxy: Double(a.4.sum()), syy: Double(a.5.sum()),
+                                             sz: Double(a.6.sum()), sxz: Double(a.7.sum()), syz: Double(a.8.sum()))
+                        out.values[j * w + i] = c + m.valueAtCentre
                         continue
                     }
+                    // By the grid's edge: the weighted plane fit, cell by cell.
+                    var m = PlaneMoments()
                     for y in max(0, j - r)...min(h - 1, j + r) {
                         for x in max(0, i - r)...min(w - 1, i + r) {
                             let n = v[y * w + x]
                             let carried = n - gx * Float(x - i) - gy * Float(y - j)
                             guard !n.isNaN, abs(carried - c) <= s.range else { continue }
-                            let k = kernel8[lanes * (y - j + r) + x - i + r]
-                            sum += k * carried; weight += k
+                            m.add(kernel8[lanes * (y - j + r) + x - i + r], dx: x - i, dy: y - j, z: carried - c)
                         }
                     }
-                    out.values[j * w + i] = sum / weight
+                    out.values[j * w + i] = c + m.valueAtCentre
                 }
             }
         }
         return out
+    }
+
+    /// Weighted sums for the least-squares plane z = z₀ + bx·dx + by·dy through a cell's neighbours (offsets
+    /// dx, dy in cells, heights z relative to the centre's).
+    struct PlaneMoments {
+        var s0 = 0.0, sx = 0.0, sy = 0.0, sxx = 0.0, sxy = 0.0, syy = 0.0, sz = 0.0, sxz = 0.0, syz = 0.0
+
+        mutating func add(_ weight: Float, dx: Int, dy: Int, z: Float) {
+            let a = Double(weight), x = Double(dx), y = Double(dy), z = Double(z)
+            s0 += a; sx += a * x; sy += a * y; sxx += a * x * x; sxy += a * x * y; syy += a * y * y
+            sz += a * z; sxz += a * x * z; syz += a * y * z
+        }
+
+        /// The fitted plane's z₀ (Cramer's rule on the 3 × 3 normal equations); the weighted mean where the
+        /// offsets span no plane (the determinant of their weighted covariance under 10⁻³ cell⁴).
+        var valueAtCentre: Float {
+            guard s0 > 0 else { return .nan }
+            let minor = sxx * syy - sxy * sxy
+            let det = s0 * minor - sx * (sx * syy - sxy * sy) + sy * (sx * sxy - sxx * sy)
+            guard det > 1e-3 * s0 * s0 * s0 else { return Float(sz / s0) }
+            return Float((sz * minor - sx * (sxz * syy - sxy * syz) + sy * (sxz * sxy - sxx * syz)) / det)
+        }
     }
 
     /// Each valid cell's slope, in metres per cell along the grid's columns (east) and rows (south): per
