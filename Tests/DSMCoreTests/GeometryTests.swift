@@ -218,6 +218,36 @@ import Testing
         #expect(DSMFilter.fillSmallHoles(border, maximumArea: 4).0.values[0].isNaN)
     }
 
+    /// A hole across a tall step (a wall, a cliff) stays open with a rim limit; holes on a noisy slope and in a
+    /// bowl are still filled, and without a limit the step's hole is bridged as before.
+    @Test func holesAcrossATallStepStayOpen() {
+        let g = GridDefinition(epsg: 32631, originX: 0, originY: 100, resolution: 1, width: 30, height: 30)
+        var rng = SystemRandomNumberGenerator()
+        // A 0.5 m-per-cell slope with ± 0.2 m of noise, a 12 m wall at x = 10, a bowl for x ≥ 20.
+        func surface(_ x: Int, _ y: Int) -> Float {
+            var z = 50 + 0.5 * Float(x) + 0.2 * Float(y)
+            if x >= 10 { z += 12 }
+            if x >= 20 { z += 0.02 * Float((x - 25) * (x - 25) + (y - 15) * (y - 15)) }
+            return z
+        }
+        var r = GridRaster(grid: g, values: (0..<900).map { c in surface(c % 30, c / 30) + Float.random(in: -0.2...0.2, using: &rng) })
+        func hole(x0: Int, y0: Int) -> [Int] { (y0..<y0 + 3).flatMap { y in (x0..<x0 + 3).map { y * 30 + $0 } } }
+        // The first hole lies at the wall's foot (its rim's right column on the wall's top), as an occlusion does.
+        let wall = hole(x0: 7, y0: 5), slope = hole(x0: 3, y0: 15), bowl = hole(x0: 23, y0: 20)
+        for c in wall + slope + bowl { r.values[c] = .nan }
+        let (out, mask) = DSMFilter.fillSmallHoles(r, maximumArea: 16, maximumRimDeparture: 1.9)
+        #expect(wall.allSatisfy { out.values[$0].isNaN && !mask[$0] }, "the hole at the wall's foot stays open")
+        #expect(slope.allSatisfy { mask[$0] && abs(out.values[$0] - surface($0 % 30, $0 / 30)) < 0.3 }, "the hole on the slope is filled")
+        #expect(bowl.allSatisfy { mask[$0] && abs(out.values[$0] - surface($0 % 30, $0 / 30)) < 0.5 }, "the hole in the bowl is filled")
+        // What decides: the rim's departure from its plane, the noise's on the slope, a share of the wall's
+        // height at its foot (the plane tilts to take up part of a step).
+        let onSlope = DSMFilter.rimDeparture(slope, r.values, width: 30, height: 30)!
+        let atWall = DSMFilter.rimDeparture(wall, r.values, width: 30, height: 30)!
+        #expect(onSlope < 0.3 && atWall > 3, "rim departures \(onSlope) m (slope) and \(atWall) m (wall)")
+        let (bridged, bridgedMask) = DSMFilter.fillSmallHoles(r, maximumArea: 16)
+        #expect(wall.allSatisfy { bridgedMask[$0] && !bridged.values[$0].isNaN }, "without a limit every small hole is filled")
+    }
+
     /// Small regions cut off from their surroundings by holes or by steps taller than the step go; a
     /// slope (neighbours within the step), a region as large as the limit and one on the grid's edge stay.
     @Test func smallIslandsRemoved() {

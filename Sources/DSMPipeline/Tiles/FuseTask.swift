@@ -80,7 +80,11 @@ struct FuseTask: Sendable {
         // A hole touching the window's edge is left open, as one touching the grid's edge is in a
         // whole-scene run: with filterMargin ≥ maxHoleCells, such a hole reaching the tile is larger than
         // maxHoleCells anyway, so filling does not depend on the tiling.
-        let (holesFilled, filled) = DSMFilter.fillSmallHoles(cleaned, maximumArea: plan.maxHoleCells)
+        // A hole whose rim departs from a plane by more than the denoising's range (it holds a step: an
+        // occlusion beside a wall or a cliff) stays open: interpolated across the step it was off by metres
+        // (README "DSM quality", item 18).
+        let (holesFilled, filled) = DSMFilter.fillSmallHoles(cleaned, maximumArea: plan.maxHoleCells,
+                                                             maximumRimDeparture: plan.denoising.range)
         let dsm = DSMFilter.denoise(holesFilled, plan.denoising)
         func core(_ v: [Float]) -> [Float] { ext.crop(v, to: tile.cells) }
         // The uncertainty of the matched heights (dsm_raw), given where dsm.tif holds a matched height
