@@ -96,7 +96,8 @@ public struct DenseMatcher: Sendable {
     /// edges (the supports already keep to their side of an edge). Measured 2026-11-24 at γ 0.45 σ (README,
     /// "DSM quality", the measurements after the Cones figures): better NMAD, completeness and synthetic wall
     /// sharpness, but more cells off by > 5 m against CARS's and (Marseille) S2P's DSMs and ~35 % more CPU —
-    /// not the default until those blunders are understood.
+    /// not the default (Marseille's added blunders lie in deep shadows where neither pair nor S2P is confirmed;
+    /// README, "DSM quality").
     public var supportWeights: SupportWeights? = nil
     /// Fill left/right-check failures: occlusions with the background (second-lowest disparity found
     /// along 8 directions), mismatches and speckles with the median. Filled pixels keep no score and are flagged in
