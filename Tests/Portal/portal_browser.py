@@ -104,9 +104,11 @@ def text(css):
 
 
 def tick(css, on):
-    """Clicks a checkbox so that it shows `on`. One clean-clone CI run (2026-11-25) found the box unticked after
-    a click Selenium reported done (cause not found, not reproduced in 5 runs): a second click is allowed and
-    said in the output; a box that will not stay set still fails."""
+    """Clicks a checkbox so that it shows `on`. Two clean-clone CI runs (2026-11-25) found carol's water-mask box
+    unticked after a click Selenium reported done: most likely the CRS name, which arrives a moment after step 2
+    shows, pushed the form down a line between Selenium's locating the box and its click (carol's step did not
+    wait for it; the page now keeps that line, checked above). A second click is still allowed and said in the
+    output; a box that will not stay set fails."""
     q(css).click()
     try:
         WebDriverWait(driver, 3, poll_frequency=0.2).until(lambda d: q(css).is_selected() == on)
@@ -191,6 +193,12 @@ shot("images-and-pairs")
 q("#to-step-2").click()
 wait(lambda: q("#step-2").is_displayed(), "step 2 shown")
 wait(lambda: "UTM zone 40S" in text("#epsg-name"), "default output CRS: the scene's UTM zone, named")
+# The name arrives a moment after step 2 shows (a request after a 250 ms pause): its line is reserved, so the
+# options below do not move under a click when it does (read with the name taken out and put back).
+ys = driver.execute_script("""const n = document.querySelector('#epsg-name'), box = document.querySelector('#param-mask-water');
+  const t = n.textContent; n.textContent = ''; const before = box.getBoundingClientRect().top;
+  n.textContent = t; return [before, box.getBoundingClientRect().top];""")
+check(abs(ys[0] - ys[1]) < 0.5, f"the options do not move when the CRS name appears (top {ys[0]} → {ys[1]} px)")
 q("#job-name").send_keys("portal job")
 # Draw a rectangle on the map (two clicks), then type a smaller box.
 q("#draw-rect").click()
@@ -349,6 +357,7 @@ boxes[1].click()
 wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#uploads tbody input:checked")) == 2, "two ticked")
 q("#to-step-2").click()
 wait(lambda: q("#step-2").is_displayed(), "step 2 for carol", timeout=120)
+wait(lambda: "UTM zone" in text("#epsg-name"), "carol's default output CRS named")
 q("#job-name").send_keys("over quota")
 q("#aoi-bbox").send_keys("55.6495,-21.2315,55.6505,-21.2305" + Keys.TAB)
 # The page rewrites the box it applied (6 decimals): the AOI is set and the map redrawn before the next click.
