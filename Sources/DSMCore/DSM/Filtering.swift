@@ -204,8 +204,12 @@ public enum DSMFilter {
     /// The root-mean-square departure of a hole's rim (its valid 8-neighbours) from their least-squares plane,
     /// with n − 3 degrees of freedom; nil where the rim has fewer than 4 cells or does not span a plane.
     public static func rimDeparture(_ region: [Int], _ values: [Float], width w: Int, height h: Int) -> Float? {
+        guard let first = region.first else { return nil }
+        // Offsets and heights relative to the first rim cell found keep the sums small.
+        let x0 = first % w, y0 = first / w
+        var z0: Float?
         var seen = Set<Int>()
-        var xs: [Double] = [], ys: [Double] = [], zs: [Double] = []
+        var m = PlaneMoments()
         for c in region {
             let x = c % w, y = c / w
             for dy in -1...1 {
@@ -215,23 +219,12 @@ public enum DSMFilter {
                     let n = ny * w + nx
                     let v = values[n]
                     guard !v.isNaN, seen.insert(n).inserted else { continue }
-                    xs.append(Double(nx)); ys.append(Double(ny)); zs.append(Double(v))
+                    if z0 == nil { z0 = v }
+                    m.add(1, dx: nx - x0, dy: ny - y0, z: v - z0!)
                 }
             }
         }
-        let n = Double(zs.count)
-        guard zs.count >= 4 else { return nil }
-        let mx = xs.reduce(0, +) / n, my = ys.reduce(0, +) / n, mz = zs.reduce(0, +) / n
-        var sxx = 0.0, sxy = 0.0, syy = 0.0, sxz = 0.0, syz = 0.0, szz = 0.0
-        for i in zs.indices {
-            let x = xs[i] - mx, y = ys[i] - my, z = zs[i] - mz
-            sxx += x * x; sxy += x * y; syy += y * y; sxz += x * z; syz += y * z; szz += z * z
-        }
-        let det = sxx * syy - sxy * sxy
-        guard det > 1e-9 * max(sxx * syy, 1) else { return nil }
-        let a = (sxz * syy - syz * sxy) / det, b = (syz * sxx - sxz * sxy) / det
-        let ssr = max(0, szz - a * sxz - b * syz)
-        return Float((ssr / (n - 3)).squareRoot())
+        return m.residualRMS
     }
 }
 
@@ -439,14 +432,28 @@ extension DSMFilter {
     }
 
     /// Weighted sums for the least-squares plane z = z₀ + bx·dx + by·dy through a cell's neighbours (offsets
-    /// dx, dy in cells, heights z relative to the centre's).
+    /// dx, dy in cells, heights z relative to the centre's; the denoising) or through a hole's rim
+    /// (`rimDeparture`, relative to its first cell).
     struct PlaneMoments {
-        var s0 = 0.0, sx = 0.0, sy = 0.0, sxx = 0.0, sxy = 0.0, syy = 0.0, sz = 0.0, sxz = 0.0, syz = 0.0
+        var s0 = 0.0, sx = 0.0, sy = 0.0, sxx = 0.0, sxy = 0.0, syy = 0.0, sz = 0.0, sxz = 0.0, syz = 0.0, szz = 0.0
 
         mutating func add(_ weight: Float, dx: Int, dy: Int, z: Float) {
             let a = Double(weight), x = Double(dx), y = Double(dy), z = Double(z)
             s0 += a; sx += a * x; sy += a * y; sxx += a * x * x; sxy += a * x * y; syy += a * y * y
-            sz += a * z; sxz += a * x * z; syz += a * y * z
+            sz += a * z; sxz += a * x * z; syz += a * y * z; szz += a * z * z
+        }
+
+        /// With unit weights: the root-mean-square residual of the fitted plane, with s0 − 3 degrees of freedom
+        /// (`rimDeparture`); nil under 4 points or where the offsets span no plane (the determinant of their
+        /// centred sums under 10⁻⁹ of the product of its diagonal, or of 1).
+        var residualRMS: Float? {
+            guard s0 >= 4 else { return nil }
+            let cxx = sxx - sx * sx / s0, cxy = sxy - sx * sy / s0, cyy = syy - sy * sy / s0
+            let cxz = sxz - sx * sz / s0, cyz = syz - sy * sz / s0, czz = szz - sz * sz / s0
+            let det = cxx * cyy - cxy * cxy
+            guard det > 1e-9 * max(cxx * cyy, 1) else { return nil }
+            let bx = (cxz * cyy - cyz * cxy) / det, by = (cyz * cxx - cxz * cxy) / det
+            return Float((max(0, czz - bx * cxz - by * cyz) / (s0 - 3)).squareRoot())
         }
 
         /// The fitted plane's z₀ (Cramer's rule on the 3 × 3 normal equations); the weighted mean where the
