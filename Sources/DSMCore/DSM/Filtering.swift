@@ -157,8 +157,8 @@ public enum DSMFilter {
     /// metres (root mean square, `rimDeparture`) stays open: its rim holds a step — an occlusion at the foot
     /// of a wall or a cliff, a failure along a roof's edge — which the interpolation would bridge with a ramp
     /// that is neither side. The plane tilts to take up part of a step: a step of height H across a small
-    /// hole departs by about 0.2–0.3 H. Measured 2026-11-25 with the denoising's range as the limit (README
-    /// "DSM quality", item 18): on the whole La Réunion pair the holes left open had been filled with heights
+    /// hole departs by about 0.2–0.3 H. Measured 2026-11-25 with the denoising's range as the limit (Benchmarks/
+    /// DSM-QUALITY.md, item 18): on the whole La Réunion pair the holes left open had been filled with heights
     /// off by an NMAD of 2.6 m against S2P's DSM (0.9 m for those still filled); on `dsmopt synth --buildings
     /// 40 --noise 15` at B/H 0.25, 7.8 m against the truth (2.0 m). Returns the filled raster and the mask of
     /// the filled cells.

@@ -14,7 +14,7 @@ import Foundation
 /// Measured (2026-11-23, median 1 − ZNCC of the matches at the default setting): Middlebury Cones 0.010,
 /// the `dsmopt synth` pairs (15 DN of noise) 0.004, the Marseille triplet's pairs 0.02, the La Réunion
 /// pair (steep, vegetated, in shadow) 0.07: f from 1 to 7. Cones and the synthetic scenes barely move with
-/// stronger penalties (Cones bad-1.0 5.20–5.28 % from ×1 to ×5); La Réunion gains (README, "DSM quality").
+/// stronger penalties (Cones bad-1.0 5.20–5.28 % from ×1 to ×5); La Réunion gains (Benchmarks/DSM-QUALITY.md, item 10).
 public enum AdaptiveRegularisation {
     /// 1 − ZNCC of a clean match: the cost level the regularisation setting is meant for.
     public static let referenceCost = 0.01
@@ -32,7 +32,7 @@ public enum AdaptiveRegularisation {
     /// `jumpPenaltyRatio` ÷ √f, at least 1). Large jumps are where true edges are: scaled as much as the
     /// one-step penalty (×7, then capped), they pulled surfaces across low-texture borders on La Réunion — the
     /// foot of a 23 m step moved by a cell, 20.3 m off; left as set, most of the gain went (within 1 m
-    /// 96.19 → 95.58 %); × √f kept both (see the README, "DSM quality", item 10).
+    /// 96.19 → 95.58 %); × √f kept both (see Benchmarks/DSM-QUALITY.md, item 10).
     public static func adapted(_ parameters: MatchingParameters, typicalCost: Double) -> MatchingParameters {
         let f = factor(typicalCost: typicalCost, maximum: parameters.regularisationAdaptation)
         var p = parameters

@@ -93,11 +93,11 @@ public struct DenseMatcher: Sendable {
     /// that follow both images (`SupportWeights`) instead of the `parameters.window` square (shiftable). With
     /// it, the left/right check compares the regularised labels (the sub-pixel step, whose 9×9 window does
     /// fatten, may move a match towards a foreground edge) and the large-jump penalty is the same across image
-    /// edges (the supports already keep to their side of an edge). Measured 2026-11-24 at γ 0.45 σ (README,
-    /// "DSM quality", the measurements after the Cones figures): better NMAD, completeness and synthetic wall
+    /// edges (the supports already keep to their side of an edge). Measured 2026-11-24 at γ 0.45 σ (Benchmarks/
+    /// DSM-QUALITY.md, "Marseille triplet and Middlebury Cones"): better NMAD, completeness and synthetic wall
     /// sharpness, but more cells off by > 5 m against CARS's and (Marseille) S2P's DSMs and ~35 % more CPU —
     /// not the default (Marseille's added blunders lie in deep shadows where neither pair nor S2P is confirmed;
-    /// README, "DSM quality").
+    /// README, "DSM quality"; the log in Benchmarks/DSM-QUALITY.md).
     public var supportWeights: SupportWeights? = nil
     /// Fill left/right-check failures: occlusions with the background (second-lowest disparity found
     /// along 8 directions), mismatches and speckles with the median. Filled pixels keep no score and are flagged in
