@@ -202,6 +202,29 @@ import Testing
         #expect(abs(w.height.values[0] - (100 + 4 * 100.4) / 5) < 1e-4)
     }
 
+    /// A cell the pairs contradict has no fused height: two pairs apart by more than the agreement tolerance,
+    /// or three with fewer than two of them near their median. One pair alone, or two that agree, are kept.
+    @Test func contradictingPairsLeaveTheCellEmpty() {
+        var a = GridRaster(grid: grid, fill: 100), b = GridRaster(grid: grid, fill: 100.5), c = GridRaster(grid: grid, fill: .nan)
+        let s = GridRaster(grid: grid, fill: 0.8), sigma = GridRaster(grid: grid, fill: 0.3)
+        b.values[1] = 100 + DSMFusion.agreementTolerance + 0.5  // two pairs that disagree, the better-correlated one…
+        var sb = s
+        sb.values[1] = 0.95  // …is not trusted either
+        b.values[2] = .nan  // one pair alone
+        c.values[3] = 100.3; b.values[3] = 103; a.values[3] = 106  // three pairs, no two agree
+        c.values[4] = 101.5; b.values[4] = 106  // three pairs, two agree: their weighted mean
+        let f = DSMFusion.fuse(heights: [a, b, c], scores: [s, sb, s], weights: [1, 1, 4], sigmas: [sigma, sigma, sigma])
+        #expect(abs(f.height.values[0] - 100.25) < 1e-4 && f.contributors[0] == 0b011)
+        #expect(f.height.values[1].isNaN && f.contributors[1] == 0 && f.sigma!.values[1].isNaN && f.score.values[1].isNaN)
+        #expect(f.height.values[2] == 100 && f.contributors[2] == 0b001 && f.sigma!.values[2] == 0.3)
+        #expect(f.height.values[3].isNaN && f.contributors[3] == 0 && f.sigma!.values[3].isNaN)
+        #expect(abs(f.height.values[4] - (100 + 4 * 101.5) / 5) < 1e-4 && f.contributors[4] == 0b101)
+        // The averaged pairs' σ: that of their weighted mean with their spread about it.
+        let mean: Float = (100 + 4 * 101.5) / 5
+        let spread = (1 * (100 - mean) * (100 - mean) + 4 * (101.5 - mean) * (101.5 - mean)) / 5
+        #expect(abs(f.sigma!.values[4] - ((1 + 16) * 0.09 / 25 + spread).squareRoot()) < 1e-4)
+    }
+
     @Test func outliersRemovedAndSmallHolesFilled() {
         var r = GridRaster(grid: grid, values: (0..<100).map { Float($0 % 10) * 0.5 + 50 })
         r.values[44] = 90  // spike

@@ -120,7 +120,9 @@ struct ProductAssembly: Sendable {
                                        description: "DSM quality: mean correlation score (ZNCC) of the matches in each DSM cell, nodata where empty",
                                        units: "0-1", crs: crs))
         manifest.products.append(.init(code: "A2", file: "dsm_raw.tif",
-                                       description: "DSM before filtering (fused pairs), nodata where no match", units: units, crs: crs))
+                                       description: "DSM before filtering (fused pairs), nodata where no match"
+                                           + (plan.pairs.count > 1 ? ", and where the pairs that see a cell contradict each other (fewer than two of their heights within \(String(format: "%g", DSMFusion.agreementTolerance)) m of each other)" : ""),
+                                       units: units, crs: crs))
         func squareMetres(_ cells: Int) -> Int { Int((Double(cells) * plan.grid.resolution * plan.grid.resolution).rounded()) }
         manifest.products.append(.init(code: "A3", file: "dsm.tif",
                                        description: "delivered DSM: outliers removed\(plan.maxIslandCells.map { ", islands under \(squareMetres($0)) m² removed" } ?? ""), holes up to \(squareMetres(plan.maxHoleCells)) m² filled where their rim lies within \(String(format: "%.2g", plan.denoising.range)) m (RMS) of a plane — across a taller step they stay open (see dsm_filled_mask.tif), denoised (3×3 median, then an edge-preserving mean: Gaussian σ \(String(format: "%.2g", plan.denoising.sigma)) cells about the local slope, neighbours more than \(String(format: "%.2g", plan.denoising.range)) m off left out)"
