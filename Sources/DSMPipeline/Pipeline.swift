@@ -432,8 +432,8 @@ public struct DSMPipelineRunner: Sendable {
                                          labels: labels, tileCells: tiles.largestTile.width * tiles.largestTile.height, pairs: p.pairs.count)
         // Holes up to 100 m² are filled: on the La Réunion pair (0.5 m) against S2P, filling up to 25 m²
         // left completeness at 0.960 once speckles are removed, 100 m² gives 0.978 with RMSE 0.59 m,
-        // 400 m² 0.992 but RMSE 0.66 m and twice the cells off by more than 5 m. A hole across a tall step
-        // stays open whatever its size (FuseTask, `DSMFilter.fillSmallHoles`' rim departure).
+        // 400 m² 0.992 but RMSE 0.66 m and twice the cells off by more than 5 m. A hole within that size
+        // whose rim holds a tall step stays open (FuseTask, `DSMFilter.fillSmallHoles`' rim departure).
         let maxHole = max(4, Int((100 / (p.resolution * p.resolution)).rounded()))
         // Islands under 50 m² are removed (see `DSMFilter.removeIslands`). Measured 2026-11-24 (0.5 m):
         // the whole La Réunion pair's 144 cells off by > 20 m from CARS (one island, outside S2P's

@@ -180,11 +180,8 @@ public enum DSMFilter {
             // Initial guess: mean of the rim, then Gauss–Seidel relaxation.
             var rim: Float = 0, rn: Float = 0
             for c in region {
-                let x = c % w, y = c / w
-                for (dx, dy) in [(1, 0), (-1, 0), (0, 1), (0, -1)] {
-                    let nx = x + dx, ny = y + dy
-                    guard nx >= 0, ny >= 0, nx < w, ny < h else { continue }
-                    let v = raster.values[ny * w + nx]
+                ConnectedRegions.forEachNeighbour(of: c, width: w, height: h) { n in
+                    let v = raster.values[n]
                     if !v.isNaN { rim += v; rn += 1 }
                 }
             }
@@ -192,12 +189,9 @@ public enum DSMFilter {
             for c in region { out.values[c] = rim / rn; filled[c] = true }
             for _ in 0..<min(200, 4 * Int(Double(region.count).squareRoot()) + 10) {
                 for c in region {
-                    let x = c % w, y = c / w
                     var s: Float = 0, n: Float = 0
-                    for (dx, dy) in [(1, 0), (-1, 0), (0, 1), (0, -1)] {
-                        let nx = x + dx, ny = y + dy
-                        guard nx >= 0, ny >= 0, nx < w, ny < h else { continue }
-                        let v = out.values[ny * w + nx]
+                    ConnectedRegions.forEachNeighbour(of: c, width: w, height: h) { q in
+                        let v = out.values[q]
                         if !v.isNaN { s += v; n += 1 }
                     }
                     if n > 0 { out.values[c] = s / n }
@@ -211,23 +205,17 @@ public enum DSMFilter {
     /// with n − 3 degrees of freedom; nil where the rim has fewer than 4 cells or does not span a plane.
     public static func rimDeparture(_ region: [Int], _ values: [Float], width w: Int, height h: Int) -> Float? {
         guard let first = region.first else { return nil }
-        // Offsets and heights relative to the first rim cell found keep the sums small.
+        // Offsets from the hole's first cell and heights relative to the first rim cell found keep the sums small.
         let x0 = first % w, y0 = first / w
         var z0: Float?
         var seen = Set<Int>()
         var m = PlaneMoments()
         for c in region {
-            let x = c % w, y = c / w
-            for dy in -1...1 {
-                for dx in -1...1 where dx != 0 || dy != 0 {
-                    let nx = x + dx, ny = y + dy
-                    guard nx >= 0, ny >= 0, nx < w, ny < h else { continue }
-                    let n = ny * w + nx
-                    let v = values[n]
-                    guard !v.isNaN, seen.insert(n).inserted else { continue }
-                    if z0 == nil { z0 = v }
-                    m.add(1, dx: nx - x0, dy: ny - y0, z: v - z0!)
-                }
+            ConnectedRegions.forEachNeighbour(of: c, width: w, height: h, diagonal: true) { n in
+                let v = values[n]
+                guard !v.isNaN, seen.insert(n).inserted else { return }
+                if z0 == nil { z0 = v }
+                m.add(1, dx: n % w - x0, dy: n / w - y0, z: v - z0!)
             }
         }
         return m.residualRMS

@@ -335,24 +335,9 @@ struct DSMFinishing {
     static func label(_ water: [Bool], width w: Int, height h: Int) -> ([Int32], [Int]) {
         var labels = [Int32](repeating: 0, count: w * h)
         var sizes: [Int] = []
-        var stack: [Int] = []
-        for start in 0..<(w * h) where water[start] && labels[start] == 0 {
-            sizes.append(0)
-            let id = Int32(sizes.count)
-            labels[start] = id
-            stack.append(start)
-            while let c = stack.popLast() {
-                sizes[sizes.count - 1] += 1
-                let i = c % w, j = c / w
-                for dj in -1...1 {
-                    for di in -1...1 where di != 0 || dj != 0 {
-                        let ii = i + di, jj = j + dj
-                        guard ii >= 0, jj >= 0, ii < w, jj < h else { continue }
-                        let n = jj * w + ii
-                        if water[n] && labels[n] == 0 { labels[n] = id; stack.append(n) }
-                    }
-                }
-            }
+        ConnectedRegions.forEach(width: w, height: h, diagonal: true, member: { water[$0] }) { region in
+            sizes.append(region.count)
+            for c in region { labels[c] = Int32(sizes.count) }
         }
         return (labels, sizes)
     }
