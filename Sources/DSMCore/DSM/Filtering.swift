@@ -61,16 +61,16 @@ public enum DSMFusion {
             default:
                 let sorted = vals.sorted { $0.0 < $1.0 }
                 let med = sorted.count % 2 == 1 ? sorted[sorted.count / 2].0 : (sorted[sorted.count / 2 - 1].0 + sorted[sorted.count / 2].0) / 2
-                var sh: Float = 0, ss: Float = 0, n: Float = 0, sw: Float = 0
+                var sh: Float = 0, ss: Float = 0, sw: Float = 0
                 var inliers: [Int] = []
                 for v in vals where abs(v.0 - med) <= tolerance {
-                    sh += wt[v.2] * v.0; sw += wt[v.2]; ss += v.1; n += 1
+                    sh += wt[v.2] * v.0; sw += wt[v.2]; ss += v.1
                     inliers.append(v.2)
                 }
                 // Fewer than two pairs agree about the median: left empty.
                 guard inliers.count >= 2 else { continue }
                 for k in inliers { bits[c] |= 1 << k }
-                h.values[c] = sh / sw; s.values[c] = ss / n
+                h.values[c] = sh / sw; s.values[c] = ss / Float(inliers.count)
                 u.values[c] = combined(inliers, c, mean: h.values[c])
             }
         }
