@@ -237,11 +237,11 @@ public struct ServiceAPI: Sendable {
         }
         router.post("/processes/dsm-opt/execution") { request, _ in
             let user = try await authenticate(request)
-            return try await submit(try await body(request), for: user, allowRemote: false)
+            return try await submit(try ExecuteEnvelope.flattened(try await body(request)), for: user, allowRemote: false)
         }
         router.post("/processes/dsm-difference/execution") { request, _ in
             let user = try await authenticate(request)
-            return try await submitDifference(try await body(request), for: user)
+            return try await submitDifference(try ExecuteEnvelope.flattened(try await body(request)), for: user)
         }
         router.post("/catalogue/jobs") { request, _ in
             let caller = try await authenticate(request)

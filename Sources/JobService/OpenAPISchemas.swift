@@ -100,6 +100,15 @@ extension OpenAPIDocument {
                 "QuotaPatch": quotaPatch, "JobParameters": parametersSchema, "DifferenceRequest": difference, "SearchRequest": search]
     }
 
+    /// An OGC API – Processes execute request around a process's inputs (`ExecuteEnvelope`): outputs by reference
+    /// only, results as a document, no callbacks.
+    static func executeEnvelope(_ inputs: Schema) -> Schema {
+        ["type": "object", "required": ["inputs"], "additionalProperties": false,
+         "properties": ["inputs": inputs,
+                        "outputs": ["type": "object", "additionalProperties": ["type": "object", "properties": ["transmissionMode": ["const": "reference"]]]],
+                        "response": ["const": "document"]]]
+    }
+
     /// Request body of an operation.
     static func requestBody(_ key: String) -> Schema? {
         func json(_ s: Schema) -> Schema { ["required": true, "content": ["application/json": ["schema": s]]] }
@@ -107,9 +116,9 @@ extension OpenAPIDocument {
         case "post /uploads":
             return ["required": true, "description": "the file's raw bytes: a TIFF/BigTIFF, JPEG2000, zip of a product or delivery, DIMAP XML, or GeoJSON",
                     "content": ["application/octet-stream": ["schema": ["type": "string", "format": "binary", "minLength": 1]]]]
-        case "post /processes/dsm-opt/execution": return json(ref("ExecutionRequest"))
+        case "post /processes/dsm-opt/execution": return json(["oneOf": [ref("ExecutionRequest"), executeEnvelope(ref("ExecutionRequest"))]])
         case "post /processes/dsm-opt/inspection": return json(ref("InspectionRequest"))
-        case "post /processes/dsm-difference/execution": return json(ref("DifferenceRequest"))
+        case "post /processes/dsm-difference/execution": return json(["oneOf": [ref("DifferenceRequest"), executeEnvelope(ref("DifferenceRequest"))]])
         case "post /stac/search": return json(ref("SearchRequest"))
         case "post /admin/users": return json(ref("NewUser"))
         case "put /admin/users/{id}/quota": return json(ref("QuotaPatch"))

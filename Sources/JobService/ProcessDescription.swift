@@ -4,7 +4,51 @@ import Foundation
 
 /// OGC API – Processes descriptions of the one process this service runs.
 enum ProcessDescription {
-    struct Summary: Encodable { var id: String; var title: String; var description: String; var version: String; var links: [[String: String]] }
+    struct Summary: Encodable {
+        var id: String; var title: String; var description: String; var version: String
+        /// Jobs run asynchronously (201 with the job's status and `Location`) and may be dismissed (`DELETE /jobs/{id}`).
+        var jobControlOptions = ["async-execute", "dismiss"]
+        /// Outputs are links to the product files (`GET /jobs/{id}/results`).
+        var outputTransmission = ["reference"]
+        var links: [[String: String]]
+    }
+    /// OGC API – Processes input and output descriptions (`schema`: JSON Schema, the one the OpenAPI document
+    /// gives the execution request's field).
+    struct InputDescription: Encodable { var title: String; var description: String; var minOccurs: Int; var maxOccurs = 1; var schema: JSONFragment }
+    struct OutputDescription: Encodable {
+        var title: String; var description: String
+        /// DSM-OPT's product code and the file name in the job's results.
+        var code: String; var file: String
+        var schema: JSONFragment
+    }
+
+    /// The inputs of a process: the properties of its execution request's schema (`OpenAPIDocument`), with a
+    /// title and a description (else the schema's).
+    static func inputs(of schemaName: String, about: [String: (title: String, description: String)]) -> [String: InputDescription] {
+        let request = OpenAPIDocument.componentSchemas[schemaName]!
+        let required = Set(request["required"] as? [String] ?? [])
+        var out: [String: InputDescription] = [:]
+        for (name, property) in request["properties"] as! [String: Any] {
+            var schema = property as! [String: Any]
+            // The process description stands alone: the one reference (the parameters) is resolved.
+            if schema["$ref"] != nil { schema = OpenAPIDocument.parametersSchema }
+            out[name] = InputDescription(title: about[name]?.title ?? name, description: about[name]?.description ?? schema["description"] as? String ?? name,
+                                         minOccurs: required.contains(name) ? 1 : 0, schema: JSONFragment(schema))
+        }
+        return out
+    }
+
+    static func outputs(_ list: [Output]) -> [String: OutputDescription] {
+        var out: [String: OutputDescription] = [:]
+        for o in list {
+            let ext = (o.file as NSString).pathExtension
+            let mediaType = ["tif": "image/tiff; application=geotiff", "png": "image/png", "las": "application/vnd.las",
+                             "json": "application/json"][ext] ?? "application/octet-stream"
+            out[o.id] = OutputDescription(title: o.title, description: o.description, code: o.code, file: o.file,
+                                          schema: JSONFragment(["type": "string", "contentMediaType": mediaType]))
+        }
+        return out
+    }
     struct List: Encodable { var processes: [Summary] }
 
     static let summary = Summary(id: "dsm-opt", title: "DSM from a Pléiades stereo pair or tri-stereo triplet",
@@ -20,26 +64,27 @@ enum ProcessDescription {
 
     struct DifferenceDescription: Encodable {
         var id = "dsm-difference"; var title: String; var description: String; var version = "1.0"
-        var inputs: [String: String]; var outputs: [Output]; var uncertainty: String; var executionBody: String
+        var jobControlOptions = ["async-execute", "dismiss"]; var outputTransmission = ["reference"]
+        var inputs: [String: InputDescription]; var outputs: [String: OutputDescription]; var uncertainty: String; var executionBody: String
     }
 
     static var difference: DifferenceDescription {
         DifferenceDescription(
             title: differenceSummary.title, description: differenceSummary.description,
-            inputs: [
-                "dsms": "[A, B]: the earlier DSM (its grid is the difference's), then the later; each {\"job\": id} (a successful job of yours), {\"item\": id} (a published catalogue item) or {\"upload\": id} (a GeoTIFF you uploaded)",
-                "aoi": "optional: where volumes are summed, \"minLon,minLat,maxLon,maxLat\" or a GeoJSON Polygon; it is not used as stable terrain (default: the whole common area)",
-                "stableMask": "optional {\"upload\": id}: GeoJSON polygons or a raster whose non-zero cells are stable terrain (only there is B fitted on A)",
-                "changedMask": "optional {\"upload\": id}: GeoJSON polygons or a raster of what changed (never used as stable terrain)",
-                "publish": "optional boolean: publish the products in the DSM catalogue when the job succeeds",
-                "name": "optional job name",
-            ],
-            outputs: [Output(code: "D", file: "difference.tif", description: "B − A on A's grid after coregistration (Float32 COG, nodata NaN), metres"),
-                      Output(code: "D", file: "difference.png", description: "coloured difference map (blue: B below A, red: B above A) with its legend"),
-                      Output(code: "-", file: "manifest.json", description: "coregistration (shift, statistics), stable terrain (NMAD, correlation length), volumes (gain, loss, net, changed area) with uncertainties and the formula"),
-                      Output(code: "-", file: "item.json", description: "STAC item")],
+            inputs: inputs(of: "DifferenceRequest", about: [
+                "dsms": ("DSMs", "[A, B]: the earlier DSM (its grid is the difference's), then the later; each {\"job\": id} (a successful job of yours), {\"item\": id} (a published catalogue item) or {\"upload\": id} (a GeoTIFF you uploaded)"),
+                "aoi": ("area of interest", "optional: where volumes are summed, \"minLon,minLat,maxLon,maxLat\" or a GeoJSON Polygon; it is not used as stable terrain (default: the whole common area)"),
+                "stableMask": ("stable terrain", "optional {\"upload\": id}: GeoJSON polygons or a raster whose non-zero cells are stable terrain (only there is B fitted on A)"),
+                "changedMask": ("what changed", "optional {\"upload\": id}: GeoJSON polygons or a raster of what changed (never used as stable terrain)"),
+                "publish": ("publish", "optional boolean: publish the products in the DSM catalogue when the job succeeds"),
+                "name": ("job name", "optional job name")]),
+            outputs: outputs([
+                Output(id: "difference", title: "difference", code: "D", file: "difference.tif", description: "B − A on A's grid after coregistration (Float32 COG, nodata NaN), metres"),
+                Output(id: "difference_map", title: "difference map", code: "D", file: "difference.png", description: "coloured difference map (blue: B below A, red: B above A) with its legend"),
+                Output(id: "manifest", title: "manifest", code: "-", file: "manifest.json", description: "coregistration (shift, statistics), stable terrain (NMAD, correlation length), volumes (gain, loss, net, changed area) with uncertainties and the formula"),
+                Output(id: "item", title: "STAC item", code: "-", file: "item.json", description: "STAC item")]),
             uncertainty: DifferenceManifest.uncertaintyMethodText,
-            executionBody: "{\"dsms\": [{\"job\": \"<id>\"}, {\"job\": \"<id>\"}], \"aoi\": \"55.70,-21.25,55.72,-21.23\"}")
+            executionBody: "{\"inputs\": {\"dsms\": [{\"job\": \"<id>\"}, {\"job\": \"<id>\"}], \"aoi\": \"55.70,-21.25,55.72,-21.23\"}}")
     }
 
     struct Parameter: Encodable {
@@ -52,10 +97,13 @@ enum ProcessDescription {
         /// The allowed words of a choice.
         var choices: [String]? = nil
     }
-    struct Output: Encodable { var code: String; var file: String; var description: String }
+    struct Output { var id: String; var title: String; var code: String; var file: String; var description: String }
     struct Description: Encodable {
         var id: String; var title: String; var description: String; var version: String
-        var inputs: [String: String]; var parameters: [Parameter]; var presets: [Preset]; var outputs: [Output]
+        var jobControlOptions = ["async-execute", "dismiss"]; var outputTransmission = ["reference"]
+        var inputs: [String: InputDescription]; var outputs: [String: OutputDescription]
+        /// The parameters input's fields one by one (the portal's form reads ranges, defaults and help from here).
+        var parameters: [Parameter]; var presets: [Preset]
         var executionBody: String
     }
 
@@ -90,26 +138,65 @@ enum ProcessDescription {
             .init(name: "aoi", type: "GeoJSON Polygon/Feature or \"minLon,minLat,maxLon,maxLat\"", group: "standard", description: "area of interest on the ground",
                   default: nil, expected: "a GeoJSON Polygon/Feature or \"minLon,minLat,maxLon,maxLat\""),
         ] + JobParameterTable.specs.map(parameter)
-        let outputs: [Output] = [
-            .init(code: "A1", file: "correlation_score.tif", description: "correlation score per DSM cell"),
-            .init(code: "A2", file: "dsm_raw.tif", description: "DSM before filtering"),
-            .init(code: "A2", file: "dsm_uncertainty.tif", description: "height uncertainty of the matched heights, 1 σ in metres"),
-            .init(code: "A3", file: "dsm.tif", description: "delivered DSM (+ dsm_filled_mask.tif)"),
-            .init(code: "B2", file: "hillshade.tif", description: "coloured hillshade, one light"),
-            .init(code: "B4", file: "hillshade_multidirectional.tif", description: "coloured multidirectional hillshade"),
-            .init(code: "C1-C3", file: "ortho_<n>_<role>.tif", description: "true ortho of input n (1-based); role forward, nadir or backward from the geometry"),
-            .init(code: "C4", file: "ortho_mosaic.tif", description: "ortho-mosaic"),
-            .init(code: "D1", file: "pointcloud.las", description: "optional point cloud"),
-            .init(code: "A3", file: "water_mask.tif", description: "with mask-water: the water cells masked or flattened"),
-            .init(code: "A3", file: "dsm_uncoregistered.tif", description: "with coregister: the DSM before coregistration (+ coregistration_difference.png)"),
+        let products: [Output] = [
+            .init(id: "correlation_score", title: "A1 correlation score", code: "A1", file: "correlation_score.tif", description: "correlation score per DSM cell"),
+            .init(id: "dsm_raw", title: "A2 DSM before filtering", code: "A2", file: "dsm_raw.tif", description: "DSM before filtering"),
+            .init(id: "dsm_uncertainty", title: "A2 height uncertainty", code: "A2", file: "dsm_uncertainty.tif", description: "height uncertainty of the matched heights, 1 σ in metres"),
+            .init(id: "dsm", title: "A3 DSM", code: "A3", file: "dsm.tif", description: "delivered DSM (+ dsm_filled_mask.tif)"),
+            .init(id: "hillshade", title: "B2 hillshade", code: "B2", file: "hillshade.tif", description: "coloured hillshade, one light"),
+            .init(id: "hillshade_multidirectional", title: "B4 multidirectional hillshade", code: "B4", file: "hillshade_multidirectional.tif", description: "coloured multidirectional hillshade"),
+            .init(id: "orthos", title: "C1–C3 true orthos", code: "C1-C3", file: "ortho_<n>_<role>.tif", description: "true ortho of input n (1-based); role forward, nadir or backward from the geometry"),
+            .init(id: "ortho_mosaic", title: "C4 ortho-mosaic", code: "C4", file: "ortho_mosaic.tif", description: "ortho-mosaic"),
+            .init(id: "pointcloud", title: "D1 point cloud", code: "D1", file: "pointcloud.las", description: "optional point cloud"),
+            .init(id: "water_mask", title: "water mask", code: "A3", file: "water_mask.tif", description: "with mask-water: the water cells masked or flattened"),
+            .init(id: "dsm_uncoregistered", title: "DSM before coregistration", code: "A3", file: "dsm_uncoregistered.tif", description: "with coregister: the DSM before coregistration (+ coregistration_difference.png)"),
+            .init(id: "manifest", title: "manifest", code: "-", file: "manifest.json", description: "the products, the parameters, the pairs and the quality figures of the run"),
         ]
         return Description(id: "dsm-opt", title: summary.title, description: summary.description, version: summary.version,
-                           inputs: ["images": "2 or 3 images with RPC: [{\"upload\": \"<id>\"}, …] (POST /uploads first)",
-                                    "preset": "landscape preset name", "parameters": "object of the parameters below",
-                                    "referenceDem": "optional, with coregister: {\"upload\": \"<id>\"} a reference DEM (GeoTIFF…; its datum: reference-datum); default: the service's",
-                                    "waterMask": "optional, with mask-water: {\"upload\": \"<id>\"} GeoJSON polygons (*.geojson) or a raster, non-zero = water",
-                                    "multispectral": "optional, with mask-water: {\"upload\": \"<id>\"} a 4-band image with RPC (blue, green, red, NIR) for the NDWI"],
-                           parameters: params, presets: presets.presets.values.sorted { $0.name < $1.name }, outputs: outputs,
-                           executionBody: #"{"name": "...", "images": [{"upload": "<id>"}, {"upload": "<id>"}], "preset": "default", "parameters": {"roi": [150, 150, 700, 700], "window": 5}}"#)
+                           inputs: inputs(of: "ExecutionRequest", about: [
+                               "images": ("images", "2 or 3 images with RPC: [{\"upload\": \"<id>\"}, …] (POST /uploads first); one upload of a zipped delivery stands for all its views"),
+                               "preset": ("landscape preset", "a preset name (GET /presets); default: default"),
+                               "parameters": ("parameters", "object of the parameters listed under parameters (standard options and expert settings)"),
+                               "referenceDem": ("reference DEM", "optional, with coregister: {\"upload\": \"<id>\"} a reference DEM (GeoTIFF…; its datum: reference-datum); default: the service's"),
+                               "waterMask": ("water mask", "optional, with mask-water: {\"upload\": \"<id>\"} GeoJSON polygons (*.geojson) or a raster, non-zero = water"),
+                               "multispectral": ("multispectral image", "optional, with mask-water: {\"upload\": \"<id>\"} a 4-band image with RPC (blue, green, red, NIR) for the NDWI"),
+                               "publish": ("publish", "optional boolean: publish the products in the DSM catalogue when the job succeeds"),
+                               "name": ("job name", "optional job name")]),
+                           outputs: outputs(products), parameters: params, presets: presets.presets.values.sorted { $0.name < $1.name },
+                           executionBody: #"{"inputs": {"images": [{"upload": "<id>"}, {"upload": "<id>"}], "preset": "default", "parameters": {"roi": [150, 150, 700, 700], "window": 5}}}"#)
+    }
+}
+
+/// A JSON value built with `JSONSerialization`'s types (dictionaries, arrays, strings, numbers, booleans), encoded as
+/// such: the JSON Schemas of the OpenAPI document inside `Encodable` descriptions.
+struct JSONFragment: Encodable, @unchecked Sendable {
+    let value: Any
+    init(_ value: Any) { self.value = value }
+
+    private struct Key: CodingKey {
+        var stringValue: String; var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    func encode(to encoder: Encoder) throws {
+        switch value {
+        case let d as [String: Any]:
+            var c = encoder.container(keyedBy: Key.self)
+            for (k, v) in d { try c.encode(JSONFragment(v), forKey: Key(stringValue: k)) }
+        case let a as [Any]:
+            var c = encoder.unkeyedContainer()
+            for v in a { try c.encode(JSONFragment(v)) }
+        case let b as Bool:
+            var c = encoder.singleValueContainer(); try c.encode(b)
+        case let i as Int:
+            var c = encoder.singleValueContainer(); try c.encode(i)
+        case let x as Double:
+            var c = encoder.singleValueContainer(); try c.encode(x)
+        case let str as String:
+            var c = encoder.singleValueContainer(); try c.encode(str)
+        default:
+            throw EncodingError.invalidValue(value, .init(codingPath: encoder.codingPath, debugDescription: "not a JSON value"))
+        }
     }
 }

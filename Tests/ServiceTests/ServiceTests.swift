@@ -551,6 +551,59 @@ import Testing
         #expect((process?["presets"] as? [Any])?.count ?? 0 >= 7)
     }
 
+    /// What an OGC API – Processes client reads and sends: process descriptions whose inputs and outputs carry a
+    /// JSON Schema, and the standard execute request (`{"inputs": …}`), which runs like the flat form.
+    @Test func ogcProcessesClientsDescribeAndExecute() async throws {
+        let s = try ServerProcess(workers: 1)
+        let token = try s.user("olivia")
+        let list = try #require(try await http("GET", "\(s.base)/processes").json?["processes"] as? [[String: Any]])
+        #expect(list.count == 2 && list.allSatisfy { ($0["jobControlOptions"] as? [String])?.contains("async-execute") == true }, "\(list)")
+        for (process, required) in [("dsm-opt", "images"), ("dsm-difference", "dsms")] {
+            let d = try #require(try await http("GET", "\(s.base)/processes/\(process)").json)
+            #expect(d["id"] as? String == process && d["version"] as? String != nil)
+            let inputs = try #require(d["inputs"] as? [String: [String: Any]], "\(process): inputs is a map of input descriptions")
+            for (name, input) in inputs {
+                #expect(input["schema"] is [String: Any] && input["title"] is String && input["minOccurs"] is Int, "\(process) input \(name): \(input)")
+                #expect((input["minOccurs"] as? Int == 1) == (name == required), "\(process) input \(name)")
+            }
+            let outputs = try #require(d["outputs"] as? [String: [String: Any]], "\(process): outputs is a map of output descriptions")
+            #expect(!outputs.isEmpty && outputs.values.allSatisfy { ($0["schema"] as? [String: Any])?["type"] as? String == "string" })
+        }
+        let dsmOpt = try #require(try await http("GET", "\(s.base)/processes/dsm-opt").json)
+        #expect(((dsmOpt["outputs"] as? [String: [String: Any]])?["dsm"])?["file"] as? String == "dsm.tif")
+        // The parameters input's schema is the table's, resolved (no reference into the OpenAPI document).
+        let window = ((((dsmOpt["inputs"] as? [String: [String: Any]])?["parameters"])?["schema"] as? [String: Any])?["properties"] as? [String: Any])?["window"] as? [String: Any]
+        #expect(window?["type"] as? String == "integer", "\(String(describing: window))")
+
+        let u1 = try await upload(s, token: token, path: img1, name: "img_01.tif")
+        let u2 = try await upload(s, token: token, path: img2, name: "img_02.tif")
+        // An input may be its value or a qualified value ({"value": …}).
+        let execute: [String: Any] = [
+            "inputs": ["name": "ogc", "images": [["upload": u1], ["upload": u2]],
+                       "parameters": ["value": ["roi": [350, 350, 300, 300], "resolution": 1.0, "orthos": false, "window": 7]]],
+            "outputs": ["dsm": ["transmissionMode": "reference"]], "response": "document"]
+        let r = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token, body: json(execute), headers: ["Prefer": "respond-async"])
+        #expect(r.status == 201 && r.headers["location"]?.hasPrefix("/jobs/") == true, "\(r.text)")
+        let id = try #require(r.json?["jobID"] as? String)
+        #expect(r.json?["status"] as? String == "accepted" && r.json?["type"] as? String == "process")
+        let j = try await waitFor(s, token: token, job: id, states: ["successful", "failed"])
+        #expect(j["status"] as? String == "successful" && j["name"] as? String == "ogc", "\(j)")
+        #expect((j["parameters"] as? [String: Any])?["window"] as? Int == 7, "\(j)")
+
+        // What the service does not offer is named, with the fields a flat request would have put at the top.
+        let refused = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token, body: json([
+            "inputs": ["images": [["upload": u1], ["upload": u2]]], "response": "raw", "subscriber": ["successUri": "http://example.org/"],
+            "preset": "default", "outputs": ["dsm": ["transmissionMode": "value"]]]))
+        let fields = Set(((refused.json?["errors"] as? [[String: Any]]) ?? []).compactMap { $0["field"] as? String })
+        #expect(refused.status == 422 && fields == ["response", "subscriber", "preset", "outputs.dsm.transmissionMode"], "\(refused.text)")
+        let notObject = try await http("POST", "\(s.base)/processes/dsm-difference/execution", token: token, body: json(["inputs": [1, 2]]))
+        #expect(notObject.status == 422 && notObject.text.contains("\"inputs\""), "\(notObject.text)")
+        // The standard form's inputs are validated as the flat form's fields are.
+        let badInput = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
+                                      body: json(["inputs": ["images": [["upload": u1], ["upload": u2]], "parameters": ["window": 4]]]))
+        #expect(badInput.status == 422 && badInput.text.contains("parameters.window"), "\(badInput.text)")
+    }
+
     /// The README's REST session, as the script it points to, runs as written against a daemon started the way
     /// `scripts/run.sh` starts it (its admin token in a file).
     @Test func readmeSessionScriptRunsAsWritten() async throws {
