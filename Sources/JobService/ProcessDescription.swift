@@ -150,7 +150,7 @@ enum ProcessDescription {
             .init(id: "pointcloud", title: "D1 point cloud", code: "D1", file: "pointcloud.las", description: "optional point cloud"),
             .init(id: "water_mask", title: "water mask", code: "A3", file: "water_mask.tif", description: "with mask-water: the water cells masked or flattened"),
             .init(id: "dsm_uncoregistered", title: "DSM before coregistration", code: "A3", file: "dsm_uncoregistered.tif", description: "with coregister: the DSM before coregistration (+ coregistration_difference.png)"),
-            .init(id: "manifest", title: "manifest", code: "-", file: "manifest.json", description: "the products, the parameters, the pairs and the quality figures of the run"),
+            .init(id: "manifest", title: "manifest", code: "-", file: "manifest.json", description: "the products, the grid and CRS, the parameters, the orientation (tie-point residuals) and the pairs' vertical offsets, the provenance"),
         ]
         return Description(id: "dsm-opt", title: summary.title, description: summary.description, version: summary.version,
                            inputs: inputs(of: "ExecutionRequest", about: [
