@@ -6,12 +6,17 @@ import Foundation
 enum ProcessDescription {
     struct Summary: Encodable {
         var id: String; var title: String; var description: String; var version: String
-        /// Jobs run asynchronously (201 with the job's status and `Location`) and may be dismissed (`DELETE /jobs/{id}`).
-        var jobControlOptions = ["async-execute", "dismiss"]
-        /// Outputs are links to the product files (`GET /jobs/{id}/results`).
-        var outputTransmission = ["reference"]
+        var jobControlOptions = ProcessDescription.jobControlOptions; var outputTransmission = ProcessDescription.outputTransmission
         var links: [[String: String]]
     }
+    /// Jobs run asynchronously (201 with the job's status and `Location`) and may be dismissed (`DELETE /jobs/{id}`).
+    static let jobControlOptions = ["async-execute", "dismiss"]
+    /// Outputs are links to the product files (`GET /jobs/{id}/results`).
+    static let outputTransmission = ["reference"]
+    /// Inputs both processes take, described once.
+    static let commonInputs: [String: (title: String, description: String)] = [
+        "publish": ("publish", "optional boolean: publish the products in the DSM catalogue when the job succeeds"),
+        "name": ("job name", "optional job name")]
     /// OGC API – Processes input and output descriptions (`schema`: JSON Schema, the one the OpenAPI document
     /// gives the execution request's field).
     struct InputDescription: Encodable { var title: String; var description: String; var minOccurs: Int; var maxOccurs = 1; var schema: JSONFragment }
@@ -23,10 +28,11 @@ enum ProcessDescription {
     }
 
     /// The inputs of a process: the properties of its execution request's schema (`OpenAPIDocument`), with a
-    /// title and a description (else the schema's).
+    /// title and a description (else the schema's); `commonInputs` describe those both processes take.
     static func inputs(of schemaName: String, about: [String: (title: String, description: String)]) -> [String: InputDescription] {
         let request = OpenAPIDocument.componentSchemas[schemaName]!
         let required = Set(request["required"] as? [String] ?? [])
+        let about = about.merging(commonInputs) { own, _ in own }
         var out: [String: InputDescription] = [:]
         for (name, property) in request["properties"] as! [String: Any] {
             var schema = property as! [String: Any]
@@ -41,11 +47,8 @@ enum ProcessDescription {
     static func outputs(_ list: [Output]) -> [String: OutputDescription] {
         var out: [String: OutputDescription] = [:]
         for o in list {
-            let ext = (o.file as NSString).pathExtension
-            let mediaType = ["tif": "image/tiff; application=geotiff", "png": "image/png", "las": "application/vnd.las",
-                             "json": "application/json"][ext] ?? "application/octet-stream"
             out[o.id] = OutputDescription(title: o.title, description: o.description, code: o.code, file: o.file,
-                                          schema: JSONFragment(["type": "string", "contentMediaType": mediaType]))
+                                          schema: JSONFragment(["type": "string", "contentMediaType": STACItem.mediaType(o.file)]))
         }
         return out
     }
@@ -64,7 +67,7 @@ enum ProcessDescription {
 
     struct DifferenceDescription: Encodable {
         var id = "dsm-difference"; var title: String; var description: String; var version = "1.0"
-        var jobControlOptions = ["async-execute", "dismiss"]; var outputTransmission = ["reference"]
+        var jobControlOptions = ProcessDescription.jobControlOptions; var outputTransmission = ProcessDescription.outputTransmission
         var inputs: [String: InputDescription]; var outputs: [String: OutputDescription]; var uncertainty: String; var executionBody: String
     }
 
@@ -75,9 +78,7 @@ enum ProcessDescription {
                 "dsms": ("DSMs", "[A, B]: the earlier DSM (its grid is the difference's), then the later; each {\"job\": id} (a successful job of yours), {\"item\": id} (a published catalogue item) or {\"upload\": id} (a GeoTIFF you uploaded)"),
                 "aoi": ("area of interest", "optional: where volumes are summed, \"minLon,minLat,maxLon,maxLat\" or a GeoJSON Polygon; it is not used as stable terrain (default: the whole common area)"),
                 "stableMask": ("stable terrain", "optional {\"upload\": id}: GeoJSON polygons or a raster whose non-zero cells are stable terrain (only there is B fitted on A)"),
-                "changedMask": ("what changed", "optional {\"upload\": id}: GeoJSON polygons or a raster of what changed (never used as stable terrain)"),
-                "publish": ("publish", "optional boolean: publish the products in the DSM catalogue when the job succeeds"),
-                "name": ("job name", "optional job name")]),
+                "changedMask": ("what changed", "optional {\"upload\": id}: GeoJSON polygons or a raster of what changed (never used as stable terrain)")]),
             outputs: outputs([
                 Output(id: "difference", title: "difference", code: "D", file: "difference.tif", description: "B − A on A's grid after coregistration (Float32 COG, nodata NaN), metres"),
                 Output(id: "difference_map", title: "difference map", code: "D", file: "difference.png", description: "coloured difference map (blue: B below A, red: B above A) with its legend"),
@@ -100,7 +101,7 @@ enum ProcessDescription {
     struct Output { var id: String; var title: String; var code: String; var file: String; var description: String }
     struct Description: Encodable {
         var id: String; var title: String; var description: String; var version: String
-        var jobControlOptions = ["async-execute", "dismiss"]; var outputTransmission = ["reference"]
+        var jobControlOptions = ProcessDescription.jobControlOptions; var outputTransmission = ProcessDescription.outputTransmission
         var inputs: [String: InputDescription]; var outputs: [String: OutputDescription]
         /// The parameters input's fields one by one (the portal's form reads ranges, defaults and help from here).
         var parameters: [Parameter]; var presets: [Preset]
@@ -159,9 +160,7 @@ enum ProcessDescription {
                                "parameters": ("parameters", "object of the parameters listed under parameters (standard options and expert settings)"),
                                "referenceDem": ("reference DEM", "optional, with coregister: {\"upload\": \"<id>\"} a reference DEM (GeoTIFF…; its datum: reference-datum); default: the service's"),
                                "waterMask": ("water mask", "optional, with mask-water: {\"upload\": \"<id>\"} GeoJSON polygons (*.geojson) or a raster, non-zero = water"),
-                               "multispectral": ("multispectral image", "optional, with mask-water: {\"upload\": \"<id>\"} a 4-band image with RPC (blue, green, red, NIR) for the NDWI"),
-                               "publish": ("publish", "optional boolean: publish the products in the DSM catalogue when the job succeeds"),
-                               "name": ("job name", "optional job name")]),
+                               "multispectral": ("multispectral image", "optional, with mask-water: {\"upload\": \"<id>\"} a 4-band image with RPC (blue, green, red, NIR) for the NDWI")]),
                            outputs: outputs(products), parameters: params, presets: presets.presets.values.sorted { $0.name < $1.name },
                            executionBody: #"{"inputs": {"images": [{"upload": "<id>"}, {"upload": "<id>"}], "preset": "default", "parameters": {"roi": [150, 150, 700, 700], "window": 5}}}"#)
     }
