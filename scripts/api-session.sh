@@ -45,8 +45,10 @@ done
 say "$(echo "$J" | json "'%s, %d %%, %s CPU-s, purge %s' % (d['status'], d['progress'], d['cpuSeconds'], d.get('purgeDate'))")"
 [[ "$STATUS" == successful ]] || { echo "$J" >&2; exit 1; }
 
-# 5. Results: the manifest with links, one product downloaded (Range and HEAD work too), the quota used.
-curl -sf -H "$A" "$S$LOC/results" | json "'\n'.join(p['code'] + ' ' + p['href'] for p in d['products'])" | sed 's/^/session: /' >&2
+# 5. Results: the results document (each output's name -> a link; orthos: one per image), the manifest
+#    (each product's DSM-OPT code and size), one product downloaded (Range and HEAD work too), the quota used.
+curl -sf -H "$A" "$S$LOC/results" | json "'\n'.join(k + ' ' + ' '.join(l['href'] for l in (v if isinstance(v, list) else [v])) for k, v in sorted(d.items()))" | sed 's/^/session: /' >&2
+curl -sf -H "$A" "$S$LOC/results/manifest.json" | json "'\n'.join('%s %s %d bytes' % (p['code'], p['file'], p['bytes']) for p in d['products'])" | sed 's/^/session: /' >&2
 curl -sf -H "$A" -o "$OUT/dsm.tif" "$S$LOC/results/dsm.tif"
 say "dsm.tif: $(stat -c %s "$OUT/dsm.tif") bytes in $OUT"
 curl -sf -H "$A" "$S/me" | json "'usage: %s' % d['usage']" | sed 's/^/session: /' >&2

@@ -16,10 +16,16 @@ struct APIProblem: Error, CustomStringConvertible {
     var detail: String
     var errors: [FieldError]? = nil
     var limit: String? = nil
+    /// The problem type (RFC 9457): `about:blank` unless OGC API – Processes names the exception.
+    var type = "about:blank"
 
     var description: String { detail }
 
     static func notFound(_ what: String) -> APIProblem { APIProblem(status: .notFound, title: "Not Found", detail: what) }
+    /// OGC API – Processes' exception types (Part 1, Core, 1.0: no-such-process, no-such-job, result-not-ready).
+    static func ogc(_ exception: String, _ what: String) -> APIProblem {
+        APIProblem(status: .notFound, title: "Not Found", detail: what, type: "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/\(exception)")
+    }
     static func forbidden(_ why: String) -> APIProblem { APIProblem(status: .forbidden, title: "Forbidden", detail: why) }
     static func badRequest(_ why: String) -> APIProblem { APIProblem(status: .badRequest, title: "Bad Request", detail: why) }
     /// A submission over quota: 429 for the concurrent-jobs limit (it clears when a job ends), 403 otherwise.
@@ -30,7 +36,7 @@ struct APIProblem: Error, CustomStringConvertible {
 
     var response: Response {
         struct Body: Encodable { var type: String; var title: String; var status: Int; var detail: String; var errors: [FieldError]?; var limit: String? }
-        let b = Body(type: "about:blank", title: title, status: Int(status.code), detail: detail, errors: errors, limit: limit)
+        let b = Body(type: type, title: title, status: Int(status.code), detail: detail, errors: errors, limit: limit)
         // RFC 9110: a 401 names the scheme the client must use.
         var extra: HTTPFields = status == .unauthorized ? [.wwwAuthenticate: "Bearer realm=\"dsmopt\""] : [:]
         // A concurrent-jobs limit clears when a job ends: suggest when to try again.
@@ -79,6 +85,8 @@ struct ProblemAndMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
                                    detail: "\(request.method.rawValue) is not allowed on \(request.uri.path); allowed: \(allowed.joined(separator: ", "))").response
                 r.headers[.allow] = allowed.joined(separator: ", ")
                 response = r
+            } else if let process = Self.unknownProcess(request.uri.path) {
+                response = APIProblem.ogc("no-such-process", "no process \(process); GET /processes lists them").response
             }
         }
         metrics.observeRequest(method: method, route: route, status: Int(response.status.code),
@@ -87,6 +95,13 @@ struct ProblemAndMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     static var knownMethods: Set<HTTPRequest.Method> { [.get, .head, .post, .put, .delete, .options, .patch] }
+
+    /// The process id of an unmatched `/processes/{id}` or `/processes/{id}/execution` path.
+    static func unknownProcess(_ path: String) -> String? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 3 || (parts.count == 4 && parts[3] == "execution"), parts[0].isEmpty, parts[1] == "processes", !parts[2].isEmpty else { return nil }
+        return String(parts[2].prefix(100))
+    }
 }
 
 /// The REST API: OGC API – Processes style jobs, uploads, presets, users and quotas.
@@ -128,7 +143,7 @@ public struct ServiceAPI: Sendable {
     func visibleJob(_ id: String?, for user: User, reading: Bool = false) async throws -> Job {
         guard let id, let job = try await store.job(id: id),
               job.userId == user.id || [.operator, .admin].contains(user.role) || (reading && Self.forwarded(job, by: user)) else {
-            throw APIProblem.notFound("no job \(id ?? "") for this user")
+            throw APIProblem.ogc("no-such-job", "no job \(id ?? "") for this user")
         }
         return job
     }
@@ -313,25 +328,7 @@ public struct ServiceAPI: Sendable {
         router.get("/jobs/:id/results") { request, context in
             let user = try await authenticate(request)
             let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user, reading: true))
-            let manifestPath = (try resultsFolder(job) as NSString).appendingPathComponent("manifest.json")
-            guard let data = FileManager.default.contents(atPath: manifestPath),
-                  var manifest = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-                throw APIProblem.notFound("the results of job \(job.id) have no manifest")
-            }
-            if var products = manifest["products"] as? [[String: Any]] {
-                let dir = (manifestPath as NSString).deletingLastPathComponent
-                for i in products.indices {
-                    let file = products[i]["file"] as? String ?? ""
-                    products[i]["href"] = "/jobs/\(job.id)/results/\(file)"
-                    let size = (try? FileManager.default.attributesOfItem(atPath: (dir as NSString).appendingPathComponent(file)))?[.size] as? NSNumber
-                    if let size { products[i]["bytes"] = size.int64Value }
-                }
-                manifest["products"] = products
-            }
-            manifest["jobID"] = job.id
-            manifest["purgeDate"] = job.purgeAt.map { ISO8601DateFormatter().string(from: $0) }
-            let out = try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys])
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: out)))
+            return jsonResponse(JSONFragment(try resultsDocument(job)))
         }
         // GET and HEAD on every product, with Range, ETag, If-None-Match and If-Range: GDAL's /vsicurl/
         // and QGIS stream the COGs from here.
@@ -339,7 +336,9 @@ public struct ServiceAPI: Sendable {
             router.on("/jobs/:id/results/:file", method: method) { request, context in
                 let user = try await authenticate(request)
                 let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user, reading: true))
-                return try download(job: job, file: context.parameters.get("file") ?? "", request: request)
+                let file = context.parameters.get("file") ?? ""
+                if file == "manifest.json" { return try manifest(job, head: request.method == .head) }
+                return try download(job: job, file: file, request: request)
             }
         }
         router.get("/presets") { _, _ in jsonResponse(try presets().presets.values.sorted { $0.name < $1.name }) }
@@ -433,10 +432,13 @@ public struct ServiceAPI: Sendable {
 
     func readyJob(_ job: Job) async throws -> Job {
         if job.purged { throw APIProblem(status: .gone, title: "Gone", detail: "the results of job \(job.id) were purged after the retention period") }
-        guard job.status == .successful else {
-            throw APIProblem.notFound("job \(job.id) has no results (status \(job.status.rawValue))")
+        switch job.status {
+        case .successful: return job
+        case .accepted, .running:
+            throw APIProblem.ogc("result-not-ready", "job \(job.id) has no results yet (status \(job.status.rawValue), \(job.progress) %)")
+        case .failed: throw APIProblem.notFound("job \(job.id) has no results (status failed: \(job.error ?? "no reason recorded"))")
+        case .dismissed: throw APIProblem.notFound("job \(job.id) has no results (status dismissed)")
         }
-        return job
     }
 
     // MARK: uploads
@@ -1079,13 +1081,68 @@ public struct ServiceAPI: Sendable {
 
     // MARK: downloads
 
+    /// A finished job's manifest (`manifest.json` of its results).
+    func manifestObject(_ job: Job) throws -> [String: Any] {
+        let path = (try resultsFolder(job) as NSString).appendingPathComponent("manifest.json")
+        guard let data = FileManager.default.contents(atPath: path), let manifest = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw APIProblem.notFound("the results of job \(job.id) have no manifest")
+        }
+        return manifest
+    }
+
+    /// The results document of OGC API – Processes: each output's name (the process description's `outputs`) →
+    /// a link to its file, `orthos` → one link per image. What the products are, their grid and the run's
+    /// figures are in the manifest, one of the outputs.
+    func resultsDocument(_ job: Job) throws -> [String: Any] {
+        let folder = try resultsFolder(job)
+        let products = try manifestObject(job)["products"] as? [[String: Any]] ?? []
+        var files = products.compactMap { $0["file"] as? String }
+        for extra in ["manifest.json", "item.json"] where !files.contains(extra)
+            && FileManager.default.fileExists(atPath: (folder as NSString).appendingPathComponent(extra)) { files.append(extra) }
+        var document: [String: Any] = [:]
+        for file in files {
+            let output = ProcessDescription.output(file: file)
+            let id = output?.id ?? (file as NSString).deletingPathExtension
+            var link: [String: Any] = ["href": "/jobs/\(job.id)/results/\(file)", "type": STACItem.mediaType(file), "title": output?.title ?? file]
+            if id == "orthos" {
+                let code = products.first { $0["file"] as? String == file }?["code"] as? String ?? "C"
+                link["title"] = "\(code) true ortho (\(file))"
+                document[id] = (document[id] as? [[String: Any]] ?? []) + [link]
+            } else {
+                document[id] = link
+            }
+        }
+        return document
+    }
+
+    /// The manifest as served: each product with its link (`href`) and size, the job's id and purge date.
+    func manifest(_ job: Job, head: Bool) throws -> Response {
+        var manifest = try manifestObject(job)
+        let folder = try resultsFolder(job)
+        if var products = manifest["products"] as? [[String: Any]] {
+            for i in products.indices {
+                let file = products[i]["file"] as? String ?? ""
+                products[i]["href"] = "/jobs/\(job.id)/results/\(file)"
+                let size = (try? FileManager.default.attributesOfItem(atPath: (folder as NSString).appendingPathComponent(file)))?[.size] as? NSNumber
+                if let size { products[i]["bytes"] = size.int64Value }
+            }
+            manifest["products"] = products
+        }
+        manifest["jobID"] = job.id
+        manifest["purgeDate"] = job.purgeAt.map { ISO8601DateFormatter().string(from: $0) }
+        let out = try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys])
+        let headers: HTTPFields = [.contentType: "application/json", .contentLength: "\(out.count)"]
+        if head { return Response(status: .ok, headers: headers, body: ResponseBody(contentLength: out.count) { writer in try await writer.finish(nil) }) }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: out)))
+    }
+
     func download(job: Job, file: String, request: Request) throws -> Response {
         try serveFile(folder: try resultsFolder(job), file: file, owner: "the results of job \(job.id)", request: request)
     }
 
     /// A product file of a folder (a job's results, a catalogue item's), with Range, ETag, If-None-Match
     /// and If-Range, for GET and HEAD.
-    func serveFile(folder: String, file: String, owner: String, request: Request, contentType: ((String) -> String)? = nil) throws -> Response {
+    func serveFile(folder: String, file: String, owner: String, request: Request) throws -> Response {
         guard let name = Self.sanitize(file) else { throw APIProblem.notFound("no product \(file)") }
         let path = (folder as NSString).appendingPathComponent(name)
         guard let attrs = try? FileManager.default.attributesOfItem(atPath: path), let size = (attrs[.size] as? NSNumber)?.int64Value else {
@@ -1120,8 +1177,7 @@ public struct ServiceAPI: Sendable {
             headers[.contentRange] = "bytes \(start)-\(end)/\(size)"
         }
         let length = end - start + 1
-        headers[.contentType] = contentType?(name) ?? (name.hasSuffix(".json") ? "application/json" : name.hasSuffix(".png") ? "image/png"
-            : name.hasSuffix(".las") ? "application/vnd.las" : "image/tiff; application=geotiff")
+        headers[.contentType] = STACItem.mediaType(name)
         headers[.contentDisposition] = "attachment; filename=\"\(name)\""
         let from = start
         if request.method == .head {

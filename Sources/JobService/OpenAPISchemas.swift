@@ -31,7 +31,8 @@ extension OpenAPIDocument {
                                               "detail": ["type": "string"], "limit": ["type": "string"],
                                               "errors": ["type": "array", "items": ["type": "object", "required": ["field", "message"],
                                                                                     "properties": ["field": ["type": "string"], "message": ["type": "string"]]]]]]
-        let link: Schema = ["type": "object", "required": ["href"], "properties": ["href": ["type": "string"], "rel": ["type": "string"], "type": ["type": "string"]]]
+        let link: Schema = ["type": "object", "required": ["href"], "properties": ["href": ["type": "string"], "rel": ["type": "string"], "type": ["type": "string"],
+                                                                                   "title": ["type": "string"]]]
         let job: Schema = ["type": "object", "required": ["jobID", "status", "progress", "created", "links"],
                            "properties": ["jobID": ["type": "string"], "processID": ["type": "string"], "name": ["type": "string"],
                                           "status": ["type": "string", "enum": ["accepted", "running", "successful", "failed", "dismissed"]],
@@ -181,10 +182,10 @@ extension OpenAPIDocument {
         case ("get /", _): return json(["type": "object", "required": ["links"], "properties": ["links": ["type": "array", "items": ref("Link")]]])
                                    .merging(["text/html": ["schema": ["type": "string"]]]) { a, _ in a }
         case ("get /conformance", _): return json(["type": "object", "required": ["conformsTo"], "properties": ["conformsTo": ["type": "array", "items": ["type": "string"]]]])
-        case ("get /jobs/{id}/results/{file}", _):
-            let binary: Schema = ["schema": ["type": "string", "format": "binary"]]
-            return ["image/tiff; application=geotiff": binary, "image/png": binary, "application/json": ["schema": object], "application/vnd.las": binary]
-        case ("get /stac/collections/{collection}/items/{id}/assets/{file}", _):
+        case ("get /jobs/{id}/results", _):
+            // OGC API – Processes' results document: output name → link, or one link per file (orthos).
+            return json(["type": "object", "additionalProperties": ["oneOf": [ref("Link"), ["type": "array", "items": ref("Link")]]]])
+        case ("get /jobs/{id}/results/{file}", _), ("get /stac/collections/{collection}/items/{id}/assets/{file}", _):
             let binary: Schema = ["schema": ["type": "string", "format": "binary"]]
             return [STACItem.cogType: binary, "image/png": binary, "application/json": ["schema": object], "application/vnd.las": binary]
         case ("get /stac/search", _), ("post /stac/search", _), ("get /stac/collections/{collection}/items", _):

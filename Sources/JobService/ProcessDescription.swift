@@ -52,6 +52,15 @@ enum ProcessDescription {
         }
         return out
     }
+    /// The output a product file of a job's results is, among both processes' outputs (`orthos` for the
+    /// true orthos, one file per image); nil for a file neither describes.
+    static func output(file: String) -> Output? {
+        if let o = (dsmOptOutputs + differenceOutputs).first(where: { $0.file == file }) { return o }
+        let parts = file.split(separator: "_")
+        if parts.count == 3, parts[0] == "ortho", Int(parts[1]) != nil, parts[2].hasSuffix(".tif") { return dsmOptOutputs.first { $0.id == "orthos" } }
+        return nil
+    }
+
     struct List: Encodable { var processes: [Summary] }
 
     static let summary = Summary(id: "dsm-opt", title: "DSM from a Pléiades stereo pair or tri-stereo triplet",
@@ -79,11 +88,7 @@ enum ProcessDescription {
                 "aoi": ("area of interest", "optional: where volumes are summed, \"minLon,minLat,maxLon,maxLat\" or a GeoJSON Polygon; it is not used as stable terrain (default: the whole common area)"),
                 "stableMask": ("stable terrain", "optional {\"upload\": id}: GeoJSON polygons or a raster whose non-zero cells are stable terrain (only there is B fitted on A)"),
                 "changedMask": ("what changed", "optional {\"upload\": id}: GeoJSON polygons or a raster of what changed (never used as stable terrain)")]),
-            outputs: outputs([
-                Output(id: "difference", title: "difference", code: "D", file: "difference.tif", description: "B − A on A's grid after coregistration (Float32 COG, nodata NaN), metres"),
-                Output(id: "difference_map", title: "difference map", code: "D", file: "difference.png", description: "coloured difference map (blue: B below A, red: B above A) with its legend"),
-                Output(id: "manifest", title: "manifest", code: "-", file: "manifest.json", description: "coregistration (shift, statistics), stable terrain (NMAD, correlation length), volumes (gain, loss, net, changed area) with uncertainties and the formula"),
-                Output(id: "item", title: "STAC item", code: "-", file: "item.json", description: "STAC item")]),
+            outputs: outputs(differenceOutputs),
             uncertainty: DifferenceManifest.uncertaintyMethodText,
             executionBody: "{\"inputs\": {\"dsms\": [{\"job\": \"<id>\"}, {\"job\": \"<id>\"}], \"aoi\": \"55.70,-21.25,55.72,-21.23\"}}")
     }
@@ -132,6 +137,36 @@ enum ProcessDescription {
         return o
     }
 
+    /// The DSM process's outputs: one per product file (the true orthos, one file per image, are one output).
+    static let dsmOptOutputs: [Output] = [
+        .init(id: "correlation_score", title: "A1 correlation score", code: "A1", file: "correlation_score.tif", description: "correlation score per DSM cell"),
+        .init(id: "dsm_raw", title: "A2 DSM before filtering", code: "A2", file: "dsm_raw.tif", description: "DSM before filtering"),
+        .init(id: "dsm_uncertainty", title: "A2 height uncertainty", code: "A2", file: "dsm_uncertainty.tif", description: "height uncertainty of the matched heights, 1 σ in metres"),
+        .init(id: "dsm", title: "A3 DSM", code: "A3", file: "dsm.tif", description: "delivered DSM"),
+        .init(id: "dsm_filled_mask", title: "A3 filled cells", code: "A3", file: "dsm_filled_mask.tif", description: "1 where dsm.tif was filled by interpolation, 0 elsewhere"),
+        .init(id: "pair_contributions", title: "A2 pair contributions", code: "A2", file: "pair_contributions.tif", description: "which stereo pairs contributed to each cell of dsm_raw.tif (a bit per pair)"),
+        .init(id: "hillshade", title: "B2 hillshade", code: "B2", file: "hillshade.tif", description: "coloured hillshade, one light"),
+        .init(id: "preview", title: "quick-look", code: "-", file: "preview.png", description: "small coloured hillshade quick-look"),
+        .init(id: "hillshade_multidirectional", title: "B4 multidirectional hillshade", code: "B4", file: "hillshade_multidirectional.tif", description: "coloured multidirectional hillshade"),
+        .init(id: "orthos", title: "C1–C3 true orthos", code: "C1-C3", file: "ortho_<n>_<role>.tif", description: "true ortho of input n (1-based); role forward, nadir or backward from the geometry"),
+        .init(id: "ortho_mosaic", title: "C4 ortho-mosaic", code: "C4", file: "ortho_mosaic.tif", description: "ortho-mosaic"),
+        .init(id: "pointcloud", title: "D1 point cloud", code: "D1", file: "pointcloud.las", description: "optional point cloud"),
+        .init(id: "water_mask", title: "water mask", code: "A3", file: "water_mask.tif", description: "with mask-water: the water cells masked or flattened"),
+        .init(id: "dsm_uncoregistered", title: "DSM before coregistration", code: "A3", file: "dsm_uncoregistered.tif", description: "with coregister: the DSM before coregistration"),
+        .init(id: "coregistration_difference", title: "coregistration difference", code: "-", file: "coregistration_difference.png", description: "with coregister: the DSM minus the reference DEM after coregistration, coloured"),
+        .init(id: "parameters", title: "parameters", code: "-", file: "parameters.json", description: "the fully resolved parameters of the run"),
+        .init(id: "manifest", title: "manifest", code: "-", file: "manifest.json", description: "the products, the grid and CRS, the parameters, the orientation (tie-point residuals) and the pairs' vertical offsets, the provenance"),
+        .init(id: "item", title: "STAC item", code: "-", file: "item.json", description: "the products as a STAC item"),
+    ]
+
+    /// The difference process's outputs.
+    static let differenceOutputs: [Output] = [
+        Output(id: "difference", title: "difference", code: "D", file: "difference.tif", description: "B − A on A's grid after coregistration (Float32 COG, nodata NaN), metres"),
+        Output(id: "difference_map", title: "difference map", code: "D", file: "difference.png", description: "coloured difference map (blue: B below A, red: B above A) with its legend"),
+        Output(id: "manifest", title: "manifest", code: "-", file: "manifest.json", description: "coregistration (shift, statistics), stable terrain (NMAD, correlation length), volumes (gain, loss, net, changed area) with uncertainties and the formula"),
+        Output(id: "item", title: "STAC item", code: "-", file: "item.json", description: "the products as a STAC item"),
+    ]
+
     static func dsmOpt(presets: PresetLibrary) throws -> Description {
         let params: [Parameter] = [
             .init(name: "roi", type: "[int, int, int, int]", group: "standard", description: "region of the first image: col, row, width, height",
@@ -139,20 +174,6 @@ enum ProcessDescription {
             .init(name: "aoi", type: "GeoJSON Polygon/Feature or \"minLon,minLat,maxLon,maxLat\"", group: "standard", description: "area of interest on the ground",
                   default: nil, expected: "a GeoJSON Polygon/Feature or \"minLon,minLat,maxLon,maxLat\""),
         ] + JobParameterTable.specs.map(parameter)
-        let products: [Output] = [
-            .init(id: "correlation_score", title: "A1 correlation score", code: "A1", file: "correlation_score.tif", description: "correlation score per DSM cell"),
-            .init(id: "dsm_raw", title: "A2 DSM before filtering", code: "A2", file: "dsm_raw.tif", description: "DSM before filtering"),
-            .init(id: "dsm_uncertainty", title: "A2 height uncertainty", code: "A2", file: "dsm_uncertainty.tif", description: "height uncertainty of the matched heights, 1 σ in metres"),
-            .init(id: "dsm", title: "A3 DSM", code: "A3", file: "dsm.tif", description: "delivered DSM (+ dsm_filled_mask.tif)"),
-            .init(id: "hillshade", title: "B2 hillshade", code: "B2", file: "hillshade.tif", description: "coloured hillshade, one light"),
-            .init(id: "hillshade_multidirectional", title: "B4 multidirectional hillshade", code: "B4", file: "hillshade_multidirectional.tif", description: "coloured multidirectional hillshade"),
-            .init(id: "orthos", title: "C1–C3 true orthos", code: "C1-C3", file: "ortho_<n>_<role>.tif", description: "true ortho of input n (1-based); role forward, nadir or backward from the geometry"),
-            .init(id: "ortho_mosaic", title: "C4 ortho-mosaic", code: "C4", file: "ortho_mosaic.tif", description: "ortho-mosaic"),
-            .init(id: "pointcloud", title: "D1 point cloud", code: "D1", file: "pointcloud.las", description: "optional point cloud"),
-            .init(id: "water_mask", title: "water mask", code: "A3", file: "water_mask.tif", description: "with mask-water: the water cells masked or flattened"),
-            .init(id: "dsm_uncoregistered", title: "DSM before coregistration", code: "A3", file: "dsm_uncoregistered.tif", description: "with coregister: the DSM before coregistration (+ coregistration_difference.png)"),
-            .init(id: "manifest", title: "manifest", code: "-", file: "manifest.json", description: "the products, the grid and CRS, the parameters, the orientation (tie-point residuals) and the pairs' vertical offsets, the provenance"),
-        ]
         return Description(id: "dsm-opt", title: summary.title, description: summary.description, version: summary.version,
                            inputs: inputs(of: "ExecutionRequest", about: [
                                "images": ("images", "2 or 3 images with RPC: [{\"upload\": \"<id>\"}, …] (POST /uploads first); one upload of a zipped delivery stands for all its views"),
@@ -161,7 +182,7 @@ enum ProcessDescription {
                                "referenceDem": ("reference DEM", "optional, with coregister: {\"upload\": \"<id>\"} a reference DEM (GeoTIFF…; its datum: reference-datum); default: the service's"),
                                "waterMask": ("water mask", "optional, with mask-water: {\"upload\": \"<id>\"} GeoJSON polygons (*.geojson) or a raster, non-zero = water"),
                                "multispectral": ("multispectral image", "optional, with mask-water: {\"upload\": \"<id>\"} a 4-band image with RPC (blue, green, red, NIR) for the NDWI")]),
-                           outputs: outputs(products), parameters: params, presets: presets.presets.values.sorted { $0.name < $1.name },
+                           outputs: outputs(dsmOptOutputs), parameters: params, presets: presets.presets.values.sorted { $0.name < $1.name },
                            executionBody: #"{"inputs": {"images": [{"upload": "<id>"}, {"upload": "<id>"}], "preset": "default", "parameters": {"roi": [150, 150, 700, 700], "window": 5}}}"#)
     }
 }

@@ -188,7 +188,9 @@ import Testing
         #expect(j["status"] as? String == "successful", "\(j)")
         #expect((j["cpuSeconds"] as? Double ?? 0) > 0, "CPU charged")
         // The volume within 3 % and the shift recovered, from the results' manifest.
-        let res = try #require(try await http("GET", "\(s.base)/jobs/\(id)/results", token: alice).json)
+        let outputs = try #require(try await http("GET", "\(s.base)/jobs/\(id)/results", token: alice).json)
+        #expect(Set(outputs.keys) == ["difference", "difference_map", "manifest", "item"], "\(outputs.keys.sorted())")
+        let res = try #require(try await http("GET", "\(s.base)/jobs/\(id)/results/manifest.json", token: alice).json)
         let v = try #require(res["volumes"] as? [String: Any]), c = try #require(res["coregistration"] as? [String: Any])
         let net = try #require(v["netM3"] as? Double)
         #expect(abs(net - truth.volumeM3) / truth.volumeM3 < 0.03, "net \(net) vs \(truth.volumeM3)")

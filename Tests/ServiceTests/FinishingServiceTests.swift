@@ -83,9 +83,11 @@ import Testing
         let id = try #require(created.json?["jobID"] as? String)
         let final = try await waitFor(s, token: token, job: id, states: ["successful", "failed"], timeout: 240)
         #expect(final["status"] as? String == "successful", "\(final)")
-        let results = try await http("GET", "\(s.base)/jobs/\(id)/results", token: token)
-        let files = Set(((results.json?["products"] as? [[String: Any]]) ?? []).compactMap { $0["file"] as? String })
+        // Each optional product is an output of the results document, by the name the process description gives it.
+        let results = try await http("GET", "\(s.base)/jobs/\(id)/results", token: token).json ?? [:]
+        let files = Set(results.values.compactMap { (($0 as? [String: Any])?["href"] as? String).map { ($0 as NSString).lastPathComponent } })
         #expect(files.isSuperset(of: ["dsm.tif", "dsm_uncoregistered.tif", "water_mask.tif", "coregistration_difference.png"]), "\(files)")
+        #expect(["dsm_uncoregistered", "water_mask", "coregistration_difference"].allSatisfy { results[$0] != nil }, "\(results.keys.sorted())")
         let manifest = try await http("GET", "\(s.base)/jobs/\(id)/results/manifest.json", token: token).json ?? [:]
         let c = try #require(manifest["coregistration"] as? [String: Any])
         let dx = c["dx"] as? Double ?? 0, dy = c["dy"] as? Double ?? 0, dz = c["dz"] as? Double ?? 0

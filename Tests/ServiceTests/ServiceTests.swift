@@ -1,4 +1,5 @@
 import Crypto
+import DSMPipeline
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -57,7 +58,7 @@ import Testing
             """, "\(s.base)/jobs", token]
         poller.standardOutput = pollerOutput
         try poller.run()
-        let created = try await submit(s, token: token, uploads: [u1, u2], roi: [0, 0, 1024, 1024], extra: ["point-cloud": true, "resolution": 0.5])
+        let created = try await submit(s, token: token, uploads: [u1, u2], roi: [0, 0, 1024, 1024], extra: ["point-cloud": true, "resolution": 0.5, "orthos": true])
         #expect(created.status == 201, "\(created.text)")
         let id = try #require(created.json?["jobID"] as? String)
         #expect(created.headers["location"] == "/jobs/\(id)")
@@ -73,13 +74,20 @@ import Testing
         let purge = ISO8601DateFormatter().date(from: final["purgeDate"] as? String ?? "")
         let finished = ISO8601DateFormatter().date(from: final["finished"] as? String ?? "")
         #expect(purge != nil && finished != nil && abs(purge!.timeIntervalSince(finished!) - 21 * 86400) < 2)
-        // Results: manifest with links, downloads with and without Range.
-        let results = try await http("GET", "\(s.base)/jobs/\(id)/results", token: token)
-        let products = try #require(results.json?["products"] as? [[String: Any]])
-        #expect(products.contains { $0["file"] as? String == "dsm.tif" && $0["href"] as? String == "/jobs/\(id)/results/dsm.tif" })
+        // Results: the results document (output name → link), the manifest with each product's link and size,
+        // downloads with and without Range.
+        let document = try #require(try await http("GET", "\(s.base)/jobs/\(id)/results", token: token).json)
+        #expect((document["dsm"] as? [String: Any])?["href"] as? String == "/jobs/\(id)/results/dsm.tif", "\(document)")
+        #expect((document["pointcloud"] as? [String: Any])?["type"] as? String == "application/vnd.las", "\(document)")
+        #expect((document["orthos"] as? [[String: Any]])?.compactMap { $0["href"] as? String }
+                == ["/jobs/\(id)/results/ortho_1_forward.tif", "/jobs/\(id)/results/ortho_2_backward.tif"], "\(document)")
+        let manifest = try await http("GET", "\(s.base)/jobs/\(id)/results/manifest.json", token: token)
+        let products = try #require(manifest.json?["products"] as? [[String: Any]], "\(manifest.text)")
+        #expect(manifest.json?["jobID"] as? String == id && manifest.json?["purgeDate"] is String)
+        #expect(products.contains { $0["file"] as? String == "dsm.tif" && $0["href"] as? String == "/jobs/\(id)/results/dsm.tif" && ($0["bytes"] as? Int ?? 0) > 1000 })
         #expect(products.contains { $0["code"] as? String == "D1" })
         let full = try await http("GET", "\(s.base)/jobs/\(id)/results/dsm.tif", token: token)
-        #expect(full.status == 200 && full.body.prefix(2) == Data("II".utf8))
+        #expect(full.status == 200 && full.body.prefix(2) == Data("II".utf8) && full.headers["content-type"] == STACItem.cogType)
         let part = try await http("GET", "\(s.base)/jobs/\(id)/results/dsm.tif", token: token, headers: ["Range": "bytes=100-199"])
         #expect(part.status == 206 && part.body == full.body.subdata(in: 100..<200))
         #expect(part.headers["content-range"] == "bytes 100-199/\(full.body.count)")
@@ -419,7 +427,9 @@ import Testing
         #expect(j["status"] as? String == "successful", "\(j)")
         // The results are complete (a manifest and the DSM), from the second run.
         let results = try await http("GET", "\(s.base)/jobs/\(id)/results", token: token)
-        #expect(results.status == 200 && (results.json?["products"] as? [Any])?.isEmpty == false)
+        #expect(results.status == 200 && results.json?["dsm"] != nil && results.json?["manifest"] != nil, "\(results.text)")
+        let manifest = try await http("GET", "\(s.base)/jobs/\(id)/results/manifest.json", token: token)
+        #expect((manifest.json?["products"] as? [Any])?.isEmpty == false, "\(manifest.text)")
         let log = try await http("GET", "\(s.base)/jobs/\(id)/logs", token: token).text
         #expect(log.contains("] done:"))
     }
@@ -430,6 +440,9 @@ import Testing
         let u1 = try await upload(s, token: token, path: img1, name: "a.tif"), u2 = try await upload(s, token: token, path: img2, name: "b.tif")
         let id = try #require(try await submit(s, token: token, uploads: [u1, u2], roi: [0, 0, 1024, 1024]).json?["jobID"] as? String)
         _ = try await waitFor(s, token: token, job: id, states: ["running"])
+        // Results asked for while it runs: OGC API – Processes' result-not-ready exception.
+        let early = try await http("GET", "\(s.base)/jobs/\(id)/results", token: token)
+        #expect(early.status == 404 && early.json?["type"] as? String == "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/result-not-ready", "\(early.text)")
         let del = try await http("DELETE", "\(s.base)/jobs/\(id)", token: token)
         #expect(del.status == 202)
         let start = Date()
@@ -589,6 +602,31 @@ import Testing
         let j = try await waitFor(s, token: token, job: id, states: ["successful", "failed"])
         #expect(j["status"] as? String == "successful" && j["name"] as? String == "ogc", "\(j)")
         #expect((j["parameters"] as? [String: Any])?["window"] as? Int == 7, "\(j)")
+        // The results document: each output the run made, by the name the description gives it, linked to its
+        // file, which is served with that media type.
+        let described = try #require(dsmOpt["outputs"] as? [String: [String: Any]])
+        let results = try #require(try await http("GET", "\(s.base)/jobs/\(id)/results", token: token).json)
+        #expect(Set(results.keys).isSubset(of: described.keys) && results.keys.contains("manifest") && results["orthos"] == nil,
+                "outputs not described: \(Set(results.keys).subtracting(described.keys))")
+        let manifest = try #require(try await http("GET", "\(s.base)/jobs/\(id)/results/manifest.json", token: token).json)
+        let files = ((manifest["products"] as? [[String: Any]]) ?? []).compactMap { $0["file"] as? String }
+        let linked = results.values.compactMap { ($0 as? [String: Any])?["href"] as? String }
+        #expect(files.count >= 8 && files.allSatisfy { linked.contains("/jobs/\(id)/results/\($0)") }, "\(files) against \(linked)")
+        for (name, value) in results {
+            let link = try #require(value as? [String: Any], "\(name): one link")
+            let head = try await http("HEAD", "\(s.base)\(link["href"] as? String ?? "")", token: token)
+            let mediaType = (described[name]?["schema"] as? [String: Any])?["contentMediaType"] as? String
+            #expect(head.status == 200 && head.headers["content-type"] == link["type"] as? String && link["type"] as? String == mediaType,
+                    "\(name): \(link) served as \(head.status) \(head.headers["content-type"] ?? "-"), described as \(mediaType ?? "-")")
+        }
+        // The standard's exception types for an unknown job and an unknown process.
+        let ogcException = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/"
+        let noJob = try await http("GET", "\(s.base)/jobs/no-such-id/results", token: token)
+        #expect(noJob.status == 404 && noJob.json?["type"] as? String == ogcException + "no-such-job", "\(noJob.text)")
+        for (method, path) in [("GET", "/processes/dsm-ortho"), ("POST", "/processes/dsm-ortho/execution")] {
+            let noProcess = try await http(method, "\(s.base)\(path)", token: token, body: method == "POST" ? json(execute) : nil)
+            #expect(noProcess.status == 404 && noProcess.json?["type"] as? String == ogcException + "no-such-process", "\(path): \(noProcess.text)")
+        }
 
         // What the service does not offer is named, with the fields a flat request would have put at the top.
         let refused = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token, body: json([

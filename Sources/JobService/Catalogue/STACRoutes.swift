@@ -411,8 +411,7 @@ extension ServiceAPI {
                       try await store.publication(id: id) != nil else {
                     throw APIProblem.notFound("no published item \(context.parameters.get("id") ?? "") in the catalogue")
                 }
-                return try serveFile(folder: catalogue.folder(id), file: context.parameters.get("file") ?? "", owner: "item \(id)", request: request,
-                                     contentType: STACItem.mediaType)
+                return try serveFile(folder: catalogue.folder(id), file: context.parameters.get("file") ?? "", owner: "item \(id)", request: request)
             }
         }
         router.get("/stac/search") { request, _ in

@@ -669,7 +669,7 @@ const AuthTiles = L.GridLayer.extend({
 
 async function results(job) {
   $('#job-results').hidden = false;
-  const [manifest, mapInfo] = await Promise.all([api(`/jobs/${job.jobID}/results`), api(`/jobs/${job.jobID}/map`)]);
+  const [manifest, mapInfo] = await Promise.all([api(`/jobs/${job.jobID}/results/manifest.json`), api(`/jobs/${job.jobID}/map`)]);
   const body = $('#products tbody');
   body.textContent = '';
   for (const p of manifest.products) {
