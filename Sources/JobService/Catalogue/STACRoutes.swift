@@ -366,7 +366,7 @@ extension ServiceAPI {
                     ["rel": "child", "href": "\(base)/stac/collections/\(Catalogue.collectionId)", "type": "application/json"],
                     ["rel": "search", "href": "\(base)/stac/search", "type": "application/geo+json", "method": "GET"],
                     ["rel": "search", "href": "\(base)/stac/search", "type": "application/geo+json", "method": "POST"],
-                    ["rel": "service-desc", "href": "\(base)/openapi.json", "type": "application/vnd.oai.openapi+json;version=3.0"],
+                    ["rel": "service-desc", "href": "\(base)/openapi.json", "type": "application/vnd.oai.openapi+json;version=3.1"],
                 ],
             ] as [String: Any])
         }

@@ -94,7 +94,7 @@ extension ServiceAPI {
                 title: "dsmopt", description: "Stereo-photogrammetry DSM service for Pléiades pairs and triplets (OGC API – Processes)",
                 links: [["href": "/", "rel": "self", "type": "application/json", "title": "this document"],
                         ["href": "/?f=html", "rel": "alternate", "type": "text/html", "title": "the web portal"],
-                        ["href": "/openapi.json", "rel": "service-desc", "type": "application/vnd.oai.openapi+json;version=3.0", "title": "the API definition"],
+                        ["href": "/openapi.json", "rel": "service-desc", "type": "application/vnd.oai.openapi+json;version=3.1", "title": "the API definition"],
                         ["href": "/conformance", "rel": "http://www.opengis.net/def/rel/ogc/1.0/conformance", "type": "application/json", "title": "conformance classes"],
                         ["href": "/processes", "rel": "http://www.opengis.net/def/rel/ogc/1.0/processes", "type": "application/json", "title": "processes"],
                         ["href": "/jobs", "rel": "http://www.opengis.net/def/rel/ogc/1.0/job-list", "type": "application/json", "title": "jobs"]]))
