@@ -148,6 +148,35 @@ public struct ServiceAPI: Sendable {
         return job
     }
 
+    /// OGC API – Processes' job list filters (conformance class job-list), each repeatable or comma-separated.
+    static let jobListFilters = ["type", "processID", "status", "datetime", "minDuration", "maxDuration"]
+
+    /// The filters of `GET /jobs`; a value the standard does not allow is a 400 naming it.
+    static func jobQuery(_ q: Parameters) throws -> JobQuery {
+        var query = JobQuery()
+        func values(_ name: String) -> [String] {
+            q.getAll(name).flatMap { $0.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) } }
+        }
+        for t in values("type") where t != "process" { throw APIProblem.badRequest("type \(t): the jobs here are all of type process") }
+        query.processIDs = values("processID")
+        query.statuses = try values("status").map {
+            guard let s = JobStatus(rawValue: $0) else {
+                throw APIProblem.badRequest("status \($0) is not one of \(JobStatus.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return s
+        }
+        let dates = q.getAll("datetime")
+        if dates.count > 1 { throw APIProblem.badRequest("datetime: give one date-time or interval") }
+        if let d = dates.first { (query.createdFrom, query.createdTo) = try DateTimeInterval.parse(d, field: "datetime") }
+        for (name, keyPath) in [("minDuration", \JobQuery.minDuration), ("maxDuration", \JobQuery.maxDuration)] {
+            let given = q.getAll(name)
+            guard let text = given.first else { continue }
+            guard given.count == 1, let v = Int(text), v >= 0, v <= 1 << 40 else { throw APIProblem.badRequest("\(name) must be one whole number of seconds ≥ 0") }
+            query[keyPath: keyPath] = Double(v)
+        }
+        return query
+    }
+
     static func forwarded(_ job: Job, by user: User) -> Bool {
         guard user.role == .catalogue, let r = try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8)) else { return false }
         return r.forwardedBy == user.id
@@ -276,19 +305,28 @@ public struct ServiceAPI: Sendable {
             let limit = min(200, max(1, try integer("limit", 20)))
             let offset = min(1 << 40, max(0, try integer("offset", 0)))
             if let all = q["all"], all != "true", all != "false" { throw APIProblem.badRequest("all must be true or false") }
-            let scope = [.operator, .admin].contains(user.role) && q["all"] == "true" ? nil : user.id
-            var jobs = try await store.jobs(userId: scope, limit: limit, offset: offset)
-            var total = try await store.countJobs(userId: scope)
+            var query = try Self.jobQuery(q)
+            query.userId = [.operator, .admin].contains(user.role) && q["all"] == "true" ? nil : user.id
+            var jobs: [Job], total: Int
             if user.role == .catalogue {
                 // The jobs it forwarded (newest first, among the service's latest 5,000).
-                let forwarded = try await store.jobs(userId: nil, limit: 5000, offset: 0).filter { Self.forwarded($0, by: user) }
+                query.userId = nil
+                let forwarded = try await store.jobs(query, limit: 5000, offset: 0).filter { Self.forwarded($0, by: user) }
                 total = forwarded.count
                 jobs = Array(forwarded.dropFirst(offset).prefix(limit))
+            } else {
+                jobs = try await store.jobs(query, limit: limit, offset: offset)
+                total = try await store.countJobs(query)
             }
             struct Page: Encodable { var jobs: [JobView]; var total: Int; var limit: Int; var offset: Int; var links: [[String: String]] }
+            // The pages around this one keep its filters.
+            var kept = URLComponents()
+            kept.queryItems = Self.jobListFilters.flatMap { name in q.getAll(name).map { URLQueryItem(name: name, value: $0) } }
+                + (q["all"].map { [URLQueryItem(name: "all", value: String($0))] } ?? [])
+            let filters = (kept.percentEncodedQuery ?? "").isEmpty ? "" : "&" + kept.percentEncodedQuery!
             var links: [[String: String]] = []
-            if offset + limit < total { links.append(["rel": "next", "href": "/jobs?limit=\(limit)&offset=\(offset + limit)"]) }
-            if offset > 0 { links.append(["rel": "prev", "href": "/jobs?limit=\(limit)&offset=\(max(0, offset - limit))"]) }
+            if offset + limit < total { links.append(["rel": "next", "href": "/jobs?limit=\(limit)&offset=\(offset + limit)\(filters)"]) }
+            if offset > 0 { links.append(["rel": "prev", "href": "/jobs?limit=\(limit)&offset=\(max(0, offset - limit))\(filters)"]) }
             return jsonResponse(Page(jobs: jobs.map(Self.view), total: total, limit: limit, offset: offset, links: links))
         }
         router.get("/jobs/:id") { request, context in

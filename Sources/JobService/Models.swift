@@ -93,6 +93,43 @@ public struct Job: Sendable, Codable, Equatable {
     }
 }
 
+/// Which jobs a listing shows: OGC API – Processes' job list filters (`processID`, `status`, `datetime` on the
+/// creation time, `minDuration` / `maxDuration`), within one user's jobs or all. An empty list filters nothing.
+public struct JobQuery: Sendable, Equatable {
+    public var userId: String?
+    public var statuses: [JobStatus] = []
+    public var processIDs: [String] = []
+    /// Created within [createdFrom, createdTo] (either end open when nil).
+    public var createdFrom: Date?
+    public var createdTo: Date?
+    /// Seconds from the start to the finish, or to `now` while the job runs; a job not started has no
+    /// duration and is left out when either bound is given.
+    public var minDuration: Double?
+    public var maxDuration: Double?
+    public var now = Date()
+
+    public init(userId: String? = nil) { self.userId = userId }
+
+    /// The process a job's request names (`ExecutionRequest.process`; nil is the DSM process).
+    public static let defaultProcess = "dsm-opt"
+
+    /// Whether `job` passes, its request naming `process` — the stores' SQL says the same.
+    public func matches(_ job: Job, process: String?) -> Bool {
+        if let u = userId, job.userId != u { return false }
+        if !statuses.isEmpty, !statuses.contains(job.status) { return false }
+        if !processIDs.isEmpty, !processIDs.contains(process ?? Self.defaultProcess) { return false }
+        if let f = createdFrom, job.createdAt < f { return false }
+        if let t = createdTo, job.createdAt > t { return false }
+        if minDuration != nil || maxDuration != nil {
+            guard let start = job.startedAt else { return false }
+            let d = (job.finishedAt ?? now).timeIntervalSince(start)
+            if let m = minDuration, d < m { return false }
+            if let m = maxDuration, d > m { return false }
+        }
+        return true
+    }
+}
+
 /// A user's current consumption, as shown by `GET /me`.
 public struct Usage: Sendable, Codable, Equatable {
     public var activeJobs: Int

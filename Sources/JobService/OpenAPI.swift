@@ -38,7 +38,7 @@ public enum OpenAPIDocument {
         .init(method: "get", path: "/uploads/{id}", summary: "One upload and what is read from it (size, RPC source, GSD, angles, acquisition, footprint)", responses: [200, 401, 404]),
         .init(method: "post", path: "/processes/dsm-opt/inspection", summary: "Inspect 2–3 uploads as dsmopt inspect does (images, B/H, convergence, overlap, selected pairs and why) without queuing a job", responses: [200, 401, 413, 422]),
         .init(method: "delete", path: "/uploads/{id}", summary: "Delete one of the caller's uploads (409 while a queued or running job uses it)", responses: [204, 401, 404, 409]),
-        .init(method: "get", path: "/jobs", summary: "The caller's jobs, newest first (?limit, ?offset; ?all=true for operators)", responses: [200, 400, 401]),
+        .init(method: "get", path: "/jobs", summary: "The caller's jobs, newest first (?limit, ?offset; ?all=true for operators; OGC job list filters ?type, ?processID, ?status, ?datetime of creation, ?minDuration, ?maxDuration in seconds)", responses: [200, 400, 401]),
         .init(method: "get", path: "/jobs/{id}", summary: "Job status: accepted | running | successful | failed | dismissed, progress, stage, times, purge date, error", responses: [200, 401, 404]),
         .init(method: "delete", path: "/jobs/{id}", summary: "Cancel a queued or running job (202), or delete a finished one and its results (200)", responses: [200, 202, 401, 404]),
         .init(method: "get", path: "/jobs/{id}/results", summary: "The results document (OGC API – Processes): each output's name → a link to its file (orthos: one per image); 404 with type result-not-ready while the job runs", responses: [200, 401, 404, 410]),

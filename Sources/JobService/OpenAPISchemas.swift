@@ -139,6 +139,12 @@ extension OpenAPIDocument {
     }
 
     /// Query parameters of an operation.
+    /// An RFC 3339 date-time, or an interval of two with `..` or nothing for an open end (`DateTimeInterval`).
+    static let dateTimeOrInterval: String = {
+        let t = #"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"#
+        return "^(\(t)|(\(t)|\\.\\.)?/(\(t)|\\.\\.)?)$"
+    }()
+
     static func queryParameters(_ key: String) -> [Schema] {
         func q(_ name: String, _ schema: Schema, required: Bool = false) -> Schema { ["name": name, "in": "query", "required": required, "schema": schema] }
         switch key {
@@ -146,7 +152,15 @@ extension OpenAPIDocument {
         case "post /uploads": return [q("name", ["type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$"])]
         case "get /jobs": return [q("limit", ["type": "integer", "minimum": -9_007_199_254_740_991, "maximum": 9_007_199_254_740_991, "description": "page size, clamped to 1–200 (default 20)"]),
                                   q("offset", ["type": "integer", "minimum": -9_007_199_254_740_991, "maximum": 9_007_199_254_740_991, "description": "clamped to 0–2^40"]),
-                                  q("all", ["type": "string", "enum": ["true", "false"], "description": "every user's jobs (operators and admins)"])]
+                                  q("all", ["type": "string", "enum": ["true", "false"], "description": "every user's jobs (operators and admins)"]),
+                                  // OGC API – Processes job list filters (repeated or comma-separated values).
+                                  q("type", ["type": "array", "items": ["type": "string", "enum": ["process"]]]),
+                                  q("processID", ["type": "array", "items": ["type": "string"]]),
+                                  q("status", ["type": "array", "items": ["type": "string", "enum": JobStatus.allCases.map(\.rawValue)]]),
+                                  q("datetime", ["type": "string", "pattern": dateTimeOrInterval,
+                                                    "description": "created at an RFC 3339 date-time or within an interval start/end (.. for open)"]),
+                                  q("minDuration", ["type": "integer", "minimum": 0, "maximum": 1 << 40, "description": "seconds from start to finish (or now); jobs not started are left out"]),
+                                  q("maxDuration", ["type": "integer", "minimum": 0, "maximum": 1 << 40, "description": "seconds from start to finish (or now); jobs not started are left out"])]
         case "get /stac/search", "get /stac/collections/{collection}/items":
             var p = [q("bbox", ["type": "string", "description": "minLon,minLat,maxLon,maxLat"]),
                      q("datetime", ["type": "string", "description": "RFC 3339 date-time or interval start/end (.. for open)"]),

@@ -299,17 +299,27 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
 
     public func job(id: String) async throws -> Job? { try await rows("SELECT * FROM jobs WHERE id = \(id)").first.map(Self.job) }
 
-    public func jobs(userId: String?, limit: Int, offset: Int) async throws -> [Job] {
-        if let userId {
-            return try await rows("SELECT * FROM jobs WHERE user_id = \(userId) ORDER BY created_at DESC, id LIMIT \(limit) OFFSET \(offset)").map(Self.job)
+    /// A job query's SQL with `$n` placeholders and their bindings, then `tail` (whose `?` are bound to `more`).
+    static func filtered(_ head: String, _ q: JobQuery, tail: String = "", _ more: [Int] = []) -> PostgresQuery {
+        let (filter, args) = JobQuerySQL.whereClause(q, process: "(request::jsonb ->> 'process')")
+        var binds = PostgresBindings()
+        var sql = "", n = 0
+        for ch in "\(head) \(filter) \(tail)" {
+            if ch == "?" { n += 1; sql += "$\(n)" } else { sql.append(ch) }
         }
-        return try await rows("SELECT * FROM jobs ORDER BY created_at DESC, id LIMIT \(limit) OFFSET \(offset)").map(Self.job)
+        for a in args {
+            switch a { case .text(let t): binds.append(t); case .number(let v): binds.append(v) }
+        }
+        for v in more { binds.append(v) }
+        return PostgresQuery(unsafeSQL: sql, binds: binds)
     }
 
-    public func countJobs(userId: String?) async throws -> Int {
-        let r: [PostgresRandomAccessRow]
-        if let userId { r = try await rows("SELECT COUNT(*) AS n FROM jobs WHERE user_id = \(userId)") } else { r = try await rows("SELECT COUNT(*) AS n FROM jobs") }
-        return Int(try r[0]["n"].decode(Int64.self))
+    public func jobs(_ query: JobQuery, limit: Int, offset: Int) async throws -> [Job] {
+        try await rows(Self.filtered("SELECT * FROM jobs", query, tail: "ORDER BY created_at DESC, id LIMIT ? OFFSET ?", [limit, offset])).map(Self.job)
+    }
+
+    public func countJobs(_ query: JobQuery) async throws -> Int {
+        Int(try await rows(Self.filtered("SELECT COUNT(*) AS n FROM jobs", query))[0]["n"].decode(Int64.self))
     }
 
     public func jobCounts() async throws -> [JobStatus: Int] {

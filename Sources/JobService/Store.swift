@@ -25,8 +25,9 @@ public protocol JobStore: Sendable {
     /// results are expected to take (bytes), which must fit in what is left of the storage quota.
     func createJob(_ job: Job, inputBytes: [(String, Int64)], quota: Quota, results: Int64, now: Date) async throws
     func job(id: String) async throws -> Job?
-    func jobs(userId: String?, limit: Int, offset: Int) async throws -> [Job]
-    func countJobs(userId: String?) async throws -> Int
+    /// The jobs `query` selects, newest first.
+    func jobs(_ query: JobQuery, limit: Int, offset: Int) async throws -> [Job]
+    func countJobs(_ query: JobQuery) async throws -> Int
     func jobCounts() async throws -> [JobStatus: Int]
 
     /// Claims the next accepted job for `worker` with a lease, starting a new attempt (`attempts` + 1), or
@@ -329,21 +330,24 @@ public final class SQLiteJobStore: JobStore {
         try await db.read { db in try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id]).map(Self.job) }
     }
 
-    public func jobs(userId: String?, limit: Int, offset: Int) async throws -> [Job] {
-        try await db.read { db in
-            if let userId {
-                return try Row.fetchAll(db, sql: "SELECT * FROM jobs WHERE user_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
-                                        arguments: [userId, limit, offset]).map(Self.job)
-            }
-            return try Row.fetchAll(db, sql: "SELECT * FROM jobs ORDER BY created_at DESC, id LIMIT ? OFFSET ?", arguments: [limit, offset]).map(Self.job)
+    static func filter(_ q: JobQuery) -> (sql: String, arguments: StatementArguments) {
+        let (sql, args) = JobQuerySQL.whereClause(q, process: "json_extract(request, '$.process')")
+        return (sql, StatementArguments(args.map { a -> (any DatabaseValueConvertible) in
+            switch a { case .text(let t): return t; case .number(let n): return n }
+        }))
+    }
+
+    public func jobs(_ query: JobQuery, limit: Int, offset: Int) async throws -> [Job] {
+        let (filter, arguments) = Self.filter(query)
+        return try await db.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM jobs \(filter) ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+                             arguments: arguments + [limit, offset]).map(Self.job)
         }
     }
 
-    public func countJobs(userId: String?) async throws -> Int {
-        try await db.read { db in
-            if let userId { return try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs WHERE user_id = ?", arguments: [userId]) ?? 0 }
-            return try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs") ?? 0
-        }
+    public func countJobs(_ query: JobQuery) async throws -> Int {
+        let (filter, arguments) = Self.filter(query)
+        return try await db.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs \(filter)", arguments: arguments) ?? 0 }
     }
 
     public func jobCounts() async throws -> [JobStatus: Int] {
@@ -553,7 +557,35 @@ public final class SQLiteJobStore: JobStore {
     }
 }
 
+/// A job query as SQL: the WHERE clause with `?` for each argument (each store numbers or binds them) and its
+/// arguments in order; `process` is the SQL expression of the process a job's request names.
+enum JobQuerySQL {
+    enum Argument { case text(String), number(Double) }
+
+    static func whereClause(_ q: JobQuery, process: String) -> (sql: String, arguments: [Argument]) {
+        var clauses: [String] = [], args: [Argument] = []
+        func list(_ values: [String]) -> String { values.map { _ in "?" }.joined(separator: ", ") }
+        if let u = q.userId { clauses.append("user_id = ?"); args.append(.text(u)) }
+        if !q.statuses.isEmpty { clauses.append("status IN (\(list(q.statuses.map(\.rawValue))))"); args += q.statuses.map { .text($0.rawValue) } }
+        if !q.processIDs.isEmpty { clauses.append("COALESCE(\(process), '\(JobQuery.defaultProcess)') IN (\(list(q.processIDs)))"); args += q.processIDs.map { .text($0) } }
+        if let f = q.createdFrom { clauses.append("created_at >= ?"); args.append(.number(f.timeIntervalSince1970)) }
+        if let t = q.createdTo { clauses.append("created_at <= ?"); args.append(.number(t.timeIntervalSince1970)) }
+        if q.minDuration != nil || q.maxDuration != nil {
+            clauses.append("started_at IS NOT NULL")
+            for (bound, op) in [(q.minDuration, ">="), (q.maxDuration, "<=")] {
+                guard let bound else { continue }
+                clauses.append("COALESCE(finished_at, ?) - started_at \(op) ?")
+                args += [.number(q.now.timeIntervalSince1970), .number(bound)]
+            }
+        }
+        return (clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND "), args)
+    }
+}
+
 extension JobStore {
+    public func jobs(userId: String?, limit: Int, offset: Int) async throws -> [Job] { try await jobs(JobQuery(userId: userId), limit: limit, offset: offset) }
+    public func countJobs(userId: String?) async throws -> Int { try await countJobs(JobQuery(userId: userId)) }
+
     /// A job whose results need no room up front (tests, benchmarks).
     public func createJob(_ job: Job, inputBytes: [(String, Int64)], quota: Quota, now: Date) async throws {
         try await createJob(job, inputBytes: inputBytes, quota: quota, results: 0, now: now)

@@ -454,6 +454,13 @@ import Testing
         let queued = try #require(try await submit(s, token: token, uploads: [u1, u2]).json?["jobID"] as? String)
         let q = try await http("DELETE", "\(s.base)/jobs/\(queued)", token: token)
         #expect(q.status == 202 && ["dismissed", "running"].contains(q.json?["status"] as? String ?? ""))
+        // A filtered list's pages keep the filter.
+        let first = try await http("GET", "\(s.base)/jobs?limit=1&processID=dsm-opt", token: token)
+        let next = try #require(((first.json?["links"] as? [[String: String]]) ?? []).first { $0["rel"] == "next" }?["href"], "\(first.text)")
+        #expect(first.json?["total"] as? Int == 2 && next.contains("processID=dsm-opt"), "\(next)")
+        let second = try await http("GET", "\(s.base)\(next)", token: token)
+        let ids = [first, second].flatMap { (($0.json?["jobs"] as? [[String: Any]]) ?? []).compactMap { $0["jobID"] as? String } }
+        #expect(Set(ids) == [id, queued], "\(ids)")
     }
 
     @Test func resultsArePurgedAfterRetention() async throws {
@@ -618,6 +625,26 @@ import Testing
             let mediaType = (described[name]?["schema"] as? [String: Any])?["contentMediaType"] as? String
             #expect(head.status == 200 && head.headers["content-type"] == link["type"] as? String && link["type"] as? String == mediaType,
                     "\(name): \(link) served as \(head.status) \(head.headers["content-type"] ?? "-"), described as \(mediaType ?? "-")")
+        }
+        // The job list's filters (OGC job-list conformance class), and its refusals.
+        func listed(_ query: String) async throws -> [String] {
+            let page = try await http("GET", "\(s.base)/jobs?\(query)", token: token)
+            #expect(page.status == 200, "\(query): \(page.text)")
+            return ((page.json?["jobs"] as? [[String: Any]]) ?? []).compactMap { $0["jobID"] as? String }
+        }
+        let created = try #require(j["created"] as? String)
+        #expect(try await listed("status=successful&processID=dsm-opt&type=process&minDuration=0") == [id])
+        #expect(try await listed("status=accepted,running,failed,dismissed").isEmpty)
+        #expect(try await listed("status=failed&status=successful") == [id])
+        #expect(try await listed("processID=dsm-difference").isEmpty)
+        #expect(try await listed("datetime=\(created)/..") == [id])
+        #expect(try await listed("datetime=../2020-01-01T00:00:00Z").isEmpty)
+        #expect(try await listed("maxDuration=3600") == [id])
+        #expect(try await listed("minDuration=3600").isEmpty)
+        for (query, field) in [("status=done", "status done"), ("type=job", "type job"), ("minDuration=-1", "minDuration"),
+                               ("datetime=yesterday", "datetime yesterday"), ("maxDuration=1&maxDuration=2", "maxDuration")] {
+            let refused = try await http("GET", "\(s.base)/jobs?\(query)", token: token)
+            #expect(refused.status == 400 && refused.json?["detail"] as? String ?? "" != "" && refused.text.contains(field), "\(query): \(refused.text)")
         }
         // The standard's exception types for an unknown job and an unknown process.
         let ogcException = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/"

@@ -346,4 +346,56 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         try await store.delete(jobId: k.id)
         #expect(try await store.tasks(jobId: k.id).isEmpty)
     }
+
+    /// OGC API – Processes' job list filters: the stores' SQL selects what `JobQuery.matches` says, and what
+    /// each filter means, on jobs of two processes, two users and every state.
+    @Test(arguments: StoreKind.allCases) func jobListFilters(kind: StoreKind) async throws {
+        let (store, _tmp) = try await kind.make(); _ = _tmp
+        let (u, _) = try await store.createUser(name: "ann", role: .researcher, quota: Self.quota)
+        let (v, _) = try await store.createUser(name: "bob", role: .researcher, quota: Self.quota)
+        var requests: [String: String] = [:]
+        for i in 0..<6 {
+            var j = job(i < 5 ? u.id : v.id, at: 1000 + Double(i))
+            j.request = i % 2 == 1 ? #"{"process":"dsm-difference","dsms":[]}"# : #"{"images":[]}"#
+            requests[j.id] = j.request
+            try await store.createJob(j, inputBytes: [], quota: Self.quota, now: Date())
+        }
+        // Three claimed (the oldest first): one finished after 10 s, one failed after 300 s, one still running.
+        var claimed: [Job] = []
+        for (now, end) in [(2000.0, 2010.0), (2100, 2400), (2500, nil)] as [(Double, Double?)] {
+            let c = try #require(try await store.claimJob(worker: "w", leaseUntil: Date(timeIntervalSince1970: now + 1e6), now: Date(timeIntervalSince1970: now)))
+            claimed.append(c)
+            if let end {
+                #expect(try await store.finish(jobId: c.id, attempt: c.attempts, worker: "w", status: end < 2100 ? .successful : .failed, error: nil,
+                                               cpuSeconds: 1, resultBytes: 0, finishedAt: Date(timeIntervalSince1970: end), purgeAt: nil))
+            }
+        }
+        let everyJob = try await store.jobs(JobQuery(), limit: 100, offset: 0)
+        let dismissed = try #require(everyJob.first { $0.status == .accepted && $0.userId == u.id })
+        _ = try await store.cancel(jobId: dismissed.id, now: Date())
+        let all = try await store.jobs(JobQuery(), limit: 100, offset: 0)
+        #expect(all.count == 6 && Set(all.map(\.status)) == [.successful, .failed, .running, .accepted, .dismissed], "\(all.map(\.status))")
+        func process(_ j: Job) -> String? { requests[j.id]!.contains("dsm-difference") ? "dsm-difference" : nil }
+        func query(_ edit: (inout JobQuery) -> Void) -> JobQuery { var q = JobQuery(); q.now = Date(timeIntervalSince1970: 2600); edit(&q); return q }
+        let queries: [(JobQuery, Set<String>)] = [
+            (query { $0.statuses = [.successful, .failed] }, [claimed[0].id, claimed[1].id]),
+            (query { $0.processIDs = ["dsm-difference"] }, Set(all.filter { process($0) != nil }.map(\.id))),
+            (query { $0.processIDs = ["dsm-opt"]; $0.userId = u.id }, Set(all.filter { process($0) == nil && $0.userId == u.id }.map(\.id))),
+            // Durations: 10 s, 300 s, and 100 s so far for the running one (at 2600); jobs not started are left out.
+            (query { $0.minDuration = 100 }, [claimed[1].id, claimed[2].id]),
+            (query { $0.maxDuration = 50 }, [claimed[0].id]),
+            (query { $0.minDuration = 50; $0.maxDuration = 200 }, [claimed[2].id]),
+            (query { $0.createdFrom = Date(timeIntervalSince1970: 1001); $0.createdTo = Date(timeIntervalSince1970: 1003) },
+             Set(all.filter { (1001...1003).contains($0.createdAt.timeIntervalSince1970) }.map(\.id))),
+            (query { $0.userId = v.id; $0.statuses = [.accepted, .running] }, Set(all.filter { $0.userId == v.id && [.accepted, .running].contains($0.status) }.map(\.id))),
+        ]
+        for (q, expected) in queries {
+            let got = try await store.jobs(q, limit: 100, offset: 0)
+            #expect(Set(got.map(\.id)) == expected && got.count == expected.count, "\(q)")
+            #expect(Set(all.filter { q.matches($0, process: process($0)) }.map(\.id)) == expected, "matches: \(q)")
+            #expect(try await store.countJobs(q) == expected.count, "count: \(q)")
+        }
+        #expect(try await store.jobs(query { $0.processIDs = ["dsm-difference"] }, limit: 100, offset: 0).count == 3)
+        #expect(try await store.jobs(query { $0.createdFrom = Date(timeIntervalSince1970: 1001); $0.createdTo = Date(timeIntervalSince1970: 1003) }, limit: 100, offset: 0).count == 3)
+    }
 }

@@ -94,22 +94,7 @@ struct CatalogueSearch: Equatable {
 
     /// An RFC 3339 instant, or an interval `start/end` with `..` (or nothing) for an open end.
     mutating func setDatetime(_ t: String) throws {
-        let parts = t.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-        func instant(_ s: String) throws -> Date? {
-            if s.isEmpty || s == ".." { return nil }
-            guard let d = STACItem.date(s) else { throw APIProblem.badRequest("datetime \(s) is not an RFC 3339 date-time (e.g. 2013-06-29T06:37:00Z)") }
-            return d
-        }
-        switch parts.count {
-        case 1:
-            guard let d = try instant(parts[0]) else { throw APIProblem.badRequest("datetime must be a date-time or an interval start/end") }
-            start = d; end = d
-        case 2:
-            start = try instant(parts[0]); end = try instant(parts[1])
-            guard start != nil || end != nil else { throw APIProblem.badRequest("datetime: an interval needs at least one end") }
-            if let s = start, let e = end, s > e { throw APIProblem.badRequest("datetime: the interval's start is after its end") }
-        default: throw APIProblem.badRequest("datetime must be a date-time or an interval start/end")
-        }
+        (start, end) = try DateTimeInterval.parse(t, field: "datetime")
         datetime = t
     }
 
