@@ -1153,7 +1153,8 @@ public struct ServiceAPI: Sendable {
         return document
     }
 
-    /// The manifest as served: each product with its link (`href`) and size, the job's id and purge date.
+    /// The manifest as served: each product with its link (`href`) and size, the job's id and purge date. Built
+    /// per request, so always whole (no Range, no validators; it is a few kilobytes).
     func manifest(_ job: Job, head: Bool) throws -> Response {
         var manifest = try manifestObject(job)
         let folder = try resultsFolder(job)
