@@ -195,7 +195,7 @@ public struct ServiceAPI: Sendable {
 
     struct JobView: Encodable {
         var jobID: String
-        var processID = "dsm-opt"
+        var processID: String
         var type = "process"
         var name: String
         var owner: String
@@ -224,7 +224,7 @@ public struct ServiceAPI: Sendable {
         var links = [["href": "/jobs/\(j.id)", "rel": "self", "type": "application/json"],
                      ["href": "/jobs/\(j.id)/logs", "rel": "log", "type": "text/plain"]]
         if j.status == .successful { links.append(["href": "/jobs/\(j.id)/results", "rel": "http://www.opengis.net/def/rel/ogc/1.0/results", "type": "application/json"]) }
-        return JobView(jobID: j.id, processID: request?.process ?? "dsm-opt", name: j.name, owner: j.userId, status: j.status.rawValue, progress: j.progress, stage: j.stage,
+        return JobView(jobID: j.id, processID: request?.process ?? JobQuery.defaultProcess, name: j.name, owner: j.userId, status: j.status.rawValue, progress: j.progress, stage: j.stage,
                        message: j.message, created: j.createdAt, started: j.startedAt, finished: j.finishedAt, purgeDate: j.purgeAt,
                        resultsPurged: j.purged, error: j.error, cpuSeconds: (j.cpuSeconds * 100).rounded() / 100,
                        attempts: j.attempts, preset: request?.preset ?? "default", parameters: request?.parameters, inputs: request?.inputs, links: links)

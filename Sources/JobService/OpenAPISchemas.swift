@@ -138,13 +138,13 @@ extension OpenAPIDocument {
         }
     }
 
-    /// Query parameters of an operation.
     /// An RFC 3339 date-time, or an interval of two with `..` or nothing for an open end (`DateTimeInterval`).
     static let dateTimeOrInterval: String = {
         let t = #"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"#
         return "^(\(t)|(\(t)|\\.\\.)?/(\(t)|\\.\\.)?)$"
     }()
 
+    /// Query parameters of an operation.
     static func queryParameters(_ key: String) -> [Schema] {
         func q(_ name: String, _ schema: Schema, required: Bool = false) -> Schema { ["name": name, "in": "query", "required": required, "schema": schema] }
         switch key {

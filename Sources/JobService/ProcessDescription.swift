@@ -63,7 +63,7 @@ enum ProcessDescription {
 
     struct List: Encodable { var processes: [Summary] }
 
-    static let summary = Summary(id: "dsm-opt", title: "DSM from a Pléiades stereo pair or tri-stereo triplet",
+    static let summary = Summary(id: JobQuery.defaultProcess, title: "DSM from a Pléiades stereo pair or tri-stereo triplet",
                                  description: "Pair selection, epipolar resampling, dense matching, triangulation, fusion and products (DSM, hillshades, true orthos, point cloud).",
                                  version: "1.0", links: [["href": "/processes/dsm-opt", "rel": "self"],
                                                          ["href": "/processes/dsm-opt/execution", "rel": "http://www.opengis.net/def/rel/ogc/1.0/execute"]])
@@ -156,7 +156,7 @@ enum ProcessDescription {
         .init(id: "coregistration_difference", title: "coregistration difference", code: "-", file: "coregistration_difference.png", description: "with coregister: the DSM minus the reference DEM after coregistration, coloured"),
         .init(id: "parameters", title: "parameters", code: "-", file: "parameters.json", description: "the fully resolved parameters of the run"),
         .init(id: "manifest", title: "manifest", code: "-", file: "manifest.json", description: "the products, the grid and CRS, the parameters, the orientation (tie-point residuals) and the pairs' vertical offsets, the provenance"),
-        .init(id: "item", title: "STAC item", code: "-", file: "item.json", description: "the products as a STAC item"),
+        stacItem,
     ]
 
     /// The difference process's outputs.
@@ -164,8 +164,11 @@ enum ProcessDescription {
         Output(id: "difference", title: "difference", code: "D", file: "difference.tif", description: "B − A on A's grid after coregistration (Float32 COG, nodata NaN), metres"),
         Output(id: "difference_map", title: "difference map", code: "D", file: "difference.png", description: "coloured difference map (blue: B below A, red: B above A) with its legend"),
         Output(id: "manifest", title: "manifest", code: "-", file: "manifest.json", description: "coregistration (shift, statistics), stable terrain (NMAD, correlation length), volumes (gain, loss, net, changed area) with uncertainties and the formula"),
-        Output(id: "item", title: "STAC item", code: "-", file: "item.json", description: "the products as a STAC item"),
+        stacItem,
     ]
+
+    /// The STAC item both processes' results hold.
+    static let stacItem = Output(id: "item", title: "STAC item", code: "-", file: "item.json", description: "the products as a STAC item")
 
     static func dsmOpt(presets: PresetLibrary) throws -> Description {
         let params: [Parameter] = [
@@ -174,7 +177,7 @@ enum ProcessDescription {
             .init(name: "aoi", type: "GeoJSON Polygon/Feature or \"minLon,minLat,maxLon,maxLat\"", group: "standard", description: "area of interest on the ground",
                   default: nil, expected: "a GeoJSON Polygon/Feature or \"minLon,minLat,maxLon,maxLat\""),
         ] + JobParameterTable.specs.map(parameter)
-        return Description(id: "dsm-opt", title: summary.title, description: summary.description, version: summary.version,
+        return Description(id: summary.id, title: summary.title, description: summary.description, version: summary.version,
                            inputs: inputs(of: "ExecutionRequest", about: [
                                "images": ("images", "2 or 3 images with RPC: [{\"upload\": \"<id>\"}, …] (POST /uploads first); one upload of a zipped delivery stands for all its views"),
                                "preset": ("landscape preset", "a preset name (GET /presets); default: default"),
