@@ -56,6 +56,12 @@ func jsonResponse<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok, c
     return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
 }
 
+/// A stored result file that cannot be read as what it should be: the server's fault, not the request's.
+struct DamagedResult: Error, CustomStringConvertible {
+    let job: String, file: String, bytes: Int
+    var description: String { "the results of job \(job) are damaged: \(file) (\(bytes) bytes) is not a JSON object" }
+}
+
 /// Turns thrown problems into problem documents and records per-route latency.
 struct ProblemAndMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
     let metrics: ServiceMetrics
@@ -1119,11 +1125,16 @@ public struct ServiceAPI: Sendable {
 
     // MARK: downloads
 
-    /// A finished job's manifest (`manifest.json` of its results).
+    /// A finished job's manifest (`manifest.json` of its results): the results document, the served manifest and
+    /// the portal's map read it here. Missing: 404; present but not a JSON object: `DamagedResult` (a 500 whose
+    /// detail goes to the operator's log).
     func manifestObject(_ job: Job) throws -> [String: Any] {
         let path = (try resultsFolder(job) as NSString).appendingPathComponent("manifest.json")
-        guard let data = FileManager.default.contents(atPath: path), let manifest = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+        guard let data = FileManager.default.contents(atPath: path) else {
             throw APIProblem.notFound("the results of job \(job.id) have no manifest")
+        }
+        guard let manifest = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw DamagedResult(job: job.id, file: "manifest.json", bytes: data.count)
         }
         return manifest
     }

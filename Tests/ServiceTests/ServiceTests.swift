@@ -161,6 +161,21 @@ import Testing
         let stranger = try s.user("mallory")
         #expect(try await http("GET", "\(s.base)/jobs/\(id)/tiles/dsm/\(z)/\(tx)/\(ty).png", token: stranger).status == 404)
         #expect(try await http("GET", "\(s.base)/jobs/\(id)/map").status == 401)
+        // A damaged manifest on disk: the results document, the served manifest and the map answer alike — a 500
+        // with a request id (no server path), the operator's log naming the job and the file — and the daemon
+        // serves on; restored, they answer again.
+        let manifestPath = s.data.path("jobs/\(id)/attempt-1/out/manifest.json")
+        let original = try Data(contentsOf: URL(fileURLWithPath: manifestPath))
+        try Data("{\"products\": [".utf8).write(to: URL(fileURLWithPath: manifestPath))
+        for route in ["results", "results/manifest.json", "map"] {
+            let r = try await http("GET", "\(s.base)/jobs/\(id)/\(route)", token: token)
+            #expect(r.status == 500 && r.text.contains("request id") && !r.text.contains(s.data.path("")), "\(route): \(r.status) \(r.text)")
+        }
+        let daemonLog = try String(contentsOfFile: s.logPath, encoding: .utf8)
+        #expect(daemonLog.contains("the results of job \(id) are damaged: manifest.json (14 bytes) is not a JSON object"), "\(daemonLog.suffix(600))")
+        #expect(try await http("GET", "\(s.base)/health").status == 200)
+        try original.write(to: URL(fileURLWithPath: manifestPath))
+        #expect(try await http("GET", "\(s.base)/jobs/\(id)/map", token: token).status == 200)
         // Deleting a finished job removes it and its results.
         let del = try await http("DELETE", "\(s.base)/jobs/\(id)", token: token)
         #expect(del.status == 200)

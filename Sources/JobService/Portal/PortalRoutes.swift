@@ -183,14 +183,9 @@ extension ServiceAPI {
         return dir
     }
 
-    /// The map layers of a finished job, from its manifest.
+    /// The map layers of a finished job, from its manifest (read as the results routes read it).
     func mapLayers(_ job: Job) throws -> [MapLayer] {
-        let manifest = (try resultsFolder(job) as NSString).appendingPathComponent("manifest.json")
-        guard let data = FileManager.default.contents(atPath: manifest),
-              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let products = obj["products"] as? [[String: Any]] else {
-            throw APIProblem.notFound("the results of job \(job.id) have no manifest")
-        }
-        return MapLayer.layers(products: products)
+        MapLayer.layers(products: try manifestObject(job)["products"] as? [[String: Any]] ?? [])
     }
 
     func mapLayer(_ job: Job, _ name: String?) throws -> (MapLayer, String) {
