@@ -381,7 +381,7 @@ public struct ServiceAPI: Sendable {
                 let user = try await authenticate(request)
                 let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user, reading: true))
                 let file = context.parameters.get("file") ?? ""
-                if file == "manifest.json" { return try manifest(job, head: request.method == .head) }
+                if file == "manifest.json" { return try manifest(job, request: request) }
                 return try download(job: job, file: file, request: request)
             }
         }
@@ -1165,8 +1165,9 @@ public struct ServiceAPI: Sendable {
     }
 
     /// The manifest as served: each product with its link (`href`) and size, the job's id and purge date. Built
-    /// per request, so always whole (no Range, no validators; it is a few kilobytes).
-    func manifest(_ job: Job, head: Bool) throws -> Response {
+    /// per request, so always whole (no Range: it is a few kilobytes); its ETag is (a prefix of) the SHA-256 of
+    /// those bytes, so If-None-Match answers 304 while they stay the same.
+    func manifest(_ job: Job, request: Request) throws -> Response {
         var manifest = try manifestObject(job)
         let folder = try resultsFolder(job)
         if var products = manifest["products"] as? [[String: Any]] {
@@ -1181,8 +1182,12 @@ public struct ServiceAPI: Sendable {
         manifest["jobID"] = job.id
         manifest["purgeDate"] = job.purgeAt.map { ISO8601DateFormatter().string(from: $0) }
         let out = try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys])
-        let headers: HTTPFields = [.contentType: "application/json", .contentLength: "\(out.count)"]
-        if head { return Response(status: .ok, headers: headers, body: ResponseBody(contentLength: out.count) { writer in try await writer.finish(nil) }) }
+        let etag = "\"" + SHA256.hash(data: out).prefix(16).map { String(format: "%02x", $0) }.joined() + "\""
+        if let inm = request.headers[.ifNoneMatch], inm == "*" || inm.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag }) {
+            return Response(status: .notModified, headers: [.eTag: etag])
+        }
+        let headers: HTTPFields = [.contentType: "application/json", .contentLength: "\(out.count)", .eTag: etag]
+        if request.method == .head { return Response(status: .ok, headers: headers, body: ResponseBody(contentLength: out.count) { writer in try await writer.finish(nil) }) }
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: out)))
     }
 

@@ -86,6 +86,11 @@ import Testing
         #expect(manifest.json?["jobID"] as? String == id && manifest.json?["purgeDate"] is String)
         #expect(products.contains { $0["file"] as? String == "dsm.tif" && $0["href"] as? String == "/jobs/\(id)/results/dsm.tif" && ($0["bytes"] as? Int ?? 0) > 1000 })
         #expect(products.contains { $0["code"] as? String == "D1" })
+        // The manifest is built per request, with a validator of its bytes.
+        let manifestTag = try #require(manifest.headers["etag"])
+        #expect(try await http("HEAD", "\(s.base)/jobs/\(id)/results/manifest.json", token: token).headers["etag"] == manifestTag)
+        #expect(try await http("GET", "\(s.base)/jobs/\(id)/results/manifest.json", token: token, headers: ["If-None-Match": manifestTag]).status == 304)
+        #expect(try await http("GET", "\(s.base)/jobs/\(id)/results/manifest.json", token: token, headers: ["If-None-Match": "\"other\""]).status == 200)
         let full = try await http("GET", "\(s.base)/jobs/\(id)/results/dsm.tif", token: token)
         #expect(full.status == 200 && full.body.prefix(2) == Data("II".utf8) && full.headers["content-type"] == STACItem.cogType)
         let part = try await http("GET", "\(s.base)/jobs/\(id)/results/dsm.tif", token: token, headers: ["Range": "bytes=100-199"])
@@ -174,8 +179,15 @@ import Testing
         let daemonLog = try String(contentsOfFile: s.logPath, encoding: .utf8)
         #expect(daemonLog.contains("the results of job \(id) are damaged: manifest.json (14 bytes) is not a JSON object"), "\(daemonLog.suffix(600))")
         #expect(try await http("GET", "\(s.base)/health").status == 200)
+        // Changed, the manifest's validator changes; restored, it is the first one again.
+        var changed = try #require(try JSONSerialization.jsonObject(with: original) as? [String: Any])
+        changed["note"] = "changed"
+        try JSONSerialization.data(withJSONObject: changed).write(to: URL(fileURLWithPath: manifestPath))
+        let after = try await http("GET", "\(s.base)/jobs/\(id)/results/manifest.json", token: token, headers: ["If-None-Match": manifestTag])
+        #expect(after.status == 200 && after.headers["etag"] != nil && after.headers["etag"] != manifestTag && after.json?["note"] as? String == "changed")
         try original.write(to: URL(fileURLWithPath: manifestPath))
         #expect(try await http("GET", "\(s.base)/jobs/\(id)/map", token: token).status == 200)
+        #expect(try await http("GET", "\(s.base)/jobs/\(id)/results/manifest.json", token: token, headers: ["If-None-Match": manifestTag]).status == 304)
         // Deleting a finished job removes it and its results.
         let del = try await http("DELETE", "\(s.base)/jobs/\(id)", token: token)
         #expect(del.status == 200)
