@@ -1183,12 +1183,16 @@ public struct ServiceAPI: Sendable {
         manifest["purgeDate"] = job.purgeAt.map { ISO8601DateFormatter().string(from: $0) }
         let out = try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys])
         let etag = "\"" + SHA256.hash(data: out).prefix(16).map { String(format: "%02x", $0) }.joined() + "\""
-        if let inm = request.headers[.ifNoneMatch], inm == "*" || inm.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag }) {
-            return Response(status: .notModified, headers: [.eTag: etag])
-        }
+        if Self.ifNoneMatch(request, matches: etag) { return Response(status: .notModified, headers: [.eTag: etag]) }
         let headers: HTTPFields = [.contentType: "application/json", .contentLength: "\(out.count)", .eTag: etag]
         if request.method == .head { return Response(status: .ok, headers: headers, body: ResponseBody(contentLength: out.count) { writer in try await writer.finish(nil) }) }
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: out)))
+    }
+
+    /// Whether the request's If-None-Match names `etag` (or is `*`): the client's copy is current (304).
+    static func ifNoneMatch(_ request: Request, matches etag: String) -> Bool {
+        guard let inm = request.headers[.ifNoneMatch] else { return false }
+        return inm == "*" || inm.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces) == etag }
     }
 
     func download(job: Job, file: String, request: Request) throws -> Response {
@@ -1209,9 +1213,7 @@ public struct ServiceAPI: Sendable {
         var start: Int64 = 0, end = size - 1
         var status: HTTPResponse.Status = .ok
         var headers: HTTPFields = [.acceptRanges: "bytes", .eTag: etag, .lastModified: Self.httpDate(modified)]
-        if let inm = request.headers[.ifNoneMatch], inm == "*" || inm.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag }) {
-            return Response(status: .notModified, headers: headers)
-        }
+        if Self.ifNoneMatch(request, matches: etag) { return Response(status: .notModified, headers: headers) }
         // If-Range: the range applies only to the representation the client already has.
         var range = request.headers[.range]
         if let ifRange = request.headers[.ifRange], ifRange != etag, ifRange != Self.httpDate(modified) { range = nil }
