@@ -372,7 +372,7 @@ public struct ServiceAPI: Sendable {
         router.get("/jobs/:id/results") { request, context in
             let user = try await authenticate(request)
             let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user, reading: true))
-            return jsonResponse(JSONFragment(try resultsDocument(job)))
+            return try Self.json(try resultsDocument(job))
         }
         // GET and HEAD on every product, with Range, ETag, If-None-Match and If-Range: GDAL's /vsicurl/
         // and QGIS stream the COGs from here.
@@ -1182,7 +1182,7 @@ public struct ServiceAPI: Sendable {
         manifest["jobID"] = job.id
         manifest["purgeDate"] = job.purgeAt.map { ISO8601DateFormatter().string(from: $0) }
         let out = try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys])
-        let etag = "\"" + SHA256.hash(data: out).prefix(16).map { String(format: "%02x", $0) }.joined() + "\""
+        let etag = "\"" + hexString(SHA256.hash(data: out).prefix(16)) + "\""
         if Self.ifNoneMatch(request, matches: etag) { return Response(status: .notModified, headers: [.eTag: etag]) }
         let headers: HTTPFields = [.contentType: "application/json", .contentLength: "\(out.count)", .eTag: etag]
         if request.method == .head { return Response(status: .ok, headers: headers, body: ResponseBody(contentLength: out.count) { writer in try await writer.finish(nil) }) }
