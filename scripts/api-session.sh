@@ -28,7 +28,7 @@ curl -sf -H "$A" -H 'Content-Type: application/json' "$S/processes/dsm-opt/inspe
      -d '{"images": [{"upload": "'"$I1"'"}, {"upload": "'"$I2"'"}]}' \
   | json "'pair B/H %.2f, %s' % (d['pairs'][0]['baseToHeight'], d['pairs'][0]['status'])" | sed 's/^/session: /' >&2
 
-# 3. Submit; the job's address is the Location header of the 201.
+# 3. Submit; the job's address is the Location header of the 201 (absolute, like every link the API gives).
 LOC=$(curl -sf -D - -o /dev/null -H "$A" -H 'Content-Type: application/json' "$S/processes/dsm-opt/execution" -d '{
   "name": "reunion", "images": [{"upload": "'"$I1"'"}, {"upload": "'"$I2"'"}], "preset": "default",
   "parameters": {"roi": [350, 350, 300, 300], "resolution": 1.0}}' | tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
@@ -37,7 +37,7 @@ say "job $LOC"
 
 # 4. Follow it (status, progress, stage) until it ends.
 for _ in $(seq 1 600); do
-    J=$(curl -sf -H "$A" "$S$LOC")
+    J=$(curl -sf -H "$A" "$LOC")
     STATUS=$(echo "$J" | json "d['status']")
     [[ "$STATUS" == successful || "$STATUS" == failed || "$STATUS" == dismissed ]] && break
     sleep 1
@@ -47,9 +47,9 @@ say "$(echo "$J" | json "'%s, %d %%, %s CPU-s, purge %s' % (d['status'], d['prog
 
 # 5. Results: the results document (each output's name -> a link; orthos: one per image), the manifest
 #    (each product's DSM-OPT code and size), one product downloaded (Range and HEAD work too), the quota used.
-curl -sf -H "$A" "$S$LOC/results" | json "'\n'.join(k + ' ' + ' '.join(l['href'] for l in (v if isinstance(v, list) else [v])) for k, v in sorted(d.items()))" | sed 's/^/session: /' >&2
-curl -sf -H "$A" "$S$LOC/results/manifest.json" | json "'\n'.join('%s %s %d bytes' % (p['code'], p['file'], p['bytes']) for p in d['products'])" | sed 's/^/session: /' >&2
-curl -sf -H "$A" -o "$OUT/dsm.tif" "$S$LOC/results/dsm.tif"
+curl -sf -H "$A" "$LOC/results" | json "'\n'.join(k + ' ' + ' '.join(l['href'] for l in (v if isinstance(v, list) else [v])) for k, v in sorted(d.items()))" | sed 's/^/session: /' >&2
+curl -sf -H "$A" "$LOC/results/manifest.json" | json "'\n'.join('%s %s %d bytes' % (p['code'], p['file'], p['bytes']) for p in d['products'])" | sed 's/^/session: /' >&2
+curl -sf -H "$A" -o "$OUT/dsm.tif" "$LOC/results/dsm.tif"
 say "dsm.tif: $(stat -c %s "$OUT/dsm.tif") bytes in $OUT"
 curl -sf -H "$A" "$S/me" | json "'usage: %s' % d['usage']" | sed 's/^/session: /' >&2
 echo "$OUT/dsm.tif"

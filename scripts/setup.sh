@@ -12,6 +12,9 @@ if [[ "${1:-}" == "--test" ]]; then
     packages+=(gdal-bin python3-gdal python3-numpy python3-yaml postgresql postgresql-client)
     # The portal's browser test: Chromium and its WebDriver, Selenium in a virtual environment (below).
     packages+=(chromium chromium-driver python3-venv)
+    # nginx: the reverse proxy (under a path prefix) the service's and the portal's proxy tests run behind,
+    # started by the tests as this user from a folder of their own (Tests/ServiceTests/ReverseProxy.swift).
+    packages+=(nginx-light)
 fi
 
 missing=()

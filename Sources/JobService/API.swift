@@ -2,6 +2,7 @@ import Crypto
 import DSMCore
 import DSMPipeline
 import Foundation
+import HTTPTypes
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -225,15 +226,27 @@ public struct ServiceAPI: Sendable {
         var links: [[String: String]]
     }
 
-    static func view(_ j: Job) -> JobView {
+    /// A job's status document; its links start with `base` (`baseURL(request)`).
+    static func view(_ j: Job, base: String) -> JobView {
         let request = try? JSONDecoder().decode(ExecutionRequest.self, from: Data(j.request.utf8))
-        var links = [["href": "/jobs/\(j.id)", "rel": "self", "type": "application/json"],
-                     ["href": "/jobs/\(j.id)/logs", "rel": "log", "type": "text/plain"]]
-        if j.status == .successful { links.append(["href": "/jobs/\(j.id)/results", "rel": "http://www.opengis.net/def/rel/ogc/1.0/results", "type": "application/json"]) }
+        var links = [["href": "\(base)/jobs/\(j.id)", "rel": "self", "type": "application/json"],
+                     ["href": "\(base)/jobs/\(j.id)/logs", "rel": "log", "type": "text/plain"]]
+        if j.status == .successful { links.append(["href": "\(base)/jobs/\(j.id)/results", "rel": "http://www.opengis.net/def/rel/ogc/1.0/results", "type": "application/json"]) }
         return JobView(jobID: j.id, processID: request?.process ?? JobQuery.defaultProcess, name: j.name, owner: j.userId, status: j.status.rawValue, progress: j.progress, stage: j.stage,
                        message: j.message, created: j.createdAt, started: j.startedAt, finished: j.finishedAt, purgeDate: j.purgeAt,
                        resultsPurged: j.purged, error: j.error, cpuSeconds: (j.cpuSeconds * 100).rounded() / 100,
                        attempts: j.attempts, preset: request?.preset ?? "default", parameters: request?.parameters, inputs: request?.inputs, links: links)
+    }
+
+    /// The base every link the API gives starts with (job status, results, uploads, processes, `Location`,
+    /// the catalogue's STAC links and assets): the configured public URL (`publicURL`: behind a reverse
+    /// proxy, with its path prefix), else the address the client used (Host header; `X-Forwarded-Proto`
+    /// for the scheme).
+    func baseURL(_ request: Request) -> String {
+        if let base = config.publicBase { return base }
+        let scheme = request.headers[HTTPField.Name("X-Forwarded-Proto")!].flatMap { ["http", "https"].contains($0) ? $0 : nil } ?? "http"
+        let host = request.head.authority ?? "\(config.host):\(config.port)"
+        return "\(scheme)://\(host)"
     }
 
     // MARK: routes
@@ -250,24 +263,26 @@ public struct ServiceAPI: Sendable {
             let text = metrics.render(jobCounts: try await store.jobCounts())
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: text)))
         }
+        let openAPI = config.publicBase.map { OpenAPIDocument.json(server: $0) } ?? OpenAPIDocument.json
         router.get("/openapi.json") { _, _ in
-            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: openAPI)))
         }
-        router.get("/processes") { _, _ in jsonResponse(ProcessDescription.list) }
+        router.get("/processes") { request, _ in jsonResponse(ProcessDescription.list(base: baseURL(request))) }
         router.get("/processes/dsm-opt") { _, _ in jsonResponse(try ProcessDescription.dsmOpt(presets: try presets())) }
         router.get("/processes/dsm-difference") { _, _ in jsonResponse(ProcessDescription.difference) }
 
         router.post("/uploads") { request, _ in try await upload(request) }
         router.get("/uploads") { request, _ in
             let user = try await authenticate(request)
-            let list = try await store.uploads(userId: user.id).map { uploadView($0, describe: false) }
+            let base = baseURL(request)
+            let list = try await store.uploads(userId: user.id).map { uploadView($0, describe: false, base: base) }
             return jsonResponse(["uploads": list])
         }
         router.get("/uploads/:id") { request, context in
             let user = try await authenticate(request)
             let id = context.parameters.get("id") ?? ""
             guard let u = try await store.upload(id: id, userId: user.id) else { throw APIProblem.notFound("no upload \(id) for this user") }
-            return jsonResponse(await describedUpload(u))
+            return jsonResponse(await describedUpload(u, base: baseURL(request)))
         }
         router.post("/processes/dsm-opt/inspection") { request, _ in
             let user = try await authenticate(request)
@@ -287,16 +302,16 @@ public struct ServiceAPI: Sendable {
         }
         router.post("/processes/dsm-opt/execution") { request, _ in
             let user = try await authenticate(request)
-            return try await submit(try ExecuteEnvelope.flattened(try await body(request)), for: user, allowRemote: false)
+            return try await submit(try ExecuteEnvelope.flattened(try await body(request)), for: user, allowRemote: false, base: baseURL(request))
         }
         router.post("/processes/dsm-difference/execution") { request, _ in
             let user = try await authenticate(request)
-            return try await submitDifference(try ExecuteEnvelope.flattened(try await body(request)), for: user)
+            return try await submitDifference(try ExecuteEnvelope.flattened(try await body(request)), for: user, base: baseURL(request))
         }
         router.post("/catalogue/jobs") { request, _ in
             let caller = try await authenticate(request)
             try require(caller, [.catalogue])
-            return try await catalogueSubmit(try await body(request), caller: caller)
+            return try await catalogueSubmit(try await body(request), caller: caller, base: baseURL(request))
         }
         router.get("/jobs") { request, _ in
             let user = try await authenticate(request)
@@ -331,13 +346,14 @@ public struct ServiceAPI: Sendable {
                 + (q["all"].map { [URLQueryItem(name: "all", value: String($0))] } ?? [])
             let filters = (kept.percentEncodedQuery ?? "").isEmpty ? "" : "&" + kept.percentEncodedQuery!
             var links: [[String: String]] = []
-            if offset + limit < total { links.append(["rel": "next", "href": "/jobs?limit=\(limit)&offset=\(offset + limit)\(filters)"]) }
-            if offset > 0 { links.append(["rel": "prev", "href": "/jobs?limit=\(limit)&offset=\(max(0, offset - limit))\(filters)"]) }
-            return jsonResponse(Page(jobs: jobs.map(Self.view), total: total, limit: limit, offset: offset, links: links))
+            let base = baseURL(request)
+            if offset + limit < total { links.append(["rel": "next", "href": "\(base)/jobs?limit=\(limit)&offset=\(offset + limit)\(filters)"]) }
+            if offset > 0 { links.append(["rel": "prev", "href": "\(base)/jobs?limit=\(limit)&offset=\(max(0, offset - limit))\(filters)"]) }
+            return jsonResponse(Page(jobs: jobs.map { Self.view($0, base: base) }, total: total, limit: limit, offset: offset, links: links))
         }
         router.get("/jobs/:id") { request, context in
             let user = try await authenticate(request)
-            return jsonResponse(Self.view(try await visibleJob(context.parameters.get("id"), for: user, reading: true)))
+            return jsonResponse(Self.view(try await visibleJob(context.parameters.get("id"), for: user, reading: true), base: baseURL(request)))
         }
         router.delete("/jobs/:id") { request, context in
             let user = try await authenticate(request)
@@ -348,11 +364,11 @@ public struct ServiceAPI: Sendable {
             }
             if job.status == .accepted || job.status == .running {
                 let j = try await store.cancel(jobId: job.id, now: Date()) ?? job
-                return jsonResponse(Self.view(j), status: .accepted)
+                return jsonResponse(Self.view(j, base: baseURL(request)), status: .accepted)
             }
             try? FileManager.default.removeItem(atPath: config.jobDirectory(job.id))
             try await store.delete(jobId: job.id)
-            var v = Self.view(job)
+            var v = Self.view(job, base: baseURL(request))
             v.status = JobStatus.dismissed.rawValue
             return jsonResponse(v)
         }
@@ -372,7 +388,7 @@ public struct ServiceAPI: Sendable {
         router.get("/jobs/:id/results") { request, context in
             let user = try await authenticate(request)
             let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user, reading: true))
-            return try Self.json(try resultsDocument(job))
+            return try Self.json(try resultsDocument(job, base: baseURL(request)))
         }
         // GET and HEAD on every product, with Range, ETag, If-None-Match and If-Range: GDAL's /vsicurl/
         // and QGIS stream the COGs from here.
@@ -425,7 +441,7 @@ public struct ServiceAPI: Sendable {
             do {
                 let (u, token) = try await store.createUser(name: n.name, role: n.role, quota: n.quota ?? config.defaultQuota)
                 struct Created: Encodable { var user: User; var token: String }
-                return jsonResponse(Created(user: u, token: token), status: .created, headers: [.location: "/admin/users/\(u.id)"])
+                return jsonResponse(Created(user: u, token: token), status: .created, headers: [.location: "\(baseURL(request))/admin/users/\(u.id)"])
             } catch let e as StoreError { throw APIProblem(status: .conflict, title: "Conflict", detail: e.description) }
         }
         // Token rotation (the new token is shown once) and revocation; both act at once on every request.
@@ -577,7 +593,7 @@ public struct ServiceAPI: Sendable {
         try FileManager.default.moveItem(atPath: part, toPath: final)
         var u = Upload(id: id, userId: user.id, fileName: name, size: size, sha256: hexString(hasher.finalize()), createdAt: Date())
         try await storeUpload(&u, room: room - inFlight.others(slot))
-        return jsonResponse(u, status: .created, headers: [.location: "/uploads/\(id)"])
+        return jsonResponse(u, status: .created, headers: [.location: "\(baseURL(request))/uploads/\(id)"])
     }
 
     /// Records a file already written at `config.uploadPath(u)`. A zipped product is extracted first (off
@@ -746,17 +762,17 @@ public struct ServiceAPI: Sendable {
         ((config.uploadPath(u) as NSString).deletingLastPathComponent as NSString).appendingPathComponent(".described.json")
     }
 
-    func uploadView(_ u: Upload, describe: Bool) -> UploadView {
+    func uploadView(_ u: Upload, describe: Bool, base: String) -> UploadView {
         let cached = FileManager.default.contents(atPath: describedPath(u)).flatMap { try? JSONDecoder().decode([ImageSummary].self, from: $0) }
         return UploadView(id: u.id, fileName: u.fileName, size: u.size, sha256: u.sha256, created: u.createdAt,
                           image: cached?.count == 1 ? cached?[0] : nil, images: (cached?.count ?? 0) > 1 ? cached : nil, readError: nil,
-                          links: [["href": "/uploads/\(u.id)", "rel": "self", "type": "application/json"]])
+                          links: [["href": "\(base)/uploads/\(u.id)", "rel": "self", "type": "application/json"]])
     }
 
     /// The upload with what is read from it: `dsmopt describe` in a child process (CPU-limited, input
     /// drivers only), cached beside the upload.
-    func describedUpload(_ u: Upload) async -> UploadView {
-        var view = uploadView(u, describe: true)
+    func describedUpload(_ u: Upload, base: String) async -> UploadView {
+        var view = uploadView(u, describe: true, base: base)
         guard view.image == nil, view.images == nil else { return view }
         if UploadKind(signatureOf: config.uploadPath(u)) == .geojson { return view }
         do {
@@ -842,7 +858,7 @@ public struct ServiceAPI: Sendable {
     // MARK: submission
 
     /// Validates a request (fields, images, preset), checks the quota atomically and queues the job.
-    func submit(_ body: Data, for user: User, allowRemote: Bool, fetched: [Upload]? = nil, forwardedBy: String? = nil) async throws -> Response {
+    func submit(_ body: Data, for user: User, allowRemote: Bool, base: String, fetched: [Upload]? = nil, forwardedBy: String? = nil) async throws -> Response {
         let lib = try presets()
         let (parsed, fieldErrors) = RequestValidator.validate(body, presets: lib)
         var errors = fieldErrors
@@ -968,12 +984,12 @@ public struct ServiceAPI: Sendable {
         } catch let q as QuotaExceeded {
             throw APIProblem.quota(q)
         }
-        return jsonResponse(Self.view(job), status: .created, headers: [.location: "/jobs/\(job.id)"])
+        return jsonResponse(Self.view(job, base: base), status: .created, headers: [.location: "\(base)/jobs/\(job.id)"])
     }
 
     /// Catalogue forwarding: `{"user": NAME, "images": [{"url"|"path": …}], …}`; the service fetches the images
     /// as uploads of that user, whose quota applies.
-    func catalogueSubmit(_ body: Data, caller: User) async throws -> Response {
+    func catalogueSubmit(_ body: Data, caller: User, base: String) async throws -> Response {
         guard let obj = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else { throw APIProblem.badRequest("not a JSON object") }
         guard let name = obj["user"] as? String else {
             throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "user is required", errors: [.init(field: "user", message: "is required")])
@@ -1007,7 +1023,7 @@ public struct ServiceAPI: Sendable {
             await discardFetched()
             throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "images could not be fetched", errors: fetchErrors)
         }
-        do { return try await submit(data, for: user, allowRemote: true, fetched: fetched, forwardedBy: caller.id) } catch {
+        do { return try await submit(data, for: user, allowRemote: true, base: base, fetched: fetched, forwardedBy: caller.id) } catch {
             await discardFetched()
             throw error
         }
@@ -1142,7 +1158,7 @@ public struct ServiceAPI: Sendable {
     /// The results document of OGC API – Processes: each output's name (the process description's `outputs`) →
     /// a link to its file, `orthos` → one link per image. What the products are, their grid and the run's
     /// figures are in the manifest, one of the outputs.
-    func resultsDocument(_ job: Job) throws -> [String: Any] {
+    func resultsDocument(_ job: Job, base: String) throws -> [String: Any] {
         let folder = try resultsFolder(job)
         let products = try manifestObject(job)["products"] as? [[String: Any]] ?? []
         var files = products.compactMap { $0["file"] as? String }
@@ -1152,7 +1168,7 @@ public struct ServiceAPI: Sendable {
         for file in files {
             let output = ProcessDescription.output(file: file)
             let id = output?.id ?? (file as NSString).deletingPathExtension
-            var link: [String: Any] = ["href": "/jobs/\(job.id)/results/\(file)", "type": STACItem.mediaType(file), "title": output?.title ?? file]
+            var link: [String: Any] = ["href": "\(base)/jobs/\(job.id)/results/\(file)", "type": STACItem.mediaType(file), "title": output?.title ?? file]
             if id == "orthos" {
                 let code = products.first { $0["file"] as? String == file }?["code"] as? String ?? "C"
                 link["title"] = "\(code) true ortho (\(file))"
@@ -1173,7 +1189,7 @@ public struct ServiceAPI: Sendable {
         if var products = manifest["products"] as? [[String: Any]] {
             for i in products.indices {
                 let file = products[i]["file"] as? String ?? ""
-                products[i]["href"] = "/jobs/\(job.id)/results/\(file)"
+                products[i]["href"] = "\(baseURL(request))/jobs/\(job.id)/results/\(file)"
                 let size = (try? FileManager.default.attributesOfItem(atPath: (folder as NSString).appendingPathComponent(file)))?[.size] as? NSNumber
                 if let size { products[i]["bytes"] = size.int64Value }
             }
@@ -1181,7 +1197,7 @@ public struct ServiceAPI: Sendable {
         }
         manifest["jobID"] = job.id
         manifest["purgeDate"] = job.purgeAt.map { ISO8601DateFormatter().string(from: $0) }
-        let out = try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys])
+        let out = try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys, .withoutEscapingSlashes])
         let etag = "\"" + hexString(SHA256.hash(data: out).prefix(16)) + "\""
         if Self.ifNoneMatch(request, matches: etag) { return Response(status: .notModified, headers: [.eTag: etag]) }
         let headers: HTTPFields = [.contentType: "application/json", .contentLength: "\(out.count)", .eTag: etag]

@@ -81,6 +81,13 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     /// attribution; default none: the portal fetches nothing from the internet.
     public var basemapURL: String?
     public var basemapAttribution: String?
+    /// The address clients reach the service at — scheme, host, port and any path prefix, e.g.
+    /// `https://dsm.example.org/dsmopt` behind a reverse proxy that forwards `/dsmopt/…` to this daemon as
+    /// `/…`. Every link the API gives (job status, results, uploads, processes, `Location`, the catalogue's
+    /// STAC links and assets) starts with it. Default: the address of each request (its Host header, and
+    /// `X-Forwarded-Proto` for the scheme), which is right without a proxy or behind one that keeps the
+    /// Host header and adds no prefix.
+    public var publicURL: String?
 
     public init(dataDirectory: String) { self.dataDirectory = dataDirectory }
 
@@ -88,7 +95,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         case dataDirectory, host, port, workers, maxUploadBytes, retentionSeconds, leaseSeconds, archiveRoot, defaultQuota, executable
         case maxAttempts, jobRecordSeconds, metricsPublic, minFreeBytes, maxConcurrentUploads, idleTimeoutSeconds, maxJobCells
         case minResolutionFactor, maxJobWallSeconds, stallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds, store, storeConnectAttempts, tileTasks, tileCells
-        case referenceDEM, referenceDEMVerticalDatum, waterLayer, waterLayerThreshold, basemapURL, basemapAttribution
+        case referenceDEM, referenceDEMVerticalDatum, waterLayer, waterLayerThreshold, basemapURL, basemapAttribution, publicURL
     }
 
     public init(from decoder: Decoder) throws {
@@ -128,6 +135,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         waterLayerThreshold = try c.decodeIfPresent(Double.self, forKey: .waterLayerThreshold) ?? waterLayerThreshold
         basemapURL = try c.decodeIfPresent(String.self, forKey: .basemapURL)
         basemapAttribution = try c.decodeIfPresent(String.self, forKey: .basemapAttribution)
+        publicURL = try c.decodeIfPresent(String.self, forKey: .publicURL)
     }
 
     /// Applies a JSON config file and the `DSMOPT_*` environment on top of the defaults.
@@ -156,6 +164,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         if let v = environment["DSMOPT_REFERENCE_DEM"], !v.isEmpty { c.referenceDEM = v }
         if let v = environment["DSMOPT_WATER_LAYER"], !v.isEmpty { c.waterLayer = v }
         if let v = environment["DSMOPT_BASEMAP_URL"], !v.isEmpty { c.basemapURL = v }
+        if let v = environment["DSMOPT_PUBLIC_URL"], !v.isEmpty { c.publicURL = v }
         if let v = environment["DSMOPT_CATALOGUE_ALLOWED_HOSTS"] { c.catalogueAllowedHosts = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
         return c
     }
@@ -172,10 +181,23 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         if let u = basemapURL, !(u.hasPrefix("https://") || u.hasPrefix("http://")) || !u.contains("{z}") || !u.contains("{x}") || !u.contains("{y}") {
             throw ConfigurationError.invalid("basemapURL must be an http(s) tile URL template with {z}, {x} and {y}")
         }
+        if let u = publicURL {
+            guard let c = URLComponents(string: u), ["http", "https"].contains(c.scheme?.lowercased() ?? ""), !(c.host ?? "").isEmpty,
+                  c.query == nil, c.fragment == nil, c.user == nil, c.password == nil else {
+                throw ConfigurationError.invalid("publicURL must be an absolute http(s) URL without query, fragment or credentials (e.g. https://dsm.example.org/dsmopt), not '\(u)'")
+            }
+        }
         guard jobRecordSeconds > 0, minFreeBytes >= 0, maxConcurrentUploads >= 1, idleTimeoutSeconds > 0, maxJobCells > 0,
               minResolutionFactor > 0, maxJobWallSeconds > 0 else {
             throw ConfigurationError.invalid("jobRecordSeconds, idleTimeoutSeconds, maxJobCells, minResolutionFactor and maxJobWallSeconds must be positive, maxConcurrentUploads at least 1, minFreeBytes non-negative")
         }
+    }
+
+    /// `publicURL` without its trailing slashes: the base every link is built on (nil: from each request).
+    var publicBase: String? {
+        guard var u = publicURL else { return nil }
+        while u.hasSuffix("/") { u.removeLast() }
+        return u
     }
 
     // Layout of the data folder.

@@ -66,7 +66,7 @@ public enum Daemon {
                               onServerRunning: { channel in
                                   let port = channel.localAddress?.port ?? config.port
                                   try? "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
-                                  FileHandle.standardError.write(Data("dsmopt: listening on http://\(config.host):\(port) (data \(config.dataDirectory), \(config.workers) worker(s))\n".utf8))
+                                  FileHandle.standardError.write(Data("dsmopt: listening on http://\(config.host):\(port) (data \(config.dataDirectory), \(config.workers) worker(s)\(config.publicBase.map { ", links under \($0)" } ?? ""))\n".utf8))
                               },
                               logger: logger)
         do {

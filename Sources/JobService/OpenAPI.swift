@@ -77,10 +77,16 @@ public enum OpenAPIDocument {
     ]
 
     /// Built once: the routes and the parameter table do not change while the daemon runs.
-    public static let json: String = {
-        let data = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+    public static let json: String = json(server: nil)
+
+    /// The document with `servers` naming the service's public URL (configured behind a proxy that adds a
+    /// path prefix: without `servers`, OpenAPI clients resolve the paths against the host's root).
+    static func json(server: String?) -> String {
+        var d = document
+        if let server { d["servers"] = [["url": server, "description": "this service"]] }
+        let data = (try? JSONSerialization.data(withJSONObject: d, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
-    }()
+    }
 
     /// JSON Schema of an execution request's `parameters`, from the parameter table.
     static var parametersSchema: [String: Any] {

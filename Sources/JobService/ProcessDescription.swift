@@ -72,7 +72,14 @@ enum ProcessDescription {
         description: "B coregistered on A on stable terrain (Nuth & Kääb), then B − A on A's grid: difference.tif, a coloured map with its legend, and the volumes gained, lost and net over the area of interest with their uncertainty.",
         version: "1.0", links: [["href": "/processes/dsm-difference", "rel": "self"],
                                 ["href": "/processes/dsm-difference/execution", "rel": "http://www.opengis.net/def/rel/ogc/1.0/execute"]])
-    static let list = List(processes: [summary, differenceSummary])
+    /// The process list (`GET /processes`); the summaries' paths, prefixed with `base` (`baseURL(request)`).
+    static func list(base: String) -> List {
+        List(processes: [summary, differenceSummary].map { s in
+            var s = s
+            s.links = s.links.map { l in l.merging(["href": base + (l["href"] ?? "")]) { $1 } }
+            return s
+        })
+    }
 
     struct DifferenceDescription: Encodable {
         var id = "dsm-difference"; var title: String; var description: String; var version = "1.0"

@@ -853,9 +853,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Listening port (0: any free port, written to DATA/server.port). Env DSMOPT_PORT.") var port: Int?
     @Option(name: .customLong("max-upload-bytes"), help: "Largest accepted upload. Env DSMOPT_MAX_UPLOAD_BYTES.") var maxUploadBytes: Int64?
     @Option(name: .customLong("archive-root"), help: "Folder the catalogue may reference images in. Env DSMOPT_ARCHIVE_ROOT.") var archiveRoot: String?
+    @Option(name: .customLong("public-url"), help: "Address clients reach the service at, with any path prefix a reverse proxy adds (https://host/prefix); every link starts with it. Default: each request's Host. Env DSMOPT_PUBLIC_URL.") var publicURL: String?
 
     func run() async throws {
         var c = try daemon.configuration()
+        if let publicURL { c.publicURL = publicURL }
         if let host { c.host = host }
         if let port { c.port = port }
         if let maxUploadBytes { c.maxUploadBytes = maxUploadBytes }

@@ -61,7 +61,8 @@ import Testing
         let created = try await submit(s, token: token, uploads: [u1, u2], roi: [0, 0, 1024, 1024], extra: ["point-cloud": true, "resolution": 0.5, "orthos": true])
         #expect(created.status == 201, "\(created.text)")
         let id = try #require(created.json?["jobID"] as? String)
-        #expect(created.headers["location"] == "/jobs/\(id)")
+        // Links and Location are absolute: the address the client used (no public URL configured).
+        #expect(created.headers["location"] == "\(s.base)/jobs/\(id)")
         let pollerData = pollerOutput.fileHandleForReading.readDataToEndOfFile()
         poller.waitUntilExit()
         let poll = (stdout: String(decoding: pollerData, as: UTF8.self), stderr: "poller exit \(poller.terminationStatus)")
@@ -77,14 +78,14 @@ import Testing
         // Results: the results document (output name → link), the manifest with each product's link and size,
         // downloads with and without Range.
         let document = try #require(try await http("GET", "\(s.base)/jobs/\(id)/results", token: token).json)
-        #expect((document["dsm"] as? [String: Any])?["href"] as? String == "/jobs/\(id)/results/dsm.tif", "\(document)")
+        #expect((document["dsm"] as? [String: Any])?["href"] as? String == "\(s.base)/jobs/\(id)/results/dsm.tif", "\(document)")
         #expect((document["pointcloud"] as? [String: Any])?["type"] as? String == "application/vnd.las", "\(document)")
         #expect((document["orthos"] as? [[String: Any]])?.compactMap { $0["href"] as? String }
-                == ["/jobs/\(id)/results/ortho_1_forward.tif", "/jobs/\(id)/results/ortho_2_backward.tif"], "\(document)")
+                == ["\(s.base)/jobs/\(id)/results/ortho_1_forward.tif", "\(s.base)/jobs/\(id)/results/ortho_2_backward.tif"], "\(document)")
         let manifest = try await http("GET", "\(s.base)/jobs/\(id)/results/manifest.json", token: token)
         let products = try #require(manifest.json?["products"] as? [[String: Any]], "\(manifest.text)")
         #expect(manifest.json?["jobID"] as? String == id && manifest.json?["purgeDate"] is String)
-        #expect(products.contains { $0["file"] as? String == "dsm.tif" && $0["href"] as? String == "/jobs/\(id)/results/dsm.tif" && ($0["bytes"] as? Int ?? 0) > 1000 })
+        #expect(products.contains { $0["file"] as? String == "dsm.tif" && $0["href"] as? String == "\(s.base)/jobs/\(id)/results/dsm.tif" && ($0["bytes"] as? Int ?? 0) > 1000 })
         #expect(products.contains { $0["code"] as? String == "D1" })
         // The manifest is built per request, with a validator of its bytes.
         let manifestTag = try #require(manifest.headers["etag"])
@@ -485,7 +486,8 @@ import Testing
         let first = try await http("GET", "\(s.base)/jobs?limit=1&processID=dsm-opt", token: token)
         let next = try #require(((first.json?["links"] as? [[String: String]]) ?? []).first { $0["rel"] == "next" }?["href"], "\(first.text)")
         #expect(first.json?["total"] as? Int == 2 && next.contains("processID=dsm-opt"), "\(next)")
-        let second = try await http("GET", "\(s.base)\(next)", token: token)
+        #expect(next.hasPrefix("\(s.base)/jobs?"), "\(next)")
+        let second = try await http("GET", next, token: token)
         let ids = [first, second].flatMap { (($0.json?["jobs"] as? [[String: Any]]) ?? []).compactMap { $0["jobID"] as? String } }
         #expect(Set(ids) == [id, queued], "\(ids)")
     }
@@ -630,7 +632,7 @@ import Testing
                        "parameters": ["value": ["roi": [350, 350, 300, 300], "resolution": 1.0, "orthos": false, "window": 7]]],
             "outputs": ["dsm": ["transmissionMode": "reference"]], "response": "document"]
         let r = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token, body: json(execute), headers: ["Prefer": "respond-async"])
-        #expect(r.status == 201 && r.headers["location"]?.hasPrefix("/jobs/") == true, "\(r.text)")
+        #expect(r.status == 201 && r.headers["location"]?.hasPrefix("\(s.base)/jobs/") == true, "\(r.text)")
         let id = try #require(r.json?["jobID"] as? String)
         #expect(r.json?["status"] as? String == "accepted" && r.json?["type"] as? String == "process")
         let j = try await waitFor(s, token: token, job: id, states: ["successful", "failed"])
@@ -645,10 +647,10 @@ import Testing
         let manifest = try #require(try await http("GET", "\(s.base)/jobs/\(id)/results/manifest.json", token: token).json)
         let files = ((manifest["products"] as? [[String: Any]]) ?? []).compactMap { $0["file"] as? String }
         let linked = results.values.compactMap { ($0 as? [String: Any])?["href"] as? String }
-        #expect(files.count >= 8 && files.allSatisfy { linked.contains("/jobs/\(id)/results/\($0)") }, "\(files) against \(linked)")
+        #expect(files.count >= 8 && files.allSatisfy { linked.contains("\(s.base)/jobs/\(id)/results/\($0)") }, "\(files) against \(linked)")
         for (name, value) in results {
             let link = try #require(value as? [String: Any], "\(name): one link")
-            let head = try await http("HEAD", "\(s.base)\(link["href"] as? String ?? "")", token: token)
+            let head = try await http("HEAD", link["href"] as? String ?? "", token: token)
             let mediaType = (described[name]?["schema"] as? [String: Any])?["contentMediaType"] as? String
             #expect(head.status == 200 && head.headers["content-type"] == link["type"] as? String && link["type"] as? String == mediaType,
                     "\(name): \(link) served as \(head.status) \(head.headers["content-type"] ?? "-"), described as \(mediaType ?? "-")")

@@ -29,7 +29,7 @@ extension ServiceAPI {
     /// `POST /processes/dsm-difference/execution`: `{"name"?, "dsms": [A, B], "aoi"?, "stableMask"?,
     /// "changedMask"?, "publish"?}`, each DSM `{"job": id}`, `{"item": id}` or `{"upload": id}`. Every field
     /// is checked (422 lists each problem); DSMs whose footprints are known (jobs, items) must overlap.
-    func submitDifference(_ body: Data, for user: User) async throws -> Response {
+    func submitDifference(_ body: Data, for user: User, base: String) async throws -> Response {
         guard let obj = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else {
             throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has 1 invalid field(s)",
                              errors: [.init(field: "(body)", message: "not a JSON object")])
@@ -150,7 +150,7 @@ extension ServiceAPI {
         } catch let q as QuotaExceeded {
             throw APIProblem.quota(q)
         }
-        return jsonResponse(Self.view(job), status: .created, headers: [.location: "/jobs/\(job.id)"])
+        return jsonResponse(Self.view(job, base: base), status: .created, headers: [.location: "\(base)/jobs/\(job.id)"])
     }
 
     /// The bbox of a result folder's STAC item.

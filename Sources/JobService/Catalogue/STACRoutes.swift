@@ -224,13 +224,6 @@ extension ServiceAPI {
 
     var catalogue: Catalogue { Catalogue(store: store, config: config) }
 
-    /// Absolute base of links: the address the client used (Host header; X-Forwarded-Proto behind a proxy).
-    func baseURL(_ request: Request) -> String {
-        let scheme = request.headers[HTTPField.Name("X-Forwarded-Proto")!].flatMap { ["http", "https"].contains($0) ? $0 : nil } ?? "http"
-        let host = request.head.authority ?? "\(config.host):\(config.port)"
-        return "\(scheme)://\(host)"
-    }
-
     static func json(_ object: Any, status: HTTPResponse.Status = .ok, contentType: String = "application/json", headers extra: HTTPFields = [:]) throws -> Response {
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
         var headers = extra

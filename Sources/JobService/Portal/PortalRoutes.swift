@@ -90,14 +90,15 @@ extension ServiceAPI {
                 return try PortalFiles.response(index, cache: "no-cache")
             }
             struct Landing: Encodable { var title: String; var description: String; var links: [[String: String]] }
+            let base = baseURL(request)
             return jsonResponse(Landing(
                 title: "dsmopt", description: "Stereo-photogrammetry DSM service for Pléiades pairs and triplets (OGC API – Processes)",
-                links: [["href": "/", "rel": "self", "type": "application/json", "title": "this document"],
-                        ["href": "/?f=html", "rel": "alternate", "type": "text/html", "title": "the web portal"],
-                        ["href": "/openapi.json", "rel": "service-desc", "type": "application/vnd.oai.openapi+json;version=3.1", "title": "the API definition"],
-                        ["href": "/conformance", "rel": "http://www.opengis.net/def/rel/ogc/1.0/conformance", "type": "application/json", "title": "conformance classes"],
-                        ["href": "/processes", "rel": "http://www.opengis.net/def/rel/ogc/1.0/processes", "type": "application/json", "title": "processes"],
-                        ["href": "/jobs", "rel": "http://www.opengis.net/def/rel/ogc/1.0/job-list", "type": "application/json", "title": "jobs"]]))
+                links: [["href": "\(base)/", "rel": "self", "type": "application/json", "title": "this document"],
+                        ["href": "\(base)/?f=html", "rel": "alternate", "type": "text/html", "title": "the web portal"],
+                        ["href": "\(base)/openapi.json", "rel": "service-desc", "type": "application/vnd.oai.openapi+json;version=3.1", "title": "the API definition"],
+                        ["href": "\(base)/conformance", "rel": "http://www.opengis.net/def/rel/ogc/1.0/conformance", "type": "application/json", "title": "conformance classes"],
+                        ["href": "\(base)/processes", "rel": "http://www.opengis.net/def/rel/ogc/1.0/processes", "type": "application/json", "title": "processes"],
+                        ["href": "\(base)/jobs", "rel": "http://www.opengis.net/def/rel/ogc/1.0/job-list", "type": "application/json", "title": "jobs"]]))
         }
         router.get("/conformance") { _, _ in jsonResponse(["conformsTo": Self.conformance]) }
         router.get("/portal/config.json") { _, _ in

@@ -30,6 +30,11 @@ const state = {
 
 // ---------------------------------------------------------------- API
 
+// Where the service is, as the browser reached it: '' when the portal is at the host's root, '/prefix'
+// behind a reverse proxy that serves it under a path prefix. Every request goes through it (paths of the
+// API below), so the portal needs no configuration either way.
+const BASE = new URL('.', location.href).pathname.replace(/\/$/, '');
+
 class APIError extends Error {
   constructor(status, problem) {
     super(problem && problem.detail ? problem.detail : `HTTP ${status}`);
@@ -45,7 +50,7 @@ async function api(path, { method = 'GET', body, raw = false, headers = {} } = {
     h['Content-Type'] = 'application/json';
     body = JSON.stringify(body);
   }
-  const r = await fetch(path, { method, headers: h, body });
+  const r = await fetch(BASE + path, { method, headers: h, body });
   if (r.status === 401 && state.me) { signOut('Your session ended: the token was revoked or replaced. Sign in again.'); }
   if (!r.ok) {
     let problem = null;
@@ -296,7 +301,7 @@ function uploadFile(file) {
   const row = el('tr', { class: 'upload-row' }, el('td', {}, file.name), el('td', {}, bar), el('td', {}, status), el('td', {}, cancel));
   $('#upload-progress tbody').append(row);
   const name = file.name.replace(/[^A-Za-z0-9._-]/g, '_');
-  xhr.open('POST', `/uploads?name=${encodeURIComponent(name)}`);
+  xhr.open('POST', `${BASE}/uploads?name=${encodeURIComponent(name)}`);
   xhr.setRequestHeader('Authorization', `Bearer ${state.token}`);
   xhr.upload.addEventListener('progress', (e) => { if (e.lengthComputable) bar.value = Math.round(100 * e.loaded / e.total); });
   xhr.addEventListener('loadend', () => finish());
@@ -673,7 +678,9 @@ async function results(job) {
   const body = $('#products tbody');
   body.textContent = '';
   for (const p of manifest.products) {
-    const link = el('a', { href: p.href, download: p.file, onclick: (e) => { e.preventDefault(); download(p.href, p.file, link); } }, p.file);
+    // The product's path on this service (the manifest's href is the service's public address for it).
+    const path = `/jobs/${job.jobID}/results/${encodeURIComponent(p.file)}`;
+    const link = el('a', { href: BASE + path, download: p.file, onclick: (e) => { e.preventDefault(); download(path, p.file, link); } }, p.file);
     body.append(el('tr', {}, el('td', {}, p.code), el('td', {}, link), el('td', {}, fmtBytes(p.bytes)), el('td', {}, p.description)));
   }
   if (!state.config.basemapURL && state.config.basemapURL !== null) state.config = await api('/portal/config.json');
@@ -686,7 +693,7 @@ async function results(job) {
   const layers = {};
   for (const l of mapInfo.layers) {
     sel.append(el('option', { value: l.name }, l.title));
-    layers[l.name] = new AuthTiles({ url: `/jobs/${job.jobID}/tiles/${l.name}/{z}/{x}/{y}.png`, maxZoom: 22, maxNativeZoom: 20, className: `layer-${l.name}` });
+    layers[l.name] = new AuthTiles({ url: `${BASE}/jobs/${job.jobID}/tiles/${l.name}/{z}/{x}/{y}.png`, maxZoom: 22, maxNativeZoom: 20, className: `layer-${l.name}` });
   }
   if (mapInfo.footprint) {
     const fp = L.polygon(lonLat(mapInfo.footprint), { color: '#333', weight: 1, fill: false, dashArray: '3' }).bindTooltip('DSM extent').addTo(map);
@@ -755,11 +762,11 @@ async function catalogueState(job) {
   };
 }
 
-async function download(href, file, link) {
+async function download(path, file, link) {
   const original = link.textContent;
   link.textContent = `${file} (downloading…)`;
   try {
-    const r = await api(href, { raw: true });
+    const r = await api(path, { raw: true });
     const blob = await r.blob();
     const a = el('a', { href: URL.createObjectURL(blob), download: file });
     document.body.append(a);
