@@ -1,6 +1,7 @@
 # dsmopt — multi-stage build: a Swift builder with the -dev packages, a slim Debian runtime.
 #   docker build -t dsmopt .
 #   docker run -d -p 8080:8080 -v dsmopt-data:/data dsmopt                 # the job service
+#   (behind a reverse proxy under a path prefix: -e DSMOPT_PUBLIC_URL=https://host/prefix; README, "The job service")
 #   docker run --rm -v dsmopt-data:/data dsmopt admin --data /data create-user alice --role researcher
 #   docker run --rm -v "$PWD:/work" dsmopt run /work/img_01.tif /work/img_02.tif --out /work/out
 FROM swift:6.1-bookworm AS build

@@ -13,14 +13,18 @@ import Testing
         try runPortalScript(server: server, url: server.base, artefacts: "portal")
     }
 
-    /// The same paths with the portal served by nginx under a path prefix (`ReverseProxy`, the daemon started
-    /// with `--public-url`): the portal finds the API, the map's tiles and the downloads under the prefix.
+    /// The same paths with the portal served by nginx under a path prefix (`ReverseProxy`; the public URL
+    /// from the daemon's config file, `ReverseProxyTests` gives it as a flag): the portal finds the API, the
+    /// map's tiles and the downloads under the prefix.
     @Test func thePortalBehindAReverseProxyUnderAPathPrefix() async throws {
         let port = try ReverseProxy.freeLoopbackPort()
-        let server = try ServerProcess(workers: 1, extra: ["--public-url", ReverseProxy.publicURL(port: port)])
+        let server = try ServerProcess(workers: 1, config: "{\"publicURL\": \"\(ReverseProxy.publicURL(port: port))\"}")
         defer { server.stop() }
         let proxy = try ReverseProxy(port: port, backend: server.base)
         defer { proxy.stop() }
+        let landing = try await http("GET", "\(proxy.base)/", headers: ["Accept": "application/json"])
+        let hrefs = ((landing.json?["links"] as? [[String: Any]]) ?? []).compactMap { $0["href"] as? String }
+        #expect(!hrefs.isEmpty && hrefs.allSatisfy { $0.hasPrefix(proxy.base + "/") }, "the config file's publicURL: \(hrefs)")
         try runPortalScript(server: server, url: proxy.base, artefacts: "portal-proxied")
         // The browser's requests went through the proxy under the prefix: the portal's files, the API, tiles.
         let access = (try? String(contentsOfFile: proxy.folder.path("access.log"), encoding: .utf8)) ?? ""
