@@ -268,8 +268,16 @@ public struct ServiceAPI: Sendable {
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: openAPI)))
         }
         router.get("/processes") { request, _ in jsonResponse(ProcessDescription.list(base: baseURL(request))) }
-        router.get("/processes/dsm-opt") { _, _ in jsonResponse(try ProcessDescription.dsmOpt(presets: try presets())) }
-        router.get("/processes/dsm-difference") { _, _ in jsonResponse(ProcessDescription.difference) }
+        router.get("/processes/dsm-opt") { request, _ in
+            var d = try ProcessDescription.dsmOpt(presets: try presets())
+            d.links = ProcessDescription.links(of: ProcessDescription.summary, base: baseURL(request))
+            return jsonResponse(d)
+        }
+        router.get("/processes/dsm-difference") { request, _ in
+            var d = ProcessDescription.difference
+            d.links = ProcessDescription.links(of: ProcessDescription.differenceSummary, base: baseURL(request))
+            return jsonResponse(d)
+        }
 
         router.post("/uploads") { request, _ in try await upload(request) }
         router.get("/uploads") { request, _ in

@@ -72,11 +72,16 @@ enum ProcessDescription {
         description: "B coregistered on A on stable terrain (Nuth & Kääb), then B − A on A's grid: difference.tif, a coloured map with its legend, and the volumes gained, lost and net over the area of interest with their uncertainty.",
         version: "1.0", links: [["href": "/processes/dsm-difference", "rel": "self"],
                                 ["href": "/processes/dsm-difference/execution", "rel": "http://www.opengis.net/def/rel/ogc/1.0/execute"]])
-    /// The process list (`GET /processes`); the summaries' paths, prefixed with `base` (`baseURL(request)`).
+    /// A process's links (self, execute): its summary's paths prefixed with `base` (`baseURL(request)`).
+    static func links(of s: Summary, base: String) -> [[String: String]] {
+        s.links.map { l in l.merging(["href": base + (l["href"] ?? "")]) { $1 } }
+    }
+
+    /// The process list (`GET /processes`), its links under `base`.
     static func list(base: String) -> List {
         List(processes: [summary, differenceSummary].map { s in
             var s = s
-            s.links = s.links.map { l in l.merging(["href": base + (l["href"] ?? "")]) { $1 } }
+            s.links = links(of: s, base: base)
             return s
         })
     }
@@ -85,6 +90,8 @@ enum ProcessDescription {
         var id = "dsm-difference"; var title: String; var description: String; var version = "1.0"
         var jobControlOptions = ProcessDescription.jobControlOptions; var outputTransmission = ProcessDescription.outputTransmission
         var inputs: [String: InputDescription]; var outputs: [String: OutputDescription]; var uncertainty: String; var executionBody: String
+        /// self and execute, under the request's base (`links(of:base:)`).
+        var links: [[String: String]] = []
     }
 
     static var difference: DifferenceDescription {
@@ -118,6 +125,8 @@ enum ProcessDescription {
         /// The parameters input's fields one by one (the portal's form reads ranges, defaults and help from here).
         var parameters: [Parameter]; var presets: [Preset]
         var executionBody: String
+        /// self and execute, under the request's base (`links(of:base:)`).
+        var links: [[String: String]] = []
     }
 
     /// One table entry as described to clients (the portal's form reads ranges, defaults and help from here).

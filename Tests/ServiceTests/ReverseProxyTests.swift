@@ -26,7 +26,7 @@ import Testing
         // to --public-url dropped), none under the daemon's own.
         let landing = try await http("GET", "\(pub)/", headers: ["Accept": "application/json"])
         let top = links(landing.json)
-        #expect(landing.status == 200 && top.count == 6 && top.values.allSatisfy { $0.hasPrefix(pub + "/") }, "\(landing.text)")
+        #expect(landing.status == 200 && top.count == 7 && top.values.allSatisfy { $0.hasPrefix(pub + "/") }, "\(landing.text)")
         // The same asked of the daemon directly: the configured address, not the request's.
         let direct = links(try await http("GET", "\(server.base)/", headers: ["Accept": "application/json"]).json)
         #expect(direct == top, "\(direct)")
@@ -39,6 +39,10 @@ import Testing
         let dsmOpt = try #require((processes.json?["processes"] as? [[String: Any]])?.first { $0["id"] as? String == "dsm-opt" }, "\(processes.text)")
         let execute = try #require(links(dsmOpt)["http://www.opengis.net/def/rel/ogc/1.0/execute"])
         #expect(execute == "\(pub)/processes/dsm-opt/execution")
+        // The process description (its self link) carries the same links.
+        let description = try await http("GET", try #require(links(dsmOpt)["self"]))
+        #expect(links(description.json)["http://www.opengis.net/def/rel/ogc/1.0/execute"] == execute && links(description.json)["self"] == "\(pub)/processes/dsm-opt",
+                "\(description.text.prefix(300))")
 
         // Uploads through the proxy (streamed, unbuffered): Location and the upload's self link.
         var uploads: [String] = []
@@ -86,6 +90,9 @@ import Testing
         // Published: the STAC item's links and assets under the public address, its assets served through it.
         let published = try await http("POST", "\(pub)/jobs/\(id)/publish", token: token)
         let itemURL = try #require(published.headers["location"], "\(published.status) \(published.text)")
+        // The catalogue is found from the landing page too.
+        let stac = try await http("GET", try #require(top["data"]), token: token)
+        #expect(stac.status == 200 && links(stac.json)["self"] == "\(pub)/stac", "\(stac.text.prefix(300))")
         #expect(published.status == 201 && itemURL == "\(pub)/stac/collections/dsm-opt/items/\(id)")
         let item = try await http("GET", itemURL, token: token)
         #expect(links(item.json)["self"] == itemURL && links(item.json)["root"] == "\(pub)/stac", "\(item.text.prefix(600))")

@@ -98,7 +98,8 @@ extension ServiceAPI {
                         ["href": "\(base)/openapi.json", "rel": "service-desc", "type": "application/vnd.oai.openapi+json;version=3.1", "title": "the API definition"],
                         ["href": "\(base)/conformance", "rel": "http://www.opengis.net/def/rel/ogc/1.0/conformance", "type": "application/json", "title": "conformance classes"],
                         ["href": "\(base)/processes", "rel": "http://www.opengis.net/def/rel/ogc/1.0/processes", "type": "application/json", "title": "processes"],
-                        ["href": "\(base)/jobs", "rel": "http://www.opengis.net/def/rel/ogc/1.0/job-list", "type": "application/json", "title": "jobs"]]))
+                        ["href": "\(base)/jobs", "rel": "http://www.opengis.net/def/rel/ogc/1.0/job-list", "type": "application/json", "title": "jobs"],
+                        ["href": "\(base)/stac", "rel": "data", "type": "application/json", "title": "the DSM catalogue (STAC API)"]]))
         }
         router.get("/conformance") { _, _ in jsonResponse(["conformsTo": Self.conformance]) }
         router.get("/portal/config.json") { _, _ in
