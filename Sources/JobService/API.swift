@@ -1195,9 +1195,10 @@ public struct ServiceAPI: Sendable {
         var manifest = try manifestObject(job)
         let folder = try resultsFolder(job)
         if var products = manifest["products"] as? [[String: Any]] {
+            let results = "\(baseURL(request))/jobs/\(job.id)/results"
             for i in products.indices {
                 let file = products[i]["file"] as? String ?? ""
-                products[i]["href"] = "\(baseURL(request))/jobs/\(job.id)/results/\(file)"
+                products[i]["href"] = "\(results)/\(file)"
                 let size = (try? FileManager.default.attributesOfItem(atPath: (folder as NSString).appendingPathComponent(file)))?[.size] as? NSNumber
                 if let size { products[i]["bytes"] = size.int64Value }
             }
