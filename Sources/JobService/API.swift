@@ -223,7 +223,18 @@ public struct ServiceAPI: Sendable {
         var preset: String
         var parameters: JobParameters?
         var inputs: [InputRecord]?
+        /// With a subscriber: where it is POSTed and where that stands.
+        var callback: CallbackView?
         var links: [[String: String]]
+    }
+
+    struct CallbackView: Encodable {
+        var successUri: String?
+        var failedUri: String?
+        var state: String
+        var attempts: Int
+        var error: String?
+        var nextAttempt: Date?
     }
 
     /// A job's status document; its links start with `base` (`baseURL(request)`).
@@ -235,7 +246,11 @@ public struct ServiceAPI: Sendable {
         return JobView(jobID: j.id, processID: request?.process ?? JobQuery.defaultProcess, name: j.name, owner: j.userId, status: j.status.rawValue, progress: j.progress, stage: j.stage,
                        message: j.message, created: j.createdAt, started: j.startedAt, finished: j.finishedAt, purgeDate: j.purgeAt,
                        resultsPurged: j.purged, error: j.error, cpuSeconds: (j.cpuSeconds * 100).rounded() / 100,
-                       attempts: j.attempts, preset: request?.preset ?? "default", parameters: request?.parameters, inputs: request?.inputs, links: links)
+                       attempts: j.attempts, preset: request?.preset ?? "default", parameters: request?.parameters, inputs: request?.inputs,
+                       callback: j.callback.map {
+                           CallbackView(successUri: request?.subscriber?.successUri, failedUri: request?.subscriber?.failedUri, state: $0.state.rawValue,
+                                        attempts: $0.attempts, error: $0.error, nextAttempt: $0.state == .pending ? $0.nextAttempt : nil)
+                       }, links: links)
     }
 
     /// The base every link the API gives starts with (job status, results, uploads, processes, `Location`,
@@ -873,6 +888,11 @@ public struct ServiceAPI: Sendable {
         guard var request = parsed, errors.isEmpty else {
             throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has \(errors.count) invalid field(s)", errors: errors)
         }
+        if let s = request.subscriber {
+            let (checked, e) = checkedSubscriber(s, base: base)
+            request.subscriber = checked
+            errors += e
+        }
         var inputs: [(String, Int64)] = []
         var records: [InputRecord] = []
         var paths: [String] = []
@@ -983,10 +1003,11 @@ public struct ServiceAPI: Sendable {
         request.resolvedWaterMask = files["waterMask"]
         request.resolvedMultispectral = files["multispectral"]
         let now = Date()
-        let job = Job(id: SQLiteJobStore.newID(), userId: user.id, name: request.name ?? "dsm-opt job", status: .accepted, progress: 0,
+        var job = Job(id: SQLiteJobStore.newID(), userId: user.id, name: request.name ?? "dsm-opt job", status: .accepted, progress: 0,
                       stage: nil, message: nil, request: String(decoding: try JSONEncoder().encode(request), as: UTF8.self),
                       createdAt: now, startedAt: nil, finishedAt: nil, purgeAt: nil, purged: false, error: nil, cpuSeconds: 0,
                       resultBytes: 0, attempts: 0, worker: nil, leaseUntil: nil, cancelRequested: false)
+        if request.subscriber != nil { job.callback = CallbackState(state: .pending) }
         do {
             try await store.createJob(job, inputBytes: inputs, quota: user.quota, results: resultBytes, now: now)
         } catch let q as QuotaExceeded {

@@ -54,6 +54,13 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     public var catalogueAllowedHosts: [String] = []
     /// Longest a catalogue image download may take, seconds.
     public var fetchTimeoutSeconds: Double = 1800
+    /// Hosts a job's callback URIs (`subscriber`) may point at even when they are or resolve to internal
+    /// addresses (a receiver inside the operator's network); every other internal address is refused.
+    public var callbackAllowedHosts: [String] = []
+    /// POSTs tried per callback before it is given up (`failed`); the first retry after
+    /// `callbackRetrySeconds`, each next one after twice as long (at most an hour).
+    public var callbackAttempts = 8
+    public var callbackRetrySeconds: Double = 30
     /// The job store: nil or `sqlite` for the data folder's SQLite database (one machine); a
     /// `postgres://…` URL for a PostgreSQL database shared by daemons and workers on several machines (the
     /// data folder must then be on a filesystem they all see).
@@ -94,7 +101,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case dataDirectory, host, port, workers, maxUploadBytes, retentionSeconds, leaseSeconds, archiveRoot, defaultQuota, executable
         case maxAttempts, jobRecordSeconds, metricsPublic, minFreeBytes, maxConcurrentUploads, idleTimeoutSeconds, maxJobCells
-        case minResolutionFactor, maxJobWallSeconds, stallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds, store, storeConnectAttempts, tileTasks, tileCells
+        case minResolutionFactor, maxJobWallSeconds, stallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds, callbackAllowedHosts, callbackAttempts, callbackRetrySeconds, store, storeConnectAttempts, tileTasks, tileCells
         case referenceDEM, referenceDEMVerticalDatum, waterLayer, waterLayerThreshold, basemapURL, basemapAttribution, publicURL
     }
 
@@ -127,6 +134,9 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         orphanAgeSeconds = try c.decodeIfPresent(Double.self, forKey: .orphanAgeSeconds) ?? orphanAgeSeconds
         catalogueAllowedHosts = try c.decodeIfPresent([String].self, forKey: .catalogueAllowedHosts) ?? catalogueAllowedHosts
         fetchTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .fetchTimeoutSeconds) ?? fetchTimeoutSeconds
+        callbackAllowedHosts = try c.decodeIfPresent([String].self, forKey: .callbackAllowedHosts) ?? callbackAllowedHosts
+        callbackAttempts = try c.decodeIfPresent(Int.self, forKey: .callbackAttempts) ?? callbackAttempts
+        callbackRetrySeconds = try c.decodeIfPresent(Double.self, forKey: .callbackRetrySeconds) ?? callbackRetrySeconds
         store = try c.decodeIfPresent(String.self, forKey: .store)
         storeConnectAttempts = try c.decodeIfPresent(Int.self, forKey: .storeConnectAttempts) ?? storeConnectAttempts
         referenceDEM = try c.decodeIfPresent(String.self, forKey: .referenceDEM)
@@ -166,6 +176,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         if let v = environment["DSMOPT_BASEMAP_URL"], !v.isEmpty { c.basemapURL = v }
         if let v = environment["DSMOPT_PUBLIC_URL"], !v.isEmpty { c.publicURL = v }
         if let v = environment["DSMOPT_CATALOGUE_ALLOWED_HOSTS"] { c.catalogueAllowedHosts = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+        if let v = environment["DSMOPT_CALLBACK_ALLOWED_HOSTS"] { c.callbackAllowedHosts = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
         return c
     }
 
@@ -177,6 +188,8 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         guard leaseSeconds >= 3 else { throw ConfigurationError.invalid("leaseSeconds must be at least 3") }
         guard stallSeconds >= 3 else { throw ConfigurationError.invalid("stallSeconds must be at least 3") }
         guard (1...20).contains(maxAttempts) else { throw ConfigurationError.invalid("maxAttempts \(maxAttempts) outside 1–20") }
+        guard (1...50).contains(callbackAttempts) else { throw ConfigurationError.invalid("callbackAttempts \(callbackAttempts) outside 1–50") }
+        guard callbackRetrySeconds >= 1 else { throw ConfigurationError.invalid("callbackRetrySeconds must be at least 1") }
         if let t = tileCells, !(64...4096).contains(t) { throw ConfigurationError.invalid("tileCells \(t) outside 64–4096") }
         if let u = basemapURL, !(u.hasPrefix("https://") || u.hasPrefix("http://")) || !u.contains("{z}") || !u.contains("{x}") || !u.contains("{y}") {
             throw ConfigurationError.invalid("basemapURL must be an http(s) tile URL template with {z}, {x} and {y}")

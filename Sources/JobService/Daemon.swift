@@ -58,11 +58,13 @@ public enum Daemon {
         let portFile = config.path("server.port")
         // Housekeeping runs whether or not this process has workers (`serve --workers 0` still purges).
         let maintenance = Maintenance(store: store, config: config, sweepInterval: config.sweepSeconds, sweepAge: config.orphanAgeSeconds)
+        // Callbacks of ended jobs are sent by every process too, whichever ended the job.
+        let callbacks = CallbackSender(store: store, config: config, api: api)
         // Idle connections (and stalled request bodies) are closed after `idleTimeoutSeconds`.
         let idle = Int64(config.idleTimeoutSeconds * 1000)
         let app = Application(router: api.router(), server: .http1(configuration: .init(idleTimeout: .milliseconds(idle))),
                               configuration: .init(address: .hostname(config.host, port: config.port), serverName: "dsmopt"),
-                              services: config.workers > 0 ? [pool, maintenance] : [maintenance],
+                              services: config.workers > 0 ? [pool, maintenance, callbacks] : [maintenance, callbacks],
                               onServerRunning: { channel in
                                   let port = channel.localAddress?.port ?? config.port
                                   try? "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
@@ -90,7 +92,8 @@ public enum Daemon {
         var logger = Logger(label: "dsmopt-worker")
         logger.logLevel = .warning
         let maintenance = Maintenance(store: store, config: config, sweepInterval: config.sweepSeconds, sweepAge: config.orphanAgeSeconds)
-        let group = ServiceGroup(configuration: .init(services: [pool, maintenance], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let callbacks = CallbackSender(store: store, config: config, api: ServiceAPI(store: store, config: config, metrics: ServiceMetrics()))
+        let group = ServiceGroup(configuration: .init(services: [pool, maintenance, callbacks], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

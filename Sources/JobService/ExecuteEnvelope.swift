@@ -8,8 +8,8 @@ enum ExecuteEnvelope {
     /// The flat request of an execute request in the standard form; any other body unchanged (the validators
     /// report what is wrong with it). An input may be given as its value or as a qualified value
     /// (`{"value": …, "mediaType"?: …}`). Every output is returned by reference in a document of links, so
-    /// `outputs` may select nothing else, and `response` may only be `document`; callbacks (`subscriber`) are not
-    /// offered: a client polls the job's status.
+    /// `outputs` may select nothing else, and `response` may only be `document`. `subscriber` (callbacks) is kept
+    /// as the flat request's field of that name (`Subscriber`).
     static func flattened(_ body: Data) throws -> Data {
         guard let root = try? JSONSerialization.jsonObject(with: body), let object = root as? [String: Any],
               let inputs = object["inputs"] else { return body }
@@ -30,7 +30,7 @@ enum ExecuteEnvelope {
                     errors.append(.init(field: "response", message: "must be \"document\": results are a document of links to the products"))
                 }
             case "subscriber":
-                errors.append(.init(field: "subscriber", message: "callbacks are not offered: poll the job's status (GET /jobs/{id})"))
+                break
             default:
                 errors.append(.init(field: key, message: "unknown field (an execute request holds inputs, outputs and response)"))
             }
@@ -39,8 +39,12 @@ enum ExecuteEnvelope {
             errors.append(.init(field: "inputs", message: "must be an object of the process's inputs"))
             throw problem(errors)
         }
+        if fields["subscriber"] != nil {
+            errors.append(.init(field: "inputs.subscriber", message: "not an input of the process: subscriber goes beside inputs"))
+        }
         guard errors.isEmpty else { throw problem(errors) }
         var flat: [String: Any] = [:]
+        if let subscriber = object["subscriber"] { flat["subscriber"] = subscriber }
         for (name, value) in fields {
             if let q = value as? [String: Any], q["value"] != nil, Set(q.keys).isSubset(of: ["value", "mediaType", "encoding", "schema"]) {
                 flat[name] = q["value"]

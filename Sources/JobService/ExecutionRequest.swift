@@ -95,9 +95,58 @@ public struct ExecutionRequest: Sendable, Codable, Equatable {
     public var process: String?
     /// The inputs of a `dsm-difference` job.
     public var difference: DifferenceInputs?
+    /// Where to POST the job's outcome when it ends (OGC API – Processes callbacks).
+    public var subscriber: Subscriber?
 
     /// The optional files by request field.
     static let fileFields = ["referenceDem", "waterMask", "multispectral"]
+}
+
+/// A job's subscriber (OGC API – Processes callbacks): when the job succeeds, its results document is POSTed
+/// to `successUri`; when it fails or is dismissed, its status document to `failedUri`. Progress callbacks
+/// (`inProgressUri`) are not offered.
+public struct Subscriber: Sendable, Codable, Equatable {
+    public var successUri: String?
+    public var failedUri: String?
+    /// The base of the links in what is POSTed: the one the job was submitted under (`ServiceAPI.baseURL`).
+    public var linkBase: String?
+
+    /// The subscriber of a request (`subscriber`), checked field by field: absolute http(s) URLs without
+    /// credentials or fragment, at most 2,000 characters; at least one of the two.
+    static func parse(_ value: JSONValue, field: String = "subscriber") -> (Subscriber?, [FieldError]) {
+        guard let d = value.object else { return (nil, [FieldError(field: field, message: "must be an object like {\"successUri\": \"https://…\", \"failedUri\": \"https://…\"}")]) }
+        var s = Subscriber(), errors: [FieldError] = []
+        for k in d.keys.sorted() {
+            switch k {
+            case "successUri", "failedUri":
+                guard let text = d[k]?.string else {
+                    errors.append(.init(field: "\(field).\(k)", message: "must be a string: an absolute http(s) URL")); continue
+                }
+                if let problem = uriProblem(text) { errors.append(.init(field: "\(field).\(k)", message: problem)); continue }
+                if k == "successUri" { s.successUri = text } else { s.failedUri = text }
+            case "inProgressUri":
+                errors.append(.init(field: "\(field).\(k)", message: "progress callbacks are not offered (successUri and failedUri are): poll the job's status for its progress"))
+            default:
+                errors.append(.init(field: "\(field).\(k)", message: "unknown field (a subscriber holds successUri and failedUri)"))
+            }
+        }
+        if errors.isEmpty, s.successUri == nil, s.failedUri == nil {
+            errors.append(.init(field: field, message: "give successUri, failedUri or both"))
+        }
+        return (errors.isEmpty ? s : nil, errors)
+    }
+
+    /// Why `text` cannot be a callback URI, or nil.
+    static func uriProblem(_ text: String) -> String? {
+        guard text.count <= 2000 else { return "longer than 2,000 characters" }
+        guard let c = URLComponents(string: text), let scheme = c.scheme?.lowercased(), ["http", "https"].contains(scheme),
+              let host = c.host, !host.isEmpty, URL(string: text) != nil else {
+            return "'\(text.prefix(100))' is not an absolute http(s) URL"
+        }
+        guard c.user == nil, c.password == nil else { return "URLs with credentials are not accepted" }
+        guard c.fragment == nil else { return "a callback URL has no fragment" }
+        return nil
+    }
 }
 
 /// Which software accepted a job.
@@ -143,7 +192,7 @@ enum RequestValidator {
         guard let root = try? JSONDecoder().decode(JSONValue.self, from: body), let obj = root.object else {
             return (nil, [FieldError(field: "(body)", message: "not a JSON object")])
         }
-        let known: Set<String> = Set(["name", "images", "preset", "parameters", "publish"] + ExecutionRequest.fileFields)
+        let known: Set<String> = Set(["name", "images", "preset", "parameters", "publish", "subscriber"] + ExecutionRequest.fileFields)
         for k in obj.keys.sorted() where !known.contains(k) { errors.append(.init(field: k, message: "unknown field")) }
         var req = ExecutionRequest(images: [])
         if let n = obj["name"] {
@@ -185,6 +234,11 @@ enum RequestValidator {
         }
         if let p = obj["publish"] {
             if case .bool(let b) = p { req.publish = b } else { errors.append(.init(field: "publish", message: "must be true or false")) }
+        }
+        if let v = obj["subscriber"] {
+            let (s, e) = Subscriber.parse(v)
+            req.subscriber = s
+            errors += e
         }
         if let p = obj["preset"] {
             if let s = p.string {

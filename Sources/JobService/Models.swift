@@ -80,16 +80,39 @@ public struct Job: Sendable, Codable, Equatable {
     public var worker: String?
     public var leaseUntil: Date?
     public var cancelRequested: Bool
+    /// The job's callback to its subscriber (`subscriber` in the execute request), nil without one.
+    public var callback: CallbackState? = nil
 
     public init(id: String, userId: String, name: String, status: JobStatus = .accepted, progress: Int = 0, stage: String? = nil,
                 message: String? = nil, request: String, createdAt: Date, startedAt: Date? = nil, finishedAt: Date? = nil,
                 purgeAt: Date? = nil, purged: Bool = false, error: String? = nil, cpuSeconds: Double = 0, resultBytes: Int64 = 0,
-                attempts: Int = 0, resultAttempt: Int? = nil, worker: String? = nil, leaseUntil: Date? = nil, cancelRequested: Bool = false) {
+                attempts: Int = 0, resultAttempt: Int? = nil, worker: String? = nil, leaseUntil: Date? = nil, cancelRequested: Bool = false,
+                callback: CallbackState? = nil) {
         self.id = id; self.userId = userId; self.name = name; self.status = status; self.progress = progress; self.stage = stage
         self.message = message; self.request = request; self.createdAt = createdAt; self.startedAt = startedAt; self.finishedAt = finishedAt
         self.purgeAt = purgeAt; self.purged = purged; self.error = error; self.cpuSeconds = cpuSeconds; self.resultBytes = resultBytes
         self.attempts = attempts; self.resultAttempt = resultAttempt; self.worker = worker; self.leaseUntil = leaseUntil
         self.cancelRequested = cancelRequested
+        self.callback = callback
+    }
+}
+
+/// Where the callback of a job with a subscriber stands (OGC API – Processes callbacks): `pending` until the
+/// job has ended and a POST of its outcome to the subscriber's URI has been answered 2xx (`delivered`);
+/// `failed` once the service's attempts are spent or the URI is refused (an internal address); `skipped` when
+/// the subscriber gave no URI for the way the job ended.
+public struct CallbackState: Sendable, Codable, Equatable {
+    public enum State: String, Sendable, Codable { case pending, delivered, failed, skipped }
+    public var state: State
+    /// POSTs tried so far.
+    public var attempts: Int = 0
+    /// Why the last attempt failed (or why none was made).
+    public var error: String? = nil
+    /// When the next attempt is due (or, while one runs, when its claim lapses).
+    public var nextAttempt: Date? = nil
+
+    public init(state: State, attempts: Int = 0, error: String? = nil, nextAttempt: Date? = nil) {
+        self.state = state; self.attempts = attempts; self.error = error; self.nextAttempt = nextAttempt
     }
 }
 

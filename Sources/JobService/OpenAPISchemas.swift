@@ -39,7 +39,11 @@ extension OpenAPIDocument {
                                           "progress": ["type": "integer", "minimum": 0, "maximum": 100], "stage": ["type": "string"],
                                           "created": ["type": "string"], "started": ["type": "string"], "finished": ["type": "string"],
                                           "purgeDate": ["type": "string"], "cpuSeconds": ["type": "number"], "attempts": ["type": "integer"],
-                                          "preset": ["type": "string"], "error": ["type": "string"], "links": ["type": "array", "items": ref("Link")]]]
+                                          "preset": ["type": "string"], "error": ["type": "string"], "links": ["type": "array", "items": ref("Link")],
+                                          "callback": ["type": "object", "required": ["state", "attempts"],
+                                                       "properties": ["successUri": ["type": "string"], "failedUri": ["type": "string"],
+                                                                      "state": ["type": "string", "enum": ["pending", "delivered", "failed", "skipped"]],
+                                                                      "attempts": ["type": "integer"], "error": ["type": "string"], "nextAttempt": ["type": "string"]]]]]
         let upload: Schema = ["type": "object", "required": ["id", "fileName", "size", "sha256"],
                               "properties": ["id": ["type": "string"], "fileName": ["type": "string"], "size": ["type": "integer"],
                                              "sha256": ["type": "string", "pattern": "^[0-9a-f]{64}$"]]]
@@ -60,8 +64,10 @@ extension OpenAPIDocument {
                            "preset": ["type": "string", "description": "a preset name (GET /presets)"],
                            "parameters": ref("JobParameters"),
                            "referenceDem": uploadReference, "waterMask": uploadReference, "multispectral": uploadReference,
-                           "publish": ["type": "boolean", "description": "publish the products in the DSM catalogue when the job succeeds"]],
+                           "publish": ["type": "boolean", "description": "publish the products in the DSM catalogue when the job succeeds"],
+                           "subscriber": subscriber],
         ]
+        let subscriber = Self.subscriber
         let dsmReference: Schema = ["type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": false,
                                     "properties": ["job": ["type": "string"], "item": ["type": "string"], "upload": ["type": "string"]]]
         let difference: Schema = [
@@ -69,7 +75,7 @@ extension OpenAPIDocument {
             "properties": ["name": ["type": "string", "minLength": 1, "maxLength": 200],
                            "dsms": ["type": "array", "minItems": 2, "maxItems": 2, "items": dsmReference, "description": "the earlier DSM, then the later"],
                            "aoi": ["description": "\"minLon,minLat,maxLon,maxLat\" or a GeoJSON Polygon/Feature", "oneOf": [["type": "string"], ["type": "object"]]],
-                           "stableMask": uploadReference, "changedMask": uploadReference, "publish": ["type": "boolean"]],
+                           "stableMask": uploadReference, "changedMask": uploadReference, "publish": ["type": "boolean"], "subscriber": subscriber],
         ]
         let search: Schema = [
             "type": "object", "additionalProperties": false,
@@ -101,13 +107,21 @@ extension OpenAPIDocument {
                 "QuotaPatch": quotaPatch, "JobParameters": parametersSchema, "DifferenceRequest": difference, "SearchRequest": search]
     }
 
+    /// A job's subscriber (OGC callbacks, `Subscriber`): URIs the outcome is POSTed to when the job ends.
+    static var subscriber: Schema {
+        ["type": "object", "minProperties": 1, "additionalProperties": false,
+         "description": "POSTed when the job ends: its results document to successUri, its status to failedUri (failed or dismissed)",
+         "properties": ["successUri": ["type": "string", "format": "uri", "pattern": "^https?://"],
+                        "failedUri": ["type": "string", "format": "uri", "pattern": "^https?://"]]]
+    }
+
     /// An OGC API – Processes execute request around a process's inputs (`ExecuteEnvelope`): outputs by reference
-    /// only, results as a document, no callbacks.
+    /// only, results as a document, callbacks on success and failure (`subscriber`).
     static func executeEnvelope(_ inputs: Schema) -> Schema {
         ["type": "object", "required": ["inputs"], "additionalProperties": false,
          "properties": ["inputs": inputs,
                         "outputs": ["type": "object", "additionalProperties": ["type": "object", "properties": ["transmissionMode": ["const": "reference"]]]],
-                        "response": ["const": "document"]]]
+                        "response": ["const": "document"], "subscriber": subscriber]]
     }
 
     /// Request body of an operation.

@@ -140,6 +140,13 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             """,
             "CREATE INDEX tasks_queue ON tasks(state, job_id)",
         ]),
+        ("v5-callbacks", [
+            "ALTER TABLE jobs ADD COLUMN callback_state TEXT CHECK (callback_state IN ('pending', 'delivered', 'failed', 'skipped'))",
+            "ALTER TABLE jobs ADD COLUMN callback_attempts INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE jobs ADD COLUMN callback_at DOUBLE PRECISION",
+            "ALTER TABLE jobs ADD COLUMN callback_error TEXT",
+            "CREATE INDEX jobs_callbacks ON jobs(callback_state, callback_at)",
+        ]),
     ]
 
     func migrate() async throws {
@@ -187,7 +194,11 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             error: try r["error"].decode(String?.self), cpuSeconds: try r["cpu_seconds"].decode(Double.self),
             resultBytes: try r["result_bytes"].decode(Int64.self), attempts: Int(try r["attempts"].decode(Int32.self)),
             resultAttempt: try r["result_attempt"].decode(Int32?.self).map(Int.init), worker: try r["worker"].decode(String?.self),
-            leaseUntil: try date(r, "lease_until"), cancelRequested: try r["cancel_requested"].decode(Bool.self))
+            leaseUntil: try date(r, "lease_until"), cancelRequested: try r["cancel_requested"].decode(Bool.self),
+            callback: try r["callback_state"].decode(String?.self).flatMap(CallbackState.State.init).map {
+                CallbackState(state: $0, attempts: Int(try r["callback_attempts"].decode(Int32.self)), error: try r["callback_error"].decode(String?.self),
+                              nextAttempt: try date(r, "callback_at"))
+            })
     }
 
     static func upload(_ r: PostgresRandomAccessRow) throws -> Upload {
@@ -291,8 +302,8 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             if u.storageBytes >= quota.storageBytes { throw QuotaExceeded.storage(used: u.storageBytes, requested: 0, limit: quota.storageBytes) }
             if u.storageBytes + results > quota.storageBytes { throw QuotaExceeded.resultStorage(used: u.storageBytes, estimate: results, limit: quota.storageBytes) }
             try await c.query("""
-                INSERT INTO jobs (id, user_id, name, status, progress, request, created_at)
-                VALUES (\(job.id), \(job.userId), \(job.name), 'accepted', 0, \(job.request), \(job.createdAt.timeIntervalSince1970))
+                INSERT INTO jobs (id, user_id, name, status, progress, request, created_at, callback_state)
+                VALUES (\(job.id), \(job.userId), \(job.name), 'accepted', 0, \(job.request), \(job.createdAt.timeIntervalSince1970), \(job.callback?.state.rawValue))
                 """, logger: logger)
         }
     }
@@ -392,6 +403,24 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             try await c.query("UPDATE jobs SET cancel_requested = TRUE WHERE id = \(jobId) AND status = 'running'", logger: logger)
             return try await rows("SELECT * FROM jobs WHERE id = \(jobId)", on: c).first.map(Self.job)
         }
+    }
+
+    public func claimCallbacks(now: Date, leaseUntil: Date, limit: Int) async throws -> [Job] {
+        // SKIP LOCKED: daemons on several machines claim different callbacks.
+        try await rows("""
+            UPDATE jobs SET callback_attempts = callback_attempts + 1, callback_at = \(leaseUntil.timeIntervalSince1970)
+            WHERE id IN (
+                SELECT id FROM jobs WHERE callback_state = 'pending' AND status IN ('successful', 'failed', 'dismissed')
+                    AND COALESCE(callback_at, 0) <= \(now.timeIntervalSince1970) ORDER BY finished_at, id LIMIT \(Int32(limit)) FOR UPDATE SKIP LOCKED)
+            RETURNING *
+            """).map(Self.job)
+    }
+
+    public func recordCallback(jobId: String, attempt: Int, state: CallbackState.State, error: String?, nextAttempt: Date?) async throws {
+        try await client.query("""
+            UPDATE jobs SET callback_state = \(state.rawValue), callback_error = \(error), callback_at = \(nextAttempt?.timeIntervalSince1970)
+            WHERE id = \(jobId) AND callback_attempts = \(Int32(attempt)) AND callback_state = 'pending'
+            """, logger: logger)
     }
 
     public func delete(jobId: String) async throws { try await client.query("DELETE FROM jobs WHERE id = \(jobId)", logger: logger) }

@@ -55,6 +55,14 @@ public protocol JobStore: Sendable {
     func deleteJobRecords(purgedBefore before: Date) async throws -> [String]
     /// Ids of every job, for the purge's orphan check.
     func allJobIds() async throws -> Set<String>
+
+    /// Claims up to `limit` ended jobs whose callback is pending and due (`CallbackState`), oldest ending first:
+    /// each claim counts an attempt and holds the callback until `leaseUntil` (another process takes it up
+    /// after that, so a callback is sent at least once whichever process dies).
+    func claimCallbacks(now: Date, leaseUntil: Date, limit: Int) async throws -> [Job]
+    /// Records the outcome of a callback's attempt (the claim's `callback.attempts`), fenced by it: `pending`
+    /// with the next attempt's time, or `delivered`, `failed`, `skipped`.
+    func recordCallback(jobId: String, attempt: Int, state: CallbackState.State, error: String?, nextAttempt: Date?) async throws
     /// Ids of every upload, for the purge's orphan check.
     func allUploadIds() async throws -> Set<String>
 
@@ -184,6 +192,15 @@ public final class SQLiteJobStore: JobStore {
                 CREATE INDEX tasks_queue ON tasks(state, job_id);
                 """)
         }
+        m.registerMigration("v5-callbacks") { db in
+            try db.execute(sql: """
+                ALTER TABLE jobs ADD COLUMN callback_state TEXT CHECK (callback_state IN ('pending', 'delivered', 'failed', 'skipped'));
+                ALTER TABLE jobs ADD COLUMN callback_attempts INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE jobs ADD COLUMN callback_at REAL;
+                ALTER TABLE jobs ADD COLUMN callback_error TEXT;
+                CREATE INDEX jobs_callbacks ON jobs(callback_state, callback_at);
+                """)
+        }
         return m
     }
 
@@ -212,7 +229,10 @@ public final class SQLiteJobStore: JobStore {
             createdAt: Date(timeIntervalSince1970: r["created_at"]), startedAt: date(r, "started_at"),
             finishedAt: date(r, "finished_at"), purgeAt: date(r, "purge_at"), purged: r["purged"], error: r["error"],
             cpuSeconds: r["cpu_seconds"], resultBytes: r["result_bytes"], attempts: r["attempts"], resultAttempt: r["result_attempt"], worker: r["worker"],
-            leaseUntil: date(r, "lease_until"), cancelRequested: r["cancel_requested"])
+            leaseUntil: date(r, "lease_until"), cancelRequested: r["cancel_requested"],
+            callback: (r["callback_state"] as String?).flatMap(CallbackState.State.init).map {
+                CallbackState(state: $0, attempts: r["callback_attempts"], error: r["callback_error"], nextAttempt: date(r, "callback_at"))
+            })
     }
 
     public func createUser(name: String, role: Role, quota: Quota) async throws -> (User, token: String) {
@@ -321,8 +341,8 @@ public final class SQLiteJobStore: JobStore {
             }
             if u.storageBytes >= quota.storageBytes { throw QuotaExceeded.storage(used: u.storageBytes, requested: 0, limit: quota.storageBytes) }
             if u.storageBytes + results > quota.storageBytes { throw QuotaExceeded.resultStorage(used: u.storageBytes, estimate: results, limit: quota.storageBytes) }
-            try db.execute(sql: "INSERT INTO jobs (id, user_id, name, status, progress, request, created_at) VALUES (?, ?, ?, 'accepted', 0, ?, ?)",
-                           arguments: [job.id, job.userId, job.name, job.request, job.createdAt.timeIntervalSince1970])
+            try db.execute(sql: "INSERT INTO jobs (id, user_id, name, status, progress, request, created_at, callback_state) VALUES (?, ?, ?, 'accepted', 0, ?, ?, ?)",
+                           arguments: [job.id, job.userId, job.name, job.request, job.createdAt.timeIntervalSince1970, job.callback?.state.rawValue])
         }
     }
 
@@ -463,6 +483,29 @@ public final class SQLiteJobStore: JobStore {
                 """, arguments: [before.timeIntervalSince1970])
             for id in ids { try db.execute(sql: "DELETE FROM jobs WHERE id = ?", arguments: [id]) }
             return ids
+        }
+    }
+
+    public func claimCallbacks(now: Date, leaseUntil: Date, limit: Int) async throws -> [Job] {
+        try await db.write { db in
+            let ids = try String.fetchAll(db, sql: """
+                SELECT id FROM jobs WHERE callback_state = 'pending' AND status IN ('successful', 'failed', 'dismissed')
+                    AND COALESCE(callback_at, 0) <= ? ORDER BY finished_at, id LIMIT ?
+                """, arguments: [now.timeIntervalSince1970, limit])
+            return try ids.compactMap { id in
+                try db.execute(sql: "UPDATE jobs SET callback_attempts = callback_attempts + 1, callback_at = ? WHERE id = ?",
+                               arguments: [leaseUntil.timeIntervalSince1970, id])
+                return try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id]).map(Self.job)
+            }
+        }
+    }
+
+    public func recordCallback(jobId: String, attempt: Int, state: CallbackState.State, error: String?, nextAttempt: Date?) async throws {
+        try await db.write { db in
+            try db.execute(sql: """
+                UPDATE jobs SET callback_state = ?, callback_error = ?, callback_at = ?
+                WHERE id = ? AND callback_attempts = ? AND callback_state = 'pending'
+                """, arguments: [state.rawValue, error, nextAttempt?.timeIntervalSince1970, jobId, attempt])
         }
     }
 

@@ -133,6 +133,58 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(failed.status == .failed && failed.attempts == 2 && (failed.error ?? "").contains("2 times"), "\(failed)")
     }
 
+    /// Callbacks: only ended jobs with a pending callback are claimed, each by one process at a time (its claim
+    /// counted as an attempt and held until its lease), whichever way the job ended (a finish, a cancel, the
+    /// lease sweep); a stale attempt's outcome is ignored; a retry is claimed again only once due; a claim
+    /// that lapsed (its process died) is taken up by another.
+    @Test(arguments: StoreKind.allCases) func callbacksAreClaimedOnceTheJobEnds(kind: StoreKind) async throws {
+        let (store, _tmp) = try await kind.make(); _ = _tmp
+        let (u, _) = try await store.createUser(name: "cal", role: .researcher, quota: Self.quota)
+        var a = job(u.id, at: 1), b = job(u.id, at: 2), c = job(u.id, at: 3)
+        let quiet = job(u.id, at: 4)
+        a.callback = CallbackState(state: .pending); b.callback = CallbackState(state: .pending); c.callback = CallbackState(state: .pending)
+        for j in [a, b, c, quiet] { try await store.createJob(j, inputBytes: [], quota: Self.quota, now: Date()) }
+        #expect(try await store.job(id: a.id)?.callback == CallbackState(state: .pending))
+        #expect(try await store.job(id: quiet.id)?.callback == nil)
+        func claim(_ now: Date = Date(), lease: Double = 60) async throws -> [Job] {
+            try await store.claimCallbacks(now: now, leaseUntil: now.addingTimeInterval(lease), limit: 10)
+        }
+        #expect(try await claim().isEmpty, "no job has ended")
+        // a succeeds, b is cancelled while queued, c's worker dies on its only attempt; quiet ends too.
+        let ra = try #require(try await store.claimJob(worker: "w", leaseUntil: Date().addingTimeInterval(60), now: Date()))
+        #expect(ra.id == a.id)
+        #expect(try await store.finish(jobId: a.id, attempt: 1, worker: "w", status: .successful, error: nil, cpuSeconds: 1, resultBytes: 0, finishedAt: Date(), purgeAt: nil))
+        _ = try await store.cancel(jobId: b.id, now: Date())
+        let rc = try #require(try await store.claimJob(worker: "w", leaseUntil: Date().addingTimeInterval(-1), now: Date()))
+        #expect(rc.id == c.id)
+        _ = try await store.requeueExpired(now: Date(), maxAttempts: 1)
+        _ = try await store.cancel(jobId: quiet.id, now: Date())
+        // Two processes claim at once: each callback goes to one of them.
+        let both = await withTaskGroup(of: [String].self) { group in
+            for _ in 0..<2 { group.addTask { ((try? await claim()) ?? []).map(\.id) } }
+            return await group.reduce(into: [String]()) { $0 += $1 }
+        }
+        #expect(both.sorted() == [a.id, b.id, c.id].sorted(), "\(both)")
+        let claimed = try #require(try await store.job(id: a.id)?.callback)
+        #expect(claimed.state == .pending && claimed.attempts == 1)
+        #expect(try await claim().isEmpty, "held by their claims")
+        // a delivered; b to be retried in 30 s; c's claim lapses (its process died).
+        try await store.recordCallback(jobId: a.id, attempt: 2, state: .failed, error: "stale", nextAttempt: nil)  // stale: ignored
+        #expect(try await store.job(id: a.id)?.callback?.state == .pending)
+        try await store.recordCallback(jobId: a.id, attempt: 1, state: .delivered, error: nil, nextAttempt: nil)
+        try await store.recordCallback(jobId: b.id, attempt: 1, state: .pending, error: "POST answered 503", nextAttempt: Date().addingTimeInterval(30))
+        let later = try await claim(Date().addingTimeInterval(121)).map(\.id)
+        #expect(later.sorted() == [b.id, c.id].sorted(), "\(later)")
+        let cb = try #require(try await store.job(id: b.id)?.callback)
+        #expect(cb.attempts == 2 && cb.error == "POST answered 503", "\(cb)")
+        #expect(try await store.job(id: a.id)?.callback == CallbackState(state: .delivered, attempts: 1))
+        // The lapsed first claim of c can no longer record; the second can.
+        try await store.recordCallback(jobId: c.id, attempt: 1, state: .delivered, error: nil, nextAttempt: nil)
+        #expect(try await store.job(id: c.id)?.callback?.state == .pending)
+        try await store.recordCallback(jobId: c.id, attempt: 2, state: .failed, error: "given up", nextAttempt: nil)
+        #expect(try await store.job(id: c.id)?.callback == CallbackState(state: .failed, attempts: 2, error: "given up"))
+    }
+
     /// Graceful release gives the attempt back (not counted); cancellation of queued and running jobs.
     @Test(arguments: StoreKind.allCases) func releaseAndCancel(kind: StoreKind) async throws {
         let (store, _tmp) = try await kind.make(); _ = _tmp

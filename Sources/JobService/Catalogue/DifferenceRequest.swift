@@ -35,7 +35,7 @@ extension ServiceAPI {
                              errors: [.init(field: "(body)", message: "not a JSON object")])
         }
         var errors: [FieldError] = []
-        let known: Set<String> = ["name", "dsms", "aoi", "stableMask", "changedMask", "publish"]
+        let known: Set<String> = ["name", "dsms", "aoi", "stableMask", "changedMask", "publish", "subscriber"]
         for k in obj.keys.sorted() where !known.contains(k) { errors.append(.init(field: k, message: "unknown field")) }
         var request = ExecutionRequest(images: [])
         request.process = "dsm-difference"
@@ -48,6 +48,11 @@ extension ServiceAPI {
             if case .bool(let b)? = (try? JSONDecoder().decode([String: JSONValue].self, from: body))?["publish"] { request.publish = b } else {
                 errors.append(.init(field: "publish", message: "must be true or false"))
             }
+        }
+        if obj["subscriber"] != nil, let v = (try? JSONDecoder().decode([String: JSONValue].self, from: body))?["subscriber"] {
+            let (subscriber, e) = checkedSubscriber(v, base: base)
+            request.subscriber = subscriber
+            errors += e
         }
         var records: [InputRecord] = []
         var bboxes: [[Double]?] = []
@@ -143,8 +148,9 @@ extension ServiceAPI {
         // The results: a Float32 difference on A's grid (about the size of A) and a PNG.
         let sizeA = ((try? FileManager.default.attributesOfItem(atPath: inputs.resolvedDSMs[0]))?[.size] as? NSNumber)?.int64Value ?? 0
         let now = Date()
-        let job = Job(id: SQLiteJobStore.newID(), userId: user.id, name: request.name ?? "dsm-difference job", request: String(decoding: try JSONEncoder().encode(request), as: UTF8.self),
+        var job = Job(id: SQLiteJobStore.newID(), userId: user.id, name: request.name ?? "dsm-difference job", request: String(decoding: try JSONEncoder().encode(request), as: UTF8.self),
                       createdAt: now)
+        if request.subscriber != nil { job.callback = CallbackState(state: .pending) }
         do {
             try await store.createJob(job, inputBytes: bytes, quota: user.quota, results: 2 * sizeA + (4 << 20), now: now)
         } catch let q as QuotaExceeded {

@@ -67,6 +67,7 @@ extension ServiceAPI {
         "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/json",
         "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/job-list",
         "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/dismiss",
+        "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/callback",
         "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/oas30",
     ]
 

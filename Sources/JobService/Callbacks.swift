@@ -1,0 +1,204 @@
+import Foundation
+import DSMPipeline
+import ServiceLifecycle
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+// OGC API – Processes callbacks: a job submitted with a `subscriber` has its outcome POSTed to it when it
+// ends — the results document to `successUri`, the job's status document to `failedUri` (failed or
+// dismissed). The job's row is the outbox: whichever process ends the job (a worker's finish, a cancel, the
+// lease sweep failing it), any daemon or worker process sends the callback, at least once.
+
+extension ServiceAPI {
+    /// A request's subscriber as the job keeps it: the base of the links it will be sent recorded, and a URI
+    /// whose host is an internal address written out (or `localhost`) refused unless the host is on
+    /// `callbackAllowedHosts`. Host names are resolved, and internal addresses refused, when the callback is
+    /// sent (a submission makes no DNS query).
+    func checkedSubscriber(_ subscriber: Subscriber, base: String) -> (Subscriber?, [FieldError]) {
+        var s = subscriber
+        s.linkBase = base
+        var errors: [FieldError] = []
+        for (field, uri) in [("successUri", s.successUri), ("failedUri", s.failedUri)] {
+            guard let uri, let host = URLComponents(string: uri)?.host?.lowercased() else { continue }
+            if let problem = CallbackSender.internalLiteral(host, allowed: config.callbackAllowedHosts) {
+                errors.append(.init(field: "subscriber.\(field)", message: problem))
+            }
+        }
+        return (errors.isEmpty ? s : nil, errors)
+    }
+
+    func checkedSubscriber(_ value: JSONValue, base: String) -> (Subscriber?, [FieldError]) {
+        let (parsed, errors) = Subscriber.parse(value)
+        guard let parsed else { return (nil, errors) }
+        return checkedSubscriber(parsed, base: base)
+    }
+}
+
+/// Sends the callbacks of ended jobs (`JobStore.claimCallbacks`), every second, from every `serve` and
+/// `worker` process. A POST answered 2xx delivers it; anything else (an error status, a redirect — never
+/// followed —, no answer within `timeoutSeconds`, a host that does not resolve) is tried again after
+/// `callbackRetrySeconds`, doubling, until `callbackAttempts`; a URI that leads to an internal address not on
+/// `callbackAllowedHosts` fails at once.
+public final class CallbackSender: Service, @unchecked Sendable {
+    let store: JobStore
+    let config: ServiceConfiguration
+    let api: ServiceAPI
+    /// Longest a receiver may take to answer.
+    static let timeoutSeconds = 30.0
+    /// Callbacks claimed per round.
+    static let batch = 8
+
+    public init(store: JobStore, config: ServiceConfiguration, api: ServiceAPI) {
+        self.store = store
+        self.config = config
+        self.api = api
+    }
+
+    public func run() async throws {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            await sendDue(now: Date())
+            try? await Task.sleep(nanoseconds: 1_000_000_000)
+        }
+    }
+
+    /// One round: the due callbacks, sent concurrently.
+    func sendDue(now: Date) async {
+        // The claim outlasts an attempt (its timeout) with a margin: a process that dies mid-attempt leaves
+        // the callback to another one after that.
+        guard let jobs = try? await store.claimCallbacks(now: now, leaseUntil: now.addingTimeInterval(2 * Self.timeoutSeconds + 5), limit: Self.batch),
+              !jobs.isEmpty else { return }
+        await withTaskGroup(of: Void.self) { group in
+            for job in jobs { group.addTask { await self.send(job) } }
+        }
+    }
+
+    func send(_ job: Job) async {
+        let attempt = job.callback?.attempts ?? 1
+        let request = try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8))
+        let success = job.status == .successful
+        guard let uri = success ? request?.subscriber?.successUri : request?.subscriber?.failedUri, let url = URL(string: uri) else {
+            try? await store.recordCallback(jobId: job.id, attempt: attempt, state: .skipped,
+                                            error: "the subscriber gave no \(success ? "successUri" : "failedUri") for a \(job.status.rawValue) job", nextAttempt: nil)
+            return
+        }
+        let base = config.publicBase ?? request?.subscriber?.linkBase ?? "http://\(config.host):\(config.port)"
+        var outcome: (state: CallbackState.State, error: String?)
+        do {
+            try check(url)
+            let body = try payload(job, base: base)
+            let status = try await CallbackPost.post(body, to: url, timeout: Self.timeoutSeconds,
+                                                     headers: ["Link": "<\(base)/jobs/\(job.id)>; rel=\"status\"", "User-Agent": "dsmopt/\(Provenance.Software.currentVersion)"])
+            outcome = (200..<300).contains(status) ? (.delivered, nil) : (.pending, "POST \(uri) answered \(status)")
+        } catch let e as CallbackRefused {
+            outcome = (.failed, e.description)
+        } catch {
+            outcome = (.pending, String(describing: error))
+        }
+        if outcome.state == .pending && attempt >= config.callbackAttempts {
+            outcome = (.failed, "\(outcome.error ?? "not delivered") (attempt \(attempt) of \(config.callbackAttempts): given up)")
+        }
+        let retry = outcome.state == .pending ? Date().addingTimeInterval(min(3600, config.callbackRetrySeconds * pow(2, Double(attempt - 1)))) : nil
+        try? await store.recordCallback(jobId: job.id, attempt: attempt, state: outcome.state, error: outcome.error, nextAttempt: retry)
+        if outcome.state != .delivered {
+            FileHandle.standardError.write(Data("dsmopt: callback of job \(job.id), attempt \(attempt): \(outcome.error ?? outcome.state.rawValue)\(retry.map { " (next attempt at \(ISO8601DateFormatter().string(from: $0)))" } ?? "")\n".utf8))
+        }
+    }
+
+    /// What is POSTed: a successful job's results document (OGC), else — or when its results are gone — its
+    /// status document.
+    func payload(_ job: Job, base: String) throws -> Data {
+        if job.status == .successful, !job.purged, let document = try? api.resultsDocument(job, base: base) {
+            return try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes])
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return try encoder.encode(ServiceAPI.view(job, base: base))
+    }
+
+    /// Refuses a URI whose host is, or resolves to, an internal address not on the allow-list.
+    func check(_ url: URL) throws {
+        guard let host = url.host?.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]")), !host.isEmpty else {
+            throw CallbackRefused(description: "\(url) has no host")
+        }
+        if config.callbackAllowedHosts.contains(where: { $0.lowercased() == host }) { return }
+        if let problem = Self.internalLiteral(host, allowed: []) { throw CallbackRefused(description: problem) }
+        let addresses: [String]
+        do { addresses = try FetchPolicy.resolve(host) } catch { throw FetchError(description: "\(host) does not resolve") }
+        if let bad = addresses.first(where: FetchPolicy.isInternal) {
+            throw CallbackRefused(description: "\(host) resolves to \(bad), an internal address: callbacks go to public hosts only (or the operator's callbackAllowedHosts)")
+        }
+    }
+
+    /// Why `host`, an address written out or `localhost`, may not receive callbacks (nil: a host name to
+    /// resolve when sending, a public address, or one on `allowed`).
+    static func internalLiteral(_ host: String, allowed: [String]) -> String? {
+        let h = host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        if allowed.contains(where: { $0.lowercased() == h }) { return nil }
+        if h == "localhost" || h.hasSuffix(".localhost") {
+            return "\(h) is this machine: callbacks go to public hosts only (or the operator's callbackAllowedHosts)"
+        }
+        var v4 = in_addr(), v6 = in6_addr()
+        let literal = inet_pton(AF_INET, h, &v4) == 1 || inet_pton(AF_INET6, h, &v6) == 1
+        if literal, FetchPolicy.isInternal(h) {
+            return "\(h) is an internal address: callbacks go to public hosts only (or the operator's callbackAllowedHosts)"
+        }
+        return nil
+    }
+}
+
+/// A callback the service will not send (tried no more).
+struct CallbackRefused: Error, CustomStringConvertible { let description: String }
+
+/// One POST of a callback: redirects refused, the answer's body read up to 64 KiB and discarded, one timeout
+/// for the whole exchange. Returns the answer's status.
+final class CallbackPost: NSObject, URLSessionDataDelegate, @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<Int, Error>?
+    private var received = 0
+    static let maxAnswerBytes = 64 << 10
+
+    static func post(_ body: Data, to url: URL, timeout: Double, headers: [String: String]) async throws -> Int {
+        let p = CallbackPost()
+        let config = URLSessionConfiguration.ephemeral
+        config.timeoutIntervalForRequest = timeout
+        config.timeoutIntervalForResource = timeout
+        config.httpShouldSetCookies = false
+        config.urlCache = nil
+        let session = URLSession(configuration: config, delegate: p, delegateQueue: nil)
+        defer { session.finishTasksAndInvalidate() }
+        var request = URLRequest(url: url)
+        request.httpMethod = "POST"
+        request.httpBody = body
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        for (k, v) in headers { request.setValue(v, forHTTPHeaderField: k) }
+        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<Int, Error>) in
+            p.lock.withLock { p.continuation = c }
+            session.dataTask(with: request).resume()
+        }
+    }
+
+    func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
+                    newRequest request: URLRequest, completionHandler: @escaping (URLRequest?) -> Void) {
+        completionHandler(nil)  // the redirect's own status is the answer
+    }
+
+    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
+        let over: Bool = lock.withLock {
+            received += data.count
+            return received > Self.maxAnswerBytes
+        }
+        if over { dataTask.cancel() }
+    }
+
+    func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: Error?) {
+        let c: CheckedContinuation<Int, Error>? = lock.withLock {
+            let c = continuation
+            continuation = nil
+            return c
+        }
+        if let status = (task.response as? HTTPURLResponse)?.statusCode { c?.resume(returning: status) }
+        else { c?.resume(throwing: FetchError(description: "POST \(task.originalRequest?.url?.absoluteString ?? "") failed: \(error?.localizedDescription ?? "no answer")")) }
+    }
+}

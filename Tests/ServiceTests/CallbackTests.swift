@@ -1,0 +1,132 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// OGC API – Processes callbacks (`subscriber`), end to end: a daemon POSTs a job's outcome to a receiver (a
+/// small HTTP server on loopback, allowed by the operator's `callbackAllowedHosts`).
+@Suite(.serialized) struct CallbackTests {
+    /// Starts the receiver: every POST is recorded (path, headers, body) in `log`, one JSON line each;
+    /// `/flaky` answers 503 the first time and 204 after, `/down` always 500, anything else 200.
+    static func receiver(port: Int, log: String) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        p.arguments = ["-c", """
+            import http.server, json, sys, threading
+            seen = {}
+            lock = threading.Lock()
+            class H(http.server.BaseHTTPRequestHandler):
+                def do_POST(self):
+                    body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                    with lock:
+                        n = seen.get(self.path, 0) + 1
+                        seen[self.path] = n
+                        with open(sys.argv[1], "a") as f:
+                            f.write(json.dumps({"path": self.path, "link": self.headers.get("Link"), "type": self.headers.get("Content-Type"),
+                                                "body": body.decode()}) + "\\n")
+                    code = 500 if self.path == "/down" else (503 if n == 1 else 204) if self.path.startswith("/flaky") else 200
+                    self.send_response(code); self.send_header("Content-Length", "0"); self.end_headers()
+                def log_message(self, *a): pass
+            http.server.ThreadingHTTPServer(("127.0.0.1", \(port)), H).serve_forever()
+            """, log]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
+    /// The receiver's records so far.
+    static func received(_ log: String) -> [[String: Any]] {
+        ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+    }
+
+    /// Polls the job until its callback is no longer pending.
+    static func callbackSettled(_ s: ServerProcess, token: String, job: String, timeout: Double = 60) async throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let j = try await http("GET", "\(s.base)/jobs/\(job)", token: token).json ?? [:]
+            if let c = j["callback"] as? [String: Any], c["state"] as? String != "pending" { return c }
+            try await Task.sleep(nanoseconds: 250_000_000)
+        }
+        Issue.record("the callback of job \(job) is still pending after \(timeout) s; daemon's log: \(((try? String(contentsOfFile: s.logPath, encoding: .utf8)) ?? "").suffix(1500))")
+        return [:]
+    }
+
+    /// A successful job's results document reaches its successUri, retried after the receiver's 503 (the same
+    /// document GET /jobs/{id}/results gives, with a Link to the job); a dismissed job's status reaches its
+    /// failedUri, and a receiver that keeps failing is given up after `callbackAttempts`, the reason on the job.
+    @Test func outcomesArePostedToTheSubscriber() async throws {
+        let img1 = try TestData.path("pleiades/reunion-pair/img_01.tif"), img2 = try TestData.path("pleiades/reunion-pair/img_02.tif")
+        let port = try ReverseProxy.freeLoopbackPort()
+        let logs = try TemporaryFolder()
+        let log = logs.path("received.jsonl")
+        let web = try Self.receiver(port: port, log: log)
+        // SIGKILL: the test process spawns children with SIGTERM blocked (they inherit the mask).
+        defer { kill(web.processIdentifier, SIGKILL); web.waitUntilExit() }
+        try await Task.sleep(nanoseconds: 800_000_000)
+        let s = try ServerProcess(workers: 1, config: #"{"callbackAllowedHosts": ["127.0.0.1"], "callbackRetrySeconds": 1, "callbackAttempts": 3}"#)
+        let token = try s.user("carla")
+        let u1 = try await upload(s, token: token, path: img1, name: "img_01.tif")
+        let u2 = try await upload(s, token: token, path: img2, name: "img_02.tif")
+        let receiver = "http://127.0.0.1:\(port)"
+        let inputs: [String: Any] = ["images": [["upload": u1], ["upload": u2]], "parameters": ["roi": [350, 350, 300, 300], "resolution": 1.0, "orthos": false]]
+
+        // Refused at submission, each with its field: progress callbacks, another scheme, credentials, an
+        // internal address or this machine not on the allow-list, an unknown field, nothing to call.
+        for (subscriber, field) in [(["inProgressUri": "\(receiver)/p"], "subscriber.inProgressUri"), (["successUri": "ftp://example.org/x"], "subscriber.successUri"),
+                                    (["failedUri": "http://u:p@example.org/"], "subscriber.failedUri"), (["successUri": "http://10.1.2.3/hook"], "subscriber.successUri"),
+                                    (["failedUri": "http://localhost:\(port)/"], "subscriber.failedUri"), (["successUri": "http://[::1]:\(port)/"], "subscriber.successUri"),
+                                    (["onSuccess": "\(receiver)/"], "subscriber.onSuccess"), ([:], "subscriber")] as [([String: String], String)] {
+            let r = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token, body: json(["inputs": inputs, "subscriber": subscriber]))
+            let fields = ((r.json?["errors"] as? [[String: Any]]) ?? []).compactMap { $0["field"] as? String }
+            #expect(r.status == 422 && fields == [field], "\(subscriber): \(r.text)")
+        }
+        #expect(Self.received(log).isEmpty)
+
+        // Success, through the standard execute request: delivered at the second attempt.
+        let r = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
+                               body: json(["inputs": inputs, "subscriber": ["successUri": "\(receiver)/flaky?tag=a", "failedUri": "\(receiver)/down"]]))
+        #expect(r.status == 201, "\(r.text)")
+        let id = try #require(r.json?["jobID"] as? String)
+        let accepted = try #require(r.json?["callback"] as? [String: Any])
+        #expect(accepted["state"] as? String == "pending" && accepted["successUri"] as? String == "\(receiver)/flaky?tag=a", "\(accepted)")
+        let j = try await waitFor(s, token: token, job: id, states: ["successful", "failed"])
+        #expect(j["status"] as? String == "successful", "\(j)")
+        let delivered = try await Self.callbackSettled(s, token: token, job: id)
+        #expect(delivered["state"] as? String == "delivered" && delivered["attempts"] as? Int == 2 && delivered["error"] == nil, "\(delivered)")
+        let posts = Self.received(log).filter { ($0["path"] as? String)?.hasPrefix("/flaky") == true }
+        #expect(posts.count == 2 && posts.allSatisfy { $0["path"] as? String == "/flaky?tag=a" && $0["type"] as? String == "application/json" }, "\(posts)")
+        let results = try await http("GET", "\(s.base)/jobs/\(id)/results", token: token)
+        let sent = try #require(posts.last?["body"] as? String)
+        #expect(results.status == 200 && sent == results.text, "POSTed: \(sent.prefix(300)); GET: \(results.text.prefix(300))")
+        #expect(posts.last?["link"] as? String == "<\(s.base)/jobs/\(id)>; rel=\"status\"", "\(String(describing: posts.last?["link"]))")
+        #expect(Self.received(log).allSatisfy { $0["path"] as? String != "/down" }, "a successful job calls its successUri only")
+
+        // Dismissed (cancelled by its owner): its status goes to failedUri, which keeps answering 500 and is
+        // given up after 3 attempts.
+        let d = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
+                               body: json(["inputs": inputs, "subscriber": ["failedUri": "\(receiver)/down"]]))
+        let did = try #require(d.json?["jobID"] as? String, "\(d.text)")
+        let cancelled = try await http("DELETE", "\(s.base)/jobs/\(did)", token: token)
+        #expect([200, 202].contains(cancelled.status), "\(cancelled.text)")
+        _ = try await waitFor(s, token: token, job: did, states: ["dismissed"])
+        let given = try await Self.callbackSettled(s, token: token, job: did)
+        #expect(given["state"] as? String == "failed" && given["attempts"] as? Int == 3, "\(given)")
+        #expect((given["error"] as? String ?? "").contains("answered 500") && (given["error"] as? String ?? "").contains("given up"), "\(given)")
+        let down = Self.received(log).filter { $0["path"] as? String == "/down" }
+        #expect(down.count == 3, "\(down.count) POSTs to /down")
+        let status = try #require(down.first?["body"] as? String)
+        let statusDoc = try #require(try JSONSerialization.jsonObject(with: Data(status.utf8)) as? [String: Any])
+        #expect(statusDoc["jobID"] as? String == did && statusDoc["status"] as? String == "dismissed", "\(status.prefix(300))")
+
+        // A job without a subscriber has no callback, and nothing more was sent.
+        let plain = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token, body: json(["inputs": inputs]))
+        #expect(plain.status == 201 && plain.json?["callback"] == nil, "\(plain.text)")
+        let pid = try #require(plain.json?["jobID"] as? String)
+        _ = try await http("DELETE", "\(s.base)/jobs/\(pid)", token: token)
+        _ = try await waitFor(s, token: token, job: pid, states: ["dismissed"])
+        try await Task.sleep(nanoseconds: 1_500_000_000)
+        #expect(Self.received(log).count == 5)
+    }
+}
