@@ -46,12 +46,23 @@ struct APIProblem: Error, CustomStringConvertible {
     }
 }
 
-func jsonResponse<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok, contentType: String = "application/json",
-                                headers extra: HTTPFields = [:]) -> Response {
+/// The bytes of a JSON body the service sends (in answers and in callbacks): keys sorted, slashes not escaped,
+/// dates in ISO 8601.
+func jsonBody<T: Encodable>(_ value: T) throws -> Data {
     let enc = JSONEncoder()
     enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     enc.dateEncodingStrategy = .iso8601
-    let data = (try? enc.encode(value)) ?? Data("{}".utf8)
+    return try enc.encode(value)
+}
+
+/// The same for a `JSONSerialization` object (documents built as dictionaries: results, manifests, STAC).
+func jsonBody(object: Any) throws -> Data {
+    try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+}
+
+func jsonResponse<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok, contentType: String = "application/json",
+                                headers extra: HTTPFields = [:]) -> Response {
+    let data = (try? jsonBody(value)) ?? Data("{}".utf8)
     var headers = extra
     headers[.contentType] = contentType
     return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
@@ -1227,7 +1238,7 @@ public struct ServiceAPI: Sendable {
         }
         manifest["jobID"] = job.id
         manifest["purgeDate"] = job.purgeAt.map { ISO8601DateFormatter().string(from: $0) }
-        let out = try JSONSerialization.data(withJSONObject: manifest, options: [.sortedKeys, .withoutEscapingSlashes])
+        let out = try jsonBody(object: manifest)
         let etag = "\"" + hexString(SHA256.hash(data: out).prefix(16)) + "\""
         if Self.ifNoneMatch(request, matches: etag) { return Response(status: .notModified, headers: [.eTag: etag]) }
         let headers: HTTPFields = [.contentType: "application/json", .contentLength: "\(out.count)", .eTag: etag]

@@ -109,33 +109,34 @@ public final class CallbackSender: Service, @unchecked Sendable {
     /// status document.
     func payload(_ job: Job, base: String) throws -> Data {
         if job.status == .successful, !job.purged, let document = try? api.resultsDocument(job, base: base) {
-            return try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes])
+            return try jsonBody(object: document)
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        encoder.dateEncodingStrategy = .iso8601
-        return try encoder.encode(ServiceAPI.view(job, base: base))
+        return try jsonBody(ServiceAPI.view(job, base: base))
     }
 
-    /// Refuses a URI whose host is, or resolves to, an internal address not on the allow-list.
+    /// Refuses a URI whose host is, or resolves to, an internal address not on the allow-list (a host that
+    /// does not resolve is an error worth retrying).
     func check(_ url: URL) throws {
         guard let host = url.host?.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]")), !host.isEmpty else {
             throw CallbackRefused(description: "\(url) has no host")
         }
-        if config.callbackAllowedHosts.contains(where: { $0.lowercased() == host }) { return }
+        if Self.isAllowed(host, config.callbackAllowedHosts) { return }
         if let problem = Self.internalLiteral(host, allowed: []) { throw CallbackRefused(description: problem) }
-        let addresses: [String]
-        do { addresses = try FetchPolicy.resolve(host) } catch { throw FetchError(description: "\(host) does not resolve") }
-        if let bad = addresses.first(where: FetchPolicy.isInternal) {
+        if let bad = try FetchPolicy.internalAddress(of: host) {
             throw CallbackRefused(description: "\(host) resolves to \(bad), an internal address: callbacks go to public hosts only (or the operator's callbackAllowedHosts)")
         }
+    }
+
+    static func isAllowed(_ host: String, _ allowed: [String]) -> Bool {
+        let h = host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        return allowed.contains { $0.lowercased() == h }
     }
 
     /// Why `host`, an address written out or `localhost`, may not receive callbacks (nil: a host name to
     /// resolve when sending, a public address, or one on `allowed`).
     static func internalLiteral(_ host: String, allowed: [String]) -> String? {
+        if isAllowed(host, allowed) { return nil }
         let h = host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-        if allowed.contains(where: { $0.lowercased() == h }) { return nil }
         if h == "localhost" || h.hasSuffix(".localhost") {
             return "\(h) is this machine: callbacks go to public hosts only (or the operator's callbackAllowedHosts)"
         }

@@ -21,11 +21,17 @@ struct FetchPolicy: Sendable {
         }
         guard url.user == nil, url.password == nil else { throw FetchError(description: "URLs with credentials are not accepted") }
         if allowedHosts.contains(host.lowercased()) { return }
-        let addresses = try Self.resolve(host)
-        guard !addresses.isEmpty else { throw FetchError(description: "\(host) does not resolve") }
-        if let bad = addresses.first(where: Self.isInternal) {
+        if let bad = try Self.internalAddress(of: host) {
             throw FetchError(description: "\(host) resolves to \(bad), an internal address: the service fetches only from public hosts (or the operator's allow-list)")
         }
+    }
+
+    /// The first internal address (`isInternal`) `host` resolves to, or nil when all are public; throws when it
+    /// does not resolve.
+    static func internalAddress(of host: String) throws -> String? {
+        let addresses = try resolve(host)
+        guard !addresses.isEmpty else { throw FetchError(description: "\(host) does not resolve") }
+        return addresses.first(where: isInternal)
     }
 
     /// Every address a host name resolves to (IPv4 and IPv6), as text.

@@ -8,9 +8,7 @@ import Testing
     /// Starts the receiver: every POST is recorded (path, headers, body) in `log`, one JSON line each;
     /// `/flaky` answers 503 the first time and 204 after, `/down` always 500, anything else 200.
     static func receiver(port: Int, log: String) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        p.arguments = ["-c", """
+        try pythonServer("""
             import http.server, json, sys, threading
             seen = {}
             lock = threading.Lock()
@@ -27,11 +25,7 @@ import Testing
                     self.send_response(code); self.send_header("Content-Length", "0"); self.end_headers()
                 def log_message(self, *a): pass
             http.server.ThreadingHTTPServer(("127.0.0.1", \(port)), H).serve_forever()
-            """, log]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        return p
+            """, arguments: [log])
     }
 
     /// The receiver's records so far.
@@ -62,8 +56,7 @@ import Testing
         let logs = try TemporaryFolder()
         let log = logs.path("received.jsonl")
         let web = try Self.receiver(port: port, log: log)
-        // SIGKILL: the test process spawns children with SIGTERM blocked (they inherit the mask).
-        defer { kill(web.processIdentifier, SIGKILL); web.waitUntilExit() }
+        defer { stopServer(web) }
         try await Task.sleep(nanoseconds: 800_000_000)
         let s = try ServerProcess(workers: 1, config: #"{"callbackAllowedHosts": ["127.0.0.1"], "callbackRetrySeconds": 1, "callbackAttempts": 3}"#)
         let token = try s.user("carla")

@@ -106,6 +106,25 @@ func http(_ method: String, _ url: String, token: String? = nil, body: Data? = n
     return HTTPResult(status: h.statusCode, headers: hs, body: data)
 }
 
+/// Starts a Python script that serves HTTP on loopback (a catalogue's image store, a callback receiver), its
+/// output discarded. Stop it with `stopServer`.
+func pythonServer(_ script: String, arguments: [String] = []) throws -> Process {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+    p.arguments = ["-c", script] + arguments
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    return p
+}
+
+/// Stops a process a test started, with SIGKILL: this test process starts its children with SIGTERM blocked
+/// (they inherit the mask), so `terminate()` alone may not stop them.
+func stopServer(_ p: Process) {
+    kill(p.processIdentifier, SIGKILL)
+    p.waitUntilExit()
+}
+
 func json(_ object: Any) -> Data { try! JSONSerialization.data(withJSONObject: object) }
 
 /// Uploads a file; returns its id.

@@ -739,9 +739,7 @@ import Testing
         // allow-list; any other internal address is refused); /moved redirects, which is refused too.
         let dir = try TestData.path("pleiades/reunion-pair")
         let port = 18000 + Int.random(in: 0..<2000)
-        let web = Process()
-        web.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        web.arguments = ["-c", """
+        let web = try pythonServer("""
             import functools, http.server
             class H(http.server.SimpleHTTPRequestHandler):
                 def do_GET(self):
@@ -750,11 +748,8 @@ import Testing
                     super().do_GET()
                 def log_message(self, *a): pass
             http.server.ThreadingHTTPServer(("127.0.0.1", \(port)), functools.partial(H, directory="\(dir)")).serve_forever()
-            """]
-        web.standardOutput = FileHandle.nullDevice
-        web.standardError = FileHandle.nullDevice
-        try web.run()
-        defer { web.terminate(); kill(web.processIdentifier, SIGKILL); web.waitUntilExit() }
+            """)
+        defer { stopServer(web) }
         try await Task.sleep(nanoseconds: 800_000_000)
         // The archive: the La Réunion pair, and a DIMAP delivery of the synthetic view 2 (a product whose
         // RPC and metadata are separate files that must travel with it).

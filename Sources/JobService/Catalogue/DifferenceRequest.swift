@@ -43,13 +43,14 @@ extension ServiceAPI {
         if let n = obj["name"] {
             if let s = n as? String, !s.isEmpty, s.count <= 200 { request.name = s } else { errors.append(.init(field: "name", message: "must be a string of 1–200 characters")) }
         }
+        // JSON booleans kept apart from numbers (`publish`); the subscriber read as the execution request's is.
+        let values = try? JSONDecoder().decode([String: JSONValue].self, from: body)
         if obj["publish"] != nil {
-            // JSON booleans kept apart from numbers.
-            if case .bool(let b)? = (try? JSONDecoder().decode([String: JSONValue].self, from: body))?["publish"] { request.publish = b } else {
+            if case .bool(let b)? = values?["publish"] { request.publish = b } else {
                 errors.append(.init(field: "publish", message: "must be true or false"))
             }
         }
-        if obj["subscriber"] != nil, let v = (try? JSONDecoder().decode([String: JSONValue].self, from: body))?["subscriber"] {
+        if let v = values?["subscriber"] {
             let (subscriber, e) = checkedSubscriber(v, base: base)
             request.subscriber = subscriber
             errors += e

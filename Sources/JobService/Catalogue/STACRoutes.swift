@@ -225,7 +225,7 @@ extension ServiceAPI {
     var catalogue: Catalogue { Catalogue(store: store, config: config) }
 
     static func json(_ object: Any, status: HTTPResponse.Status = .ok, contentType: String = "application/json", headers extra: HTTPFields = [:]) throws -> Response {
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        let data = try jsonBody(object: object)
         var headers = extra
         headers[.contentType] = contentType
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
