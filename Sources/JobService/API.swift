@@ -309,7 +309,7 @@ public struct ServiceAPI: Sendable {
         router.get("/uploads") { request, _ in
             let user = try await authenticate(request)
             let base = baseURL(request)
-            let list = try await store.uploads(userId: user.id).map { uploadView($0, describe: false, base: base) }
+            let list = try await store.uploads(userId: user.id).map { uploadView($0, base: base) }
             return jsonResponse(["uploads": list])
         }
         router.get("/uploads/:id") { request, context in
@@ -496,6 +496,10 @@ public struct ServiceAPI: Sendable {
             struct Rotated: Encodable { var id: String; var token: String }
             return jsonResponse(Rotated(id: user.id, token: token), status: .created)
         }
+        // The key that signs the callbacks of the user's jobs (`CallbackSignature`): shown (created on first
+        // use), or replaced — callbacks sent from then on are signed with the new one.
+        router.get("/me/callback-secret") { request, _ in try await callbackSecret(for: try await authenticate(request), renew: false) }
+        router.post("/me/callback-secret") { request, _ in try await callbackSecret(for: try await authenticate(request), renew: true) }
         router.put("/admin/users/:id/quota") { request, context in
             let user = try await authenticate(request)
             try require(user, [.admin])
@@ -796,7 +800,8 @@ public struct ServiceAPI: Sendable {
         ((config.uploadPath(u) as NSString).deletingLastPathComponent as NSString).appendingPathComponent(".described.json")
     }
 
-    func uploadView(_ u: Upload, describe: Bool, base: String) -> UploadView {
+    /// An upload as listed: its record, and what was read from it when `describedUpload` has cached that.
+    func uploadView(_ u: Upload, base: String) -> UploadView {
         let cached = FileManager.default.contents(atPath: describedPath(u)).flatMap { try? JSONDecoder().decode([ImageSummary].self, from: $0) }
         return UploadView(id: u.id, fileName: u.fileName, size: u.size, sha256: u.sha256, created: u.createdAt,
                           image: cached?.count == 1 ? cached?[0] : nil, images: (cached?.count ?? 0) > 1 ? cached : nil, readError: nil,
@@ -806,7 +811,7 @@ public struct ServiceAPI: Sendable {
     /// The upload with what is read from it: `dsmopt describe` in a child process (CPU-limited, input
     /// drivers only), cached beside the upload.
     func describedUpload(_ u: Upload, base: String) async -> UploadView {
-        var view = uploadView(u, describe: true, base: base)
+        var view = uploadView(u, base: base)
         guard view.image == nil, view.images == nil else { return view }
         if UploadKind(signatureOf: config.uploadPath(u)) == .geojson { return view }
         do {
@@ -1183,9 +1188,9 @@ public struct ServiceAPI: Sendable {
 
     /// A finished job's manifest (`manifest.json` of its results): the results document, the served manifest and
     /// the portal's map read it here. Missing: 404; present but not a JSON object: `DamagedResult` (a 500 whose
-    /// detail goes to the operator's log).
-    func manifestObject(_ job: Job) throws -> [String: Any] {
-        let path = (try resultsFolder(job) as NSString).appendingPathComponent("manifest.json")
+    /// detail goes to the operator's log). `folder`: the job's results folder when the caller has it already.
+    func manifestObject(_ job: Job, folder: String? = nil) throws -> [String: Any] {
+        let path = ((try folder ?? resultsFolder(job)) as NSString).appendingPathComponent("manifest.json")
         guard let data = FileManager.default.contents(atPath: path) else {
             throw APIProblem.notFound("the results of job \(job.id) have no manifest")
         }
@@ -1200,7 +1205,7 @@ public struct ServiceAPI: Sendable {
     /// figures are in the manifest, one of the outputs.
     func resultsDocument(_ job: Job, base: String) throws -> [String: Any] {
         let folder = try resultsFolder(job)
-        let products = try manifestObject(job)["products"] as? [[String: Any]] ?? []
+        let products = try manifestObject(job, folder: folder)["products"] as? [[String: Any]] ?? []
         var files = products.compactMap { $0["file"] as? String }
         for extra in ["manifest.json", "item.json"] where !files.contains(extra)
             && FileManager.default.fileExists(atPath: (folder as NSString).appendingPathComponent(extra)) { files.append(extra) }
@@ -1224,8 +1229,8 @@ public struct ServiceAPI: Sendable {
     /// per request, so always whole (no Range: it is a few kilobytes); its ETag is (a prefix of) the SHA-256 of
     /// those bytes, so If-None-Match answers 304 while they stay the same.
     func manifest(_ job: Job, request: Request) throws -> Response {
-        var manifest = try manifestObject(job)
         let folder = try resultsFolder(job)
+        var manifest = try manifestObject(job, folder: folder)
         if var products = manifest["products"] as? [[String: Any]] {
             let results = "\(baseURL(request))/jobs/\(job.id)/results"
             for i in products.indices {

@@ -1,5 +1,7 @@
+import Crypto
 import Foundation
 import DSMPipeline
+import Hummingbird
 import ServiceLifecycle
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -8,7 +10,8 @@ import FoundationNetworking
 // OGC API – Processes callbacks: a job submitted with a `subscriber` has its outcome POSTed to it when it
 // ends — the results document to `successUri`, the job's status document to `failedUri` (failed or
 // dismissed). The job's row is the outbox: whichever process ends the job (a worker's finish, a cancel, the
-// lease sweep failing it), any daemon or worker process sends the callback, at least once.
+// lease sweep failing it), any daemon or worker process sends the callback, at least once. Every callback is
+// signed with its owner's key (`CallbackSignature`), so that a receiver can tell it comes from this service.
 
 extension ServiceAPI {
     /// A request's subscriber as the job keeps it: the base of the links it will be sent recorded, and a URI
@@ -26,6 +29,14 @@ extension ServiceAPI {
             }
         }
         return (errors.isEmpty ? s : nil, errors)
+    }
+
+    /// `GET` / `POST /me/callback-secret`: the user's signing secret, as its receivers need it.
+    func callbackSecret(for user: User, renew: Bool) async throws -> Response {
+        guard let secret = try await store.callbackSecret(userId: user.id, renew: renew) else { throw APIProblem.notFound("no such user") }
+        struct Secret: Encodable { var secret: String; var scheme: String; var specification: String }
+        return jsonResponse(Secret(secret: secret, scheme: "Standard Webhooks v1 (HMAC-SHA256 of webhook-id.webhook-timestamp.body)",
+                                   specification: "https://www.standardwebhooks.com"), status: renew ? .created : .ok)
     }
 
     func checkedSubscriber(_ value: JSONValue, base: String) -> (Subscriber?, [FieldError]) {
@@ -87,8 +98,12 @@ public final class CallbackSender: Service, @unchecked Sendable {
         do {
             try check(url)
             let body = try payload(job, base: base)
-            let status = try await CallbackPost.post(body, to: url, timeout: Self.timeoutSeconds,
-                                                     headers: ["Link": "<\(base)/jobs/\(job.id)>; rel=\"status\"", "User-Agent": "dsmopt/\(Provenance.Software.currentVersion)"])
+            guard let secret = try await store.callbackSecret(userId: job.userId, renew: false) else {
+                throw CallbackRefused(description: "the job's owner \(job.userId) is no longer a user: no key to sign its callback with")
+            }
+            var headers = ["Link": "<\(base)/jobs/\(job.id)>; rel=\"status\"", "User-Agent": "dsmopt/\(Provenance.Software.currentVersion)"]
+            headers.merge(try CallbackSignature.headers(secret: secret, id: job.id, timestamp: Int(Date().timeIntervalSince1970), body: body)) { $1 }
+            let status = try await CallbackPost.post(body, to: url, timeout: Self.timeoutSeconds, headers: headers)
             outcome = (200..<300).contains(status) ? (.delivered, nil) : (.pending, "POST \(uri) answered \(status)")
         } catch let e as CallbackRefused {
             outcome = (.failed, e.description)
@@ -146,6 +161,37 @@ public final class CallbackSender: Service, @unchecked Sendable {
             return "\(h) is an internal address: callbacks go to public hosts only (or the operator's callbackAllowedHosts)"
         }
         return nil
+    }
+}
+
+/// Callback signatures as the Standard Webhooks specification (v1, https://www.standardwebhooks.com) has
+/// them, so that receivers can check them with its libraries: `webhook-id` (the job's id, the same in every
+/// attempt: the key to deduplicate on, delivery being at least once), `webhook-timestamp` (Unix seconds at
+/// sending, for the receiver's replay window) and `webhook-signature` `v1,` + base64 HMAC-SHA256 of
+/// "id.timestamp.body" under the key the secret (`whsec_` + base64) holds. One secret per user, shown to them by
+/// `GET /me/callback-secret`, replaced by `POST /me/callback-secret`.
+public enum CallbackSignature {
+    static let prefix = "whsec_"
+
+    /// A new secret: 32 random bytes.
+    static func newSecret() -> String {
+        var g = SystemRandomNumberGenerator()
+        return prefix + Data((0..<32).map { _ in UInt8.random(in: 0...255, using: &g) }).base64EncodedString()
+    }
+
+    /// The `webhook-signature` value (`v1,` + base64) of a message.
+    public static func signature(secret: String, id: String, timestamp: Int, body: Data) throws -> String {
+        guard secret.hasPrefix(prefix), let key = Data(base64Encoded: String(secret.dropFirst(prefix.count))), !key.isEmpty else {
+            throw CallbackRefused(description: "the signing secret is not a whsec_ key")
+        }
+        let mac = HMAC<SHA256>.authenticationCode(for: Data("\(id).\(timestamp).".utf8) + body, using: SymmetricKey(data: key))
+        return "v1," + Data(mac).base64EncodedString()
+    }
+
+    /// The three headers of a signed callback.
+    static func headers(secret: String, id: String, timestamp: Int, body: Data) throws -> [String: String] {
+        ["webhook-id": id, "webhook-timestamp": String(timestamp),
+         "webhook-signature": try signature(secret: secret, id: id, timestamp: timestamp, body: body)]
     }
 }
 

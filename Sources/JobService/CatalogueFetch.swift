@@ -46,7 +46,7 @@ struct FetchPolicy: Sendable {
         while let a = p {
             var buf = [CChar](repeating: 0, count: Int(NI_MAXHOST))
             if getnameinfo(a.pointee.ai_addr, a.pointee.ai_addrlen, &buf, socklen_t(buf.count), nil, 0, NI_NUMERICHOST) == 0 {
-                out.append(String(cString: buf))
+                out.append(String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
             }
             p = a.pointee.ai_next
         }

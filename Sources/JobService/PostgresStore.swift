@@ -147,6 +147,9 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             "ALTER TABLE jobs ADD COLUMN callback_error TEXT",
             "CREATE INDEX jobs_callbacks ON jobs(callback_state, callback_at)",
         ]),
+        ("v6-callback-secrets", [
+            "ALTER TABLE users ADD COLUMN callback_secret TEXT",
+        ]),
     ]
 
     func migrate() async throws {
@@ -247,6 +250,15 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
 
     public func revokeToken(userId: String) async throws -> Bool {
         !(try await rows("UPDATE users SET token_hash = 'revoked:' || id WHERE id = \(userId) RETURNING id").isEmpty)
+    }
+
+    public func callbackSecret(userId: String, renew: Bool) async throws -> String? {
+        let fresh = CallbackSignature.newSecret()
+        // Only a missing secret is replaced, unless renewing: concurrent first uses agree on one (the row lock).
+        let q: PostgresQuery = renew
+            ? "UPDATE users SET callback_secret = \(fresh) WHERE id = \(userId) RETURNING callback_secret"
+            : "UPDATE users SET callback_secret = COALESCE(callback_secret, \(fresh)) WHERE id = \(userId) RETURNING callback_secret"
+        return try await rows(q).first.map { try $0["callback_secret"].decode(String.self) }
     }
 
     // MARK: uploads

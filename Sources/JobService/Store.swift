@@ -70,6 +70,9 @@ public protocol JobStore: Sendable {
     func rotateToken(userId: String) async throws -> String?
     /// Revokes a user's token: every request with it is refused from now on.
     func revokeToken(userId: String) async throws -> Bool
+    /// The key that signs the callbacks of a user's jobs (`CallbackSignature`): created on first use, replaced
+    /// by a new one when `renew`; nil when there is no such user.
+    func callbackSecret(userId: String, renew: Bool) async throws -> String?
 
     // The DSM catalogue.
     /// Records a publication; false when the job is already published (nothing changed).
@@ -200,6 +203,9 @@ public final class SQLiteJobStore: JobStore {
                 ALTER TABLE jobs ADD COLUMN callback_error TEXT;
                 CREATE INDEX jobs_callbacks ON jobs(callback_state, callback_at);
                 """)
+        }
+        m.registerMigration("v6-callback-secrets") { db in
+            try db.execute(sql: "ALTER TABLE users ADD COLUMN callback_secret TEXT")
         }
         return m
     }
@@ -533,6 +539,16 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
+    public func callbackSecret(userId: String, renew: Bool) async throws -> String? {
+        let fresh = CallbackSignature.newSecret()
+        return try await db.write { db in
+            // Only a missing secret is replaced, unless renewing: concurrent first uses agree on one.
+            try db.execute(sql: "UPDATE users SET callback_secret = ? WHERE id = ?" + (renew ? "" : " AND callback_secret IS NULL"),
+                           arguments: [fresh, userId])
+            return try String.fetchOne(db, sql: "SELECT callback_secret FROM users WHERE id = ?", arguments: [userId])
+        }
+    }
+
     // MARK: catalogue
 
     static func publication(_ r: Row) -> Publication {
@@ -581,7 +597,7 @@ public final class SQLiteJobStore: JobStore {
         sql += " ORDER BY COALESCE(end_time, start_time) DESC, id LIMIT ? OFFSET ?"
         args += [q.limit, q.offset]
         let arguments = StatementArguments(args), text = sql
-        return try await db.read { db in try Row.fetchAll(db, sql: text, arguments: arguments ?? []).map(Self.publication) }
+        return try await db.read { db in try Row.fetchAll(db, sql: text, arguments: arguments).map(Self.publication) }
     }
 
     public func catalogueSummary() async throws -> CatalogueSummary {

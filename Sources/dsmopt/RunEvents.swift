@@ -31,7 +31,7 @@ enum RunEvents {
     private static let lock = NSLock()
 
     static func open(_ path: String) throws {
-        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
         guard let h = FileHandle(forWritingAtPath: path) else {
             throw CLIFailure(message: "\(path): cannot write the events file", code: ExitCodes.badInput)
         }

@@ -1,15 +1,26 @@
 import Foundation
+import JobService
 import TestSupport
 import Testing
 
 /// OGC API – Processes callbacks (`subscriber`), end to end: a daemon POSTs a job's outcome to a receiver (a
 /// small HTTP server on loopback, allowed by the operator's `callbackAllowedHosts`).
 @Suite(.serialized) struct CallbackTests {
-    /// Starts the receiver: every POST is recorded (path, headers, body) in `log`, one JSON line each;
-    /// `/flaky` answers 503 the first time and 204 after, `/down` always 500, anything else 200.
-    static func receiver(port: Int, log: String) throws -> Process {
+    /// Starts the receiver: every POST is recorded (path, headers, body) in `log`, one JSON line each, with
+    /// whether its Standard Webhooks signature checks out (Python's own HMAC) under the secret in the file
+    /// `secret` at that time; `/flaky` answers 503 the first time and 204 after, `/down` always 500, anything
+    /// else 200.
+    static func receiver(port: Int, log: String, secret: String) throws -> Process {
         try pythonServer("""
-            import http.server, json, sys, threading
+            import base64, hashlib, hmac, http.server, json, sys, threading
+            def verified(h, body):
+                try:
+                    key = base64.b64decode(open(sys.argv[2]).read().strip().removeprefix("whsec_"))
+                except OSError:
+                    return None
+                signed = (h.get("webhook-id", "") + "." + h.get("webhook-timestamp", "") + ".").encode() + body
+                mac = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+                return any(hmac.compare_digest(mac, s) for s in h.get("webhook-signature", "").split(" "))
             seen = {}
             lock = threading.Lock()
             class H(http.server.BaseHTTPRequestHandler):
@@ -20,12 +31,14 @@ import Testing
                         seen[self.path] = n
                         with open(sys.argv[1], "a") as f:
                             f.write(json.dumps({"path": self.path, "link": self.headers.get("Link"), "type": self.headers.get("Content-Type"),
-                                                "body": body.decode()}) + "\\n")
+                                                "id": self.headers.get("webhook-id"), "timestamp": self.headers.get("webhook-timestamp"),
+                                                "signature": self.headers.get("webhook-signature"),
+                                                "verified": verified(self.headers, body), "body": body.decode()}) + "\\n")
                     code = 500 if self.path == "/down" else (503 if n == 1 else 204) if self.path.startswith("/flaky") else 200
                     self.send_response(code); self.send_header("Content-Length", "0"); self.end_headers()
                 def log_message(self, *a): pass
             http.server.ThreadingHTTPServer(("127.0.0.1", \(port)), H).serve_forever()
-            """, arguments: [log])
+            """, arguments: [log, secret])
     }
 
     /// The receiver's records so far.
@@ -55,11 +68,18 @@ import Testing
         let port = try ReverseProxy.freeLoopbackPort()
         let logs = try TemporaryFolder()
         let log = logs.path("received.jsonl")
-        let web = try Self.receiver(port: port, log: log)
+        let secretFile = logs.path("secret")
+        let web = try Self.receiver(port: port, log: log, secret: secretFile)
         defer { stopServer(web) }
         try await Task.sleep(nanoseconds: 800_000_000)
         let s = try ServerProcess(workers: 1, config: #"{"callbackAllowedHosts": ["127.0.0.1"], "callbackRetrySeconds": 1, "callbackAttempts": 3}"#)
         let token = try s.user("carla")
+        // The receiver knows the user's signing secret (created on first use, the same on every GET).
+        let shown = try await http("GET", "\(s.base)/me/callback-secret", token: token)
+        let secret = try #require(shown.json?["secret"] as? String, "\(shown.text)")
+        #expect(shown.status == 200 && secret.hasPrefix("whsec_"))
+        #expect(try await http("GET", "\(s.base)/me/callback-secret", token: token).json?["secret"] as? String == secret)
+        try secret.write(toFile: secretFile, atomically: true, encoding: .utf8)
         let u1 = try await upload(s, token: token, path: img1, name: "img_01.tif")
         let u2 = try await upload(s, token: token, path: img2, name: "img_02.tif")
         let receiver = "http://127.0.0.1:\(port)"
@@ -94,6 +114,21 @@ import Testing
         let sent = try #require(posts.last?["body"] as? String)
         #expect(results.status == 200 && sent == results.text, "POSTed: \(sent.prefix(300)); GET: \(results.text.prefix(300))")
         #expect(posts.last?["link"] as? String == "<\(s.base)/jobs/\(id)>; rel=\"status\"", "\(String(describing: posts.last?["link"]))")
+        // Signed: the job's id as webhook-id in both attempts (the receiver's key to deduplicate), a current
+        // timestamp, a signature the receiver's own HMAC accepts.
+        #expect(posts.allSatisfy { $0["id"] as? String == id && $0["verified"] as? Bool == true }, "\(posts.map { [$0["id"], $0["verified"]] })")
+        let stamped = Double(posts.last?["timestamp"] as? String ?? "") ?? 0
+        #expect(abs(stamped - Date().timeIntervalSince1970) < 120, "webhook-timestamp \(stamped)")
+
+        // A new secret signs what is sent from now on (the old one no longer verifies).
+        let renewed = try await http("POST", "\(s.base)/me/callback-secret", token: token)
+        let secret2 = try #require(renewed.json?["secret"] as? String, "\(renewed.text)")
+        #expect(renewed.status == 201 && secret2 != secret)
+        try secret2.write(toFile: secretFile, atomically: true, encoding: .utf8)
+        let first = try #require(posts.last)
+        let signed = (id: try #require(first["id"] as? String), at: Int(try #require(first["timestamp"] as? String)) ?? 0, body: Data(sent.utf8))
+        #expect(try CallbackSignature.signature(secret: secret, id: signed.id, timestamp: signed.at, body: signed.body) == first["signature"] as? String)
+        #expect(try CallbackSignature.signature(secret: secret2, id: signed.id, timestamp: signed.at, body: signed.body) != first["signature"] as? String)
         #expect(Self.received(log).allSatisfy { $0["path"] as? String != "/down" }, "a successful job calls its successUri only")
 
         // Dismissed (cancelled by its owner): its status goes to failedUri, which keeps answering 500 and is
@@ -109,6 +144,7 @@ import Testing
         #expect((given["error"] as? String ?? "").contains("answered 500") && (given["error"] as? String ?? "").contains("given up"), "\(given)")
         let down = Self.received(log).filter { $0["path"] as? String == "/down" }
         #expect(down.count == 3, "\(down.count) POSTs to /down")
+        #expect(down.allSatisfy { $0["id"] as? String == did && $0["verified"] as? Bool == true }, "\(down.map { [$0["id"], $0["verified"]] })")
         let status = try #require(down.first?["body"] as? String)
         let statusDoc = try #require(try JSONSerialization.jsonObject(with: Data(status.utf8)) as? [String: Any])
         #expect(statusDoc["jobID"] as? String == did && statusDoc["status"] as? String == "dismissed", "\(status.prefix(300))")
@@ -121,5 +157,17 @@ import Testing
         _ = try await waitFor(s, token: token, job: pid, states: ["dismissed"])
         try await Task.sleep(nanoseconds: 1_500_000_000)
         #expect(Self.received(log).count == 5)
+    }
+
+    /// The signature is the Standard Webhooks specification's (its published test vector), and a secret that
+    /// is not a `whsec_` key is refused.
+    @Test func signaturesFollowStandardWebhooks() throws {
+        let body = Data(#"{"test": 2432232314}"#.utf8)
+        #expect(try CallbackSignature.signature(secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", id: "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                                                timestamp: 1614265330, body: body) == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+        #expect(try CallbackSignature.signature(secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", id: "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                                                timestamp: 1614265331, body: body) != "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+        #expect(throws: (any Error).self) { try CallbackSignature.signature(secret: "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", id: "x", timestamp: 0, body: body) }
+        #expect(throws: (any Error).self) { try CallbackSignature.signature(secret: "whsec_%%%", id: "x", timestamp: 0, body: body) }
     }
 }

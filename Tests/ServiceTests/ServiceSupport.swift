@@ -43,7 +43,7 @@ final class ServerProcess: @unchecked Sendable {
             p.arguments = arguments
         }
         p.standardOutput = FileHandle.nullDevice
-        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+        if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         let log = FileHandle(forWritingAtPath: logPath)
         _ = try log?.seekToEnd()
         p.standardError = log

@@ -55,6 +55,32 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(try await store.setQuota(userId: u.id, quota: q)?.quota.storageBytes == 123)
     }
 
+    /// A user's callback signing secret is created once (concurrent first uses agree on it), kept, replaced
+    /// only when renewed, and per user; an unknown user has none.
+    @Test(arguments: StoreKind.allCases) func callbackSecretsAreKeptPerUser(kind: StoreKind) async throws {
+        let (store, _tmp) = try await kind.make(); _ = _tmp
+        let (u, _) = try await store.createUser(name: "sig", role: .researcher, quota: Quota())
+        let (v, _) = try await store.createUser(name: "sig2", role: .researcher, quota: Quota())
+        let first = try await withThrowingTaskGroup(of: String?.self) { group in
+            for _ in 0..<8 { group.addTask { try await store.callbackSecret(userId: u.id, renew: false) } }
+            var all: [String?] = []
+            for try await s in group { all.append(s) }
+            return all
+        }
+        let secret = try #require(first.first ?? nil)
+        #expect(Set(first) == [secret], "concurrent first uses: \(Set(first).count) secrets")
+        #expect(secret.hasPrefix("whsec_") && Data(base64Encoded: String(secret.dropFirst(6)))?.count == 32, "\(secret)")
+        #expect(try await store.callbackSecret(userId: u.id, renew: false) == secret)
+        let other = try #require(try await store.callbackSecret(userId: v.id, renew: false))
+        #expect(other != secret)
+        let renewed = try #require(try await store.callbackSecret(userId: u.id, renew: true))
+        #expect(renewed != secret && renewed.hasPrefix("whsec_"))
+        #expect(try await store.callbackSecret(userId: u.id, renew: false) == renewed)
+        #expect(try await store.callbackSecret(userId: v.id, renew: false) == other)
+        #expect(try await store.callbackSecret(userId: "nobody", renew: false) == nil)
+        #expect(try await store.callbackSecret(userId: "nobody", renew: true) == nil)
+    }
+
     /// Quotas are checked atomically with the insert: of 12 concurrent submissions under a limit of 3
     /// concurrent jobs, exactly 3 are accepted.
     @Test(arguments: StoreKind.allCases) func quotaChecksAreAtomic(kind: StoreKind) async throws {
