@@ -123,8 +123,13 @@ func hexString<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
 
 public enum StoreError: Error, Equatable, CustomStringConvertible {
     case duplicateUser(String)
+    /// A backup that was not made, and why.
+    case backup(String)
     public var description: String {
-        switch self { case .duplicateUser(let n): return "a user named '\(n)' already exists" }
+        switch self {
+        case .duplicateUser(let n): return "a user named '\(n)' already exists"
+        case .backup(let why): return "backup: \(why)"
+        }
     }
 }
 
@@ -137,6 +142,44 @@ public final class SQLiteJobStore: JobStore {
         config.busyMode = .timeout(10)
         db = try DatabasePool(path: path, configuration: config)
         try Self.migrator.migrate(db)
+    }
+
+    /// What `backup(to:)` copied.
+    public struct BackupSummary: Encodable, Sendable {
+        public var path: String, bytes: Int64, integrity: String
+        public var users: Int, uploads: Int, jobs: Int, publications: Int
+    }
+
+    /// A consistent copy of the store while daemons and workers keep using it (SQLite's online backup from a
+    /// snapshot), written beside `path` and renamed into place once its integrity check passes; an existing
+    /// file is never overwritten.
+    public func backup(to path: String) throws -> BackupSummary {
+        let fm = FileManager.default
+        guard !fm.fileExists(atPath: path) else { throw StoreError.backup("\(path) exists: a backup never overwrites a file") }
+        let partial = path + ".partial-\(getpid())"
+        try? fm.removeItem(atPath: partial)
+        defer { try? fm.removeItem(atPath: partial) }
+        var summary: BackupSummary
+        do {
+            let copy = try DatabaseQueue(path: partial)
+            try db.backup(to: copy)
+            summary = try copy.read { db in
+                BackupSummary(path: path, bytes: 0, integrity: try String.fetchAll(db, sql: "PRAGMA integrity_check").joined(separator: "; "),
+                              users: try Int.fetchOne(db, sql: "SELECT count(*) FROM users") ?? 0,
+                              uploads: try Int.fetchOne(db, sql: "SELECT count(*) FROM uploads") ?? 0,
+                              jobs: try Int.fetchOne(db, sql: "SELECT count(*) FROM jobs") ?? 0,
+                              publications: try Int.fetchOne(db, sql: "SELECT count(*) FROM publications") ?? 0)
+            }
+            try copy.close()
+        } catch let e as DatabaseError {
+            throw StoreError.backup("copying the store to \(partial) failed: \(e.message ?? e.description)")
+        }
+        guard summary.integrity == "ok" else { throw StoreError.backup("the copy failed its integrity check: \(summary.integrity)") }
+        guard link(partial, path) == 0 else {  // like a rename, but never replaces a file that appeared meanwhile
+            throw StoreError.backup("could not put the copy at \(path): \(String(cString: strerror(errno)))")
+        }
+        summary.bytes = ((try? fm.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.int64Value ?? 0
+        return summary
     }
 
     /// Append-only list of migrations: never edit one that has shipped.

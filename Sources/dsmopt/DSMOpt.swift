@@ -876,7 +876,7 @@ struct Worker: AsyncParsableCommand {
 struct Admin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Manage users, tokens and quotas from the command line.",
-        subcommands: [CreateUser.self, SetQuota.self, ListUsers.self, RotateToken.self, RevokeToken.self])
+        subcommands: [CreateUser.self, SetQuota.self, ListUsers.self, RotateToken.self, RevokeToken.self, Backup.self])
 
     /// `--data` and friends may come before the subcommand (`dsmopt admin --data DIR create-user …`).
     @OptionGroup var daemon: DaemonOptions
@@ -955,6 +955,29 @@ struct Admin: AsyncParsableCommand {
             guard let u = try await store.user(name: name), try await store.revokeToken(userId: u.id) else {
                 throw CLIFailure(message: "unknown user '\(name)'", code: ExitCodes.usage)
             }
+        }
+    }
+
+    struct Backup: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Copy the embedded SQLite store to a new file while the service runs (consistent, integrity-checked); prints what it holds (JSON).",
+            discussion: "Copy the data folder's uploads/ and jobs/ after it, so that every job the copy records has its files. A PostgreSQL store is backed up with pg_dump.")
+        @OptionGroup var daemon: DaemonOptions
+        @Option(name: .customLong("to"), help: "The backup file to create (never overwritten).") var path: String
+
+        func run() async throws {
+            let c = try daemon.configuration()
+            if let url = c.store, !url.isEmpty, url != "sqlite" {
+                throw CLIFailure(message: "the store is PostgreSQL (\(c.store ?? "")): back it up with pg_dump, e.g. pg_dump --format=custom --file=BACKUP DATABASE-URL", code: ExitCodes.usage)
+            }
+            guard FileManager.default.fileExists(atPath: c.databasePath) else {
+                throw CLIFailure(message: "no store at \(c.databasePath) (is --data the service's data folder?)", code: ExitCodes.usage)
+            }
+            let store = try SQLiteJobStore(path: c.databasePath)
+            let summary = try store.backup(to: URL(fileURLWithPath: (path as NSString).expandingTildeInPath).standardizedFileURL.path)
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try enc.encode(summary), as: UTF8.self))
         }
     }
 

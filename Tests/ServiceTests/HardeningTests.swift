@@ -385,4 +385,54 @@ import Testing
             #expect(try await alive(s))
         }
     }
+
+    /// `dsmopt admin backup` copies the embedded store while the daemon runs a job (its worker writing
+    /// heartbeats): the copy passes its integrity check and never overwrites a file; restored with the data
+    /// folder copied after it, a daemon serves the user, the finished job and its products. A PostgreSQL store
+    /// is sent to pg_dump.
+    @Test func theStoreIsBackedUpWhileTheServiceRuns() async throws {
+        let s = try ServerProcess(workers: 1)
+        let token = try s.user("dora")
+        let id = try await submitPair(s, token: token)
+        _ = try await waitFor(s, token: token, job: id, states: ["running", "successful"])
+        let exe = try dsmoptExecutable()
+        let copies = try TemporaryFolder()
+        var summaries: [[String: Any]] = []
+        for k in 0..<3 {
+            let r = try run(exe, ["admin", "--data", s.data.url.path, "backup", "--to", copies.path("b\(k).sqlite")])
+            #expect(r.status == 0, "\(r.stderr)")
+            summaries.append(try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], "\(r.stdout)"))
+        }
+        #expect(summaries.allSatisfy { $0["integrity"] as? String == "ok" && $0["users"] as? Int == 1 && $0["jobs"] as? Int == 1 && $0["uploads"] as? Int == 2 },
+                "\(summaries)")
+        let done = try await waitFor(s, token: token, job: id, states: ["successful", "failed"])
+        #expect(done["status"] as? String == "successful", "\(done)")
+        let last = copies.path("last.sqlite")
+        #expect(try run(exe, ["admin", "--data", s.data.url.path, "backup", "--to", last]).status == 0)
+        let before = try Data(contentsOf: URL(fileURLWithPath: last))
+        let again = try run(exe, ["admin", "--data", s.data.url.path, "backup", "--to", last])
+        #expect(again.status == 2 && again.stderr.contains("never overwrites"), "\(again.status) \(again.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: last)) == before)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: copies.url.path).sorted() == ["b0.sqlite", "b1.sqlite", "b2.sqlite", "last.sqlite"])
+        let dsm = try await http("GET", "\(s.base)/jobs/\(id)/results/dsm.tif", token: token)
+        #expect(dsm.status == 200)
+
+        // Restored: the backup as the store of a new data folder, with the uploads and results copied.
+        let restored = try TemporaryFolder()
+        try FileManager.default.copyItem(atPath: last, toPath: restored.path("dsmopt.sqlite"))
+        for folder in ["uploads", "jobs"] { try FileManager.default.copyItem(atPath: s.data.path(folder), toPath: restored.path(folder)) }
+        s.stop(signal: SIGKILL)
+        let t = try ServerProcess(workers: 0, sharing: restored)
+        let job = try await http("GET", "\(t.base)/jobs/\(id)", token: token)
+        #expect(job.status == 200 && job.json?["status"] as? String == "successful", "\(job.text)")
+        let copy = try await http("GET", "\(t.base)/jobs/\(id)/results/dsm.tif", token: token)
+        #expect(copy.status == 200 && copy.body == dsm.body, "\(copy.status): \(copy.body.count) bytes, \(dsm.body.count) before")
+        let uploads = try await http("GET", "\(t.base)/uploads", token: token)
+        #expect(uploads.status == 200 && (uploads.json?["uploads"] as? [Any])?.count == 2, "\(uploads.text.prefix(300))")
+
+        let pg = try TemporaryFolder()
+        try #"{"store": "postgresql://dsmopt@127.0.0.1:1/dsmopt"}"#.write(toFile: pg.path("dsmopt.json"), atomically: true, encoding: .utf8)
+        let refused = try run(exe, ["admin", "--data", pg.url.path, "backup", "--to", copies.path("pg.sqlite")])
+        #expect(refused.status == 2 && refused.stderr.contains("pg_dump"), "\(refused.status) \(refused.stderr)")
+    }
 }
