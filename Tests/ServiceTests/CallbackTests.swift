@@ -149,6 +149,18 @@ import Testing
         let statusDoc = try #require(try JSONSerialization.jsonObject(with: Data(status.utf8)) as? [String: Any])
         #expect(statusDoc["jobID"] as? String == did && statusDoc["status"] as? String == "dismissed", "\(status.prefix(300))")
 
+        // A host name that resolves to an internal address passes the submission (no DNS query there) and is
+        // refused when sending: "127.1" is not an address written out, but resolves to 127.0.0.1, which is on
+        // the allow-list only written that way.
+        let sneaky = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
+                                    body: json(["inputs": inputs, "subscriber": ["failedUri": "http://127.1:\(port)/sneaky"]]))
+        let sid = try #require(sneaky.json?["jobID"] as? String, "\(sneaky.text)")
+        _ = try await http("DELETE", "\(s.base)/jobs/\(sid)", token: token)
+        _ = try await waitFor(s, token: token, job: sid, states: ["dismissed"])
+        let refused = try await Self.callbackSettled(s, token: token, job: sid)
+        #expect(refused["state"] as? String == "failed" && refused["attempts"] as? Int == 1
+                && (refused["error"] as? String ?? "").contains("resolves to 127.0.0.1, an internal address"), "\(refused)")
+
         // A job without a subscriber has no callback, and nothing more was sent.
         let plain = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token, body: json(["inputs": inputs]))
         #expect(plain.status == 201 && plain.json?["callback"] == nil, "\(plain.text)")
