@@ -175,8 +175,13 @@ public final class SQLiteJobStore: JobStore {
             throw StoreError.backup("copying the store to \(partial) failed: \(e.message ?? e.description)")
         }
         guard summary.integrity == "ok" else { throw StoreError.backup("the copy failed its integrity check: \(summary.integrity)") }
-        guard link(partial, path) == 0 else {  // like a rename, but never replaces a file that appeared meanwhile
-            throw StoreError.backup("could not put the copy at \(path): \(String(cString: strerror(errno)))")
+        // Linked, not renamed: a file that appeared at `path` meanwhile is never replaced. Where the file
+        // system has no hard links, renamed after one more check.
+        if link(partial, path) != 0 {
+            let why = errno
+            guard [EPERM, ENOTSUP, EOPNOTSUPP].contains(why), !fm.fileExists(atPath: path), rename(partial, path) == 0 else {
+                throw StoreError.backup("could not put the copy at \(path): \(String(cString: strerror(why)))")
+            }
         }
         summary.bytes = ((try? fm.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.int64Value ?? 0
         return summary

@@ -961,14 +961,15 @@ struct Admin: AsyncParsableCommand {
     struct Backup: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Copy the embedded SQLite store to a new file while the service runs (consistent, integrity-checked); prints what it holds (JSON).",
-            discussion: "Copy the data folder's uploads/ and jobs/ after it, so that every job the copy records has its files. A PostgreSQL store is backed up with pg_dump.")
+            discussion: "Copy the rest of the data folder (uploads/, jobs/, catalogue/, presets/, dsmopt.json) after it, so that every job the copy records has its files. A PostgreSQL store is backed up with pg_dump.")
         @OptionGroup var daemon: DaemonOptions
         @Option(name: .customLong("to"), help: "The backup file to create (never overwritten).") var path: String
 
         func run() async throws {
             let c = try daemon.configuration()
             if let url = c.store, !url.isEmpty, url != "sqlite" {
-                throw CLIFailure(message: "the store is PostgreSQL (\(c.store ?? "")): back it up with pg_dump, e.g. pg_dump --format=custom --file=BACKUP DATABASE-URL", code: ExitCodes.usage)
+                // The store's URL is not repeated: it may hold a password.
+                throw CLIFailure(message: "the store is PostgreSQL: back it up with pg_dump, e.g. pg_dump --format=custom --file=BACKUP DATABASE-URL", code: ExitCodes.usage)
             }
             guard FileManager.default.fileExists(atPath: c.databasePath) else {
                 throw CLIFailure(message: "no store at \(c.databasePath) (is --data the service's data folder?)", code: ExitCodes.usage)
