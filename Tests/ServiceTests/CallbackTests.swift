@@ -1,3 +1,4 @@
+import DSMPipeline
 import Foundation
 import JobService
 import TestSupport
@@ -161,6 +162,26 @@ import Testing
         #expect(refused["state"] as? String == "failed" && refused["attempts"] as? Int == 1
                 && (refused["error"] as? String ?? "").contains("resolves to 127.0.0.1, an internal address"), "\(refused)")
 
+        // The other process, dsm-difference (flat form): its results document, signed, to its successUri.
+        let scenes = try TemporaryFolder()
+        var change = SyntheticChange()
+        change.size = 400
+        change.flowCentre = [200, 220]; change.flowAxes = [90, 40]
+        _ = try change.write(to: scenes.path("s"))
+        let da = try await upload(s, token: token, path: scenes.path("s/dsm_a.tif"), name: "dsm_2019.tif")
+        let db = try await upload(s, token: token, path: scenes.path("s/dsm_b.tif"), name: "dsm_2021.tif")
+        let diff = try await http("POST", "\(s.base)/processes/dsm-difference/execution", token: token,
+                                  body: json(["dsms": [["upload": da], ["upload": db]], "subscriber": ["successUri": "\(receiver)/diff"]]))
+        let fid = try #require(diff.json?["jobID"] as? String, "\(diff.text)")
+        let fj = try await waitFor(s, token: token, job: fid, states: ["successful", "failed"])
+        #expect(fj["status"] as? String == "successful", "\(fj)")
+        let fdelivered = try await Self.callbackSettled(s, token: token, job: fid)
+        #expect(fdelivered["state"] as? String == "delivered" && fdelivered["attempts"] as? Int == 1, "\(fdelivered)")
+        let fposts = Self.received(log).filter { $0["path"] as? String == "/diff" }
+        let fresults = try await http("GET", "\(s.base)/jobs/\(fid)/results", token: token)
+        #expect(fposts.count == 1 && fposts.first?["body"] as? String == fresults.text && fresults.text.contains("difference_map"), "\(fposts.count): \(fresults.text.prefix(200))")
+        #expect(fposts.first?["id"] as? String == fid && fposts.first?["verified"] as? Bool == true, "\(fposts)")
+
         // A job without a subscriber has no callback, and nothing more was sent.
         let plain = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token, body: json(["inputs": inputs]))
         #expect(plain.status == 201 && plain.json?["callback"] == nil, "\(plain.text)")
@@ -168,7 +189,7 @@ import Testing
         _ = try await http("DELETE", "\(s.base)/jobs/\(pid)", token: token)
         _ = try await waitFor(s, token: token, job: pid, states: ["dismissed"])
         try await Task.sleep(nanoseconds: 1_500_000_000)
-        #expect(Self.received(log).count == 5)
+        #expect(Self.received(log).count == 6)
     }
 
     /// The signature is the Standard Webhooks specification's (its published test vector), and a secret that
