@@ -253,6 +253,10 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
     }
 
     public func callbackSecret(userId: String, renew: Bool) async throws -> String? {
+        // Kept: a read. Missing (or renewed): a write.
+        if !renew, let kept = try await rows("SELECT callback_secret FROM users WHERE id = \(userId)").first.flatMap({ try $0["callback_secret"].decode(String?.self) }) {
+            return kept
+        }
         let fresh = CallbackSignature.newSecret()
         // Only a missing secret is replaced, unless renewing: concurrent first uses agree on one (the row lock).
         let q: PostgresQuery = renew

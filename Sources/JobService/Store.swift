@@ -542,15 +542,13 @@ public final class SQLiteJobStore: JobStore {
 
     public func claimCallbacks(now: Date, leaseUntil: Date, limit: Int) async throws -> [Job] {
         try await db.write { db in
-            let ids = try String.fetchAll(db, sql: """
-                SELECT id FROM jobs WHERE callback_state = 'pending' AND status IN ('successful', 'failed', 'dismissed')
-                    AND COALESCE(callback_at, 0) <= ? ORDER BY finished_at, id LIMIT ?
-                """, arguments: [now.timeIntervalSince1970, limit])
-            return try ids.compactMap { id in
-                try db.execute(sql: "UPDATE jobs SET callback_attempts = callback_attempts + 1, callback_at = ? WHERE id = ?",
-                               arguments: [leaseUntil.timeIntervalSince1970, id])
-                return try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id]).map(Self.job)
-            }
+            try Row.fetchAll(db, sql: """
+                UPDATE jobs SET callback_attempts = callback_attempts + 1, callback_at = ?
+                WHERE id IN (
+                    SELECT id FROM jobs WHERE callback_state = 'pending' AND status IN ('successful', 'failed', 'dismissed')
+                        AND COALESCE(callback_at, 0) <= ? ORDER BY finished_at, id LIMIT ?)
+                RETURNING *
+                """, arguments: [leaseUntil.timeIntervalSince1970, now.timeIntervalSince1970, limit]).map(Self.job)
         }
     }
 
@@ -588,6 +586,10 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func callbackSecret(userId: String, renew: Bool) async throws -> String? {
+        // Kept: a read. Missing (or renewed): a write.
+        if !renew, let kept = try await db.read({ db in
+            try String.fetchOne(db, sql: "SELECT callback_secret FROM users WHERE id = ?", arguments: [userId])
+        }) { return kept }
         let fresh = CallbackSignature.newSecret()
         return try await db.write { db in
             // Only a missing secret is replaced, unless renewing: concurrent first uses agree on one.

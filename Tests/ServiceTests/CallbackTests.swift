@@ -1,4 +1,3 @@
-import DSMPipeline
 import Foundation
 import JobService
 import TestSupport
@@ -164,10 +163,7 @@ import Testing
 
         // The other process, dsm-difference (flat form): its results document, signed, to its successUri.
         let scenes = try TemporaryFolder()
-        var change = SyntheticChange()
-        change.size = 400
-        change.flowCentre = [200, 220]; change.flowAxes = [90, 40]
-        _ = try change.write(to: scenes.path("s"))
+        try writeChangePair(to: scenes.path("s"), size: 400, flowCentre: [200, 220], flowAxes: [90, 40])
         let da = try await upload(s, token: token, path: scenes.path("s/dsm_a.tif"), name: "dsm_2019.tif")
         let db = try await upload(s, token: token, path: scenes.path("s/dsm_b.tif"), name: "dsm_2021.tif")
         let diff = try await http("POST", "\(s.base)/processes/dsm-difference/execution", token: token,

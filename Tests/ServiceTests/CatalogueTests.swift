@@ -172,10 +172,7 @@ import Testing
         let s = try ServerProcess(workers: 1)
         let alice = try s.user("alice"), bob = try s.user("bob")
         let tmp = try TemporaryFolder()
-        var change = SyntheticChange()
-        change.size = 700
-        change.flowCentre = [350, 380]; change.flowAxes = [160, 70]
-        let truth = try change.write(to: tmp.path("scenes"))
+        let truth = try writeChangePair(to: tmp.path("scenes"), size: 700, flowCentre: [350, 380], flowAxes: [160, 70])
         let ua = try await upload(s, token: alice, path: tmp.path("scenes/dsm_a.tif"), name: "dsm_2019.tif")
         let ub = try await upload(s, token: alice, path: tmp.path("scenes/dsm_b.tif"), name: "dsm_2021.tif")
         let bb = truth.flowBoundingBox

@@ -251,10 +251,7 @@ extension ScaleOutTests {
         let b = try ServerProcess(workers: 0, config: nil, sharing: a.data)
         let token = try a.user("alice", quota: ["--max-concurrent-jobs", "250"])
         let tmp = try TemporaryFolder()
-        var change = SyntheticChange()
-        change.size = 300
-        change.flowCentre = [150, 160]; change.flowAxes = [60, 30]
-        _ = try change.write(to: tmp.path("scenes"))
+        try writeChangePair(to: tmp.path("scenes"), size: 300, flowCentre: [150, 160], flowAxes: [60, 30])
         let ua = try await upload(a, token: token, path: tmp.path("scenes/dsm_a.tif"), name: "dsm_a.tif")
         let ub = try await upload(b, token: token, path: tmp.path("scenes/dsm_b.tif"), name: "dsm_b.tif")
         var ids: [String] = []

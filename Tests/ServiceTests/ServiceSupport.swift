@@ -2,6 +2,7 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import DSMPipeline
 import TestSupport
 import Testing
 
@@ -123,6 +124,16 @@ func pythonServer(_ script: String, arguments: [String] = []) throws -> Process 
 func stopServer(_ p: Process) {
     kill(p.processIdentifier, SIGKILL)
     p.waitUntilExit()
+}
+
+/// Two DSMs of two dates with a lava flow between them (`SyntheticChange`: `size` cells, the flow's centre and
+/// semi-axes in metres), written to `folder` as dsm_a.tif and dsm_b.tif.
+@discardableResult
+func writeChangePair(to folder: String, size: Int, flowCentre: [Double], flowAxes: [Double]) throws -> SyntheticChange.Truth {
+    var change = SyntheticChange()
+    change.size = size
+    change.flowCentre = flowCentre; change.flowAxes = flowAxes
+    return try change.write(to: folder)
 }
 
 func json(_ object: Any) -> Data { try! JSONSerialization.data(withJSONObject: object) }
