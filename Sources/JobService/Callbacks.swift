@@ -31,11 +31,17 @@ extension ServiceAPI {
         return (errors.isEmpty ? s : nil, errors)
     }
 
-    /// `GET` / `POST /me/callback-secret`: the user's signing secret, as its receivers need it.
+    /// `GET` / `POST /me/callback-secret`: the user's signing secret, as its receivers need it, and until when
+    /// callbacks also carry the signature of the one a renewal replaced.
     func callbackSecret(for user: User, renew: Bool) async throws -> Response {
-        guard let secret = try await store.callbackSecret(userId: user.id, renew: renew) else { throw APIProblem.notFound("no such user") }
-        struct Secret: Encodable { var secret: String; var scheme: String; var specification: String }
-        return jsonResponse(Secret(secret: secret, scheme: "Standard Webhooks v1 (HMAC-SHA256 of webhook-id.webhook-timestamp.body)",
+        let now = Date()
+        guard let secrets = try await store.callbackSecrets(userId: user.id, renewKeepingPreviousUntil: renew ? now.addingTimeInterval(config.callbackSecretGraceSeconds) : nil)
+        else { throw APIProblem.notFound("no such user") }
+        struct Secret: Encodable { var secret: String; var previousSecretSignsUntil: Date?; var scheme: String; var specification: String }
+        // (A grace of 0 ends now: not shown, though the stored date may round a hair later.)
+        let until = secrets.signing(at: now.addingTimeInterval(1)).count > 1 ? secrets.previousUntil : nil
+        return jsonResponse(Secret(secret: secrets.current, previousSecretSignsUntil: until,
+                                   scheme: "Standard Webhooks v1 (HMAC-SHA256 of webhook-id.webhook-timestamp.body)",
                                    specification: "https://www.standardwebhooks.com"), status: renew ? .created : .ok)
     }
 
@@ -98,11 +104,12 @@ public final class CallbackSender: Service, @unchecked Sendable {
         do {
             try check(url)
             let body = try payload(job, base: base)
-            guard let secret = try await store.callbackSecret(userId: job.userId, renew: false) else {
+            guard let secrets = try await store.callbackSecrets(userId: job.userId, renewKeepingPreviousUntil: nil) else {
                 throw CallbackRefused(description: "the job's owner \(job.userId) is no longer a user: no key to sign its callback with")
             }
             var headers = ["Link": "<\(base)/jobs/\(job.id)>; rel=\"status\"", "User-Agent": "dsmopt/\(Provenance.Software.currentVersion)"]
-            headers.merge(try CallbackSignature.headers(secret: secret, id: job.id, timestamp: Int(Date().timeIntervalSince1970), body: body)) { $1 }
+            let now = Date()
+            headers.merge(try CallbackSignature.headers(secrets: secrets.signing(at: now), id: job.id, timestamp: Int(now.timeIntervalSince1970), body: body)) { $1 }
             let status = try await CallbackPost.post(body, to: url, timeout: Self.timeoutSeconds, headers: headers)
             outcome = (200..<300).contains(status) ? (.delivered, nil) : (.pending, "POST \(uri) answered \(status)")
         } catch let e as CallbackRefused {
@@ -169,7 +176,7 @@ public final class CallbackSender: Service, @unchecked Sendable {
 /// attempt: the key to deduplicate on, delivery being at least once), `webhook-timestamp` (Unix seconds at
 /// sending, for the receiver's replay window) and `webhook-signature` `v1,` + base64 HMAC-SHA256 of
 /// "id.timestamp.body" under the key the secret (`whsec_` + base64) holds. One secret per user, shown to them by
-/// `GET /me/callback-secret`, replaced by `POST /me/callback-secret`.
+/// `GET /me/callback-secret`, replaced by `POST /me/callback-secret` (`CallbackSecrets`).
 public enum CallbackSignature {
     static let prefix = "whsec_"
 
@@ -188,10 +195,34 @@ public enum CallbackSignature {
         return "v1," + Data(mac).base64EncodedString()
     }
 
-    /// The three headers of a signed callback.
-    static func headers(secret: String, id: String, timestamp: Int, body: Data) throws -> [String: String] {
+    /// The three headers of a signed callback: one signature per secret, space-separated (the
+    /// specification's form during a rotation; a receiver accepts the message when one of them checks out).
+    static func headers(secrets: [String], id: String, timestamp: Int, body: Data) throws -> [String: String] {
         ["webhook-id": id, "webhook-timestamp": String(timestamp),
-         "webhook-signature": try signature(secret: secret, id: id, timestamp: timestamp, body: body)]
+         "webhook-signature": try secrets.map { try signature(secret: $0, id: id, timestamp: timestamp, body: body) }.joined(separator: " ")]
+    }
+}
+
+/// A user's callback signing secrets: the current one and, for a while after a renewal
+/// (`callbackSecretGraceSeconds`), the one it replaced, so that receivers can move to the new one without
+/// missing a callback.
+public struct CallbackSecrets: Sendable, Equatable {
+    public var current: String
+    public var previous: String?
+    /// The end of the previous secret's grace: callbacks sent before it carry its signature too.
+    public var previousUntil: Date?
+
+    public init(current: String, previous: String? = nil, previousUntil: Date? = nil) {
+        self.current = current
+        self.previous = previous
+        self.previousUntil = previousUntil
+    }
+
+    /// The secrets a callback sent at `now` is signed with: the current one, then the previous one while it
+    /// is honoured.
+    public func signing(at now: Date) -> [String] {
+        guard let previous, let until = previousUntil, until > now, previous != current else { return [current] }
+        return [current, previous]
     }
 }
 

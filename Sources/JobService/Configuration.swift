@@ -61,6 +61,9 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     /// `callbackRetrySeconds`, each next one after twice as long (at most an hour).
     public var callbackAttempts = 8
     public var callbackRetrySeconds: Double = 30
+    /// How long after `POST /me/callback-secret` callbacks still carry a signature under the replaced secret
+    /// as well (a day, as most webhook senders give; 0: the new secret's only).
+    public var callbackSecretGraceSeconds: Double = 86_400
     /// The job store: nil or `sqlite` for the data folder's SQLite database (one machine); a
     /// `postgres://…` URL for a PostgreSQL database shared by daemons and workers on several machines (the
     /// data folder must then be on a filesystem they all see).
@@ -101,7 +104,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case dataDirectory, host, port, workers, maxUploadBytes, retentionSeconds, leaseSeconds, archiveRoot, defaultQuota, executable
         case maxAttempts, jobRecordSeconds, metricsPublic, minFreeBytes, maxConcurrentUploads, idleTimeoutSeconds, maxJobCells
-        case minResolutionFactor, maxJobWallSeconds, stallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds, callbackAllowedHosts, callbackAttempts, callbackRetrySeconds, store, storeConnectAttempts, tileTasks, tileCells
+        case minResolutionFactor, maxJobWallSeconds, stallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds, callbackAllowedHosts, callbackAttempts, callbackRetrySeconds, callbackSecretGraceSeconds, store, storeConnectAttempts, tileTasks, tileCells
         case referenceDEM, referenceDEMVerticalDatum, waterLayer, waterLayerThreshold, basemapURL, basemapAttribution, publicURL
     }
 
@@ -137,6 +140,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         callbackAllowedHosts = try c.decodeIfPresent([String].self, forKey: .callbackAllowedHosts) ?? callbackAllowedHosts
         callbackAttempts = try c.decodeIfPresent(Int.self, forKey: .callbackAttempts) ?? callbackAttempts
         callbackRetrySeconds = try c.decodeIfPresent(Double.self, forKey: .callbackRetrySeconds) ?? callbackRetrySeconds
+        callbackSecretGraceSeconds = try c.decodeIfPresent(Double.self, forKey: .callbackSecretGraceSeconds) ?? callbackSecretGraceSeconds
         store = try c.decodeIfPresent(String.self, forKey: .store)
         storeConnectAttempts = try c.decodeIfPresent(Int.self, forKey: .storeConnectAttempts) ?? storeConnectAttempts
         referenceDEM = try c.decodeIfPresent(String.self, forKey: .referenceDEM)
@@ -190,6 +194,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         guard (1...20).contains(maxAttempts) else { throw ConfigurationError.invalid("maxAttempts \(maxAttempts) outside 1–20") }
         guard (1...50).contains(callbackAttempts) else { throw ConfigurationError.invalid("callbackAttempts \(callbackAttempts) outside 1–50") }
         guard callbackRetrySeconds >= 1 else { throw ConfigurationError.invalid("callbackRetrySeconds must be at least 1") }
+        guard (0...(30 * 86_400)).contains(callbackSecretGraceSeconds) else { throw ConfigurationError.invalid("callbackSecretGraceSeconds \(callbackSecretGraceSeconds) outside 0–2592000 (30 days)") }
         if let t = tileCells, !(64...4096).contains(t) { throw ConfigurationError.invalid("tileCells \(t) outside 64–4096") }
         if let u = basemapURL, !(u.hasPrefix("https://") || u.hasPrefix("http://")) || !u.contains("{z}") || !u.contains("{x}") || !u.contains("{y}") {
             throw ConfigurationError.invalid("basemapURL must be an http(s) tile URL template with {z}, {x} and {y}")

@@ -61,7 +61,7 @@ public enum OpenAPIDocument {
         .init(method: "delete", path: "/admin/users/{id}/token", summary: "Revoke a user's token (admins)", responses: [204, 401, 403, 404]),
         .init(method: "post", path: "/me/token", summary: "Rotate the caller's own token: returns the new one once", responses: [201, 401]),
         .init(method: "get", path: "/me/callback-secret", summary: "The caller's callback signing secret (whsec_…, Standard Webhooks v1: webhook-id, webhook-timestamp, webhook-signature headers), created on first use", responses: [200, 401]),
-        .init(method: "post", path: "/me/callback-secret", summary: "Replace the caller's callback signing secret: callbacks sent from now on are signed with the new one", responses: [201, 401]),
+        .init(method: "post", path: "/me/callback-secret", summary: "Replace the caller's callback signing secret: callbacks sent from now on are signed with the new one, and with the replaced one too until previousSecretSignsUntil (callbackSecretGraceSeconds)", responses: [201, 401]),
         .init(method: "get", path: "/processes/dsm-difference", summary: "The difference process: inputs (two DSMs of two dates), outputs, the volume uncertainty formula", responses: [200]),
         .init(method: "post", path: "/processes/dsm-difference/execution", summary: "Create a difference job from two DSMs (jobs, catalogue items or uploads) (201, Location: /jobs/{id}); 422 lists every invalid field", responses: [201, 401, 403, 413, 422, 429]),
         .init(method: "post", path: "/jobs/{id}/publish", summary: "Publish a successful job's products in the DSM catalogue (owner, operators, admins): 201 with the STAC item, 200 if already published", responses: [200, 201, 401, 404, 409, 410]),

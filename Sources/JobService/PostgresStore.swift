@@ -150,6 +150,10 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
         ("v6-callback-secrets", [
             "ALTER TABLE users ADD COLUMN callback_secret TEXT",
         ]),
+        ("v7-callback-secret-rotation", [
+            "ALTER TABLE users ADD COLUMN previous_callback_secret TEXT",
+            "ALTER TABLE users ADD COLUMN previous_callback_secret_until DOUBLE PRECISION",
+        ]),
     ]
 
     func migrate() async throws {
@@ -252,17 +256,34 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
         !(try await rows("UPDATE users SET token_hash = 'revoked:' || id WHERE id = \(userId) RETURNING id").isEmpty)
     }
 
-    public func callbackSecret(userId: String, renew: Bool) async throws -> String? {
+    public func callbackSecrets(userId: String, renewKeepingPreviousUntil until: Date?) async throws -> CallbackSecrets? {
         // Kept: a read. Missing (or renewed): a write.
-        if !renew, let kept = try await rows("SELECT callback_secret FROM users WHERE id = \(userId)").first.flatMap({ try $0["callback_secret"].decode(String?.self) }) {
+        if until == nil, let kept = try await rows("SELECT callback_secret, previous_callback_secret, previous_callback_secret_until FROM users WHERE id = \(userId)")
+            .first.flatMap(Self.callbackSecrets) {
             return kept
         }
         let fresh = CallbackSignature.newSecret()
-        // Only a missing secret is replaced, unless renewing: concurrent first uses agree on one (the row lock).
-        let q: PostgresQuery = renew
-            ? "UPDATE users SET callback_secret = \(fresh) WHERE id = \(userId) RETURNING callback_secret"
-            : "UPDATE users SET callback_secret = COALESCE(callback_secret, \(fresh)) WHERE id = \(userId) RETURNING callback_secret"
-        return try await rows(q).first.map { try $0["callback_secret"].decode(String.self) }
+        let q: PostgresQuery = if let until {
+            // SET reads the row as it was: the replaced secret becomes the previous one.
+            """
+            UPDATE users SET previous_callback_secret = callback_secret, previous_callback_secret_until = \(until.timeIntervalSince1970),
+                callback_secret = \(fresh)
+            WHERE id = \(userId) RETURNING callback_secret, previous_callback_secret, previous_callback_secret_until
+            """
+        } else {
+            // Only a missing secret is set: concurrent first uses agree on one (the row lock).
+            """
+            UPDATE users SET callback_secret = COALESCE(callback_secret, \(fresh))
+            WHERE id = \(userId) RETURNING callback_secret, previous_callback_secret, previous_callback_secret_until
+            """
+        }
+        return try await rows(q).first.flatMap(Self.callbackSecrets)
+    }
+
+    static func callbackSecrets(_ r: PostgresRandomAccessRow) throws -> CallbackSecrets? {
+        guard let current = try r["callback_secret"].decode(String?.self) else { return nil }
+        return CallbackSecrets(current: current, previous: try r["previous_callback_secret"].decode(String?.self),
+                               previousUntil: try date(r, "previous_callback_secret_until"))
     }
 
     // MARK: uploads

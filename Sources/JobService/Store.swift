@@ -70,9 +70,10 @@ public protocol JobStore: Sendable {
     func rotateToken(userId: String) async throws -> String?
     /// Revokes a user's token: every request with it is refused from now on.
     func revokeToken(userId: String) async throws -> Bool
-    /// The key that signs the callbacks of a user's jobs (`CallbackSignature`): created on first use, replaced
-    /// by a new one when `renew`; nil when there is no such user.
-    func callbackSecret(userId: String, renew: Bool) async throws -> String?
+    /// The keys that sign the callbacks of a user's jobs (`CallbackSignature`): the current one, created on
+    /// first use; with `renewKeepingPreviousUntil`, replaced by a new one, the replaced one kept as `previous`
+    /// until that date (a later renewal replaces it too). nil when there is no such user.
+    func callbackSecrets(userId: String, renewKeepingPreviousUntil: Date?) async throws -> CallbackSecrets?
 
     // The DSM catalogue.
     /// Records a publication; false when the job is already published (nothing changed).
@@ -254,6 +255,12 @@ public final class SQLiteJobStore: JobStore {
         }
         m.registerMigration("v6-callback-secrets") { db in
             try db.execute(sql: "ALTER TABLE users ADD COLUMN callback_secret TEXT")
+        }
+        m.registerMigration("v7-callback-secret-rotation") { db in
+            try db.execute(sql: """
+                ALTER TABLE users ADD COLUMN previous_callback_secret TEXT;
+                ALTER TABLE users ADD COLUMN previous_callback_secret_until REAL;
+                """)
         }
         return m
     }
@@ -585,18 +592,31 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
-    public func callbackSecret(userId: String, renew: Bool) async throws -> String? {
+    public func callbackSecrets(userId: String, renewKeepingPreviousUntil until: Date?) async throws -> CallbackSecrets? {
+        let read = "SELECT callback_secret, previous_callback_secret, previous_callback_secret_until FROM users WHERE id = ?"
         // Kept: a read. Missing (or renewed): a write.
-        if !renew, let kept = try await db.read({ db in
-            try String.fetchOne(db, sql: "SELECT callback_secret FROM users WHERE id = ?", arguments: [userId])
-        }) { return kept }
+        if until == nil, let kept = try await db.read({ db in try Row.fetchOne(db, sql: read, arguments: [userId]).flatMap(Self.callbackSecrets) }) {
+            return kept
+        }
         let fresh = CallbackSignature.newSecret()
         return try await db.write { db in
-            // Only a missing secret is replaced, unless renewing: concurrent first uses agree on one.
-            try db.execute(sql: "UPDATE users SET callback_secret = ? WHERE id = ?" + (renew ? "" : " AND callback_secret IS NULL"),
-                           arguments: [fresh, userId])
-            return try String.fetchOne(db, sql: "SELECT callback_secret FROM users WHERE id = ?", arguments: [userId])
+            if let until {
+                // SET reads the row as it was: the replaced secret becomes the previous one.
+                try db.execute(sql: """
+                    UPDATE users SET previous_callback_secret = callback_secret, previous_callback_secret_until = ?, callback_secret = ?
+                    WHERE id = ?
+                    """, arguments: [until.timeIntervalSince1970, fresh, userId])
+            } else {
+                // Only a missing secret is set: concurrent first uses agree on one.
+                try db.execute(sql: "UPDATE users SET callback_secret = ? WHERE id = ? AND callback_secret IS NULL", arguments: [fresh, userId])
+            }
+            return try Row.fetchOne(db, sql: read, arguments: [userId]).flatMap(Self.callbackSecrets)
         }
+    }
+
+    static func callbackSecrets(_ r: Row) -> CallbackSecrets? {
+        guard let current: String = r["callback_secret"] else { return nil }
+        return CallbackSecrets(current: current, previous: r["previous_callback_secret"], previousUntil: date(r, "previous_callback_secret_until"))
     }
 
     // MARK: catalogue

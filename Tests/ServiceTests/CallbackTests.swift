@@ -120,10 +120,17 @@ import Testing
         let stamped = Double(posts.last?["timestamp"] as? String ?? "") ?? 0
         #expect(abs(stamped - Date().timeIntervalSince1970) < 120, "webhook-timestamp \(stamped)")
 
-        // A new secret signs what is sent from now on (the old one no longer verifies).
+        // Before a renewal, one signature and no previous secret.
+        #expect(posts.allSatisfy { ($0["signature"] as? String ?? "").split(separator: " ").count == 1 } && shown.json?["previousSecretSignsUntil"] == nil)
+        // A new secret signs what is sent from now on; for a day (callbackSecretGraceSeconds) the replaced one
+        // signs it too, so that receivers can move over without missing a callback.
         let renewed = try await http("POST", "\(s.base)/me/callback-secret", token: token)
         let secret2 = try #require(renewed.json?["secret"] as? String, "\(renewed.text)")
         #expect(renewed.status == 201 && secret2 != secret)
+        let graceEnd = try #require((renewed.json?["previousSecretSignsUntil"] as? String).flatMap { ISO8601DateFormatter().date(from: $0) }, "\(renewed.text)")
+        #expect(abs(graceEnd.timeIntervalSinceNow - 86_400) < 120, "\(graceEnd)")
+        let shownAfter = try await http("GET", "\(s.base)/me/callback-secret", token: token).json ?? [:]
+        #expect(shownAfter["secret"] as? String == secret2 && shownAfter["previousSecretSignsUntil"] as? String == renewed.json?["previousSecretSignsUntil"] as? String, "\(shownAfter)")
         try secret2.write(toFile: secretFile, atomically: true, encoding: .utf8)
         let first = try #require(posts.last)
         let signed = (id: try #require(first["id"] as? String), at: Int(try #require(first["timestamp"] as? String)) ?? 0, body: Data(sent.utf8))
@@ -145,6 +152,12 @@ import Testing
         let down = Self.received(log).filter { $0["path"] as? String == "/down" }
         #expect(down.count == 3, "\(down.count) POSTs to /down")
         #expect(down.allSatisfy { $0["id"] as? String == did && $0["verified"] as? Bool == true }, "\(down.map { [$0["id"], $0["verified"]] })")
+        // Each carries two signatures: the new secret's (which the receiver checked) and the replaced one's.
+        for post in down {
+            let parts = (post["signature"] as? String ?? "").split(separator: " ").map(String.init)
+            let old = try CallbackSignature.signature(secret: secret, id: did, timestamp: Int(post["timestamp"] as? String ?? "") ?? 0, body: Data((post["body"] as? String ?? "").utf8))
+            #expect(parts.count == 2 && parts.contains(old), "\(parts)")
+        }
         let status = try #require(down.first?["body"] as? String)
         let statusDoc = try #require(try JSONSerialization.jsonObject(with: Data(status.utf8)) as? [String: Any])
         #expect(statusDoc["jobID"] as? String == did && statusDoc["status"] as? String == "dismissed", "\(status.prefix(300))")

@@ -56,29 +56,41 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     }
 
     /// A user's callback signing secret is created once (concurrent first uses agree on it), kept, replaced
-    /// only when renewed, and per user; an unknown user has none.
+    /// only when renewed — the replaced one kept as the previous secret until the date given, the one before
+    /// it dropped —, and per user; an unknown user has none.
     @Test(arguments: StoreKind.allCases) func callbackSecretsAreKeptPerUser(kind: StoreKind) async throws {
         let (store, _tmp) = try await kind.make(); _ = _tmp
         let (u, _) = try await store.createUser(name: "sig", role: .researcher, quota: Quota())
         let (v, _) = try await store.createUser(name: "sig2", role: .researcher, quota: Quota())
-        let first = try await withThrowingTaskGroup(of: String?.self) { group in
-            for _ in 0..<8 { group.addTask { try await store.callbackSecret(userId: u.id, renew: false) } }
-            var all: [String?] = []
+        let first = try await withThrowingTaskGroup(of: CallbackSecrets?.self) { group in
+            for _ in 0..<8 { group.addTask { try await store.callbackSecrets(userId: u.id, renewKeepingPreviousUntil: nil) } }
+            var all: [CallbackSecrets?] = []
             for try await s in group { all.append(s) }
             return all
         }
-        let secret = try #require(first.first ?? nil)
-        #expect(Set(first) == [secret], "concurrent first uses: \(Set(first).count) secrets")
+        let secrets = try #require(first.first ?? nil)
+        let secret = secrets.current
+        #expect(first.allSatisfy { $0 == CallbackSecrets(current: secret) }, "concurrent first uses: \(Set(first.map { $0?.current }).count) secrets")
         #expect(secret.hasPrefix("whsec_") && Data(base64Encoded: String(secret.dropFirst(6)))?.count == 32, "\(secret)")
-        #expect(try await store.callbackSecret(userId: u.id, renew: false) == secret)
-        let other = try #require(try await store.callbackSecret(userId: v.id, renew: false))
-        #expect(other != secret)
-        let renewed = try #require(try await store.callbackSecret(userId: u.id, renew: true))
-        #expect(renewed != secret && renewed.hasPrefix("whsec_"))
-        #expect(try await store.callbackSecret(userId: u.id, renew: false) == renewed)
-        #expect(try await store.callbackSecret(userId: v.id, renew: false) == other)
-        #expect(try await store.callbackSecret(userId: "nobody", renew: false) == nil)
-        #expect(try await store.callbackSecret(userId: "nobody", renew: true) == nil)
+        #expect(try await store.callbackSecrets(userId: u.id, renewKeepingPreviousUntil: nil) == secrets)
+        let other = try #require(try await store.callbackSecrets(userId: v.id, renewKeepingPreviousUntil: nil))
+        #expect(other.current != secret && other.previous == nil)
+
+        let now = Date()
+        let until = now.addingTimeInterval(600)
+        let renewed = try #require(try await store.callbackSecrets(userId: u.id, renewKeepingPreviousUntil: until))
+        #expect(renewed.current != secret && renewed.current.hasPrefix("whsec_") && renewed.previous == secret, "\(renewed)")
+        #expect(abs((renewed.previousUntil?.timeIntervalSince1970 ?? 0) - until.timeIntervalSince1970) < 0.001, "\(String(describing: renewed.previousUntil))")
+        #expect(renewed.signing(at: now) == [renewed.current, secret])
+        #expect(renewed.signing(at: until.addingTimeInterval(1)) == [renewed.current], "after its grace the previous secret signs no more")
+        #expect(try await store.callbackSecrets(userId: u.id, renewKeepingPreviousUntil: nil) == renewed)
+        // A second renewal: the first renewal's secret becomes the previous one; the original is gone.
+        let again = try #require(try await store.callbackSecrets(userId: u.id, renewKeepingPreviousUntil: now))
+        #expect(again.previous == renewed.current && again.current != renewed.current && again.current != secret, "\(again)")
+        #expect(again.signing(at: now.addingTimeInterval(0.01)) == [again.current], "a grace that has ended: the new secret only")
+        #expect(try await store.callbackSecrets(userId: v.id, renewKeepingPreviousUntil: nil) == other)
+        #expect(try await store.callbackSecrets(userId: "nobody", renewKeepingPreviousUntil: nil) == nil)
+        #expect(try await store.callbackSecrets(userId: "nobody", renewKeepingPreviousUntil: until) == nil)
     }
 
     /// Quotas are checked atomically with the insert: of 12 concurrent submissions under a limit of 3
