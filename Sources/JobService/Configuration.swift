@@ -101,7 +101,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
 
     public init(dataDirectory: String) { self.dataDirectory = dataDirectory }
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case dataDirectory, host, port, workers, maxUploadBytes, retentionSeconds, leaseSeconds, archiveRoot, defaultQuota, executable
         case maxAttempts, jobRecordSeconds, metricsPublic, minFreeBytes, maxConcurrentUploads, idleTimeoutSeconds, maxJobCells
         case minResolutionFactor, maxJobWallSeconds, stallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds, callbackAllowedHosts, callbackAttempts, callbackRetrySeconds, callbackSecretGraceSeconds, store, storeConnectAttempts, tileTasks, tileCells
@@ -118,7 +118,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         retentionSeconds = try c.decodeIfPresent(Double.self, forKey: .retentionSeconds) ?? retentionSeconds
         leaseSeconds = try c.decodeIfPresent(Double.self, forKey: .leaseSeconds) ?? leaseSeconds
         archiveRoot = try c.decodeIfPresent(String.self, forKey: .archiveRoot)
-        defaultQuota = try c.decodeIfPresent(Quota.self, forKey: .defaultQuota) ?? defaultQuota
+        defaultQuota = try c.decodeIfPresent(QuotaSettings.self, forKey: .defaultQuota)?.applied(to: defaultQuota) ?? defaultQuota
         executable = try c.decodeIfPresent(String.self, forKey: .executable)
         maxAttempts = try c.decodeIfPresent(Int.self, forKey: .maxAttempts) ?? maxAttempts
         jobRecordSeconds = try c.decodeIfPresent(Double.self, forKey: .jobRecordSeconds) ?? jobRecordSeconds
@@ -157,16 +157,26 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         var c = ServiceConfiguration(dataDirectory: dataDirectory)
         let path = file ?? (dataDirectory as NSString).appendingPathComponent("dsmopt.json")
         if FileManager.default.fileExists(atPath: path) {
-            c = try JSONDecoder().decode(ServiceConfiguration.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+            let data: Data
+            do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+                throw ConfigurationError.invalid("\(path): cannot be read (\((error as NSError).localizedDescription))")
+            }
+            c = try decode(data, file: path)
             c.dataDirectory = dataDirectory
         } else if file != nil {
             throw ConfigurationError.missingFile(path)
         }
+        // A number that does not parse is refused, not ignored (the default would run instead).
+        func number<T: LosslessStringConvertible>(_ name: String, _: T.Type) throws -> T? {
+            guard let v = environment[name], !v.isEmpty else { return nil }
+            guard let n = T(v.trimmingCharacters(in: .whitespaces)) else { throw ConfigurationError.invalid("\(name) must be a number, not '\(v)'") }
+            return n
+        }
         if let v = environment["DSMOPT_HOST"] { c.host = v }
-        if let v = environment["DSMOPT_PORT"].flatMap(Int.init) { c.port = v }
-        if let v = environment["DSMOPT_WORKERS"].flatMap(Int.init) { c.workers = v }
-        if let v = environment["DSMOPT_MAX_UPLOAD_BYTES"].flatMap(Int64.init) { c.maxUploadBytes = v }
-        if let v = environment["DSMOPT_RETENTION_SECONDS"].flatMap(Double.init) { c.retentionSeconds = v }
+        if let v = try number("DSMOPT_PORT", Int.self) { c.port = v }
+        if let v = try number("DSMOPT_WORKERS", Int.self) { c.workers = v }
+        if let v = try number("DSMOPT_MAX_UPLOAD_BYTES", Int64.self) { c.maxUploadBytes = v }
+        if let v = try number("DSMOPT_RETENTION_SECONDS", Double.self) { c.retentionSeconds = v }
         if let v = environment["DSMOPT_ARCHIVE_ROOT"] { c.archiveRoot = v }
         if let v = environment["DSMOPT_STORE"], !v.isEmpty { c.store = v }
         if let v = environment["DSMOPT_TILE_TASKS"], !v.isEmpty {
@@ -182,6 +192,94 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         if let v = environment["DSMOPT_CATALOGUE_ALLOWED_HOSTS"] { c.catalogueAllowedHosts = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
         if let v = environment["DSMOPT_CALLBACK_ALLOWED_HOSTS"] { c.callbackAllowedHosts = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
         return c
+    }
+
+    /// A configuration file's settings: a JSON object whose every key is a setting — a misspelt key would
+    /// silently leave its setting at the default, so it is refused, with the nearest known one —, its errors
+    /// named by the file and the setting.
+    static func decode(_ data: Data, file: String) throws -> ServiceConfiguration {
+        func invalid(_ why: String) -> ConfigurationError { .invalid("\(file): \(why)") }
+        let object: Any
+        do { object = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) } catch {
+            let detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String
+            throw invalid("not valid JSON\(detail.map { " (\($0))" } ?? "")")
+        }
+        guard let settings = object as? [String: Any] else { throw invalid("expected a JSON object of settings, e.g. {\"port\": 8080}") }
+        if let problem = unknownKeys(settings, known: CodingKeys.allCases.map(\.stringValue), prefix: "") { throw invalid(problem) }
+        if let quota = settings["defaultQuota"] as? [String: Any],
+           let problem = unknownKeys(quota, known: QuotaSettings.CodingKeys.allCases.map(\.stringValue), prefix: "defaultQuota.") {
+            throw invalid(problem)
+        }
+        do { return try JSONDecoder().decode(ServiceConfiguration.self, from: data) } catch let e as DecodingError {
+            if case .dataCorrupted(let c) = e, c.codingPath.isEmpty, let setting = culprit(settings) {
+                // Foundation's decoder names no setting for a number that does not fit its type (80.5 for a port).
+                throw invalid("\(setting) does not fit the setting (a whole number where one is expected, within its range)")
+            }
+            throw invalid(describe(e))
+        }
+    }
+
+    /// The setting (`key = value`, one level into objects) that fails to decode on its own.
+    static func culprit(_ settings: [String: Any]) -> String? {
+        func fails(_ object: [String: Any]) -> Bool {
+            guard let d = try? JSONSerialization.data(withJSONObject: object) else { return true }
+            return (try? JSONDecoder().decode(ServiceConfiguration.self, from: d)) == nil
+        }
+        for key in settings.keys.sorted() where fails([key: settings[key]!]) {
+            if let inner = settings[key] as? [String: Any], let sub = inner.keys.sorted().first(where: { fails([key: [$0: inner[$0]!]]) }) {
+                return "\(key).\(sub) = \(inner[sub]!)"
+            }
+            return "\(key) = \(settings[key]!)"
+        }
+        return nil
+    }
+
+    /// What is wrong with the first key of `object` not in `known`, and the known key it was likely meant as.
+    static func unknownKeys(_ object: [String: Any], known: [String], prefix: String) -> String? {
+        guard let key = object.keys.sorted().first(where: { !known.contains($0) }) else { return nil }
+        let nearest = known.map { ($0, editDistance($0.lowercased(), key.lowercased())) }.min { $0.1 < $1.1 }
+        let hint = nearest.flatMap { $0.1 <= max(2, key.count / 4) ? " (did you mean '\(prefix)\($0.0)'?)" : nil } ?? ""
+        return "unknown setting '\(prefix)\(key)'\(hint)"
+    }
+
+    /// Levenshtein's distance (insertions, deletions, substitutions).
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        var row = Array(0...b.count)
+        for (i, x) in a.enumerated() {
+            var diagonal = row[0]
+            row[0] = i + 1
+            for (j, y) in b.enumerated() {
+                let above = row[j + 1]
+                row[j + 1] = min(above + 1, row[j] + 1, diagonal + (x == y ? 0 : 1))
+                diagonal = above
+            }
+        }
+        return row[b.count]
+    }
+
+    /// A decoding error in the terms of the file: the setting's path and what it should hold.
+    static func describe(_ e: DecodingError) -> String {
+        func path(_ c: DecodingError.Context) -> String {
+            c.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
+        }
+        func kind(_ t: Any.Type) -> String {
+            switch t {
+            case is Int.Type, is Int64.Type: return "a whole number"
+            case is Double.Type: return "a number"
+            case is Bool.Type: return "true or false"
+            case is String.Type: return "a string"
+            case is [String].Type: return "a list of strings"
+            default: return "a \(t)"
+            }
+        }
+        switch e {
+        case .typeMismatch(let t, let c): return "\(path(c)) must be \(kind(t))"
+        case .valueNotFound(let t, let c): return "\(path(c)) must be \(kind(t)), not null"
+        case .keyNotFound(let k, let c): return "\(path(c)).\(k.stringValue) is missing"
+        case .dataCorrupted(let c): return "\(path(c)): \(c.debugDescription)"
+        @unknown default: return String(describing: e)
+        }
     }
 
     public func validate() throws {
@@ -204,6 +302,10 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
                   c.query == nil, c.fragment == nil, c.user == nil, c.password == nil else {
                 throw ConfigurationError.invalid("publicURL must be an absolute http(s) URL without query, fragment or credentials (e.g. https://dsm.example.org/dsmopt), not '\(u)'")
             }
+        }
+        let q = defaultQuota
+        guard q.maxConcurrentJobs >= 0, q.cpuSecondsPerMonth >= 0, q.storageBytes >= 0, q.maxInputBytes >= 0 else {
+            throw ConfigurationError.invalid("defaultQuota's limits must not be negative")
         }
         guard jobRecordSeconds > 0, minFreeBytes >= 0, maxConcurrentUploads >= 1, idleTimeoutSeconds > 0, maxJobCells > 0,
               minResolutionFactor > 0, maxJobWallSeconds > 0 else {
@@ -238,6 +340,25 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     func logPath(_ id: String, _ attempt: Int) -> String { (attemptDirectory(id, attempt) as NSString).appendingPathComponent("log.txt") }
     func uploadPath(_ u: Upload) -> String {
         ((uploadsDirectory as NSString).appendingPathComponent(u.id) as NSString).appendingPathComponent(u.fileName)
+    }
+}
+
+/// `defaultQuota` in a configuration file: the limits given replace the defaults, the others stay.
+struct QuotaSettings: Decodable {
+    var maxConcurrentJobs: Int?
+    var cpuSecondsPerMonth: Double?
+    var storageBytes: Int64?
+    var maxInputBytes: Int64?
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case maxConcurrentJobs, cpuSecondsPerMonth, storageBytes, maxInputBytes }
+
+    func applied(to quota: Quota) -> Quota {
+        var q = quota
+        if let v = maxConcurrentJobs { q.maxConcurrentJobs = v }
+        if let v = cpuSecondsPerMonth { q.cpuSecondsPerMonth = v }
+        if let v = storageBytes { q.storageBytes = v }
+        if let v = maxInputBytes { q.maxInputBytes = v }
+        return q
     }
 }
 
