@@ -29,6 +29,16 @@ struct APIProblem: Error, CustomStringConvertible {
     }
     static func forbidden(_ why: String) -> APIProblem { APIProblem(status: .forbidden, title: "Forbidden", detail: why) }
     static func badRequest(_ why: String) -> APIProblem { APIProblem(status: .badRequest, title: "Bad Request", detail: why) }
+    /// A preset whose file in the data folder's presets is invalid (an operator's edit): 503 until it is
+    /// mended; the other presets stay usable.
+    static func presetUnavailable(_ name: String, _ problem: PresetError) -> APIProblem {
+        APIProblem(status: .serviceUnavailable, title: "Service Unavailable", detail: "preset '\(name)' is unavailable: \(presetReason(problem))")
+    }
+    /// What is wrong with a preset's file, without the server's path.
+    static func presetReason(_ problem: PresetError) -> String {
+        if case .invalid(_, let reason) = problem { return "its file is invalid (\(reason))" }
+        return problem.description
+    }
     /// A submission over quota: 429 for the concurrent-jobs limit (it clears when a job ends), 403 otherwise.
     static func quota(_ q: QuotaExceeded) -> APIProblem {
         if case .concurrentJobs = q { return APIProblem(status: .tooManyRequests, title: "Too Many Requests", detail: q.description, limit: q.limit) }
@@ -438,7 +448,9 @@ public struct ServiceAPI: Sendable {
         router.get("/presets") { _, _ in jsonResponse(try presets().presets.values.sorted { $0.name < $1.name }) }
         router.get("/presets/:name") { _, context in
             let lib = try presets()
-            guard let name = context.parameters.get("name"), let p = lib.presets[name] else { throw APIProblem.notFound("no preset \(context.parameters.get("name") ?? "")") }
+            let name = context.parameters.get("name") ?? ""
+            if let problem = lib.problems[name] { throw APIProblem.presetUnavailable(name, problem) }
+            guard let p = lib.presets[name] else { throw APIProblem.notFound("no preset \(name)") }
             return jsonResponse(p)
         }
         router.put("/presets/:name") { request, context in
@@ -1357,7 +1369,11 @@ public struct ServiceAPI: Sendable {
         let data = try JSONSerialization.data(withJSONObject: obj!, options: [.prettyPrinted, .sortedKeys])
         try data.write(to: URL(fileURLWithPath: (scratch as NSString).appendingPathComponent("\(name).json")))
         let preset: Preset
-        do { preset = try PresetLibrary(folder: scratch).preset(name) } catch let e as PresetError {
+        do {
+            let scratchLibrary = try PresetLibrary(folder: scratch)
+            try scratchLibrary.requireValid()
+            preset = try scratchLibrary.preset(name)
+        } catch let e as PresetError {
             throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content",
                              detail: e.description.replacingOccurrences(of: scratch + "/", with: ""))
         }

@@ -215,7 +215,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
                 // Foundation's decoder names no setting for a number that does not fit its type (80.5 for a port).
                 throw invalid("\(setting) does not fit the setting (a whole number where one is expected, within its range)")
             }
-            throw invalid(describe(e))
+            throw invalid(e.plainDescription)
         }
     }
 
@@ -256,30 +256,6 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
             }
         }
         return row[b.count]
-    }
-
-    /// A decoding error in the terms of the file: the setting's path and what it should hold.
-    static func describe(_ e: DecodingError) -> String {
-        func path(_ c: DecodingError.Context) -> String {
-            c.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
-        }
-        func kind(_ t: Any.Type) -> String {
-            switch t {
-            case is Int.Type, is Int64.Type: return "a whole number"
-            case is Double.Type: return "a number"
-            case is Bool.Type: return "true or false"
-            case is String.Type: return "a string"
-            case is [String].Type: return "a list of strings"
-            default: return "a \(t)"
-            }
-        }
-        switch e {
-        case .typeMismatch(let t, let c): return "\(path(c)) must be \(kind(t))"
-        case .valueNotFound(let t, let c): return "\(path(c)) must be \(kind(t)), not null"
-        case .keyNotFound(let k, let c): return "\(path(c)).\(k.stringValue) is missing"
-        case .dataCorrupted(let c): return "\(path(c)): \(c.debugDescription)"
-        @unknown default: return String(describing: e)
-        }
     }
 
     public func validate() throws {

@@ -22,7 +22,7 @@ public enum Daemon {
                 }
             }
         }
-        _ = try PresetLibrary(folder: config.presetsDirectory)
+        try PresetLibrary(folder: config.presetsDirectory).requireValid()
         return try await openStore(config)
     }
 

@@ -242,7 +242,9 @@ enum RequestValidator {
         }
         if let p = obj["preset"] {
             if let s = p.string {
-                if let presets, presets.presets[s] == nil {
+                if let presets, let problem = presets.problems[s] {
+                    errors.append(.init(field: "preset", message: "preset '\(s)' is unavailable: \(APIProblem.presetReason(problem)); choose another (\(presets.presets.keys.sorted().joined(separator: ", ")))"))
+                } else if let presets, presets.presets[s] == nil {
                     errors.append(.init(field: "preset", message: "unknown preset '\(s)' (available: \(presets.presets.keys.sorted().joined(separator: ", ")))"))
                 }
                 req.preset = s

@@ -51,7 +51,7 @@ public enum OpenAPIDocument {
         .init(method: "get", path: "/portal/config.json", summary: "The web portal's settings (basemap, upload limit)", responses: [200]),
         .init(method: "get", path: "/jobs/{id}/logs", summary: "The job's pipeline log", responses: [200, 401, 404]),
         .init(method: "get", path: "/presets", summary: "Landscape presets", responses: [200]),
-        .init(method: "get", path: "/presets/{name}", summary: "One preset", responses: [200, 404]),
+        .init(method: "get", path: "/presets/{name}", summary: "One preset (503 while its file in the data folder is invalid: the other presets stay usable)", responses: [200, 404, 503]),
         .init(method: "put", path: "/presets/{name}", summary: "Create or update a preset (operators), validated like user parameters", responses: [200, 201, 400, 401, 403, 413, 422]),
         .init(method: "get", path: "/me", summary: "The caller's quota limits and current usage", responses: [200, 401]),
         .init(method: "get", path: "/admin/users", summary: "Users with quotas and usage (admins)", responses: [200, 401, 403]),

@@ -386,9 +386,30 @@ import Testing
         #expect(Set(lib.presets.keys).isSuperset(of: ["default", "urban", "mountain", "forest", "flat", "snow-ice"]))
         #expect(try lib.preset("default").parameters == MatchingParameters.defaults)
         for p in lib.presets.values { #expect(p.parameters.validate().isEmpty && !p.description.isEmpty) }
-        // A preset with a misspelt key is refused, naming the file.
-        let tmp = try TemporaryFolder()
-        try #"{"name":"bad","description":"x","resolutionFactor":2,"parameters":{"windw":5}}"#.write(toFile: tmp.path("bad.json"), atomically: true, encoding: .utf8)
-        #expect(throws: PresetError.self) { _ = try PresetLibrary(folder: tmp.url.path) }
+        // A preset with a misspelt key, in its parameters or of its own, or a value of the wrong type, is
+        // refused, naming the file and the field.
+        // The folder refuses it (requireValid, what a daemon checks at start), the preset itself is unavailable
+        // with that reason, and the folder's valid presets stay usable.
+        #expect(lib.problems.isEmpty)
+        for (json, reason) in [(#"{"name":"bad","description":"x","resolutionFactor":2,"parameters":{"windw":5}}"#, "unknown parameter(s): windw"),
+                               (#"{"name":"bad","description":"x","resolutionfactor":2}"#, "unknown field(s) resolutionfactor (a preset has name, description, resolution-factor"),
+                               (#"{"name":"bad","description":"x","resolution-factor":"2"}"#, "resolution-factor must be a number"),
+                               (#"{"name":"bad"}"#, "description is missing"),
+                               (#"{"name":"bad","description":"x""#, "not valid JSON")] {
+            let tmp = try TemporaryFolder()
+            try json.write(toFile: tmp.path("bad.json"), atomically: true, encoding: .utf8)
+            try FileManager.default.copyItem(atPath: (Self.presets as NSString).appendingPathComponent("urban.json"), toPath: tmp.path("urban.json"))
+            let partial = try PresetLibrary(folder: tmp.url.path)
+            #expect(partial.presets.keys.sorted() == ["urban"] && partial.problems.keys.sorted() == ["bad"], "\(json)")
+            for attempt in [{ try partial.requireValid() }, { _ = try partial.preset("bad") }] {
+                do {
+                    try attempt()
+                    Issue.record("accepted: \(json)")
+                } catch let e as PresetError {
+                    #expect(e.description.contains("bad.json: invalid preset: ") && e.description.contains(reason), "\(json): \(e)")
+                }
+            }
+            #expect(try partial.preset("urban") == lib.preset("urban"))
+        }
     }
 }

@@ -598,6 +598,23 @@ import Testing
         let params = (process?["parameters"] as? [[String: Any]]) ?? []
         #expect(params.contains { $0["name"] as? String == "window" && $0["default"] as? String == "5" })
         #expect((process?["presets"] as? [Any])?.count ?? 0 >= 7)
+
+        // A preset file an operator breaks by hand while the daemon runs: that preset is unavailable (503, the
+        // reason given; a job naming it refused), the others stay usable; a daemon starting on the folder refuses.
+        let urban = s.data.path("presets/urban.json")
+        try #"{"name": "urban", "description": "dense city", "resolutionfactor": 1}"#.write(toFile: urban, atomically: true, encoding: .utf8)
+        let listed = try await http("GET", "\(s.base)/presets")
+        let left = Set(((try? JSONSerialization.jsonObject(with: listed.body) as? [[String: Any]]) ?? []).compactMap { $0["name"] as? String })
+        #expect(listed.status == 200 && left.contains("default") && left.contains("glacier") && !left.contains("urban"), "\(listed.status): \(left)")
+        let broken = try await http("GET", "\(s.base)/presets/urban")
+        #expect(broken.status == 503 && broken.text.contains("unknown field(s) resolutionfactor") && !broken.text.contains(s.data.url.path), "\(broken.status): \(broken.text)")
+        #expect(try await http("GET", "\(s.base)/processes/dsm-opt").status == 200)
+        let submitted = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: researcher,
+                                       body: json(["images": [["upload": "nothing-1"], ["upload": "nothing-2"]], "preset": "urban"]))
+        let presetErrors = ((submitted.json?["errors"] as? [[String: Any]]) ?? []).filter { $0["field"] as? String == "preset" }
+        #expect(submitted.status == 422 && (presetErrors.first?["message"] as? String ?? "").contains("preset 'urban' is unavailable: its file is invalid"), "\(submitted.text)")
+        let restarted = try run(try dsmoptExecutable(), ["serve", "--data", s.data.url.path, "--port", "0"], timeout: 30)
+        #expect(restarted.status != 0 && restarted.stderr.contains("urban.json: invalid preset: unknown field(s) resolutionfactor"), "exit \(restarted.status): \(restarted.stderr)")
     }
 
     /// What an OGC API – Processes client reads and sends: process descriptions whose inputs and outputs carry a
