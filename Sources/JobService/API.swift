@@ -1377,7 +1377,8 @@ public struct ServiceAPI: Sendable {
             throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content",
                              detail: e.description.replacingOccurrences(of: scratch + "/", with: ""))
         }
-        let existed = try presets().presets[name] != nil
+        let before = try presets()
+        let existed = before.presets[name] != nil || before.problems[name] != nil
         let target = (config.presetsDirectory as NSString).appendingPathComponent("\(name).json")
         try data.write(to: URL(fileURLWithPath: target), options: .atomic)
         return jsonResponse(preset, status: existed ? .ok : .created)

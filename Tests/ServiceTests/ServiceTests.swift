@@ -615,6 +615,10 @@ import Testing
         #expect(submitted.status == 422 && (presetErrors.first?["message"] as? String ?? "").contains("preset 'urban' is unavailable: its file is invalid"), "\(submitted.text)")
         let restarted = try run(try dsmoptExecutable(), ["serve", "--data", s.data.url.path, "--port", "0"], timeout: 30)
         #expect(restarted.status != 0 && restarted.stderr.contains("urban.json: invalid preset: unknown field(s) resolutionfactor"), "exit \(restarted.status): \(restarted.stderr)")
+        // An operator mends it through the API: it replaces the broken file (200) and is served again.
+        let mended = try await http("PUT", "\(s.base)/presets/urban", token: op, body: json(["description": "dense city", "resolution-factor": 1]))
+        #expect(mended.status == 200, "\(mended.text)")
+        #expect(try await http("GET", "\(s.base)/presets/urban").json?["resolution-factor"] as? Double == 1)
     }
 
     /// What an OGC API – Processes client reads and sends: process descriptions whose inputs and outputs carry a
