@@ -26,6 +26,26 @@ public enum Daemon {
         return try await openStore(config)
     }
 
+    /// What `serve --check-config` and `worker --check-config` print: the settings in force (a store URL's
+    /// password hidden) and the presets a daemon would serve, after the checks a start makes — nothing is
+    /// created, written or connected to. Throws what the start would refuse.
+    public static func check(_ config: ServiceConfiguration) throws -> Data {
+        try config.validate()
+        // The data folder's presets, else (a folder not yet prepared) the bundled ones it would be seeded from.
+        let folder = FileManager.default.fileExists(atPath: config.presetsDirectory) ? config.presetsDirectory : PresetLibrary.defaultFolder()
+        let presets = try PresetLibrary(folder: folder)
+        try presets.requireValid()
+        var shown = config
+        if let url = config.store, var c = URLComponents(string: url), c.password != nil {
+            c.password = "hidden"
+            shown.store = c.string ?? "postgres://…"
+        }
+        struct Check: Encodable { var settings: ServiceConfiguration; var presetsFolder: String; var presets: [String] }
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        return try enc.encode(Check(settings: shown, presetsFolder: folder, presets: presets.presets.keys.sorted()))
+    }
+
     /// The configured store, its migrations applied.
     public static func openStore(_ config: ServiceConfiguration) async throws -> any JobStore {
         switch config.store {

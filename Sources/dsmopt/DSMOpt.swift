@@ -854,6 +854,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("max-upload-bytes"), help: "Largest accepted upload. Env DSMOPT_MAX_UPLOAD_BYTES.") var maxUploadBytes: Int64?
     @Option(name: .customLong("archive-root"), help: "Folder the catalogue may reference images in. Env DSMOPT_ARCHIVE_ROOT.") var archiveRoot: String?
     @Option(name: .customLong("public-url"), help: "Address clients reach the service at, with any path prefix a reverse proxy adds (https://host/prefix); every link starts with it. Default: each request's Host. Env DSMOPT_PUBLIC_URL.") var publicURL: String?
+    @Flag(name: .customLong("check-config"), help: ArgumentHelp(checkConfigHelp)) var checkConfig = false
 
     func run() async throws {
         var c = try daemon.configuration()
@@ -862,15 +863,25 @@ struct Serve: AsyncParsableCommand {
         if let port { c.port = port }
         if let maxUploadBytes { c.maxUploadBytes = maxUploadBytes }
         if let archiveRoot { c.archiveRoot = archiveRoot }
+        if checkConfig { return FileHandle.standardOutput.write(try Daemon.check(c) + Data("\n".utf8)) }
         try await Daemon.serve(c)
     }
 }
+
+/// `--check-config` of `serve` and `worker`.
+let checkConfigHelp = "Check the configuration (file, environment, flags) and the presets as a start would, print the settings in force as JSON and exit: 0 when a start would accept them, 2 with the reason otherwise. Nothing is created, written or connected to."
 
 struct Worker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run workers only, on the data folder a `serve` process uses.")
     @OptionGroup var daemon: DaemonOptions
 
-    func run() async throws { try await Daemon.work(try daemon.configuration()) }
+    @Flag(name: .customLong("check-config"), help: ArgumentHelp(checkConfigHelp)) var checkConfig = false
+
+    func run() async throws {
+        let c = try daemon.configuration()
+        if checkConfig { return FileHandle.standardOutput.write(try Daemon.check(c) + Data("\n".utf8)) }
+        try await Daemon.work(c)
+    }
 }
 
 struct Admin: AsyncParsableCommand {

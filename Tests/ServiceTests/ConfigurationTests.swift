@@ -101,5 +101,32 @@ import Testing
         let r = try run(try dsmoptExecutable(), ["serve", "--data", dir.url.path, "--port", "0"], timeout: 30)
         #expect(r.status == 2 && r.stderr.contains("unknown setting 'maxUploadByte' (did you mean 'maxUploadBytes'?)"), "exit \(r.status): \(r.stderr)")
         #expect(!r.stderr.contains("listening") && !FileManager.default.fileExists(atPath: dir.path("server.port")))
+        // --check-config says the same without starting, for serve and worker.
+        for command in ["serve", "worker"] {
+            let checked = try run(try dsmoptExecutable(), [command, "--data", dir.url.path, "--check-config"], timeout: 30)
+            #expect(checked.status == 2 && checked.stderr.contains("unknown setting 'maxUploadByte'"), "\(command): exit \(checked.status): \(checked.stderr)")
+        }
+    }
+
+    /// `--check-config` on a valid file prints the settings in force (flags over environment over file, a
+    /// store's password hidden) and the presets, and creates nothing; a preset file broken in the data folder
+    /// is refused as a start would.
+    @Test func checkConfigPrintsTheSettingsInForceAndWritesNothing() throws {
+        let dir = try TemporaryFolder()
+        try #"{"callbackAttempts": 3, "port": 9000, "store": "postgres://dsm:pw-not-shown@db.example.org:5432/dsmopt"}"#
+            .write(toFile: dir.path("dsmopt.json"), atomically: true, encoding: .utf8)
+        let r = try run(try dsmoptExecutable(), ["serve", "--data", dir.url.path, "--check-config", "--port", "9100"], timeout: 30)
+        #expect(r.status == 0, "exit \(r.status): \(r.stderr)")
+        let shown = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], "\(r.stdout)")
+        let settings = try #require(shown["settings"] as? [String: Any])
+        #expect(settings["callbackAttempts"] as? Int == 3 && settings["port"] as? Int == 9100 && settings["workers"] as? Int == 1, "\(settings)")
+        #expect(settings["store"] as? String == "postgres://dsm:hidden@db.example.org:5432/dsmopt" && !r.stdout.contains("pw-not-shown"), "\(String(describing: settings["store"]))")
+        #expect((shown["presets"] as? [String] ?? []).contains("default"), "\(String(describing: shown["presets"]))")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.url.path) == ["dsmopt.json"], "nothing created beside the file")
+        // A data folder whose presets hold a broken file.
+        try FileManager.default.createDirectory(atPath: dir.path("presets"), withIntermediateDirectories: true)
+        try #"{"name": "urban", "description": "x", "windw": 5}"#.write(toFile: dir.path("presets/urban.json"), atomically: true, encoding: .utf8)
+        let broken = try run(try dsmoptExecutable(), ["worker", "--data", dir.url.path, "--check-config"], timeout: 30)
+        #expect(broken.status == 2 && broken.stderr.contains("urban.json: invalid preset: unknown field(s) windw"), "exit \(broken.status): \(broken.stderr)")
     }
 }
