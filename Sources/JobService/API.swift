@@ -296,7 +296,7 @@ public struct ServiceAPI: Sendable {
         router.get("/health") { _, _ in jsonResponse(["status": "ok"]) }
         router.get("/metrics") { request, _ in
             if !config.metricsPublic { try require(try await authenticate(request), [.operator, .admin]) }
-            let text = metrics.render(jobCounts: try await store.jobCounts())
+            let text = metrics.render(jobCounts: try await store.jobCounts(), invalidPresets: ((try? presets())?.problems.keys).map(Array.init) ?? [])
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: text)))
         }
         let openAPI = config.publicBase.map { OpenAPIDocument.json(server: $0) } ?? OpenAPIDocument.json

@@ -6,8 +6,10 @@ import ServiceLifecycle
 
 /// The composition root of the service: store, workers and HTTP server built from one configuration.
 public enum Daemon {
-    /// Prepares the data folder (sub-folders, database and its migrations, presets).
-    public static func prepare(_ config: ServiceConfiguration) async throws -> any JobStore {
+    /// Prepares the data folder (sub-folders, database and its migrations, presets). A daemon refuses a
+    /// presets folder with an invalid file (`checkingPresets`); the admin commands, which use no preset, do
+    /// not (an operator mending a preset can still back up, or manage users).
+    public static func prepare(_ config: ServiceConfiguration, checkingPresets: Bool = true) async throws -> any JobStore {
         try config.validate()
         for d in [config.dataDirectory, config.uploadsDirectory, config.jobsDirectory, config.presetsDirectory] {
             try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
@@ -22,7 +24,7 @@ public enum Daemon {
                 }
             }
         }
-        try PresetLibrary(folder: config.presetsDirectory).requireValid()
+        if checkingPresets { try PresetLibrary(folder: config.presetsDirectory).requireValid() }
         return try await openStore(config)
     }
 

@@ -43,10 +43,20 @@ public final class ServiceMetrics: @unchecked Sendable {
         }
     }
 
-    func render(jobCounts: [JobStatus: Int]) -> String {
+    /// A label value as Prometheus' text format escapes it (backslash, double quote, line feed).
+    static func labelValue(_ s: String) -> String {
+        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+    }
+
+    /// `invalidPresets`: the presets whose file in the data folder is invalid now (an operator's edit; jobs
+    /// naming them are refused) — one series each, to alert on.
+    func render(jobCounts: [JobStatus: Int], invalidPresets: [String] = []) -> String {
         lock.withLock {
             var out = "# HELP dsmopt_jobs Jobs by state.\n# TYPE dsmopt_jobs gauge\n"
             for s in JobStatus.allCases { out += "dsmopt_jobs{state=\"\(s.rawValue)\"} \(jobCounts[s] ?? 0)\n" }
+            out += "# HELP dsmopt_presets_invalid Preset files of the data folder that are invalid (jobs naming them are refused until they are mended).\n# TYPE dsmopt_presets_invalid gauge\n"
+            out += "dsmopt_presets_invalid \(invalidPresets.count)\n"
+            for name in invalidPresets.sorted() { out += "dsmopt_preset_invalid{preset=\"\(Self.labelValue(name))\"} 1\n" }
             out += "# HELP dsmopt_queue_length Jobs accepted and waiting for a worker.\n# TYPE dsmopt_queue_length gauge\n"
             out += "dsmopt_queue_length \(jobCounts[.accepted] ?? 0)\n"
             out += "# HELP dsmopt_stage_seconds Time spent in each pipeline stage by this process's workers.\n# TYPE dsmopt_stage_seconds summary\n"

@@ -923,7 +923,7 @@ struct Admin: AsyncParsableCommand {
             guard let r = Role(rawValue: role) else {
                 throw CLIFailure(message: "unknown role '\(role)' (researcher, operator, admin, catalogue)", code: ExitCodes.usage)
             }
-            let store = try await Daemon.prepare(c)
+            let store = try await Daemon.prepare(c, checkingPresets: false)
             let (_, token) = try await store.createUser(name: name, role: r, quota: try quota.apply(c.defaultQuota))
             print(token)
         }
@@ -936,7 +936,7 @@ struct Admin: AsyncParsableCommand {
         @OptionGroup var quota: QuotaOptions
 
         func run() async throws {
-            let store = try await Daemon.prepare(try daemon.configuration())
+            let store = try await Daemon.prepare(try daemon.configuration(), checkingPresets: false)
             guard let u = try await store.user(name: name) else { throw CLIFailure(message: "unknown user '\(name)'", code: ExitCodes.usage) }
             _ = try await store.setQuota(userId: u.id, quota: try quota.apply(u.quota))
         }
@@ -948,7 +948,7 @@ struct Admin: AsyncParsableCommand {
         @Argument var name: String
 
         func run() async throws {
-            let store = try await Daemon.prepare(try daemon.configuration())
+            let store = try await Daemon.prepare(try daemon.configuration(), checkingPresets: false)
             guard let u = try await store.user(name: name), let token = try await store.rotateToken(userId: u.id) else {
                 throw CLIFailure(message: "unknown user '\(name)'", code: ExitCodes.usage)
             }
@@ -962,7 +962,7 @@ struct Admin: AsyncParsableCommand {
         @Argument var name: String
 
         func run() async throws {
-            let store = try await Daemon.prepare(try daemon.configuration())
+            let store = try await Daemon.prepare(try daemon.configuration(), checkingPresets: false)
             guard let u = try await store.user(name: name), try await store.revokeToken(userId: u.id) else {
                 throw CLIFailure(message: "unknown user '\(name)'", code: ExitCodes.usage)
             }
@@ -998,7 +998,7 @@ struct Admin: AsyncParsableCommand {
         @OptionGroup var daemon: DaemonOptions
 
         func run() async throws {
-            let store = try await Daemon.prepare(try daemon.configuration())
+            let store = try await Daemon.prepare(try daemon.configuration(), checkingPresets: false)
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             enc.dateEncodingStrategy = .iso8601

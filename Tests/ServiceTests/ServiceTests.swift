@@ -615,10 +615,17 @@ import Testing
         #expect(submitted.status == 422 && (presetErrors.first?["message"] as? String ?? "").contains("preset 'urban' is unavailable: its file is invalid"), "\(submitted.text)")
         let restarted = try run(try dsmoptExecutable(), ["serve", "--data", s.data.url.path, "--port", "0"], timeout: 30)
         #expect(restarted.status != 0 && restarted.stderr.contains("urban.json: invalid preset: unknown field(s) resolutionfactor"), "exit \(restarted.status): \(restarted.stderr)")
+        // The admin commands, which use no preset, still work; /metrics names it, for an alert.
+        let admin = try run(try dsmoptExecutable(), ["admin", "--data", s.data.url.path, "list-users"], timeout: 30)
+        #expect(admin.status == 0 && admin.stdout.contains("olga"), "exit \(admin.status): \(admin.stderr)")
+        let flagged = try await http("GET", "\(s.base)/metrics", token: op).text
+        #expect(flagged.contains("dsmopt_presets_invalid 1\n") && flagged.contains("dsmopt_preset_invalid{preset=\"urban\"} 1\n"), "\(flagged.prefix(600))")
         // An operator mends it through the API: it replaces the broken file (200) and is served again.
         let mended = try await http("PUT", "\(s.base)/presets/urban", token: op, body: json(["description": "dense city", "resolution-factor": 1]))
         #expect(mended.status == 200, "\(mended.text)")
         #expect(try await http("GET", "\(s.base)/presets/urban").json?["resolution-factor"] as? Double == 1)
+        let cleared = try await http("GET", "\(s.base)/metrics", token: op).text
+        #expect(cleared.contains("dsmopt_presets_invalid 0\n") && !cleared.contains("dsmopt_preset_invalid{"), "\(cleared.prefix(600))")
     }
 
     /// What an OGC API – Processes client reads and sends: process descriptions whose inputs and outputs carry a
