@@ -38,9 +38,14 @@ public enum Daemon {
         let presets = try PresetLibrary(folder: folder)
         try presets.requireValid()
         var shown = config
-        if let url = config.store, var c = URLComponents(string: url), c.password != nil {
-            c.password = "hidden"
-            shown.store = c.string ?? "postgres://…"
+        if let url = config.store, url.contains("@") {
+            if var c = URLComponents(string: url), c.password != nil {
+                c.password = "hidden"
+                shown.store = c.string
+            } else if URLComponents(string: url) == nil, let at = url.range(of: "@", options: .backwards) {
+                // Not a URL Foundation parses: everything before the host is hidden.
+                shown.store = "postgres://hidden@" + url[at.upperBound...]
+            }
         }
         struct Check: Encodable { var settings: ServiceConfiguration; var presetsFolder: String; var presets: [String] }
         let enc = JSONEncoder()
