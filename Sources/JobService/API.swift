@@ -509,32 +509,27 @@ public struct ServiceAPI: Sendable {
             return jsonResponse(Rotated(id: user.id, token: token), status: .created)
         }
         // The key that signs the callbacks of the user's jobs (`CallbackSignature`): shown (created on first
-        // use), or replaced — callbacks sent from then on are signed with the new one.
+        // use), or replaced — callbacks sent from then on are signed with the new one, and with the replaced one
+        // too for `callbackSecretGraceSeconds`.
         router.get("/me/callback-secret") { request, _ in try await callbackSecret(for: try await authenticate(request), renew: false) }
         router.post("/me/callback-secret") { request, _ in try await callbackSecret(for: try await authenticate(request), renew: true) }
         router.put("/admin/users/:id/quota") { request, context in
             let user = try await authenticate(request)
             try require(user, [.admin])
             // Partial updates: the fields given replace the user's current ones (as `admin set-quota`).
-            struct Patch: Decodable { var maxConcurrentJobs: Int?; var cpuSecondsPerMonth: Double?; var storageBytes: Int64?; var maxInputBytes: Int64? }
             let id = context.parameters.get("id") ?? ""
             guard let target = try await store.user(id: id) else { throw APIProblem.notFound("no such user") }
             let data = try await body(request)
             let raw = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
             let keys = Set(raw.keys)
-            let known: Set<String> = ["maxConcurrentJobs", "cpuSecondsPerMonth", "storageBytes", "maxInputBytes"]
-            guard let p = try? JSONDecoder().decode(Patch.self, from: data), !keys.isEmpty, keys.isSubset(of: known), raw.values.allSatisfy({ $0 is NSNumber }),
+            let known = Set(QuotaSettings.CodingKeys.allCases.map(\.rawValue))
+            guard let p = try? JSONDecoder().decode(QuotaSettings.self, from: data), !keys.isEmpty, keys.isSubset(of: known), raw.values.allSatisfy({ $0 is NSNumber }),
                   (0...1_000_000).contains(p.maxConcurrentJobs ?? 0), (0...1e12).contains(p.cpuSecondsPerMonth ?? 0),
                   (0...(Int64(1) << 60)).contains(p.storageBytes ?? 0), (0...(Int64(1) << 60)).contains(p.maxInputBytes ?? 0) else {
                 throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content",
                                  detail: "expected some of {maxConcurrentJobs (0–10^6), cpuSecondsPerMonth (0–10^12), storageBytes, maxInputBytes (0–2^60)}")
             }
-            var q = target.quota
-            if let v = p.maxConcurrentJobs { q.maxConcurrentJobs = v }
-            if let v = p.cpuSecondsPerMonth { q.cpuSecondsPerMonth = v }
-            if let v = p.storageBytes { q.storageBytes = v }
-            if let v = p.maxInputBytes { q.maxInputBytes = v }
-            guard let u = try await store.setQuota(userId: id, quota: q) else { throw APIProblem.notFound("no such user") }
+            guard let u = try await store.setQuota(userId: id, quota: p.applied(to: target.quota)) else { throw APIProblem.notFound("no such user") }
             return jsonResponse(u)
         }
         return router

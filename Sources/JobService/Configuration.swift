@@ -279,8 +279,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
                 throw ConfigurationError.invalid("publicURL must be an absolute http(s) URL without query, fragment or credentials (e.g. https://dsm.example.org/dsmopt), not '\(u)'")
             }
         }
-        let q = defaultQuota
-        guard q.maxConcurrentJobs >= 0, q.cpuSecondsPerMonth >= 0, q.storageBytes >= 0, q.maxInputBytes >= 0 else {
+        guard defaultQuota.limitsAreNonNegative else {
             throw ConfigurationError.invalid("defaultQuota's limits must not be negative")
         }
         guard jobRecordSeconds > 0, minFreeBytes >= 0, maxConcurrentUploads >= 1, idleTimeoutSeconds > 0, maxJobCells > 0,
@@ -316,25 +315,6 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     func logPath(_ id: String, _ attempt: Int) -> String { (attemptDirectory(id, attempt) as NSString).appendingPathComponent("log.txt") }
     func uploadPath(_ u: Upload) -> String {
         ((uploadsDirectory as NSString).appendingPathComponent(u.id) as NSString).appendingPathComponent(u.fileName)
-    }
-}
-
-/// `defaultQuota` in a configuration file: the limits given replace the defaults, the others stay.
-struct QuotaSettings: Decodable {
-    var maxConcurrentJobs: Int?
-    var cpuSecondsPerMonth: Double?
-    var storageBytes: Int64?
-    var maxInputBytes: Int64?
-
-    enum CodingKeys: String, CodingKey, CaseIterable { case maxConcurrentJobs, cpuSecondsPerMonth, storageBytes, maxInputBytes }
-
-    func applied(to quota: Quota) -> Quota {
-        var q = quota
-        if let v = maxConcurrentJobs { q.maxConcurrentJobs = v }
-        if let v = cpuSecondsPerMonth { q.cpuSecondsPerMonth = v }
-        if let v = storageBytes { q.storageBytes = v }
-        if let v = maxInputBytes { q.maxInputBytes = v }
-        return q
     }
 }
 

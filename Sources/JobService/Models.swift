@@ -24,6 +24,35 @@ public struct Quota: Sendable, Codable, Equatable {
     public var maxInputBytes: Int64 = 8 << 30
 
     public init() {}
+
+    public var limitsAreNonNegative: Bool { maxConcurrentJobs >= 0 && cpuSecondsPerMonth >= 0 && storageBytes >= 0 && maxInputBytes >= 0 }
+}
+
+/// Some of a quota's limits, to replace those of a quota and keep the others: `defaultQuota` in a
+/// configuration file, `PUT /admin/users/{id}/quota`, `dsmopt admin set-quota` / `create-user`.
+public struct QuotaSettings: Decodable, Sendable {
+    public var maxConcurrentJobs: Int?
+    public var cpuSecondsPerMonth: Double?
+    public var storageBytes: Int64?
+    public var maxInputBytes: Int64?
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case maxConcurrentJobs, cpuSecondsPerMonth, storageBytes, maxInputBytes }
+
+    public init(maxConcurrentJobs: Int? = nil, cpuSecondsPerMonth: Double? = nil, storageBytes: Int64? = nil, maxInputBytes: Int64? = nil) {
+        self.maxConcurrentJobs = maxConcurrentJobs
+        self.cpuSecondsPerMonth = cpuSecondsPerMonth
+        self.storageBytes = storageBytes
+        self.maxInputBytes = maxInputBytes
+    }
+
+    public func applied(to quota: Quota) -> Quota {
+        var q = quota
+        if let v = maxConcurrentJobs { q.maxConcurrentJobs = v }
+        if let v = cpuSecondsPerMonth { q.cpuSecondsPerMonth = v }
+        if let v = storageBytes { q.storageBytes = v }
+        if let v = maxInputBytes { q.maxInputBytes = v }
+        return q
+    }
 }
 
 public struct User: Sendable, Codable, Equatable {

@@ -898,13 +898,10 @@ struct Admin: AsyncParsableCommand {
         @Option(name: .customLong("storage-bytes")) var storageBytes: Int64?
         @Option(name: .customLong("max-input-bytes")) var maxInputBytes: Int64?
 
-        func apply(_ q: Quota) throws -> Quota {
-            var q = q
-            if let v = maxConcurrentJobs { q.maxConcurrentJobs = v }
-            if let v = cpuSecondsPerMonth { q.cpuSecondsPerMonth = v }
-            if let v = storageBytes { q.storageBytes = v }
-            if let v = maxInputBytes { q.maxInputBytes = v }
-            guard q.maxConcurrentJobs >= 0, q.cpuSecondsPerMonth >= 0, q.storageBytes >= 0, q.maxInputBytes >= 0 else {
+        func apply(_ quota: Quota) throws -> Quota {
+            let q = QuotaSettings(maxConcurrentJobs: maxConcurrentJobs, cpuSecondsPerMonth: cpuSecondsPerMonth,
+                                  storageBytes: storageBytes, maxInputBytes: maxInputBytes).applied(to: quota)
+            guard q.limitsAreNonNegative else {
                 throw CLIFailure(message: "quota values must be non-negative", code: ExitCodes.usage)
             }
             return q
