@@ -41,6 +41,9 @@ let package = Package(
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
         // The PostgreSQL job store (several workers and machines on one queue).
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
+        // Mail on a job's end (SMTP, with TLS); both are already in the graph through Hummingbird and PostgresNIO.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.30.0"),
     ],
     targets: [
         .systemLibrary(name: "CGDAL", pkgConfig: "gdal", providers: [.apt(["libgdal-dev"])]),
@@ -64,6 +67,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             // The web portal's HTML/CSS/JS, served from the source tree or an installed copy (see PortalRoutes.swift).
             exclude: ["Portal/web"]

@@ -15,6 +15,8 @@ if [[ "${1:-}" == "--test" ]]; then
     # nginx: the reverse proxy (under a path prefix) the service's and the portal's proxy tests run behind,
     # started by the tests as this user from a folder of their own (Tests/ServiceTests/ReverseProxy.swift).
     packages+=(nginx-light)
+    # openssl: the mail test's certificate for its SMTP server's TLS (Tests/ServiceTests/MailTests.swift).
+    packages+=(openssl)
 fi
 
 missing=()
@@ -42,12 +44,13 @@ fi
 if [[ "${1:-}" == "--test" ]]; then
     # From PyPI, in .build/portal-venv (created once): Selenium for Tests/Portal/portal_browser.py, Schemathesis
     # for the OpenAPI contract test (Tests/API/schemathesis.toml), stac-validator for the STAC items and
-    # collection (Tests/STAC/validate.sh, with the schemas kept in Tests/STAC/schemas).
+    # collection (Tests/STAC/validate.sh, with the schemas kept in Tests/STAC/schemas), aiosmtpd for the SMTP
+    # server the mail test sends to.
     venv=.build/portal-venv
-    if ! "$venv/bin/python" -c "import selenium, schemathesis, stac_validator" >/dev/null 2>&1; then
-        echo "setup: creating $venv with selenium, schemathesis and stac-validator" >&2
+    if ! "$venv/bin/python" -c "import selenium, schemathesis, stac_validator, aiosmtpd" >/dev/null 2>&1; then
+        echo "setup: creating $venv with selenium, schemathesis, stac-validator and aiosmtpd" >&2
         mkdir -p .build
         python3 -m venv "$venv"
-        "$venv/bin/pip" install -q --disable-pip-version-check "selenium>=4.20,<5" "schemathesis>=4.3,<5" "stac-validator>=3.4,<4.2"
+        "$venv/bin/pip" install -q --disable-pip-version-check "selenium>=4.20,<5" "schemathesis>=4.3,<5" "stac-validator>=3.4,<4.2" "aiosmtpd>=1.4,<2"
     fi
 fi

@@ -246,7 +246,20 @@ public struct ServiceAPI: Sendable {
         var inputs: [InputRecord]?
         /// With a subscriber: where it is POSTed and where that stands.
         var callback: CallbackView?
+        /// With a mail to the owner on its end: where that stands.
+        var mail: DeliveryView?
         var links: [[String: String]]
+    }
+
+    struct DeliveryView: Encodable {
+        var state: String
+        var attempts: Int
+        var error: String?
+        var nextAttempt: Date?
+
+        init(_ d: DeliveryState) {
+            state = d.state.rawValue; attempts = d.attempts; error = d.error; nextAttempt = d.state == .pending ? d.nextAttempt : nil
+        }
     }
 
     struct CallbackView: Encodable {
@@ -271,7 +284,26 @@ public struct ServiceAPI: Sendable {
                        callback: j.callback.map {
                            CallbackView(successUri: request?.subscriber?.successUri, failedUri: request?.subscriber?.failedUri, state: $0.state.rawValue,
                                         attempts: $0.attempts, error: $0.error, nextAttempt: $0.state == .pending ? $0.nextAttempt : nil)
-                       }, links: links)
+                       }, mail: j.mail.map(DeliveryView.init), links: links)
+    }
+
+    /// The address of a `PUT /me/email` body (`{"email": "…"}`), checked.
+    static func emailAddress(in data: Data) throws -> String {
+        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any], let email = object["email"] as? String,
+              object.count == 1 else {
+            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "expected {\"email\": \"name@example.org\"} (DELETE /me/email removes it)")
+        }
+        if let problem = MailMessage.addressProblem(email) {
+            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "email: \(problem)")
+        }
+        return email
+    }
+
+    /// What a new job sends when it ends: its outcome to its subscriber (a callback), and a mail to its owner
+    /// when they have an address and the service a mail server.
+    func announce(_ job: inout Job, subscriber: Subscriber?, owner: User) {
+        if subscriber != nil { job.callback = DeliveryState(state: .pending) }
+        if owner.email != nil, config.smtpURL != nil { job.mail = DeliveryState(state: .pending) }
     }
 
     /// The base every link the API gives starts with (job status, results, uploads, processes, `Location`,
@@ -460,32 +492,49 @@ public struct ServiceAPI: Sendable {
         }
         router.get("/me") { request, _ in
             let user = try await authenticate(request)
-            struct Me: Encodable { var id: String; var name: String; var role: String; var quota: Quota; var usage: Usage }
+            struct Me: Encodable { var id: String; var name: String; var role: String; var quota: Quota; var usage: Usage; var email: String?; var mailConfigured: Bool }
             return jsonResponse(Me(id: user.id, name: user.name, role: user.role.rawValue, quota: user.quota,
-                                   usage: try await store.usage(userId: user.id, now: Date())))
+                                   usage: try await store.usage(userId: user.id, now: Date()), email: user.email, mailConfigured: config.smtpURL != nil))
+        }
+        // The address mail about the caller's jobs goes to (each job's end), or none.
+        router.put("/me/email") { request, _ in
+            let user = try await authenticate(request)
+            let email = try Self.emailAddress(in: try await body(request, limit: 4096))
+            guard try await store.setEmail(userId: user.id, email: email) else { throw APIProblem.notFound("no such user") }
+            struct Email: Encodable { var email: String; var mailConfigured: Bool }
+            return jsonResponse(Email(email: email, mailConfigured: config.smtpURL != nil))
+        }
+        router.delete("/me/email") { request, _ in
+            let user = try await authenticate(request)
+            guard try await store.setEmail(userId: user.id, email: nil) else { throw APIProblem.notFound("no such user") }
+            return Response(status: .noContent)
         }
         router.get("/admin/users") { request, _ in
             let user = try await authenticate(request)
             try require(user, [.admin])
-            struct U: Encodable { var id: String; var name: String; var role: String; var quota: Quota; var usage: Usage }
+            struct U: Encodable { var id: String; var name: String; var role: String; var quota: Quota; var usage: Usage; var email: String? }
             var out: [U] = []
             for u in try await store.users() {
-                out.append(U(id: u.id, name: u.name, role: u.role.rawValue, quota: u.quota, usage: try await store.usage(userId: u.id, now: Date())))
+                out.append(U(id: u.id, name: u.name, role: u.role.rawValue, quota: u.quota, usage: try await store.usage(userId: u.id, now: Date()), email: u.email))
             }
             return jsonResponse(out)
         }
         router.post("/admin/users") { request, _ in
             let user = try await authenticate(request)
             try require(user, [.admin])
-            struct NewUser: Decodable { var name: String; var role: Role; var quota: Quota? }
+            struct NewUser: Decodable { var name: String; var role: Role; var quota: Quota?; var email: String? }
             let data = try await body(request)
             let raw = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
             guard let n = try? JSONDecoder().decode(NewUser.self, from: data), !n.name.isEmpty, !raw.values.contains(where: { $0 is NSNull }) else {
                 throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content",
-                                 detail: "expected {\"name\": string, \"role\": researcher|operator|admin|catalogue, \"quota\"?: {...}}")
+                                 detail: "expected {\"name\": string, \"role\": researcher|operator|admin|catalogue, \"quota\"?: {...}, \"email\"?: string}")
+            }
+            if let e = n.email, let problem = MailMessage.addressProblem(e) {
+                throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "email: \(problem)")
             }
             do {
-                let (u, token) = try await store.createUser(name: n.name, role: n.role, quota: n.quota ?? config.defaultQuota)
+                var (u, token) = try await store.createUser(name: n.name, role: n.role, quota: n.quota ?? config.defaultQuota)
+                if let e = n.email, try await store.setEmail(userId: u.id, email: e) { u.email = e }
                 struct Created: Encodable { var user: User; var token: String }
                 return jsonResponse(Created(user: u, token: token), status: .created, headers: [.location: "\(baseURL(request))/admin/users/\(u.id)"])
             } catch let e as StoreError { throw APIProblem(status: .conflict, title: "Conflict", detail: e.description) }
@@ -1030,7 +1079,7 @@ public struct ServiceAPI: Sendable {
                       stage: nil, message: nil, request: String(decoding: try JSONEncoder().encode(request), as: UTF8.self),
                       createdAt: now, startedAt: nil, finishedAt: nil, purgeAt: nil, purged: false, error: nil, cpuSeconds: 0,
                       resultBytes: 0, attempts: 0, worker: nil, leaseUntil: nil, cancelRequested: false)
-        if request.subscriber != nil { job.callback = CallbackState(state: .pending) }
+        announce(&job, subscriber: request.subscriber, owner: user)
         do {
             try await store.createJob(job, inputBytes: inputs, quota: user.quota, results: resultBytes, now: now)
         } catch let q as QuotaExceeded {

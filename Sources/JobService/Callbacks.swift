@@ -52,7 +52,7 @@ extension ServiceAPI {
     }
 }
 
-/// Sends the callbacks of ended jobs (`JobStore.claimCallbacks`), every second, from every `serve` and
+/// Sends the callbacks of ended jobs (`JobStore.claimDeliveries`), every second, from every `serve` and
 /// `worker` process. A POST answered 2xx delivers it; anything else (an error status, a redirect — never
 /// followed —, no answer within `timeoutSeconds`, a host that does not resolve) is tried again after
 /// `callbackRetrySeconds`, doubling, until `callbackAttempts`; a URI that leads to an internal address not on
@@ -83,7 +83,7 @@ public final class CallbackSender: Service, @unchecked Sendable {
     func sendDue(now: Date) async {
         // The claim outlasts an attempt (its timeout) with a margin: a process that dies mid-attempt leaves
         // the callback to another one after that.
-        guard let jobs = try? await store.claimCallbacks(now: now, leaseUntil: now.addingTimeInterval(2 * Self.timeoutSeconds + 5), limit: Self.batch),
+        guard let jobs = try? await store.claimDeliveries(.callback, now: now, leaseUntil: now.addingTimeInterval(2 * Self.timeoutSeconds + 5), limit: Self.batch),
               !jobs.isEmpty else { return }
         await withTaskGroup(of: Void.self) { group in
             for job in jobs { group.addTask { await self.send(job) } }
@@ -95,12 +95,12 @@ public final class CallbackSender: Service, @unchecked Sendable {
         let request = try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8))
         let success = job.status == .successful
         guard let uri = success ? request?.subscriber?.successUri : request?.subscriber?.failedUri, let url = URL(string: uri) else {
-            try? await store.recordCallback(jobId: job.id, attempt: attempt, state: .skipped,
+            try? await store.recordDelivery(.callback, jobId: job.id, attempt: attempt, state: .skipped,
                                             error: "the subscriber gave no \(success ? "successUri" : "failedUri") for a \(job.status.rawValue) job", nextAttempt: nil)
             return
         }
         let base = config.publicBase ?? request?.subscriber?.linkBase ?? "http://\(config.host):\(config.port)"
-        var outcome: (state: CallbackState.State, error: String?)
+        var outcome: (state: DeliveryState.State, error: String?)
         do {
             try check(url)
             let body = try payload(job, base: base)
@@ -121,7 +121,7 @@ public final class CallbackSender: Service, @unchecked Sendable {
             outcome = (.failed, "\(outcome.error ?? "not delivered") (attempt \(attempt) of \(config.callbackAttempts): given up)")
         }
         let retry = outcome.state == .pending ? Date().addingTimeInterval(min(3600, config.callbackRetrySeconds * pow(2, Double(attempt - 1)))) : nil
-        try? await store.recordCallback(jobId: job.id, attempt: attempt, state: outcome.state, error: outcome.error, nextAttempt: retry)
+        try? await store.recordDelivery(.callback, jobId: job.id, attempt: attempt, state: outcome.state, error: outcome.error, nextAttempt: retry)
         if outcome.state != .delivered {
             FileHandle.standardError.write(Data("dsmopt: callback of job \(job.id), attempt \(attempt): \(outcome.error ?? outcome.state.rawValue)\(retry.map { " (next attempt at \(ISO8601DateFormatter().string(from: $0)))" } ?? "")\n".utf8))
         }

@@ -64,6 +64,18 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     /// How long after `POST /me/callback-secret` callbacks still carry a signature under the replaced secret
     /// as well (a day, as most webhook senders give; 0: the new secret's only).
     public var callbackSecretGraceSeconds: Double = 86_400
+    /// Where mail to users goes (a job's end, to the owner's address): `smtp://`, `smtp+starttls://` or
+    /// `smtps://[user:password@]host[:port]` (`SMTPSettings`); default none: no mail is sent.
+    public var smtpURL: String?
+    /// Certificate authorities (PEM) the mail server's TLS certificate may chain to, beside the system's.
+    public var smtpCAFile: String?
+    /// The sender of that mail (default `dsmopt@` this machine's name).
+    public var mailFrom: String?
+    /// Attempts to hand a mail to the server before it is given up (`failed`); the first retry after
+    /// `mailRetrySeconds`, each next one after twice as long (at most an hour). A refusal for good (a 5xx
+    /// reply: no such mailbox) is not tried again.
+    public var mailAttempts = 8
+    public var mailRetrySeconds: Double = 60
     /// The job store: nil or `sqlite` for the data folder's SQLite database (one machine); a
     /// `postgres://…` URL for a PostgreSQL database shared by daemons and workers on several machines (the
     /// data folder must then be on a filesystem they all see).
@@ -104,7 +116,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case dataDirectory, host, port, workers, maxUploadBytes, retentionSeconds, leaseSeconds, archiveRoot, defaultQuota, executable
         case maxAttempts, jobRecordSeconds, metricsPublic, minFreeBytes, maxConcurrentUploads, idleTimeoutSeconds, maxJobCells
-        case minResolutionFactor, maxJobWallSeconds, stallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds, callbackAllowedHosts, callbackAttempts, callbackRetrySeconds, callbackSecretGraceSeconds, store, storeConnectAttempts, tileTasks, tileCells
+        case minResolutionFactor, maxJobWallSeconds, stallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds, callbackAllowedHosts, callbackAttempts, callbackRetrySeconds, callbackSecretGraceSeconds, smtpURL, smtpCAFile, mailFrom, mailAttempts, mailRetrySeconds, store, storeConnectAttempts, tileTasks, tileCells
         case referenceDEM, referenceDEMVerticalDatum, waterLayer, waterLayerThreshold, basemapURL, basemapAttribution, publicURL
     }
 
@@ -141,6 +153,11 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         callbackAttempts = try c.decodeIfPresent(Int.self, forKey: .callbackAttempts) ?? callbackAttempts
         callbackRetrySeconds = try c.decodeIfPresent(Double.self, forKey: .callbackRetrySeconds) ?? callbackRetrySeconds
         callbackSecretGraceSeconds = try c.decodeIfPresent(Double.self, forKey: .callbackSecretGraceSeconds) ?? callbackSecretGraceSeconds
+        smtpURL = try c.decodeIfPresent(String.self, forKey: .smtpURL)
+        smtpCAFile = try c.decodeIfPresent(String.self, forKey: .smtpCAFile)
+        mailFrom = try c.decodeIfPresent(String.self, forKey: .mailFrom)
+        mailAttempts = try c.decodeIfPresent(Int.self, forKey: .mailAttempts) ?? mailAttempts
+        mailRetrySeconds = try c.decodeIfPresent(Double.self, forKey: .mailRetrySeconds) ?? mailRetrySeconds
         store = try c.decodeIfPresent(String.self, forKey: .store)
         storeConnectAttempts = try c.decodeIfPresent(Int.self, forKey: .storeConnectAttempts) ?? storeConnectAttempts
         referenceDEM = try c.decodeIfPresent(String.self, forKey: .referenceDEM)
@@ -189,6 +206,8 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         if let v = environment["DSMOPT_WATER_LAYER"], !v.isEmpty { c.waterLayer = v }
         if let v = environment["DSMOPT_BASEMAP_URL"], !v.isEmpty { c.basemapURL = v }
         if let v = environment["DSMOPT_PUBLIC_URL"], !v.isEmpty { c.publicURL = v }
+        if let v = environment["DSMOPT_SMTP_URL"], !v.isEmpty { c.smtpURL = v }
+        if let v = environment["DSMOPT_MAIL_FROM"], !v.isEmpty { c.mailFrom = v }
         if let v = environment["DSMOPT_CATALOGUE_ALLOWED_HOSTS"] { c.catalogueAllowedHosts = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
         if let v = environment["DSMOPT_CALLBACK_ALLOWED_HOSTS"] { c.callbackAllowedHosts = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
         return c
@@ -269,6 +288,14 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         guard (1...50).contains(callbackAttempts) else { throw ConfigurationError.invalid("callbackAttempts \(callbackAttempts) outside 1–50") }
         guard callbackRetrySeconds >= 1 else { throw ConfigurationError.invalid("callbackRetrySeconds must be at least 1") }
         guard (0...(30 * 86_400)).contains(callbackSecretGraceSeconds) else { throw ConfigurationError.invalid("callbackSecretGraceSeconds \(callbackSecretGraceSeconds) outside 0–2592000 (30 days)") }
+        guard (1...50).contains(mailAttempts) else { throw ConfigurationError.invalid("mailAttempts \(mailAttempts) outside 1–50") }
+        guard mailRetrySeconds >= 1 else { throw ConfigurationError.invalid("mailRetrySeconds must be at least 1") }
+        if smtpURL != nil {
+            do { _ = try smtpSettings() } catch { throw ConfigurationError.invalid("\(error)") }
+            if let problem = MailMessage.addressProblem(mailSender) { throw ConfigurationError.invalid("mailFrom: \(problem)") }
+        } else if smtpCAFile != nil || mailFrom != nil {
+            throw ConfigurationError.invalid("smtpCAFile and mailFrom need smtpURL (where to send mail)")
+        }
         if let t = tileCells, !(64...4096).contains(t) { throw ConfigurationError.invalid("tileCells \(t) outside 64–4096") }
         if let u = basemapURL, !(u.hasPrefix("https://") || u.hasPrefix("http://")) || !u.contains("{z}") || !u.contains("{x}") || !u.contains("{y}") {
             throw ConfigurationError.invalid("basemapURL must be an http(s) tile URL template with {z}, {x} and {y}")
@@ -286,6 +313,14 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
               minResolutionFactor > 0, maxJobWallSeconds > 0 else {
             throw ConfigurationError.invalid("jobRecordSeconds, idleTimeoutSeconds, maxJobCells, minResolutionFactor and maxJobWallSeconds must be positive, maxConcurrentUploads at least 1, minFreeBytes non-negative")
         }
+    }
+
+    /// The mail server's settings (nil: no mail).
+    public func smtpSettings() throws -> SMTPSettings? { try smtpURL.map { try SMTPSettings(url: $0, caFile: smtpCAFile) } }
+
+    /// The sender address of mail to users.
+    public var mailSender: String {
+        mailFrom ?? "dsmopt@" + (Host.current().name.flatMap { $0.contains(".") ? $0 : nil } ?? "localhost")
     }
 
     /// `publicURL` without its trailing slashes: the base every link is built on (nil: from each request).

@@ -47,6 +47,7 @@ public enum Daemon {
                 shown.store = "postgres://hidden@" + url[at.upperBound...]
             }
         }
+        shown.smtpURL = config.smtpURL.map(SMTPSettings.hidingPassword)
         struct Check: Encodable { var settings: ServiceConfiguration; var presetsFolder: String; var presets: [String] }
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
@@ -87,11 +88,13 @@ public enum Daemon {
         let maintenance = Maintenance(store: store, config: config, sweepInterval: config.sweepSeconds, sweepAge: config.orphanAgeSeconds)
         // Callbacks of ended jobs are sent by every process too, whichever ended the job.
         let callbacks = CallbackSender(store: store, config: config, api: api)
+        // And the mail to owners, where there is a mail server.
+        let mail: [any Service] = try config.smtpSettings().map { [MailSender(store: store, config: config, api: api, settings: $0)] } ?? []
         // Idle connections (and stalled request bodies) are closed after `idleTimeoutSeconds`.
         let idle = Int64(config.idleTimeoutSeconds * 1000)
         let app = Application(router: api.router(), server: .http1(configuration: .init(idleTimeout: .milliseconds(idle))),
                               configuration: .init(address: .hostname(config.host, port: config.port), serverName: "dsmopt"),
-                              services: config.workers > 0 ? [pool, maintenance, callbacks] : [maintenance, callbacks],
+                              services: (config.workers > 0 ? [pool, maintenance, callbacks] : [maintenance, callbacks]) + mail,
                               onServerRunning: { channel in
                                   let port = channel.localAddress?.port ?? config.port
                                   try? "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
@@ -119,8 +122,10 @@ public enum Daemon {
         var logger = Logger(label: "dsmopt-worker")
         logger.logLevel = .warning
         let maintenance = Maintenance(store: store, config: config, sweepInterval: config.sweepSeconds, sweepAge: config.orphanAgeSeconds)
-        let callbacks = CallbackSender(store: store, config: config, api: ServiceAPI(store: store, config: config, metrics: ServiceMetrics()))
-        let group = ServiceGroup(configuration: .init(services: [pool, maintenance, callbacks], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let api = ServiceAPI(store: store, config: config, metrics: ServiceMetrics())
+        let callbacks = CallbackSender(store: store, config: config, api: api)
+        let mail: [any Service] = try config.smtpSettings().map { [MailSender(store: store, config: config, api: api, settings: $0)] } ?? []
+        let group = ServiceGroup(configuration: .init(services: [pool, maintenance, callbacks] + mail, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

@@ -61,6 +61,8 @@ public struct User: Sendable, Codable, Equatable {
     public var role: Role
     public var quota: Quota
     public var createdAt: Date
+    /// Where mail about the user's jobs goes (a job's end); nil: no mail.
+    public var email: String? = nil
 }
 
 public struct Upload: Sendable, Codable, Equatable {
@@ -110,27 +112,40 @@ public struct Job: Sendable, Codable, Equatable {
     public var leaseUntil: Date?
     public var cancelRequested: Bool
     /// The job's callback to its subscriber (`subscriber` in the execute request), nil without one.
-    public var callback: CallbackState? = nil
+    public var callback: DeliveryState? = nil
+    /// The mail to its owner when it ends (the owner had an address and the service a mail server when the
+    /// job was submitted), nil without one.
+    public var mail: DeliveryState? = nil
 
     public init(id: String, userId: String, name: String, status: JobStatus = .accepted, progress: Int = 0, stage: String? = nil,
                 message: String? = nil, request: String, createdAt: Date, startedAt: Date? = nil, finishedAt: Date? = nil,
                 purgeAt: Date? = nil, purged: Bool = false, error: String? = nil, cpuSeconds: Double = 0, resultBytes: Int64 = 0,
                 attempts: Int = 0, resultAttempt: Int? = nil, worker: String? = nil, leaseUntil: Date? = nil, cancelRequested: Bool = false,
-                callback: CallbackState? = nil) {
+                callback: DeliveryState? = nil, mail: DeliveryState? = nil) {
         self.id = id; self.userId = userId; self.name = name; self.status = status; self.progress = progress; self.stage = stage
         self.message = message; self.request = request; self.createdAt = createdAt; self.startedAt = startedAt; self.finishedAt = finishedAt
         self.purgeAt = purgeAt; self.purged = purged; self.error = error; self.cpuSeconds = cpuSeconds; self.resultBytes = resultBytes
         self.attempts = attempts; self.resultAttempt = resultAttempt; self.worker = worker; self.leaseUntil = leaseUntil
         self.cancelRequested = cancelRequested
         self.callback = callback
+        self.mail = mail
     }
 }
 
-/// Where the callback of a job with a subscriber stands (OGC API – Processes callbacks): `pending` until the
-/// job has ended and a POST of its outcome to the subscriber's URI has been answered 2xx (`delivered`);
-/// `failed` once the service's attempts are spent or the URI is refused (an internal address); `skipped` when
-/// the subscriber gave no URI for the way the job ended.
-public struct CallbackState: Sendable, Codable, Equatable {
+/// What is sent when a job ends, each kept on the job's row (its outbox) with its own `DeliveryState`.
+public enum DeliveryChannel: String, Sendable, CaseIterable {
+    /// OGC API – Processes callbacks: the outcome POSTed to the subscriber's URI.
+    case callback
+    /// A mail to the job's owner.
+    case mail
+}
+
+/// Where a job's callback (or mail) stands: `pending` until the job has ended and the subscriber's URI has
+/// answered a POST of its outcome with 2xx (the mail server has accepted the mail): `delivered`; `failed`
+/// once the service's attempts are spent or the URI is refused (an internal address; the mail refused for
+/// good); `skipped` when the subscriber gave no URI for the way the job ended (no mail for a job its owner
+/// dismissed, or an owner without an address by then).
+public struct DeliveryState: Sendable, Codable, Equatable {
     public enum State: String, Sendable, Codable { case pending, delivered, failed, skipped }
     public var state: State
     /// POSTs tried so far.

@@ -43,7 +43,10 @@ extension OpenAPIDocument {
                                           "callback": ["type": "object", "required": ["state", "attempts"],
                                                        "properties": ["successUri": ["type": "string"], "failedUri": ["type": "string"],
                                                                       "state": ["type": "string", "enum": ["pending", "delivered", "failed", "skipped"]],
-                                                                      "attempts": ["type": "integer"], "error": ["type": "string"], "nextAttempt": ["type": "string"]]]]]
+                                                                      "attempts": ["type": "integer"], "error": ["type": "string"], "nextAttempt": ["type": "string"]]],
+                                          "mail": ["type": "object", "required": ["state", "attempts"],
+                                                   "properties": ["state": ["type": "string", "enum": ["pending", "delivered", "failed", "skipped"]],
+                                                                  "attempts": ["type": "integer"], "error": ["type": "string"], "nextAttempt": ["type": "string"]]]]]
         let upload: Schema = ["type": "object", "required": ["id", "fileName", "size", "sha256"],
                               "properties": ["id": ["type": "string"], "fileName": ["type": "string"], "size": ["type": "integer"],
                                              "sha256": ["type": "string", "pattern": "^[0-9a-f]{64}$"]]]
@@ -89,7 +92,7 @@ extension OpenAPIDocument {
         let newUser: Schema = ["type": "object", "required": ["name", "role"],
                                "properties": ["name": ["type": "string", "minLength": 1],
                                               "role": ["type": "string", "enum": ["researcher", "operator", "admin", "catalogue"]],
-                                              "quota": quota]]
+                                              "quota": quota, "email": ["type": "string", "format": "email", "maxLength": 254]]]
         var expert: [String: Any] = [:]
         var options: [String: Any] = [:]
         for s in JobParameterTable.specs {
@@ -136,6 +139,8 @@ extension OpenAPIDocument {
         case "post /processes/dsm-difference/execution": return json(["oneOf": [ref("DifferenceRequest"), executeEnvelope(ref("DifferenceRequest"))]])
         case "post /stac/search": return json(ref("SearchRequest"))
         case "post /admin/users": return json(ref("NewUser"))
+        case "put /me/email": return json(["type": "object", "required": ["email"], "additionalProperties": false,
+                                           "properties": ["email": ["type": "string", "format": "email", "maxLength": 254]]])
         case "put /admin/users/{id}/quota": return json(ref("QuotaPatch"))
         case "put /presets/{name}": return json(ref("Preset"))
         case "post /catalogue/jobs":
@@ -234,7 +239,10 @@ extension OpenAPIDocument {
         case ("get /presets/{name}", _), ("put /presets/{name}", _): return json(ref("Preset"))
         case ("get /me", _): return json(["type": "object", "required": ["id", "name", "role", "quota", "usage"],
                                           "properties": ["id": ["type": "string"], "name": ["type": "string"], "role": ["type": "string"],
-                                                         "quota": ref("Quota"), "usage": ref("Usage")]])
+                                                         "quota": ref("Quota"), "usage": ref("Usage"), "email": ["type": "string"],
+                                                         "mailConfigured": ["type": "boolean"]]])
+        case ("put /me/email", _): return json(["type": "object", "required": ["email", "mailConfigured"],
+                                                "properties": ["email": ["type": "string"], "mailConfigured": ["type": "boolean"]]])
         default: return json(object)
         }
     }

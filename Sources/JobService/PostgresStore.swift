@@ -154,6 +154,14 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             "ALTER TABLE users ADD COLUMN previous_callback_secret TEXT",
             "ALTER TABLE users ADD COLUMN previous_callback_secret_until DOUBLE PRECISION",
         ]),
+        ("v8-mail", [
+            "ALTER TABLE users ADD COLUMN email TEXT",
+            "ALTER TABLE jobs ADD COLUMN mail_state TEXT CHECK (mail_state IN ('pending', 'delivered', 'failed', 'skipped'))",
+            "ALTER TABLE jobs ADD COLUMN mail_attempts INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE jobs ADD COLUMN mail_at DOUBLE PRECISION",
+            "ALTER TABLE jobs ADD COLUMN mail_error TEXT",
+            "CREATE INDEX jobs_mail ON jobs(mail_state, mail_at)",
+        ]),
     ]
 
     func migrate() async throws {
@@ -184,7 +192,7 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
         User(id: try r["id"].decode(String.self), name: try r["name"].decode(String.self),
              role: Role(rawValue: try r["role"].decode(String.self)) ?? .researcher,
              quota: SQLiteJobStore.decodeQuota(try r["quota"].decode(String.self)),
-             createdAt: Date(timeIntervalSince1970: try r["created_at"].decode(Double.self)))
+             createdAt: Date(timeIntervalSince1970: try r["created_at"].decode(Double.self)), email: try r["email"].decode(String?.self))
     }
 
     static func date(_ r: PostgresRandomAccessRow, _ k: String) throws -> Date? {
@@ -202,10 +210,15 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             resultBytes: try r["result_bytes"].decode(Int64.self), attempts: Int(try r["attempts"].decode(Int32.self)),
             resultAttempt: try r["result_attempt"].decode(Int32?.self).map(Int.init), worker: try r["worker"].decode(String?.self),
             leaseUntil: try date(r, "lease_until"), cancelRequested: try r["cancel_requested"].decode(Bool.self),
-            callback: try r["callback_state"].decode(String?.self).flatMap(CallbackState.State.init).map {
-                CallbackState(state: $0, attempts: Int(try r["callback_attempts"].decode(Int32.self)), error: try r["callback_error"].decode(String?.self),
-                              nextAttempt: try date(r, "callback_at"))
-            })
+            callback: try delivery(r, .callback), mail: try delivery(r, .mail))
+    }
+
+    static func delivery(_ r: PostgresRandomAccessRow, _ channel: DeliveryChannel) throws -> DeliveryState? {
+        let c = channel.rawValue
+        return try r["\(c)_state"].decode(String?.self).flatMap(DeliveryState.State.init).map {
+            DeliveryState(state: $0, attempts: Int(try r["\(c)_attempts"].decode(Int32.self)), error: try r["\(c)_error"].decode(String?.self),
+                          nextAttempt: try date(r, "\(c)_at"))
+        }
     }
 
     static func upload(_ r: PostgresRandomAccessRow) throws -> Upload {
@@ -339,8 +352,9 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             if u.storageBytes >= quota.storageBytes { throw QuotaExceeded.storage(used: u.storageBytes, requested: 0, limit: quota.storageBytes) }
             if u.storageBytes + results > quota.storageBytes { throw QuotaExceeded.resultStorage(used: u.storageBytes, estimate: results, limit: quota.storageBytes) }
             try await c.query("""
-                INSERT INTO jobs (id, user_id, name, status, progress, request, created_at, callback_state)
-                VALUES (\(job.id), \(job.userId), \(job.name), 'accepted', 0, \(job.request), \(job.createdAt.timeIntervalSince1970), \(job.callback?.state.rawValue))
+                INSERT INTO jobs (id, user_id, name, status, progress, request, created_at, callback_state, mail_state)
+                VALUES (\(job.id), \(job.userId), \(job.name), 'accepted', 0, \(job.request), \(job.createdAt.timeIntervalSince1970), \(job.callback?.state.rawValue),
+                        \(job.mail?.state.rawValue))
                 """, logger: logger)
         }
     }
@@ -442,22 +456,28 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
         }
     }
 
-    public func claimCallbacks(now: Date, leaseUntil: Date, limit: Int) async throws -> [Job] {
-        // SKIP LOCKED: daemons on several machines claim different callbacks.
-        try await rows("""
-            UPDATE jobs SET callback_attempts = callback_attempts + 1, callback_at = \(leaseUntil.timeIntervalSince1970)
+    public func claimDeliveries(_ channel: DeliveryChannel, now: Date, leaseUntil: Date, limit: Int) async throws -> [Job] {
+        let c = channel.rawValue
+        // SKIP LOCKED: daemons on several machines claim different ones.
+        return try await rows("""
+            UPDATE jobs SET \(unescaped: c)_attempts = \(unescaped: c)_attempts + 1, \(unescaped: c)_at = \(leaseUntil.timeIntervalSince1970)
             WHERE id IN (
-                SELECT id FROM jobs WHERE callback_state = 'pending' AND status IN ('successful', 'failed', 'dismissed')
-                    AND COALESCE(callback_at, 0) <= \(now.timeIntervalSince1970) ORDER BY finished_at, id LIMIT \(Int32(limit)) FOR UPDATE SKIP LOCKED)
+                SELECT id FROM jobs WHERE \(unescaped: c)_state = 'pending' AND status IN ('successful', 'failed', 'dismissed')
+                    AND COALESCE(\(unescaped: c)_at, 0) <= \(now.timeIntervalSince1970) ORDER BY finished_at, id LIMIT \(Int32(limit)) FOR UPDATE SKIP LOCKED)
             RETURNING *
             """).map(Self.job)
     }
 
-    public func recordCallback(jobId: String, attempt: Int, state: CallbackState.State, error: String?, nextAttempt: Date?) async throws {
+    public func recordDelivery(_ channel: DeliveryChannel, jobId: String, attempt: Int, state: DeliveryState.State, error: String?, nextAttempt: Date?) async throws {
+        let c = channel.rawValue
         try await client.query("""
-            UPDATE jobs SET callback_state = \(state.rawValue), callback_error = \(error), callback_at = \(nextAttempt?.timeIntervalSince1970)
-            WHERE id = \(jobId) AND callback_attempts = \(Int32(attempt)) AND callback_state = 'pending'
+            UPDATE jobs SET \(unescaped: c)_state = \(state.rawValue), \(unescaped: c)_error = \(error), \(unescaped: c)_at = \(nextAttempt?.timeIntervalSince1970)
+            WHERE id = \(jobId) AND \(unescaped: c)_attempts = \(Int32(attempt)) AND \(unescaped: c)_state = 'pending'
             """, logger: logger)
+    }
+
+    public func setEmail(userId: String, email: String?) async throws -> Bool {
+        try await !rows("UPDATE users SET email = \(email) WHERE id = \(userId) RETURNING id").isEmpty
     }
 
     public func delete(jobId: String) async throws { try await client.query("DELETE FROM jobs WHERE id = \(jobId)", logger: logger) }

@@ -56,13 +56,15 @@ public protocol JobStore: Sendable {
     /// Ids of every job, for the purge's orphan check.
     func allJobIds() async throws -> Set<String>
 
-    /// Claims up to `limit` ended jobs whose callback is pending and due (`CallbackState`), oldest ending first:
-    /// each claim counts an attempt and holds the callback until `leaseUntil` (another process takes it up
-    /// after that, so a callback is sent at least once whichever process dies).
-    func claimCallbacks(now: Date, leaseUntil: Date, limit: Int) async throws -> [Job]
-    /// Records the outcome of a callback's attempt (the claim's `callback.attempts`), fenced by it: `pending`
+    /// Claims up to `limit` ended jobs whose callback (or mail) is pending and due (`DeliveryState`), oldest
+    /// ending first: each claim counts an attempt and holds it until `leaseUntil` (another process takes it
+    /// up after that, so it is sent at least once whichever process dies).
+    func claimDeliveries(_ channel: DeliveryChannel, now: Date, leaseUntil: Date, limit: Int) async throws -> [Job]
+    /// Records the outcome of a callback's (mail's) attempt (the claim's `attempts`), fenced by it: `pending`
     /// with the next attempt's time, or `delivered`, `failed`, `skipped`.
-    func recordCallback(jobId: String, attempt: Int, state: CallbackState.State, error: String?, nextAttempt: Date?) async throws
+    func recordDelivery(_ channel: DeliveryChannel, jobId: String, attempt: Int, state: DeliveryState.State, error: String?, nextAttempt: Date?) async throws
+    /// Sets (nil: removes) the address mail about a user's jobs goes to; false when there is no such user.
+    func setEmail(userId: String, email: String?) async throws -> Bool
     /// Ids of every upload, for the purge's orphan check.
     func allUploadIds() async throws -> Set<String>
 
@@ -262,6 +264,16 @@ public final class SQLiteJobStore: JobStore {
                 ALTER TABLE users ADD COLUMN previous_callback_secret_until REAL;
                 """)
         }
+        m.registerMigration("v8-mail") { db in
+            try db.execute(sql: """
+                ALTER TABLE users ADD COLUMN email TEXT;
+                ALTER TABLE jobs ADD COLUMN mail_state TEXT CHECK (mail_state IN ('pending', 'delivered', 'failed', 'skipped'));
+                ALTER TABLE jobs ADD COLUMN mail_attempts INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE jobs ADD COLUMN mail_at REAL;
+                ALTER TABLE jobs ADD COLUMN mail_error TEXT;
+                CREATE INDEX jobs_mail ON jobs(mail_state, mail_at);
+                """)
+        }
         return m
     }
 
@@ -279,7 +291,7 @@ public final class SQLiteJobStore: JobStore {
 
     static func user(_ r: Row) -> User {
         User(id: r["id"], name: r["name"], role: Role(rawValue: r["role"]) ?? .researcher,
-             quota: decodeQuota(r["quota"]), createdAt: Date(timeIntervalSince1970: r["created_at"]))
+             quota: decodeQuota(r["quota"]), createdAt: Date(timeIntervalSince1970: r["created_at"]), email: r["email"])
     }
 
     static func date(_ r: Row, _ k: String) -> Date? { (r[k] as Double?).map { Date(timeIntervalSince1970: $0) } }
@@ -291,9 +303,14 @@ public final class SQLiteJobStore: JobStore {
             finishedAt: date(r, "finished_at"), purgeAt: date(r, "purge_at"), purged: r["purged"], error: r["error"],
             cpuSeconds: r["cpu_seconds"], resultBytes: r["result_bytes"], attempts: r["attempts"], resultAttempt: r["result_attempt"], worker: r["worker"],
             leaseUntil: date(r, "lease_until"), cancelRequested: r["cancel_requested"],
-            callback: (r["callback_state"] as String?).flatMap(CallbackState.State.init).map {
-                CallbackState(state: $0, attempts: r["callback_attempts"], error: r["callback_error"], nextAttempt: date(r, "callback_at"))
-            })
+            callback: delivery(r, .callback), mail: delivery(r, .mail))
+    }
+
+    static func delivery(_ r: Row, _ channel: DeliveryChannel) -> DeliveryState? {
+        let c = channel.rawValue
+        return (r["\(c)_state"] as String?).flatMap(DeliveryState.State.init).map {
+            DeliveryState(state: $0, attempts: r["\(c)_attempts"], error: r["\(c)_error"], nextAttempt: date(r, "\(c)_at"))
+        }
     }
 
     public func createUser(name: String, role: Role, quota: Quota) async throws -> (User, token: String) {
@@ -402,8 +419,8 @@ public final class SQLiteJobStore: JobStore {
             }
             if u.storageBytes >= quota.storageBytes { throw QuotaExceeded.storage(used: u.storageBytes, requested: 0, limit: quota.storageBytes) }
             if u.storageBytes + results > quota.storageBytes { throw QuotaExceeded.resultStorage(used: u.storageBytes, estimate: results, limit: quota.storageBytes) }
-            try db.execute(sql: "INSERT INTO jobs (id, user_id, name, status, progress, request, created_at, callback_state) VALUES (?, ?, ?, 'accepted', 0, ?, ?, ?)",
-                           arguments: [job.id, job.userId, job.name, job.request, job.createdAt.timeIntervalSince1970, job.callback?.state.rawValue])
+            try db.execute(sql: "INSERT INTO jobs (id, user_id, name, status, progress, request, created_at, callback_state, mail_state) VALUES (?, ?, ?, 'accepted', 0, ?, ?, ?, ?)",
+                           arguments: [job.id, job.userId, job.name, job.request, job.createdAt.timeIntervalSince1970, job.callback?.state.rawValue, job.mail?.state.rawValue])
         }
     }
 
@@ -547,24 +564,33 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
-    public func claimCallbacks(now: Date, leaseUntil: Date, limit: Int) async throws -> [Job] {
-        try await db.write { db in
+    public func claimDeliveries(_ channel: DeliveryChannel, now: Date, leaseUntil: Date, limit: Int) async throws -> [Job] {
+        let c = channel.rawValue
+        return try await db.write { db in
             try Row.fetchAll(db, sql: """
-                UPDATE jobs SET callback_attempts = callback_attempts + 1, callback_at = ?
+                UPDATE jobs SET \(c)_attempts = \(c)_attempts + 1, \(c)_at = ?
                 WHERE id IN (
-                    SELECT id FROM jobs WHERE callback_state = 'pending' AND status IN ('successful', 'failed', 'dismissed')
-                        AND COALESCE(callback_at, 0) <= ? ORDER BY finished_at, id LIMIT ?)
+                    SELECT id FROM jobs WHERE \(c)_state = 'pending' AND status IN ('successful', 'failed', 'dismissed')
+                        AND COALESCE(\(c)_at, 0) <= ? ORDER BY finished_at, id LIMIT ?)
                 RETURNING *
                 """, arguments: [leaseUntil.timeIntervalSince1970, now.timeIntervalSince1970, limit]).map(Self.job)
         }
     }
 
-    public func recordCallback(jobId: String, attempt: Int, state: CallbackState.State, error: String?, nextAttempt: Date?) async throws {
+    public func recordDelivery(_ channel: DeliveryChannel, jobId: String, attempt: Int, state: DeliveryState.State, error: String?, nextAttempt: Date?) async throws {
+        let c = channel.rawValue
         try await db.write { db in
             try db.execute(sql: """
-                UPDATE jobs SET callback_state = ?, callback_error = ?, callback_at = ?
-                WHERE id = ? AND callback_attempts = ? AND callback_state = 'pending'
+                UPDATE jobs SET \(c)_state = ?, \(c)_error = ?, \(c)_at = ?
+                WHERE id = ? AND \(c)_attempts = ? AND \(c)_state = 'pending'
                 """, arguments: [state.rawValue, error, nextAttempt?.timeIntervalSince1970, jobId, attempt])
+        }
+    }
+
+    public func setEmail(userId: String, email: String?) async throws -> Bool {
+        try await db.write { db in
+            try db.execute(sql: "UPDATE users SET email = ? WHERE id = ?", arguments: [email, userId])
+            return db.changesCount == 1
         }
     }
 

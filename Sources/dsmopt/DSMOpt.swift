@@ -887,7 +887,7 @@ struct Worker: AsyncParsableCommand {
 struct Admin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Manage users, tokens and quotas from the command line.",
-        subcommands: [CreateUser.self, SetQuota.self, ListUsers.self, RotateToken.self, RevokeToken.self, Backup.self])
+        subcommands: [CreateUser.self, SetQuota.self, SetEmail.self, ListUsers.self, RotateToken.self, RevokeToken.self, Backup.self, TestMail.self])
 
     /// `--data` and friends may come before the subcommand (`dsmopt admin --data DIR create-user …`).
     @OptionGroup var daemon: DaemonOptions
@@ -913,6 +913,7 @@ struct Admin: AsyncParsableCommand {
         @OptionGroup var daemon: DaemonOptions
         @Argument var name: String
         @Option(help: "researcher, operator, admin or catalogue.") var role: String = "researcher"
+        @Option(help: "Where mail about the user's jobs goes (each job's end).") var email: String?
         @OptionGroup var quota: QuotaOptions
 
         func run() async throws {
@@ -920,9 +921,49 @@ struct Admin: AsyncParsableCommand {
             guard let r = Role(rawValue: role) else {
                 throw CLIFailure(message: "unknown role '\(role)' (researcher, operator, admin, catalogue)", code: ExitCodes.usage)
             }
+            if let email, let problem = MailMessage.addressProblem(email) { throw CLIFailure(message: "--email: \(problem)", code: ExitCodes.usage) }
             let store = try await Daemon.prepare(c, checkingPresets: false)
-            let (_, token) = try await store.createUser(name: name, role: r, quota: try quota.apply(c.defaultQuota))
+            let (u, token) = try await store.createUser(name: name, role: r, quota: try quota.apply(c.defaultQuota))
+            if let email { _ = try await store.setEmail(userId: u.id, email: email) }
             print(token)
+        }
+    }
+
+    struct SetEmail: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "set-email", abstract: "Set (or with --none remove) the address mail about a user's jobs goes to.")
+        @OptionGroup var daemon: DaemonOptions
+        @Argument var name: String
+        @Argument var address: String?
+        @Flag(help: "Remove the address: no more mail.") var none = false
+
+        func run() async throws {
+            guard (address == nil) == none else { throw CLIFailure(message: "give an address or --none", code: ExitCodes.usage) }
+            if let address, let problem = MailMessage.addressProblem(address) { throw CLIFailure(message: problem, code: ExitCodes.usage) }
+            let store = try await Daemon.prepare(try daemon.configuration(), checkingPresets: false)
+            guard let u = try await store.user(name: name), try await store.setEmail(userId: u.id, email: address) else {
+                throw CLIFailure(message: "unknown user '\(name)'", code: ExitCodes.usage)
+            }
+        }
+    }
+
+    struct TestMail: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "test-mail", abstract: "Send a test mail through the configured mail server (smtpURL), to check the settings; exit 0 once the server has accepted it.")
+        @OptionGroup var daemon: DaemonOptions
+        @Argument(help: "The recipient.") var address: String
+
+        func run() async throws {
+            let c = try daemon.configuration()
+            try c.validate()
+            if let problem = MailMessage.addressProblem(address) { throw CLIFailure(message: problem, code: ExitCodes.usage) }
+            guard let settings = try c.smtpSettings() else { throw CLIFailure(message: "no mail server is configured (smtpURL, DSMOPT_SMTP_URL)", code: ExitCodes.usage) }
+            let message = MailMessage(from: c.mailSender, to: address, subject: "[dsmopt] test mail",
+                                      body: "This is a test of the mail settings of the dsmopt service at \(c.publicURL ?? "\(c.host):\(c.port)").\nJob notifications will come from \(c.mailSender).",
+                                      messageID: "test.\(UUID().uuidString.lowercased())@\(c.mailSender.split(separator: "@").last ?? "localhost")")
+            do { try await SMTPClient.send(message, settings: settings) } catch {
+                throw CLIFailure(message: "the test mail was not sent: \(error)", code: 1)
+            }
+            FileHandle.standardError.write(Data("dsmopt: the mail server accepted the test mail to \(address)\n".utf8))
         }
     }
 
@@ -999,11 +1040,11 @@ struct Admin: AsyncParsableCommand {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             enc.dateEncodingStrategy = .iso8601
-            struct Listed: Encodable { var id: String; var name: String; var role: String; var quota: Quota; var createdAt: Date; var usage: Usage }
+            struct Listed: Encodable { var id: String; var name: String; var role: String; var quota: Quota; var createdAt: Date; var usage: Usage; var email: String? }
             var rows: [Listed] = []
             for u in try await store.users() {
                 rows.append(Listed(id: u.id, name: u.name, role: u.role.rawValue, quota: u.quota, createdAt: u.createdAt,
-                                   usage: try await store.usage(userId: u.id, now: Date())))
+                                   usage: try await store.usage(userId: u.id, now: Date()), email: u.email))
             }
             print(String(decoding: try enc.encode(rows), as: UTF8.self))
         }

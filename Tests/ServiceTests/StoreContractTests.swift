@@ -180,12 +180,12 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         let (u, _) = try await store.createUser(name: "cal", role: .researcher, quota: Self.quota)
         var a = job(u.id, at: 1), b = job(u.id, at: 2), c = job(u.id, at: 3)
         let quiet = job(u.id, at: 4)
-        a.callback = CallbackState(state: .pending); b.callback = CallbackState(state: .pending); c.callback = CallbackState(state: .pending)
+        a.callback = DeliveryState(state: .pending); b.callback = DeliveryState(state: .pending); c.callback = DeliveryState(state: .pending)
         for j in [a, b, c, quiet] { try await store.createJob(j, inputBytes: [], quota: Self.quota, now: Date()) }
-        #expect(try await store.job(id: a.id)?.callback == CallbackState(state: .pending))
+        #expect(try await store.job(id: a.id)?.callback == DeliveryState(state: .pending))
         #expect(try await store.job(id: quiet.id)?.callback == nil)
         func claim(_ now: Date = Date(), lease: Double = 60) async throws -> [Job] {
-            try await store.claimCallbacks(now: now, leaseUntil: now.addingTimeInterval(lease), limit: 10)
+            try await store.claimDeliveries(.callback, now: now, leaseUntil: now.addingTimeInterval(lease), limit: 10)
         }
         #expect(try await claim().isEmpty, "no job has ended")
         // a succeeds, b is cancelled while queued, c's worker dies on its only attempt; quiet ends too.
@@ -207,20 +207,58 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(claimed.state == .pending && claimed.attempts == 1)
         #expect(try await claim().isEmpty, "held by their claims")
         // a delivered; b to be retried in 30 s; c's claim lapses (its process died).
-        try await store.recordCallback(jobId: a.id, attempt: 2, state: .failed, error: "stale", nextAttempt: nil)  // stale: ignored
+        try await store.recordDelivery(.callback, jobId: a.id, attempt: 2, state: .failed, error: "stale", nextAttempt: nil)  // stale: ignored
         #expect(try await store.job(id: a.id)?.callback?.state == .pending)
-        try await store.recordCallback(jobId: a.id, attempt: 1, state: .delivered, error: nil, nextAttempt: nil)
-        try await store.recordCallback(jobId: b.id, attempt: 1, state: .pending, error: "POST answered 503", nextAttempt: Date().addingTimeInterval(30))
+        try await store.recordDelivery(.callback, jobId: a.id, attempt: 1, state: .delivered, error: nil, nextAttempt: nil)
+        try await store.recordDelivery(.callback, jobId: b.id, attempt: 1, state: .pending, error: "POST answered 503", nextAttempt: Date().addingTimeInterval(30))
         let later = try await claim(Date().addingTimeInterval(121)).map(\.id)
         #expect(later.sorted() == [b.id, c.id].sorted(), "\(later)")
         let cb = try #require(try await store.job(id: b.id)?.callback)
         #expect(cb.attempts == 2 && cb.error == "POST answered 503", "\(cb)")
-        #expect(try await store.job(id: a.id)?.callback == CallbackState(state: .delivered, attempts: 1))
+        #expect(try await store.job(id: a.id)?.callback == DeliveryState(state: .delivered, attempts: 1))
         // The lapsed first claim of c can no longer record; the second can.
-        try await store.recordCallback(jobId: c.id, attempt: 1, state: .delivered, error: nil, nextAttempt: nil)
+        try await store.recordDelivery(.callback, jobId: c.id, attempt: 1, state: .delivered, error: nil, nextAttempt: nil)
         #expect(try await store.job(id: c.id)?.callback?.state == .pending)
-        try await store.recordCallback(jobId: c.id, attempt: 2, state: .failed, error: "given up", nextAttempt: nil)
-        #expect(try await store.job(id: c.id)?.callback == CallbackState(state: .failed, attempts: 2, error: "given up"))
+        try await store.recordDelivery(.callback, jobId: c.id, attempt: 2, state: .failed, error: "given up", nextAttempt: nil)
+        #expect(try await store.job(id: c.id)?.callback == DeliveryState(state: .failed, attempts: 2, error: "given up"))
+    }
+
+    /// A job's mail to its owner has its own outbox state beside its callback: claiming and recording one
+    /// leaves the other as it was. Users' addresses are kept, replaced and removed.
+    @Test(arguments: StoreKind.allCases) func mailIsKeptApartFromCallbacks(kind: StoreKind) async throws {
+        let (store, _tmp) = try await kind.make(); _ = _tmp
+        let (u, _) = try await store.createUser(name: "mel", role: .researcher, quota: Self.quota)
+        #expect(try await store.user(id: u.id)?.email == nil)
+        #expect(try await store.setEmail(userId: u.id, email: "mel@example.org"))
+        let byName = try await store.user(name: "mel"), listed = try await store.users()
+        #expect(byName?.email == "mel@example.org" && listed.first?.email == "mel@example.org")
+        #expect(try await !store.setEmail(userId: "nobody", email: "x@example.org"))
+        var a = job(u.id, at: 1), b = job(u.id, at: 2)
+        a.mail = DeliveryState(state: .pending); a.callback = DeliveryState(state: .pending)
+        b.callback = DeliveryState(state: .pending)
+        for j in [a, b] { try await store.createJob(j, inputBytes: [], quota: Self.quota, now: Date()) }
+        let (ja, jb) = (try await store.job(id: a.id), try await store.job(id: b.id))
+        #expect(ja?.mail == DeliveryState(state: .pending) && jb != nil && jb?.mail == nil)
+        for j in [a, b] {
+            let r = try #require(try await store.claimJob(worker: "w", leaseUntil: Date().addingTimeInterval(60), now: Date()))
+            #expect(r.id == j.id)
+            #expect(try await store.finish(jobId: j.id, attempt: 1, worker: "w", status: .successful, error: nil, cpuSeconds: 1, resultBytes: 0, finishedAt: Date(), purgeAt: nil))
+        }
+        let now = Date()
+        let mails = try await store.claimDeliveries(.mail, now: now, leaseUntil: now.addingTimeInterval(60), limit: 10)
+        #expect(mails.map(\.id) == [a.id] && mails.first?.mail?.attempts == 1 && mails.first?.callback == DeliveryState(state: .pending), "\(mails)")
+        try await store.recordDelivery(.mail, jobId: a.id, attempt: 1, state: .pending, error: "451 later", nextAttempt: now.addingTimeInterval(5))
+        #expect(try await store.job(id: a.id)?.mail == DeliveryState(state: .pending, attempts: 1, error: "451 later", nextAttempt: Date(timeIntervalSince1970: (now.timeIntervalSince1970 + 5))))
+        let callbacks = try await store.claimDeliveries(.callback, now: now, leaseUntil: now.addingTimeInterval(60), limit: 10)
+        #expect(Set(callbacks.map(\.id)) == [a.id, b.id] && callbacks.allSatisfy { $0.callback?.attempts == 1 })
+        try await store.recordDelivery(.callback, jobId: a.id, attempt: 1, state: .delivered, error: nil, nextAttempt: nil)
+        #expect(try await store.job(id: a.id)?.mail?.state == .pending, "the callback's record leaves the mail pending")
+        #expect(try await store.claimDeliveries(.mail, now: now.addingTimeInterval(6), leaseUntil: now.addingTimeInterval(66), limit: 10).map(\.id) == [a.id])
+        try await store.recordDelivery(.mail, jobId: a.id, attempt: 2, state: .delivered, error: nil, nextAttempt: nil)
+        let done = try #require(try await store.job(id: a.id))
+        #expect(done.mail == DeliveryState(state: .delivered, attempts: 2) && done.callback == DeliveryState(state: .delivered, attempts: 1), "\(done)")
+        #expect(try await store.setEmail(userId: u.id, email: nil))
+        #expect(try await store.user(id: u.id)?.email == nil)
     }
 
     /// Graceful release gives the attempt back (not counted); cancellation of queued and running jobs.

@@ -151,7 +151,7 @@ extension ServiceAPI {
         let now = Date()
         var job = Job(id: SQLiteJobStore.newID(), userId: user.id, name: request.name ?? "dsm-difference job", request: String(decoding: try JSONEncoder().encode(request), as: UTF8.self),
                       createdAt: now)
-        if request.subscriber != nil { job.callback = CallbackState(state: .pending) }
+        announce(&job, subscriber: request.subscriber, owner: user)
         do {
             try await store.createJob(job, inputBytes: bytes, quota: user.quota, results: 2 * sizeA + (4 << 20), now: now)
         } catch let q as QuotaExceeded {

@@ -1,0 +1,207 @@
+import Foundation
+import JobService
+import TestSupport
+import Testing
+
+/// Mail to a job's owner when the job ends, end to end: a daemon hands it to a real SMTP server (aiosmtpd,
+/// PyPI) over STARTTLS with AUTH PLAIN, its certificate from an authority the operator names (`smtpCAFile`);
+/// the server parses each message with Python's email package and records what it read.
+@Suite(.serialized) struct MailTests {
+    static var python: String {
+        ProcessInfo.processInfo.environment["DSMOPT_TEST_PYTHON"] ?? TestData.packageRoot.appendingPathComponent(".build/portal-venv/bin/python").path
+    }
+
+    /// An SMTP server on `port` (`starttls`: STARTTLS required before AUTH; `tls`: TLS from the first byte),
+    /// user `u`, password `p@ss`. Recipients `refused@…` are refused for good (550), `flaky@…` once for now
+    /// (451). Every message accepted is appended to `log` as a JSON line: envelope, TLS, login, and the
+    /// message as Python's email parser reads it (headers decoded, the text part).
+    static func server(port: Int, mode: String, log: String, cert: String, key: String) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: python)
+        p.arguments = ["-c", """
+            import email, email.policy, json, ssl, sys, threading
+            from aiosmtpd.controller import Controller
+            from aiosmtpd.smtp import AuthResult, LoginPassword
+            port, mode, log, cert, key = sys.argv[1:6]
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(cert, key)
+            seen = {}
+            lock = threading.Lock()
+            class Handler:
+                async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+                    if address.startswith("refused@"):
+                        return "550 5.1.1 no such mailbox"
+                    with lock:
+                        seen[address] = seen.get(address, 0) + 1
+                        if address.startswith("flaky@") and seen[address] % 2 == 1:
+                            return "451 4.3.0 try again later"
+                    envelope.rcpt_tos.append(address)
+                    return "250 OK"
+                async def handle_DATA(self, server, session, envelope):
+                    m = email.message_from_bytes(envelope.content, policy=email.policy.default)
+                    record = {"from": envelope.mail_from, "to": envelope.rcpt_tos, "tls": session.ssl is not None,
+                              "login": session.login_data.decode() if session.login_data else None,
+                              "subject": str(m["Subject"]), "headerFrom": str(m["From"]), "headerTo": str(m["To"]),
+                              "messageId": str(m["Message-ID"]), "date": str(m["Date"]), "defects": len(m.defects),
+                              "body": m.get_content()}
+                    with lock, open(log, "a") as f:
+                        f.write(json.dumps(record) + "\\n")
+                    return "250 2.0.0 accepted"
+            def authenticate(server, session, envelope, mechanism, auth_data):
+                ok = isinstance(auth_data, LoginPassword) and auth_data.login == b"u" and auth_data.password == b"p@ss"
+                return AuthResult(success=ok, handled=False, auth_data=auth_data)
+            common = dict(authenticator=authenticate, auth_required=True)
+            if mode == "starttls":
+                c = Controller(Handler(), hostname="127.0.0.1", port=int(port), tls_context=ctx, require_starttls=True, auth_require_tls=True, **common)
+            else:
+                # (aiosmtpd counts only STARTTLS as TLS for auth_require_tls.)
+                c = Controller(Handler(), hostname="127.0.0.1", port=int(port), ssl_context=ctx, auth_require_tls=False, **common)
+            c.start()
+            print("ready", flush=True)
+            threading.Event().wait()
+            """, String(port), mode, log, cert, key]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        // Controller.start() returns once the server answers.
+        let ready = out.fileHandleForReading.availableData
+        guard String(decoding: ready, as: UTF8.self).contains("ready") else {
+            stopServer(p)
+            throw ServerError(message: "the SMTP server did not start (aiosmtpd in \(python)? run scripts/setup.sh --test)")
+        }
+        return p
+    }
+
+    static func received(_ log: String) -> [[String: Any]] {
+        ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+    }
+
+    /// Polls the job until its mail is no longer pending.
+    static func mailSettled(_ s: ServerProcess, token: String, job: String, timeout: Double = 60) async throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let j = try await http("GET", "\(s.base)/jobs/\(job)", token: token).json ?? [:]
+            if let m = j["mail"] as? [String: Any], m["state"] as? String != "pending" { return m }
+            try await Task.sleep(nanoseconds: 250_000_000)
+        }
+        Issue.record("the mail about job \(job) is still pending after \(timeout) s; daemon's log: \(((try? String(contentsOfFile: s.logPath, encoding: .utf8)) ?? "").suffix(1500))")
+        return [:]
+    }
+
+    @Test func ownersAreMailedWhenTheirJobsEnd() async throws {
+        let tmp = try TemporaryFolder()
+        let cert = tmp.path("cert.pem"), key = tmp.path("key.pem"), log = tmp.path("mail.jsonl")
+        let made = try run("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+                                                 "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        try #require(made.status == 0, "openssl: \(made.stderr)")
+        let port = try ReverseProxy.freeLoopbackPort(), tlsPort = try ReverseProxy.freeLoopbackPort()
+        let smtp = try Self.server(port: port, mode: "starttls", log: log, cert: cert, key: key)
+        defer { stopServer(smtp) }
+        let smtps = try Self.server(port: tlsPort, mode: "tls", log: log, cert: cert, key: key)
+        defer { stopServer(smtps) }
+        let s = try ServerProcess(workers: 1, config: """
+            {"smtpURL": "smtp+starttls://u:p%40ss@127.0.0.1:\(port)", "smtpCAFile": "\(cert)", "mailFrom": "dsm@example.org",
+             "mailRetrySeconds": 1, "mailAttempts": 3, "publicURL": "https://dsm.example.org/dsmopt"}
+            """)
+        let token = try s.user("carla")
+
+        // The address: none at first; a bad one refused with the reason; then set and shown.
+        let me = try await http("GET", "\(s.base)/me", token: token).json ?? [:]
+        #expect(me["email"] == nil && me["mailConfigured"] as? Bool == true, "\(me)")
+        for bad in [#"{"email": "carla at example.org"}"#, #"{"email": "carla@example.org\r\nBcc: x@evil.org"}"#, #"{"email": "carla@example.org", "x": 1}"#, #"{"email": 3}"#] {
+            let r = try await http("PUT", "\(s.base)/me/email", token: token, body: Data(bad.utf8))
+            #expect(r.status == 422, "\(bad): \(r.status) \(r.text)")
+        }
+        let set = try await http("PUT", "\(s.base)/me/email", token: token, body: json(["email": "carla@example.org"]))
+        #expect(set.status == 200 && set.json?["email"] as? String == "carla@example.org", "\(set.text)")
+        #expect(try await http("GET", "\(s.base)/me", token: token).json?["email"] as? String == "carla@example.org")
+
+        // Difference jobs: quick, and one that fails (DSMs that do not overlap).
+        try writeChangePair(to: tmp.path("s"), size: 300, flowCentre: [150, 160], flowAxes: [60, 30])
+        let far = tmp.path("far.tif")
+        #expect(try run("/usr/bin/gdal_translate", ["-q", "-a_ullr", "400000", "7600000", "400660", "7599340", tmp.path("s/dsm_b.tif"), far]).status == 0)
+        let da = try await upload(s, token: token, path: tmp.path("s/dsm_a.tif"), name: "dsm_2019.tif")
+        let db = try await upload(s, token: token, path: tmp.path("s/dsm_b.tif"), name: "dsm_2021.tif")
+        let df = try await upload(s, token: token, path: far, name: "elsewhere.tif")
+        func submit(_ b: String, name: String) async throws -> String {
+            let r = try await http("POST", "\(s.base)/processes/dsm-difference/execution", token: token,
+                                   body: json(["dsms": [["upload": da], ["upload": b]], "name": name]))
+            #expect(r.status == 201, "\(r.text)")
+            return try #require(r.json?["jobID"] as? String, "\(r.text)")
+        }
+
+        // Success: one mail, over STARTTLS, authenticated, with the results' links under publicURL and the purge date.
+        let name = "Piton lava 2019–2021 ✓"
+        let ok = try await submit(db, name: name)
+        #expect((try await http("GET", "\(s.base)/jobs/\(ok)", token: token).json?["mail"] as? [String: Any])?["state"] as? String == "pending")
+        let okJob = try await waitFor(s, token: token, job: ok, states: ["successful", "failed"])
+        #expect(okJob["status"] as? String == "successful", "\(okJob)")
+        let delivered = try await Self.mailSettled(s, token: token, job: ok)
+        #expect(delivered["state"] as? String == "delivered" && delivered["attempts"] as? Int == 1, "\(delivered)")
+        let first = try #require(Self.received(log).first)
+        #expect(first["from"] as? String == "dsm@example.org" && first["to"] as? [String] == ["carla@example.org"], "\(first)")
+        #expect(first["tls"] as? Bool == true && first["login"] as? String == "u" && first["defects"] as? Int == 0, "\(first)")
+        #expect(first["subject"] as? String == "[dsmopt] \(name): finished", "\(first["subject"] ?? "")")
+        #expect(first["headerTo"] as? String == "carla@example.org" && (first["headerFrom"] as? String ?? "").contains("dsm@example.org"), "\(first)")
+        #expect((first["messageId"] as? String ?? "").contains(ok), "\(first["messageId"] ?? "")")
+        let body = first["body"] as? String ?? ""
+        let purge = try #require(okJob["purgeDate"] as? String)
+        for part in ["Hello carla,", "finished successfully", "https://dsm.example.org/dsmopt/jobs/\(ok)/results/difference.tif",
+                     "https://dsm.example.org/dsmopt/#/job/\(ok)", "kept until \(purge.prefix(10))"] {
+            #expect(body.contains(part), "\(part) not in:\n\(body)")
+        }
+
+        // Failure: the reason and the log's link.
+        let bad = try await submit(df, name: "elsewhere")
+        _ = try await waitFor(s, token: token, job: bad, states: ["failed", "successful"])
+        #expect(try await Self.mailSettled(s, token: token, job: bad)["state"] as? String == "delivered")
+        let second = try #require(Self.received(log).last)
+        let text = second["body"] as? String ?? ""
+        #expect(second["subject"] as? String == "[dsmopt] elsewhere: failed", "\(second["subject"] ?? "")")
+        #expect(text.contains("Reason:") && text.contains("do not overlap") && text.contains("/jobs/\(bad)/logs"), "\(text)")
+
+        // Dismissed by its owner: no mail.
+        let gone = try await submit(db, name: "dismissed")
+        _ = try await http("DELETE", "\(s.base)/jobs/\(gone)", token: token)
+        let ended = try await waitFor(s, token: token, job: gone, states: ["dismissed", "successful"])
+        #expect(ended["status"] as? String == "dismissed", "\(ended)")
+        let skipped = try await Self.mailSettled(s, token: token, job: gone)
+        #expect(skipped["state"] as? String == "skipped", "\(skipped)")
+
+        // A server that says "later" (451) is tried again; one that refuses the mailbox for good (550) is not.
+        _ = try await http("PUT", "\(s.base)/me/email", token: token, body: json(["email": "flaky@example.org"]))
+        let later = try await submit(db, name: "flaky")
+        _ = try await waitFor(s, token: token, job: later, states: ["successful", "failed"])
+        let retried = try await Self.mailSettled(s, token: token, job: later)
+        #expect(retried["state"] as? String == "delivered" && retried["attempts"] as? Int == 2, "\(retried)")
+        _ = try await http("PUT", "\(s.base)/me/email", token: token, body: json(["email": "refused@example.org"]))
+        let never = try await submit(db, name: "refused")
+        _ = try await waitFor(s, token: token, job: never, states: ["successful", "failed"])
+        let refused = try await Self.mailSettled(s, token: token, job: never)
+        #expect(refused["state"] as? String == "failed" && refused["attempts"] as? Int == 1 && (refused["error"] as? String ?? "").contains("550"), "\(refused)")
+
+        // Without an address, a job has no mail.
+        #expect(try await http("DELETE", "\(s.base)/me/email", token: token).status == 204)
+        let quiet = try await http("POST", "\(s.base)/processes/dsm-difference/execution", token: token, body: json(["dsms": [["upload": da], ["upload": db]]]))
+        #expect(quiet.status == 201 && quiet.json?["mail"] == nil, "\(quiet.text)")
+        let mailed = Self.received(log).map { $0["to"] as? [String] ?? [] }
+        #expect(mailed == [["carla@example.org"], ["carla@example.org"], ["flaky@example.org"]], "\(mailed)")
+
+        // The operator's check of the settings: a test mail through the TLS-from-the-start server, accepted
+        // with the authority given, refused without it.
+        let conf = tmp.path("smtps.json")
+        try #"{"smtpURL": "smtps://u:p%40ss@127.0.0.1:\#(tlsPort)", "smtpCAFile": "\#(cert)", "mailFrom": "dsm@example.org"}"#.write(toFile: conf, atomically: true, encoding: .utf8)
+        let sent = try run(try dsmoptExecutable(), ["admin", "--data", tmp.path("d"), "--config", conf, "test-mail", "ops@example.org"])
+        #expect(sent.status == 0, "\(sent.stderr)")
+        #expect(Self.received(log).last?["to"] as? [String] == ["ops@example.org"] && Self.received(log).last?["subject"] as? String == "[dsmopt] test mail")
+        try #"{"smtpURL": "smtps://u:p%40ss@127.0.0.1:\#(tlsPort)"}"#.write(toFile: conf, atomically: true, encoding: .utf8)
+        let untrusted = try run(try dsmoptExecutable(), ["admin", "--data", tmp.path("d"), "--config", conf, "test-mail", "ops@example.org"])
+        #expect(untrusted.status == 1 && untrusted.stderr.contains("certificate is not trusted"), "\(untrusted.status): \(untrusted.stderr)")
+        try #"{"smtpURL": "smtp://127.0.0.1:\#(port)", "mailFrom": "not an address"}"#.write(toFile: conf, atomically: true, encoding: .utf8)
+        let wrong = try run(try dsmoptExecutable(), ["admin", "--data", tmp.path("d"), "--config", conf, "test-mail", "ops@example.org"])
+        #expect(wrong.status == 2 && wrong.stderr.contains("mailFrom"), "\(wrong.status): \(wrong.stderr)")
+    }
+}
