@@ -113,7 +113,7 @@ import Testing
     /// is refused as a start would.
     @Test func checkConfigPrintsTheSettingsInForceAndWritesNothing() throws {
         let dir = try TemporaryFolder()
-        try #"{"callbackAttempts": 3, "port": 9000, "store": "postgres://dsm:pw-not-shown@db.example.org:5432/dsmopt"}"#
+        try #"{"callbackAttempts": 3, "port": 9000, "store": "postgres://dsm:pw-not-shown@db.example.org:5432/dsmopt", "smtpURL": "smtp+starttls://dsm:mail-pw-not-shown@mail.example.org"}"#
             .write(toFile: dir.path("dsmopt.json"), atomically: true, encoding: .utf8)
         let r = try run(try dsmoptExecutable(), ["serve", "--data", dir.url.path, "--check-config", "--port", "9100"], timeout: 30)
         #expect(r.status == 0, "exit \(r.status): \(r.stderr)")
@@ -121,6 +121,7 @@ import Testing
         let settings = try #require(shown["settings"] as? [String: Any])
         #expect(settings["callbackAttempts"] as? Int == 3 && settings["port"] as? Int == 9100 && settings["workers"] as? Int == 1, "\(settings)")
         #expect(settings["store"] as? String == "postgres://dsm:hidden@db.example.org:5432/dsmopt" && !r.stdout.contains("pw-not-shown"), "\(String(describing: settings["store"]))")
+        #expect(settings["smtpURL"] as? String == "smtp+starttls://dsm:hidden@mail.example.org", "\(String(describing: settings["smtpURL"]))")
         #expect((shown["presets"] as? [String] ?? []).contains("default"), "\(String(describing: shown["presets"]))")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.url.path) == ["dsmopt.json"], "nothing created beside the file")
         // A data folder whose presets hold a broken file.
