@@ -58,6 +58,15 @@ struct APIProblem: Error, CustomStringConvertible {
 
 /// The bytes of a JSON body the service sends (in answers and in callbacks): keys sorted, slashes not escaped,
 /// dates in ISO 8601.
+/// `date` in UTC as `format` (a `DateFormatter` pattern) writes it, in English whatever the machine's locale.
+func utcText(_ date: Date, _ format: String) -> String {
+    let f = DateFormatter()
+    f.locale = Locale(identifier: "en_US_POSIX")
+    f.timeZone = TimeZone(identifier: "UTC")
+    f.dateFormat = format
+    return f.string(from: date)
+}
+
 func jsonBody<T: Encodable>(_ value: T) throws -> Data {
     let enc = JSONEncoder()
     enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
@@ -1377,13 +1386,7 @@ public struct ServiceAPI: Sendable {
     }
 
     /// An IMF-fixdate (RFC 9110), e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
-    static func httpDate(_ d: Date) -> String {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "GMT")
-        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
-        return f.string(from: d)
-    }
+    static func httpDate(_ d: Date) -> String { utcText(d, "EEE, dd MMM yyyy HH:mm:ss 'GMT'") }
 
     // MARK: presets
 

@@ -52,19 +52,20 @@ extension ServiceAPI {
     }
 }
 
-/// Sends the callbacks of ended jobs (`JobStore.claimDeliveries`), every second, from every `serve` and
-/// `worker` process. A POST answered 2xx delivers it; anything else (an error status, a redirect — never
-/// followed —, no answer within `timeoutSeconds`, a host that does not resolve) is tried again after
+/// Sends the callbacks of ended jobs (`DeliverySender`), every second, from every `serve` and `worker`
+/// process. A POST answered 2xx delivers it; anything else (an error status, a redirect — never followed —,
+/// no answer within `timeoutSeconds`, a host that does not resolve) is tried again after
 /// `callbackRetrySeconds`, doubling, until `callbackAttempts`; a URI that leads to an internal address not on
 /// `callbackAllowedHosts` fails at once.
-public final class CallbackSender: Service, @unchecked Sendable {
+public final class CallbackSender: Service, DeliverySender, @unchecked Sendable {
     let store: JobStore
     let config: ServiceConfiguration
     let api: ServiceAPI
     /// Longest a receiver may take to answer.
     static let timeoutSeconds = 30.0
-    /// Callbacks claimed per round.
-    static let batch = 8
+    let channel = DeliveryChannel.callback
+    let claimSeconds = 2 * timeoutSeconds + 5
+    let logName = "callback of"
 
     public init(store: JobStore, config: ServiceConfiguration, api: ServiceAPI) {
         self.store = store
@@ -72,23 +73,7 @@ public final class CallbackSender: Service, @unchecked Sendable {
         self.api = api
     }
 
-    public func run() async throws {
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            await sendDue(now: Date())
-            try? await Task.sleep(nanoseconds: 1_000_000_000)
-        }
-    }
-
-    /// One round: the due callbacks, sent concurrently.
-    func sendDue(now: Date) async {
-        // The claim outlasts an attempt (its timeout) with a margin: a process that dies mid-attempt leaves
-        // the callback to another one after that.
-        guard let jobs = try? await store.claimDeliveries(.callback, now: now, leaseUntil: now.addingTimeInterval(2 * Self.timeoutSeconds + 5), limit: Self.batch),
-              !jobs.isEmpty else { return }
-        await withTaskGroup(of: Void.self) { group in
-            for job in jobs { group.addTask { await self.send(job) } }
-        }
-    }
+    public func run() async throws { await sendUntilShutdown() }
 
     func send(_ job: Job) async {
         let attempt = job.callback?.attempts ?? 1
@@ -117,14 +102,7 @@ public final class CallbackSender: Service, @unchecked Sendable {
         } catch {
             outcome = (.pending, String(describing: error))
         }
-        if outcome.state == .pending && attempt >= config.callbackAttempts {
-            outcome = (.failed, "\(outcome.error ?? "not delivered") (attempt \(attempt) of \(config.callbackAttempts): given up)")
-        }
-        let retry = outcome.state == .pending ? Date().addingTimeInterval(min(3600, config.callbackRetrySeconds * pow(2, Double(attempt - 1)))) : nil
-        try? await store.recordDelivery(.callback, jobId: job.id, attempt: attempt, state: outcome.state, error: outcome.error, nextAttempt: retry)
-        if outcome.state != .delivered {
-            FileHandle.standardError.write(Data("dsmopt: callback of job \(job.id), attempt \(attempt): \(outcome.error ?? outcome.state.rawValue)\(retry.map { " (next attempt at \(ISO8601DateFormatter().string(from: $0)))" } ?? "")\n".utf8))
-        }
+        await finishAttempt(job, attempt: attempt, state: outcome.state, error: outcome.error, attempts: config.callbackAttempts, retrySeconds: config.callbackRetrySeconds)
     }
 
     /// What is POSTed: a successful job's results document (OGC), else — or when its results are gone — its

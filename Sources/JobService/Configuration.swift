@@ -320,7 +320,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
 
     /// The sender address of mail to users.
     public var mailSender: String {
-        mailFrom ?? "dsmopt@" + (Host.current().name.flatMap { $0.contains(".") ? $0 : nil } ?? "localhost")
+        mailFrom ?? "dsmopt@" + SMTPClient.localName
     }
 
     /// `publicURL` without its trailing slashes: the base every link is built on (nil: from each request).

@@ -7,15 +7,17 @@ import ServiceLifecycle
 /// mail server (`smtpURL`) at its submission; the job's row is the outbox (`DeliveryChannel.mail`), so
 /// whichever process ends the job, any `serve` or `worker` process with a mail server sends the mail, at
 /// least once, to the owner's address at that time. A job its owner dismissed is not mailed about.
-public final class MailSender: Service, @unchecked Sendable {
+public final class MailSender: Service, DeliverySender, @unchecked Sendable {
     let store: JobStore
     let config: ServiceConfiguration
     let api: ServiceAPI
     let settings: SMTPSettings
     /// Longest the server may take over one reply.
     static let timeoutSeconds = 30.0
-    /// Mails claimed per round.
-    static let batch = 8
+    let channel = DeliveryChannel.mail
+    /// A session has seven replies to wait for; the claim outlasts them all with a margin.
+    let claimSeconds = 8 * timeoutSeconds + 5
+    let logName = "mail about"
 
     public init(store: JobStore, config: ServiceConfiguration, api: ServiceAPI, settings: SMTPSettings) {
         self.store = store
@@ -24,49 +26,27 @@ public final class MailSender: Service, @unchecked Sendable {
         self.settings = settings
     }
 
-    public func run() async throws {
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            await sendDue(now: Date())
-            try? await Task.sleep(nanoseconds: 1_000_000_000)
-        }
-    }
-
-    /// One round: the due mails, sent concurrently.
-    func sendDue(now: Date) async {
-        // A session has seven replies to wait for; the claim outlasts them all with a margin.
-        guard let jobs = try? await store.claimDeliveries(.mail, now: now, leaseUntil: now.addingTimeInterval(8 * Self.timeoutSeconds + 5), limit: Self.batch),
-              !jobs.isEmpty else { return }
-        await withTaskGroup(of: Void.self) { group in
-            for job in jobs { group.addTask { await self.send(job) } }
-        }
-    }
+    public func run() async throws { await sendUntilShutdown() }
 
     func send(_ job: Job) async {
         let attempt = job.mail?.attempts ?? 1
-        func record(_ state: DeliveryState.State, _ error: String?, retry: Date? = nil) async {
-            try? await store.recordDelivery(.mail, jobId: job.id, attempt: attempt, state: state, error: error, nextAttempt: retry)
+        guard job.status != .dismissed else {
+            return await finishAttempt(job, attempt: attempt, state: .skipped, error: "dismissed: no mail", attempts: config.mailAttempts, retrySeconds: config.mailRetrySeconds)
         }
-        guard job.status != .dismissed else { return await record(.skipped, "dismissed: no mail") }
         guard let owner = try? await store.user(id: job.userId), let to = owner.email else {
-            return await record(.skipped, "the owner has no email address any more")
+            return await finishAttempt(job, attempt: attempt, state: .skipped, error: "the owner has no email address any more", attempts: config.mailAttempts, retrySeconds: config.mailRetrySeconds)
         }
-        let message = JobMail.message(job, owner: owner, to: to, from: config.mailSender, base: config.publicBase ?? "http://\(config.host):\(config.port)",
-                                      results: job.status == .successful && !job.purged ? try? api.resultsDocument(job, base: config.publicBase ?? "http://\(config.host):\(config.port)") : nil)
+        let base = config.publicBase ?? "http://\(config.host):\(config.port)"
+        let results = job.status == .successful && !job.purged ? try? api.resultsDocument(job, base: base) : nil
+        let message = JobMail.message(job, owner: owner, to: to, from: config.mailSender, base: base, results: results)
+        var outcome: (state: DeliveryState.State, error: String?) = (.delivered, nil)
         do {
             try await SMTPClient.send(message, settings: settings, timeout: Self.timeoutSeconds)
-            await record(.delivered, nil)
         } catch {
             let e = error as? SMTPError ?? .connection(String(describing: error))
-            var state: DeliveryState.State = e.permanent ? .failed : .pending
-            var text = e.description
-            if state == .pending && attempt >= config.mailAttempts {
-                state = .failed
-                text += " (attempt \(attempt) of \(config.mailAttempts): given up)"
-            }
-            let retry = state == .pending ? Date().addingTimeInterval(min(3600, config.mailRetrySeconds * pow(2, Double(attempt - 1)))) : nil
-            await record(state, text, retry: retry)
-            FileHandle.standardError.write(Data("dsmopt: mail about job \(job.id), attempt \(attempt): \(text)\(retry.map { " (next attempt at \(ISO8601DateFormatter().string(from: $0)))" } ?? "")\n".utf8))
+            outcome = (e.permanent ? .failed : .pending, e.description)
         }
+        await finishAttempt(job, attempt: attempt, state: outcome.state, error: outcome.error, attempts: config.mailAttempts, retrySeconds: config.mailRetrySeconds)
     }
 }
 
@@ -86,7 +66,7 @@ enum JobMail {
         }
         lines += ["", "Status: \(base)/jobs/\(job.id)", "In the portal: \(base)/#/job/\(job.id)"]
         if job.status == .successful {
-            if let purge = job.purgeAt { lines += ["", "Its results are kept until \(stamp(purge)); download what you need before then."] }
+            if let purge = job.purgeAt { lines += ["", "Its results are kept until \(utcText(purge, "yyyy-MM-dd HH:mm 'UTC'")); download what you need before then."] }
             if let results, !results.isEmpty {
                 lines += ["", "Results:"]
                 var links: [(String, String)] = []
@@ -120,11 +100,4 @@ enum JobMail {
         seconds < 3600 ? String(format: "%.1f CPU-s", seconds) : String(format: "%.2f CPU-h", seconds / 3600)
     }
 
-    static func stamp(_ date: Date) -> String {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "yyyy-MM-dd HH:mm 'UTC'"
-        return f.string(from: date)
-    }
 }

@@ -18,17 +18,13 @@ public struct MailMessage: Sendable, Equatable {
 
     /// The message as sent, lines ending in CRLF.
     public func rendered() -> String {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss Z"
         let text = body.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\n", with: "\r\n")
         let encoded = Data(text.utf8).base64EncodedString(options: [.lineLength76Characters, .endLineWithCarriageReturn, .endLineWithLineFeed])
         return [
             "From: \(Self.headerText(fromName)) <\(from)>",
             "To: <\(to)>",
             "Subject: \(Self.headerText(subject))",
-            "Date: \(f.string(from: date))",
+            "Date: \(utcText(date, "EEE, dd MMM yyyy HH:mm:ss Z"))",
             "Message-ID: <\(messageID)>",
             "MIME-Version: 1.0",
             "Content-Type: text/plain; charset=utf-8",

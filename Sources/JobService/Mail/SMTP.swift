@@ -84,6 +84,10 @@ public enum SMTPError: Error, CustomStringConvertible, Equatable {
 /// again) when asked for, AUTH PLAIN when credentials are given, MAIL FROM, RCPT TO, DATA (dot-stuffed),
 /// QUIT. Every reply is awaited for at most `timeout` seconds.
 public enum SMTPClient {
+    /// This machine's name as EHLO gives it and a default sender's domain take it: a fully qualified one, else
+    /// `localhost`. Looked up once.
+    static let localName: String = Host.current().name.flatMap { $0.contains(".") ? $0 : nil } ?? "localhost"
+
     public static func send(_ message: MailMessage, settings: SMTPSettings, timeout: Double = 30) async throws {
         let tls: NIOSSLContext? = settings.security == .plain ? nil : try {
             var c = TLSConfiguration.makeClientConfiguration()
@@ -112,16 +116,17 @@ public enum SMTPClient {
         let session = SMTPSession(channel: channel, replies: replies, timeout: timeout)
         do {
             try await session.expect("the greeting", 220)
-            let name = Host.current().name.flatMap { $0.contains(".") ? $0 : nil } ?? "localhost"
-            var features = try await session.command("EHLO \(name)", 250)
+            var features = try await session.command("EHLO \(localName)", 250)
             if settings.security == .startTLS, let tls {
                 guard features.contains(where: { $0.uppercased().hasPrefix("STARTTLS") }) else {
                     throw SMTPError.connection("the mail server \(settings.host):\(settings.port) does not offer STARTTLS, which smtp+starttls:// requires")
                 }
                 _ = try await session.command("STARTTLS", 220)
-                let handler = try NIOSSLClientHandler(context: tls, serverHostname: serverName)
-                try await channel.pipeline.addHandler(handler, position: .first).get()
-                features = try await session.command("EHLO \(name)", 250)
+                // The handler is made and added on the channel's loop (it is not Sendable).
+                try await channel.eventLoop.submit {
+                    try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: serverName), position: .first)
+                }.get()
+                features = try await session.command("EHLO \(localName)", 250)
             }
             if let user = settings.user, let password = settings.password {
                 guard features.contains(where: { $0.uppercased().hasPrefix("AUTH") && $0.uppercased().contains("PLAIN") }) else {
@@ -160,6 +165,7 @@ struct SMTPSession {
         return try await expect(shown ?? String(line.prefix(while: { $0 != " " && $0 != ":" })), codes)
     }
 
+    @discardableResult
     func expect(_ what: String, _ codes: Int...) async throws -> [String] { try await expect(what, codes) }
 
     func expect(_ what: String, _ codes: [Int]) async throws -> [String] {
