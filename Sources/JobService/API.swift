@@ -337,7 +337,7 @@ public struct ServiceAPI: Sendable {
         router.get("/health") { _, _ in jsonResponse(["status": "ok"]) }
         router.get("/metrics") { request, _ in
             if !config.metricsPublic { try require(try await authenticate(request), [.operator, .admin]) }
-            let text = metrics.render(jobCounts: try await store.jobCounts(), invalidPresets: ((try? presets())?.problems.keys).map(Array.init) ?? [])
+            let text = metrics.render(jobCounts: try await store.jobCounts(), deliveries: try await store.deliveryCounts(), invalidPresets: ((try? presets())?.problems.keys).map(Array.init) ?? [])
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: text)))
         }
         let openAPI = config.publicBase.map { OpenAPIDocument.json(server: $0) } ?? OpenAPIDocument.json
@@ -970,7 +970,7 @@ public struct ServiceAPI: Sendable {
             throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has \(errors.count) invalid field(s)", errors: errors)
         }
         if let s = request.subscriber {
-            let (checked, e) = checkedSubscriber(s, base: base)
+            let (checked, e) = checkedSubscriber(s)
             request.subscriber = checked
             errors += e
         }
@@ -1079,6 +1079,7 @@ public struct ServiceAPI: Sendable {
         request.resolvedImagePaths = paths
         request.inputs = records
         request.acceptedBy = .current
+        request.linkBase = base
         request.forwardedBy = forwardedBy
         request.resolvedReferenceDem = files["referenceDem"]
         request.resolvedWaterMask = files["waterMask"]

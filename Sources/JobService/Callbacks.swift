@@ -14,13 +14,10 @@ import FoundationNetworking
 // signed with its owner's key (`CallbackSignature`), so that a receiver can tell it comes from this service.
 
 extension ServiceAPI {
-    /// A request's subscriber as the job keeps it: the base of the links it will be sent recorded, and a URI
-    /// whose host is an internal address written out (or `localhost`) refused unless the host is on
-    /// `callbackAllowedHosts`. Host names are resolved, and internal addresses refused, when the callback is
-    /// sent (a submission makes no DNS query).
-    func checkedSubscriber(_ subscriber: Subscriber, base: String) -> (Subscriber?, [FieldError]) {
-        var s = subscriber
-        s.linkBase = base
+    /// A request's subscriber as the job keeps it: a URI whose host is an internal address written out (or
+    /// `localhost`) refused unless the host is on `callbackAllowedHosts`. Host names are resolved, and
+    /// internal addresses refused, when the callback is sent (a submission makes no DNS query).
+    func checkedSubscriber(_ s: Subscriber) -> (Subscriber?, [FieldError]) {
         var errors: [FieldError] = []
         for (field, uri) in [("successUri", s.successUri), ("failedUri", s.failedUri)] {
             guard let uri, let host = URLComponents(string: uri)?.host?.lowercased() else { continue }
@@ -45,10 +42,17 @@ extension ServiceAPI {
                                    specification: "https://www.standardwebhooks.com"), status: renew ? .created : .ok)
     }
 
-    func checkedSubscriber(_ value: JSONValue, base: String) -> (Subscriber?, [FieldError]) {
+    func checkedSubscriber(_ value: JSONValue) -> (Subscriber?, [FieldError]) {
         let (parsed, errors) = Subscriber.parse(value)
         guard let parsed else { return (nil, errors) }
-        return checkedSubscriber(parsed, base: base)
+        return checkedSubscriber(parsed)
+    }
+
+    /// The base of the links in an ended job's callback and mail, which have no request to take it from:
+    /// `publicURL`, else the base the job was submitted under, else (a job recorded without one) the
+    /// listening address.
+    func linkBase(_ request: ExecutionRequest?) -> String {
+        config.publicBase ?? request?.linkBase ?? "http://\(config.host):\(config.port)"
     }
 }
 
@@ -84,7 +88,7 @@ public final class CallbackSender: Service, DeliverySender, @unchecked Sendable 
                                             error: "the subscriber gave no \(success ? "successUri" : "failedUri") for a \(job.status.rawValue) job", nextAttempt: nil)
             return
         }
-        let base = config.publicBase ?? request?.subscriber?.linkBase ?? "http://\(config.host):\(config.port)"
+        let base = api.linkBase(request)
         var outcome: (state: DeliveryState.State, error: String?)
         do {
             try check(url)

@@ -97,6 +97,9 @@ public struct ExecutionRequest: Sendable, Codable, Equatable {
     public var difference: DifferenceInputs?
     /// Where to POST the job's outcome when it ends (OGC API – Processes callbacks).
     public var subscriber: Subscriber?
+    /// The base of the links in the job's callback and mail: the one it was submitted under
+    /// (`ServiceAPI.baseURL`), set at submission; `publicURL`, when configured, is used instead.
+    public var linkBase: String?
 
     /// The optional files by request field.
     static let fileFields = ["referenceDem", "waterMask", "multispectral"]
@@ -108,8 +111,6 @@ public struct ExecutionRequest: Sendable, Codable, Equatable {
 public struct Subscriber: Sendable, Codable, Equatable {
     public var successUri: String?
     public var failedUri: String?
-    /// The base of the links in what is POSTed: the one the job was submitted under (`ServiceAPI.baseURL`).
-    public var linkBase: String?
 
     /// The subscriber of a request (`subscriber`), checked field by field: absolute http(s) URLs without
     /// credentials or fragment, at most 2,000 characters; at least one of the two.

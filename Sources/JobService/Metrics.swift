@@ -50,10 +50,16 @@ public final class ServiceMetrics: @unchecked Sendable {
 
     /// `invalidPresets`: the presets whose file in the data folder is invalid now (an operator's edit; jobs
     /// naming them are refused) — one series each, to alert on.
-    func render(jobCounts: [JobStatus: Int], invalidPresets: [String] = []) -> String {
+    /// `deliveries`: callbacks and mails of ended jobs by state (`Store.deliveryCounts`): `failed` ones rising,
+    /// or `pending` ones piling up, say that a subscriber or the mail server is not taking them.
+    func render(jobCounts: [JobStatus: Int], deliveries: [DeliveryChannel: [DeliveryState.State: Int]], invalidPresets: [String] = []) -> String {
         lock.withLock {
             var out = "# HELP dsmopt_jobs Jobs by state.\n# TYPE dsmopt_jobs gauge\n"
             for s in JobStatus.allCases { out += "dsmopt_jobs{state=\"\(s.rawValue)\"} \(jobCounts[s] ?? 0)\n" }
+            out += "# HELP dsmopt_deliveries Callbacks and mails of the ended jobs still on record, by state (pending: not delivered yet, retried).\n# TYPE dsmopt_deliveries gauge\n"
+            for c in DeliveryChannel.allCases {
+                for s in DeliveryState.State.allCases { out += "dsmopt_deliveries{channel=\"\(c.rawValue)\",state=\"\(s.rawValue)\"} \(deliveries[c]?[s] ?? 0)\n" }
+            }
             out += "# HELP dsmopt_presets_invalid Preset files of the data folder that are invalid (jobs naming them are refused until they are mended).\n# TYPE dsmopt_presets_invalid gauge\n"
             out += "dsmopt_presets_invalid \(invalidPresets.count)\n"
             for name in invalidPresets.sorted() { out += "dsmopt_preset_invalid{preset=\"\(Self.labelValue(name))\"} 1\n" }

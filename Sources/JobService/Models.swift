@@ -146,7 +146,7 @@ public enum DeliveryChannel: String, Sendable, CaseIterable {
 /// good); `skipped` when the subscriber gave no URI for the way the job ended (no mail for a job its owner
 /// dismissed, or an owner without an address by then).
 public struct DeliveryState: Sendable, Codable, Equatable {
-    public enum State: String, Sendable, Codable { case pending, delivered, failed, skipped }
+    public enum State: String, Sendable, Codable, CaseIterable { case pending, delivered, failed, skipped }
     public var state: State
     /// POSTs tried so far.
     public var attempts: Int = 0
@@ -157,6 +157,11 @@ public struct DeliveryState: Sendable, Codable, Equatable {
 
     public init(state: State, attempts: Int = 0, error: String? = nil, nextAttempt: Date? = nil) {
         self.state = state; self.attempts = attempts; self.error = error; self.nextAttempt = nextAttempt
+    }
+
+    /// Zero of every state on every channel (what `Store.deliveryCounts` fills in).
+    static var emptyCounts: [DeliveryChannel: [State: Int]] {
+        Dictionary(uniqueKeysWithValues: DeliveryChannel.allCases.map { c in (c, Dictionary(uniqueKeysWithValues: State.allCases.map { ($0, 0) })) })
     }
 }
 

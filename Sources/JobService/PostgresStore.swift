@@ -468,6 +468,19 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             """).map(Self.job)
     }
 
+    public func deliveryCounts() async throws -> [DeliveryChannel: [DeliveryState.State: Int]] {
+        var out = DeliveryState.emptyCounts
+        for c in DeliveryChannel.allCases {
+            for r in try await rows("""
+                SELECT \(unescaped: c.rawValue)_state AS state, COUNT(*) AS n FROM jobs
+                WHERE \(unescaped: c.rawValue)_state IS NOT NULL AND status IN ('successful', 'failed', 'dismissed') GROUP BY 1
+                """) {
+                if let s = DeliveryState.State(rawValue: try r["state"].decode(String.self)) { out[c]?[s] = Int(try r["n"].decode(Int64.self)) }
+            }
+        }
+        return out
+    }
+
     public func recordDelivery(_ channel: DeliveryChannel, jobId: String, attempt: Int, state: DeliveryState.State, error: String?, nextAttempt: Date?) async throws {
         let c = channel.rawValue
         try await client.query("""

@@ -63,6 +63,9 @@ public protocol JobStore: Sendable {
     /// Records the outcome of a callback's (mail's) attempt (the claim's `attempts`), fenced by it: `pending`
     /// with the next attempt's time, or `delivered`, `failed`, `skipped`.
     func recordDelivery(_ channel: DeliveryChannel, jobId: String, attempt: Int, state: DeliveryState.State, error: String?, nextAttempt: Date?) async throws
+    /// Callbacks and mails of the jobs that have ended (those still held, not yet deleted after their purge),
+    /// by state; `pending` counts those still to be delivered. Every channel and state is present.
+    func deliveryCounts() async throws -> [DeliveryChannel: [DeliveryState.State: Int]]
     /// Sets (nil: removes) the address mail about a user's jobs goes to; false when there is no such user.
     func setEmail(userId: String, email: String?) async throws -> Bool
     /// Ids of every upload, for the purge's orphan check.
@@ -574,6 +577,21 @@ public final class SQLiteJobStore: JobStore {
                         AND COALESCE(\(c)_at, 0) <= ? ORDER BY finished_at, id LIMIT ?)
                 RETURNING *
                 """, arguments: [leaseUntil.timeIntervalSince1970, now.timeIntervalSince1970, limit]).map(Self.job)
+        }
+    }
+
+    public func deliveryCounts() async throws -> [DeliveryChannel: [DeliveryState.State: Int]] {
+        try await db.read { db in
+            var out = DeliveryState.emptyCounts
+            for c in DeliveryChannel.allCases {
+                for r in try Row.fetchAll(db, sql: """
+                    SELECT \(c.rawValue)_state AS state, COUNT(*) AS n FROM jobs
+                    WHERE \(c.rawValue)_state IS NOT NULL AND status IN ('successful', 'failed', 'dismissed') GROUP BY 1
+                    """) {
+                    if let s = DeliveryState.State(rawValue: r["state"]) { out[c]?[s] = r["n"] }
+                }
+            }
+            return out
         }
     }
 

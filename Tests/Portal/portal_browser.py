@@ -31,7 +31,31 @@ p.add_argument("--carol", required=True, help="a researcher without CPU quota")
 p.add_argument("--admin", required=True, help="administrator token")
 p.add_argument("--data", required=True, help="the shared test data folder")
 p.add_argument("--artefacts", required=True, help="folder for screenshots and downloads")
+p.add_argument("--smtp-port", type=int, required=True, help="the port of the daemon's smtpURL: this script runs the mail server there")
 args = p.parse_args()
+
+# The daemon's mail server (aiosmtpd, plain SMTP on loopback), in this script: the mails it accepts are
+# kept here, as Python's email parser reads them.
+import email
+import email.policy
+import threading
+from aiosmtpd.controller import Controller
+
+received = []
+received_lock = threading.Lock()
+
+
+class MailRecorder:
+    async def handle_DATA(self, server, session, envelope):
+        m = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with received_lock:
+            received.append({"to": list(envelope.rcpt_tos), "subject": str(m["Subject"]), "body": m.get_content()})
+        return "250 2.0.0 accepted"
+
+
+smtp = Controller(MailRecorder(), hostname="127.0.0.1", port=args.smtp_port)
+smtp.start()
+atexit.register(smtp.stop)
 
 os.makedirs(args.artefacts, exist_ok=True)
 downloads = os.path.join(args.artefacts, "downloads")
@@ -167,6 +191,27 @@ wait(lambda: q("#view-jobs").is_displayed(), "signed in, job list shown")
 check("alice" in text("#whoami"), "the page names the signed-in user")
 shot("signed-in")
 
+# ---------------------------------------------------------------- account: the address job mails go to
+q("#nav-account").click()
+wait(lambda: q("#view-account").is_displayed() and "alice" in text("#account-facts"), "the account page")
+check("36000 s" in text("#account-facts") and "at most 2" in text("#account-facts"), f"the quota is shown ({text('#account-facts')})")
+check("mails you when each job" in text("#mail-hint"), f"the page says the service sends mail ({text('#mail-hint')})")
+check(q("#email").get_attribute("value") == "" and not q("#email-remove").is_displayed(), "no address yet")
+q("#email").send_keys("alice at example.org")
+q("#email-save").click()
+wait(lambda: "email:" in text("#err-email"), "a bad address: the API's message beside the field")
+check(q("#email").get_attribute("aria-invalid") == "true", "the field is marked invalid")
+shot("account-bad-email")
+errors = console_errors(allowed_statuses=(422,))
+check(errors == [], f"no console error besides the refused address ({errors})")
+check(json.loads(api("/me", args.alice)[2]).get("email") is None, "the bad address was not stored")
+q("#email").clear()
+q("#email").send_keys("alice@example.org" + Keys.ENTER)  # the keyboard saves too
+wait(lambda: "alice@example.org" in text("#email-message"), "the address saved")
+check(text("#err-email") == "" and q("#email-remove").is_displayed(), "no error left; the address can be removed")
+check(json.loads(api("/me", args.alice)[2]).get("email") == "alice@example.org", "the API has the address")
+shot("account")
+
 # ---------------------------------------------------------------- step 1: images
 driver.get(args.url + "/#/new")
 wait(lambda: q("#step-1").is_displayed(), "step 1 shown")
@@ -243,6 +288,12 @@ def progress_moves():
     return status.strip() == "successful"
 wait(progress_moves, "the job reaches successful", timeout=300)
 check(driver.execute_script("return window.__noReload") == 1, "no page reload while following the job")
+wait(lambda: text("#job-mail").startswith("sent"), "the job page says the mail was sent", timeout=60)
+with received_lock:
+    to_alice = [m for m in received if m["to"] == ["alice@example.org"]]
+check(len(to_alice) == 1 and "portal job" in to_alice[0]["subject"] and "finished" in to_alice[0]["subject"]
+      and f"{args.url}/jobs/{job_id}/results/dsm.tif" in to_alice[0]["body"],
+      f"alice got one mail about her job, with the DSM's link under the address she used ({received})")
 check(len(seen) >= 2 and max(seen) == 100, f"the progress bar moved ({sorted(seen)})")
 wait(lambda: q("#job-results").is_displayed(), "results shown")
 wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, ".layer-hillshade img[data-loaded='1']")) >= 1, "hillshade tiles load", timeout=60)
@@ -325,7 +376,18 @@ row.find_element(By.XPATH, ".//button[text()='Save quota']").click()
 wait(lambda: "saved" in text("#users-message"), "quota saved")
 users = json.loads(api("/admin/users", args.admin)[2])
 check([u["quota"]["cpuSecondsPerMonth"] for u in users if u["name"] == "alice"] == [12345], "the API reflects the quota set in the page")
+check(q("#users tr[data-user='alice'] .email").text == "alice@example.org", "the users' addresses are listed")
 shot("admin-quota")
+q("#new-user-name").send_keys("dave")
+q("#new-user-email").send_keys("dave@@example.org")
+q("#new-user button[type=submit]").click()
+wait(lambda: "email:" in text("#users-error"), "a bad address for a new user: the API's message")
+check(not driver.find_elements(By.CSS_SELECTOR, "#users tr[data-user='dave']"), "and no user made")
+q("#new-user-email").clear()
+q("#new-user-email").send_keys("dave@example.org")
+q("#new-user button[type=submit]").click()
+wait(lambda: "User dave created" in text("#users-message"), "a user created with an address")
+wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#users tr[data-user='dave'] .email") and q("#users tr[data-user='dave'] .email").text == "dave@example.org", "the new user's address listed")
 
 # ---------------------------------------------------------------- bad cases, as carol (no CPU left)
 q("#signout").click()
@@ -374,5 +436,7 @@ wait(lambda: "CPU" in text("#err-form") or "quota" in text("#err-form").lower(),
 print("quota message:", text("#err-form"))
 shot("quota-exceeded")
 console_errors(allowed_statuses=(403, 415, 422))
+with received_lock:
+    check([m["to"] for m in received] == [["alice@example.org"]], f"no other mail was sent ({[m['to'] for m in received]})")
 driver.quit()
 print("portal: all checks passed")

@@ -189,6 +189,14 @@ import Testing
         #expect(quiet.status == 201 && quiet.json?["mail"] == nil, "\(quiet.text)")
         let mailed = Self.received(log).map { $0["to"] as? [String] ?? [] }
         #expect(mailed == [["carla@example.org"], ["carla@example.org"], ["flaky@example.org"]], "\(mailed)")
+        // An operator sees the outbox in /metrics: three delivered, one refused for good, one skipped.
+        let ops = try s.user("ops", role: "operator")
+        let metrics = try await http("GET", "\(s.base)/metrics", token: ops).text
+        for line in ["dsmopt_deliveries{channel=\"mail\",state=\"delivered\"} 3", "dsmopt_deliveries{channel=\"mail\",state=\"failed\"} 1",
+                     "dsmopt_deliveries{channel=\"mail\",state=\"skipped\"} 1", "dsmopt_deliveries{channel=\"mail\",state=\"pending\"} 0",
+                     "dsmopt_deliveries{channel=\"callback\",state=\"delivered\"} 0"] {
+            #expect(metrics.split(separator: "\n").contains(Substring(line)), "\(line) not in /metrics: \(metrics.prefix(1200))")
+        }
 
         // The operator's check of the settings: a test mail through the TLS-from-the-start server, accepted
         // with the authority given, refused without it.

@@ -5,27 +5,29 @@ import Testing
 /// The web portal in a real browser: Chromium driven by Selenium (`Tests/Portal/portal_browser.py`) against
 /// a real daemon on loopback. Needs `chromium`, `chromium-driver` and a Python with `selenium`
 /// (`scripts/setup.sh --test` installs them; `DSMOPT_TEST_PYTHON` names the Python, default
-/// `.build/portal-venv/bin/python`). Missing tools fail the test, never skip it.
+/// `.build/portal-venv/bin/python`, with `aiosmtpd` for the daemon's mail server). Missing tools fail the
+/// test, never skip it.
 @Suite(.serialized) struct PortalBrowserTests {
     @Test func researcherOperatorAndAdministratorPathsInChromium() async throws {
-        let server = try ServerProcess(workers: 1)
+        let smtpPort = try ReverseProxy.freeLoopbackPort()
+        let server = try ServerProcess(workers: 1, config: "{\"smtpURL\": \"smtp://127.0.0.1:\(smtpPort)\"}")
         defer { server.stop() }
-        try runPortalScript(server: server, url: server.base, artefacts: "portal")
+        try runPortalScript(server: server, url: server.base, smtpPort: smtpPort, artefacts: "portal")
     }
 
     /// The same paths with the portal served by nginx under a path prefix (`ReverseProxy`; the public URL
     /// from the daemon's config file, `ReverseProxyTests` gives it as a flag): the portal finds the API, the
     /// map's tiles and the downloads under the prefix.
     @Test func thePortalBehindAReverseProxyUnderAPathPrefix() async throws {
-        let port = try ReverseProxy.freeLoopbackPort()
-        let server = try ServerProcess(workers: 1, config: "{\"publicURL\": \"\(ReverseProxy.publicURL(port: port))\"}")
+        let port = try ReverseProxy.freeLoopbackPort(), smtpPort = try ReverseProxy.freeLoopbackPort()
+        let server = try ServerProcess(workers: 1, config: "{\"publicURL\": \"\(ReverseProxy.publicURL(port: port))\", \"smtpURL\": \"smtp://127.0.0.1:\(smtpPort)\"}")
         defer { server.stop() }
         let proxy = try ReverseProxy(port: port, backend: server.base)
         defer { proxy.stop() }
         let landing = try await http("GET", "\(proxy.base)/", headers: ["Accept": "application/json"])
         let hrefs = ((landing.json?["links"] as? [[String: Any]]) ?? []).compactMap { $0["href"] as? String }
         #expect(!hrefs.isEmpty && hrefs.allSatisfy { $0.hasPrefix(proxy.base + "/") }, "the config file's publicURL: \(hrefs)")
-        try runPortalScript(server: server, url: proxy.base, artefacts: "portal-proxied")
+        try runPortalScript(server: server, url: proxy.base, smtpPort: smtpPort, artefacts: "portal-proxied")
         // The browser's requests went through the proxy under the prefix: the portal's files, the API, tiles.
         let access = (try? String(contentsOfFile: proxy.folder.path("access.log"), encoding: .utf8)) ?? ""
         for request in ["GET /dsm/portal/portal.js", "POST /dsm/uploads?name=", "POST /dsm/processes/dsm-opt/execution", "GET /dsm/jobs/"] {
@@ -34,7 +36,8 @@ import Testing
         #expect(access.contains("/tiles/") && access.contains("/results/"), "no tile or download through the proxy: \(access.suffix(1500))")
     }
 
-    func runPortalScript(server: ServerProcess, url: String, artefacts folder: String) throws {
+    /// `smtpPort`: the daemon's mail server (`smtpURL`), which the script runs (aiosmtpd) and reads back.
+    func runPortalScript(server: ServerProcess, url: String, smtpPort: Int, artefacts folder: String) throws {
         let python = ProcessInfo.processInfo.environment["DSMOPT_TEST_PYTHON"] ?? TestData.packageRoot.appendingPathComponent(".build/portal-venv/bin/python").path
         try #require(FileManager.default.isExecutableFile(atPath: python), "no Python with selenium at \(python): run scripts/setup.sh --test (or set DSMOPT_TEST_PYTHON)")
         try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/chromedriver"), "chromium-driver is not installed: run scripts/setup.sh --test")
@@ -47,7 +50,7 @@ import Testing
         try? FileManager.default.removeItem(atPath: artefacts)
         let script = TestData.packageRoot.appendingPathComponent("Tests/Portal/portal_browser.py").path
         let r = try run(python, [script, "--url", url, "--alice", alice, "--bob", bob, "--carol", carol, "--admin", admin,
-                                 "--data", TestData.root.path, "--artefacts", artefacts], timeout: 600)
+                                 "--data", TestData.root.path, "--artefacts", artefacts, "--smtp-port", String(smtpPort)], timeout: 600)
         print(r.stdout)
         if r.status != 0 { print(r.stderr) }
         #expect(r.status == 0, "the browser test failed (\(url)): \(r.stderr.suffix(3000))")

@@ -239,6 +239,9 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         for j in [a, b] { try await store.createJob(j, inputBytes: [], quota: Self.quota, now: Date()) }
         let (ja, jb) = (try await store.job(id: a.id), try await store.job(id: b.id))
         #expect(ja?.mail == DeliveryState(state: .pending) && jb != nil && jb?.mail == nil)
+        // The counts (/metrics) hold only ended jobs' deliveries: none yet.
+        let before = try await store.deliveryCounts()
+        #expect(before.count == 2 && before.values.allSatisfy { $0.count == 4 && $0.values.allSatisfy { $0 == 0 } }, "\(before)")
         for j in [a, b] {
             let r = try #require(try await store.claimJob(worker: "w", leaseUntil: Date().addingTimeInterval(60), now: Date()))
             #expect(r.id == j.id)
@@ -257,6 +260,9 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         try await store.recordDelivery(.mail, jobId: a.id, attempt: 2, state: .delivered, error: nil, nextAttempt: nil)
         let done = try #require(try await store.job(id: a.id))
         #expect(done.mail == DeliveryState(state: .delivered, attempts: 2) && done.callback == DeliveryState(state: .delivered, attempts: 1), "\(done)")
+        try await store.recordDelivery(.callback, jobId: b.id, attempt: 1, state: .failed, error: "refused", nextAttempt: nil)
+        let counts = try await store.deliveryCounts()
+        #expect(counts[.mail] == [.pending: 0, .delivered: 1, .failed: 0, .skipped: 0] && counts[.callback] == [.pending: 0, .delivered: 1, .failed: 1, .skipped: 0], "\(counts)")
         #expect(try await store.setEmail(userId: u.id, email: nil))
         #expect(try await store.user(id: u.id)?.email == nil)
     }

@@ -51,7 +51,7 @@ extension ServiceAPI {
             }
         }
         if let v = values?["subscriber"] {
-            let (subscriber, e) = checkedSubscriber(v, base: base)
+            let (subscriber, e) = checkedSubscriber(v)
             request.subscriber = subscriber
             errors += e
         }
@@ -146,6 +146,7 @@ extension ServiceAPI {
         request.difference = inputs
         request.inputs = records
         request.acceptedBy = .current
+        request.linkBase = base
         // The results: a Float32 difference on A's grid (about the size of A) and a PNG.
         let sizeA = ((try? FileManager.default.attributesOfItem(atPath: inputs.resolvedDSMs[0]))?[.size] as? NSNumber)?.int64Value ?? 0
         let now = Date()

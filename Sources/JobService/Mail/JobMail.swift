@@ -36,7 +36,7 @@ public final class MailSender: Service, DeliverySender, @unchecked Sendable {
         guard let owner = try? await store.user(id: job.userId), let to = owner.email else {
             return await finishAttempt(job, attempt: attempt, state: .skipped, error: "the owner has no email address any more", attempts: config.mailAttempts, retrySeconds: config.mailRetrySeconds)
         }
-        let base = config.publicBase ?? "http://\(config.host):\(config.port)"
+        let base = api.linkBase(try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8)))
         let results = job.status == .successful && !job.purged ? try? api.resultsDocument(job, base: base) : nil
         let message = JobMail.message(job, owner: owner, to: to, from: config.mailSender, base: base, results: results)
         var outcome: (state: DeliveryState.State, error: String?) = (.delivered, nil)

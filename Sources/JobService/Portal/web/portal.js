@@ -126,7 +126,7 @@ $('#signout').addEventListener('click', () => signOut());
 
 // ---------------------------------------------------------------- routing
 
-const views = ['signin', 'new', 'jobs', 'job', 'presets', 'users'];
+const views = ['signin', 'new', 'jobs', 'job', 'presets', 'users', 'account'];
 function show(view) {
   for (const v of views) $(`#view-${v}`).hidden = v !== view;
   for (const a of document.querySelectorAll('#nav a')) a.removeAttribute('aria-current');
@@ -150,6 +150,7 @@ async function route() {
     else if (page === 'job' && arg) { show('job'); await jobView(arg); }
     else if (page === 'presets') { show('presets'); await presetsView(); }
     else if (page === 'users') { show('users'); await usersView(); }
+    else if (page === 'account') { show('account'); await accountView(); }
     else { show('jobs'); await jobsView(); }
   } catch (e) { banner(e.message); }
 }
@@ -631,20 +632,39 @@ async function jobView(id) {
     add('Purge date', j.resultsPurged ? 'purged' : fmtDate(j.purgeDate));
     add('CPU seconds', round(j.cpuSeconds, 1));
     add('Preset', j.preset);
+    const ended = ['successful', 'failed', 'dismissed'].includes(j.status);
+    if (j.mail) add('Mail', el('span', { id: 'job-mail', class: `delivery-${j.mail.state}` }, deliveryText(j.mail, ended, 'sent')));
+    if (j.callback) add('Callback', el('span', { id: 'job-callback', class: `delivery-${j.callback.state}` }, deliveryText(j.callback, ended, 'delivered')));
     $('#job-progress').value = j.progress;
     $('#job-error').textContent = j.error || '';
     $('#job-cancel').hidden = !['accepted', 'running'].includes(j.status);
     $('#job-parameters').textContent = JSON.stringify({ preset: j.preset, parameters: j.parameters || {}, inputs: j.inputs || [] }, null, 2);
     try { $('#job-log').textContent = await api(`/jobs/${id}/logs`); } catch (_) { /* no log yet */ }
     if (j.status === 'successful' && !shownResults) { shownResults = true; await results(j); }
-    if (['successful', 'failed', 'dismissed'].includes(j.status)) stopPolling();
+    // Followed until the job has ended and its mail and callback have gone (or been given up).
+    const settled = ended && ![j.mail, j.callback].some((d) => d && d.state === 'pending');
+    if (settled) stopPolling();
+    return settled;
   };
   $('#job-results').hidden = true;
   $('#job-cancel').onclick = async () => {
     try { await api(`/jobs/${id}`, { method: 'DELETE' }); await refresh(); } catch (e) { banner(e.message); }
   };
-  await refresh();
-  if (!shownResults) state.poll = setInterval(() => refresh().catch((e) => banner(e.message)), 2000);
+  if (!await refresh()) state.poll = setInterval(() => refresh().catch((e) => banner(e.message)), 2000);
+}
+
+/// Where a job's mail (callback) stands, in words: `done` is what a delivered one is called.
+function deliveryText(d, ended, done) {
+  const tries = d.attempts === 1 ? '1 attempt' : `${d.attempts} attempts`;
+  switch (d.state) {
+    case 'delivered': return `${done} (${tries})`;
+    case 'failed': return `not ${done}, given up after ${tries}: ${d.error || 'refused'}`;
+    case 'skipped': return `not ${done}${d.error ? ` (${d.error})` : ''}`;
+    default:
+      if (!ended) return 'when the job ends';
+      if (d.error) return `retrying: ${d.error} (${tries}; next ${fmtDate(d.nextAttempt)})`;
+      return 'being sent';
+  }
 }
 
 /// A Leaflet layer whose tiles are fetched with the bearer token (an <img> cannot send it).
@@ -777,6 +797,48 @@ async function download(path, file, link) {
   } catch (e) { link.textContent = original; banner(`${file}: ${e.message}`); }
 }
 
+// ---------------------------------------------------------------- account
+
+async function accountView() {
+  const me = await api('/me');
+  state.me = me;
+  const facts = $('#account-facts');
+  facts.textContent = '';
+  const add = (k, v) => facts.append(el('dt', {}, k), el('dd', {}, v));
+  add('Name', me.name);
+  add('Role', me.role);
+  add('CPU this month', `${round(me.usage.cpuSecondsThisMonth, 1)} of ${round(me.quota.cpuSecondsPerMonth, 0)} s`);
+  add('Storage', `${fmtBytes(me.usage.storageBytes)} of ${fmtBytes(me.quota.storageBytes)} (uploads and results)`);
+  add('Jobs at a time', `${me.usage.activeJobs} queued or running, at most ${me.quota.maxConcurrentJobs}`);
+  add('Largest image', fmtBytes(me.quota.maxInputBytes));
+  $('#mail-hint').textContent = me.mailConfigured
+    ? 'With an address, the service mails you when each job you submit from now on ends — finished, with the links to its results and their purge date, or failed, with the reason.'
+    : 'This service has no mail server set up: nothing is mailed until its administrator sets one. You can record your address already.';
+  $('#email').value = me.email || '';
+  $('#email-remove').hidden = !me.email;
+}
+$('#email-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  $('#err-email').textContent = ''; $('#email-message').textContent = '';
+  $('#email').removeAttribute('aria-invalid');
+  try {
+    const r = await api('/me/email', { method: 'PUT', body: { email: $('#email').value.trim() } });
+    await accountView();
+    $('#email-message').textContent = `Saved: mail about your jobs goes to ${r.email}.`;
+  } catch (e) {
+    $('#err-email').textContent = e.message;
+    $('#email').setAttribute('aria-invalid', 'true');
+  }
+});
+$('#email-remove').addEventListener('click', async () => {
+  $('#err-email').textContent = ''; $('#email-message').textContent = '';
+  try {
+    await api('/me/email', { method: 'DELETE' });
+    await accountView();
+    $('#email-message').textContent = 'Address removed: no more mail about your jobs.';
+  } catch (e) { $('#err-email').textContent = e.message; }
+});
+
 // ---------------------------------------------------------------- operators: presets
 
 async function presetsView() {
@@ -817,7 +879,7 @@ async function usersView() {
     };
     const save = el('button', { type: 'button' }, 'Save quota');
     const reset = el('button', { type: 'button' }, 'New token');
-    const row = el('tr', { 'data-user': u.name }, el('td', {}, u.name), el('td', {}, u.role),
+    const row = el('tr', { 'data-user': u.name }, el('td', {}, u.name), el('td', {}, u.role), el('td', { class: 'email' }, u.email || '—'),
       input('cpuSecondsPerMonth', u.quota.cpuSecondsPerMonth, round(u.usage.cpuSecondsThisMonth, 1)),
       input('storageBytes', u.quota.storageBytes, fmtBytes(u.usage.storageBytes)),
       input('maxConcurrentJobs', u.quota.maxConcurrentJobs), input('maxInputBytes', u.quota.maxInputBytes), el('td', {}, save, reset));
@@ -847,9 +909,12 @@ $('#new-user').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   $('#users-error').textContent = ''; $('#users-message').textContent = '';
   try {
-    const r = await api('/admin/users', { method: 'POST', body: { name: $('#new-user-name').value.trim(), role: $('#new-user-role').value } });
+    const body = { name: $('#new-user-name').value.trim(), role: $('#new-user-role').value };
+    const email = $('#new-user-email').value.trim();
+    if (email) body.email = email;
+    const r = await api('/admin/users', { method: 'POST', body });
     $('#users-message').textContent = `User ${r.user.name} created. Token (shown once): ${r.token}`;
-    $('#new-user-name').value = '';
+    $('#new-user-name').value = ''; $('#new-user-email').value = '';
     await usersView();
   } catch (e) { $('#users-error').textContent = e.message; }
 });
