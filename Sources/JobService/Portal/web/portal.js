@@ -26,6 +26,7 @@ const state = {
   aoi: null,             // GeoJSON Polygon geometry drawn or typed
   config: { basemapURL: null },
   poll: null,
+  flash: null,           // a message for the next page shown (after a deletion)
 };
 
 // ---------------------------------------------------------------- API
@@ -138,7 +139,8 @@ function stopPolling() { if (state.poll) { clearInterval(state.poll); state.poll
 
 async function route() {
   stopPolling();
-  banner('');
+  banner(state.flash || '', 'info');
+  state.flash = null;
   const hash = location.hash || '#/jobs';
   if (!state.me) {
     if (state.token) { try { await signIn(state.token); } catch (_) { state.token = null; } }
@@ -210,7 +212,14 @@ async function listUploads() {
   const body = $('#uploads tbody');
   body.textContent = '';
   for (const u of uploads) {
-    if (u.fileName.toLowerCase().endsWith('.geojson')) continue;
+    const remove = el('button', { type: 'button', class: 'delete-upload', 'aria-label': `Delete ${u.fileName}` }, 'Delete');
+    remove.addEventListener('click', () => deleteUpload(u));
+    if (u.fileName.toLowerCase().endsWith('.geojson')) {
+      // A vector water mask: not an image to tick, but the user's file all the same.
+      body.append(el('tr', { id: `upload-${u.id}` }, el('td', {}), el('td', {}, u.fileName), el('td', {}, fmtBytes(u.size)),
+        el('td', { colspan: 4, class: 'hint' }, 'GeoJSON (a water mask for step 2)'), el('td', {}, remove)));
+      continue;
+    }
     const box = el('input', { type: 'checkbox', id: `use-${u.id}`, 'aria-label': `Use ${u.fileName}` });
     box.checked = state.selected.includes(u.id);
     box.addEventListener('change', async () => {
@@ -222,10 +231,29 @@ async function listUploads() {
       drawFootprints('map-images');
     });
     const row = el('tr', { id: `upload-${u.id}` }, el('td', {}, box), el('td', {}, el('label', { for: `use-${u.id}` }, u.fileName)),
-      el('td', {}, fmtBytes(u.size)), el('td', { class: 'acq' }), el('td', { class: 'angles' }), el('td', { class: 'gsd' }), el('td', { class: 'px' }));
+      el('td', {}, fmtBytes(u.size)), el('td', { class: 'acq' }), el('td', { class: 'angles' }), el('td', { class: 'gsd' }), el('td', { class: 'px' }),
+      el('td', {}, remove));
     body.append(row);
     if (u.image || u.images) fillImageRow(u.id, u);
   }
+}
+
+/// Deletes an upload of the user's after a confirmation; the API refuses one a queued or running job needs.
+async function deleteUpload(u) {
+  if (!confirm(`Delete ${u.fileName} (${fmtBytes(u.size)}) from the service? Jobs that used it keep their results.`)) return;
+  $('#images-error').textContent = ''; $('#uploads-message').textContent = '';
+  try {
+    await api(`/uploads/${u.id}`, { method: 'DELETE' });
+  } catch (e) {
+    $('#images-error').textContent = `${u.fileName}: ${e.message}`;
+    return;
+  }
+  state.selected = state.selected.filter((x) => x !== u.id);
+  delete state.described[u.id];
+  state.inspection = null; $('#pairs').hidden = true; $('#pairs-summary').textContent = '';
+  await listUploads();
+  drawFootprints('map-images');
+  $('#uploads-message').textContent = `${u.fileName} deleted: ${fmtBytes(u.size)} freed.`;
 }
 
 function fillImageRow(id, view) {
@@ -638,6 +666,8 @@ async function jobView(id) {
     $('#job-progress').value = j.progress;
     $('#job-error').textContent = j.error || '';
     $('#job-cancel').hidden = !['accepted', 'running'].includes(j.status);
+    // The API lets the owner or an admin delete an ended job (its results; a catalogue publication stays).
+    $('#job-delete').hidden = !(['successful', 'failed', 'dismissed'].includes(j.status) && (j.owner === state.me.id || state.me.role === 'admin'));
     $('#job-parameters').textContent = JSON.stringify({ preset: j.preset, parameters: j.parameters || {}, inputs: j.inputs || [] }, null, 2);
     try { $('#job-log').textContent = await api(`/jobs/${id}/logs`); } catch (_) { /* no log yet */ }
     if (j.status === 'successful' && !shownResults) { shownResults = true; await results(j); }
@@ -649,6 +679,15 @@ async function jobView(id) {
   $('#job-results').hidden = true;
   $('#job-cancel').onclick = async () => {
     try { await api(`/jobs/${id}`, { method: 'DELETE' }); await refresh(); } catch (e) { banner(e.message); }
+  };
+  $('#job-delete').onclick = async () => {
+    const name = $('#job-title').textContent;
+    if (!confirm(`Delete the job "${name}", its results and its log? This cannot be undone. A publication in the DSM catalogue stays until it is withdrawn.`)) return;
+    try {
+      await api(`/jobs/${id}`, { method: 'DELETE' });
+      state.flash = `Job "${name}" deleted: its results no longer count against your storage.`;
+      location.hash = '#/jobs';
+    } catch (e) { banner(e.message); }
   };
   if (!await refresh()) state.poll = setInterval(() => refresh().catch((e) => banner(e.message)), 2000);
 }
