@@ -268,7 +268,7 @@ check(json.loads(api("/jobs", args.alice)[2])["total"] == jobs_before, "the form
 check("4: expected an odd integer" in text("#err-param-window"), "the message uses the API's words")
 shot("invalid-window")
 window.clear()
-window.send_keys("5")
+window.send_keys("7")  # not the default (5): sent, and carried over by "New job with these settings" below
 wait(lambda: text("#err-param-window") == "", "the error clears once fixed")
 driver.execute_script("window.__noReload = 1")
 q("#submit-job").click()
@@ -443,6 +443,32 @@ sign_in(args.alice)
 wait(lambda: q("#view-jobs").is_displayed(), "alice signed in again")
 def storage_used():
     return json.loads(api("/me", args.alice)[2])["usage"]["storageBytes"]
+
+# Start again from the job: its images and settings fill the three steps; the new job gets the same parameters.
+driver.get(args.url + f"/#/job/{job_id}")
+wait(lambda: q("#job-again").is_displayed(), "the job page offers a new job with its settings")
+q("#job-again").click()
+wait(lambda: q("#step-1").is_displayed() and "Starting from the job" in text("#template-note"), "step 1 says where it starts from")
+wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#uploads tbody input:checked")) == 2, "the job's two images are ticked")
+wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#map-images path.leaflet-interactive")) == 2, "and their footprints drawn")
+q("#to-step-2").click()
+wait(lambda: q("#step-2").is_displayed(), "step 2 from the job", timeout=120)
+check(q("#job-name").get_attribute("value") == "portal job (again)", f"the name ({q('#job-name').get_attribute('value')})")
+check(q("#aoi-bbox").get_attribute("value") == "55.649500,-21.231500,55.650500,-21.230500", f"the AOI ({q('#aoi-bbox').get_attribute('value')})")
+wait(lambda: "UTM zone 40S" in text("#epsg-name"), "the output CRS, named")
+check(q("#expert-mode").is_selected() and q("#expert-fields").is_displayed() and q("#param-window").get_attribute("value") == "7",
+      "expert mode on, with the job's window (7)")
+shot("again-parameters")
+driver.execute_script("window.__noReload = 1")
+q("#submit-job").click()
+wait(lambda: "#/job/" in driver.current_url and job_id not in driver.current_url, "the new job submitted")
+again_id = driver.current_url.split("#/job/")[1]
+old, new = (json.loads(api(f"/jobs/{i}", args.alice)[2]) for i in (job_id, again_id))
+check(new["parameters"] == old["parameters"] and new["preset"] == old["preset"]
+      and [r["upload"] for r in new["inputs"]] == [r["upload"] for r in old["inputs"]],
+      f"the same images, preset and parameters ({old['parameters']} / {new['parameters']})")
+wait(lambda: text("#job-status") == "successful" and text("#job-mail").startswith("sent"), "the new job ends and is mailed about", timeout=300)
+
 before = storage_used()
 driver.get(args.url + "/#/new")
 wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#uploads tbody tr")) == 2, "alice's two uploads listed")
@@ -466,12 +492,13 @@ q("#job-delete").click()
 WebDriverWait(driver, 10).until(lambda d: d.switch_to.alert).accept()
 wait(lambda: driver.current_url.endswith("#/jobs") and "deleted" in text("#banner"), "back to the job list, which says so")
 check(api(f"/jobs/{job_id}", args.alice)[0] == 404, "the job is gone from the API")
-check("portal job" not in text("#jobs"), "and from the list")
+wait(lambda: driver.find_elements(By.CSS_SELECTOR, f"#jobs tr[data-job='{again_id}']"), "the list shows her jobs")
+check(not driver.find_elements(By.CSS_SELECTOR, f"#jobs tr[data-job='{job_id}']"), "the deleted one is not in the list")
 after_job = storage_used()
 check(after_job < after_upload, f"its results no longer count ({after_upload} → {after_job} bytes)")
 shot("job-deleted")
 console_errors(allowed_statuses=())
 with received_lock:
-    check([m["to"] for m in received] == [["alice@example.org"]], f"no other mail was sent ({[m['to'] for m in received]})")
+    check([m["to"] for m in received] == [["alice@example.org"]] * 2, f"no other mail was sent than alice's two ({[m['to'] for m in received]})")
 driver.quit()
 print("portal: all checks passed")

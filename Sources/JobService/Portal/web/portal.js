@@ -27,6 +27,7 @@ const state = {
   config: { basemapURL: null },
   poll: null,
   flash: null,           // a message for the next page shown (after a deletion)
+  template: null,        // a job whose images and settings the next new job starts from
 };
 
 // ---------------------------------------------------------------- API
@@ -193,8 +194,69 @@ async function newJobView() {
     state.presets = state.process.presets || [];
     buildForm();
   }
+  $('#template-note').hidden = true;
+  const template = state.template;
+  state.template = null;
   await listUploads();
+  if (template) await applyTemplate(template);
   step(1);
+}
+
+/// Starts a new job from an earlier one ("New job with these settings"): its images and files (those still
+/// uploaded), preset, parameters and area of interest, every other field back to its default. What the
+/// form cannot hold (a pixel `roi` or `resolution` sent through the API) or a deleted upload is named.
+async function applyTemplate(t) {
+  const { uploads } = await api('/uploads');
+  const have = new Set(uploads.map((u) => u.id));
+  const inputs = t.inputs || [];
+  const missing = inputs.filter((r) => !have.has(r.upload)).map((r) => r.fileName);
+  state.selected = inputs.filter((r) => r.field.startsWith('images') && have.has(r.upload)).map((r) => r.upload);
+  state.inspection = null; $('#pairs').hidden = true; $('#pairs-summary').textContent = '';
+  await listUploads();
+  for (const f of finishingFields) {
+    const r = inputs.find((x) => x.field === f);
+    $(`#file-${f}`).value = r && have.has(r.upload) ? r.upload : '';
+  }
+  for (const id of state.selected) fillImageRow(id, await describe(id));
+  drawFootprints('map-images');
+  // The form: defaults first, then what the job was given.
+  clearErrors();
+  $('#job-name').value = `${t.name} (again)`.slice(0, 200);
+  $('#preset').value = state.presets.some((p) => p.name === t.preset) ? t.preset : 'default';
+  $('#preset').dispatchEvent(new Event('change'));
+  for (const p of state.process.parameters) {
+    const input = fieldIds[`parameters.${p.name}`] && $(`#${fieldIds[`parameters.${p.name}`]}`);
+    if (!input || p.name === 'epsg') continue;
+    if (p.type === 'boolean') input.checked = p.default === 'true';
+    else if (p.type === 'choice') input.value = p.default || '';
+    else input.value = /^-?[0-9.]+$/.test(p.default || '') ? p.default : '';
+  }
+  $('#epsg').value = ''; $('#epsg-name').textContent = '';
+  state.aoi = null; $('#aoi-bbox').value = '';
+  const left = [];
+  let expert = false;
+  for (const [k, v] of Object.entries(t.parameters || {})) {
+    if (k === 'aoi') {
+      const b = v.bbox;
+      const ring = b ? [[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]]] : (v.coordinates && v.coordinates[0]);
+      if (ring) setAOI(ring.map((c) => [c[0], c[1]])); else left.push(k);
+      continue;
+    }
+    if (k === 'epsg') { $('#epsg').value = String(v); crsName(); continue; }
+    const spec = state.process.parameters.find((p) => p.name === k);
+    const input = fieldIds[`parameters.${k}`] && $(`#${fieldIds[`parameters.${k}`]}`);
+    if (!spec || !input) { left.push(k); continue; }
+    if (spec.type === 'boolean') input.checked = v === true; else input.value = String(v);
+    if (spec.group === 'expert') expert = true;
+  }
+  $('#expert-mode').checked = expert;
+  $('#expert-fields').hidden = !expert;
+  drawAOI();
+  const note = [`Starting from the job "${t.name}": its images, files and settings are filled in; change what you like.`];
+  if (missing.length) note.push(`Deleted since, upload again if needed: ${missing.join(', ')}.`);
+  if (left.length) note.push(`Not in this form, left out: ${left.join(', ')}.`);
+  $('#template-note').textContent = note.join(' ');
+  $('#template-note').hidden = false;
 }
 
 const finishingFields = ['referenceDem', 'waterMask', 'multispectral'];
@@ -668,6 +730,8 @@ async function jobView(id) {
     $('#job-cancel').hidden = !['accepted', 'running'].includes(j.status);
     // The API lets the owner or an admin delete an ended job (its results; a catalogue publication stays).
     $('#job-delete').hidden = !(['successful', 'failed', 'dismissed'].includes(j.status) && (j.owner === state.me.id || state.me.role === 'admin'));
+    // Its owner may start again from its images and settings (a DSM job; the uploads are the owner's).
+    $('#job-again').hidden = !(j.processID === 'dsm-opt' && j.owner === state.me.id);
     $('#job-parameters').textContent = JSON.stringify({ preset: j.preset, parameters: j.parameters || {}, inputs: j.inputs || [] }, null, 2);
     try { $('#job-log').textContent = await api(`/jobs/${id}/logs`); } catch (_) { /* no log yet */ }
     if (j.status === 'successful' && !shownResults) { shownResults = true; await results(j); }
@@ -679,6 +743,10 @@ async function jobView(id) {
   $('#job-results').hidden = true;
   $('#job-cancel').onclick = async () => {
     try { await api(`/jobs/${id}`, { method: 'DELETE' }); await refresh(); } catch (e) { banner(e.message); }
+  };
+  $('#job-again').onclick = async () => {
+    state.template = await api(`/jobs/${id}`);
+    location.hash = '#/new';
   };
   $('#job-delete').onclick = async () => {
     const name = $('#job-title').textContent;
