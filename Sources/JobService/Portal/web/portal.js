@@ -80,6 +80,12 @@ const fmtBytes = (n) => {
   return `${v.toFixed(v < 10 && i ? 1 : 0)} ${u[i]}`;
 };
 const fmtDate = (s) => s ? new Date(s).toISOString().replace('T', ' ').slice(0, 16) + ' UTC' : '—';
+/// Empties a <dl> and returns a function adding a term and its value to it.
+const facts = (sel) => {
+  const dl = $(sel);
+  dl.textContent = '';
+  return (k, v) => dl.append(el('dt', {}, k), el('dd', {}, v));
+};
 const round = (v, d = 2) => (v === undefined || v === null) ? '' : Number(v).toFixed(d);
 
 // ---------------------------------------------------------------- sign-in
@@ -197,22 +203,21 @@ async function newJobView() {
   $('#template-note').hidden = true;
   const template = state.template;
   state.template = null;
-  await listUploads();
-  if (template) await applyTemplate(template);
+  const uploads = await listUploads();
+  if (template) await applyTemplate(template, uploads);
   step(1);
 }
 
 /// Starts a new job from an earlier one ("New job with these settings"): its images and files (those still
 /// uploaded), preset, parameters and area of interest, every other field back to its default. What the
 /// form cannot hold (a pixel `roi` or `resolution` sent through the API) or a deleted upload is named.
-async function applyTemplate(t) {
-  const { uploads } = await api('/uploads');
+async function applyTemplate(t, uploads) {
   const have = new Set(uploads.map((u) => u.id));
   const inputs = t.inputs || [];
   const missing = inputs.filter((r) => !have.has(r.upload)).map((r) => r.fileName);
   state.selected = inputs.filter((r) => r.field.startsWith('images') && have.has(r.upload)).map((r) => r.upload);
   state.inspection = null; $('#pairs').hidden = true; $('#pairs-summary').textContent = '';
-  await listUploads();
+  for (const box of document.querySelectorAll('#uploads tbody input[type=checkbox]')) box.checked = state.selected.includes(box.id.slice('use-'.length));
   for (const f of finishingFields) {
     const r = inputs.find((x) => x.field === f);
     $(`#file-${f}`).value = r && have.has(r.upload) ? r.upload : '';
@@ -298,6 +303,7 @@ async function listUploads() {
     body.append(row);
     if (u.image || u.images) fillImageRow(u.id, u);
   }
+  return uploads;
 }
 
 /// Deletes an upload of the user's after a confirmation; the API refuses one a queued or running job needs.
@@ -712,9 +718,7 @@ async function jobView(id) {
   const refresh = async () => {
     const j = await api(`/jobs/${id}`);
     $('#job-title').textContent = j.name || j.jobID;
-    const facts = $('#job-facts');
-    facts.textContent = '';
-    const add = (k, v) => facts.append(el('dt', {}, k), el('dd', {}, v));
+    const add = facts('#job-facts');
     add('Status', el('span', { id: 'job-status', class: `status-${j.status}` }, j.status));
     add('Stage', j.stage || '—');
     add('Progress', `${j.progress} %`);
@@ -729,7 +733,7 @@ async function jobView(id) {
     $('#job-error').textContent = j.error || '';
     $('#job-cancel').hidden = !['accepted', 'running'].includes(j.status);
     // The API lets the owner or an admin delete an ended job (its results; a catalogue publication stays).
-    $('#job-delete').hidden = !(['successful', 'failed', 'dismissed'].includes(j.status) && (j.owner === state.me.id || state.me.role === 'admin'));
+    $('#job-delete').hidden = !(ended && (j.owner === state.me.id || state.me.role === 'admin'));
     // Its owner may start again from its images and settings (a DSM job; the uploads are the owner's).
     $('#job-again').hidden = !(j.processID === 'dsm-opt' && j.owner === state.me.id);
     $('#job-parameters').textContent = JSON.stringify({ preset: j.preset, parameters: j.parameters || {}, inputs: j.inputs || [] }, null, 2);
@@ -909,9 +913,7 @@ async function download(path, file, link) {
 async function accountView() {
   const me = await api('/me');
   state.me = me;
-  const facts = $('#account-facts');
-  facts.textContent = '';
-  const add = (k, v) => facts.append(el('dt', {}, k), el('dd', {}, v));
+  const add = facts('#account-facts');
   add('Name', me.name);
   add('Role', me.role);
   add('CPU this month', `${round(me.usage.cpuSecondsThisMonth, 1)} of ${round(me.quota.cpuSecondsPerMonth, 0)} s`);
