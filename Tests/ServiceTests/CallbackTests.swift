@@ -41,25 +41,6 @@ import Testing
             """, arguments: [log, secret])
     }
 
-    /// The receiver's records so far.
-    static func received(_ log: String) -> [[String: Any]] {
-        ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
-            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
-        }
-    }
-
-    /// Polls the job until its callback is no longer pending.
-    static func callbackSettled(_ s: ServerProcess, token: String, job: String, timeout: Double = 60) async throws -> [String: Any] {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            let j = try await http("GET", "\(s.base)/jobs/\(job)", token: token).json ?? [:]
-            if let c = j["callback"] as? [String: Any], c["state"] as? String != "pending" { return c }
-            try await Task.sleep(nanoseconds: 250_000_000)
-        }
-        Issue.record("the callback of job \(job) is still pending after \(timeout) s; daemon's log: \(((try? String(contentsOfFile: s.logPath, encoding: .utf8)) ?? "").suffix(1500))")
-        return [:]
-    }
-
     /// A successful job's results document reaches its successUri, retried after the receiver's 503 (the same
     /// document GET /jobs/{id}/results gives, with a Link to the job); a dismissed job's status reaches its
     /// failedUri, and a receiver that keeps failing is given up after `callbackAttempts`, the reason on the job.
@@ -95,7 +76,7 @@ import Testing
             let fields = ((r.json?["errors"] as? [[String: Any]]) ?? []).compactMap { $0["field"] as? String }
             #expect(r.status == 422 && fields == [field], "\(subscriber): \(r.text)")
         }
-        #expect(Self.received(log).isEmpty)
+        #expect(jsonLines(log).isEmpty)
 
         // Success, through the standard execute request: delivered at the second attempt.
         let r = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: token,
@@ -106,9 +87,9 @@ import Testing
         #expect(accepted["state"] as? String == "pending" && accepted["successUri"] as? String == "\(receiver)/flaky?tag=a", "\(accepted)")
         let j = try await waitFor(s, token: token, job: id, states: ["successful", "failed"])
         #expect(j["status"] as? String == "successful", "\(j)")
-        let delivered = try await Self.callbackSettled(s, token: token, job: id)
+        let delivered = try await deliverySettled(.callback, s, token: token, job: id)
         #expect(delivered["state"] as? String == "delivered" && delivered["attempts"] as? Int == 2 && delivered["error"] == nil, "\(delivered)")
-        let posts = Self.received(log).filter { ($0["path"] as? String)?.hasPrefix("/flaky") == true }
+        let posts = jsonLines(log).filter { ($0["path"] as? String)?.hasPrefix("/flaky") == true }
         #expect(posts.count == 2 && posts.allSatisfy { $0["path"] as? String == "/flaky?tag=a" && $0["type"] as? String == "application/json" }, "\(posts)")
         let results = try await http("GET", "\(s.base)/jobs/\(id)/results", token: token)
         let sent = try #require(posts.last?["body"] as? String)
@@ -136,7 +117,7 @@ import Testing
         let signed = (id: try #require(first["id"] as? String), at: Int(try #require(first["timestamp"] as? String)) ?? 0, body: Data(sent.utf8))
         #expect(try CallbackSignature.signature(secret: secret, id: signed.id, timestamp: signed.at, body: signed.body) == first["signature"] as? String)
         #expect(try CallbackSignature.signature(secret: secret2, id: signed.id, timestamp: signed.at, body: signed.body) != first["signature"] as? String)
-        #expect(Self.received(log).allSatisfy { $0["path"] as? String != "/down" }, "a successful job calls its successUri only")
+        #expect(jsonLines(log).allSatisfy { $0["path"] as? String != "/down" }, "a successful job calls its successUri only")
 
         // Dismissed (cancelled by its owner): its status goes to failedUri, which keeps answering 500 and is
         // given up after 3 attempts.
@@ -146,10 +127,10 @@ import Testing
         let cancelled = try await http("DELETE", "\(s.base)/jobs/\(did)", token: token)
         #expect([200, 202].contains(cancelled.status), "\(cancelled.text)")
         _ = try await waitFor(s, token: token, job: did, states: ["dismissed"])
-        let given = try await Self.callbackSettled(s, token: token, job: did)
+        let given = try await deliverySettled(.callback, s, token: token, job: did)
         #expect(given["state"] as? String == "failed" && given["attempts"] as? Int == 3, "\(given)")
         #expect((given["error"] as? String ?? "").contains("answered 500") && (given["error"] as? String ?? "").contains("given up"), "\(given)")
-        let down = Self.received(log).filter { $0["path"] as? String == "/down" }
+        let down = jsonLines(log).filter { $0["path"] as? String == "/down" }
         #expect(down.count == 3, "\(down.count) POSTs to /down")
         #expect(down.allSatisfy { $0["id"] as? String == did && $0["verified"] as? Bool == true }, "\(down.map { [$0["id"], $0["verified"]] })")
         // Each carries two signatures: the new secret's (which the receiver checked) and the replaced one's.
@@ -170,7 +151,7 @@ import Testing
         let sid = try #require(sneaky.json?["jobID"] as? String, "\(sneaky.text)")
         _ = try await http("DELETE", "\(s.base)/jobs/\(sid)", token: token)
         _ = try await waitFor(s, token: token, job: sid, states: ["dismissed"])
-        let refused = try await Self.callbackSettled(s, token: token, job: sid)
+        let refused = try await deliverySettled(.callback, s, token: token, job: sid)
         #expect(refused["state"] as? String == "failed" && refused["attempts"] as? Int == 1
                 && (refused["error"] as? String ?? "").contains("resolves to 127.0.0.1, an internal address"), "\(refused)")
 
@@ -184,9 +165,9 @@ import Testing
         let fid = try #require(diff.json?["jobID"] as? String, "\(diff.text)")
         let fj = try await waitFor(s, token: token, job: fid, states: ["successful", "failed"])
         #expect(fj["status"] as? String == "successful", "\(fj)")
-        let fdelivered = try await Self.callbackSettled(s, token: token, job: fid)
+        let fdelivered = try await deliverySettled(.callback, s, token: token, job: fid)
         #expect(fdelivered["state"] as? String == "delivered" && fdelivered["attempts"] as? Int == 1, "\(fdelivered)")
-        let fposts = Self.received(log).filter { $0["path"] as? String == "/diff" }
+        let fposts = jsonLines(log).filter { $0["path"] as? String == "/diff" }
         let fresults = try await http("GET", "\(s.base)/jobs/\(fid)/results", token: token)
         #expect(fposts.count == 1 && fposts.first?["body"] as? String == fresults.text && fresults.text.contains("difference_map"), "\(fposts.count): \(fresults.text.prefix(200))")
         #expect(fposts.first?["id"] as? String == fid && fposts.first?["verified"] as? Bool == true, "\(fposts)")
@@ -198,7 +179,7 @@ import Testing
         _ = try await http("DELETE", "\(s.base)/jobs/\(pid)", token: token)
         _ = try await waitFor(s, token: token, job: pid, states: ["dismissed"])
         try await Task.sleep(nanoseconds: 1_500_000_000)
-        #expect(Self.received(log).count == 6)
+        #expect(jsonLines(log).count == 6)
     }
 
     /// The signature is the Standard Webhooks specification's (its published test vector), and a secret that

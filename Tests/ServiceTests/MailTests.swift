@@ -73,24 +73,6 @@ import Testing
         return p
     }
 
-    static func received(_ log: String) -> [[String: Any]] {
-        ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
-            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
-        }
-    }
-
-    /// Polls the job until its mail is no longer pending.
-    static func mailSettled(_ s: ServerProcess, token: String, job: String, timeout: Double = 60) async throws -> [String: Any] {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            let j = try await http("GET", "\(s.base)/jobs/\(job)", token: token).json ?? [:]
-            if let m = j["mail"] as? [String: Any], m["state"] as? String != "pending" { return m }
-            try await Task.sleep(nanoseconds: 250_000_000)
-        }
-        Issue.record("the mail about job \(job) is still pending after \(timeout) s; daemon's log: \(((try? String(contentsOfFile: s.logPath, encoding: .utf8)) ?? "").suffix(1500))")
-        return [:]
-    }
-
     @Test func ownersAreMailedWhenTheirJobsEnd() async throws {
         let tmp = try TemporaryFolder()
         let cert = tmp.path("cert.pem"), key = tmp.path("key.pem"), log = tmp.path("mail.jsonl")
@@ -139,9 +121,9 @@ import Testing
         #expect((try await http("GET", "\(s.base)/jobs/\(ok)", token: token).json?["mail"] as? [String: Any])?["state"] as? String == "pending")
         let okJob = try await waitFor(s, token: token, job: ok, states: ["successful", "failed"])
         #expect(okJob["status"] as? String == "successful", "\(okJob)")
-        let delivered = try await Self.mailSettled(s, token: token, job: ok)
+        let delivered = try await deliverySettled(.mail, s, token: token, job: ok)
         #expect(delivered["state"] as? String == "delivered" && delivered["attempts"] as? Int == 1, "\(delivered)")
-        let first = try #require(Self.received(log).first)
+        let first = try #require(jsonLines(log).first)
         #expect(first["from"] as? String == "dsm@example.org" && first["to"] as? [String] == ["carla@example.org"], "\(first)")
         #expect(first["tls"] as? Bool == true && first["login"] as? String == "u" && first["defects"] as? Int == 0, "\(first)")
         #expect(first["subject"] as? String == "[dsmopt] \(name): finished", "\(first["subject"] ?? "")")
@@ -157,8 +139,8 @@ import Testing
         // Failure: the reason and the log's link.
         let bad = try await submit(df, name: "elsewhere")
         _ = try await waitFor(s, token: token, job: bad, states: ["failed", "successful"])
-        #expect(try await Self.mailSettled(s, token: token, job: bad)["state"] as? String == "delivered")
-        let second = try #require(Self.received(log).last)
+        #expect(try await deliverySettled(.mail, s, token: token, job: bad)["state"] as? String == "delivered")
+        let second = try #require(jsonLines(log).last)
         let text = second["body"] as? String ?? ""
         #expect(second["subject"] as? String == "[dsmopt] elsewhere: failed", "\(second["subject"] ?? "")")
         #expect(text.contains("Reason:") && text.contains("do not overlap") && text.contains("/jobs/\(bad)/logs"), "\(text)")
@@ -168,26 +150,26 @@ import Testing
         _ = try await http("DELETE", "\(s.base)/jobs/\(gone)", token: token)
         let ended = try await waitFor(s, token: token, job: gone, states: ["dismissed", "successful"])
         #expect(ended["status"] as? String == "dismissed", "\(ended)")
-        let skipped = try await Self.mailSettled(s, token: token, job: gone)
+        let skipped = try await deliverySettled(.mail, s, token: token, job: gone)
         #expect(skipped["state"] as? String == "skipped", "\(skipped)")
 
         // A server that says "later" (451) is tried again; one that refuses the mailbox for good (550) is not.
         _ = try await http("PUT", "\(s.base)/me/email", token: token, body: json(["email": "flaky@example.org"]))
         let later = try await submit(db, name: "flaky")
         _ = try await waitFor(s, token: token, job: later, states: ["successful", "failed"])
-        let retried = try await Self.mailSettled(s, token: token, job: later)
+        let retried = try await deliverySettled(.mail, s, token: token, job: later)
         #expect(retried["state"] as? String == "delivered" && retried["attempts"] as? Int == 2, "\(retried)")
         _ = try await http("PUT", "\(s.base)/me/email", token: token, body: json(["email": "refused@example.org"]))
         let never = try await submit(db, name: "refused")
         _ = try await waitFor(s, token: token, job: never, states: ["successful", "failed"])
-        let refused = try await Self.mailSettled(s, token: token, job: never)
+        let refused = try await deliverySettled(.mail, s, token: token, job: never)
         #expect(refused["state"] as? String == "failed" && refused["attempts"] as? Int == 1 && (refused["error"] as? String ?? "").contains("550"), "\(refused)")
 
         // Without an address, a job has no mail.
         #expect(try await http("DELETE", "\(s.base)/me/email", token: token).status == 204)
         let quiet = try await http("POST", "\(s.base)/processes/dsm-difference/execution", token: token, body: json(["dsms": [["upload": da], ["upload": db]]]))
         #expect(quiet.status == 201 && quiet.json?["mail"] == nil, "\(quiet.text)")
-        let mailed = Self.received(log).map { $0["to"] as? [String] ?? [] }
+        let mailed = jsonLines(log).map { $0["to"] as? [String] ?? [] }
         #expect(mailed == [["carla@example.org"], ["carla@example.org"], ["flaky@example.org"]], "\(mailed)")
         // An operator sees the outbox in /metrics: three delivered, one refused for good, one skipped.
         let ops = try s.user("ops", role: "operator")
@@ -204,7 +186,7 @@ import Testing
         try #"{"smtpURL": "smtps://u:p%40ss@127.0.0.1:\#(tlsPort)", "smtpCAFile": "\#(cert)", "mailFrom": "dsm@example.org"}"#.write(toFile: conf, atomically: true, encoding: .utf8)
         let sent = try run(try dsmoptExecutable(), ["admin", "--data", tmp.path("d"), "--config", conf, "test-mail", "ops@example.org"])
         #expect(sent.status == 0, "\(sent.stderr)")
-        #expect(Self.received(log).last?["to"] as? [String] == ["ops@example.org"] && Self.received(log).last?["subject"] as? String == "[dsmopt] test mail")
+        #expect(jsonLines(log).last?["to"] as? [String] == ["ops@example.org"] && jsonLines(log).last?["subject"] as? String == "[dsmopt] test mail")
         try #"{"smtpURL": "smtps://u:p%40ss@127.0.0.1:\#(tlsPort)"}"#.write(toFile: conf, atomically: true, encoding: .utf8)
         let untrusted = try run(try dsmoptExecutable(), ["admin", "--data", tmp.path("d"), "--config", conf, "test-mail", "ops@example.org"])
         #expect(untrusted.status == 1 && untrusted.stderr.contains("certificate is not trusted"), "\(untrusted.status): \(untrusted.stderr)")

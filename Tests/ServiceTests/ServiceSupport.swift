@@ -3,6 +3,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import DSMPipeline
+import JobService
 import TestSupport
 import Testing
 
@@ -121,6 +122,25 @@ func pythonServer(_ script: String, arguments: [String] = []) throws -> Process 
 
 /// Stops a process a test started, with SIGKILL: this test process starts its children with SIGTERM blocked
 /// (they inherit the mask), so `terminate()` alone may not stop them.
+/// The records a test's receiver (an HTTP or SMTP server in Python) wrote so far, one JSON object a line.
+func jsonLines(_ path: String) -> [[String: Any]] {
+    ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
+        try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+    }
+}
+
+/// Polls the job until its callback (mail) is no longer pending, and returns that part of its status.
+func deliverySettled(_ channel: DeliveryChannel, _ s: ServerProcess, token: String, job: String, timeout: Double = 60) async throws -> [String: Any] {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        let j = try await http("GET", "\(s.base)/jobs/\(job)", token: token).json ?? [:]
+        if let d = j[channel.rawValue] as? [String: Any], d["state"] as? String != "pending" { return d }
+        try await Task.sleep(nanoseconds: 250_000_000)
+    }
+    Issue.record("the \(channel.rawValue) of job \(job) is still pending after \(timeout) s; daemon's log: \(((try? String(contentsOfFile: s.logPath, encoding: .utf8)) ?? "").suffix(1500))")
+    return [:]
+}
+
 func stopServer(_ p: Process) {
     kill(p.processIdentifier, SIGKILL)
     p.waitUntilExit()
