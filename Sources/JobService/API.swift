@@ -376,14 +376,17 @@ public struct ServiceAPI: Sendable {
         router.delete("/uploads/:id") { request, context in
             let user = try await authenticate(request)
             let id = context.parameters.get("id") ?? ""
-            // Jobs keep their own copy of nothing: a queued or running job still needs its inputs.
-            let active = try await store.jobs(userId: user.id, limit: 1000, offset: 0).filter { [.accepted, .running].contains($0.status) }
-            if active.contains(where: { $0.request.contains(id) }) {
-                throw APIProblem(status: .conflict, title: "Conflict", detail: "upload \(id) is an input of a queued or running job")
+            // Jobs keep their own copy of nothing: a queued or running job still needs its inputs (checked by
+            // the store atomically with the deletion, and with submissions).
+            switch try await store.deleteUpload(id: id, userId: user.id) {
+            case .notFound: throw APIProblem.notFound("no upload \(id) for this user")
+            case .inUse(let jobs):
+                throw APIProblem(status: .conflict, title: "Conflict",
+                                 detail: "upload \(id) is an input of \(jobs.count == 1 ? "a queued or running job" : "\(jobs.count) queued or running jobs") (\(jobs.joined(separator: ", "))): delete it once \(jobs.count == 1 ? "that job has" : "they have") ended, or dismiss \(jobs.count == 1 ? "it" : "them")")
+            case .deleted:
+                try? FileManager.default.removeItem(atPath: (config.uploadsDirectory as NSString).appendingPathComponent(id))
+                return Response(status: .noContent)
             }
-            guard try await store.deleteUpload(id: id, userId: user.id) else { throw APIProblem.notFound("no upload \(id) for this user") }
-            try? FileManager.default.removeItem(atPath: (config.uploadsDirectory as NSString).appendingPathComponent(id))
-            return Response(status: .noContent)
         }
         router.post("/processes/dsm-opt/execution") { request, _ in
             let user = try await authenticate(request)
@@ -937,6 +940,14 @@ public struct ServiceAPI: Sendable {
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
+    /// The refusal of a submission whose uploads were deleted while it was being checked, naming the fields.
+    static func uploadsGone(_ g: UploadsGone, records: [InputRecord]) -> APIProblem {
+        var seen = Set<String>()
+        let errors = records.filter { g.ids.contains($0.upload) && seen.insert($0.field).inserted }
+            .map { FieldError(field: "\($0.field).upload", message: "upload \($0.upload) (\($0.fileName)) was deleted while the job was being submitted") }
+        return APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: g.description, errors: errors)
+    }
+
     /// Storage a job's results take, estimated from its DSM cells: 24 bytes per cell for the rasters (DSM
     /// layers, score, hillshades, orthos and mosaic as DEFLATE COGs; measured 17–19 on La Réunion at 0.5 and
     /// 1 m), 34 more with the point cloud (one LAS point format 6 record per cell).
@@ -1052,6 +1063,12 @@ public struct ServiceAPI: Sendable {
                 for (i, p) in allPaths.enumerated() where i < inputs.count { m = m.replacingOccurrences(of: p, with: inputs[i].0) }
                 return m.replacingOccurrences(of: config.dataDirectory + "/", with: "")
             }
+            // An upload deleted meanwhile reads as a missing file: said as it is.
+            if !check.errors.isEmpty {
+                var gone: [String] = []
+                for id in Set(records.map(\.upload)).sorted() where try await store.upload(id: id, userId: user.id) == nil { gone.append(id) }
+                if !gone.isEmpty { throw Self.uploadsGone(UploadsGone(ids: gone), records: records) }
+            }
             errors += check.errors.map { FieldError(field: $0.field, message: named($0.message)) }
             // What cannot be served is refused now: too fine a resolution, too many DSM cells.
             if errors.isEmpty, let first = check.images.first ?? nil, let a = check.area, a.count == 4 {
@@ -1091,9 +1108,12 @@ public struct ServiceAPI: Sendable {
                       resultBytes: 0, attempts: 0, worker: nil, leaseUntil: nil, cancelRequested: false)
         announce(&job, subscriber: request.subscriber, owner: user)
         do {
-            try await store.createJob(job, inputBytes: inputs, quota: user.quota, results: resultBytes, now: now)
+            try await store.createJob(job, inputBytes: inputs, uploads: records.map(\.upload), quota: user.quota, results: resultBytes, now: now)
         } catch let q as QuotaExceeded {
             throw APIProblem.quota(q)
+        } catch let g as UploadsGone {
+            // Deleted while the images were being checked (`DELETE /uploads/{id}` is atomic with this insert).
+            throw Self.uploadsGone(g, records: records)
         }
         return jsonResponse(Self.view(job, base: base), status: .created, headers: [.location: "\(base)/jobs/\(job.id)"])
     }

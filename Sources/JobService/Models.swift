@@ -247,6 +247,24 @@ public enum QuotaExceeded: Error, Equatable, CustomStringConvertible {
     }
 }
 
+/// An upload a job was to read is no longer there: it was deleted while the job was being checked. Found
+/// atomically with the job's insertion (`JobStore.createJob`), so that no job is queued without its inputs.
+public struct UploadsGone: Error, Equatable, CustomStringConvertible {
+    public var ids: [String]
+    public init(ids: [String]) { self.ids = ids }
+    public var description: String { "upload\(ids.count == 1 ? "" : "s") \(ids.joined(separator: ", ")) deleted while the job was being submitted" }
+}
+
+/// What `JobStore.deleteUpload` did: the check that no queued or running job reads the upload and the
+/// deletion are one transaction.
+public enum UploadDeletion: Equatable, Sendable {
+    case deleted
+    /// No upload with this id for this user.
+    case notFound
+    /// Queued or running jobs read it (their ids, oldest first); nothing was deleted.
+    case inUse(jobs: [String])
+}
+
 /// A job's products published in the DSM catalogue: a STAC item of the `dsm-opt` collection, served to
 /// every authenticated user, kept after the job's purge until withdrawn.
 public struct Publication: Sendable, Codable, Equatable {

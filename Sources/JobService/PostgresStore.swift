@@ -316,8 +316,22 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
         try await rows("SELECT * FROM uploads WHERE user_id = \(userId) ORDER BY created_at DESC, id").map(Self.upload)
     }
 
-    public func deleteUpload(id: String, userId: String) async throws -> Bool {
-        !(try await rows("DELETE FROM uploads WHERE id = \(id) AND user_id = \(userId) RETURNING id").isEmpty)
+    public func deleteUpload(id: String, userId: String) async throws -> UploadDeletion {
+        try await transaction { c in
+            // The user's row lock, as in `createJob`: a submission checking this upload waits, or is waited for.
+            try await c.query("SELECT id FROM users WHERE id = \(userId) FOR UPDATE", logger: logger)
+            guard !(try await rows("SELECT id FROM uploads WHERE id = \(id) AND user_id = \(userId)", on: c).isEmpty) else { return .notFound }
+            let readers = try await rows("""
+                SELECT j.id FROM jobs j WHERE j.user_id = \(userId) AND j.status IN ('accepted', 'running')
+                  AND EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof(j.request::jsonb -> 'inputs') = 'array'
+                                                                      THEN j.request::jsonb -> 'inputs' ELSE '[]'::jsonb END) i
+                              WHERE i ->> 'upload' = \(id))
+                ORDER BY j.created_at, j.id
+                """, on: c).map { try $0["id"].decode(String.self) }
+            if !readers.isEmpty { return .inUse(jobs: readers) }
+            try await c.query("DELETE FROM uploads WHERE id = \(id) AND user_id = \(userId)", logger: logger)
+            return .deleted
+        }
     }
 
     func usage(userId: String, now: Date, on c: PostgresConnection?) async throws -> Usage {
@@ -339,13 +353,19 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
 
     // MARK: jobs
 
-    public func createJob(_ job: Job, inputBytes: [(String, Int64)], quota: Quota, results: Int64, now: Date) async throws {
+    public func createJob(_ job: Job, inputBytes: [(String, Int64)], uploads: [String], quota: Quota, results: Int64, now: Date) async throws {
         try await transaction { c in
+            // The user's row lock serialises this user's submissions and upload deletions: the checks and the
+            // insert are atomic.
+            try await c.query("SELECT id FROM users WHERE id = \(job.userId) FOR UPDATE", logger: logger)
+            var gone: [String] = []
+            for id in uploads where !gone.contains(id) {
+                if try await rows("SELECT id FROM uploads WHERE id = \(id) AND user_id = \(job.userId)", on: c).isEmpty { gone.append(id) }
+            }
+            if !gone.isEmpty { throw UploadsGone(ids: gone) }
             for (name, size) in inputBytes where size > quota.maxInputBytes {
                 throw QuotaExceeded.inputSize(file: name, size: size, limit: quota.maxInputBytes)
             }
-            // The user's row lock serialises this user's submissions: the check and the insert are atomic.
-            try await c.query("SELECT id FROM users WHERE id = \(job.userId) FOR UPDATE", logger: logger)
             let u = try await usage(userId: job.userId, now: now, on: c)
             if u.activeJobs >= quota.maxConcurrentJobs { throw QuotaExceeded.concurrentJobs(limit: quota.maxConcurrentJobs) }
             if u.cpuSecondsThisMonth >= quota.cpuSecondsPerMonth { throw QuotaExceeded.cpuBudget(used: u.cpuSecondsThisMonth, limit: quota.cpuSecondsPerMonth) }

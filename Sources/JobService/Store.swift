@@ -18,12 +18,15 @@ public protocol JobStore: Sendable {
     /// A user's uploads, newest first.
     func uploads(userId: String) async throws -> [Upload]
     func usage(userId: String, now: Date) async throws -> Usage
-    /// Removes an upload record of its owner; false when there is none.
-    func deleteUpload(id: String, userId: String) async throws -> Bool
+    /// Removes an upload record of its owner unless a queued or running job of theirs reads it (its request's
+    /// `inputs`): the check and the deletion are atomic, with each other and with `createJob`'s check that
+    /// the job's uploads exist, so that no job is queued without its inputs.
+    func deleteUpload(id: String, userId: String) async throws -> UploadDeletion
 
-    /// Inserts a job if the user's quota allows it, atomically with the check. `results`: the storage its
-    /// results are expected to take (bytes), which must fit in what is left of the storage quota.
-    func createJob(_ job: Job, inputBytes: [(String, Int64)], quota: Quota, results: Int64, now: Date) async throws
+    /// Inserts a job if the user's quota allows it and the uploads it reads (`uploads`, ids of the user's)
+    /// all still exist, atomically with the checks (`QuotaExceeded`, `UploadsGone`). `results`: the storage
+    /// its results are expected to take (bytes), which must fit in what is left of the storage quota.
+    func createJob(_ job: Job, inputBytes: [(String, Int64)], uploads: [String], quota: Quota, results: Int64, now: Date) async throws
     func job(id: String) async throws -> Job?
     /// The jobs `query` selects, newest first.
     func jobs(_ query: JobQuery, limit: Int, offset: Int) async throws -> [Job]
@@ -380,10 +383,17 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
-    public func deleteUpload(id: String, userId: String) async throws -> Bool {
+    public func deleteUpload(id: String, userId: String) async throws -> UploadDeletion {
         try await db.write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM uploads WHERE id = ? AND user_id = ?", arguments: [id, userId]) != nil else { return .notFound }
+            let readers = try String.fetchAll(db, sql: """
+                SELECT j.id FROM jobs j WHERE j.user_id = ? AND j.status IN ('accepted', 'running')
+                  AND EXISTS (SELECT 1 FROM json_each(j.request, '$.inputs') i WHERE json_extract(i.value, '$.upload') = ?)
+                ORDER BY j.created_at, j.id
+                """, arguments: [userId, id])
+            if !readers.isEmpty { return .inUse(jobs: readers) }
             try db.execute(sql: "DELETE FROM uploads WHERE id = ? AND user_id = ?", arguments: [id, userId])
-            return db.changesCount == 1
+            return .deleted
         }
     }
 
@@ -410,8 +420,13 @@ public final class SQLiteJobStore: JobStore {
         try await db.read { db in try Self.usage(db, userId: userId, now: now) }
     }
 
-    public func createJob(_ job: Job, inputBytes: [(String, Int64)], quota: Quota, results: Int64, now: Date) async throws {
+    public func createJob(_ job: Job, inputBytes: [(String, Int64)], uploads: [String], quota: Quota, results: Int64, now: Date) async throws {
         try await db.write { db in
+            var gone: [String] = []
+            for id in uploads where !gone.contains(id) {
+                if try Bool.fetchOne(db, sql: "SELECT 1 FROM uploads WHERE id = ? AND user_id = ?", arguments: [id, job.userId]) == nil { gone.append(id) }
+            }
+            if !gone.isEmpty { throw UploadsGone(ids: gone) }
             for (name, size) in inputBytes where size > quota.maxInputBytes {
                 throw QuotaExceeded.inputSize(file: name, size: size, limit: quota.maxInputBytes)
             }
@@ -759,8 +774,13 @@ extension JobStore {
     public func jobs(userId: String?, limit: Int, offset: Int) async throws -> [Job] { try await jobs(JobQuery(userId: userId), limit: limit, offset: offset) }
     public func countJobs(userId: String?) async throws -> Int { try await countJobs(JobQuery(userId: userId)) }
 
-    /// A job whose results need no room up front (tests, benchmarks).
+    /// A job that reads no upload (tests, benchmarks, `dsm-difference` jobs).
+    public func createJob(_ job: Job, inputBytes: [(String, Int64)], quota: Quota, results: Int64, now: Date) async throws {
+        try await createJob(job, inputBytes: inputBytes, uploads: [], quota: quota, results: results, now: now)
+    }
+
+    /// A job that reads no upload and whose results need no room up front (tests, benchmarks).
     public func createJob(_ job: Job, inputBytes: [(String, Int64)], quota: Quota, now: Date) async throws {
-        try await createJob(job, inputBytes: inputBytes, quota: quota, results: 0, now: now)
+        try await createJob(job, inputBytes: inputBytes, uploads: [], quota: quota, results: 0, now: now)
     }
 }

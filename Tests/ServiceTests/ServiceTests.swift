@@ -429,7 +429,7 @@ import Testing
         let bobDelete = try await http("DELETE", "\(s.base)/uploads/\(u1)", token: bob)
         #expect(bobDelete.status == 404)
         let inUse = try await http("DELETE", "\(s.base)/uploads/\(u1)", token: alice)
-        #expect(inUse.status == 409)
+        #expect(inUse.status == 409 && inUse.text.contains(id), "\(inUse.text)")
         let spare = try await upload(s, token: alice, path: img1, name: "spare.tif")
         let before = try await http("GET", "\(s.base)/me", token: alice)
         let gone = try await http("DELETE", "\(s.base)/uploads/\(spare)", token: alice)
@@ -440,6 +440,21 @@ import Testing
         // Alice's job is still queued and intact.
         let answer12 = try await http("GET", "\(s.base)/jobs/\(id)", token: alice)
         #expect(answer12.json?["status"] as? String == "accepted")
+        // An upload deleted while a submission reading it is being checked (the images are read by a child
+        // process, a fraction of a second): either the deletion waits for the queued job and is refused, or
+        // the submission is refused and names it. Never both: no job is queued without its input.
+        let third = try await upload(s, token: alice, path: img2, name: "c.tif")
+        async let submitted = submit(s, token: alice, uploads: [u1, third])
+        try await Task.sleep(for: .milliseconds(20))
+        let deletion = try await http("DELETE", "\(s.base)/uploads/\(third)", token: alice)
+        let raced = try await submitted
+        #expect([204, 409].contains(deletion.status), "\(deletion.text)")
+        #expect((raced.status == 201) == (deletion.status == 409), "submission \(raced.status), deletion \(deletion.status)")
+        if deletion.status == 204 {
+            #expect(raced.status == 422 && raced.text.contains("images[1].upload") && raced.text.contains("c.tif") && raced.text.contains("was deleted while the job was being submitted"), "\(raced.text)")
+        }
+        let uploadsLeft = try await http("GET", "\(s.base)/uploads", token: alice).text
+        #expect(uploadsLeft.contains(third) == (raced.status == 201))
     }
 
     @Test func jobSurvivesKillMinusNine() async throws {

@@ -318,10 +318,84 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         try await store.addUpload(later)
         #expect(try await store.uploads(userId: u.id).map(\.id) == [later.id, up.id])
         #expect(try await store.uploads(userId: "someone-else").isEmpty)
-        #expect(try await store.deleteUpload(id: later.id, userId: u.id))
-        #expect(!(try await store.deleteUpload(id: up.id, userId: "someone-else")))
-        #expect(try await store.deleteUpload(id: up.id, userId: u.id))
+        #expect(try await store.deleteUpload(id: later.id, userId: u.id) == .deleted)
+        #expect(try await store.deleteUpload(id: up.id, userId: "someone-else") == .notFound)
+        #expect(try await store.deleteUpload(id: up.id, userId: u.id) == .deleted)
+        #expect(try await store.deleteUpload(id: up.id, userId: u.id) == .notFound)
         #expect(try await store.usage(userId: u.id, now: Date()).storageBytes == 0)
+    }
+
+    /// A job's request as the API records it: its inputs name the uploads it reads.
+    func job(_ user: String, at t: Double, reading uploads: [String]) -> Job {
+        let inputs = uploads.enumerated().map { i, id in "{\"field\": \"images[\(i)]\", \"upload\": \"\(id)\", \"fileName\": \"f\", \"bytes\": 1, \"sha256\": \"00\"}" }
+        var j = job(user, at: t)
+        j.request = "{\"images\": [], \"inputs\": [\(inputs.joined(separator: ", "))]}"
+        return j
+    }
+
+    /// An upload a queued or running job reads cannot be deleted (the jobs are named), one an ended job read
+    /// can; a job whose upload is gone is not queued. Then submissions and deletions of the same upload race:
+    /// whichever wins, no job is queued without its input.
+    @Test(arguments: StoreKind.allCases) func uploadsInUseAreKept(kind: StoreKind) async throws {
+        let (store, _tmp) = try await kind.make(); _ = _tmp
+        let (u, _) = try await store.createUser(name: "hal", role: .researcher, quota: Self.quota)
+        let (other, _) = try await store.createUser(name: "ivy", role: .researcher, quota: Self.quota)
+        func upload(_ user: String = u.id) async throws -> String {
+            let id = UUID().uuidString.lowercased()
+            try await store.addUpload(Upload(id: id, userId: user, fileName: "\(id).tif", size: 10, sha256: "00", createdAt: Date()))
+            return id
+        }
+        let a = try await upload(), b = try await upload(), spare = try await upload()
+        let first = job(u.id, at: 1, reading: [a, b]), second = job(u.id, at: 2, reading: [b])
+        try await store.createJob(first, inputBytes: [], uploads: [a, b], quota: Self.quota, results: 0, now: Date())
+        try await store.createJob(second, inputBytes: [], uploads: [b], quota: Self.quota, results: 0, now: Date())
+        #expect(try await store.deleteUpload(id: b, userId: u.id) == .inUse(jobs: [first.id, second.id]))
+        // Running still reads it; an id inside another field's text is not a reference.
+        let claimed = try #require(try await store.claimJob(worker: "w", leaseUntil: Date().addingTimeInterval(60), now: Date()))
+        #expect(claimed.id == first.id)
+        #expect(try await store.deleteUpload(id: a, userId: u.id) == .inUse(jobs: [first.id]))
+        var mentions = job(u.id, at: 3)
+        mentions.request = "{\"name\": \"about \(spare)\"}"
+        try await store.createJob(mentions, inputBytes: [], quota: Self.quota, results: 0, now: Date())
+        #expect(try await store.deleteUpload(id: spare, userId: u.id) == .deleted)
+        // Ended: free to go.
+        #expect(try await store.finish(jobId: first.id, attempt: claimed.attempts, worker: "w", status: .failed, error: "x", cpuSeconds: 0,
+                                       resultBytes: 0, finishedAt: Date(), purgeAt: nil))
+        #expect(try await store.deleteUpload(id: a, userId: u.id) == .deleted)
+        #expect(try await store.deleteUpload(id: b, userId: u.id) == .inUse(jobs: [second.id]))
+        _ = try await store.cancel(jobId: second.id, now: Date())
+        #expect(try await store.deleteUpload(id: b, userId: u.id) == .deleted)
+        // A job whose uploads are gone (or another user's) is refused, and nothing is queued.
+        let c = try await upload(), theirs = try await upload(other.id)
+        let late = job(u.id, at: 4, reading: [c, a, theirs])
+        await #expect(throws: UploadsGone(ids: [a, theirs])) {
+            try await store.createJob(late, inputBytes: [], uploads: [c, a, theirs], quota: Self.quota, results: 0, now: Date())
+        }
+        #expect(try await store.job(id: late.id) == nil)
+
+        // The race: each round submits a job reading a fresh upload while that upload is deleted.
+        var queued = 0, deleted = 0
+        for round in 0..<40 {
+            let id = try await upload()
+            let j = job(u.id, at: Double(10 + round), reading: [id])
+            let submit: @Sendable () async throws -> Bool = {
+                do { try await store.createJob(j, inputBytes: [], uploads: [id], quota: Self.quota, results: 0, now: Date()); return true }
+                catch is UploadsGone { return false }
+            }
+            let delete: @Sendable () async throws -> UploadDeletion = { try await store.deleteUpload(id: id, userId: u.id) }
+            // Started in either order, alternately.
+            let (s, d): (Bool, UploadDeletion)
+            if round.isMultiple(of: 2) {
+                async let a = submit(); async let b = delete(); (s, d) = try await (a, b)
+            } else {
+                async let b = delete(); async let a = submit(); (d, s) = try await (b, a)
+            }
+            // Exactly one wins: the job with its upload kept, or the deletion with no job.
+            #expect(s != (d == .deleted), "round \(round): submitted \(s), deletion \(d)")
+            if s { #expect(d == .inUse(jobs: [j.id])); #expect(try await store.upload(id: id, userId: u.id) != nil); queued += 1 }
+            else { #expect(try await store.job(id: j.id) == nil); deleted += 1 }
+        }
+        #expect(queued + deleted == 40)
     }
 
     /// The DSM catalogue's records: publish once, search by place, time and ids (newest acquisition first,
