@@ -469,6 +469,42 @@ check(new["parameters"] == old["parameters"] and new["preset"] == old["preset"]
       f"the same images, preset and parameters ({old['parameters']} / {new['parameters']})")
 wait(lambda: text("#job-status") == "successful" and text("#job-mail").startswith("sent"), "the new job ends and is mailed about", timeout=300)
 
+# The job list's filters and pages, kept in the address (a reload and Back keep them), against the API's list.
+def api_jobs(query=""):
+    return [j["jobID"] for j in json.loads(api(f"/jobs?limit=200{query}", args.alice)[2])["jobs"]]
+listed = lambda: [r.get_attribute("data-job") for r in driver.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")]
+mine = api_jobs()
+check(len(mine) >= 2 and mine[0] == again_id and job_id in mine, f"the API lists her jobs newest first ({mine})")
+driver.get(args.url + "/#/jobs?limit=1")
+wait(lambda: text("#jobs-range") == f"Jobs 1–1 of {len(mine)}" and listed() == mine[:1], f"one job a page, the newest ({text('#jobs-range')})")
+check(not q("#jobs-newer").is_enabled() and q("#jobs-older").is_enabled(), "on the first page only Older is offered")
+q("#jobs-older").click()
+wait(lambda: text("#jobs-range") == f"Jobs 2–2 of {len(mine)}" and listed() == mine[1:2], f"Older: the next one ({text('#jobs-range')})")
+check("offset=1" in driver.current_url and q("#jobs-newer").is_enabled(), f"the page is in the address ({driver.current_url})")
+Select(q("#jobs-status")).select_by_visible_text("Failed")
+failed = api_jobs("&status=failed")
+wait(lambda: "status=failed" in driver.current_url and listed() == failed[:1], "the Failed filter")
+check("offset" not in driver.current_url, f"a new filter starts at the first page ({driver.current_url})")
+if not failed:
+    check(q("#jobs-none-match").is_displayed() and not q("#jobs-empty").is_displayed() and not q("#jobs-pager").is_displayed(),
+          "no failed job: the list says none matches (not 'no job yet'), and no pager")
+Select(q("#jobs-status")).select_by_visible_text("Successful")
+successful = api_jobs("&status=successful")
+wait(lambda: listed() == successful[:1] and text("#jobs-range") == f"Jobs 1–1 of {len(successful)}", "the Successful filter")
+driver.back()
+wait(lambda: Select(q("#jobs-status")).first_selected_option.text == "Failed" and listed() == failed[:1], "Back returns to the Failed filter")
+driver.refresh()
+wait(lambda: q("#view-jobs").is_displayed() and Select(q("#jobs-status")).first_selected_option.text == "Failed"
+     and listed() == failed[:1], "a reload keeps it")
+Select(q("#jobs-status")).select_by_visible_text("All")
+Select(q("#jobs-process")).select_by_visible_text("DSM difference")
+wait(lambda: "process=dsm-difference" in driver.current_url and listed() == api_jobs("&processID=dsm-difference")[:1], "the Kind filter")
+Select(q("#jobs-process")).select_by_visible_text("DSM")
+Select(q("#jobs-limit")).select_by_visible_text("10")
+wait(lambda: "limit=10" in driver.current_url and listed() == api_jobs("&processID=dsm-opt")[:10], "ten a page")
+check(not q("#jobs-pager").is_displayed() or len(api_jobs("&processID=dsm-opt")) > 10, "no pager when one page holds them")
+shot("job-list-filters")
+
 before = storage_used()
 driver.get(args.url + "/#/new")
 wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#uploads tbody tr")) == 2, "alice's two uploads listed")

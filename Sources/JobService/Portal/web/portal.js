@@ -28,6 +28,7 @@ const state = {
   poll: null,
   flash: null,           // a message for the next page shown (after a deletion)
   template: null,        // a job whose images and settings the next new job starts from
+  routes: 0,             // how many times the address was followed (`poll`)
 };
 
 // ---------------------------------------------------------------- API
@@ -144,7 +145,16 @@ function show(view) {
 
 function stopPolling() { if (state.poll) { clearInterval(state.poll); state.poll = null; } }
 
+/// Calls `refresh` every 2 s until the next route. `routed` is `state.routes` when the view began: a view
+/// overtaken by a newer route while it loaded (the address changed again) starts no poll of its own.
+function poll(routed, refresh) {
+  if (routed !== state.routes) return;
+  stopPolling();
+  state.poll = setInterval(() => refresh().catch((e) => banner(e.message)), 2000);
+}
+
 async function route() {
+  state.routes += 1;
   stopPolling();
   banner(state.flash || '', 'info');
   state.flash = null;
@@ -153,7 +163,7 @@ async function route() {
     if (state.token) { try { await signIn(state.token); } catch (_) { state.token = null; } }
     if (!state.me) { show('signin'); $('#token').focus(); return; }
   }
-  const [, page, arg] = hash.split('/');
+  const [, page, arg] = hash.split('?')[0].split('/');
   try {
     if (page === 'new') { show('new'); await newJobView(); }
     else if (page === 'job' && arg) { show('job'); await jobView(arg); }
@@ -690,10 +700,51 @@ $('#job-form').addEventListener('submit', async (ev) => {
 
 // ---------------------------------------------------------------- jobs
 
+// The list's filters and page are in the address (#/jobs?status=failed&offset=50…): a reload, a bookmark and
+// the browser's Back button keep them. `limit` may be any page size the API takes (1–200).
+const jobStatusFilters = { active: 'accepted,running', successful: 'successful', failed: 'failed', dismissed: 'dismissed' };
+const jobProcesses = ['dsm-opt', 'dsm-difference'];
+
+function jobsAddress() { return new URLSearchParams(location.hash.split('?')[1] || ''); }
+
+/// Changes the list's address (`null` or '' drops a setting); a new filter or page size starts at the first page.
+function setJobsAddress(changes) {
+  const p = jobsAddress();
+  if (!('offset' in changes)) p.delete('offset');
+  for (const [k, v] of Object.entries(changes)) {
+    if (v === null || v === '' || v === false) p.delete(k); else p.set(k, String(v));
+  }
+  const q = p.toString();
+  location.hash = q ? `#/jobs?${q}` : '#/jobs';
+}
+
 async function jobsView() {
+  const routed = state.routes;
+  const p = jobsAddress();
+  const status = Object.hasOwn(jobStatusFilters, p.get('status') || '') ? p.get('status') : '';
+  const process = jobProcesses.includes(p.get('process')) ? p.get('process') : '';
+  const all = p.get('all') === 'true' && ['operator', 'admin'].includes(state.me.role);
+  const limit = Math.min(200, Math.max(1, parseInt(p.get('limit'), 10) || 50));
+  const offset = Math.max(0, parseInt(p.get('offset'), 10) || 0);
+  $('#jobs-status').value = status;
+  $('#jobs-process').value = process;
+  $('#all-jobs').checked = all;
+  const sizes = $('#jobs-limit');
+  if (![...sizes.options].some((o) => Number(o.value) === limit)) sizes.append(el('option', {}, limit));
+  sizes.value = String(limit);
+  $('#jobs-newer').onclick = () => setJobsAddress({ offset: Math.max(0, offset - limit) || null });
+  $('#jobs-older').onclick = () => setJobsAddress({ offset: offset + limit });
   const refresh = async () => {
-    const all = $('#all-jobs').checked ? '&all=true' : '';
-    const page = await api(`/jobs?limit=100${all}`);
+    const q = new URLSearchParams({ limit, offset });
+    if (status) q.set('status', jobStatusFilters[status]);
+    if (process) q.set('processID', process);
+    if (all) q.set('all', 'true');
+    const page = await api(`/jobs?${q}`);
+    // Past the end (jobs deleted meanwhile): the last page.
+    if (page.jobs.length === 0 && offset > 0) {
+      setJobsAddress({ offset: page.total > 0 ? Math.floor((page.total - 1) / limit) * limit || null : null });
+      return;
+    }
     const body = $('#jobs tbody');
     body.textContent = '';
     for (const j of page.jobs) {
@@ -704,16 +755,26 @@ async function jobsView() {
         el('td', {}, fmtDate(j.created)), el('td', {}, fmtDate(j.started)), el('td', {}, fmtDate(j.finished)),
         el('td', {}, j.resultsPurged ? 'purged' : fmtDate(j.purgeDate)), el('td', {}, round(j.cpuSeconds, 1))));
     }
-    $('#jobs-empty').hidden = page.jobs.length > 0;
+    const filtered = Boolean(status || process);
+    $('#jobs-empty').hidden = page.total > 0 || filtered;
+    $('#jobs-none-match').hidden = page.total > 0 || !filtered;
+    $('#jobs-pager').hidden = offset === 0 && page.total <= limit;
+    $('#jobs-range').textContent = page.total > 0 ? `Jobs ${offset + 1}–${offset + page.jobs.length} of ${page.total}` : '';
+    $('#jobs-newer').disabled = offset === 0;
+    $('#jobs-older').disabled = offset + page.jobs.length >= page.total;
     const me = await api('/me');
     $('#usage').textContent = `This month: ${round(me.usage.cpuSecondsThisMonth, 1)} of ${round(me.quota.cpuSecondsPerMonth, 0)} CPU s; storage ${fmtBytes(me.usage.storageBytes)} of ${fmtBytes(me.quota.storageBytes)}.`;
   };
   await refresh();
-  state.poll = setInterval(() => refresh().catch((e) => banner(e.message)), 2000);
+  poll(routed, refresh);
 }
-$('#all-jobs').addEventListener('change', () => route());
+$('#all-jobs').addEventListener('change', (e) => setJobsAddress({ all: e.target.checked ? 'true' : null }));
+$('#jobs-status').addEventListener('change', (e) => setJobsAddress({ status: e.target.value }));
+$('#jobs-process').addEventListener('change', (e) => setJobsAddress({ process: e.target.value }));
+$('#jobs-limit').addEventListener('change', (e) => setJobsAddress({ limit: e.target.value === '50' ? null : e.target.value }));
 
 async function jobView(id) {
+  const routed = state.routes;
   let shownResults = false;
   const refresh = async () => {
     const j = await api(`/jobs/${id}`);
@@ -741,7 +802,7 @@ async function jobView(id) {
     if (j.status === 'successful' && !shownResults) { shownResults = true; await results(j); }
     // Followed until the job has ended and its mail and callback have gone (or been given up).
     const settled = ended && ![j.mail, j.callback].some((d) => d && d.state === 'pending');
-    if (settled) stopPolling();
+    if (settled && routed === state.routes) stopPolling();
     return settled;
   };
   $('#job-results').hidden = true;
@@ -761,7 +822,7 @@ async function jobView(id) {
       location.hash = '#/jobs';
     } catch (e) { banner(e.message); }
   };
-  if (!await refresh()) state.poll = setInterval(() => refresh().catch((e) => banner(e.message)), 2000);
+  if (!await refresh()) poll(routed, refresh);
 }
 
 /// Where a job's mail (callback) stands, in words: `done` is what a delivered one is called.
