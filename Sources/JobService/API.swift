@@ -310,9 +310,19 @@ public struct ServiceAPI: Sendable {
 
     /// What a new job sends when it ends: its outcome to its subscriber (a callback), and a mail to its owner
     /// when they have an address and the service a mail server.
-    func announce(_ job: inout Job, subscriber: Subscriber?, owner: User) {
+    func announce(_ job: inout Job, subscriber: Subscriber?, mail: Bool?, owner: User) {
         if subscriber != nil { job.callback = DeliveryState(state: .pending) }
-        if owner.email != nil, config.smtpURL != nil { job.mail = DeliveryState(state: .pending) }
+        if owner.email != nil, config.smtpURL != nil {
+            job.mail = mail == false ? DeliveryState(state: .skipped, error: "turned off for this job") : DeliveryState(state: .pending)
+        }
+    }
+
+    /// A request's `mail`: true asks for a mail the service must be able to send.
+    func mailErrors(_ mail: Bool?, owner: User) -> [FieldError] {
+        guard mail == true else { return [] }
+        if config.smtpURL == nil { return [.init(field: "mail", message: "this service sends no mail (no smtpURL configured)")] }
+        if owner.email == nil { return [.init(field: "mail", message: "you have no address to mail: set one first (PUT /me/email)")] }
+        return []
     }
 
     /// The base every link the API gives starts with (job status, results, uploads, processes, `Location`,
@@ -985,6 +995,7 @@ public struct ServiceAPI: Sendable {
             request.subscriber = checked
             errors += e
         }
+        errors += mailErrors(request.mail, owner: user)
         var inputs: [(String, Int64)] = []
         var records: [InputRecord] = []
         var paths: [String] = []
@@ -1106,7 +1117,7 @@ public struct ServiceAPI: Sendable {
                       stage: nil, message: nil, request: String(decoding: try JSONEncoder().encode(request), as: UTF8.self),
                       createdAt: now, startedAt: nil, finishedAt: nil, purgeAt: nil, purged: false, error: nil, cpuSeconds: 0,
                       resultBytes: 0, attempts: 0, worker: nil, leaseUntil: nil, cancelRequested: false)
-        announce(&job, subscriber: request.subscriber, owner: user)
+        announce(&job, subscriber: request.subscriber, mail: request.mail, owner: user)
         do {
             try await store.createJob(job, inputBytes: inputs, uploads: records.map(\.upload), quota: user.quota, results: resultBytes, now: now)
         } catch let q as QuotaExceeded {

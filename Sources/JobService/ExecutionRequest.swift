@@ -91,6 +91,9 @@ public struct ExecutionRequest: Sendable, Codable, Equatable {
     public var acceptedBy: SoftwareStamp?
     /// Publish the products in the DSM catalogue when the job succeeds.
     public var publish: Bool?
+    /// Mail the owner when the job ends (nil: when they have an address and the service sends mail); false:
+    /// no mail about this job; true: required, refused when no mail can be sent.
+    public var mail: Bool?
     /// The process: nil or "dsm-opt" (a DSM from images), "dsm-difference" (two DSMs differenced).
     public var process: String?
     /// The inputs of a `dsm-difference` job.
@@ -193,7 +196,7 @@ enum RequestValidator {
         guard let root = try? JSONDecoder().decode(JSONValue.self, from: body), let obj = root.object else {
             return (nil, [FieldError(field: "(body)", message: "not a JSON object")])
         }
-        let known: Set<String> = Set(["name", "images", "preset", "parameters", "publish", "subscriber"] + ExecutionRequest.fileFields)
+        let known: Set<String> = Set(["name", "images", "preset", "parameters", "publish", "mail", "subscriber"] + ExecutionRequest.fileFields)
         for k in obj.keys.sorted() where !known.contains(k) { errors.append(.init(field: k, message: "unknown field")) }
         var req = ExecutionRequest(images: [])
         if let n = obj["name"] {
@@ -235,6 +238,9 @@ enum RequestValidator {
         }
         if let p = obj["publish"] {
             if case .bool(let b) = p { req.publish = b } else { errors.append(.init(field: "publish", message: "must be true or false")) }
+        }
+        if let m = obj["mail"] {
+            if case .bool(let b) = m { req.mail = b } else { errors.append(.init(field: "mail", message: "must be true or false")) }
         }
         if let v = obj["subscriber"] {
             let (s, e) = Subscriber.parse(v)

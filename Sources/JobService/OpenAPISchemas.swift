@@ -16,6 +16,8 @@ extension OpenAPIDocument {
     static func ref(_ name: String) -> Schema { ["$ref": "#/components/schemas/\(name)"] }
     static var uploadReference: Schema { ["type": "object", "required": ["upload"], "additionalProperties": false,
                                           "properties": ["upload": ["type": "string", "minLength": 1]]] }
+    /// A request's `mail` (`ExecutionRequest.mail`).
+    static var mail: Schema { ["type": "boolean", "description": "false: no mail about this job; true: a mail is required (422 when the service sends no mail or the caller has no address); default: mailed when the job ends if the caller has an address"] }
     static var presetName: Schema { ["type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"] }
     static var quotaPatch: Schema { [
         "type": "object", "minProperties": 1, "additionalProperties": false,
@@ -68,7 +70,7 @@ extension OpenAPIDocument {
                            "parameters": ref("JobParameters"),
                            "referenceDem": uploadReference, "waterMask": uploadReference, "multispectral": uploadReference,
                            "publish": ["type": "boolean", "description": "publish the products in the DSM catalogue when the job succeeds"],
-                           "subscriber": subscriber],
+                           "mail": mail, "subscriber": subscriber],
         ]
         let subscriber = Self.subscriber
         let dsmReference: Schema = ["type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": false,
@@ -78,7 +80,7 @@ extension OpenAPIDocument {
             "properties": ["name": ["type": "string", "minLength": 1, "maxLength": 200],
                            "dsms": ["type": "array", "minItems": 2, "maxItems": 2, "items": dsmReference, "description": "the earlier DSM, then the later"],
                            "aoi": ["description": "\"minLon,minLat,maxLon,maxLat\" or a GeoJSON Polygon/Feature", "oneOf": [["type": "string"], ["type": "object"]]],
-                           "stableMask": uploadReference, "changedMask": uploadReference, "publish": ["type": "boolean"], "subscriber": subscriber],
+                           "stableMask": uploadReference, "changedMask": uploadReference, "publish": ["type": "boolean"], "mail": mail, "subscriber": subscriber],
         ]
         let search: Schema = [
             "type": "object", "additionalProperties": false,

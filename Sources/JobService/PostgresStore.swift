@@ -372,9 +372,9 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             if u.storageBytes >= quota.storageBytes { throw QuotaExceeded.storage(used: u.storageBytes, requested: 0, limit: quota.storageBytes) }
             if u.storageBytes + results > quota.storageBytes { throw QuotaExceeded.resultStorage(used: u.storageBytes, estimate: results, limit: quota.storageBytes) }
             try await c.query("""
-                INSERT INTO jobs (id, user_id, name, status, progress, request, created_at, callback_state, mail_state)
+                INSERT INTO jobs (id, user_id, name, status, progress, request, created_at, callback_state, mail_state, mail_error)
                 VALUES (\(job.id), \(job.userId), \(job.name), 'accepted', 0, \(job.request), \(job.createdAt.timeIntervalSince1970), \(job.callback?.state.rawValue),
-                        \(job.mail?.state.rawValue))
+                        \(job.mail?.state.rawValue), \(job.mail?.error))
                 """, logger: logger)
         }
     }

@@ -16,6 +16,7 @@ enum ProcessDescription {
     /// Inputs both processes take, described once.
     static let commonInputs: [String: (title: String, description: String)] = [
         "publish": ("publish", "optional boolean: publish the products in the DSM catalogue when the job succeeds"),
+        "mail": ("mail", "optional boolean: false, no mail about this job; true, a mail is required (refused when the service sends no mail or you have no address); by default the job is mailed about when it ends if you have an address (PUT /me/email)"),
         "name": ("job name", "optional job name")]
     /// OGC API – Processes input and output descriptions (`schema`: JSON Schema, the one the OpenAPI document
     /// gives the execution request's field).

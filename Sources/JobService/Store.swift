@@ -437,8 +437,8 @@ public final class SQLiteJobStore: JobStore {
             }
             if u.storageBytes >= quota.storageBytes { throw QuotaExceeded.storage(used: u.storageBytes, requested: 0, limit: quota.storageBytes) }
             if u.storageBytes + results > quota.storageBytes { throw QuotaExceeded.resultStorage(used: u.storageBytes, estimate: results, limit: quota.storageBytes) }
-            try db.execute(sql: "INSERT INTO jobs (id, user_id, name, status, progress, request, created_at, callback_state, mail_state) VALUES (?, ?, ?, 'accepted', 0, ?, ?, ?, ?)",
-                           arguments: [job.id, job.userId, job.name, job.request, job.createdAt.timeIntervalSince1970, job.callback?.state.rawValue, job.mail?.state.rawValue])
+            try db.execute(sql: "INSERT INTO jobs (id, user_id, name, status, progress, request, created_at, callback_state, mail_state, mail_error) VALUES (?, ?, ?, 'accepted', 0, ?, ?, ?, ?, ?)",
+                           arguments: [job.id, job.userId, job.name, job.request, job.createdAt.timeIntervalSince1970, job.callback?.state.rawValue, job.mail?.state.rawValue, job.mail?.error])
         }
     }
 

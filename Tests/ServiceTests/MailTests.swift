@@ -165,17 +165,33 @@ import Testing
         let refused = try await deliverySettled(.mail, s, token: token, job: never)
         #expect(refused["state"] as? String == "failed" && refused["attempts"] as? Int == 1 && (refused["error"] as? String ?? "").contains("550"), "\(refused)")
 
-        // Without an address, a job has no mail.
+        // Turned off for one job: said so on the job, and nothing sent; a value that is not a boolean is refused.
+        let off = try await http("POST", "\(s.base)/processes/dsm-difference/execution", token: token,
+                                 body: json(["dsms": [["upload": da], ["upload": db]], "name": "no mail", "mail": false]))
+        #expect(off.status == 201, "\(off.text)")
+        let offID = try #require(off.json?["jobID"] as? String)
+        _ = try await waitFor(s, token: token, job: offID, states: ["successful", "failed"])
+        let notSent = try await deliverySettled(.mail, s, token: token, job: offID)
+        #expect(notSent["state"] as? String == "skipped" && notSent["error"] as? String == "turned off for this job" && notSent["attempts"] as? Int == 0, "\(notSent)")
+        let notBool = try await http("POST", "\(s.base)/processes/dsm-difference/execution", token: token,
+                                     body: json(["dsms": [["upload": da], ["upload": db]], "mail": "no"]))
+        #expect(notBool.status == 422 && notBool.text.contains("\"mail\"") && notBool.text.contains("true or false"), "\(notBool.text)")
+
+        // Without an address, a job has no mail, and one that asks for it is refused.
         #expect(try await http("DELETE", "\(s.base)/me/email", token: token).status == 204)
+        let wanted = try await http("POST", "\(s.base)/processes/dsm-difference/execution", token: token,
+                                    body: json(["dsms": [["upload": da], ["upload": db]], "mail": true]))
+        #expect(wanted.status == 422 && wanted.text.contains("no address to mail"), "\(wanted.text)")
         let quiet = try await http("POST", "\(s.base)/processes/dsm-difference/execution", token: token, body: json(["dsms": [["upload": da], ["upload": db]]]))
         #expect(quiet.status == 201 && quiet.json?["mail"] == nil, "\(quiet.text)")
         let mailed = jsonLines(log).map { $0["to"] as? [String] ?? [] }
         #expect(mailed == [["carla@example.org"], ["carla@example.org"], ["flaky@example.org"]], "\(mailed)")
-        // An operator sees the outbox in /metrics: three delivered, one refused for good, one skipped.
+        // An operator sees the outbox in /metrics: three delivered, one refused for good, two skipped (dismissed,
+        // turned off).
         let ops = try s.user("ops", role: "operator")
         let metrics = try await http("GET", "\(s.base)/metrics", token: ops).text
         for line in ["dsmopt_deliveries{channel=\"mail\",state=\"delivered\"} 3", "dsmopt_deliveries{channel=\"mail\",state=\"failed\"} 1",
-                     "dsmopt_deliveries{channel=\"mail\",state=\"skipped\"} 1", "dsmopt_deliveries{channel=\"mail\",state=\"pending\"} 0",
+                     "dsmopt_deliveries{channel=\"mail\",state=\"skipped\"} 2", "dsmopt_deliveries{channel=\"mail\",state=\"pending\"} 0",
                      "dsmopt_deliveries{channel=\"callback\",state=\"delivered\"} 0"] {
             #expect(metrics.split(separator: "\n").contains(Substring(line)), "\(line) not in /metrics: \(metrics.prefix(1200))")
         }

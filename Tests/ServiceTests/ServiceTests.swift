@@ -414,6 +414,10 @@ import Testing
         #expect(answer8.status == 404)
         let list = try await http("GET", "\(s.base)/jobs", token: bob).json
         #expect((list?["jobs"] as? [Any])?.isEmpty == true)
+        // Mail asked for where the service sends none (no smtpURL): refused, naming the field.
+        let noMail = try await http("POST", "\(s.base)/processes/dsm-opt/execution", token: alice,
+                                    body: json(["images": [["upload": u1], ["upload": u2]], "mail": true]))
+        #expect(noMail.status == 422 && noMail.text.contains("sends no mail"), "\(noMail.text)")
         // Bob cannot use Alice's uploads.
         let stolen = try await submit(s, token: bob, uploads: [u1, u2])
         #expect(stolen.status == 422 && stolen.text.contains("unknown upload"))

@@ -27,7 +27,7 @@ public struct DifferenceInputs: Sendable, Codable, Equatable {
 
 extension ServiceAPI {
     /// `POST /processes/dsm-difference/execution`: `{"name"?, "dsms": [A, B], "aoi"?, "stableMask"?,
-    /// "changedMask"?, "publish"?}`, each DSM `{"job": id}`, `{"item": id}` or `{"upload": id}`. Every field
+    /// "changedMask"?, "publish"?, "mail"?, "subscriber"?}`, each DSM `{"job": id}`, `{"item": id}` or `{"upload": id}`. Every field
     /// is checked (422 lists each problem); DSMs whose footprints are known (jobs, items) must overlap.
     func submitDifference(_ body: Data, for user: User, base: String) async throws -> Response {
         guard let obj = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else {
@@ -35,7 +35,7 @@ extension ServiceAPI {
                              errors: [.init(field: "(body)", message: "not a JSON object")])
         }
         var errors: [FieldError] = []
-        let known: Set<String> = ["name", "dsms", "aoi", "stableMask", "changedMask", "publish", "subscriber"]
+        let known: Set<String> = ["name", "dsms", "aoi", "stableMask", "changedMask", "publish", "mail", "subscriber"]
         for k in obj.keys.sorted() where !known.contains(k) { errors.append(.init(field: k, message: "unknown field")) }
         var request = ExecutionRequest(images: [])
         request.process = "dsm-difference"
@@ -50,6 +50,12 @@ extension ServiceAPI {
                 errors.append(.init(field: "publish", message: "must be true or false"))
             }
         }
+        if obj["mail"] != nil {
+            if case .bool(let b)? = values?["mail"] { request.mail = b } else {
+                errors.append(.init(field: "mail", message: "must be true or false"))
+            }
+        }
+        errors += mailErrors(request.mail, owner: user)
         if let v = values?["subscriber"] {
             let (subscriber, e) = checkedSubscriber(v)
             request.subscriber = subscriber
@@ -152,7 +158,7 @@ extension ServiceAPI {
         let now = Date()
         var job = Job(id: SQLiteJobStore.newID(), userId: user.id, name: request.name ?? "dsm-difference job", request: String(decoding: try JSONEncoder().encode(request), as: UTF8.self),
                       createdAt: now)
-        announce(&job, subscriber: request.subscriber, owner: user)
+        announce(&job, subscriber: request.subscriber, mail: request.mail, owner: user)
         do {
             try await store.createJob(job, inputBytes: bytes, quota: user.quota, results: 2 * sizeA + (4 << 20), now: now)
         } catch let q as QuotaExceeded {

@@ -211,6 +211,13 @@ async function newJobView() {
     buildForm();
   }
   $('#template-note').hidden = true;
+  // Mail about the job: offered when the service sends mail; the address is the account's (set there).
+  const me = await api('/me');
+  $('#mail-field').hidden = !me.mailConfigured;
+  $('#mail-job').disabled = !me.email;
+  $('#mail-job').checked = Boolean(me.email);
+  $('#mail-job-hint').textContent = me.email ? `To ${me.email}, with the links to the results (or the reason it failed).`
+    : 'No address to mail: set one on your Account page.';
   const template = state.template;
   state.template = null;
   const uploads = await listUploads();
@@ -650,6 +657,7 @@ function showFieldErrors(e, fallbackId) {
     else if (fieldIds[fe.field]) target = $(`#err-${fieldIds[fe.field]}`) || $(`#err-${fe.field}`);
     if (fe.field === 'name') target = $('#err-name');
     if (fe.field === 'preset') target = $('#err-preset');
+    if (fe.field === 'mail') target = $('#err-mail');
     if (fe.field === 'parameters.aoi') target = $('#err-aoi');
     if (fe.field === 'parameters.epsg') target = $('#err-epsg');
     const file = finishingFields.find((f) => fe.field === f || fe.field.startsWith(`${f}.`));
@@ -684,6 +692,7 @@ $('#job-form').addEventListener('submit', async (ev) => {
   if (!ok) { $('#err-form').textContent = 'Some fields need attention (see the messages beside them).'; return; }
   const body = { name, preset: $('#preset').value, images: state.selected.map((id) => ({ upload: id })), parameters };
   for (const f of finishingFields) { const v = $(`#file-${f}`).value; if (v) body[f] = { upload: v }; }
+  if (!$('#mail-field').hidden && !$('#mail-job').disabled && !$('#mail-job').checked) body.mail = false;
   $('#submit-job').disabled = true;
   try {
     const job = await api('/processes/dsm-opt/execution', { method: 'POST', body });
