@@ -774,7 +774,7 @@ extension JobStore {
     public func jobs(userId: String?, limit: Int, offset: Int) async throws -> [Job] { try await jobs(JobQuery(userId: userId), limit: limit, offset: offset) }
     public func countJobs(userId: String?) async throws -> Int { try await countJobs(JobQuery(userId: userId)) }
 
-    /// A job that reads no upload (tests, benchmarks, `dsm-difference` jobs).
+    /// A job that reads no upload (tests, benchmarks).
     public func createJob(_ job: Job, inputBytes: [(String, Int64)], quota: Quota, results: Int64, now: Date) async throws {
         try await createJob(job, inputBytes: inputBytes, uploads: [], quota: quota, results: results, now: now)
     }

@@ -160,9 +160,11 @@ extension ServiceAPI {
                       createdAt: now)
         announce(&job, subscriber: request.subscriber, mail: request.mail, owner: user)
         do {
-            try await store.createJob(job, inputBytes: bytes, quota: user.quota, results: 2 * sizeA + (4 << 20), now: now)
+            try await store.createJob(job, inputBytes: bytes, uploads: records.map(\.upload), quota: user.quota, results: 2 * sizeA + (4 << 20), now: now)
         } catch let q as QuotaExceeded {
             throw APIProblem.quota(q)
+        } catch let g as UploadsGone {
+            throw Self.uploadsGone(g, records: records)
         }
         return jsonResponse(Self.view(job, base: base), status: .created, headers: [.location: "\(base)/jobs/\(job.id)"])
     }
