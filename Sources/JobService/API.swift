@@ -56,8 +56,6 @@ struct APIProblem: Error, CustomStringConvertible {
     }
 }
 
-/// The bytes of a JSON body the service sends (in answers and in callbacks): keys sorted, slashes not escaped,
-/// dates in ISO 8601.
 /// `date` in UTC as `format` (a `DateFormatter` pattern) writes it, in English whatever the machine's locale.
 func utcText(_ date: Date, _ format: String) -> String {
     let f = DateFormatter()
@@ -67,6 +65,8 @@ func utcText(_ date: Date, _ format: String) -> String {
     return f.string(from: date)
 }
 
+/// The bytes of a JSON body the service sends (in answers and in callbacks): keys sorted, slashes not escaped,
+/// dates in ISO 8601.
 func jsonBody<T: Encodable>(_ value: T) throws -> Data {
     let enc = JSONEncoder()
     enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

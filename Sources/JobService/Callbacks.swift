@@ -70,6 +70,8 @@ public final class CallbackSender: Service, DeliverySender, @unchecked Sendable 
     let channel = DeliveryChannel.callback
     let claimSeconds = 2 * timeoutSeconds + 5
     let logName = "callback of"
+    var attemptLimit: Int { config.callbackAttempts }
+    var retrySeconds: Double { config.callbackRetrySeconds }
 
     public init(store: JobStore, config: ServiceConfiguration, api: ServiceAPI) {
         self.store = store
@@ -84,9 +86,8 @@ public final class CallbackSender: Service, DeliverySender, @unchecked Sendable 
         let request = try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8))
         let success = job.status == .successful
         guard let uri = success ? request?.subscriber?.successUri : request?.subscriber?.failedUri, let url = URL(string: uri) else {
-            try? await store.recordDelivery(.callback, jobId: job.id, attempt: attempt, state: .skipped,
-                                            error: "the subscriber gave no \(success ? "successUri" : "failedUri") for a \(job.status.rawValue) job", nextAttempt: nil)
-            return
+            return await finishAttempt(job, attempt: attempt, state: .skipped,
+                                       error: "the subscriber gave no \(success ? "successUri" : "failedUri") for a \(job.status.rawValue) job")
         }
         let base = api.linkBase(request)
         var outcome: (state: DeliveryState.State, error: String?)
@@ -106,7 +107,7 @@ public final class CallbackSender: Service, DeliverySender, @unchecked Sendable 
         } catch {
             outcome = (.pending, String(describing: error))
         }
-        await finishAttempt(job, attempt: attempt, state: outcome.state, error: outcome.error, attempts: config.callbackAttempts, retrySeconds: config.callbackRetrySeconds)
+        await finishAttempt(job, attempt: attempt, state: outcome.state, error: outcome.error)
     }
 
     /// What is POSTed: a successful job's results document (OGC), else — or when its results are gone — its

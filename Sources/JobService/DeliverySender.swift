@@ -13,6 +13,9 @@ protocol DeliverySender: Sendable {
     var claimSeconds: Double { get }
     /// What the channel is called in the daemon's log ("callback of job …").
     var logName: String { get }
+    /// Attempts before a delivery that keeps failing is given up, and the wait before the second one.
+    var attemptLimit: Int { get }
+    var retrySeconds: Double { get }
     func send(_ job: Job) async
 }
 
@@ -35,12 +38,12 @@ extension DeliverySender {
     }
 
     /// Records an attempt's outcome. One that is still `pending` (worth trying again) is tried again after
-    /// `retrySeconds`, doubling with each attempt (at most an hour), until `attempts` are spent: then it
-    /// `failed`, the reason saying so. What did not deliver is also written to the daemon's log.
-    func finishAttempt(_ job: Job, attempt: Int, state: DeliveryState.State, error: String?, attempts: Int, retrySeconds: Double) async {
+    /// `retrySeconds`, doubling with each attempt (at most an hour), until `attemptLimit` attempts are spent:
+    /// then it `failed`, the reason saying so. What did not deliver is also written to the daemon's log.
+    func finishAttempt(_ job: Job, attempt: Int, state: DeliveryState.State, error: String?) async {
         var (state, error) = (state, error)
-        if state == .pending && attempt >= attempts {
-            (state, error) = (.failed, "\(error ?? "not delivered") (attempt \(attempt) of \(attempts): given up)")
+        if state == .pending && attempt >= attemptLimit {
+            (state, error) = (.failed, "\(error ?? "not delivered") (attempt \(attempt) of \(attemptLimit): given up)")
         }
         let retry = state == .pending ? Date().addingTimeInterval(min(3600, retrySeconds * pow(2, Double(attempt - 1)))) : nil
         try? await store.recordDelivery(channel, jobId: job.id, attempt: attempt, state: state, error: error, nextAttempt: retry)

@@ -18,6 +18,8 @@ public final class MailSender: Service, DeliverySender, @unchecked Sendable {
     /// A session has seven replies to wait for; the claim outlasts them all with a margin.
     let claimSeconds = 8 * timeoutSeconds + 5
     let logName = "mail about"
+    var attemptLimit: Int { config.mailAttempts }
+    var retrySeconds: Double { config.mailRetrySeconds }
 
     public init(store: JobStore, config: ServiceConfiguration, api: ServiceAPI, settings: SMTPSettings) {
         self.store = store
@@ -31,10 +33,10 @@ public final class MailSender: Service, DeliverySender, @unchecked Sendable {
     func send(_ job: Job) async {
         let attempt = job.mail?.attempts ?? 1
         guard job.status != .dismissed else {
-            return await finishAttempt(job, attempt: attempt, state: .skipped, error: "dismissed: no mail", attempts: config.mailAttempts, retrySeconds: config.mailRetrySeconds)
+            return await finishAttempt(job, attempt: attempt, state: .skipped, error: "dismissed: no mail")
         }
         guard let owner = try? await store.user(id: job.userId), let to = owner.email else {
-            return await finishAttempt(job, attempt: attempt, state: .skipped, error: "the owner has no email address any more", attempts: config.mailAttempts, retrySeconds: config.mailRetrySeconds)
+            return await finishAttempt(job, attempt: attempt, state: .skipped, error: "the owner has no email address any more")
         }
         let base = api.linkBase(try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8)))
         let results = job.status == .successful && !job.purged ? try? api.resultsDocument(job, base: base) : nil
@@ -46,7 +48,7 @@ public final class MailSender: Service, DeliverySender, @unchecked Sendable {
             let e = error as? SMTPError ?? .connection(String(describing: error))
             outcome = (e.permanent ? .failed : .pending, e.description)
         }
-        await finishAttempt(job, attempt: attempt, state: outcome.state, error: outcome.error, attempts: config.mailAttempts, retrySeconds: config.mailRetrySeconds)
+        await finishAttempt(job, attempt: attempt, state: outcome.state, error: outcome.error)
     }
 }
 

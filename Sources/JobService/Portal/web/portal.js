@@ -225,6 +225,11 @@ async function newJobView() {
   step(1);
 }
 
+/// The images chosen changed: the pair table read for the previous choice no longer holds.
+function forgetPairs() {
+  state.inspection = null; $('#pairs').hidden = true; $('#pairs-summary').textContent = '';
+}
+
 /// Starts a new job from an earlier one ("New job with these settings"): its images and files (those still
 /// uploaded), preset, parameters and area of interest, every other field back to its default. What the
 /// form cannot hold (a pixel `roi` or `resolution` sent through the API) or a deleted upload is named.
@@ -233,7 +238,7 @@ async function applyTemplate(t, uploads) {
   const inputs = t.inputs || [];
   const missing = inputs.filter((r) => !have.has(r.upload)).map((r) => r.fileName);
   state.selected = inputs.filter((r) => r.field.startsWith('images') && have.has(r.upload)).map((r) => r.upload);
-  state.inspection = null; $('#pairs').hidden = true; $('#pairs-summary').textContent = '';
+  forgetPairs();
   for (const box of document.querySelectorAll('#uploads tbody input[type=checkbox]')) box.checked = state.selected.includes(box.id.slice('use-'.length));
   for (const f of finishingFields) {
     const r = inputs.find((x) => x.field === f);
@@ -309,7 +314,7 @@ async function listUploads() {
     box.addEventListener('change', async () => {
       if (box.checked) { if (!state.selected.includes(u.id)) state.selected.push(u.id); }
       else state.selected = state.selected.filter((x) => x !== u.id);
-      state.inspection = null; $('#pairs').hidden = true; $('#pairs-summary').textContent = '';
+      forgetPairs();
       $('#images-error').textContent = '';
       if (box.checked) await describe(u.id);
       drawFootprints('map-images');
@@ -335,7 +340,7 @@ async function deleteUpload(u) {
   }
   state.selected = state.selected.filter((x) => x !== u.id);
   delete state.described[u.id];
-  state.inspection = null; $('#pairs').hidden = true; $('#pairs-summary').textContent = '';
+  forgetPairs();
   await listUploads();
   drawFootprints('map-images');
   $('#uploads-message').textContent = `${u.fileName} deleted: ${fmtBytes(u.size)} freed.`;
