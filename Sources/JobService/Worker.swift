@@ -335,6 +335,8 @@ public final class WorkerPool: Service, @unchecked Sendable {
         }
         // Only an attempt that still owned the job cleans up after itself, and never the promoted results.
         if owned && ended != .successful { try? FileManager.default.removeItem(atPath: runDir) }
+        // The job has ended: the inputs linked for it are read no more.
+        if owned { try? FileManager.default.removeItem(atPath: config.inputsDirectory(job.id)) }
         // Asked at submission: the products go to the DSM catalogue (a failure is logged; the job stays successful
         // and its owner can publish it later).
         if owned && ended == .successful && publish, let done = try? await store.job(id: job.id),

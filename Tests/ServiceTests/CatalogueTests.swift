@@ -46,6 +46,9 @@ import Testing
             let j = try await waitFor(s, token: token, job: id, states: ["successful", "failed"])
             #expect(j["status"] as? String == "successful", "\(j)")
         }
+        // A fourth over A's area (Alice's quota runs two at a time), for the difference below.
+        let jobD = try await submit(s, token: alice, uploads: [a1, a2], roi: [100, 100, 220, 220])
+        #expect(try await waitFor(s, token: alice, job: jobD, states: ["successful", "failed"])["status"] as? String == "successful")
         // Jobs as inputs of a difference: their footprints (from their STAC items) are checked at submission.
         let apart = try await http("POST", "\(s.base)/processes/dsm-difference/execution", token: alice,
                                    body: json(["dsms": [["job": jobA], ["job": jobC]]]), headers: ["Content-Type": "application/json"])
@@ -63,6 +66,27 @@ import Testing
             itemA = try await http("GET", "\(s.base)/stac/collections/dsm-opt/items/\(jobA)", token: bob)
         }
         #expect(itemA.status == 200 && itemA.headers["content-type"] == "application/geo+json", "\(itemA.status) \(itemA.text)")
+        // A difference keeps the DSMs it reads: job D is deleted as soon as the difference that reads it is
+        // queued, and the difference still runs on D's DSM and A's item, each dated by its STAC item.
+        let diff = try await http("POST", "\(s.base)/processes/dsm-difference/execution", token: alice,
+                                  body: json(["dsms": [["item": jobA], ["job": jobD]]]), headers: ["Content-Type": "application/json"])
+        let diffId = try #require(diff.json?["jobID"] as? String, "\(diff.status) \(diff.text)")
+        let deleted = try await http("DELETE", "\(s.base)/jobs/\(jobD)", token: alice)
+        #expect(deleted.status == 200 && !FileManager.default.fileExists(atPath: s.data.path("jobs/\(jobD)")), "\(deleted.status) \(deleted.text)")
+        let dj = try await waitFor(s, token: alice, job: diffId, states: ["successful", "failed"])
+        #expect(dj["status"] as? String == "successful", "\(dj)")
+        let dm = try await http("GET", "\(s.base)/jobs/\(diffId)/results/manifest.json", token: alice).json
+        let dInputs = (dm?["inputs"] as? [[String: Any]]) ?? []
+        #expect(dInputs.map { $0["file"] as? String } == ["item \(jobA) dsm.tif", "job \(jobD) dsm.tif"]
+                && dInputs.allSatisfy { ($0["datetime"] as? String)?.hasPrefix("2013-06-29") == true }, "\(dInputs)")
+        // The links are removed once it has ended; the sources are untouched.
+        var linked = true
+        for _ in 0..<50 where linked {
+            linked = FileManager.default.fileExists(atPath: s.data.path("jobs/\(diffId)/inputs"))
+            if linked { try await Task.sleep(nanoseconds: 100_000_000) }
+        }
+        #expect(!linked, "the inputs folder of the ended difference job is still there")
+        #expect(FileManager.default.fileExists(atPath: s.data.path("catalogue/\(jobA)/dsm.tif")))
         // Publishing: only the owner (or an operator); twice is harmless; another user's job is not found.
         #expect(try await http("POST", "\(s.base)/jobs/\(jobC)/publish", token: bob).status == 404)
         let pubC = try await http("POST", "\(s.base)/jobs/\(jobC)/publish", token: alice)

@@ -149,6 +149,10 @@ extension ServiceAPI {
         guard errors.isEmpty else {
             throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has \(errors.count) invalid field(s)", errors: errors)
         }
+        let jobId = SQLiteJobStore.newID()
+        // DSMs of other jobs and catalogue items are linked into this job's folder now: that job's deletion
+        // or purge, or the item's withdrawal, cannot take them from under it while it waits or runs.
+        try linkInputs(&inputs, jobId: jobId)
         request.difference = inputs
         request.inputs = records
         request.acceptedBy = .current
@@ -156,17 +160,53 @@ extension ServiceAPI {
         // The results: a Float32 difference on A's grid (about the size of A) and a PNG.
         let sizeA = ((try? FileManager.default.attributesOfItem(atPath: inputs.resolvedDSMs[0]))?[.size] as? NSNumber)?.int64Value ?? 0
         let now = Date()
-        var job = Job(id: SQLiteJobStore.newID(), userId: user.id, name: request.name ?? "dsm-difference job", request: String(decoding: try JSONEncoder().encode(request), as: UTF8.self),
+        var job = Job(id: jobId, userId: user.id, name: request.name ?? "dsm-difference job", request: String(decoding: try JSONEncoder().encode(request), as: UTF8.self),
                       createdAt: now)
         announce(&job, subscriber: request.subscriber, mail: request.mail, owner: user)
         do {
             try await store.createJob(job, inputBytes: bytes, uploads: records.map(\.upload), quota: user.quota, results: 2 * sizeA + (4 << 20), now: now)
-        } catch let q as QuotaExceeded {
-            throw APIProblem.quota(q)
-        } catch let g as UploadsGone {
-            throw Self.uploadsGone(g, records: records)
+        } catch {
+            try? FileManager.default.removeItem(atPath: config.jobDirectory(jobId))
+            switch error {
+            case let q as QuotaExceeded: throw APIProblem.quota(q)
+            case let g as UploadsGone: throw Self.uploadsGone(g, records: records)
+            default: throw error
+            }
         }
         return jsonResponse(Self.view(job, base: base), status: .created, headers: [.location: "\(base)/jobs/\(job.id)"])
+    }
+
+    /// Links the DSMs that `inputs` reads from jobs' results or catalogue items, each with the STAC item beside
+    /// it (its acquisition time), into the job's inputs folder (`a/`, `b/`; copied where a link cannot be
+    /// made), and resolves them there. Uploads stay where they are: their deletion checks the queued jobs. A
+    /// source deleted since it was checked is a 422 naming its field; on any failure nothing is left.
+    func linkInputs(_ inputs: inout DifferenceInputs, jobId: String) throws {
+        let fm = FileManager.default
+        for (i, ref) in inputs.dsms.enumerated() where ref.upload == nil {
+            let source = (inputs.resolvedDSMs[i] as NSString).deletingLastPathComponent
+            let target = (config.inputsDirectory(jobId) as NSString).appendingPathComponent(i == 0 ? "a" : "b")
+            do {
+                try fm.createDirectory(atPath: target, withIntermediateDirectories: true)
+                for name in ["dsm.tif", "item.json"] {
+                    let src = (source as NSString).appendingPathComponent(name), dst = (target as NSString).appendingPathComponent(name)
+                    guard link(src, dst) != 0 else { continue }
+                    // The item only dates the DSM: one deleted meanwhile is done without.
+                    if name == "item.json" && !fm.fileExists(atPath: src) { continue }
+                    try fm.copyItem(atPath: src, toPath: dst)
+                }
+            } catch {
+                try? fm.removeItem(atPath: config.jobDirectory(jobId))
+                let field = "dsms[\(i)].\(ref.job != nil ? "job" : "item")"
+                if !fm.fileExists(atPath: inputs.resolvedDSMs[i]) {
+                    throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has 1 invalid field(s)",
+                                     errors: [.init(field: field, message: "\(inputs.names[i]) was deleted while the job was being submitted")])
+                }
+                let why = "\(error)".replacingOccurrences(of: config.dataDirectory + "/", with: "")
+                throw APIProblem(status: .init(code: 507, reasonPhrase: "Insufficient Storage"), title: "Insufficient Storage",
+                                 detail: "\(inputs.names[i]) cannot be kept for the job: \(why)")
+            }
+            inputs.resolvedDSMs[i] = (target as NSString).appendingPathComponent("dsm.tif")
+        }
     }
 
     /// The bbox of a result folder's STAC item.
