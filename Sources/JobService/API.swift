@@ -235,7 +235,10 @@ public struct ServiceAPI: Sendable {
         var processID: String
         var type = "process"
         var name: String
+        /// The owner's user id, and name (in the job lists and the job's own document, for operators who
+        /// see every user's jobs).
         var owner: String
+        var ownerName: String?
         var status: String
         var progress: Int
         var stage: String?
@@ -253,6 +256,8 @@ public struct ServiceAPI: Sendable {
         var preset: String
         var parameters: JobParameters?
         var inputs: [InputRecord]?
+        /// The request's `mail` as given (absent: mail when the owner has an address and the service sends mail).
+        var requestedMail: Bool?
         /// With a subscriber: where it is POSTed and where that stands.
         var callback: CallbackView?
         /// With a mail to the owner on its end: where that stands.
@@ -290,7 +295,7 @@ public struct ServiceAPI: Sendable {
                        message: j.message, created: j.createdAt, started: j.startedAt, finished: j.finishedAt, purgeDate: j.purgeAt,
                        resultsPurged: j.purged, error: j.error, cpuSeconds: (j.cpuSeconds * 100).rounded() / 100,
                        attempts: j.attempts, preset: request?.preset ?? "default", parameters: request?.parameters, inputs: request?.inputs,
-                       callback: j.callback.map {
+                       requestedMail: request?.mail, callback: j.callback.map {
                            CallbackView(successUri: request?.subscriber?.successUri, failedUri: request?.subscriber?.failedUri, state: $0.state.rawValue,
                                         attempts: $0.attempts, error: $0.error, nextAttempt: $0.state == .pending ? $0.nextAttempt : nil)
                        }, mail: j.mail.map(DeliveryView.init), links: links)
@@ -447,11 +452,20 @@ public struct ServiceAPI: Sendable {
             let base = baseURL(request)
             if offset + limit < total { links.append(["rel": "next", "href": "\(base)/jobs?limit=\(limit)&offset=\(offset + limit)\(filters)"]) }
             if offset > 0 { links.append(["rel": "prev", "href": "\(base)/jobs?limit=\(limit)&offset=\(max(0, offset - limit))\(filters)"]) }
-            return jsonResponse(Page(jobs: jobs.map { Self.view($0, base: base) }, total: total, limit: limit, offset: offset, links: links))
+            var names = [user.id: user.name]
+            for id in Set(jobs.map(\.userId)) where names[id] == nil { names[id] = try await store.user(id: id)?.name }
+            let views = jobs.map { j in
+                var v = Self.view(j, base: base)
+                v.ownerName = names[j.userId] ?? nil
+                return v
+            }
+            return jsonResponse(Page(jobs: views, total: total, limit: limit, offset: offset, links: links))
         }
         router.get("/jobs/:id") { request, context in
             let user = try await authenticate(request)
-            return jsonResponse(Self.view(try await visibleJob(context.parameters.get("id"), for: user, reading: true), base: baseURL(request)))
+            var v = Self.view(try await visibleJob(context.parameters.get("id"), for: user, reading: true), base: baseURL(request))
+            v.ownerName = v.owner == user.id ? user.name : try await store.user(id: v.owner)?.name
+            return jsonResponse(v)
         }
         router.delete("/jobs/:id") { request, context in
             let user = try await authenticate(request)

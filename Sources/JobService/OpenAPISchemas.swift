@@ -37,6 +37,7 @@ extension OpenAPIDocument {
                                                                                    "title": ["type": "string"]]]
         let job: Schema = ["type": "object", "required": ["jobID", "status", "progress", "created", "links"],
                            "properties": ["jobID": ["type": "string"], "processID": ["type": "string"], "name": ["type": "string"],
+                                          "owner": ["type": "string"], "ownerName": ["type": "string"], "requestedMail": ["type": "boolean"],
                                           "status": ["type": "string", "enum": ["accepted", "running", "successful", "failed", "dismissed"]],
                                           "progress": ["type": "integer", "minimum": 0, "maximum": 100], "stage": ["type": "string"],
                                           "created": ["type": "string"], "started": ["type": "string"], "finished": ["type": "string"],

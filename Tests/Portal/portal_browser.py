@@ -10,6 +10,7 @@ import atexit
 import base64
 import json
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -390,6 +391,13 @@ q("#new-user-email").send_keys("dave@example.org")
 q("#new-user button[type=submit]").click()
 wait(lambda: "User dave created" in text("#users-message"), "a user created with an address")
 wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#users tr[data-user='dave'] .email") and q("#users tr[data-user='dave'] .email").text == "dave@example.org", "the new user's address listed")
+# Every user's jobs, with whose each is; the job page names its owner for the admin.
+driver.get(args.url + "/#/jobs?all=true")
+owner_cell = f"#jobs tr[data-job='{job_id}'] td.owner"
+wait(lambda: driver.find_elements(By.CSS_SELECTOR, owner_cell) and q(owner_cell).text == "alice" and q("#jobs-owner-col").is_displayed(),
+     "every user's jobs: alice's job, her name in the Owner column")
+driver.get(args.url + f"/#/job/{job_id}")
+wait(lambda: re.search(r"Owner\s+alice\b", text("#job-facts")), f"the job page names its owner for the admin ({text('#job-facts')[:60]})")
 
 # ---------------------------------------------------------------- bad cases, as carol (no CPU left)
 q("#signout").click()
@@ -474,6 +482,12 @@ check(new["parameters"] == old["parameters"] and new["preset"] == old["preset"]
 check(json.loads(api(f"/jobs/{again_id}", args.alice)[2])["mail"]["state"] == "skipped", "the API has its mail turned off")
 wait(lambda: text("#job-status") == "successful" and text("#job-mail") == "not sent (turned off for this job)",
      "the new job ends, its page saying no mail was sent", timeout=300)
+check("Owner" not in text("#job-facts"), "her own job's page does not name its owner")
+# Starting again from that one keeps its mail turned off.
+q("#job-again").click()
+wait(lambda: q("#step-1").is_displayed() and 'Starting from the job "portal job (again)"' in text("#template-note"), "a new job from the second one")
+check(q("#mail-field").get_attribute("hidden") is None and not q("#mail-job").is_selected() and q("#mail-job").is_enabled(),
+      "its mail choice carried over: off (and she may turn it on)")
 
 # The job list's filters and pages, kept in the address (a reload and Back keep them), against the API's list.
 def api_jobs(query=""):
@@ -504,6 +518,8 @@ wait(lambda: q("#view-jobs").is_displayed() and Select(q("#jobs-status")).first_
      and listed() == failed[:1], "a reload keeps it")
 Select(q("#jobs-status")).select_by_visible_text("All")
 Select(q("#jobs-process")).select_by_visible_text("DSM difference")
+check(not q("#jobs-owner-col").is_displayed() and not any(c.is_displayed() for c in driver.find_elements(By.CSS_SELECTOR, "#jobs td.owner")),
+      "her own jobs: no Owner column")
 wait(lambda: "process=dsm-difference" in driver.current_url and listed() == api_jobs("&processID=dsm-difference")[:1], "the Kind filter")
 Select(q("#jobs-process")).select_by_visible_text("DSM")
 Select(q("#jobs-limit")).select_by_visible_text("10")

@@ -278,6 +278,8 @@ async function applyTemplate(t, uploads) {
   }
   $('#expert-mode').checked = expert;
   $('#expert-fields').hidden = !expert;
+  // Mail as the job had it: turned off stays off (on is the default where an address is set).
+  if (t.requestedMail === false) $('#mail-job').checked = false;
   drawAOI();
   const note = [`Starting from the job "${t.name}": its images, files and settings are filled in; change what you like.`];
   if (missing.length) note.push(`Deleted since, upload again if needed: ${missing.join(', ')}.`);
@@ -761,9 +763,12 @@ async function jobsView() {
     }
     const body = $('#jobs tbody');
     body.textContent = '';
+    // Every user's jobs: whose each is.
+    $('#jobs-owner-col').hidden = !all;
     for (const j of page.jobs) {
       body.append(el('tr', { class: `status-${j.status}`, 'data-job': j.jobID },
         el('td', {}, el('a', { href: `#/job/${j.jobID}` }, j.name || j.jobID)),
+        el('td', { class: 'owner', hidden: !all }, j.ownerName || j.owner),
         el('td', { class: 'status' }, j.status), el('td', {}, j.stage || ''),
         el('td', {}, el('progress', { max: 100, value: j.progress, 'aria-label': `Progress of ${j.name}` }), ` ${j.progress} %`),
         el('td', {}, fmtDate(j.created)), el('td', {}, fmtDate(j.started)), el('td', {}, fmtDate(j.finished)),
@@ -794,6 +799,7 @@ async function jobView(id) {
     const j = await api(`/jobs/${id}`);
     $('#job-title').textContent = j.name || j.jobID;
     const add = facts('#job-facts');
+    if (j.owner !== state.me.id) add('Owner', j.ownerName || j.owner);
     add('Status', el('span', { id: 'job-status', class: `status-${j.status}` }, j.status));
     add('Stage', j.stage || '—');
     add('Progress', `${j.progress} %`);
