@@ -247,6 +247,8 @@ public struct ServiceAPI: Sendable {
         var started: Date?
         var finished: Date?
         var purgeDate: Date?
+        /// When the owner was reminded by mail that the purge date is near (`purgeReminderSeconds`).
+        var purgeReminder: Date?
         var resultsPurged: Bool
         var error: String?
         var cpuSeconds: Double
@@ -292,7 +294,7 @@ public struct ServiceAPI: Sendable {
                      ["href": "\(base)/jobs/\(j.id)/logs", "rel": "log", "type": "text/plain"]]
         if j.status == .successful { links.append(["href": "\(base)/jobs/\(j.id)/results", "rel": "http://www.opengis.net/def/rel/ogc/1.0/results", "type": "application/json"]) }
         return JobView(jobID: j.id, processID: request?.process ?? JobQuery.defaultProcess, name: j.name, owner: j.userId, status: j.status.rawValue, progress: j.progress, stage: j.stage,
-                       message: j.message, created: j.createdAt, started: j.startedAt, finished: j.finishedAt, purgeDate: j.purgeAt,
+                       message: j.message, created: j.createdAt, started: j.startedAt, finished: j.finishedAt, purgeDate: j.purgeAt, purgeReminder: j.purgeReminderAt,
                        resultsPurged: j.purged, error: j.error, cpuSeconds: (j.cpuSeconds * 100).rounded() / 100,
                        attempts: j.attempts, preset: request?.preset ?? "default", parameters: request?.parameters, inputs: request?.inputs,
                        requestedMail: request?.mail, callback: j.callback.map {

@@ -76,6 +76,9 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     /// reply: no such mailbox) is not tried again.
     public var mailAttempts = 8
     public var mailRetrySeconds: Double = 60
+    /// How long before a job's results are purged its owner is reminded by mail (jobs whose end mail was
+    /// delivered, kept longer than this); 0: no reminder.
+    public var purgeReminderSeconds: Double = 3 * 86_400
     /// The job store: nil or `sqlite` for the data folder's SQLite database (one machine); a
     /// `postgres://…` URL for a PostgreSQL database shared by daemons and workers on several machines (the
     /// data folder must then be on a filesystem they all see).
@@ -116,7 +119,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case dataDirectory, host, port, workers, maxUploadBytes, retentionSeconds, leaseSeconds, archiveRoot, defaultQuota, executable
         case maxAttempts, jobRecordSeconds, metricsPublic, minFreeBytes, maxConcurrentUploads, idleTimeoutSeconds, maxJobCells
-        case minResolutionFactor, maxJobWallSeconds, stallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds, callbackAllowedHosts, callbackAttempts, callbackRetrySeconds, callbackSecretGraceSeconds, smtpURL, smtpCAFile, mailFrom, mailAttempts, mailRetrySeconds, store, storeConnectAttempts, tileTasks, tileCells
+        case minResolutionFactor, maxJobWallSeconds, stallSeconds, jobMemoryBytes, sweepSeconds, orphanAgeSeconds, catalogueAllowedHosts, fetchTimeoutSeconds, callbackAllowedHosts, callbackAttempts, callbackRetrySeconds, callbackSecretGraceSeconds, smtpURL, smtpCAFile, mailFrom, mailAttempts, mailRetrySeconds, purgeReminderSeconds, store, storeConnectAttempts, tileTasks, tileCells
         case referenceDEM, referenceDEMVerticalDatum, waterLayer, waterLayerThreshold, basemapURL, basemapAttribution, publicURL
     }
 
@@ -158,6 +161,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         mailFrom = try c.decodeIfPresent(String.self, forKey: .mailFrom)
         mailAttempts = try c.decodeIfPresent(Int.self, forKey: .mailAttempts) ?? mailAttempts
         mailRetrySeconds = try c.decodeIfPresent(Double.self, forKey: .mailRetrySeconds) ?? mailRetrySeconds
+        purgeReminderSeconds = try c.decodeIfPresent(Double.self, forKey: .purgeReminderSeconds) ?? purgeReminderSeconds
         store = try c.decodeIfPresent(String.self, forKey: .store)
         storeConnectAttempts = try c.decodeIfPresent(Int.self, forKey: .storeConnectAttempts) ?? storeConnectAttempts
         referenceDEM = try c.decodeIfPresent(String.self, forKey: .referenceDEM)
@@ -290,6 +294,7 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         guard (0...(30 * 86_400)).contains(callbackSecretGraceSeconds) else { throw ConfigurationError.invalid("callbackSecretGraceSeconds \(callbackSecretGraceSeconds) outside 0–2592000 (30 days)") }
         guard (1...50).contains(mailAttempts) else { throw ConfigurationError.invalid("mailAttempts \(mailAttempts) outside 1–50") }
         guard mailRetrySeconds >= 1 else { throw ConfigurationError.invalid("mailRetrySeconds must be at least 1") }
+        guard purgeReminderSeconds >= 0, purgeReminderSeconds.isFinite else { throw ConfigurationError.invalid("purgeReminderSeconds must be 0 (no reminder) or more") }
         if smtpURL != nil {
             do { _ = try smtpSettings() } catch { throw ConfigurationError.invalid("\(error)") }
             if let problem = MailMessage.addressProblem(mailSender) { throw ConfigurationError.invalid("mailFrom: \(problem)") }

@@ -116,12 +116,15 @@ public struct Job: Sendable, Codable, Equatable {
     /// The mail to its owner when it ends (the owner had an address and the service a mail server when the
     /// job was submitted), nil without one.
     public var mail: DeliveryState? = nil
+    /// When the mail reminding the owner that the results are about to be purged was sent (claimed), nil
+    /// before (`JobStore.claimPurgeReminders`).
+    public var purgeReminderAt: Date? = nil
 
     public init(id: String, userId: String, name: String, status: JobStatus = .accepted, progress: Int = 0, stage: String? = nil,
                 message: String? = nil, request: String, createdAt: Date, startedAt: Date? = nil, finishedAt: Date? = nil,
                 purgeAt: Date? = nil, purged: Bool = false, error: String? = nil, cpuSeconds: Double = 0, resultBytes: Int64 = 0,
                 attempts: Int = 0, resultAttempt: Int? = nil, worker: String? = nil, leaseUntil: Date? = nil, cancelRequested: Bool = false,
-                callback: DeliveryState? = nil, mail: DeliveryState? = nil) {
+                callback: DeliveryState? = nil, mail: DeliveryState? = nil, purgeReminderAt: Date? = nil) {
         self.id = id; self.userId = userId; self.name = name; self.status = status; self.progress = progress; self.stage = stage
         self.message = message; self.request = request; self.createdAt = createdAt; self.startedAt = startedAt; self.finishedAt = finishedAt
         self.purgeAt = purgeAt; self.purged = purged; self.error = error; self.cpuSeconds = cpuSeconds; self.resultBytes = resultBytes
@@ -129,6 +132,12 @@ public struct Job: Sendable, Codable, Equatable {
         self.cancelRequested = cancelRequested
         self.callback = callback
         self.mail = mail
+        self.purgeReminderAt = purgeReminderAt
+    }
+
+    /// The order of purges: soonest first, then by id (`UPDATE … RETURNING` gives rows in no set order).
+    static func soonestPurgeFirst(_ a: Job, _ b: Job) -> Bool {
+        (a.purgeAt ?? .distantFuture, a.id) < (b.purgeAt ?? .distantFuture, b.id)
     }
 }
 

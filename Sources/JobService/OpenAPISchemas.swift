@@ -41,7 +41,7 @@ extension OpenAPIDocument {
                                           "status": ["type": "string", "enum": ["accepted", "running", "successful", "failed", "dismissed"]],
                                           "progress": ["type": "integer", "minimum": 0, "maximum": 100], "stage": ["type": "string"],
                                           "created": ["type": "string"], "started": ["type": "string"], "finished": ["type": "string"],
-                                          "purgeDate": ["type": "string"], "cpuSeconds": ["type": "number"], "attempts": ["type": "integer"],
+                                          "purgeDate": ["type": "string"], "purgeReminder": ["type": "string"], "resultsPurged": ["type": "boolean"], "cpuSeconds": ["type": "number"], "attempts": ["type": "integer"],
                                           "preset": ["type": "string"], "error": ["type": "string"], "links": ["type": "array", "items": ref("Link")],
                                           "callback": ["type": "object", "required": ["state", "attempts"],
                                                        "properties": ["successUri": ["type": "string"], "failedUri": ["type": "string"],

@@ -162,6 +162,9 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             "ALTER TABLE jobs ADD COLUMN mail_error TEXT",
             "CREATE INDEX jobs_mail ON jobs(mail_state, mail_at)",
         ]),
+        ("v9-purge-reminder", [
+            "ALTER TABLE jobs ADD COLUMN purge_reminder_at DOUBLE PRECISION",
+        ]),
     ]
 
     func migrate() async throws {
@@ -210,7 +213,7 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             resultBytes: try r["result_bytes"].decode(Int64.self), attempts: Int(try r["attempts"].decode(Int32.self)),
             resultAttempt: try r["result_attempt"].decode(Int32?.self).map(Int.init), worker: try r["worker"].decode(String?.self),
             leaseUntil: try date(r, "lease_until"), cancelRequested: try r["cancel_requested"].decode(Bool.self),
-            callback: try delivery(r, .callback), mail: try delivery(r, .mail))
+            callback: try delivery(r, .callback), mail: try delivery(r, .mail), purgeReminderAt: try date(r, "purge_reminder_at"))
     }
 
     static func delivery(_ r: PostgresRandomAccessRow, _ channel: DeliveryChannel) throws -> DeliveryState? {
@@ -486,6 +489,19 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
                     AND COALESCE(\(unescaped: c)_at, 0) <= \(now.timeIntervalSince1970) ORDER BY finished_at, id LIMIT \(Int32(limit)) FOR UPDATE SKIP LOCKED)
             RETURNING *
             """).map(Self.job)
+    }
+
+    public func claimPurgeReminders(now: Date, lead: Double, limit: Int) async throws -> [Job] {
+        let t = now.timeIntervalSince1970
+        // SKIP LOCKED: daemons on several machines claim different ones.
+        return try await rows("""
+            UPDATE jobs SET purge_reminder_at = \(t)
+            WHERE id IN (
+                SELECT id FROM jobs WHERE status = 'successful' AND NOT purged AND purge_reminder_at IS NULL AND mail_state = 'delivered'
+                    AND purge_at > \(t) AND purge_at <= \(t + lead) AND purge_at - finished_at > \(lead)
+                ORDER BY purge_at, id LIMIT \(Int32(limit)) FOR UPDATE SKIP LOCKED)
+            RETURNING *
+            """).map(Self.job).sorted(by: Job.soonestPurgeFirst)
     }
 
     public func deliveryCounts() async throws -> [DeliveryChannel: [DeliveryState.State: Int]] {

@@ -69,6 +69,11 @@ public protocol JobStore: Sendable {
     /// Callbacks and mails of the jobs that have ended (those still held, not yet deleted after their purge),
     /// by state; `pending` counts those still to be delivered. Every channel and state is present.
     func deliveryCounts() async throws -> [DeliveryChannel: [DeliveryState.State: Int]]
+    /// Claims, once each, up to `limit` successful jobs whose results are purged within `lead` seconds after
+    /// `now`, that are kept longer than `lead` after their end and whose end mail was delivered (their owner
+    /// reads mail about them): each is marked reminded (`purgeReminderAt` = `now`) in the claim, so that one
+    /// process mails the reminder, at most once. Soonest purge first.
+    func claimPurgeReminders(now: Date, lead: Double, limit: Int) async throws -> [Job]
     /// Sets (nil: removes) the address mail about a user's jobs goes to; false when there is no such user.
     func setEmail(userId: String, email: String?) async throws -> Bool
     /// Ids of every upload, for the purge's orphan check.
@@ -280,6 +285,9 @@ public final class SQLiteJobStore: JobStore {
                 CREATE INDEX jobs_mail ON jobs(mail_state, mail_at);
                 """)
         }
+        m.registerMigration("v9-purge-reminder") { db in
+            try db.execute(sql: "ALTER TABLE jobs ADD COLUMN purge_reminder_at REAL")
+        }
         return m
     }
 
@@ -309,7 +317,7 @@ public final class SQLiteJobStore: JobStore {
             finishedAt: date(r, "finished_at"), purgeAt: date(r, "purge_at"), purged: r["purged"], error: r["error"],
             cpuSeconds: r["cpu_seconds"], resultBytes: r["result_bytes"], attempts: r["attempts"], resultAttempt: r["result_attempt"], worker: r["worker"],
             leaseUntil: date(r, "lease_until"), cancelRequested: r["cancel_requested"],
-            callback: delivery(r, .callback), mail: delivery(r, .mail))
+            callback: delivery(r, .callback), mail: delivery(r, .mail), purgeReminderAt: date(r, "purge_reminder_at"))
     }
 
     static func delivery(_ r: Row, _ channel: DeliveryChannel) -> DeliveryState? {
@@ -592,6 +600,19 @@ public final class SQLiteJobStore: JobStore {
                         AND COALESCE(\(c)_at, 0) <= ? ORDER BY finished_at, id LIMIT ?)
                 RETURNING *
                 """, arguments: [leaseUntil.timeIntervalSince1970, now.timeIntervalSince1970, limit]).map(Self.job)
+        }
+    }
+
+    public func claimPurgeReminders(now: Date, lead: Double, limit: Int) async throws -> [Job] {
+        let t = now.timeIntervalSince1970
+        return try await db.write { db in
+            try Row.fetchAll(db, sql: """
+                UPDATE jobs SET purge_reminder_at = ?
+                WHERE id IN (
+                    SELECT id FROM jobs WHERE status = 'successful' AND purged = 0 AND purge_reminder_at IS NULL AND mail_state = 'delivered'
+                        AND purge_at > ? AND purge_at <= ? AND purge_at - finished_at > ? ORDER BY purge_at, id LIMIT ?)
+                RETURNING *
+                """, arguments: [t, t, t + lead, lead, limit]).map(Self.job).sorted(by: Job.soonestPurgeFirst)
         }
     }
 

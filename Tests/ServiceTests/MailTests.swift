@@ -210,4 +210,72 @@ import Testing
         let wrong = try run(try dsmoptExecutable(), ["admin", "--data", tmp.path("d"), "--config", conf, "test-mail", "ops@example.org"])
         #expect(wrong.status == 2 && wrong.stderr.contains("mailFrom"), "\(wrong.status): \(wrong.stderr)")
     }
+
+    /// A job's owner is reminded once, `purgeReminderSeconds` before its results are purged, with the date,
+    /// the links and how to keep the products; a job whose mail was turned off is not reminded.
+    @Test func ownersAreRemindedBeforeThePurge() async throws {
+        let tmp = try TemporaryFolder()
+        let cert = tmp.path("cert.pem"), key = tmp.path("key.pem"), log = tmp.path("mail.jsonl")
+        let made = try run("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+                                                 "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        try #require(made.status == 0, "openssl: \(made.stderr)")
+        let port = try ReverseProxy.freeLoopbackPort()
+        let smtp = try Self.server(port: port, mode: "starttls", log: log, cert: cert, key: key)
+        defer { stopServer(smtp) }
+        // Results kept 24 s, the reminder 12 s before the purge.
+        let s = try ServerProcess(workers: 1, config: """
+            {"smtpURL": "smtp+starttls://u:p%40ss@127.0.0.1:\(port)", "smtpCAFile": "\(cert)", "mailFrom": "dsm@example.org",
+             "retentionSeconds": 24, "purgeReminderSeconds": 12}
+            """)
+        let token = try s.user("rita")
+        #expect(try await http("PUT", "\(s.base)/me/email", token: token, body: json(["email": "rita@example.org"])).status == 200)
+        try writeChangePair(to: tmp.path("s"), size: 300, flowCentre: [150, 160], flowAxes: [60, 30])
+        let da = try await upload(s, token: token, path: tmp.path("s/dsm_a.tif"), name: "dsm_2019.tif")
+        let db = try await upload(s, token: token, path: tmp.path("s/dsm_b.tif"), name: "dsm_2021.tif")
+        var ids: [String] = []
+        for (name, mail) in [("kept", true), ("quiet", false)] {
+            let r = try await http("POST", "\(s.base)/processes/dsm-difference/execution", token: token,
+                                   body: json(["dsms": [["upload": da], ["upload": db]], "name": name, "mail": mail]))
+            ids.append(try #require(r.json?["jobID"] as? String, "\(r.status) \(r.text)"))
+        }
+        for id in ids { #expect(try await waitFor(s, token: token, job: id, states: ["successful", "failed"])["status"] as? String == "successful") }
+        let kept = try await deliverySettled(.mail, s, token: token, job: ids[0])
+        #expect(kept["state"] as? String == "delivered", "\(kept)")
+        let reminders = { jsonLines(log).filter { ($0["subject"] as? String ?? "").contains("results deleted on") } }
+        var job: [String: Any] = [:]
+        for _ in 0..<60 where reminders().isEmpty {
+            try await Task.sleep(nanoseconds: 500_000_000)
+        }
+        job = try await http("GET", "\(s.base)/jobs/\(ids[0])", token: token).json ?? [:]
+        let first = try #require(reminders().first, "no reminder within 30 s: \(jsonLines(log).map { $0["subject"] ?? "" })")
+        func date(_ key: String) -> Date? {
+            guard let t = job[key] as? String else { return nil }
+            let f = ISO8601DateFormatter()
+            if let d = f.date(from: t) { return d }
+            f.formatOptions.insert(.withFractionalSeconds)
+            return f.date(from: t)
+        }
+        func utc(_ d: Date, _ format: String) -> String {
+            let f = DateFormatter()
+            f.locale = Locale(identifier: "en_US_POSIX"); f.timeZone = TimeZone(identifier: "UTC"); f.dateFormat = format
+            return f.string(from: d)
+        }
+        let purge = try #require(date("purgeDate"), "\(job)")
+        let sent = try #require(date("purgeReminder"), "the job records the reminder: \(job)")
+        // Sent once due (12 s before the purge), not before (the loop runs every second).
+        #expect(sent <= purge.addingTimeInterval(-10) && sent >= purge.addingTimeInterval(-13.5), "sent \(sent), purge \(purge)")
+        #expect(first["to"] as? [String] == ["rita@example.org"] && first["subject"] as? String == "[dsmopt] kept: results deleted on \(utc(purge, "yyyy-MM-dd"))",
+                "\(first)")
+        #expect((first["messageId"] as? String ?? "").contains("\(ids[0]).purge-reminder"), "\(first["messageId"] ?? "")")
+        let body = first["body"] as? String ?? ""
+        for part in ["Hello rita,", "will be deleted on \(utc(purge, "yyyy-MM-dd HH:mm 'UTC'"))", "(in 1", "POST \(s.base)/jobs/\(ids[0])/publish",
+                     "\(s.base)/jobs/\(ids[0])/results/difference.tif"] {
+            #expect(body.contains(part), "\(part) not in:\n\(body)")
+        }
+        // After the purge: still one reminder, none about the job without mail; the end mails were the first job's only.
+        while Date() < purge.addingTimeInterval(3) { try await Task.sleep(nanoseconds: 500_000_000) }
+        #expect(reminders().count == 1, "\(reminders().map { $0["subject"] ?? "" })")
+        #expect(jsonLines(log).map { $0["subject"] as? String ?? "" } == ["[dsmopt] kept: finished", first["subject"] as? String ?? ""], "\(jsonLines(log).map { $0["subject"] ?? "" })")
+        #expect(try await http("GET", "\(s.base)/jobs/\(ids[1])", token: token).json?["purgeReminder"] == nil)
+    }
 }

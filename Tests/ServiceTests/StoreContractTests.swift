@@ -267,6 +267,48 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(try await store.user(id: u.id)?.email == nil)
     }
 
+    /// Purge reminders: the successful jobs whose end mail was delivered, purged within the lead and kept
+    /// longer than it, each claimed once — by one of two concurrent claimers (on PostgreSQL they may share
+    /// them) — soonest purge first.
+    @Test(arguments: StoreKind.allCases) func purgeRemindersAreClaimedOnce(kind: StoreKind) async throws {
+        let (store, _tmp) = try await kind.make(); _ = _tmp
+        let (u, _) = try await store.createUser(name: "rem", role: .researcher, quota: Self.quota)
+        let now = Date(), day = 86_400.0
+        // (purge in, kept for, status, mail): soon and due; due later; due but mail skipped; due but failed;
+        // not yet due; kept no longer than the lead; already past its purge date.
+        let cases: [(purgeIn: Double, kept: Double, status: JobStatus, mail: DeliveryState.State)] = [
+            (1 * day, 21 * day, .successful, .delivered), (2 * day, 21 * day, .successful, .delivered),
+            (1 * day, 21 * day, .successful, .skipped), (1 * day, 21 * day, .failed, .delivered),
+            (5 * day, 21 * day, .successful, .delivered), (1 * day, 2 * day, .successful, .delivered),
+            (-60, 21 * day, .successful, .delivered)]
+        var ids: [String] = []
+        for (i, c) in cases.enumerated() {
+            var j = job(u.id, at: Double(i)); j.mail = DeliveryState(state: .pending)
+            try await store.createJob(j, inputBytes: [], quota: Self.quota, now: now)
+            let r = try #require(try await store.claimJob(worker: "w", leaseUntil: now.addingTimeInterval(60), now: now))
+            #expect(r.id == j.id)
+            let purge = now.addingTimeInterval(c.purgeIn)
+            #expect(try await store.finish(jobId: j.id, attempt: 1, worker: "w", status: c.status, error: nil, cpuSeconds: 1, resultBytes: 0,
+                                           finishedAt: purge.addingTimeInterval(-c.kept), purgeAt: purge))
+            ids.append(j.id)
+        }
+        // Each end mail claimed (its first attempt), then recorded as it went.
+        #expect(try await store.claimDeliveries(.mail, now: now, leaseUntil: now.addingTimeInterval(60), limit: 10).count == cases.count)
+        for (id, c) in zip(ids, cases) { try await store.recordDelivery(.mail, jobId: id, attempt: 1, state: c.mail, error: nil, nextAttempt: nil) }
+        let claims = await withTaskGroup(of: [String].self) { group in
+            for _ in 0..<2 { group.addTask { (try? await store.claimPurgeReminders(now: now, lead: 3 * day, limit: 10).map(\.id)) ?? ["error"] } }
+            return await group.reduce(into: [[String]]()) { $0.append($1) }
+        }
+        #expect(claims.flatMap { $0 }.sorted() == [ids[0], ids[1]].sorted()
+                && claims.allSatisfy { $0 == $0.sorted { ids.firstIndex(of: $0)! < ids.firstIndex(of: $1)! } }, "\(claims) vs \(ids)")
+        let reminded = try #require(try await store.job(id: ids[0])?.purgeReminderAt)
+        #expect(abs(reminded.timeIntervalSince(now)) < 0.01, "\(reminded) vs \(now)")
+        #expect(try await store.job(id: ids[4])?.purgeReminderAt == nil)
+        #expect(try await store.claimPurgeReminders(now: now.addingTimeInterval(60), lead: 3 * day, limit: 10).isEmpty, "claimed once")
+        // Two days on, the one purged in five days is due.
+        #expect(try await store.claimPurgeReminders(now: now.addingTimeInterval(2.5 * day), lead: 3 * day, limit: 10).map(\.id) == [ids[4]])
+    }
+
     /// Graceful release gives the attempt back (not counted); cancellation of queued and running jobs.
     @Test(arguments: StoreKind.allCases) func releaseAndCancel(kind: StoreKind) async throws {
         let (store, _tmp) = try await kind.make(); _ = _tmp

@@ -28,7 +28,39 @@ public final class MailSender: Service, DeliverySender, @unchecked Sendable {
         self.settings = settings
     }
 
-    public func run() async throws { await sendUntilShutdown() }
+    public func run() async throws {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            let now = Date()
+            await sendDue(now: now)
+            await remindDue(now: now)
+            try? await Task.sleep(nanoseconds: 1_000_000_000)
+        }
+    }
+
+    /// Reminds the owners of jobs whose results are purged within `purgeReminderSeconds` (those whose end mail
+    /// was delivered), once each: the claim marks the job, so a reminder that cannot be sent is logged and
+    /// not tried again (the end mail gave the date too).
+    func remindDue(now: Date) async {
+        guard config.purgeReminderSeconds > 0,
+              let jobs = try? await store.claimPurgeReminders(now: now, lead: config.purgeReminderSeconds, limit: 8), !jobs.isEmpty else { return }
+        await withTaskGroup(of: Void.self) { group in
+            for job in jobs { group.addTask { await self.remind(job, now: now) } }
+        }
+    }
+
+    func remind(_ job: Job, now: Date) async {
+        guard let owner = try? await store.user(id: job.userId), let to = owner.email else { return }
+        let base = api.linkBase(try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8)))
+        let results = try? api.resultsDocument(job, base: base)
+        let published = (try? await store.publication(id: job.id)) != nil
+        let message = JobMail.purgeReminder(job, owner: owner, to: to, from: config.mailSender, base: base, results: results,
+                                            published: published, now: now)
+        do {
+            try await SMTPClient.send(message, settings: settings, timeout: Self.timeoutSeconds)
+        } catch {
+            FileHandle.standardError.write(Data("dsmopt: the purge reminder about job \(job.id) was not sent: \((error as? SMTPError)?.description ?? String(describing: error))\n".utf8))
+        }
+    }
 
     func send(_ job: Job) async {
         let attempt = job.mail?.attempts ?? 1
@@ -69,25 +101,57 @@ enum JobMail {
         lines += ["", "Status: \(base)/jobs/\(job.id)", "In the portal: \(base)/#/job/\(job.id)"]
         if job.status == .successful {
             if let purge = job.purgeAt { lines += ["", "Its results are kept until \(utcText(purge, "yyyy-MM-dd HH:mm 'UTC'")); download what you need before then."] }
-            if let results, !results.isEmpty {
-                lines += ["", "Results:"]
-                var links: [(String, String)] = []
-                for (key, value) in results {
-                    for link in (value as? [[String: Any]]) ?? [value as? [String: Any]].compactMap({ $0 }) {
-                        if let href = link["href"] as? String { links.append(((link["title"] as? String) ?? key, href)) }
-                    }
-                }
-                for (title, href) in links.sorted(by: { $0.1 < $1.1 }) { lines.append("- \(title): \(href)") }
-            }
+            lines += resultLines(results)
         } else {
             lines += ["", "Its log: \(base)/jobs/\(job.id)/logs"]
         }
-        lines += ["", "Requests to the API need your token (Authorization: Bearer …), as in the portal.", "", "-- ",
-                  "dsmopt \(Provenance.Software.currentVersion), DSM service. You get this mail because your account",
-                  "has an email address; DELETE /me/email stops it."]
-        let domain = from.split(separator: "@").last.map(String.init) ?? "localhost"
+        lines += footer
         return MailMessage(from: from, to: to, subject: subject, body: lines.joined(separator: "\n"),
-                           messageID: "\(job.id).\(job.status.rawValue)@\(domain)")
+                           messageID: "\(job.id).\(job.status.rawValue)@\(domain(from))")
+    }
+
+    /// The reminder, `purgeReminderSeconds` before the purge, that a job's results are about to be deleted.
+    static func purgeReminder(_ job: Job, owner: User, to: String, from: String, base: String, results: [String: Any]?,
+                              published: Bool, now: Date) -> MailMessage {
+        let purge = job.purgeAt ?? now
+        let day = utcText(purge, "yyyy-MM-dd")
+        var lines = ["Hello \(owner.name),", "",
+                     "the results of your job \"\(job.name)\" (\(job.id)) will be deleted on \(utcText(purge, "yyyy-MM-dd HH:mm 'UTC'"))",
+                     "(in \(remaining(purge.timeIntervalSince(now)))). Download what you need before then."]
+        lines += published
+            ? ["", "Its products are published in the DSM catalogue (item \(job.id)): they stay there until withdrawn."]
+            : ["", "To keep its products, publish them in the DSM catalogue (the job's page in the portal, or",
+               "POST \(base)/jobs/\(job.id)/publish): they then stay until withdrawn."]
+        lines += ["", "Status: \(base)/jobs/\(job.id)", "In the portal: \(base)/#/job/\(job.id)"]
+        lines += resultLines(results) + footer
+        return MailMessage(from: from, to: to, subject: "[dsmopt] \(job.name): results deleted on \(day)", body: lines.joined(separator: "\n"),
+                           messageID: "\(job.id).purge-reminder@\(domain(from))")
+    }
+
+    /// The results document's links, one a line, by address.
+    static func resultLines(_ results: [String: Any]?) -> [String] {
+        guard let results, !results.isEmpty else { return [] }
+        var links: [(String, String)] = []
+        for (key, value) in results {
+            for link in (value as? [[String: Any]]) ?? [value as? [String: Any]].compactMap({ $0 }) {
+                if let href = link["href"] as? String { links.append(((link["title"] as? String) ?? key, href)) }
+            }
+        }
+        return ["", "Results:"] + links.sorted(by: { $0.1 < $1.1 }).map { "- \($0.0): \($0.1)" }
+    }
+
+    static let footer = ["", "Requests to the API need your token (Authorization: Bearer …), as in the portal.", "", "-- ",
+                         "dsmopt \(Provenance.Software.currentVersion), DSM service. You get this mail because your account",
+                         "has an email address; DELETE /me/email stops it."]
+
+    static func domain(_ from: String) -> String { from.split(separator: "@").last.map(String.init) ?? "localhost" }
+
+    /// "3 days", "5 hours", "12 minutes": what is left before a date, rounded down, at least a minute.
+    static func remaining(_ seconds: Double) -> String {
+        func n(_ v: Int, _ unit: String) -> String { "\(v) \(unit)\(v == 1 ? "" : "s")" }
+        if seconds >= 2 * 86_400 { return n(Int(seconds / 86_400), "day") }
+        if seconds >= 2 * 3600 { return n(Int(seconds / 3600), "hour") }
+        return n(max(1, Int(seconds / 60)), "minute")
     }
 
     static func duration(from start: Date?, to end: Date?) -> String? {

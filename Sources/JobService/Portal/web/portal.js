@@ -804,7 +804,7 @@ async function jobView(id) {
     add('Stage', j.stage || '—');
     add('Progress', `${j.progress} %`);
     add('Created', fmtDate(j.created)); add('Started', fmtDate(j.started)); add('Finished', fmtDate(j.finished));
-    add('Purge date', j.resultsPurged ? 'purged' : fmtDate(j.purgeDate));
+    add('Purge date', j.resultsPurged ? 'purged' : fmtDate(j.purgeDate) + (j.purgeReminder ? ` (reminder mailed ${fmtDate(j.purgeReminder)})` : ''));
     add('CPU seconds', round(j.cpuSeconds, 1));
     add('Preset', j.preset);
     const ended = ['successful', 'failed', 'dismissed'].includes(j.status);
