@@ -84,11 +84,11 @@ public final class Maintenance: Service, @unchecked Sendable {
                     if age(path, now: now) > sweepAge { _ = remove(path) }
                     continue
                 }
-                // Attempts that were not promoted, once the job has ended: nothing will resume from them.
                 guard let job = try? await store.job(id: jobId), [.successful, .failed, .dismissed].contains(job.status) else { continue }
                 // Inputs linked at submission, of a job that ended without its worker removing them (dismissed
                 // while queued, refused).
                 _ = remove(config.inputsDirectory(jobId))
+                // Attempts that were not promoted, once the job has ended: nothing will resume from them.
                 guard job.attempts > 0 else { continue }
                 for a in 1...job.attempts where a != job.resultAttempt { _ = remove(config.runDirectory(jobId, a)) }
             }
