@@ -20,10 +20,12 @@ protocol DeliverySender: Sendable {
 }
 
 extension DeliverySender {
-    /// The service's loop.
-    func sendUntilShutdown() async {
+    /// The service's loop; `alsoEachRound` runs after each round's sending (the mail's purge reminders).
+    func sendUntilShutdown(alsoEachRound: (Date) async -> Void = { _ in }) async {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            await sendDue(now: Date())
+            let now = Date()
+            await sendDue(now: now)
+            await alsoEachRound(now)
             try? await Task.sleep(nanoseconds: 1_000_000_000)
         }
     }

@@ -382,6 +382,12 @@ func freeBytes(_ path: String) -> Int64? {
     return Int64(s.f_bavail) * Int64(s.f_frsize)
 }
 
+/// A hard link to `src` at `dst` (the data folder's files are written once, so a link is a copy that costs
+/// nothing); a copy where no link can be made (another filesystem).
+func linkOrCopy(_ src: String, _ dst: String) throws {
+    if link(src, dst) != 0 { try FileManager.default.copyItem(atPath: src, toPath: dst) }
+}
+
 func directorySize(_ path: String) -> Int64 {
     guard let e = FileManager.default.enumerator(atPath: path) else { return 0 }
     var total: Int64 = 0

@@ -73,12 +73,19 @@ import Testing
         return p
     }
 
-    @Test func ownersAreMailedWhenTheirJobsEnd() async throws {
-        let tmp = try TemporaryFolder()
-        let cert = tmp.path("cert.pem"), key = tmp.path("key.pem"), log = tmp.path("mail.jsonl")
+    /// A self-signed certificate for 127.0.0.1 and localhost, and its key, in `tmp` (the servers' and the
+    /// authority the daemon is given).
+    static func certificate(in tmp: TemporaryFolder) throws -> (cert: String, key: String) {
+        let cert = tmp.path("cert.pem"), key = tmp.path("key.pem")
         let made = try run("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
                                                  "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
         try #require(made.status == 0, "openssl: \(made.stderr)")
+        return (cert, key)
+    }
+
+    @Test func ownersAreMailedWhenTheirJobsEnd() async throws {
+        let tmp = try TemporaryFolder()
+        let (cert, key) = try Self.certificate(in: tmp), log = tmp.path("mail.jsonl")
         let port = try ReverseProxy.freeLoopbackPort(), tlsPort = try ReverseProxy.freeLoopbackPort()
         let smtp = try Self.server(port: port, mode: "starttls", log: log, cert: cert, key: key)
         defer { stopServer(smtp) }
@@ -215,10 +222,7 @@ import Testing
     /// the links and how to keep the products; a job whose mail was turned off is not reminded.
     @Test func ownersAreRemindedBeforeThePurge() async throws {
         let tmp = try TemporaryFolder()
-        let cert = tmp.path("cert.pem"), key = tmp.path("key.pem"), log = tmp.path("mail.jsonl")
-        let made = try run("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
-                                                 "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        try #require(made.status == 0, "openssl: \(made.stderr)")
+        let (cert, key) = try Self.certificate(in: tmp), log = tmp.path("mail.jsonl")
         let port = try ReverseProxy.freeLoopbackPort()
         let smtp = try Self.server(port: port, mode: "starttls", log: log, cert: cert, key: key)
         defer { stopServer(smtp) }
@@ -242,19 +246,12 @@ import Testing
         let kept = try await deliverySettled(.mail, s, token: token, job: ids[0])
         #expect(kept["state"] as? String == "delivered", "\(kept)")
         let reminders = { jsonLines(log).filter { ($0["subject"] as? String ?? "").contains("results deleted on") } }
-        var job: [String: Any] = [:]
         for _ in 0..<60 where reminders().isEmpty {
             try await Task.sleep(nanoseconds: 500_000_000)
         }
-        job = try await http("GET", "\(s.base)/jobs/\(ids[0])", token: token).json ?? [:]
+        let job = try await http("GET", "\(s.base)/jobs/\(ids[0])", token: token).json ?? [:]
         let first = try #require(reminders().first, "no reminder within 30 s: \(jsonLines(log).map { $0["subject"] ?? "" })")
-        func date(_ key: String) -> Date? {
-            guard let t = job[key] as? String else { return nil }
-            let f = ISO8601DateFormatter()
-            if let d = f.date(from: t) { return d }
-            f.formatOptions.insert(.withFractionalSeconds)
-            return f.date(from: t)
-        }
+        func date(_ key: String) -> Date? { (job[key] as? String).flatMap { ISO8601DateFormatter().date(from: $0) } }
         func utc(_ d: Date, _ format: String) -> String {
             let f = DateFormatter()
             f.locale = Locale(identifier: "en_US_POSIX"); f.timeZone = TimeZone(identifier: "UTC"); f.dateFormat = format

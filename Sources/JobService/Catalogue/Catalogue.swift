@@ -55,7 +55,7 @@ public struct Catalogue: Sendable {
                 let src = (results as NSString).appendingPathComponent(name), dst = (staging as NSString).appendingPathComponent(name)
                 var isDir: ObjCBool = false
                 guard fm.fileExists(atPath: src, isDirectory: &isDir), !isDir.boolValue else { continue }
-                if link(src, dst) != 0 { try fm.copyItem(atPath: src, toPath: dst) }
+                try linkOrCopy(src, dst)
                 bytes += ((try fm.attributesOfItem(atPath: dst))[.size] as? NSNumber)?.int64Value ?? 0
             }
             // The catalogue's item: the job's id and name, the licence, the collection. Written by rename, so

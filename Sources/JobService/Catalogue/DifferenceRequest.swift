@@ -189,10 +189,9 @@ extension ServiceAPI {
                 try fm.createDirectory(atPath: target, withIntermediateDirectories: true)
                 for name in ["dsm.tif", "item.json"] {
                     let src = (source as NSString).appendingPathComponent(name), dst = (target as NSString).appendingPathComponent(name)
-                    guard link(src, dst) != 0 else { continue }
                     // The item only dates the DSM: one deleted meanwhile is done without.
                     if name == "item.json" && !fm.fileExists(atPath: src) { continue }
-                    try fm.copyItem(atPath: src, toPath: dst)
+                    try linkOrCopy(src, dst)
                 }
             } catch {
                 try? fm.removeItem(atPath: config.jobDirectory(jobId))

@@ -28,14 +28,7 @@ public final class MailSender: Service, DeliverySender, @unchecked Sendable {
         self.settings = settings
     }
 
-    public func run() async throws {
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            let now = Date()
-            await sendDue(now: now)
-            await remindDue(now: now)
-            try? await Task.sleep(nanoseconds: 1_000_000_000)
-        }
-    }
+    public func run() async throws { await sendUntilShutdown(alsoEachRound: remindDue(now:)) }
 
     /// Reminds the owners of jobs whose results are purged within `purgeReminderSeconds` (those whose end mail
     /// was delivered), once each: the claim marks the job, so a reminder that cannot be sent is logged and
