@@ -177,6 +177,11 @@ public struct ServiceAPI: Sendable {
     /// A job the caller may see (own, or any for operators and admins); 404 otherwise.
     /// A job the caller may see: their own, any for operators and admins, and — `reading` only — the jobs the
     /// catalogue account forwarded (so that it can report status and results back to the catalogue's user).
+    /// The name of `job`'s owner: the viewer's own, or read from the store (nil for a user since deleted).
+    func ownerName(of job: Job, viewer: User) async throws -> String? {
+        job.userId == viewer.id ? viewer.name : try await store.user(id: job.userId)?.name
+    }
+
     func visibleJob(_ id: String?, for user: User, reading: Bool = false) async throws -> Job {
         guard let id, let job = try await store.job(id: id),
               job.userId == user.id || [.operator, .admin].contains(user.role) || (reading && Self.forwarded(job, by: user)) else {
@@ -287,13 +292,14 @@ public struct ServiceAPI: Sendable {
         var nextAttempt: Date?
     }
 
-    /// A job's status document; its links start with `base` (`baseURL(request)`).
-    static func view(_ j: Job, base: String) -> JobView {
+    /// A job's status document; its links start with `base` (`baseURL(request)`); `ownerName` is the name of
+    /// the job's owner (`ownerName(of:viewer:)`).
+    static func view(_ j: Job, base: String, ownerName: String?) -> JobView {
         let request = try? JSONDecoder().decode(ExecutionRequest.self, from: Data(j.request.utf8))
         var links = [["href": "\(base)/jobs/\(j.id)", "rel": "self", "type": "application/json"],
                      ["href": "\(base)/jobs/\(j.id)/logs", "rel": "log", "type": "text/plain"]]
         if j.status == .successful { links.append(["href": "\(base)/jobs/\(j.id)/results", "rel": "http://www.opengis.net/def/rel/ogc/1.0/results", "type": "application/json"]) }
-        return JobView(jobID: j.id, processID: request?.process ?? JobQuery.defaultProcess, name: j.name, owner: j.userId, status: j.status.rawValue, progress: j.progress, stage: j.stage,
+        return JobView(jobID: j.id, processID: request?.process ?? JobQuery.defaultProcess, name: j.name, owner: j.userId, ownerName: ownerName, status: j.status.rawValue, progress: j.progress, stage: j.stage,
                        message: j.message, created: j.createdAt, started: j.startedAt, finished: j.finishedAt, purgeDate: j.purgeAt, purgeReminder: j.purgeReminderAt,
                        resultsPurged: j.purged, error: j.error, cpuSeconds: (j.cpuSeconds * 100).rounded() / 100,
                        attempts: j.attempts, preset: request?.preset ?? "default", parameters: request?.parameters, inputs: request?.inputs,
@@ -456,18 +462,13 @@ public struct ServiceAPI: Sendable {
             if offset > 0 { links.append(["rel": "prev", "href": "\(base)/jobs?limit=\(limit)&offset=\(max(0, offset - limit))\(filters)"]) }
             var names = [user.id: user.name]
             for id in Set(jobs.map(\.userId)) where names[id] == nil { names[id] = try await store.user(id: id)?.name }
-            let views = jobs.map { j in
-                var v = Self.view(j, base: base)
-                v.ownerName = names[j.userId] ?? nil
-                return v
-            }
+            let views = jobs.map { Self.view($0, base: base, ownerName: names[$0.userId] ?? nil) }
             return jsonResponse(Page(jobs: views, total: total, limit: limit, offset: offset, links: links))
         }
         router.get("/jobs/:id") { request, context in
             let user = try await authenticate(request)
-            var v = Self.view(try await visibleJob(context.parameters.get("id"), for: user, reading: true), base: baseURL(request))
-            v.ownerName = v.owner == user.id ? user.name : try await store.user(id: v.owner)?.name
-            return jsonResponse(v)
+            let job = try await visibleJob(context.parameters.get("id"), for: user, reading: true)
+            return jsonResponse(Self.view(job, base: baseURL(request), ownerName: try await ownerName(of: job, viewer: user)))
         }
         router.delete("/jobs/:id") { request, context in
             let user = try await authenticate(request)
@@ -478,11 +479,11 @@ public struct ServiceAPI: Sendable {
             }
             if job.status == .accepted || job.status == .running {
                 let j = try await store.cancel(jobId: job.id, now: Date()) ?? job
-                return jsonResponse(Self.view(j, base: baseURL(request)), status: .accepted)
+                return jsonResponse(Self.view(j, base: baseURL(request), ownerName: try await ownerName(of: j, viewer: user)), status: .accepted)
             }
             try? FileManager.default.removeItem(atPath: config.jobDirectory(job.id))
             try await store.delete(jobId: job.id)
-            var v = Self.view(job, base: baseURL(request))
+            var v = Self.view(job, base: baseURL(request), ownerName: try await ownerName(of: job, viewer: user))
             v.status = JobStatus.dismissed.rawValue
             return jsonResponse(v)
         }
@@ -1142,7 +1143,7 @@ public struct ServiceAPI: Sendable {
             // Deleted while the images were being checked (`DELETE /uploads/{id}` is atomic with this insert).
             throw Self.uploadsGone(g, records: records)
         }
-        return jsonResponse(Self.view(job, base: base), status: .created, headers: [.location: "\(base)/jobs/\(job.id)"])
+        return jsonResponse(Self.view(job, base: base, ownerName: user.name), status: .created, headers: [.location: "\(base)/jobs/\(job.id)"])
     }
 
     /// Catalogue forwarding: `{"user": NAME, "images": [{"url"|"path": …}], …}`; the service fetches the images

@@ -93,7 +93,7 @@ public final class CallbackSender: Service, DeliverySender, @unchecked Sendable 
         var outcome: (state: DeliveryState.State, error: String?)
         do {
             try check(url)
-            let body = try payload(job, base: base)
+            let body = try payload(job, base: base, ownerName: try await store.user(id: job.userId)?.name)
             guard let secrets = try await store.callbackSecrets(userId: job.userId, renewKeepingPreviousUntil: nil) else {
                 throw CallbackRefused(description: "the job's owner \(job.userId) is no longer a user: no key to sign its callback with")
             }
@@ -112,11 +112,11 @@ public final class CallbackSender: Service, DeliverySender, @unchecked Sendable 
 
     /// What is POSTed: a successful job's results document (OGC), else — or when its results are gone — its
     /// status document.
-    func payload(_ job: Job, base: String) throws -> Data {
+    func payload(_ job: Job, base: String, ownerName: String?) throws -> Data {
         if job.status == .successful, !job.purged, let document = try? api.resultsDocument(job, base: base) {
             return try jsonBody(object: document)
         }
-        return try jsonBody(ServiceAPI.view(job, base: base))
+        return try jsonBody(ServiceAPI.view(job, base: base, ownerName: ownerName))
     }
 
     /// Refuses a URI whose host is, or resolves to, an internal address not on the allow-list (a host that

@@ -403,7 +403,10 @@ import Testing
         let s = try ServerProcess(workers: 0)
         let alice = try s.user("alice"), bob = try s.user("bob")
         let u1 = try await upload(s, token: alice, path: img1, name: "a.tif"), u2 = try await upload(s, token: alice, path: img2, name: "b.tif")
-        let id = try #require(try await submit(s, token: alice, uploads: [u1, u2]).json?["jobID"] as? String)
+        let submitted0 = try await submit(s, token: alice, uploads: [u1, u2])
+        let id = try #require(submitted0.json?["jobID"] as? String)
+        // Every job document names its owner, the submission's answer too.
+        #expect(submitted0.json?["owner"] as? String != nil && submitted0.json?["ownerName"] as? String == "alice", "\(submitted0.text)")
         let answer5 = try await http("GET", "\(s.base)/jobs/\(id)", token: bob)
         #expect(answer5.status == 404)
         let answer6 = try await http("GET", "\(s.base)/jobs/\(id)/logs", token: bob)
@@ -459,6 +462,10 @@ import Testing
         }
         let uploadsLeft = try await http("GET", "\(s.base)/uploads", token: alice).text
         #expect(uploadsLeft.contains(third) == (raced.status == 201))
+        // An admin cancels Alice's queued job: the answer names her, not the admin, as its owner.
+        let admin = try s.user("ada", role: "admin")
+        let cancelled = try await http("DELETE", "\(s.base)/jobs/\(id)", token: admin)
+        #expect(cancelled.status == 202 && cancelled.json?["status"] as? String == "dismissed" && cancelled.json?["ownerName"] as? String == "alice", "\(cancelled.text)")
     }
 
     @Test func jobSurvivesKillMinusNine() async throws {

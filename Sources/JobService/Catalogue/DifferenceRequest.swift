@@ -173,7 +173,7 @@ extension ServiceAPI {
             default: throw error
             }
         }
-        return jsonResponse(Self.view(job, base: base), status: .created, headers: [.location: "\(base)/jobs/\(job.id)"])
+        return jsonResponse(Self.view(job, base: base, ownerName: user.name), status: .created, headers: [.location: "\(base)/jobs/\(job.id)"])
     }
 
     /// Links the DSMs that `inputs` reads from jobs' results or catalogue items, each with the STAC item beside
