@@ -12,6 +12,7 @@ public final class ServiceMetrics: @unchecked Sendable {
     private var stages: [String: (sum: Double, count: Int)] = [:]
     private var requests: [String: Int] = [:]
     private var tiles: [String: (count: Int, cpu: Double)] = [:]
+    private var purgeReminders = (sent: 0, failed: 0)
 
     public init() {}
 
@@ -43,6 +44,13 @@ public final class ServiceMetrics: @unchecked Sendable {
         }
     }
 
+    /// A purge reminder this process's mail sender tried (`MailSender.remind`): sent, or refused and not retried.
+    func observePurgeReminder(sent: Bool) {
+        lock.withLock {
+            if sent { purgeReminders.sent += 1 } else { purgeReminders.failed += 1 }
+        }
+    }
+
     /// A label value as Prometheus' text format escapes it (backslash, double quote, line feed).
     static func labelValue(_ s: String) -> String {
         s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
@@ -60,6 +68,8 @@ public final class ServiceMetrics: @unchecked Sendable {
             for c in DeliveryChannel.allCases {
                 for s in DeliveryState.State.allCases { out += "dsmopt_deliveries{channel=\"\(c.rawValue)\",state=\"\(s.rawValue)\"} \(deliveries[c]?[s] ?? 0)\n" }
             }
+            out += "# HELP dsmopt_purge_reminders_total Mails reminding owners of a purge date, sent by this process (failed: refused or unreachable, not retried).\n# TYPE dsmopt_purge_reminders_total counter\n"
+            out += "dsmopt_purge_reminders_total{outcome=\"sent\"} \(purgeReminders.sent)\ndsmopt_purge_reminders_total{outcome=\"failed\"} \(purgeReminders.failed)\n"
             out += "# HELP dsmopt_presets_invalid Preset files of the data folder that are invalid (jobs naming them are refused until they are mended).\n# TYPE dsmopt_presets_invalid gauge\n"
             out += "dsmopt_presets_invalid \(invalidPresets.count)\n"
             for name in invalidPresets.sorted() { out += "dsmopt_preset_invalid{preset=\"\(Self.labelValue(name))\"} 1\n" }

@@ -274,5 +274,10 @@ import Testing
         #expect(reminders().count == 1, "\(reminders().map { $0["subject"] ?? "" })")
         #expect(jsonLines(log).map { $0["subject"] as? String ?? "" } == ["[dsmopt] kept: finished", first["subject"] as? String ?? ""], "\(jsonLines(log).map { $0["subject"] ?? "" })")
         #expect(try await http("GET", "\(s.base)/jobs/\(ids[1])", token: token).json?["purgeReminder"] == nil)
+        // Operators count them in /metrics.
+        let metrics = try await http("GET", "\(s.base)/metrics", token: try s.user("otto", role: "operator")).text
+        for line in [#"dsmopt_purge_reminders_total{outcome="sent"} 1"#, #"dsmopt_purge_reminders_total{outcome="failed"} 0"#] {
+            #expect(metrics.split(separator: "\n").contains(Substring(line)), "\(line) not in /metrics")
+        }
     }
 }

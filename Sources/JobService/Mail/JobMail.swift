@@ -50,7 +50,9 @@ public final class MailSender: Service, DeliverySender, @unchecked Sendable {
                                             published: published, now: now)
         do {
             try await SMTPClient.send(message, settings: settings, timeout: Self.timeoutSeconds)
+            api.metrics.observePurgeReminder(sent: true)
         } catch {
+            api.metrics.observePurgeReminder(sent: false)
             FileHandle.standardError.write(Data("dsmopt: the purge reminder about job \(job.id) was not sent: \((error as? SMTPError)?.description ?? String(describing: error))\n".utf8))
         }
     }
