@@ -717,7 +717,7 @@ public struct ServiceAPI: Sendable {
         guard let kind = UploadKind(signatureOf: part) else {
             try? FileManager.default.removeItem(atPath: dir)
             throw APIProblem(status: .unsupportedMediaType, title: "Unsupported Media Type",
-                             detail: "the upload is not a TIFF, JPEG2000, zip, DIMAP XML or GeoJSON (.geojson) file (send the raw file bytes as the request body, not a form)")
+                             detail: "the upload is not a TIFF, JPEG2000, zip, DIMAP XML or GeoJSON (.geojson, .json) file (send the raw file bytes as the request body, not a form)")
         }
         if kind == .zip, !name.lowercased().hasSuffix(".zip") {
             try? FileManager.default.removeItem(atPath: dir)
@@ -726,7 +726,7 @@ public struct ServiceAPI: Sendable {
         try FileManager.default.moveItem(atPath: part, toPath: final)
         var u = Upload(id: id, userId: user.id, fileName: name, size: size, sha256: hexString(hasher.finalize()), createdAt: Date())
         try await storeUpload(&u, room: room - inFlight.others(slot))
-        return jsonResponse(u, status: .created, headers: [.location: "\(baseURL(request))/uploads/\(id)"])
+        return jsonResponse(uploadView(u, base: baseURL(request)), status: .created, headers: [.location: "\(baseURL(request))/uploads/\(id)"])
     }
 
     /// Records a file already written at `config.uploadPath(u)`. A zipped product is extracted first (off
@@ -880,6 +880,9 @@ public struct ServiceAPI: Sendable {
         /// in a request picks one; `{"upload": id}` alone uses them all).
         var images: [ImageSummary]?
         var readError: String?
+        /// What the file is, by its first bytes (`UploadKind`): tiff, jpeg2000, zip, xml (DIMAP) or geojson (a
+        /// water mask, not an image).
+        var kind: String?
         var links: [[String: String]]
     }
 
@@ -900,7 +903,7 @@ public struct ServiceAPI: Sendable {
         let cached = FileManager.default.contents(atPath: describedPath(u)).flatMap { try? JSONDecoder().decode([ImageSummary].self, from: $0) }
         return UploadView(id: u.id, fileName: u.fileName, size: u.size, sha256: u.sha256, created: u.createdAt,
                           image: cached?.count == 1 ? cached?[0] : nil, images: (cached?.count ?? 0) > 1 ? cached : nil, readError: nil,
-                          links: [["href": "\(base)/uploads/\(u.id)", "rel": "self", "type": "application/json"]])
+                          kind: UploadKind(signatureOf: config.uploadPath(u))?.rawValue, links: [["href": "\(base)/uploads/\(u.id)", "rel": "self", "type": "application/json"]])
     }
 
     /// The upload with what is read from it: `dsmopt describe` in a child process (CPU-limited, input
@@ -908,7 +911,7 @@ public struct ServiceAPI: Sendable {
     func describedUpload(_ u: Upload, base: String) async -> UploadView {
         var view = uploadView(u, base: base)
         guard view.image == nil, view.images == nil else { return view }
-        if UploadKind(signatureOf: config.uploadPath(u)) == .geojson { return view }
+        if view.kind == UploadKind.geojson.rawValue { return view }
         do {
             let paths = try imagePaths(u)
             var summaries: [ImageSummary] = []
@@ -1482,7 +1485,7 @@ public struct ServiceAPI: Sendable {
 }
 
 /// The kinds of file an upload may be, recognised by their first bytes.
-enum UploadKind: Equatable {
+enum UploadKind: String, Equatable {
     case tiff, jpeg2000, zip, xml, geojson
 
     init?(signatureOf path: String) {

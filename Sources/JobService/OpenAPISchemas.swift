@@ -52,7 +52,9 @@ extension OpenAPIDocument {
                                                                   "attempts": ["type": "integer"], "error": ["type": "string"], "nextAttempt": ["type": "string"]]]]]
         let upload: Schema = ["type": "object", "required": ["id", "fileName", "size", "sha256"],
                               "properties": ["id": ["type": "string"], "fileName": ["type": "string"], "size": ["type": "integer"],
-                                             "sha256": ["type": "string", "pattern": "^[0-9a-f]{64}$"]]]
+                                             "sha256": ["type": "string", "pattern": "^[0-9a-f]{64}$"],
+                                             "kind": ["type": "string", "enum": ["tiff", "jpeg2000", "zip", "xml", "geojson"],
+                                                      "description": "what the file is, by its first bytes; geojson: a water mask, not an image"]]]
         let quota: Schema = ["type": "object", "required": ["maxConcurrentJobs", "cpuSecondsPerMonth", "storageBytes", "maxInputBytes"],
                              "properties": ["maxConcurrentJobs": ["type": "integer"], "cpuSecondsPerMonth": ["type": "number"],
                                             "storageBytes": ["type": "integer"], "maxInputBytes": ["type": "integer"]]]

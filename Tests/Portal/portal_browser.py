@@ -422,6 +422,21 @@ wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#uploads tbody input:che
 q("#to-step-2").click()
 wait(lambda: "stereo needs 2 or 3 images, got 4" in text("#images-error"), "four images: the API's message")
 shot("four-images")
+# A GeoJSON water mask uploaded beside the images, named .json (the service knows it by its content): a row of
+# its own, nothing to tick, and not taken as an image of the pair.
+lakes = os.path.join(args.artefacts, "lakes.json")
+with open(lakes, "w") as f:
+    json.dump({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"name": "pond"}, "geometry": {
+        "type": "Polygon", "coordinates": [[[55.6497, -21.2313], [55.6499, -21.2313], [55.6499, -21.2311], [55.6497, -21.2311], [55.6497, -21.2313]]]}}]}, f)
+q("#files").send_keys(lakes)
+wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#uploads tbody tr")) == 5, "the GeoJSON listed with the images")
+lake_rows = [r for r in driver.find_elements(By.CSS_SELECTOR, "#uploads tbody tr") if "lakes.json" in r.text]
+check(len(lake_rows) == 1 and "water mask" in lake_rows[0].text and not lake_rows[0].find_elements(By.CSS_SELECTOR, "input"),
+      f"the GeoJSON's row names it a water mask, with nothing to tick ({[r.text for r in lake_rows]})")
+wait(lambda: "water mask" in text("#upload-progress"), "the upload's status says what the GeoJSON is for")
+check("not readable" not in text("#upload-progress"), f"no image error for the GeoJSON ({text('#upload-progress')})")
+check(len(driver.find_elements(By.CSS_SELECTOR, "#uploads tbody input:checked")) == 4, "the GeoJSON is not one of the ticked images")
+shot("geojson-upload")
 # Keep two of them and submit: the CPU quota (0) refuses the job, message by the form.
 boxes = driver.find_elements(By.CSS_SELECTOR, "#uploads tbody input:checked")
 boxes[0].click()
@@ -440,9 +455,13 @@ q("#submit-job").click()
 wait(lambda: "no water mask" in text("#err-param-mask-water"), "mask-water without a mask: the API's message beside the option")
 check(len(Select(q("#file-waterMask")).options) >= 4, "the user's uploads are offered as a water mask")
 shot("mask-water-without-mask")
-tick("#param-mask-water", False)
+# With the GeoJSON as the mask the form passes, and the CPU quota (0) refuses the job: its message by the form.
+lake_option = [o for o in Select(q("#file-waterMask")).options if o.text.startswith("lakes.json")]
+check(len(lake_option) == 1, "the GeoJSON is offered as the water mask")
+Select(q("#file-waterMask")).select_by_value(lake_option[0].get_attribute("value"))
 q("#submit-job").click()
 wait(lambda: "CPU" in text("#err-form") or "quota" in text("#err-form").lower(), "quota exceeded: the API's message by the submit button")
+check(text("#err-param-mask-water") == "", f"the GeoJSON satisfies mask-water ({text('#err-param-mask-water')})")
 print("quota message:", text("#err-form"))
 shot("quota-exceeded")
 console_errors(allowed_statuses=(403, 415, 422))

@@ -43,7 +43,8 @@ import Testing
         }
         let centre = try GDALRPCTransformer(rpcMetadata: try RasterDataset(path: img1).metadataItems(domain: "RPC")).localize([(col: 512, row: 512, h: 2300)])[0]!
         let lake = try await http("POST", "\(s.base)/uploads?name=lake.geojson", token: token, body: square(centre.lon, centre.lat, 0.0002))
-        #expect(lake.status == 201, "\(lake.text)")
+        // The answer says what the file is (the portal lists it as a water mask, not an image to tick).
+        #expect(lake.status == 201 && lake.json?["kind"] as? String == "geojson", "\(lake.text)")
         let lakeID = try #require(lake.json?["id"] as? String)
         let farLake = try await http("POST", "\(s.base)/uploads?name=far.geojson", token: token, body: square(10, 10, 0.01))
         let farID = try #require(farLake.json?["id"] as? String)
@@ -180,6 +181,7 @@ import Testing
         let uploads = (list.json?["uploads"] as? [[String: Any]]) ?? []
         #expect(uploads.compactMap { $0["id"] as? String } == [plain, u2, u1], "\(list.text)")
         #expect(uploads.last?["image"] != nil && uploads[1]["image"] == nil)
+        #expect(uploads.map { $0["kind"] as? String } == ["tiff", "tiff", "tiff"], "\(list.text)")
         #expect(((try await http("GET", "\(s.base)/uploads", token: other)).json?["uploads"] as? [Any])?.isEmpty == true)
         #expect(try await http("GET", "\(s.base)/uploads/\(u1)", token: other).status == 404)
         // Inspection: the pair as `dsmopt inspect` sees it, with upload names, without a job.

@@ -305,7 +305,7 @@ async function listUploads() {
   for (const u of uploads) {
     const remove = el('button', { type: 'button', class: 'delete-upload', 'aria-label': `Delete ${u.fileName}` }, 'Delete');
     remove.addEventListener('click', () => deleteUpload(u));
-    if (u.fileName.toLowerCase().endsWith('.geojson')) {
+    if (u.kind === 'geojson') {
       // A vector water mask: not an image to tick, but the user's file all the same.
       body.append(el('tr', { id: `upload-${u.id}` }, el('td', {}), el('td', {}, u.fileName), el('td', {}, fmtBytes(u.size)),
         el('td', { colspan: 4, class: 'hint' }, 'GeoJSON (a water mask for step 2)'), el('td', {}, remove)));
@@ -432,6 +432,12 @@ function uploadFile(file) {
       bar.value = 100;
       const u = JSON.parse(xhr.responseText);
       status.textContent = 'uploaded';
+      if (u.kind === 'geojson') {
+        // A water mask for step 2, not an image of the pair.
+        status.textContent = 'uploaded: a GeoJSON water mask, to pick in step 2';
+        await listUploads();
+        return;
+      }
       state.selected.push(u.id);
       await listUploads();
       try {
