@@ -437,6 +437,15 @@ wait(lambda: "water mask" in text("#upload-progress"), "the upload's status says
 check("not readable" not in text("#upload-progress"), f"no image error for the GeoJSON ({text('#upload-progress')})")
 check(len(driver.find_elements(By.CSS_SELECTOR, "#uploads tbody input:checked")) == 4, "the GeoJSON is not one of the ticked images")
 shot("geojson-upload")
+# A reference DEM (a GeoTIFF without RPC) uploaded in step 1, as the page suggests: listed, left unticked, and
+# offered in step 2.
+dem = os.path.join(args.data, "dem-coregistration", "srtm_ref.tif")
+q("#files").send_keys(dem)
+wait(lambda: "not ticked" in text("#upload-progress"), "the DEM's upload says it is not one of the images")
+dem_rows = [r for r in driver.find_elements(By.CSS_SELECTOR, "#uploads tbody tr") if "srtm_ref.tif" in r.text]
+check(len(dem_rows) == 1 and dem_rows[0].find_elements(By.CSS_SELECTOR, "input[type=checkbox]")
+      and not dem_rows[0].find_element(By.CSS_SELECTOR, "input[type=checkbox]").is_selected(), "the DEM's row is left unticked")
+check(len(driver.find_elements(By.CSS_SELECTOR, "#uploads tbody input:checked")) == 4, "the DEM is not one of the ticked images")
 # Keep two of them and submit: the CPU quota (0) refuses the job, message by the form.
 boxes = driver.find_elements(By.CSS_SELECTOR, "#uploads tbody input:checked")
 boxes[0].click()
@@ -458,6 +467,7 @@ shot("mask-water-without-mask")
 # With the GeoJSON as the mask the form passes, and the CPU quota (0) refuses the job: its message by the form.
 lake_option = [o for o in Select(q("#file-waterMask")).options if o.text.startswith("lakes.json")]
 check(len(lake_option) == 1, "the GeoJSON is offered as the water mask")
+check(any(o.text.startswith("srtm_ref.tif") for o in Select(q("#file-referenceDem")).options), "the DEM is offered as the reference DEM")
 Select(q("#file-waterMask")).select_by_value(lake_option[0].get_attribute("value"))
 q("#submit-job").click()
 wait(lambda: "CPU" in text("#err-form") or "quota" in text("#err-form").lower(), "quota exceeded: the API's message by the submit button")

@@ -442,7 +442,15 @@ function uploadFile(file) {
       await listUploads();
       try {
         const v = await describe(u.id);
-        if (!v.image && !v.images) { status.textContent = `uploaded, but ${v.readError || 'not readable as an image'}`; status.className = 'status error'; }
+        if (!v.image && !v.images) {
+          // Not an image of the pair (a reference DEM without RPC, say, is picked in step 2): left unticked.
+          state.selected = state.selected.filter((x) => x !== u.id);
+          const box = $(`#use-${u.id}`);
+          if (box) box.checked = false;
+          forgetPairs();
+          status.textContent = `uploaded, but ${v.readError || 'not readable as an image'}: not ticked (a reference DEM is picked in step 2)`;
+          status.className = 'status error';
+        }
       } catch (e) { status.textContent = e.message; status.className = 'status error'; }
       drawFootprints('map-images');
     } else {
