@@ -174,14 +174,14 @@ public struct ServiceAPI: Sendable {
         }
     }
 
-    /// A job the caller may see (own, or any for operators and admins); 404 otherwise.
-    /// A job the caller may see: their own, any for operators and admins, and — `reading` only — the jobs the
-    /// catalogue account forwarded (so that it can report status and results back to the catalogue's user).
     /// The name of `job`'s owner: the viewer's own, or read from the store (nil for a user since deleted).
     func ownerName(of job: Job, viewer: User) async throws -> String? {
         job.userId == viewer.id ? viewer.name : try await store.user(id: job.userId)?.name
     }
 
+    /// A job the caller may see: their own, any for operators and admins, and — `reading` only — the jobs the
+    /// catalogue account forwarded (so that it can report status and results back to the catalogue's user);
+    /// 404 otherwise.
     func visibleJob(_ id: String?, for user: User, reading: Bool = false) async throws -> Job {
         guard let id, let job = try await store.job(id: id),
               job.userId == user.id || [.operator, .admin].contains(user.role) || (reading && Self.forwarded(job, by: user)) else {
