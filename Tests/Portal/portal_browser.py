@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 import urllib.error
@@ -446,6 +447,15 @@ dem_rows = [r for r in driver.find_elements(By.CSS_SELECTOR, "#uploads tbody tr"
 check(len(dem_rows) == 1 and dem_rows[0].find_elements(By.CSS_SELECTOR, "input[type=checkbox]")
       and not dem_rows[0].find_element(By.CSS_SELECTOR, "input[type=checkbox]").is_selected(), "the DEM's row is left unticked")
 check(len(driver.find_elements(By.CSS_SELECTOR, "#uploads tbody input:checked")) == 4, "the DEM is not one of the ticked images")
+# A 4-band image with RPC (the multispectral image of step 2's water masking; here img_01's band four times):
+# left unticked, and offered in step 2.
+ms = os.path.join(args.artefacts, "ms.tif")
+subprocess.run(["gdal_translate", "-q", "-b", "1", "-b", "1", "-b", "1", "-b", "1", "-outsize", "25%", "25%", pair[0], ms], check=True)
+q("#files").send_keys(ms)
+wait(lambda: "4-band image, not ticked" in text("#upload-progress"), "the multispectral upload says it is not one of the images")
+ms_rows = [r for r in driver.find_elements(By.CSS_SELECTOR, "#uploads tbody tr") if "ms.tif" in r.text]
+check(len(ms_rows) == 1 and not ms_rows[0].find_element(By.CSS_SELECTOR, "input[type=checkbox]").is_selected(), "the multispectral image's row is left unticked")
+check(len(driver.find_elements(By.CSS_SELECTOR, "#uploads tbody input:checked")) == 4, "the multispectral image is not one of the ticked images")
 # Keep two of them and submit: the CPU quota (0) refuses the job, message by the form.
 boxes = driver.find_elements(By.CSS_SELECTOR, "#uploads tbody input:checked")
 boxes[0].click()
@@ -468,6 +478,7 @@ shot("mask-water-without-mask")
 lake_option = [o for o in Select(q("#file-waterMask")).options if o.text.startswith("lakes.json")]
 check(len(lake_option) == 1, "the GeoJSON is offered as the water mask")
 check(any(o.text.startswith("srtm_ref.tif") for o in Select(q("#file-referenceDem")).options), "the DEM is offered as the reference DEM")
+check(any(o.text.startswith("ms.tif") for o in Select(q("#file-multispectral")).options), "the 4-band image is offered as the multispectral image")
 Select(q("#file-waterMask")).select_by_value(lake_option[0].get_attribute("value"))
 q("#submit-job").click()
 wait(lambda: "CPU" in text("#err-form") or "quota" in text("#err-form").lower(), "quota exceeded: the API's message by the submit button")

@@ -442,15 +442,18 @@ function uploadFile(file) {
       await listUploads();
       try {
         const v = await describe(u.id);
-        if (!v.image && !v.images) {
-          // Not an image of the pair (a reference DEM without RPC, say, is picked in step 2): left unticked.
+        const untick = (text, cls) => {
           state.selected = state.selected.filter((x) => x !== u.id);
           const box = $(`#use-${u.id}`);
           if (box) box.checked = false;
           forgetPairs();
-          status.textContent = `uploaded, but ${v.readError || 'not readable as an image'}: not ticked (a reference DEM is picked in step 2)`;
-          status.className = 'status error';
-        }
+          status.textContent = text;
+          status.className = cls;
+        };
+        // Not an image of the pair (a reference DEM without RPC, say, is picked in step 2): left unticked.
+        if (!v.image && !v.images) untick(`uploaded, but ${v.readError || 'not readable as an image'}: not ticked (a reference DEM is picked in step 2)`, 'status error');
+        // A multispectral image (the pipeline matches one band) is for step 2's water masking, unless ticked.
+        else if (v.image && v.image.bands >= 3) untick(`uploaded: a ${v.image.bands}-band image, not ticked (a multispectral image is picked in step 2; tick it to match it)`, 'status');
       } catch (e) { status.textContent = e.message; status.className = 'status error'; }
       drawFootprints('map-images');
     } else {
