@@ -29,6 +29,14 @@ struct APIProblem: Error, CustomStringConvertible {
     }
     static func forbidden(_ why: String) -> APIProblem { APIProblem(status: .forbidden, title: "Forbidden", detail: why) }
     static func badRequest(_ why: String) -> APIProblem { APIProblem(status: .badRequest, title: "Bad Request", detail: why) }
+    /// A request with invalid fields: 422 listing each (`errors`).
+    static func invalid(_ errors: [FieldError]) -> APIProblem {
+        APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has \(errors.count) invalid field(s)", errors: errors)
+    }
+    /// 507: the service's disk cannot take what the request needs stored.
+    static func insufficientStorage(_ why: String) -> APIProblem {
+        APIProblem(status: .init(code: 507, reasonPhrase: "Insufficient Storage"), title: "Insufficient Storage", detail: why)
+    }
     /// A preset whose file in the data folder's presets is invalid (an operator's edit): 503 until it is
     /// mended; the other presets stay usable.
     static func presetUnavailable(_ name: String, _ problem: PresetError) -> APIProblem {
@@ -649,8 +657,7 @@ public struct ServiceAPI: Sendable {
     /// 507 when the data folder's file system is nearly full.
     func requireFreeSpace(for bytes: Int64) throws {
         if let free = freeBytes(config.dataDirectory), free - bytes < config.minFreeBytes {
-            throw APIProblem(status: .init(code: 507, reasonPhrase: "Insufficient Storage"), title: "Insufficient Storage",
-                             detail: "the service's disk is nearly full; try again later (the operators have been told by /metrics and the log)")
+            throw APIProblem.insufficientStorage("the service's disk is nearly full; try again later (the operators have been told by /metrics and the log)")
         }
     }
 
@@ -685,7 +692,7 @@ public struct ServiceAPI: Sendable {
         let final = (dir as NSString).appendingPathComponent(name), part = final + ".part"
         guard FileManager.default.createFile(atPath: part, contents: nil), let handle = FileHandle(forWritingAtPath: part) else {
             try? FileManager.default.removeItem(atPath: dir)
-            throw APIProblem(status: .init(code: 507, reasonPhrase: "Insufficient Storage"), title: "Insufficient Storage", detail: "the upload cannot be stored")
+            throw APIProblem.insufficientStorage("the upload cannot be stored")
         }
         var hasher = SHA256()
         var size: Int64 = 0
@@ -705,7 +712,7 @@ public struct ServiceAPI: Sendable {
             try? FileManager.default.removeItem(atPath: dir)
             if let p = error as? APIProblem { throw p }
             if let free = freeBytes(config.dataDirectory), free < config.minFreeBytes + (64 << 20) {
-                throw APIProblem(status: .init(code: 507, reasonPhrase: "Insufficient Storage"), title: "Insufficient Storage", detail: "the service's disk filled up during the upload; try again later")
+                throw APIProblem.insufficientStorage("the service's disk filled up during the upload; try again later")
             }
             throw APIProblem.badRequest("the upload was interrupted")
         }
@@ -790,7 +797,7 @@ public struct ServiceAPI: Sendable {
             if entry.type == .directory { try fm.createDirectory(atPath: dest, withIntermediateDirectories: true); continue }
             try fm.createDirectory(atPath: (dest as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             guard fm.createFile(atPath: dest, contents: nil), let h = FileHandle(forWritingAtPath: dest) else {
-                throw APIProblem(status: .init(code: 507, reasonPhrase: "Insufficient Storage"), title: "Insufficient Storage", detail: "the archive cannot be extracted here")
+                throw APIProblem.insufficientStorage("the archive cannot be extracted here")
             }
             defer { try? h.close() }
             do {
@@ -956,7 +963,7 @@ public struct ServiceAPI: Sendable {
             paths = expanded.images.map(\.path); names = expanded.images.map(\.name)
         }
         guard errors.isEmpty else {
-            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has \(errors.count) invalid field(s)", errors: errors)
+            throw APIProblem.invalid(errors)
         }
         let (status, data) = try await child(["inspect"] + paths, timeout: 120)
         var text = String(decoding: data, as: UTF8.self)
@@ -1008,7 +1015,7 @@ public struct ServiceAPI: Sendable {
         let (parsed, fieldErrors) = RequestValidator.validate(body, presets: lib)
         var errors = fieldErrors
         guard var request = parsed, errors.isEmpty else {
-            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has \(errors.count) invalid field(s)", errors: errors)
+            throw APIProblem.invalid(errors)
         }
         if let s = request.subscriber {
             let (checked, e) = checkedSubscriber(s)
@@ -1122,7 +1129,7 @@ public struct ServiceAPI: Sendable {
             }
         }
         guard errors.isEmpty else {
-            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has \(errors.count) invalid field(s)", errors: errors)
+            throw APIProblem.invalid(errors)
         }
         request.resolvedImagePaths = paths
         request.inputs = records
@@ -1165,7 +1172,7 @@ public struct ServiceAPI: Sendable {
         let data = try JSONSerialization.data(withJSONObject: forwarded)
         let (parsed, errors) = RequestValidator.validate(data, presets: try presets())
         guard let request = parsed else {
-            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has \(errors.count) invalid field(s)", errors: errors)
+            throw APIProblem.invalid(errors)
         }
         var fetched: [Upload] = []
         var fetchErrors: [FieldError] = []

@@ -348,10 +348,10 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
     func attemptDirectory(_ id: String, _ attempt: Int) -> String { (jobDirectory(id) as NSString).appendingPathComponent("attempt-\(attempt)") }
     /// Logs of the tile tasks run for an attempt (one per claim, named after the stage, task indices and worker).
     func taskLogDirectory(_ id: String, _ attempt: Int) -> String { (attemptDirectory(id, attempt) as NSString).appendingPathComponent("tasks") }
-    /// The run's output folder of an attempt; the results, once the attempt is promoted.
     /// What a job reads from other jobs' results or the catalogue, linked at its submission (`dsm-difference`):
     /// the job keeps its inputs whatever happens to their source; removed when the job ends.
     func inputsDirectory(_ id: String) -> String { (jobDirectory(id) as NSString).appendingPathComponent("inputs") }
+    /// The run's output folder of an attempt; the results, once the attempt is promoted.
     func runDirectory(_ id: String, _ attempt: Int) -> String { (attemptDirectory(id, attempt) as NSString).appendingPathComponent("out") }
     /// Where a finished job's results are: the promoted attempt's output (nil before a successful finish).
     func resultsDirectory(_ job: Job) -> String? { job.resultAttempt.map { runDirectory(job.id, $0) } }

@@ -37,12 +37,12 @@ enum ExecuteEnvelope {
         }
         guard let fields = inputs as? [String: Any] else {
             errors.append(.init(field: "inputs", message: "must be an object of the process's inputs"))
-            throw problem(errors)
+            throw APIProblem.invalid(errors)
         }
         if fields["subscriber"] != nil {
             errors.append(.init(field: "inputs.subscriber", message: "not an input of the process: subscriber goes beside inputs"))
         }
-        guard errors.isEmpty else { throw problem(errors) }
+        guard errors.isEmpty else { throw APIProblem.invalid(errors) }
         var flat: [String: Any] = [:]
         if let subscriber = object["subscriber"] { flat["subscriber"] = subscriber }
         for (name, value) in fields {
@@ -53,9 +53,5 @@ enum ExecuteEnvelope {
             }
         }
         return try JSONSerialization.data(withJSONObject: flat)
-    }
-
-    private static func problem(_ errors: [FieldError]) -> APIProblem {
-        APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has \(errors.count) invalid field(s)", errors: errors)
     }
 }

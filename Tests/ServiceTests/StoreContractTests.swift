@@ -268,8 +268,8 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     }
 
     /// Purge reminders: the successful jobs whose end mail was delivered, purged within the lead and kept
-    /// longer than it, each claimed once — by one of two concurrent claimers (on PostgreSQL they may share
-    /// them) — soonest purge first.
+    /// longer than it, each claimed once — by one of two concurrent claimers (on PostgreSQL each may take some
+    /// of them, never the same one) — soonest purge first.
     @Test(arguments: StoreKind.allCases) func purgeRemindersAreClaimedOnce(kind: StoreKind) async throws {
         let (store, _tmp) = try await kind.make(); _ = _tmp
         let (u, _) = try await store.createUser(name: "rem", role: .researcher, quota: Self.quota)

@@ -31,8 +31,7 @@ extension ServiceAPI {
     /// is checked (422 lists each problem); DSMs whose footprints are known (jobs, items) must overlap.
     func submitDifference(_ body: Data, for user: User, base: String) async throws -> Response {
         guard let obj = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else {
-            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has 1 invalid field(s)",
-                             errors: [.init(field: "(body)", message: "not a JSON object")])
+            throw APIProblem.invalid([.init(field: "(body)", message: "not a JSON object")])
         }
         var errors: [FieldError] = []
         let known: Set<String> = ["name", "dsms", "aoi", "stableMask", "changedMask", "publish", "mail", "subscriber"]
@@ -147,7 +146,7 @@ extension ServiceAPI {
             }
         }
         guard errors.isEmpty else {
-            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has \(errors.count) invalid field(s)", errors: errors)
+            throw APIProblem.invalid(errors)
         }
         let jobId = SQLiteJobStore.newID()
         // DSMs of other jobs and catalogue items are linked into this job's folder now: that job's deletion
@@ -197,12 +196,10 @@ extension ServiceAPI {
                 try? fm.removeItem(atPath: config.jobDirectory(jobId))
                 let field = "dsms[\(i)].\(ref.job != nil ? "job" : "item")"
                 if !fm.fileExists(atPath: inputs.resolvedDSMs[i]) {
-                    throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has 1 invalid field(s)",
-                                     errors: [.init(field: field, message: "\(inputs.names[i]) was deleted while the job was being submitted")])
+                    throw APIProblem.invalid([.init(field: field, message: "\(inputs.names[i]) was deleted while the job was being submitted")])
                 }
                 let why = "\(error)".replacingOccurrences(of: config.dataDirectory + "/", with: "")
-                throw APIProblem(status: .init(code: 507, reasonPhrase: "Insufficient Storage"), title: "Insufficient Storage",
-                                 detail: "\(inputs.names[i]) cannot be kept for the job: \(why)")
+                throw APIProblem.insufficientStorage("\(inputs.names[i]) cannot be kept for the job: \(why)")
             }
             inputs.resolvedDSMs[i] = (target as NSString).appendingPathComponent("dsm.tif")
         }

@@ -410,7 +410,7 @@ extension ServiceAPI {
                 switch e {
                 case .purged: throw APIProblem(status: .gone, title: "Gone", detail: e.description)
                 case .notSuccessful, .noItem: throw APIProblem(status: .conflict, title: "Conflict", detail: e.description)
-                case .storage: throw APIProblem(status: .init(code: 507, reasonPhrase: "Insufficient Storage"), title: "Insufficient Storage", detail: e.description)
+                case .storage: throw APIProblem.insufficientStorage(e.description)
                 }
             }
             let base = baseURL(request)

@@ -431,15 +431,12 @@ function uploadFile(file) {
     if (xhr.status === 201) {
       bar.value = 100;
       const u = JSON.parse(xhr.responseText);
-      status.textContent = 'uploaded';
-      if (u.kind === 'geojson') {
-        // A water mask for step 2, not an image of the pair.
-        status.textContent = 'uploaded: a GeoJSON water mask, to pick in step 2';
-        await listUploads();
-        return;
-      }
-      state.selected.push(u.id);
+      // A GeoJSON is a water mask for step 2, not an image of the pair.
+      const mask = u.kind === 'geojson';
+      status.textContent = mask ? 'uploaded: a GeoJSON water mask, to pick in step 2' : 'uploaded';
+      if (!mask) state.selected.push(u.id);
       await listUploads();
+      if (mask) return;
       try {
         const v = await describe(u.id);
         const untick = (text, cls) => {
