@@ -306,7 +306,10 @@ public struct ServiceAPI: Sendable {
         let request = try? JSONDecoder().decode(ExecutionRequest.self, from: Data(j.request.utf8))
         var links = [["href": "\(base)/jobs/\(j.id)", "rel": "self", "type": "application/json"],
                      ["href": "\(base)/jobs/\(j.id)/logs", "rel": "log", "type": "text/plain"]]
-        if j.status == .successful { links.append(["href": "\(base)/jobs/\(j.id)/results", "rel": "http://www.opengis.net/def/rel/ogc/1.0/results", "type": "application/json"]) }
+        if j.status == .successful {
+            links.append(["href": "\(base)/jobs/\(j.id)/results", "rel": "http://www.opengis.net/def/rel/ogc/1.0/results", "type": "application/json"])
+            links.append(["href": "\(base)/jobs/\(j.id)/results.zip", "rel": "enclosure", "type": "application/zip", "title": "every result in one zip archive"])
+        }
         return JobView(jobID: j.id, processID: request?.process ?? JobQuery.defaultProcess, name: j.name, owner: j.userId, ownerName: ownerName, status: j.status.rawValue, progress: j.progress, stage: j.stage,
                        message: j.message, created: j.createdAt, started: j.startedAt, finished: j.finishedAt, purgeDate: j.purgeAt, purgeReminder: j.purgeReminderAt,
                        resultsPurged: j.purged, error: j.error, cpuSeconds: (j.cpuSeconds * 100).rounded() / 100,
@@ -522,6 +525,12 @@ public struct ServiceAPI: Sendable {
                 let file = context.parameters.get("file") ?? ""
                 if file == "manifest.json" { return try manifest(job, request: request) }
                 return try download(job: job, file: file, request: request)
+            }
+            // Every file of the results document in one zip, resumable as a product is.
+            router.on("/jobs/:id/results.zip", method: method) { request, context in
+                let user = try await authenticate(request)
+                let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user, reading: true))
+                return try await resultsArchive(job, request: request)
             }
         }
         router.get("/presets") { _, _ in jsonResponse(try presets().presets.values.sorted { $0.name < $1.name }) }
@@ -1324,16 +1333,24 @@ public struct ServiceAPI: Sendable {
         return manifest
     }
 
+    /// The files a finished job's results are: its manifest's products, the manifest and the STAC item.
+    /// `products`: the manifest's, when the caller has read them.
+    func resultsFiles(_ job: Job, folder: String, products: [[String: Any]]? = nil) throws -> [String] {
+        let products = try products ?? (manifestObject(job, folder: folder)["products"] as? [[String: Any]] ?? [])
+        var files = products.compactMap { $0["file"] as? String }.filter { Self.sanitize($0) == $0 }
+        for extra in ["manifest.json", "item.json"] where !files.contains(extra)
+            && FileManager.default.fileExists(atPath: (folder as NSString).appendingPathComponent(extra)) { files.append(extra) }
+        return files
+    }
+
     /// The results document of OGC API – Processes: each output's name (the process description's `outputs`) →
     /// a link to its file, `orthos` → one link per image. What the products are, their grid and the run's
     /// figures are in the manifest, one of the outputs.
     func resultsDocument(_ job: Job, base: String) throws -> [String: Any] {
         let folder = try resultsFolder(job)
         let products = try manifestObject(job, folder: folder)["products"] as? [[String: Any]] ?? []
-        var files = products.compactMap { $0["file"] as? String }
-        for extra in ["manifest.json", "item.json"] where !files.contains(extra)
-            && FileManager.default.fileExists(atPath: (folder as NSString).appendingPathComponent(extra)) { files.append(extra) }
         var document: [String: Any] = [:]
+        let files = try resultsFiles(job, folder: folder, products: products)
         for file in files {
             let output = ProcessDescription.output(file: file)
             let id = output?.id ?? (file as NSString).deletingPathExtension
@@ -1381,6 +1398,23 @@ public struct ServiceAPI: Sendable {
         return inm == "*" || inm.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces) == etag }
     }
 
+    /// The job's results as one zip (`ResultsArchive`): the results document's files under a folder named after
+    /// the job's id. The CRC-32s are read from the results folder's index, computed off the server's threads
+    /// where it lacks them (the first download of a job's archive reads every file once).
+    func resultsArchive(_ job: Job, request: Request) async throws -> Response {
+        let folder = try resultsFolder(job)
+        let files = try resultsFiles(job, folder: folder)
+        let members = try await withCheckedThrowingContinuation { (c: CheckedContinuation<[ResultsArchive.Member], Error>) in
+            DispatchQueue.global().async { c.resume(with: Result { try ResultsArchive.members(folder: folder, files: files) }) }
+        }
+        let root = "dsmopt-\(job.id)"
+        let archive = ResultsArchive(folder: folder, root: root, members: members)
+        return try Self.serveBytes(request, size: archive.length, etag: archive.etag, modified: archive.modified,
+                                   type: "application/zip", fileName: "\(root).zip") { from, length, writer in
+            try await archive.write(from: from, count: length) { try await writer.write(ByteBuffer(bytes: $0)) }
+        }
+    }
+
     func download(job: Job, file: String, request: Request) throws -> Response {
         try serveFile(folder: try resultsFolder(job), file: file, owner: "the results of job \(job.id)", request: request)
     }
@@ -1396,6 +1430,25 @@ public struct ServiceAPI: Sendable {
         // A strong validator: size and modification time (products never change in place).
         let modified = (attrs[.modificationDate] as? Date) ?? Date(timeIntervalSince1970: 0)
         let etag = "\"\(String(size, radix: 16))-\(String(Int64(modified.timeIntervalSince1970 * 1e6), radix: 16))\""
+        return try Self.serveBytes(request, size: size, etag: etag, modified: modified, type: STACItem.mediaType(name), fileName: name) { from, length, writer in
+            guard let h = FileHandle(forReadingAtPath: path) else { throw APIProblem.notFound("product vanished") }
+            defer { try? h.close() }
+            try h.seek(toOffset: UInt64(from))
+            var left = length
+            while left > 0 {
+                // The throwing read: an I/O error ends this response, never the daemon.
+                guard let chunk = try h.read(upToCount: Int(min(left, 256 << 10))), !chunk.isEmpty else { break }
+                try await writer.write(ByteBuffer(bytes: chunk))
+                left -= Int64(chunk.count)
+            }
+        }
+    }
+
+    /// A download of `size` bytes for GET and HEAD: 304 when If-None-Match names `etag`, one range (Range,
+    /// applied only while If-Range names this representation) as 206, 416 outside it; `write` sends `length`
+    /// bytes from `from`.
+    static func serveBytes(_ request: Request, size: Int64, etag: String, modified: Date, type: String, fileName: String,
+                           write: @escaping @Sendable (_ from: Int64, _ length: Int64, _ writer: inout any ResponseBodyWriter) async throws -> Void) throws -> Response {
         var start: Int64 = 0, end = size - 1
         var status: HTTPResponse.Status = .ok
         var headers: HTTPFields = [.acceptRanges: "bytes", .eTag: etag, .lastModified: Self.httpDate(modified)]
@@ -1420,8 +1473,8 @@ public struct ServiceAPI: Sendable {
             headers[.contentRange] = "bytes \(start)-\(end)/\(size)"
         }
         let length = end - start + 1
-        headers[.contentType] = STACItem.mediaType(name)
-        headers[.contentDisposition] = "attachment; filename=\"\(name)\""
+        headers[.contentType] = type
+        headers[.contentDisposition] = "attachment; filename=\"\(fileName)\""
         let from = start
         if request.method == .head {
             // The headers a GET would send, no body.
@@ -1429,16 +1482,7 @@ public struct ServiceAPI: Sendable {
             return Response(status: status, headers: headers, body: ResponseBody(contentLength: Int(length)) { writer in try await writer.finish(nil) })
         }
         let body = ResponseBody(contentLength: Int(length)) { writer in
-            guard let h = FileHandle(forReadingAtPath: path) else { throw APIProblem.notFound("product vanished") }
-            defer { try? h.close() }
-            try h.seek(toOffset: UInt64(from))
-            var left = length
-            while left > 0 {
-                // The throwing read: an I/O error ends this response, never the daemon.
-                guard let chunk = try h.read(upToCount: Int(min(left, 256 << 10))), !chunk.isEmpty else { break }
-                try await writer.write(ByteBuffer(bytes: chunk))
-                left -= Int64(chunk.count)
-            }
+            try await write(from, length, &writer)
             try await writer.finish(nil)
         }
         return Response(status: status, headers: headers, body: body)

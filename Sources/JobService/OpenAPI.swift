@@ -18,7 +18,7 @@ public enum OpenAPIDocument {
             if zip(pattern, parts).allSatisfy({ $0.hasPrefix("{") || $0 == $1 }) {
                 let m = r.method.uppercased()
                 if !out.contains(m) { out.append(m) }
-                if m == "GET", r.path.hasPrefix("/jobs/{id}/results/") || r.path.hasSuffix("/assets/{file}"), !out.contains("HEAD") { out.append("HEAD") }
+                if m == "GET", r.path.hasPrefix("/jobs/{id}/results/") || r.path == "/jobs/{id}/results.zip" || r.path.hasSuffix("/assets/{file}"), !out.contains("HEAD") { out.append("HEAD") }
             }
         }
         return out
@@ -43,6 +43,7 @@ public enum OpenAPIDocument {
         .init(method: "delete", path: "/jobs/{id}", summary: "Cancel a queued or running job (202), or delete a finished one and its results (200)", responses: [200, 202, 401, 404]),
         .init(method: "get", path: "/jobs/{id}/results", summary: "The results document (OGC API – Processes): each output's name → a link to its file (orthos: one per image); 404 with type result-not-ready while the job runs", responses: [200, 401, 404, 410]),
         .init(method: "get", path: "/jobs/{id}/results/{file}", summary: "Download a product (HTTP Range, ETag and If-None-Match supported); manifest.json is served with each product's link (href) and size, the job's id and purge date", responses: [200, 206, 304, 401, 404, 410, 416]),
+        .init(method: "get", path: "/jobs/{id}/results.zip", summary: "Every file of the results document in one zip archive (stored, ZIP64 past 4 GiB; Content-Length, HTTP Range, ETag and If-Range: a download resumes)", responses: [200, 206, 304, 401, 404, 410, 416]),
         .init(method: "get", path: "/jobs/{id}/map", summary: "Map layers of a finished job's products, the DSM's footprint and bounds (WGS84)", responses: [200, 401, 404, 410]),
         .init(method: "get", path: "/jobs/{id}/tiles/{layer}/legend", summary: "Colour range and ramp of a map layer", responses: [200, 401, 404, 410]),
         .init(method: "get", path: "/jobs/{id}/tiles/{layer}/{z}/{x}/{y}", summary: "Web Mercator map tile ({y}.png) rendered from the product's COG (204 where it has no data)", responses: [200, 204, 401, 404, 410]),

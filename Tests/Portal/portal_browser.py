@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -329,7 +330,19 @@ check(size_text.endswith("B"), f"products listed with their size ({size_text})")
 link.click()
 wait(lambda: os.path.exists(os.path.join(downloads, "dsm.tif")) and os.path.getsize(os.path.join(downloads, "dsm.tif")) > 1000, "dsm.tif downloads", timeout=60)
 with open(os.path.join(downloads, "dsm.tif"), "rb") as f:
-    check(f.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00"), "the download is a TIFF")
+    dsm_bytes = f.read()
+    check(dsm_bytes[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00"), "the download is a TIFF")
+# Every product in one zip: the archive downloads, its CRCs check, and its DSM is the one downloaded alone.
+zip_name = f"dsmopt-{job_id}.zip"
+zip_link = driver.find_element(By.XPATH, f"//p[@id='products-zip']//a[text()='{zip_name}']")
+check("Every product in one zip archive" in text("#products-zip"), f"the zip is offered beside the products ({text('#products-zip')})")
+zip_link.click()
+zip_path = os.path.join(downloads, zip_name)
+wait(lambda: os.path.exists(zip_path) and not os.path.exists(zip_path + ".crdownload") and zipfile.is_zipfile(zip_path), "the results zip downloads", timeout=60)
+with zipfile.ZipFile(zip_path) as z:
+    names = z.namelist()
+    check(z.testzip() is None and f"dsmopt-{job_id}/manifest.json" in names and z.read(f"dsmopt-{job_id}/dsm.tif") == dsm_bytes,
+          f"the zip holds the products, CRCs checked, its dsm.tif the one downloaded alone ({names})")
 # The DSM catalogue: publish from the job page, the item appears in the STAC API, withdraw.
 wait(lambda: q("#publish").is_displayed() and "Not published" in text("#catalogue-state"), "the job page offers to publish")
 q("#publish").click()

@@ -139,7 +139,7 @@ import Testing
         let body = first["body"] as? String ?? ""
         let purge = try #require(okJob["purgeDate"] as? String)
         for part in ["Hello carla,", "finished successfully", "https://dsm.example.org/dsmopt/jobs/\(ok)/results/difference.tif",
-                     "https://dsm.example.org/dsmopt/#/job/\(ok)", "kept until \(purge.prefix(10))"] {
+                     "all of them in one zip: https://dsm.example.org/dsmopt/jobs/\(ok)/results.zip", "https://dsm.example.org/dsmopt/#/job/\(ok)", "kept until \(purge.prefix(10))"] {
             #expect(body.contains(part), "\(part) not in:\n\(body)")
         }
 
@@ -266,7 +266,7 @@ import Testing
         #expect((first["messageId"] as? String ?? "").contains("\(ids[0]).purge-reminder"), "\(first["messageId"] ?? "")")
         let body = first["body"] as? String ?? ""
         for part in ["Hello rita,", "will be deleted on \(utc(purge, "yyyy-MM-dd HH:mm 'UTC'"))", "(in 1", "POST \(s.base)/jobs/\(ids[0])/publish",
-                     "\(s.base)/jobs/\(ids[0])/results/difference.tif"] {
+                     "\(s.base)/jobs/\(ids[0])/results/difference.tif", "\(s.base)/jobs/\(ids[0])/results.zip"] {
             #expect(body.contains(part), "\(part) not in:\n\(body)")
         }
         // After the purge: still one reminder, none about the job without mail; the end mails were the first job's only.

@@ -109,6 +109,35 @@ import Testing
         #expect(stale.status == 200 && stale.body.count == full.body.count)
         let fresh = try await http("GET", "\(s.base)/jobs/\(id)/results/dsm.tif", token: token, headers: ["Range": "bytes=0-9", "If-Range": etag])
         #expect(fresh.status == 206 && fresh.body.count == 10)
+        // Every result in one zip, linked from the job: the results document's files under dsmopt-{id}/, each
+        // the bytes of its own download (Python's zipfile checks the CRCs); resumable like a product.
+        let status = try await http("GET", "\(s.base)/jobs/\(id)", token: token).json
+        #expect(((status?["links"] as? [[String: String]]) ?? []).contains { $0["rel"] == "enclosure" && $0["href"] == "\(s.base)/jobs/\(id)/results.zip" && $0["type"] == "application/zip" }, "\(status ?? [:])")
+        let zip = try await http("GET", "\(s.base)/jobs/\(id)/results.zip", token: token)
+        #expect(zip.status == 200 && zip.headers["content-type"] == "application/zip" && zip.headers["content-length"] == "\(zip.body.count)"
+                && zip.headers["content-disposition"] == "attachment; filename=\"dsmopt-\(id).zip\"", "\(zip.status) \(zip.headers)")
+        let zipFolder = try TemporaryFolder()
+        try zip.body.write(to: URL(fileURLWithPath: zipFolder.path("r.zip")))
+        let listed = try run("/usr/bin/python3", ["-c", """
+            import hashlib, json, sys, zipfile
+            z = zipfile.ZipFile(sys.argv[1])
+            print(json.dumps({"bad": z.testzip(), "files": {i.filename: hashlib.sha256(z.read(i)).hexdigest() for i in z.infolist()}}))
+            """, zipFolder.path("r.zip")])
+        let zipped = try #require(try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [String: Any], "\(listed.stderr)")
+        let members = (zipped["files"] as? [String: String]) ?? [:]
+        var documented = Set(document.values.flatMap { ($0 as? [[String: Any]]) ?? [$0 as? [String: Any] ?? [:]] }.compactMap { ($0["href"] as? String)?.components(separatedBy: "/").last })
+        documented.formUnion(["manifest.json", "item.json"])
+        #expect(zipped["bad"] is NSNull && Set(members.keys) == Set(documented.map { "dsmopt-\(id)/\($0)" }), "\(zipped) \(documented)")
+        #expect(members["dsmopt-\(id)/dsm.tif"] == SHA256.hash(data: full.body).map { String(format: "%02x", $0) }.joined())
+        #expect(members["dsmopt-\(id)/pointcloud.las"] != nil && members["dsmopt-\(id)/ortho_2_backward.tif"] != nil, "\(members.keys.sorted())")
+        let zipTag = try #require(zip.headers["etag"])
+        let zipPart = try await http("GET", "\(s.base)/jobs/\(id)/results.zip", token: token, headers: ["Range": "bytes=1000-", "If-Range": zipTag])
+        #expect(zipPart.status == 206 && zipPart.body == zip.body.subdata(in: 1000..<zip.body.count)
+                && zipPart.headers["content-range"] == "bytes 1000-\(zip.body.count - 1)/\(zip.body.count)", "\(zipPart.status) \(zipPart.headers)")
+        let zipHead = try await http("HEAD", "\(s.base)/jobs/\(id)/results.zip", token: token)
+        #expect(zipHead.status == 200 && zipHead.headers["etag"] == zipTag && zipHead.headers["content-length"] == "\(zip.body.count)" && zipHead.body.isEmpty)
+        #expect(try await http("GET", "\(s.base)/jobs/\(id)/results.zip", token: token, headers: ["If-None-Match": zipTag]).status == 304)
+        #expect(try await http("GET", "\(s.base)/jobs/\(id)/results.zip").status == 401)
         // GDAL streams the COG over HTTP with the bearer token (GDAL_HTTP_HEADERS), HEAD included
         // (CPL_VSIL_CURL_USE_HEAD defaults to YES); without the token it is refused.
         let url = "/vsicurl/\(s.base)/jobs/\(id)/results/dsm.tif"
@@ -530,6 +559,7 @@ import Testing
         try await Task.sleep(nanoseconds: 6_000_000_000)
         let answer14 = try await http("GET", "\(s.base)/jobs/\(id)/results", token: token)
         #expect(answer14.status == 410)
+        #expect(try await http("GET", "\(s.base)/jobs/\(id)/results.zip", token: token).status == 410)
         let answer15 = try await http("GET", "\(s.base)/jobs/\(id)", token: token)
         #expect(answer15.json?["resultsPurged"] as? Bool == true)
         #expect(!FileManager.default.fileExists(atPath: s.data.path("jobs/\(id)/attempt-1/out")))
@@ -765,6 +795,7 @@ import Testing
                                          "OUT=\(out.url.path)", "bash", script], timeout: 300)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stderr.contains("pair B/H 0.26, selected") && r.stderr.contains("successful, 100 %"), "\(r.stderr)")
+        #expect(r.stderr.contains("session: results.zip: ") && r.stderr.contains(" files, "), "\(r.stderr)")
         let dsm = try Data(contentsOf: URL(fileURLWithPath: out.path("dsm.tif")))
         #expect(dsm.count > 10_000 && dsm.prefix(4) == Data([0x49, 0x49, 0x2A, 0x00]), "a little-endian TIFF")
         #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == out.path("dsm.tif"))

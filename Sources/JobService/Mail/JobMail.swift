@@ -96,7 +96,7 @@ enum JobMail {
         lines += ["", "Status: \(base)/jobs/\(job.id)", "In the portal: \(base)/#/job/\(job.id)"]
         if job.status == .successful {
             if let purge = job.purgeAt { lines += ["", "Its results are kept until \(utcText(purge, "yyyy-MM-dd HH:mm 'UTC'")); download what you need before then."] }
-            lines += resultLines(results)
+            lines += resultLines(results, job: job, base: base)
         } else {
             lines += ["", "Its log: \(base)/jobs/\(job.id)/logs"]
         }
@@ -118,13 +118,13 @@ enum JobMail {
             : ["", "To keep its products, publish them in the DSM catalogue (the job's page in the portal, or",
                "POST \(base)/jobs/\(job.id)/publish): they then stay until withdrawn."]
         lines += ["", "Status: \(base)/jobs/\(job.id)", "In the portal: \(base)/#/job/\(job.id)"]
-        lines += resultLines(results) + footer
+        lines += resultLines(results, job: job, base: base) + footer
         return MailMessage(from: from, to: to, subject: "[dsmopt] \(job.name): results deleted on \(day)", body: lines.joined(separator: "\n"),
                            messageID: "\(job.id).purge-reminder@\(domain(from))")
     }
 
-    /// The results document's links, one a line, by address.
-    static func resultLines(_ results: [String: Any]?) -> [String] {
+    /// The results document's links, one a line, by address, after the link to all of them in one zip.
+    static func resultLines(_ results: [String: Any]?, job: Job, base: String) -> [String] {
         guard let results, !results.isEmpty else { return [] }
         var links: [(String, String)] = []
         for (key, value) in results {
@@ -132,7 +132,7 @@ enum JobMail {
                 if let href = link["href"] as? String { links.append(((link["title"] as? String) ?? key, href)) }
             }
         }
-        return ["", "Results:"] + links.sorted(by: { $0.1 < $1.1 }).map { "- \($0.0): \($0.1)" }
+        return ["", "Results (all of them in one zip: \(base)/jobs/\(job.id)/results.zip):"] + links.sorted(by: { $0.1 < $1.1 }).map { "- \($0.0): \($0.1)" }
     }
 
     static let footer = ["", "Requests to the API need your token (Authorization: Bearer …), as in the portal.", "", "-- ",

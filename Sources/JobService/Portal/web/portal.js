@@ -909,6 +909,12 @@ async function results(job) {
     const link = el('a', { href: BASE + path, download: p.file, onclick: (e) => { e.preventDefault(); download(path, p.file, link); } }, p.file);
     body.append(el('tr', {}, el('td', {}, p.code), el('td', {}, link), el('td', {}, fmtBytes(p.bytes)), el('td', {}, p.description)));
   }
+  // Everything at once: the results document's files in one zip (the products, the manifest, the STAC item).
+  const zipPath = `/jobs/${job.jobID}/results.zip`, zipFile = `dsmopt-${job.jobID}.zip`;
+  const total = manifest.products.reduce((sum, p) => sum + (p.bytes || 0), 0);
+  const zipLink = el('a', { href: BASE + zipPath, download: zipFile, onclick: (e) => { e.preventDefault(); download(zipPath, zipFile, zipLink); } }, zipFile);
+  $('#products-zip').textContent = '';
+  $('#products-zip').append('Every product in one zip archive: ', zipLink, ` (${fmtBytes(total)}, with the manifest and the STAC item)`);
   if (!state.config.basemapURL && state.config.basemapURL !== null) state.config = await api('/portal/config.json');
   const map = baseMap('map-result');
   setTimeout(() => map.invalidateSize(), 0);
