@@ -29,9 +29,13 @@ struct APIProblem: Error, CustomStringConvertible {
     }
     static func forbidden(_ why: String) -> APIProblem { APIProblem(status: .forbidden, title: "Forbidden", detail: why) }
     static func badRequest(_ why: String) -> APIProblem { APIProblem(status: .badRequest, title: "Bad Request", detail: why) }
+    /// 422: the request is understood but cannot be processed, for the reason given (`errors`: the fields).
+    static func unprocessable(_ detail: String, errors: [FieldError]? = nil) -> APIProblem {
+        APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: detail, errors: errors)
+    }
     /// A request with invalid fields: 422 listing each (`errors`).
     static func invalid(_ errors: [FieldError]) -> APIProblem {
-        APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "the request has \(errors.count) invalid field(s)", errors: errors)
+        unprocessable("the request has \(errors.count) invalid field(s)", errors: errors)
     }
     /// 507: the service's disk cannot take what the request needs stored.
     static func insufficientStorage(_ why: String) -> APIProblem {
@@ -324,10 +328,10 @@ public struct ServiceAPI: Sendable {
     static func emailAddress(in data: Data) throws -> String {
         guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any], let email = object["email"] as? String,
               object.count == 1 else {
-            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "expected {\"email\": \"name@example.org\"} (DELETE /me/email removes it)")
+            throw APIProblem.unprocessable("expected {\"email\": \"name@example.org\"} (DELETE /me/email removes it)")
         }
         if let problem = MailMessage.addressProblem(email) {
-            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "email: \(problem)")
+            throw APIProblem.unprocessable("email: \(problem)")
         }
         return email
     }
@@ -582,11 +586,10 @@ public struct ServiceAPI: Sendable {
             let data = try await body(request)
             let raw = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
             guard let n = try? JSONDecoder().decode(NewUser.self, from: data), !n.name.isEmpty, !raw.values.contains(where: { $0 is NSNull }) else {
-                throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content",
-                                 detail: "expected {\"name\": string, \"role\": researcher|operator|admin|catalogue, \"quota\"?: {...}, \"email\"?: string}")
+                throw APIProblem.unprocessable("expected {\"name\": string, \"role\": researcher|operator|admin|catalogue, \"quota\"?: {...}, \"email\"?: string}")
             }
             if let e = n.email, let problem = MailMessage.addressProblem(e) {
-                throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "email: \(problem)")
+                throw APIProblem.unprocessable("email: \(problem)")
             }
             do {
                 var (u, token) = try await store.createUser(name: n.name, role: n.role, quota: n.quota ?? config.defaultQuota)
@@ -631,8 +634,7 @@ public struct ServiceAPI: Sendable {
             guard let p = try? JSONDecoder().decode(QuotaSettings.self, from: data), !keys.isEmpty, keys.isSubset(of: known), raw.values.allSatisfy({ $0 is NSNumber }),
                   (0...1_000_000).contains(p.maxConcurrentJobs ?? 0), (0...1e12).contains(p.cpuSecondsPerMonth ?? 0),
                   (0...(Int64(1) << 60)).contains(p.storageBytes ?? 0), (0...(Int64(1) << 60)).contains(p.maxInputBytes ?? 0) else {
-                throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content",
-                                 detail: "expected some of {maxConcurrentJobs (0–10^6), cpuSecondsPerMonth (0–10^12), storageBytes, maxInputBytes (0–2^60)}")
+                throw APIProblem.unprocessable("expected some of {maxConcurrentJobs (0–10^6), cpuSecondsPerMonth (0–10^12), storageBytes, maxInputBytes (0–2^60)}")
             }
             guard let u = try await store.setQuota(userId: id, quota: p.applied(to: target.quota)) else { throw APIProblem.notFound("no such user") }
             return jsonResponse(u)
@@ -777,22 +779,21 @@ public struct ServiceAPI: Sendable {
     /// counted and extraction stops at `limit` (declared sizes are not trusted); entries are capped;
     /// symbolic links and entries that would land outside the folder are refused. Returns the bytes written.
     static func extractProduct(_ zip: String, into folder: String, limit: Int64, limitName: String) throws -> Int64 {
-        func unprocessable(_ d: String) -> APIProblem { APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: d) }
         let archive: Archive
         do { archive = try Archive(url: URL(fileURLWithPath: zip), accessMode: .read) } catch {
-            throw unprocessable("the upload is not a valid zip archive")
+            throw APIProblem.unprocessable("the upload is not a valid zip archive")
         }
         let fm = FileManager.default
         let root = URL(fileURLWithPath: folder).standardizedFileURL.path
         var count = 0
         for entry in archive {
             count += 1
-            guard count <= maxZipEntries else { throw unprocessable("the archive holds more than \(maxZipEntries) entries") }
+            guard count <= maxZipEntries else { throw APIProblem.unprocessable("the archive holds more than \(maxZipEntries) entries") }
             let p = entry.path
             if p.hasPrefix("/") || p.contains("\\") || p.split(separator: "/").contains("..") {
-                throw unprocessable("zip entry \(p) points outside the archive")
+                throw APIProblem.unprocessable("zip entry \(p) points outside the archive")
             }
-            guard entry.type != .symlink else { throw unprocessable("zip entry \(p) is a symbolic link; links are not accepted") }
+            guard entry.type != .symlink else { throw APIProblem.unprocessable("zip entry \(p) is a symbolic link; links are not accepted") }
             // Compared as unsigned: a ZIP64 size near 2^64 must not trap on conversion.
             guard limit > 0, entry.uncompressedSize <= UInt64(limit) else {
                 throw tooLarge("zip entry \(p) declares \(entry.uncompressedSize) bytes, above the \(max(0, limit)) bytes left", limit: limitName)
@@ -802,7 +803,7 @@ public struct ServiceAPI: Sendable {
         var total: Int64 = 0
         for entry in archive {
             let dest = URL(fileURLWithPath: folder).appendingPathComponent(entry.path).standardizedFileURL.path
-            guard dest.hasPrefix(root + "/") else { throw unprocessable("zip entry \(entry.path) points outside the archive") }
+            guard dest.hasPrefix(root + "/") else { throw APIProblem.unprocessable("zip entry \(entry.path) points outside the archive") }
             if entry.type == .directory { try fm.createDirectory(atPath: dest, withIntermediateDirectories: true); continue }
             try fm.createDirectory(atPath: (dest as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             guard fm.createFile(atPath: dest, contents: nil), let h = FileHandle(forWritingAtPath: dest) else {
@@ -817,7 +818,7 @@ public struct ServiceAPI: Sendable {
                     try h.write(contentsOf: chunk)
                 }
             } catch let p as APIProblem { throw p } catch {
-                throw unprocessable("the zip archive cannot be extracted (entry \(entry.path) is damaged)")
+                throw APIProblem.unprocessable("the zip archive cannot be extracted (entry \(entry.path) is damaged)")
             }
         }
         return total
@@ -951,8 +952,8 @@ public struct ServiceAPI: Sendable {
     /// convergence, overlap, the pairs selected and why) without queuing a job; upload names, no server paths.
     func inspection(_ body: Data, for user: User) async throws -> Response {
         guard let obj = try? JSONSerialization.jsonObject(with: body) as? [String: Any], let images = obj["images"] as? [[String: Any]] else {
-            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "give {\"images\": [{\"upload\": \"<id>\"}, …]}",
-                             errors: [.init(field: "images", message: "must be an array of 2 or 3 {\"upload\": \"<id>\"}")])
+            throw APIProblem.unprocessable("give {\"images\": [{\"upload\": \"<id>\"}, …]}",
+                                           errors: [.init(field: "images", message: "must be an array of 2 or 3 {\"upload\": \"<id>\"}")])
         }
         var errors: [FieldError] = []
         if !(1...3).contains(images.count) { errors.append(.init(field: "images", message: "stereo needs 2 or 3 images, got \(images.count)")) }
@@ -979,9 +980,8 @@ public struct ServiceAPI: Sendable {
         for (p, n) in zip(paths, names) { text = text.replacingOccurrences(of: p, with: n) }
         text = text.replacingOccurrences(of: config.dataDirectory + "/", with: "")
         guard status == 0, (try? JSONSerialization.jsonObject(with: Data(text.utf8))) != nil else {
-            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content",
-                             detail: "the images cannot be inspected together (unreadable, without RPC, or not overlapping)",
-                             errors: [.init(field: "images", message: "cannot be inspected together: check each with GET /uploads/{id}")])
+            throw APIProblem.unprocessable("the images cannot be inspected together (unreadable, without RPC, or not overlapping)",
+                                           errors: [.init(field: "images", message: "cannot be inspected together: check each with GET /uploads/{id}")])
         }
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
@@ -991,7 +991,7 @@ public struct ServiceAPI: Sendable {
         var seen = Set<String>()
         let errors = records.filter { g.ids.contains($0.upload) && seen.insert($0.field).inserted }
             .map { FieldError(field: "\($0.field).upload", message: "upload \($0.upload) (\($0.fileName)) was deleted while the job was being submitted") }
-        return APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: g.description, errors: errors)
+        return APIProblem.unprocessable(g.description, errors: errors)
     }
 
     /// Storage a job's results take, estimated from its DSM cells: 24 bytes per cell for the rasters (DSM
@@ -1170,11 +1170,11 @@ public struct ServiceAPI: Sendable {
     func catalogueSubmit(_ body: Data, caller: User, base: String) async throws -> Response {
         guard let obj = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else { throw APIProblem.badRequest("not a JSON object") }
         guard let name = obj["user"] as? String else {
-            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "user is required", errors: [.init(field: "user", message: "is required")])
+            throw APIProblem.unprocessable("user is required", errors: [.init(field: "user", message: "is required")])
         }
         guard let user = try await store.user(name: name) else {
-            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "unknown user '\(name)'",
-                             errors: [.init(field: "user", message: "unknown user '\(name)'")])
+            throw APIProblem.unprocessable("unknown user '\(name)'",
+                                           errors: [.init(field: "user", message: "unknown user '\(name)'")])
         }
         var forwarded = obj
         forwarded.removeValue(forKey: "user")
@@ -1199,7 +1199,7 @@ public struct ServiceAPI: Sendable {
         }
         guard fetchErrors.isEmpty else {
             await discardFetched()
-            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "images could not be fetched", errors: fetchErrors)
+            throw APIProblem.unprocessable("images could not be fetched", errors: fetchErrors)
         }
         do { return try await submit(data, for: user, allowRemote: true, base: base, fetched: fetched, forwardedBy: caller.id) } catch {
             await discardFetched()
@@ -1500,21 +1500,21 @@ public struct ServiceAPI: Sendable {
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         var obj = (try? JSONSerialization.jsonObject(with: body) as? [String: Any]) ?? nil
-        guard obj != nil else { throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "not a JSON object") }
+        guard obj != nil else { throw APIProblem.unprocessable("not a JSON object") }
         if let k = obj?.first(where: { $0.value is NSNull })?.key {
-            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "\(k) is null: give a value or leave the field out")
+            throw APIProblem.unprocessable("\(k) is null: give a value or leave the field out")
         }
         // The path names the preset (a `name` in the body, a string, is replaced by it).
         let known: Set<String> = ["name", "description", "resolution-factor", "parameters", "options"]
         if let k = obj?.keys.sorted().first(where: { !known.contains($0) }) {
-            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "unknown field \(k) (a preset has \(known.sorted().joined(separator: ", ")))",
-                             errors: [.init(field: k, message: "unknown field")])
+            throw APIProblem.unprocessable("unknown field \(k) (a preset has \(known.sorted().joined(separator: ", ")))",
+                                           errors: [.init(field: k, message: "unknown field")])
         }
         guard let d = obj?["description"] as? String, (1...500).contains(d.count) else {
-            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "description must be a string of 1–500 characters (the portal shows it beside the preset)",
-                             errors: [.init(field: "description", message: "a string of 1–500 characters")])
+            throw APIProblem.unprocessable("description must be a string of 1–500 characters (the portal shows it beside the preset)",
+                                           errors: [.init(field: "description", message: "a string of 1–500 characters")])
         }
-        if let n = obj?["name"], !(n is String) { throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "name must be a string") }
+        if let n = obj?["name"], !(n is String) { throw APIProblem.unprocessable("name must be a string") }
         obj?["name"] = name
         let data = try JSONSerialization.data(withJSONObject: obj!, options: [.prettyPrinted, .sortedKeys])
         try data.write(to: URL(fileURLWithPath: (scratch as NSString).appendingPathComponent("\(name).json")))
@@ -1524,8 +1524,7 @@ public struct ServiceAPI: Sendable {
             try scratchLibrary.requireValid()
             preset = try scratchLibrary.preset(name)
         } catch let e as PresetError {
-            throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content",
-                             detail: e.description.replacingOccurrences(of: scratch + "/", with: ""))
+            throw APIProblem.unprocessable(e.description.replacingOccurrences(of: scratch + "/", with: ""))
         }
         let before = try presets()
         let existed = before.presets[name] != nil || before.problems[name] != nil

@@ -123,8 +123,8 @@ extension ServiceAPI {
         }
         router.get("/crs/:code") { _, context in
             guard let code = context.parameters.get("code").flatMap(Int.init), (1024...32767).contains(code) else {
-                throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "an EPSG code is an integer from 1024 to 32767",
-                                 errors: [.init(field: "parameters.epsg", message: "an integer from 1024 to 32767")])
+                throw APIProblem.unprocessable("an EPSG code is an integer from 1024 to 32767",
+                                               errors: [.init(field: "parameters.epsg", message: "an integer from 1024 to 32767")])
             }
             guard let d = try? SpatialReference.describe(epsg: code) else { throw APIProblem.notFound("EPSG:\(code) is not a coordinate reference system GDAL knows") }
             struct CRS: Encodable { var epsg: Int; var name: String; var projected: Bool; var geographic: Bool }
@@ -175,7 +175,7 @@ extension ServiceAPI {
             let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user, reading: true))
             guard let lon = request.uri.queryParameters["lon"].flatMap({ Double(String($0)) }), let lat = request.uri.queryParameters["lat"].flatMap({ Double(String($0)) }),
                   (-180...180).contains(lon), (-90...90).contains(lat) else {
-                throw APIProblem(status: .unprocessableContent, title: "Unprocessable Content", detail: "give ?lon=…&lat=… in degrees (WGS84)")
+                throw APIProblem.unprocessable("give ?lon=…&lat=… in degrees (WGS84)")
             }
             return jsonResponse(try await maps.probe(results: try resultsFolder(job), longitude: lon, latitude: lat))
         }
