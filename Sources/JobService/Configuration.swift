@@ -233,6 +233,13 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
            let problem = unknownKeys(quota, known: QuotaSettings.CodingKeys.allCases.map(\.stringValue), prefix: "defaultQuota.") {
             throw invalid(problem)
         }
+        // A null would leave the default in force while reading as "none" or "no limit": refused, as the API
+        // refuses null fields.
+        let nulls = settings.keys.filter { settings[$0] is NSNull }
+            + ((settings["defaultQuota"] as? [String: Any]) ?? [:]).keys.filter { (settings["defaultQuota"] as? [String: Any])?[$0] is NSNull }.map { "defaultQuota.\($0)" }
+        if let key = nulls.sorted().first {
+            throw invalid("'\(key)' is null: give it a value, or leave the setting out for its default")
+        }
         do { return try JSONDecoder().decode(ServiceConfiguration.self, from: data) } catch let e as DecodingError {
             if case .dataCorrupted(let c) = e, c.codingPath.isEmpty, let setting = culprit(settings) {
                 // Foundation's decoder names no setting for a number that does not fit its type (80.5 for a port).
