@@ -264,7 +264,8 @@ public struct ServiceAPI: Sendable {
         var started: Date?
         var finished: Date?
         var purgeDate: Date?
-        /// When the owner was reminded by mail that the purge date is near (`purgeReminderSeconds`).
+        /// When the mail reminding the owner that the purge date is near fell due (`purgeReminderSeconds`
+        /// before it) and was queued; `reminder` says where it stands.
         var purgeReminder: Date?
         var resultsPurged: Bool
         var error: String?
@@ -281,6 +282,8 @@ public struct ServiceAPI: Sendable {
         var callback: CallbackView?
         /// With a mail to the owner on its end: where that stands.
         var mail: DeliveryView?
+        /// Once the purge reminder is queued: where it stands.
+        var reminder: DeliveryView?
         var links: [[String: String]]
     }
 
@@ -321,7 +324,7 @@ public struct ServiceAPI: Sendable {
                        requestedMail: request?.mail, callback: j.callback.map {
                            CallbackView(successUri: request?.subscriber?.successUri, failedUri: request?.subscriber?.failedUri, state: $0.state.rawValue,
                                         attempts: $0.attempts, error: $0.error, nextAttempt: $0.state == .pending ? $0.nextAttempt : nil)
-                       }, mail: j.mail.map(DeliveryView.init), links: links)
+                       }, mail: j.mail.map(DeliveryView.init), reminder: j.reminder.map(DeliveryView.init), links: links)
     }
 
     /// The address of a `PUT /me/email` body (`{"email": "…"}`), checked.

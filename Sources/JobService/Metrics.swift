@@ -44,7 +44,8 @@ public final class ServiceMetrics: @unchecked Sendable {
         }
     }
 
-    /// A purge reminder this process's mail sender tried (`MailSender.remind`): sent, or refused and not retried.
+    /// An attempt of this process at a purge reminder (`PurgeReminderSender`): sent, or not (refused for good, or
+    /// tried again later while the results are kept).
     func observePurgeReminder(sent: Bool) {
         lock.withLock {
             if sent { purgeReminders.sent += 1 } else { purgeReminders.failed += 1 }
@@ -64,11 +65,11 @@ public final class ServiceMetrics: @unchecked Sendable {
         lock.withLock {
             var out = "# HELP dsmopt_jobs Jobs by state.\n# TYPE dsmopt_jobs gauge\n"
             for s in JobStatus.allCases { out += "dsmopt_jobs{state=\"\(s.rawValue)\"} \(jobCounts[s] ?? 0)\n" }
-            out += "# HELP dsmopt_deliveries Callbacks and mails of the ended jobs still on record, by state (pending: not delivered yet, retried).\n# TYPE dsmopt_deliveries gauge\n"
+            out += "# HELP dsmopt_deliveries Callbacks, mails and purge reminders of the ended jobs still on record, by state (pending: not delivered yet, retried).\n# TYPE dsmopt_deliveries gauge\n"
             for c in DeliveryChannel.allCases {
                 for s in DeliveryState.State.allCases { out += "dsmopt_deliveries{channel=\"\(c.rawValue)\",state=\"\(s.rawValue)\"} \(deliveries[c]?[s] ?? 0)\n" }
             }
-            out += "# HELP dsmopt_purge_reminders_total Mails reminding owners of a purge date, sent by this process (failed: refused or unreachable, not retried).\n# TYPE dsmopt_purge_reminders_total counter\n"
+            out += "# HELP dsmopt_purge_reminders_total Attempts of this process at mailing owners a reminder of a purge date (failed: refused or unreachable; tried again as the end mail is, see dsmopt_deliveries{channel=\"reminder\"}).\n# TYPE dsmopt_purge_reminders_total counter\n"
             out += "dsmopt_purge_reminders_total{outcome=\"sent\"} \(purgeReminders.sent)\ndsmopt_purge_reminders_total{outcome=\"failed\"} \(purgeReminders.failed)\n"
             out += "# HELP dsmopt_presets_invalid Preset files of the data folder that are invalid (jobs naming them are refused until they are mended).\n# TYPE dsmopt_presets_invalid gauge\n"
             out += "dsmopt_presets_invalid \(invalidPresets.count)\n"

@@ -116,15 +116,17 @@ public struct Job: Sendable, Codable, Equatable {
     /// The mail to its owner when it ends (the owner had an address and the service a mail server when the
     /// job was submitted), nil without one.
     public var mail: DeliveryState? = nil
-    /// When the mail reminding the owner that the results are about to be purged was sent (claimed), nil
-    /// before (`JobStore.claimPurgeReminders`).
+    /// When the mail reminding the owner that the results are about to be purged fell due and was queued
+    /// (`JobStore.queuePurgeReminders`), nil before.
     public var purgeReminderAt: Date? = nil
+    /// That reminder's delivery, from then on (`DeliveryChannel.reminder`).
+    public var reminder: DeliveryState? = nil
 
     public init(id: String, userId: String, name: String, status: JobStatus = .accepted, progress: Int = 0, stage: String? = nil,
                 message: String? = nil, request: String, createdAt: Date, startedAt: Date? = nil, finishedAt: Date? = nil,
                 purgeAt: Date? = nil, purged: Bool = false, error: String? = nil, cpuSeconds: Double = 0, resultBytes: Int64 = 0,
                 attempts: Int = 0, resultAttempt: Int? = nil, worker: String? = nil, leaseUntil: Date? = nil, cancelRequested: Bool = false,
-                callback: DeliveryState? = nil, mail: DeliveryState? = nil, purgeReminderAt: Date? = nil) {
+                callback: DeliveryState? = nil, mail: DeliveryState? = nil, purgeReminderAt: Date? = nil, reminder: DeliveryState? = nil) {
         self.id = id; self.userId = userId; self.name = name; self.status = status; self.progress = progress; self.stage = stage
         self.message = message; self.request = request; self.createdAt = createdAt; self.startedAt = startedAt; self.finishedAt = finishedAt
         self.purgeAt = purgeAt; self.purged = purged; self.error = error; self.cpuSeconds = cpuSeconds; self.resultBytes = resultBytes
@@ -133,6 +135,7 @@ public struct Job: Sendable, Codable, Equatable {
         self.callback = callback
         self.mail = mail
         self.purgeReminderAt = purgeReminderAt
+        self.reminder = reminder
     }
 
     /// The order of purges: soonest first, then by id (`UPDATE … RETURNING` gives rows in no set order).
@@ -147,6 +150,9 @@ public enum DeliveryChannel: String, Sendable, CaseIterable {
     case callback
     /// A mail to the job's owner.
     case mail
+    /// The mail reminding a successful job's owner, `purgeReminderSeconds` before the purge, that its results
+    /// are about to be deleted: queued when due (its end mail delivered), then sent and retried as the end mail is.
+    case reminder
 }
 
 /// Where a job's callback (or mail) stands: `pending` until the job has ended and the subscriber's URI has

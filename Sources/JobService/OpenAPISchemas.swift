@@ -35,6 +35,9 @@ extension OpenAPIDocument {
                                                                                     "properties": ["field": ["type": "string"], "message": ["type": "string"]]]]]]
         let link: Schema = ["type": "object", "required": ["href"], "properties": ["href": ["type": "string"], "rel": ["type": "string"], "type": ["type": "string"],
                                                                                    "title": ["type": "string"]]]
+        let delivery: Schema = ["type": "object", "required": ["state", "attempts"],
+                                "properties": ["state": ["type": "string", "enum": ["pending", "delivered", "failed", "skipped"]],
+                                               "attempts": ["type": "integer"], "error": ["type": "string"], "nextAttempt": ["type": "string"]]]
         let job: Schema = ["type": "object", "required": ["jobID", "status", "progress", "created", "links"],
                            "properties": ["jobID": ["type": "string"], "processID": ["type": "string"], "name": ["type": "string"],
                                           "owner": ["type": "string"], "ownerName": ["type": "string"], "requestedMail": ["type": "boolean"],
@@ -47,9 +50,7 @@ extension OpenAPIDocument {
                                                        "properties": ["successUri": ["type": "string"], "failedUri": ["type": "string"],
                                                                       "state": ["type": "string", "enum": ["pending", "delivered", "failed", "skipped"]],
                                                                       "attempts": ["type": "integer"], "error": ["type": "string"], "nextAttempt": ["type": "string"]]],
-                                          "mail": ["type": "object", "required": ["state", "attempts"],
-                                                   "properties": ["state": ["type": "string", "enum": ["pending", "delivered", "failed", "skipped"]],
-                                                                  "attempts": ["type": "integer"], "error": ["type": "string"], "nextAttempt": ["type": "string"]]]]]
+                                          "mail": delivery, "reminder": delivery]]
         let upload: Schema = ["type": "object", "required": ["id", "fileName", "size", "sha256"],
                               "properties": ["id": ["type": "string"], "fileName": ["type": "string"], "size": ["type": "integer"],
                                              "sha256": ["type": "string", "pattern": "^[0-9a-f]{64}$"],

@@ -165,6 +165,15 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
         ("v9-purge-reminder", [
             "ALTER TABLE jobs ADD COLUMN purge_reminder_at DOUBLE PRECISION",
         ]),
+        // Reminders sent (at most once) before they were retried count as delivered.
+        ("v10-reminder-delivery", [
+            "ALTER TABLE jobs ADD COLUMN reminder_state TEXT CHECK (reminder_state IN ('pending', 'delivered', 'failed', 'skipped'))",
+            "ALTER TABLE jobs ADD COLUMN reminder_attempts INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE jobs ADD COLUMN reminder_at DOUBLE PRECISION",
+            "ALTER TABLE jobs ADD COLUMN reminder_error TEXT",
+            "CREATE INDEX jobs_reminder ON jobs(reminder_state, reminder_at)",
+            "UPDATE jobs SET reminder_state = 'delivered', reminder_attempts = 1 WHERE purge_reminder_at IS NOT NULL",
+        ]),
     ]
 
     func migrate() async throws {
@@ -213,7 +222,8 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             resultBytes: try r["result_bytes"].decode(Int64.self), attempts: Int(try r["attempts"].decode(Int32.self)),
             resultAttempt: try r["result_attempt"].decode(Int32?.self).map(Int.init), worker: try r["worker"].decode(String?.self),
             leaseUntil: try date(r, "lease_until"), cancelRequested: try r["cancel_requested"].decode(Bool.self),
-            callback: try delivery(r, .callback), mail: try delivery(r, .mail), purgeReminderAt: try date(r, "purge_reminder_at"))
+            callback: try delivery(r, .callback), mail: try delivery(r, .mail), purgeReminderAt: try date(r, "purge_reminder_at"),
+            reminder: try delivery(r, .reminder))
     }
 
     static func delivery(_ r: PostgresRandomAccessRow, _ channel: DeliveryChannel) throws -> DeliveryState? {
@@ -491,17 +501,17 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
             """).map(Self.job)
     }
 
-    public func claimPurgeReminders(now: Date, lead: Double, limit: Int) async throws -> [Job] {
+    public func queuePurgeReminders(now: Date, lead: Double) async throws -> [String] {
         let t = now.timeIntervalSince1970
-        // SKIP LOCKED: daemons on several machines claim different ones.
+        // SKIP LOCKED: daemons on several machines queue different ones, each once.
         return try await rows("""
-            UPDATE jobs SET purge_reminder_at = \(t)
+            UPDATE jobs SET purge_reminder_at = \(t), reminder_state = 'pending', reminder_attempts = 0, reminder_at = NULL, reminder_error = NULL
             WHERE id IN (
-                SELECT id FROM jobs WHERE status = 'successful' AND NOT purged AND purge_reminder_at IS NULL AND mail_state = 'delivered'
+                SELECT id FROM jobs WHERE status = 'successful' AND NOT purged AND reminder_state IS NULL AND mail_state = 'delivered'
                     AND purge_at > \(t) AND purge_at <= \(t + lead) AND purge_at - finished_at > \(lead)
-                ORDER BY purge_at, id LIMIT \(Int32(limit)) FOR UPDATE SKIP LOCKED)
+                FOR UPDATE SKIP LOCKED)
             RETURNING *
-            """).map(Self.job).sorted(by: Job.soonestPurgeFirst)
+            """).map(Self.job).sorted(by: Job.soonestPurgeFirst).map(\.id)
     }
 
     public func deliveryCounts() async throws -> [DeliveryChannel: [DeliveryState.State: Int]] {

@@ -69,11 +69,11 @@ public protocol JobStore: Sendable {
     /// Callbacks and mails of the jobs that have ended (those still held, not yet deleted after their purge),
     /// by state; `pending` counts those still to be delivered. Every channel and state is present.
     func deliveryCounts() async throws -> [DeliveryChannel: [DeliveryState.State: Int]]
-    /// Claims, once each, up to `limit` successful jobs whose results are purged within `lead` seconds after
-    /// `now`, that are kept longer than `lead` after their end and whose end mail was delivered (their owner
-    /// reads mail about them): each is marked reminded (`purgeReminderAt` = `now`) in the claim, so that one
-    /// process mails the reminder, at most once. Soonest purge first.
-    func claimPurgeReminders(now: Date, lead: Double, limit: Int) async throws -> [Job]
+    /// Queues the purge reminder (`DeliveryChannel.reminder` pending, `purgeReminderAt` = `now`) of every
+    /// successful job whose results are purged within `lead` seconds after `now`, that is kept longer than
+    /// `lead` after its end and whose end mail was delivered (its owner reads mail about it), once each:
+    /// `claimDeliveries(.reminder, …)` then sends it. Returns the ids queued, soonest purge first.
+    func queuePurgeReminders(now: Date, lead: Double) async throws -> [String]
     /// Sets (nil: removes) the address mail about a user's jobs goes to; false when there is no such user.
     func setEmail(userId: String, email: String?) async throws -> Bool
     /// Ids of every upload, for the purge's orphan check.
@@ -288,6 +288,17 @@ public final class SQLiteJobStore: JobStore {
         m.registerMigration("v9-purge-reminder") { db in
             try db.execute(sql: "ALTER TABLE jobs ADD COLUMN purge_reminder_at REAL")
         }
+        // Reminders sent (at most once) before they were retried count as delivered.
+        m.registerMigration("v10-reminder-delivery") { db in
+            try db.execute(sql: """
+                ALTER TABLE jobs ADD COLUMN reminder_state TEXT CHECK (reminder_state IN ('pending', 'delivered', 'failed', 'skipped'));
+                ALTER TABLE jobs ADD COLUMN reminder_attempts INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE jobs ADD COLUMN reminder_at REAL;
+                ALTER TABLE jobs ADD COLUMN reminder_error TEXT;
+                CREATE INDEX jobs_reminder ON jobs(reminder_state, reminder_at);
+                UPDATE jobs SET reminder_state = 'delivered', reminder_attempts = 1 WHERE purge_reminder_at IS NOT NULL;
+                """)
+        }
         return m
     }
 
@@ -317,7 +328,7 @@ public final class SQLiteJobStore: JobStore {
             finishedAt: date(r, "finished_at"), purgeAt: date(r, "purge_at"), purged: r["purged"], error: r["error"],
             cpuSeconds: r["cpu_seconds"], resultBytes: r["result_bytes"], attempts: r["attempts"], resultAttempt: r["result_attempt"], worker: r["worker"],
             leaseUntil: date(r, "lease_until"), cancelRequested: r["cancel_requested"],
-            callback: delivery(r, .callback), mail: delivery(r, .mail), purgeReminderAt: date(r, "purge_reminder_at"))
+            callback: delivery(r, .callback), mail: delivery(r, .mail), purgeReminderAt: date(r, "purge_reminder_at"), reminder: delivery(r, .reminder))
     }
 
     static func delivery(_ r: Row, _ channel: DeliveryChannel) -> DeliveryState? {
@@ -603,16 +614,16 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
-    public func claimPurgeReminders(now: Date, lead: Double, limit: Int) async throws -> [Job] {
+    public func queuePurgeReminders(now: Date, lead: Double) async throws -> [String] {
         let t = now.timeIntervalSince1970
         return try await db.write { db in
             try Row.fetchAll(db, sql: """
-                UPDATE jobs SET purge_reminder_at = ?
+                UPDATE jobs SET purge_reminder_at = ?, reminder_state = 'pending', reminder_attempts = 0, reminder_at = NULL, reminder_error = NULL
                 WHERE id IN (
-                    SELECT id FROM jobs WHERE status = 'successful' AND purged = 0 AND purge_reminder_at IS NULL AND mail_state = 'delivered'
-                        AND purge_at > ? AND purge_at <= ? AND purge_at - finished_at > ? ORDER BY purge_at, id LIMIT ?)
+                    SELECT id FROM jobs WHERE status = 'successful' AND purged = 0 AND reminder_state IS NULL AND mail_state = 'delivered'
+                        AND purge_at > ? AND purge_at <= ? AND purge_at - finished_at > ?)
                 RETURNING *
-                """, arguments: [t, t, t + lead, lead, limit]).map(Self.job).sorted(by: Job.soonestPurgeFirst)
+                """, arguments: [t, t, t + lead, lead]).map(Self.job).sorted(by: Job.soonestPurgeFirst).map(\.id)
         }
     }
 

@@ -241,7 +241,7 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(ja?.mail == DeliveryState(state: .pending) && jb != nil && jb?.mail == nil)
         // The counts (/metrics) hold only ended jobs' deliveries: none yet.
         let before = try await store.deliveryCounts()
-        #expect(before.count == 2 && before.values.allSatisfy { $0.count == 4 && $0.values.allSatisfy { $0 == 0 } }, "\(before)")
+        #expect(before.count == DeliveryChannel.allCases.count && before.values.allSatisfy { $0.count == 4 && $0.values.allSatisfy { $0 == 0 } }, "\(before)")
         for j in [a, b] {
             let r = try #require(try await store.claimJob(worker: "w", leaseUntil: Date().addingTimeInterval(60), now: Date()))
             #expect(r.id == j.id)
@@ -268,9 +268,9 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     }
 
     /// Purge reminders: the successful jobs whose end mail was delivered, purged within the lead and kept
-    /// longer than it, each claimed once — by one of two concurrent claimers (on PostgreSQL each may take some
-    /// of them, never the same one) — soonest purge first.
-    @Test(arguments: StoreKind.allCases) func purgeRemindersAreClaimedOnce(kind: StoreKind) async throws {
+    /// longer than it, each queued once — by one of two concurrent queuers (on PostgreSQL each may take some
+    /// of them, never the same one) — soonest purge first; then claimed, retried and recorded as a delivery.
+    @Test(arguments: StoreKind.allCases) func purgeRemindersAreQueuedOnceAndDelivered(kind: StoreKind) async throws {
         let (store, _tmp) = try await kind.make(); _ = _tmp
         let (u, _) = try await store.createUser(name: "rem", role: .researcher, quota: Self.quota)
         let now = Date(), day = 86_400.0
@@ -295,18 +295,28 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         // Each end mail claimed (its first attempt), then recorded as it went.
         #expect(try await store.claimDeliveries(.mail, now: now, leaseUntil: now.addingTimeInterval(60), limit: 10).count == cases.count)
         for (id, c) in zip(ids, cases) { try await store.recordDelivery(.mail, jobId: id, attempt: 1, state: c.mail, error: nil, nextAttempt: nil) }
-        let claims = await withTaskGroup(of: [String].self) { group in
-            for _ in 0..<2 { group.addTask { (try? await store.claimPurgeReminders(now: now, lead: 3 * day, limit: 10).map(\.id)) ?? ["error"] } }
+        let queued = await withTaskGroup(of: [String].self) { group in
+            for _ in 0..<2 { group.addTask { (try? await store.queuePurgeReminders(now: now, lead: 3 * day)) ?? ["error"] } }
             return await group.reduce(into: [[String]]()) { $0.append($1) }
         }
-        #expect(claims.flatMap { $0 }.sorted() == [ids[0], ids[1]].sorted()
-                && claims.allSatisfy { $0 == $0.sorted { ids.firstIndex(of: $0)! < ids.firstIndex(of: $1)! } }, "\(claims) vs \(ids)")
-        let reminded = try #require(try await store.job(id: ids[0])?.purgeReminderAt)
-        #expect(abs(reminded.timeIntervalSince(now)) < 0.01, "\(reminded) vs \(now)")
-        #expect(try await store.job(id: ids[4])?.purgeReminderAt == nil)
-        #expect(try await store.claimPurgeReminders(now: now.addingTimeInterval(60), lead: 3 * day, limit: 10).isEmpty, "claimed once")
+        #expect(queued.flatMap { $0 }.sorted() == [ids[0], ids[1]].sorted()
+                && queued.allSatisfy { $0 == $0.sorted { ids.firstIndex(of: $0)! < ids.firstIndex(of: $1)! } }, "\(queued) vs \(ids)")
+        let due = try #require(try await store.job(id: ids[0]))
+        #expect(abs((due.purgeReminderAt ?? .distantPast).timeIntervalSince(now)) < 0.01 && due.reminder == DeliveryState(state: .pending), "\(due)")
+        let later = try await store.job(id: ids[4])
+        #expect(later?.reminder == nil && later?.purgeReminderAt == nil)
+        #expect(try await store.queuePurgeReminders(now: now.addingTimeInterval(60), lead: 3 * day).isEmpty, "queued once")
+        // Claimed as deliveries; one is refused for now and tried again once its time comes, the other sent.
+        let claimed = try await store.claimDeliveries(.reminder, now: now, leaseUntil: now.addingTimeInterval(60), limit: 10)
+        #expect(Set(claimed.map(\.id)) == [ids[0], ids[1]] && claimed.allSatisfy { $0.reminder?.attempts == 1 }, "\(claimed)")
+        try await store.recordDelivery(.reminder, jobId: ids[0], attempt: 1, state: .pending, error: "451 later", nextAttempt: now.addingTimeInterval(120))
+        try await store.recordDelivery(.reminder, jobId: ids[1], attempt: 1, state: .delivered, error: nil, nextAttempt: nil)
+        #expect(try await store.claimDeliveries(.reminder, now: now.addingTimeInterval(90), leaseUntil: now.addingTimeInterval(150), limit: 10).isEmpty)
+        let again = try await store.claimDeliveries(.reminder, now: now.addingTimeInterval(130), leaseUntil: now.addingTimeInterval(190), limit: 10)
+        #expect(again.map(\.id) == [ids[0]] && again.first?.reminder?.attempts == 2 && again.first?.reminder?.error == "451 later", "\(again)")
+        #expect(try await store.deliveryCounts()[.reminder] == [.pending: 1, .delivered: 1, .failed: 0, .skipped: 0])
         // Two days on, the one purged in five days is due.
-        #expect(try await store.claimPurgeReminders(now: now.addingTimeInterval(2.5 * day), lead: 3 * day, limit: 10).map(\.id) == [ids[4]])
+        #expect(try await store.queuePurgeReminders(now: now.addingTimeInterval(2.5 * day), lead: 3 * day) == [ids[4]])
     }
 
     /// Graceful release gives the attempt back (not counted); cancellation of queued and running jobs.

@@ -28,33 +28,9 @@ public final class MailSender: Service, DeliverySender, @unchecked Sendable {
         self.settings = settings
     }
 
-    public func run() async throws { await sendUntilShutdown(alsoEachRound: remindDue(now:)) }
-
-    /// Reminds the owners of jobs whose results are purged within `purgeReminderSeconds` (those whose end mail
-    /// was delivered), once each: the claim marks the job, so a reminder that cannot be sent is logged and
-    /// not tried again (the end mail gave the date too).
-    func remindDue(now: Date) async {
-        guard config.purgeReminderSeconds > 0,
-              let jobs = try? await store.claimPurgeReminders(now: now, lead: config.purgeReminderSeconds, limit: 8), !jobs.isEmpty else { return }
-        await withTaskGroup(of: Void.self) { group in
-            for job in jobs { group.addTask { await self.remind(job, now: now) } }
-        }
-    }
-
-    func remind(_ job: Job, now: Date) async {
-        guard let owner = try? await store.user(id: job.userId), let to = owner.email else { return }
-        let base = api.linkBase(try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8)))
-        let results = try? api.resultsDocument(job, base: base)
-        let published = (try? await store.publication(id: job.id)) != nil
-        let message = JobMail.purgeReminder(job, owner: owner, to: to, from: config.mailSender, base: base, results: results,
-                                            published: published, now: now)
-        do {
-            try await SMTPClient.send(message, settings: settings, timeout: Self.timeoutSeconds)
-            api.metrics.observePurgeReminder(sent: true)
-        } catch {
-            api.metrics.observePurgeReminder(sent: false)
-            FileHandle.standardError.write(Data("dsmopt: the purge reminder about job \(job.id) was not sent: \((error as? SMTPError)?.description ?? String(describing: error))\n".utf8))
-        }
+    public func run() async throws {
+        let reminders = PurgeReminderSender(mail: self)
+        await sendUntilShutdown(alsoEachRound: { now in await reminders.queueAndSend(now: now) })
     }
 
     func send(_ job: Job) async {
@@ -75,6 +51,52 @@ public final class MailSender: Service, DeliverySender, @unchecked Sendable {
             let e = error as? SMTPError ?? .connection(String(describing: error))
             outcome = (e.permanent ? .failed : .pending, e.description)
         }
+        await finishAttempt(job, attempt: attempt, state: outcome.state, error: outcome.error)
+    }
+}
+
+/// The purge reminders (`DeliveryChannel.reminder`), sent by the mail sender's loop after the end mails: the
+/// jobs whose reminder fell due are queued (`JobStore.queuePurgeReminders`), then each is claimed and mailed
+/// like an end mail — a server that says "later" or cannot be reached is tried again (`mailAttempts`,
+/// `mailRetrySeconds`), one that refuses the mailbox is not. A reminder still unsent when the results are
+/// purged is skipped.
+struct PurgeReminderSender: DeliverySender {
+    let mail: MailSender
+    var store: JobStore { mail.store }
+    let channel = DeliveryChannel.reminder
+    var claimSeconds: Double { mail.claimSeconds }
+    let logName = "purge reminder about"
+    var attemptLimit: Int { mail.config.mailAttempts }
+    var retrySeconds: Double { mail.config.mailRetrySeconds }
+
+    func queueAndSend(now: Date) async {
+        if mail.config.purgeReminderSeconds > 0 { _ = try? await store.queuePurgeReminders(now: now, lead: mail.config.purgeReminderSeconds) }
+        await sendDue(now: now)
+    }
+
+    func send(_ job: Job) async {
+        let attempt = job.reminder?.attempts ?? 1
+        let now = Date()
+        guard !job.purged, let purge = job.purgeAt, purge > now else {
+            return await finishAttempt(job, attempt: attempt, state: .skipped, error: "the results were purged before the reminder was sent")
+        }
+        guard let owner = try? await store.user(id: job.userId), let to = owner.email else {
+            return await finishAttempt(job, attempt: attempt, state: .skipped, error: "the owner has no email address any more")
+        }
+        let api = mail.api, config = mail.config
+        let base = api.linkBase(try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8)))
+        let results = try? api.resultsDocument(job, base: base)
+        let published = (try? await store.publication(id: job.id)) != nil
+        let message = JobMail.purgeReminder(job, owner: owner, to: to, from: config.mailSender, base: base, results: results,
+                                            published: published, now: now)
+        var outcome: (state: DeliveryState.State, error: String?) = (.delivered, nil)
+        do {
+            try await SMTPClient.send(message, settings: mail.settings, timeout: MailSender.timeoutSeconds)
+        } catch {
+            let e = error as? SMTPError ?? .connection(String(describing: error))
+            outcome = (e.permanent ? .failed : .pending, e.description)
+        }
+        api.metrics.observePurgeReminder(sent: outcome.state == .delivered)
         await finishAttempt(job, attempt: attempt, state: outcome.state, error: outcome.error)
     }
 }

@@ -818,11 +818,12 @@ async function jobView(id) {
     add('Stage', j.stage || '—');
     add('Progress', `${j.progress} %`);
     add('Created', fmtDate(j.created)); add('Started', fmtDate(j.started)); add('Finished', fmtDate(j.finished));
-    add('Purge date', j.resultsPurged ? 'purged' : fmtDate(j.purgeDate) + (j.purgeReminder ? ` (reminder mailed ${fmtDate(j.purgeReminder)})` : ''));
+    add('Purge date', j.resultsPurged ? 'purged' : fmtDate(j.purgeDate));
     add('CPU seconds', round(j.cpuSeconds, 1));
     add('Preset', j.preset);
     const ended = ['successful', 'failed', 'dismissed'].includes(j.status);
     if (j.mail) add('Mail', el('span', { id: 'job-mail', class: `delivery-${j.mail.state}` }, deliveryText(j.mail, ended, 'sent')));
+    if (j.reminder) add('Purge reminder', el('span', { id: 'job-reminder', class: `delivery-${j.reminder.state}` }, `${deliveryText(j.reminder, true, 'mailed')}, due ${fmtDate(j.purgeReminder)}`));
     if (j.callback) add('Callback', el('span', { id: 'job-callback', class: `delivery-${j.callback.state}` }, deliveryText(j.callback, ended, 'delivered')));
     $('#job-progress').value = j.progress;
     $('#job-error').textContent = j.error || '';
