@@ -1508,7 +1508,7 @@ public struct ServiceAPI: Sendable {
             throw APIProblem.unprocessable("\(k) is null: give a value or leave the field out")
         }
         // The path names the preset (a `name` in the body, a string, is replaced by it).
-        let known: Set<String> = ["name", "description", "resolution-factor", "parameters", "options"]
+        let known = Set(Preset.fieldNames)
         if let k = obj?.keys.sorted().first(where: { !known.contains($0) }) {
             throw APIProblem.unprocessable("unknown field \(k) (a preset has \(known.sorted().joined(separator: ", ")))",
                                            errors: [.init(field: k, message: "unknown field")])

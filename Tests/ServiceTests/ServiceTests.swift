@@ -648,6 +648,10 @@ import Testing
         let invalid = try await http("PUT", "\(s.base)/presets/glacier", token: op,
                                      body: json(["description": "x", "resolution-factor": 2, "parameters": ["window": 4]]))
         #expect(invalid.status == 422 && invalid.text.contains("window"))
+        // A field a preset does not have (the camelCase earlier preset files used included) is named, with those it has.
+        let unknown = try await http("PUT", "\(s.base)/presets/glacier", token: op,
+                                     body: json(["description": "x", "resolutionFactor": 2, "parameters": ["window": 9]]))
+        #expect(unknown.status == 422 && unknown.text.contains("unknown field resolutionFactor (a preset has description, name, options, parameters, resolution-factor)"), "\(unknown.text)")
         let answer19 = try await http("GET", "\(s.base)/presets/glacier")
         #expect((answer19.json?["parameters"] as? [String: Any])?["window"] as? Int == 9)
         let process = try await http("GET", "\(s.base)/processes/dsm-opt").json

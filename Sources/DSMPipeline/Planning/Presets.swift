@@ -16,6 +16,8 @@ public struct Preset: Sendable, Codable, Equatable {
     /// The table's spelling (`resolution-factor`); the camelCase of earlier presets is read, never written.
     enum CodingKeys: String, CodingKey, CaseIterable { case name, description, resolutionFactor = "resolution-factor", parameters, options }
     enum LegacyKeys: String, CodingKey { case resolutionFactor }
+    /// The fields of a preset, as written (`PUT /presets/{name}` takes these only).
+    public static var fieldNames: [String] { CodingKeys.allCases.map(\.rawValue) }
 
     /// Absent fields take their defaults; an unknown one is an error (a misspelt field must not be ignored,
     /// as `PUT /presets/{name}` and job files refuse it too).
