@@ -1,10 +1,11 @@
 import Foundation
 import ServiceLifecycle
 
-/// What ended jobs send — their callbacks (`CallbackSender`), the mail to their owners (`MailSender`) — from
-/// every `serve` and `worker` process: every second the due ones of `channel` are claimed
-/// (`JobStore.claimDeliveries`) and sent concurrently, and each attempt's outcome is recorded on the job
-/// (`finishAttempt`), with the next attempt's time while it is still pending.
+/// What ended jobs send — their callbacks (`CallbackSender`), the mail to their owners (`MailSender`), the
+/// reminder of their purge date (`PurgeReminderSender`) — from every `serve` and `worker` process: every
+/// second the due ones of `channel` are claimed (`JobStore.claimDeliveries`) and sent concurrently, and each
+/// attempt's outcome is recorded on the job (`finishAttempt`), with the next attempt's time while it is
+/// still pending.
 protocol DeliverySender: Sendable {
     var store: JobStore { get }
     var channel: DeliveryChannel { get }

@@ -66,7 +66,7 @@ public protocol JobStore: Sendable {
     /// Records the outcome of a callback's (mail's) attempt (the claim's `attempts`), fenced by it: `pending`
     /// with the next attempt's time, or `delivered`, `failed`, `skipped`.
     func recordDelivery(_ channel: DeliveryChannel, jobId: String, attempt: Int, state: DeliveryState.State, error: String?, nextAttempt: Date?) async throws
-    /// Callbacks and mails of the jobs that have ended (those still held, not yet deleted after their purge),
+    /// Callbacks, mails and purge reminders of the jobs that have ended (those still held, not yet deleted after their purge),
     /// by state; `pending` counts those still to be delivered. Every channel and state is present.
     func deliveryCounts() async throws -> [DeliveryChannel: [DeliveryState.State: Int]]
     /// Queues the purge reminder (`DeliveryChannel.reminder` pending, `purgeReminderAt` = `now`) of every

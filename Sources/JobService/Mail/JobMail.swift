@@ -6,7 +6,8 @@ import ServiceLifecycle
 /// are and until when. A job gets a mail when its owner had an address (`PUT /me/email`) and the service a
 /// mail server (`smtpURL`) at its submission; the job's row is the outbox (`DeliveryChannel.mail`), so
 /// whichever process ends the job, any `serve` or `worker` process with a mail server sends the mail, at
-/// least once, to the owner's address at that time. A job its owner dismissed is not mailed about.
+/// least once, to the owner's address at that time. A job its owner dismissed is not mailed about. Its loop
+/// also sends the reminders of purge dates (`PurgeReminderSender`).
 public final class MailSender: Service, DeliverySender, @unchecked Sendable {
     let store: JobStore
     let config: ServiceConfiguration
