@@ -1401,16 +1401,19 @@ public struct ServiceAPI: Sendable {
         return inm == "*" || inm.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces) == etag }
     }
 
-    /// The job's results as one zip (`ResultsArchive`): the results document's files under a folder named after
-    /// the job's id. The CRC-32s are read from the results folder's index, computed off the server's threads
-    /// where it lacks them (the first download of a job's archive reads every file once).
+    /// The job's results as one zip: the results document's files under a folder named after the job's id.
     func resultsArchive(_ job: Job, request: Request) async throws -> Response {
         let folder = try resultsFolder(job)
-        let files = try resultsFiles(job, folder: folder)
+        return try await serveArchive(folder: folder, files: try resultsFiles(job, folder: folder), root: "dsmopt-\(job.id)", request: request)
+    }
+
+    /// `files` of `folder` as one zip (`ResultsArchive`) under `root/`, for GET and HEAD with Range. The
+    /// CRC-32s are read from the folder's index, computed off the server's threads where it lacks them (the
+    /// first download of a folder's archive reads every file once).
+    func serveArchive(folder: String, files: [String], root: String, request: Request) async throws -> Response {
         let members = try await withCheckedThrowingContinuation { (c: CheckedContinuation<[ResultsArchive.Member], Error>) in
             DispatchQueue.global().async { c.resume(with: Result { try ResultsArchive.members(folder: folder, files: files) }) }
         }
-        let root = "dsmopt-\(job.id)"
         let archive = ResultsArchive(folder: folder, root: root, members: members)
         return try Self.serveBytes(request, size: archive.length, etag: archive.etag, modified: archive.modified,
                                    type: "application/zip", fileName: "\(root).zip") { from, length, writer in

@@ -18,7 +18,7 @@ public enum OpenAPIDocument {
             if zip(pattern, parts).allSatisfy({ $0.hasPrefix("{") || $0 == $1 }) {
                 let m = r.method.uppercased()
                 if !out.contains(m) { out.append(m) }
-                if m == "GET", r.path.hasPrefix("/jobs/{id}/results/") || r.path == "/jobs/{id}/results.zip" || r.path.hasSuffix("/assets/{file}"), !out.contains("HEAD") { out.append("HEAD") }
+                if m == "GET", r.path.hasPrefix("/jobs/{id}/results/") || r.path.hasSuffix(".zip") || r.path.hasSuffix("/assets/{file}"), !out.contains("HEAD") { out.append("HEAD") }
             }
         }
         return out
@@ -76,6 +76,7 @@ public enum OpenAPIDocument {
         .init(method: "get", path: "/stac/collections/{collection}/items", summary: "Published items (?bbox, ?datetime, ?limit, ?token), newest acquisition first", responses: [200, 400, 401, 404]),
         .init(method: "get", path: "/stac/collections/{collection}/items/{id}", summary: "One published item", responses: [200, 401, 404]),
         .init(method: "get", path: "/stac/collections/{collection}/items/{id}/assets/{file}", summary: "Download an asset of a published item (HTTP Range supported: COG streaming; ETag and If-None-Match)", responses: [200, 206, 304, 401, 404, 416]),
+        .init(method: "get", path: "/stac/collections/{collection}/items/{id}/assets.zip", summary: "Every asset of a published item, and the item, in one zip archive (as /jobs/{id}/results.zip: Content-Length, Range, ETag, If-Range)", responses: [200, 206, 304, 401, 404, 416]),
         .init(method: "get", path: "/stac/search", summary: "Item search: ?bbox, ?intersects, ?datetime, ?ids, ?collections, ?limit, ?token", responses: [200, 400, 401]),
         .init(method: "post", path: "/stac/search", summary: "Item search with a JSON body (bbox, intersects, datetime, ids, collections, limit, token)", responses: [200, 400, 401, 413]),
         .init(method: "post", path: "/catalogue/jobs", summary: "Catalogue forwarding: create a job for a named user from image URLs or archive paths (catalogue accounts)", responses: [201, 401, 403, 413, 422, 429]),

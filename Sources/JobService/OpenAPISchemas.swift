@@ -231,7 +231,7 @@ extension OpenAPIDocument {
             return ["application/geo+json": ["schema": ["type": "object", "required": ["type", "features", "links"]]]]
         case ("get /stac/collections/{collection}/items/{id}", _), ("post /jobs/{id}/publish", _):
             return ["application/geo+json": ["schema": ["type": "object", "required": ["type", "id", "assets"]]]]
-        case ("get /jobs/{id}/results.zip", _): return ["application/zip": ["schema": ["type": "string", "format": "binary"]]]
+        case ("get /jobs/{id}/results.zip", _), ("get /stac/collections/{collection}/items/{id}/assets.zip", _): return ["application/zip": ["schema": ["type": "string", "format": "binary"]]]
         case ("get /jobs/{id}/tiles/{layer}/{z}/{x}/{y}", 200): return ["image/png": ["schema": ["type": "string", "format": "binary"]]]
         case (_, 204): return [:]
         case ("get /jobs", _): return json(["type": "object", "required": ["jobs", "total", "limit", "offset", "links"],

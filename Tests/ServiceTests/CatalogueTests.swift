@@ -1,3 +1,4 @@
+import Crypto
 import DSMPipeline
 import Foundation
 #if canImport(FoundationNetworking)
@@ -177,6 +178,23 @@ import Testing
         #expect(try await http("GET", "\(s.base)/stac/collections/dsm-opt/items/\(jobA)", token: bob).status == 200)
         let afterPurge = try await http("GET", dsmHref, token: bob)
         #expect(afterPurge.status == 200 && afterPurge.body.count > 1000)
+        // Every asset and the item in one zip, linked from the item, served after the purge too.
+        let zipHref = "\(s.base)/stac/collections/dsm-opt/items/\(jobA)/assets.zip"
+        #expect(((itemA.json?["links"] as? [[String: Any]]) ?? []).contains { $0["rel"] as? String == "enclosure" && $0["href"] as? String == zipHref })
+        let zip = try await http("GET", zipHref, token: bob)
+        #expect(zip.status == 200 && zip.headers["content-type"] == "application/zip" && zip.headers["content-length"] == "\(zip.body.count)", "\(zip.status)")
+        try zip.body.write(to: URL(fileURLWithPath: tmp.path("item.zip")))
+        let listed = try run("/usr/bin/python3", ["-c", """
+            import hashlib, json, sys, zipfile
+            z = zipfile.ZipFile(sys.argv[1])
+            print(json.dumps({"bad": z.testzip(), "files": {i.filename: hashlib.sha256(z.read(i)).hexdigest() for i in z.infolist()}}))
+            """, tmp.path("item.zip")])
+        let zipped = try #require(try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [String: Any], "\(listed.stderr)")
+        let files = Set(((zipped["files"] as? [String: String]) ?? [:]).keys)
+        let expected = Set(assets.values.compactMap { ($0["href"] as? String)?.components(separatedBy: "/").last }.map { "dsmopt-\(jobA)/\($0)" } + ["dsmopt-\(jobA)/item.json"])
+        #expect(zipped["bad"] is NSNull && files == expected, "\(zipped) vs \(expected)")
+        #expect((zipped["files"] as? [String: String])?[dsmHref.components(separatedBy: "/").last.map { "dsmopt-\(jobA)/\($0)" } ?? ""]
+                == SHA256.hash(data: afterPurge.body).map { String(format: "%02x", $0) }.joined())
         let me2 = try await http("GET", "\(s.base)/me", token: alice)
         #expect(((me2.json?["usage"] as? [String: Any])?["storageBytes"] as? Int ?? 0) > 0, "published bytes still count after the purge")
 
@@ -188,6 +206,7 @@ import Testing
         #expect(try await http("DELETE", "\(s.base)/jobs/\(jobA)/publish", token: alice).status == 204)
         #expect(try await http("GET", "\(s.base)/stac/collections/dsm-opt/items/\(jobA)", token: bob).status == 404)
         #expect(try await http("GET", dsmHref, token: bob).status == 404)
+        #expect(try await http("GET", zipHref, token: bob).status == 404)
         #expect(ids(try await http("GET", "\(s.base)/stac/search?bbox=\(all)", token: bob)) == [jobC])
         #expect(!FileManager.default.fileExists(atPath: s.data.path("catalogue/\(jobA)")))
     }

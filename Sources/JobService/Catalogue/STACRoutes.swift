@@ -231,6 +231,14 @@ extension ServiceAPI {
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
+    /// The files of a published item: its assets (their `./file` addresses in the stored item), then the item.
+    static func itemFiles(_ p: Publication) -> [String] {
+        let item = (try? JSONSerialization.jsonObject(with: Data(p.item.utf8))) as? [String: Any]
+        let assets = (item?["assets"] as? [String: Any] ?? [:]).values.compactMap { ($0 as? [String: Any])?["href"] as? String }
+            .map { $0.hasPrefix("./") ? String($0.dropFirst(2)) : $0 }.filter { ServiceAPI.sanitize($0) == $0 }.sorted()
+        return assets + ["item.json"]
+    }
+
     /// A published item as served: links, absolute asset addresses.
     func stacItem(_ p: Publication, base: String) throws -> [String: Any] {
         guard var item = try JSONSerialization.jsonObject(with: Data(p.item.utf8)) as? [String: Any] else {
@@ -243,6 +251,7 @@ extension ServiceAPI {
             ["rel": "collection", "href": coll, "type": "application/json"],
             ["rel": "root", "href": "\(base)/stac", "type": "application/json"],
             ["rel": "license", "href": "https://creativecommons.org/licenses/by-nc/4.0/", "type": "text/html", "title": "CC BY-NC 4.0"],
+            ["rel": "enclosure", "href": "\(coll)/items/\(p.id)/assets.zip", "type": "application/zip", "title": "every asset and the item in one zip archive"],
         ]
         if var assets = item["assets"] as? [String: Any] {
             for (k, v) in assets {
@@ -390,6 +399,15 @@ extension ServiceAPI {
                     throw APIProblem.notFound("no published item \(context.parameters.get("id") ?? "") in the catalogue")
                 }
                 return try serveFile(folder: catalogue.folder(id), file: context.parameters.get("file") ?? "", owner: "item \(id)", request: request)
+            }
+            // Every asset of the item, and the item, in one zip (resumable, as the job's results.zip).
+            router.on("/stac/collections/:collection/items/:id/assets.zip", method: method) { request, context in
+                _ = try await authenticate(request)
+                guard context.parameters.get("collection") == Catalogue.collectionId, let id = context.parameters.get("id"),
+                      let p = try await store.publication(id: id) else {
+                    throw APIProblem.notFound("no published item \(context.parameters.get("id") ?? "") in the catalogue")
+                }
+                return try await serveArchive(folder: catalogue.folder(id), files: Self.itemFiles(p), root: "dsmopt-\(id)", request: request)
             }
         }
         router.get("/stac/search") { request, _ in
