@@ -1437,16 +1437,7 @@ public struct ServiceAPI: Sendable {
         let modified = (attrs[.modificationDate] as? Date) ?? Date(timeIntervalSince1970: 0)
         let etag = "\"\(String(size, radix: 16))-\(String(Int64(modified.timeIntervalSince1970 * 1e6), radix: 16))\""
         return try Self.serveBytes(request, size: size, etag: etag, modified: modified, type: STACItem.mediaType(name), fileName: name) { from, length, writer in
-            guard let h = FileHandle(forReadingAtPath: path) else { throw APIProblem.notFound("product vanished") }
-            defer { try? h.close() }
-            try h.seek(toOffset: UInt64(from))
-            var left = length
-            while left > 0 {
-                // The throwing read: an I/O error ends this response, never the daemon.
-                guard let chunk = try h.read(upToCount: Int(min(left, 256 << 10))), !chunk.isEmpty else { break }
-                try await writer.write(ByteBuffer(bytes: chunk))
-                left -= Int64(chunk.count)
-            }
+            try await sendFileRange(path, from: from, count: length, vanished: APIProblem.notFound("product vanished")) { try await writer.write(ByteBuffer(bytes: $0)) }
         }
     }
 

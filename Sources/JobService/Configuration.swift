@@ -235,8 +235,8 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         }
         // A null would leave the default in force while reading as "none" or "no limit": refused, as the API
         // refuses null fields.
-        let nulls = settings.keys.filter { settings[$0] is NSNull }
-            + ((settings["defaultQuota"] as? [String: Any]) ?? [:]).keys.filter { (settings["defaultQuota"] as? [String: Any])?[$0] is NSNull }.map { "defaultQuota.\($0)" }
+        let quota = settings["defaultQuota"] as? [String: Any] ?? [:]
+        let nulls = settings.keys.filter { settings[$0] is NSNull } + quota.keys.filter { quota[$0] is NSNull }.map { "defaultQuota.\($0)" }
         if let key = nulls.sorted().first {
             throw invalid("'\(key)' is null: give it a value, or leave the setting out for its default")
         }

@@ -38,6 +38,9 @@ extension OpenAPIDocument {
         let delivery: Schema = ["type": "object", "required": ["state", "attempts"],
                                 "properties": ["state": ["type": "string", "enum": ["pending", "delivered", "failed", "skipped"]],
                                                "attempts": ["type": "integer"], "error": ["type": "string"], "nextAttempt": ["type": "string"]]]
+        // A callback's delivery names the subscriber's URIs too.
+        var callback = delivery
+        callback["properties"] = (delivery["properties"] as? Schema ?? [:]).merging(["successUri": ["type": "string"], "failedUri": ["type": "string"]]) { a, _ in a }
         let job: Schema = ["type": "object", "required": ["jobID", "status", "progress", "created", "links"],
                            "properties": ["jobID": ["type": "string"], "processID": ["type": "string"], "name": ["type": "string"],
                                           "owner": ["type": "string"], "ownerName": ["type": "string"], "requestedMail": ["type": "boolean"],
@@ -46,10 +49,7 @@ extension OpenAPIDocument {
                                           "created": ["type": "string"], "started": ["type": "string"], "finished": ["type": "string"],
                                           "purgeDate": ["type": "string"], "purgeReminder": ["type": "string"], "resultsPurged": ["type": "boolean"], "cpuSeconds": ["type": "number"], "attempts": ["type": "integer"],
                                           "preset": ["type": "string"], "error": ["type": "string"], "links": ["type": "array", "items": ref("Link")],
-                                          "callback": ["type": "object", "required": ["state", "attempts"],
-                                                       "properties": ["successUri": ["type": "string"], "failedUri": ["type": "string"],
-                                                                      "state": ["type": "string", "enum": ["pending", "delivered", "failed", "skipped"]],
-                                                                      "attempts": ["type": "integer"], "error": ["type": "string"], "nextAttempt": ["type": "string"]]],
+                                          "callback": callback,
                                           "mail": delivery, "reminder": delivery]]
         let upload: Schema = ["type": "object", "required": ["id", "fileName", "size", "sha256"],
                               "properties": ["id": ["type": "string"], "fileName": ["type": "string"], "size": ["type": "integer"],

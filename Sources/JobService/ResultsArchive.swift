@@ -124,17 +124,7 @@ public struct ResultsArchive: Sendable {
             case .bytes(let bytes):
                 try await sink(Data(bytes[Int(a)..<Int(b)]))
             case .file(let path):
-                guard let h = FileHandle(forReadingAtPath: path) else { throw ArchiveError.vanished((path as NSString).lastPathComponent) }
-                defer { try? h.close() }
-                try h.seek(toOffset: UInt64(a))
-                var left = b - a
-                while left > 0 {
-                    guard let chunk = try h.read(upToCount: Int(min(left, 256 << 10))), !chunk.isEmpty else {
-                        throw ArchiveError.vanished((path as NSString).lastPathComponent)
-                    }
-                    try await sink(chunk)
-                    left -= Int64(chunk.count)
-                }
+                try await sendFileRange(path, from: a, count: b - a, vanished: ArchiveError.vanished((path as NSString).lastPathComponent), to: sink)
             }
         }
     }
@@ -231,6 +221,22 @@ public struct ResultsArchive: Sendable {
         let date = UInt16(min(year - 1980, 127) << 9 | (c.month ?? 1) << 5 | (c.day ?? 1))
         let time = UInt16((c.hour ?? 0) << 11 | (c.minute ?? 0) << 5 | (c.second ?? 0) / 2)
         return (time, date)
+    }
+}
+
+/// Hands bytes `from` ..< `from + count` of the file at `path` to `sink`, in reads of 256 KiB; a file missing,
+/// unreadable or shorter than that throws (`vanished` when missing or short): a download ends with an error,
+/// never with other bytes, and never takes the daemon down. Product downloads and the results archive.
+func sendFileRange(_ path: String, from: Int64, count: Int64, vanished: @autoclosure () -> Error,
+                   to sink: (Data) async throws -> Void) async throws {
+    guard let h = FileHandle(forReadingAtPath: path) else { throw vanished() }
+    defer { try? h.close() }
+    try h.seek(toOffset: UInt64(from))
+    var left = count
+    while left > 0 {
+        guard let chunk = try h.read(upToCount: Int(min(left, 256 << 10))), !chunk.isEmpty else { throw vanished() }
+        try await sink(chunk)
+        left -= Int64(chunk.count)
     }
 }
 
