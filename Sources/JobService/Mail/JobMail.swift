@@ -44,15 +44,19 @@ public final class MailSender: Service, DeliverySender, @unchecked Sendable {
         }
         let base = api.linkBase(try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8)))
         let results = job.status == .successful && !job.purged ? try? api.resultsDocument(job, base: base) : nil
-        let message = JobMail.message(job, owner: owner, to: to, from: config.mailSender, base: base, results: results)
-        var outcome: (state: DeliveryState.State, error: String?) = (.delivered, nil)
+        let outcome = await deliver(JobMail.message(job, owner: owner, to: to, from: config.mailSender, base: base, results: results))
+        await finishAttempt(job, attempt: attempt, state: outcome.state, error: outcome.error)
+    }
+
+    /// Sends `message`: delivered, or, by the server's answer, failed for good (5xx) or pending (tried again).
+    func deliver(_ message: MailMessage) async -> (state: DeliveryState.State, error: String?) {
         do {
             try await SMTPClient.send(message, settings: settings, timeout: Self.timeoutSeconds)
+            return (.delivered, nil)
         } catch {
             let e = error as? SMTPError ?? .connection(String(describing: error))
-            outcome = (e.permanent ? .failed : .pending, e.description)
+            return (e.permanent ? .failed : .pending, e.description)
         }
-        await finishAttempt(job, attempt: attempt, state: outcome.state, error: outcome.error)
     }
 }
 
@@ -88,15 +92,8 @@ struct PurgeReminderSender: DeliverySender {
         let base = api.linkBase(try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8)))
         let results = try? api.resultsDocument(job, base: base)
         let published = (try? await store.publication(id: job.id)) != nil
-        let message = JobMail.purgeReminder(job, owner: owner, to: to, from: config.mailSender, base: base, results: results,
-                                            published: published, now: now)
-        var outcome: (state: DeliveryState.State, error: String?) = (.delivered, nil)
-        do {
-            try await SMTPClient.send(message, settings: mail.settings, timeout: MailSender.timeoutSeconds)
-        } catch {
-            let e = error as? SMTPError ?? .connection(String(describing: error))
-            outcome = (e.permanent ? .failed : .pending, e.description)
-        }
+        let outcome = await mail.deliver(JobMail.purgeReminder(job, owner: owner, to: to, from: config.mailSender, base: base, results: results,
+                                                               published: published, now: now))
         api.metrics.observePurgeReminder(sent: outcome.state == .delivered)
         await finishAttempt(job, attempt: attempt, state: outcome.state, error: outcome.error)
     }
