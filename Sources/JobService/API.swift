@@ -523,19 +523,29 @@ public struct ServiceAPI: Sendable {
             let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user, reading: true))
             return try Self.json(try resultsDocument(job, base: baseURL(request)))
         }
+        // Links to the job's results that need no token until a date (`DownloadLink`), signed by the caller.
+        router.post("/jobs/:id/download-links") { request, context in
+            let user = try await authenticate(request)
+            let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user, reading: true))
+            let seconds = try Self.linkSeconds(in: try await body(request, limit: 4096))
+            guard let link = try await downloadLink(job, for: user, seconds: seconds) else {
+                throw APIProblem(status: .unauthorized, title: "Unauthorized", detail: "unknown or revoked token")
+            }
+            return try Self.json(try downloadLinks(job, link: link, base: baseURL(request)), status: .created)
+        }
         // GET and HEAD on every product, with Range, ETag, If-None-Match and If-Range: GDAL's /vsicurl/
-        // and QGIS stream the COGs from here.
+        // and QGIS stream the COGs from here. A download link (`DownloadLink`) stands in for the token.
         for method in [HTTPRequest.Method.get, .head] {
             router.on("/jobs/:id/results/:file", method: method) { request, context in
-                let user = try await authenticate(request)
+                let (user, link) = try await resultsReader(request, job: context.parameters.get("id"))
                 let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user, reading: true))
                 let file = context.parameters.get("file") ?? ""
-                if file == "manifest.json" { return try manifest(job, request: request) }
+                if file == "manifest.json" { return try manifest(job, request: request, link: link) }
                 return try download(job: job, file: file, request: request)
             }
             // Every file of the results document in one zip, resumable as a product is.
             router.on("/jobs/:id/results.zip", method: method) { request, context in
-                let user = try await authenticate(request)
+                let user = try await resultsReader(request, job: context.parameters.get("id")).user
                 let job = try await readyJob(try await visibleJob(context.parameters.get("id"), for: user, reading: true))
                 return try await resultsArchive(job, request: request)
             }
@@ -653,6 +663,76 @@ public struct ServiceAPI: Sendable {
             throw APIProblem.ogc("result-not-ready", "job \(job.id) has no results yet (status \(job.status.rawValue), \(job.progress) %)")
         case .failed: throw APIProblem.notFound("job \(job.id) has no results (status failed: \(job.error ?? "no reason recorded"))")
         case .dismissed: throw APIProblem.notFound("job \(job.id) has no results (status dismissed)")
+        }
+    }
+
+    // MARK: download links
+
+    /// Who reads a job's results: the holder of a token (the Authorization header, which wins when both are
+    /// given), or of a download link for this job (its query), with that link. A link that does not hold is a
+    /// 403 saying why.
+    func resultsReader(_ request: Request, job id: String?) async throws -> (user: User, link: DownloadLink?) {
+        guard request.headers[.authorization] == nil else { return (try await authenticate(request), nil) }
+        let q = request.uri.queryParameters
+        do {
+            guard let link = try DownloadLink.parse(jobId: id ?? "", query: { name in q.getAll(name).map { String($0) } }) else {
+                return (try await authenticate(request), nil)
+            }
+            try link.verify(tokenHash: try await store.tokenHash(userId: link.userId), now: Date())
+            guard let user = try await store.user(id: link.userId) else { throw DownloadLink.Refusal.badSignature }
+            return (user, link)
+        } catch let refusal as DownloadLink.Refusal {
+            throw APIProblem.forbidden(refusal.description)
+        }
+    }
+
+    /// The duration of the links `POST /jobs/{id}/download-links` asks for: its body's `expiresIn` (seconds), or
+    /// `DownloadLink.defaultSeconds` for an empty body.
+    static func linkSeconds(in data: Data) throws -> Int64 {
+        if data.allSatisfy({ [0x20, 0x09, 0x0a, 0x0d].contains($0) }) { return DownloadLink.defaultSeconds }
+        let range = "expiresIn: whole seconds from 60 to \(DownloadLink.maxSeconds) (30 days)"
+        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw APIProblem.badRequest("the body must be a JSON object: {\"expiresIn\": seconds}, or empty for \(DownloadLink.defaultSeconds) s")
+        }
+        let unknown = object.keys.filter { $0 != "expiresIn" }.sorted()
+        guard unknown.isEmpty else { throw APIProblem.unprocessable("unknown field(s) \(unknown.joined(separator: ", ")); the only one is \(range)") }
+        struct Asked: Decodable { var expiresIn: Int64? }
+        guard let asked = try? JSONDecoder().decode(Asked.self, from: data), !(object["expiresIn"] is NSNull) else {
+            throw APIProblem.invalid([FieldError(field: "expiresIn", message: "must be \(range)")])
+        }
+        guard let v = asked.expiresIn else { return DownloadLink.defaultSeconds }
+        guard (60...DownloadLink.maxSeconds).contains(v) else { throw APIProblem.invalid([FieldError(field: "expiresIn", message: "must be \(range)")]) }
+        return v
+    }
+
+    /// A link to `job`'s results signed by `user`, for `seconds` from now but never past the purge; nil when the
+    /// user's token is revoked (or the user gone).
+    func downloadLink(_ job: Job, for user: User, seconds: Int64, now: Date = Date()) async throws -> DownloadLink? {
+        guard let hash = try await store.tokenHash(userId: user.id) else { return nil }
+        var expires = Int64(now.timeIntervalSince1970) + seconds
+        if let purge = job.purgeAt { expires = min(expires, Int64(purge.timeIntervalSince1970)) }
+        return DownloadLink(jobId: job.id, userId: user.id, expires: expires, tokenHash: hash)
+    }
+
+    /// `POST /jobs/{id}/download-links`' answer: the expiry, the query that signs, the zip and the results
+    /// document with every href signed.
+    func downloadLinks(_ job: Job, link: DownloadLink, base: String) throws -> [String: Any] {
+        ["expires": ISO8601DateFormatter().string(from: link.expiryDate), "query": link.query,
+         "archive": "\(base)/jobs/\(job.id)/results.zip?\(link.query)",
+         "results": Self.signed(try resultsDocument(job, base: base), link: link)]
+    }
+
+    /// A results document (output → link or list of links) with `link`'s query on each href.
+    static func signed(_ document: [String: Any], link: DownloadLink) -> [String: Any] {
+        func sign(_ l: [String: Any]) -> [String: Any] {
+            var l = l
+            if let href = l["href"] as? String { l["href"] = "\(href)?\(link.query)" }
+            return l
+        }
+        return document.mapValues { value in
+            if let list = value as? [[String: Any]] { return list.map(sign) }
+            if let one = value as? [String: Any] { return sign(one) }
+            return value
         }
     }
 
@@ -1372,14 +1452,15 @@ public struct ServiceAPI: Sendable {
     /// The manifest as served: each product with its link (`href`) and size, the job's id and purge date. Built
     /// per request, so always whole (no Range: it is a few kilobytes); its ETag is (a prefix of) the SHA-256 of
     /// those bytes, so If-None-Match answers 304 while they stay the same.
-    func manifest(_ job: Job, request: Request) throws -> Response {
+    /// Read through a download link (`link`), each href carries its query.
+    func manifest(_ job: Job, request: Request, link: DownloadLink? = nil) throws -> Response {
         let folder = try resultsFolder(job)
         var manifest = try manifestObject(job, folder: folder)
         if var products = manifest["products"] as? [[String: Any]] {
             let results = "\(baseURL(request))/jobs/\(job.id)/results"
             for i in products.indices {
                 let file = products[i]["file"] as? String ?? ""
-                products[i]["href"] = "\(results)/\(file)"
+                products[i]["href"] = "\(results)/\(file)" + (link.map { "?\($0.query)" } ?? "")
                 let size = (try? FileManager.default.attributesOfItem(atPath: (folder as NSString).appendingPathComponent(file)))?[.size] as? NSNumber
                 if let size { products[i]["bytes"] = size.int64Value }
             }

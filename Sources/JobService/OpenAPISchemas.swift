@@ -12,6 +12,8 @@ extension OpenAPIDocument {
         "get /", "get /conformance", "get /health", "get /openapi.json", "get /processes", "get /processes/dsm-opt", "get /processes/dsm-difference",
         "get /presets", "get /presets/{name}", "get /crs/{code}", "get /portal/config.json",
     ]
+    /// Operations a download link (`DownloadLink`) opens as well as a token.
+    static let linkOperations: Set<String> = ["get /jobs/{id}/results/{file}", "get /jobs/{id}/results.zip"]
 
     static func ref(_ name: String) -> Schema { ["$ref": "#/components/schemas/\(name)"] }
     static var uploadReference: Schema { ["type": "object", "required": ["upload"], "additionalProperties": false,
@@ -148,6 +150,10 @@ extension OpenAPIDocument {
         case "put /me/email": return json(["type": "object", "required": ["email"], "additionalProperties": false,
                                            "properties": ["email": ["type": "string", "format": "email", "maxLength": 254]]])
         case "put /admin/users/{id}/quota": return json(ref("QuotaPatch"))
+        case "post /jobs/{id}/download-links":
+            return ["required": false, "description": "empty for links valid a day",
+                    "content": ["application/json": ["schema": ["type": "object", "additionalProperties": false, "properties": [
+                        "expiresIn": ["type": "integer", "minimum": 60, "maximum": DownloadLink.maxSeconds, "description": "seconds from now"]]]]]]
         case "put /presets/{name}": return json(ref("Preset"))
         case "post /catalogue/jobs":
             var s = componentSchemas["ExecutionRequest"]!
@@ -194,6 +200,11 @@ extension OpenAPIDocument {
                 p += [q("ids", ["type": "string"]), q("collections", ["type": "string"]), q("intersects", ["type": "string", "description": "a GeoJSON geometry"])]
             }
             return p
+        case "get /jobs/{id}/results/{file}", "get /jobs/{id}/results.zip":
+            // A download link (`POST /jobs/{id}/download-links`): the three together, in place of a token.
+            return [q("user", ["type": "string", "description": "download link: the user who signed it"]),
+                    q("expires", ["type": "integer", "description": "download link: its expiry, Unix seconds"]),
+                    q("signature", ["type": "string", "description": "download link: its signature"])]
         case "get /jobs/{id}/probe": return [q("lon", ["type": "number", "minimum": -180, "maximum": 180], required: true),
                                              q("lat", ["type": "number", "minimum": -90, "maximum": 90], required: true)]
         default: return []
@@ -231,6 +242,13 @@ extension OpenAPIDocument {
             return ["application/geo+json": ["schema": ["type": "object", "required": ["type", "features", "links"]]]]
         case ("get /stac/collections/{collection}/items/{id}", _), ("post /jobs/{id}/publish", _):
             return ["application/geo+json": ["schema": ["type": "object", "required": ["type", "id", "assets"]]]]
+        case ("post /jobs/{id}/download-links", _):
+            return json(["type": "object", "required": ["expires", "query", "archive", "results"],
+                         "properties": ["expires": ["type": "string", "format": "date-time"],
+                                        "query": ["type": "string", "description": "what signs: add it to the address of any of the job's results"],
+                                        "archive": ["type": "string", "format": "uri", "description": "the results' zip, signed"],
+                                        "results": ["type": "object", "description": "the results document, each href signed",
+                                                    "additionalProperties": ["oneOf": [ref("Link"), ["type": "array", "items": ref("Link")]]]]]])
         case ("get /jobs/{id}/results.zip", _), ("get /stac/collections/{collection}/items/{id}/assets.zip", _): return ["application/zip": ["schema": ["type": "string", "format": "binary"]]]
         case ("get /jobs/{id}/tiles/{layer}/{z}/{x}/{y}", 200): return ["image/png": ["schema": ["type": "string", "format": "binary"]]]
         case (_, 204): return [:]
@@ -275,12 +293,16 @@ extension OpenAPIDocument {
             }
             var op: [String: Any] = ["summary": r.summary, "parameters": parameters, "responses": responses]
             if let body = requestBody(key) { op["requestBody"] = body }
-            op["security"] = publicOperations.contains(key) ? [] as [Any] : [["bearer": [] as [Any]]]
+            op["security"] = publicOperations.contains(key) ? [] as [Any]
+                : linkOperations.contains(key) ? [["bearer": [] as [Any]], ["downloadLink": [] as [Any]]] : [["bearer": [] as [Any]]]
             paths[r.path, default: [:]][r.method] = op
         }
         return ["openapi": "3.1.0",
                 "info": ["title": "dsmopt", "version": "1.0", "description": "Stereo-photogrammetry DSM service (OGC API – Processes job semantics)."],
-                "components": ["securitySchemes": ["bearer": ["type": "http", "scheme": "bearer"]], "schemas": componentSchemas],
+                "components": ["securitySchemes": ["bearer": ["type": "http", "scheme": "bearer"],
+                                                   "downloadLink": ["type": "apiKey", "in": "query", "name": "signature",
+                                                                    "description": "a download link's query (user, expires, signature), from POST /jobs/{id}/download-links"]],
+                               "schemas": componentSchemas],
                 "paths": paths]
     }
 }

@@ -282,6 +282,11 @@ public final class PostgresJobStore: JobStore, @unchecked Sendable {
         !(try await rows("UPDATE users SET token_hash = 'revoked:' || id WHERE id = \(userId) RETURNING id").isEmpty)
     }
 
+    public func tokenHash(userId: String) async throws -> String? {
+        try await rows("SELECT token_hash FROM users WHERE id = \(userId)").first
+            .flatMap { SQLiteJobStore.liveTokenHash(try $0["token_hash"].decode(String.self)) }
+    }
+
     public func callbackSecrets(userId: String, renewKeepingPreviousUntil until: Date?) async throws -> CallbackSecrets? {
         // Kept: a read. Missing (or renewed): a write.
         if until == nil, let kept = try await rows("SELECT callback_secret, previous_callback_secret, previous_callback_secret_until FROM users WHERE id = \(userId)")

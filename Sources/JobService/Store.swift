@@ -83,6 +83,10 @@ public protocol JobStore: Sendable {
     func rotateToken(userId: String) async throws -> String?
     /// Revokes a user's token: every request with it is refused from now on.
     func revokeToken(userId: String) async throws -> Bool
+    /// The stored hash of a user's token, from which the key of their download links derives (`DownloadLink`):
+    /// rotating or revoking the token voids every link it signed. nil when there is no such user or their
+    /// token is revoked.
+    func tokenHash(userId: String) async throws -> String?
     /// The keys that sign the callbacks of a user's jobs (`CallbackSignature`): the current one, created on
     /// first use; with `renewKeepingPreviousUntil`, replaced by a new one, the replaced one kept as `previous`
     /// until that date (a later renewal replaces it too). nil when there is no such user.
@@ -682,6 +686,14 @@ public final class SQLiteJobStore: JobStore {
             return db.changesCount == 1
         }
     }
+
+    public func tokenHash(userId: String) async throws -> String? {
+        try await db.read { db in try String.fetchOne(db, sql: "SELECT token_hash FROM users WHERE id = ?", arguments: [userId]) }
+            .flatMap(Self.liveTokenHash)
+    }
+
+    /// A stored token hash, nil for a revoked token (`revokeToken`'s marker).
+    static func liveTokenHash(_ stored: String) -> String? { stored.hasPrefix("revoked:") ? nil : stored }
 
     public func callbackSecrets(userId: String, renewKeepingPreviousUntil until: Date?) async throws -> CallbackSecrets? {
         let read = "SELECT callback_secret, previous_callback_secret, previous_callback_secret_until FROM users WHERE id = ?"

@@ -8,6 +8,7 @@ on the first failed check.
 import argparse
 import atexit
 import base64
+import io
 import json
 import os
 import re
@@ -299,6 +300,13 @@ with received_lock:
 check(len(to_alice) == 1 and "portal job" in to_alice[0]["subject"] and "finished" in to_alice[0]["subject"]
       and f"{args.url}/jobs/{job_id}/results/dsm.tif" in to_alice[0]["body"],
       f"alice got one mail about her job, with the DSM's link under the address she used ({received})")
+# The mail's links are signed: its zip opens without a token.
+mail_zip = re.search(r"all of them in one zip: (\S+)\)", to_alice[0]["body"])
+check(mail_zip is not None and "signature=" in mail_zip.group(1) and "open without your token until" in to_alice[0]["body"],
+      f"the mail's zip link is signed ({to_alice[0]['body']})")
+with urllib.request.urlopen(mail_zip.group(1), timeout=60) as r:
+    mail_zip_bytes = r.read()
+check(zipfile.is_zipfile(io.BytesIO(mail_zip_bytes)), f"the mail's zip link downloads a zip without a token ({len(mail_zip_bytes)} bytes)")
 check(len(seen) >= 2 and max(seen) == 100, f"the progress bar moved ({sorted(seen)})")
 wait(lambda: q("#job-results").is_displayed(), "results shown")
 wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, ".layer-hillshade img[data-loaded='1']")) >= 1, "hillshade tiles load", timeout=60)
@@ -325,6 +333,8 @@ ActionChains(driver).move_to_element(q("#map-result")).move_by_offset(5, 5).perf
 wait(lambda: "height" in text("#cursor"), "the cursor's coordinates and height")
 shot("dsm-layer")
 link = driver.find_element(By.XPATH, "//table[@id='products']//a[text()='dsm.tif']")
+check("signature=" in link.get_attribute("href") and "without your token until" in text("#products-links"),
+      f"the product links are plain signed links the browser downloads itself ({link.get_attribute('href')}; {text('#products-links')})")
 size_text = link.find_element(By.XPATH, "../../td[3]").text
 check(size_text.endswith("B"), f"products listed with their size ({size_text})")
 link.click()
@@ -343,6 +353,16 @@ with zipfile.ZipFile(zip_path) as z:
     names = z.namelist()
     check(z.testzip() is None and f"dsmopt-{job_id}/manifest.json" in names and z.read(f"dsmopt-{job_id}/dsm.tif") == dsm_bytes,
           f"the zip holds the products, CRCs checked, its dsm.tif the one downloaded alone ({names})")
+# Sharing: a link for a colleague without an account, valid 7 days (the job is kept longer).
+Select(q("#share-days")).select_by_value("7")
+q("#share").click()
+wait(lambda: q("#share-url").is_displayed() and "Anyone with this address" in text("#share-note"), "a share link is made")
+shared = q("#share-url").get_attribute("value")
+with urllib.request.urlopen(shared, timeout=60) as r:
+    check(r.status == 200 and r.headers["Content-Type"] == "application/zip" and r.read() == open(zip_path, "rb").read(),
+          f"the share link ({shared}) downloads the same zip without a token")
+expiry = re.search(r"expires=([0-9]+)", shared)
+check(expiry is not None and abs(int(expiry.group(1)) - (time.time() + 7 * 86400)) < 600, f"the share link lasts 7 days ({shared}; {text('#share-note')})")
 # The DSM catalogue: publish from the job page, the item appears in the STAC API, withdraw.
 wait(lambda: q("#publish").is_displayed() and "Not published" in text("#catalogue-state"), "the job page offers to publish")
 q("#publish").click()

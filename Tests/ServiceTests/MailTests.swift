@@ -272,6 +272,11 @@ import Testing
                      "\(s.base)/jobs/\(ids[0])/results/difference.tif", "\(s.base)/jobs/\(ids[0])/results.zip"] {
             #expect(body.contains(part), "\(part) not in:\n\(body)")
         }
+        // Its links open without the token until the purge: the zip's is signed to expire then.
+        let zipLink = try #require(body.firstMatch(of: /all of them in one zip: (\S+)\)/).map { String($0.1) }, "\(body)")
+        #expect(zipLink.contains("&expires=\(Int64(purge.timeIntervalSince1970))&signature="), "\(zipLink), purge \(purge)")
+        let zipped = try await http("GET", zipLink)
+        #expect(zipped.status == 200 && zipped.headers["content-type"] == "application/zip", "\(zipped.status) \(zipped.text.prefix(300))")
         // After the purge: still one reminder, none about the job without mail; the end mails were the first job's only.
         while Date() < purge.addingTimeInterval(3) { try await Task.sleep(nanoseconds: 500_000_000) }
         #expect(reminders().count == 1, "\(reminders().map { $0["subject"] ?? "" })")

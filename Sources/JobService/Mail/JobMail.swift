@@ -44,7 +44,8 @@ public final class MailSender: Service, DeliverySender, @unchecked Sendable {
         }
         let base = api.linkBase(try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8)))
         let results = job.status == .successful && !job.purged ? try? api.resultsDocument(job, base: base) : nil
-        let outcome = await deliver(JobMail.message(job, owner: owner, to: to, from: config.mailSender, base: base, results: results))
+        let link = results == nil ? nil : try? await api.downloadLink(job, for: owner, seconds: DownloadLink.maxSeconds)
+        let outcome = await deliver(JobMail.message(job, owner: owner, to: to, from: config.mailSender, base: base, results: results, link: link))
         await finishAttempt(job, attempt: attempt, state: outcome.state, error: outcome.error)
     }
 
@@ -91,9 +92,10 @@ struct PurgeReminderSender: DeliverySender {
         let api = mail.api, config = mail.config
         let base = api.linkBase(try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8)))
         let results = try? api.resultsDocument(job, base: base)
+        let link = results == nil ? nil : try? await api.downloadLink(job, for: owner, seconds: DownloadLink.maxSeconds, now: now)
         let published = (try? await store.publication(id: job.id)) != nil
         let outcome = await mail.deliver(JobMail.purgeReminder(job, owner: owner, to: to, from: config.mailSender, base: base, results: results,
-                                                               published: published, now: now))
+                                                               link: link, published: published, now: now))
         api.metrics.observePurgeReminder(sent: outcome.state == .delivered)
         await finishAttempt(job, attempt: attempt, state: outcome.state, error: outcome.error)
     }
@@ -101,7 +103,9 @@ struct PurgeReminderSender: DeliverySender {
 
 /// What the mail about an ended job says.
 enum JobMail {
-    static func message(_ job: Job, owner: User, to: String, from: String, base: String, results: [String: Any]?) -> MailMessage {
+    /// `link`: the owner's download link for the results' addresses (nil: plain addresses, which need the token).
+    static func message(_ job: Job, owner: User, to: String, from: String, base: String, results: [String: Any]?,
+                        link: DownloadLink? = nil) -> MailMessage {
         let outcome = job.status == .successful ? "finished" : job.status.rawValue
         let subject = "[dsmopt] \(job.name): \(outcome)"
         var lines = ["Hello \(owner.name),", ""]
@@ -116,7 +120,7 @@ enum JobMail {
         lines += ["", "Status: \(base)/jobs/\(job.id)", "In the portal: \(base)/#/job/\(job.id)"]
         if job.status == .successful {
             if let purge = job.purgeAt { lines += ["", "Its results are kept until \(utcText(purge, "yyyy-MM-dd HH:mm 'UTC'")); download what you need before then."] }
-            lines += resultLines(results, job: job, base: base)
+            lines += resultLines(results, job: job, base: base, link: link)
         } else {
             lines += ["", "Its log: \(base)/jobs/\(job.id)/logs"]
         }
@@ -127,7 +131,7 @@ enum JobMail {
 
     /// The reminder, `purgeReminderSeconds` before the purge, that a job's results are about to be deleted.
     static func purgeReminder(_ job: Job, owner: User, to: String, from: String, base: String, results: [String: Any]?,
-                              published: Bool, now: Date) -> MailMessage {
+                              link: DownloadLink? = nil, published: Bool, now: Date) -> MailMessage {
         let purge = job.purgeAt ?? now
         let day = utcText(purge, "yyyy-MM-dd")
         var lines = ["Hello \(owner.name),", "",
@@ -138,21 +142,29 @@ enum JobMail {
             : ["", "To keep its products, publish them in the DSM catalogue (the job's page in the portal, or",
                "POST \(base)/jobs/\(job.id)/publish): they then stay until withdrawn."]
         lines += ["", "Status: \(base)/jobs/\(job.id)", "In the portal: \(base)/#/job/\(job.id)"]
-        lines += resultLines(results, job: job, base: base) + footer
+        lines += resultLines(results, job: job, base: base, link: link) + footer
         return MailMessage(from: from, to: to, subject: "[dsmopt] \(job.name): results deleted on \(day)", body: lines.joined(separator: "\n"),
                            messageID: "\(job.id).purge-reminder@\(domain(from))")
     }
 
-    /// The results document's links, one a line, by address, after the link to all of them in one zip.
-    static func resultLines(_ results: [String: Any]?, job: Job, base: String) -> [String] {
-        guard let results, !results.isEmpty else { return [] }
+    /// The results document's links, one a line, by address, after the link to all of them in one zip; each
+    /// signed by `link`, when given, so that it opens without the token.
+    static func resultLines(_ results: [String: Any]?, job: Job, base: String, link: DownloadLink?) -> [String] {
+        guard var results, !results.isEmpty else { return [] }
+        var zip = "\(base)/jobs/\(job.id)/results.zip"
+        if let link { results = ServiceAPI.signed(results, link: link); zip += "?\(link.query)" }
         var links: [(String, String)] = []
         for (key, value) in results {
-            for link in (value as? [[String: Any]]) ?? [value as? [String: Any]].compactMap({ $0 }) {
-                if let href = link["href"] as? String { links.append(((link["title"] as? String) ?? key, href)) }
+            for l in (value as? [[String: Any]]) ?? [value as? [String: Any]].compactMap({ $0 }) {
+                if let href = l["href"] as? String { links.append(((l["title"] as? String) ?? key, href)) }
             }
         }
-        return ["", "Results (all of them in one zip: \(base)/jobs/\(job.id)/results.zip):"] + links.sorted(by: { $0.1 < $1.1 }).map { "- \($0.0): \($0.1)" }
+        let opening = link.map {
+            ["", "These links open without your token until \(utcText($0.expiryDate, "yyyy-MM-dd HH:mm 'UTC'")) (they are signed with it:",
+             "rotating or revoking your token voids them). Keep them to yourself, or share them with whoever should",
+             "have the results."]
+        } ?? []
+        return opening + ["", "Results (all of them in one zip: \(zip)):"] + links.sorted(by: { $0.1 < $1.1 }).map { "- \($0.0): \($0.1)" }
     }
 
     static let footer = ["", "Requests to the API need your token (Authorization: Bearer …), as in the portal.", "", "-- ",

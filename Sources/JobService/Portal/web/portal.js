@@ -902,20 +902,37 @@ const AuthTiles = L.GridLayer.extend({
 async function results(job) {
   $('#job-results').hidden = false;
   const [manifest, mapInfo] = await Promise.all([api(`/jobs/${job.jobID}/results/manifest.json`), api(`/jobs/${job.jobID}/map`)]);
+  // Plain links, signed for a day (POST /jobs/{id}/download-links): the browser downloads them itself, to disk
+  // and resumable, where a download through fetch would hold the whole file in memory.
+  const links = await api(`/jobs/${job.jobID}/download-links`, { method: 'POST', body: { expiresIn: 86400 } });
+  const signed = (path) => `${BASE}${path}?${links.query}`;
   const body = $('#products tbody');
   body.textContent = '';
   for (const p of manifest.products) {
-    // The product's path on this service (the manifest's href is the service's public address for it).
-    const path = `/jobs/${job.jobID}/results/${encodeURIComponent(p.file)}`;
-    const link = el('a', { href: BASE + path, download: p.file, onclick: (e) => { e.preventDefault(); download(path, p.file, link); } }, p.file);
+    const link = el('a', { href: signed(`/jobs/${job.jobID}/results/${encodeURIComponent(p.file)}`), download: p.file }, p.file);
     body.append(el('tr', {}, el('td', {}, p.code), el('td', {}, link), el('td', {}, fmtBytes(p.bytes)), el('td', {}, p.description)));
   }
   // Everything at once: the results document's files in one zip (the products, the manifest, the STAC item).
-  const zipPath = `/jobs/${job.jobID}/results.zip`, zipFile = `dsmopt-${job.jobID}.zip`;
+  const zipFile = `dsmopt-${job.jobID}.zip`;
   const total = manifest.products.reduce((sum, p) => sum + (p.bytes || 0), 0);
-  const zipLink = el('a', { href: BASE + zipPath, download: zipFile, onclick: (e) => { e.preventDefault(); download(zipPath, zipFile, zipLink); } }, zipFile);
   $('#products-zip').textContent = '';
-  $('#products-zip').append('Every product in one zip archive: ', zipLink, ` (${fmtBytes(total)}, with the manifest and the STAC item)`);
+  $('#products-zip').append('Every product in one zip archive: ', el('a', { href: signed(`/jobs/${job.jobID}/results.zip`), download: zipFile }, zipFile),
+    ` (${fmtBytes(total)}, with the manifest and the STAC item)`);
+  $('#products-links').textContent = `These links open without your token until ${fmtDate(links.expires)}; reload the page for new ones.`;
+  $('#share-url').hidden = true;
+  $('#share-note').textContent = '';
+  $('#share').onclick = async () => {
+    try {
+      const days = Number($('#share-days').value);
+      const shared = await api(`/jobs/${job.jobID}/download-links`, { method: 'POST', body: { expiresIn: days * 86400 } });
+      $('#share-url').value = shared.archive;
+      $('#share-url').hidden = false;
+      $('#share-url').select();
+      $('#share-note').textContent = `Anyone with this address can download every result until ${fmtDate(shared.expires)}`
+        + (job.purgeDate && new Date(shared.expires) < new Date(Date.now() + days * 86400e3 - 60e3) ? ' (the purge date)' : '')
+        + '. Replacing your token (Account) voids it.';
+    } catch (e) { banner(e.message); }
+  };
   if (!state.config.basemapURL && state.config.basemapURL !== null) state.config = await api('/portal/config.json');
   const map = baseMap('map-result');
   setTimeout(() => map.invalidateSize(), 0);
@@ -993,21 +1010,6 @@ async function catalogueState(job) {
   $('#withdraw').onclick = async () => {
     try { await api(`/jobs/${job.jobID}/publish`, { method: 'DELETE' }); await catalogueState(job); } catch (e) { banner(e.message); }
   };
-}
-
-async function download(path, file, link) {
-  const original = link.textContent;
-  link.textContent = `${file} (downloading…)`;
-  try {
-    const r = await api(path, { raw: true });
-    const blob = await r.blob();
-    const a = el('a', { href: URL.createObjectURL(blob), download: file });
-    document.body.append(a);
-    a.click();
-    setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
-    link.textContent = original;
-    link.dataset.downloaded = String(blob.size);
-  } catch (e) { link.textContent = original; banner(`${file}: ${e.message}`); }
 }
 
 // ---------------------------------------------------------------- account
