@@ -47,7 +47,7 @@ say "$(echo "$J" | json "'%s, %d %%, %s CPU-s, purge %s' % (d['status'], d['prog
 
 # 5. Results: the results document (each output's name -> a link; orthos: one per image), the manifest
 #    (each product's DSM-OPT code and size), one product downloaded (Range and HEAD work too), all of them in
-#    one zip, the quota used.
+#    one zip, with the token and through a download link, the quota used.
 curl -sf -H "$A" "$LOC/results" | json "'\n'.join(k + ' ' + ' '.join(l['href'] for l in (v if isinstance(v, list) else [v])) for k, v in sorted(d.items()))" | sed 's/^/session: /' >&2
 curl -sf -H "$A" "$LOC/results/manifest.json" | json "'\n'.join('%s %s %d bytes' % (p['code'], p['file'], p['bytes']) for p in d['products'])" | sed 's/^/session: /' >&2
 curl -sf -H "$A" -o "$OUT/dsm.tif" "$LOC/results/dsm.tif"
@@ -55,5 +55,10 @@ say "dsm.tif: $(stat -c %s "$OUT/dsm.tif") bytes in $OUT"
 # Every result in one zip (-C -: a broken download resumes where it stopped).
 curl -sf -H "$A" -C - -o "$OUT/results.zip" "$LOC/results.zip"
 say "results.zip: $(python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; print(len(z.namelist()), "files")' "$OUT/results.zip"), $(stat -c %s "$OUT/results.zip") bytes"
+# A download link: the same zip signed for an hour, fetched without the token (a browser, a mail, GDAL).
+LINK=$(curl -sf -X POST -H "$A" -H 'Content-Type: application/json' -d '{"expiresIn": 3600}' "$LOC/download-links" | json "d['archive']")
+curl -sf -o "$OUT/linked.zip" "$LINK"
+cmp -s "$OUT/linked.zip" "$OUT/results.zip" || { echo "the download link's zip differs from the token's" >&2; exit 1; }
+say "download link (no token, the same zip): ${LINK%%\?*}?user=…&expires=…&signature=…"
 curl -sf -H "$A" "$S/me" | json "'usage: %s' % d['usage']" | sed 's/^/session: /' >&2
 echo "$OUT/dsm.tif"

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import JobService
 import TestSupport
@@ -45,11 +46,18 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         await #expect(throws: StoreError.duplicateUser("ann")) { _ = try await store.createUser(name: "ann", role: .admin, quota: Quota()) }
         #expect(try await store.user(token: token)?.id == u.id)
         #expect(try await store.user(name: "ann")?.id == u.id)
+        // The token's hash keys the user's download links: it follows rotation, and a revoked token has none.
+        let first = try #require(try await store.tokenHash(userId: u.id))
+        #expect(first == SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined())
         let fresh = try #require(try await store.rotateToken(userId: u.id))
         #expect(try await store.user(token: token) == nil)
         #expect(try await store.user(token: fresh)?.id == u.id)
+        let second = try await store.tokenHash(userId: u.id)
+        #expect(second != nil && second != first)
         #expect(try await store.revokeToken(userId: u.id))
         #expect(try await store.user(token: fresh) == nil)
+        #expect(try await store.tokenHash(userId: u.id) == nil)
+        #expect(try await store.tokenHash(userId: "nobody") == nil)
         #expect(try await store.rotateToken(userId: "nobody") == nil)
         var q = Quota(); q.storageBytes = 123
         #expect(try await store.setQuota(userId: u.id, quota: q)?.quota.storageBytes == 123)
