@@ -1419,8 +1419,12 @@ public struct ServiceAPI: Sendable {
     /// The files a finished job's results are: its manifest's products, the manifest and the STAC item.
     /// `products`: the manifest's, when the caller has read them.
     func resultsFiles(_ job: Job, folder: String, products: [[String: Any]]? = nil) throws -> [String] {
-        let products = try products ?? (manifestObject(job, folder: folder)["products"] as? [[String: Any]] ?? [])
-        var files = products.compactMap { $0["file"] as? String }.filter { Self.sanitize($0) == $0 }
+        Self.resultsFiles(folder: folder, products: try products ?? (manifestObject(job, folder: folder)["products"] as? [[String: Any]] ?? []))
+    }
+
+    /// The files of a results folder whose manifest lists `products`: theirs, then the manifest and the STAC item.
+    static func resultsFiles(folder: String, products: [[String: Any]]) -> [String] {
+        var files = products.compactMap { $0["file"] as? String }.filter { sanitize($0) == $0 }
         for extra in ["manifest.json", "item.json"] where !files.contains(extra)
             && FileManager.default.fileExists(atPath: (folder as NSString).appendingPathComponent(extra)) { files.append(extra) }
         return files
@@ -1489,12 +1493,11 @@ public struct ServiceAPI: Sendable {
     }
 
     /// `files` of `folder` as one zip (`ResultsArchive`) under `root/`, for GET and HEAD with Range. The
-    /// CRC-32s are read from the folder's index, computed off the server's threads where it lacks them (the
-    /// first download of a folder's archive reads every file once).
+    /// CRC-32s are read from the folder's index (a job's is written when the job ends), computed off the
+    /// server's threads where it lacks them (the first download of a catalogue item's archive reads every file
+    /// once).
     func serveArchive(folder: String, files: [String], root: String, request: Request) async throws -> Response {
-        let members = try await withCheckedThrowingContinuation { (c: CheckedContinuation<[ResultsArchive.Member], Error>) in
-            DispatchQueue.global().async { c.resume(with: Result { try ResultsArchive.members(folder: folder, files: files) }) }
-        }
+        let members = try await ResultsArchive.indexed(folder: folder, files: files)
         let archive = ResultsArchive(folder: folder, root: root, members: members)
         return try Self.serveBytes(request, size: archive.length, etag: archive.etag, modified: archive.modified,
                                    type: "application/zip", fileName: "\(root).zip") { from, length, writer in

@@ -158,6 +158,13 @@ public struct ResultsArchive: Sendable {
         return out
     }
 
+    /// `members`, off the caller's thread (it reads every file not in the index yet).
+    public static func indexed(folder: String, files: [String]) async throws -> [Member] {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<[Member], Error>) in
+            DispatchQueue.global().async { c.resume(with: Result { try members(folder: folder, files: files) }) }
+        }
+    }
+
     /// The CRC-32 of a file, read through one reused buffer.
     static func crc32(of path: String) throws -> UInt32 {
         let fd = open(path, O_RDONLY)

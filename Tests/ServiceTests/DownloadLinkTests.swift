@@ -35,6 +35,18 @@ import Testing
         let dsmHref = try #require((results["dsm"] as? [String: Any])?["href"] as? String)
         #expect(dsmHref == "\(s.base)/jobs/\(id)/results/dsm.tif?\(query)", "\(results)")
 
+        // The zip's CRC index is written when the job ends, before any download asks for it: one entry per
+        // file of the results document.
+        let index = s.data.path("jobs/\(id)/attempt-1/out/.results-zip.json")
+        let deadline = Date().addingTimeInterval(20)
+        while !FileManager.default.fileExists(atPath: index) && Date() < deadline { try await Task.sleep(nanoseconds: 200_000_000) }
+        let indexed = ((try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: index)))) as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        let documentFiles = try #require(try await http("GET", "\(s.base)/jobs/\(id)/results", token: token).json).values
+            .flatMap { ($0 as? [[String: Any]]) ?? [$0 as? [String: Any] ?? [:]] }.compactMap { ($0["href"] as? String)?.split(separator: "/").last.map(String.init) }
+        #expect(!indexed.isEmpty && Set(indexed) == Set(documentFiles), "index \(indexed), results \(documentFiles)")
+        let log = try await http("GET", "\(s.base)/jobs/\(id)/logs", token: token).text
+        #expect(log.contains("results' zip index: \(indexed.count) files"), "\(log.suffix(400))")
+
         // Without a token: the zip and the DSM, the same bytes as with one; ranges and HEAD too.
         let zipped = try await http("GET", archive)
         #expect(zipped.status == 200 && zipped.headers["content-type"] == "application/zip", "\(zipped.status) \(zipped.text.prefix(300))")
