@@ -1493,9 +1493,8 @@ public struct ServiceAPI: Sendable {
     }
 
     /// `files` of `folder` as one zip (`ResultsArchive`) under `root/`, for GET and HEAD with Range. The
-    /// CRC-32s are read from the folder's index (a job's is written when the job ends), computed off the
-    /// server's threads where it lacks them (the first download of a catalogue item's archive reads every file
-    /// once).
+    /// CRC-32s are read from the folder's index (a job's is written when the job ends, and a published item
+    /// starts with its job's), computed off the server's threads where it lacks them.
     func serveArchive(folder: String, files: [String], root: String, request: Request) async throws -> Response {
         let members = try await ResultsArchive.indexed(folder: folder, files: files)
         let archive = ResultsArchive(folder: folder, root: root, members: members)

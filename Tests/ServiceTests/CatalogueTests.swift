@@ -181,6 +181,12 @@ import Testing
         // Every asset and the item in one zip, linked from the item, served after the purge too.
         let zipHref = "\(s.base)/stac/collections/dsm-opt/items/\(jobA)/assets.zip"
         #expect(((itemA.json?["links"] as? [[String: Any]]) ?? []).contains { $0["rel"] as? String == "enclosure" && $0["href"] as? String == zipHref })
+        // The job's CRC index came with the linked files at publication: the item's zip reads the assets' CRCs
+        // from it (the zip's own check below says they are right).
+        let itemIndex = s.data.path("catalogue/\(jobA)/.results-zip.json")
+        let carried = ((try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: itemIndex)))) as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        let assetFiles = assets.values.compactMap { ($0["href"] as? String)?.components(separatedBy: "/").last }
+        #expect(!assetFiles.isEmpty && Set(assetFiles).isSubset(of: Set(carried)), "index \(carried), assets \(assetFiles)")
         let zip = try await http("GET", zipHref, token: bob)
         #expect(zip.status == 200 && zip.headers["content-type"] == "application/zip" && zip.headers["content-length"] == "\(zip.body.count)", "\(zip.status)")
         try zip.body.write(to: URL(fileURLWithPath: tmp.path("item.zip")))

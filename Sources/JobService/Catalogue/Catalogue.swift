@@ -58,6 +58,11 @@ public struct Catalogue: Sendable {
                 try linkOrCopy(src, dst)
                 bytes += ((try fm.attributesOfItem(atPath: dst))[.size] as? NSNumber)?.int64Value ?? 0
             }
+            // The job's zip index: its CRC-32s stand for the files linked here (the same size and time), so the
+            // item's zip starts at once; a file copied instead, and the item's own item.json, are read at its
+            // first download.
+            try? fm.copyItem(atPath: (results as NSString).appendingPathComponent(ResultsArchive.indexName),
+                             toPath: (staging as NSString).appendingPathComponent(ResultsArchive.indexName))
             // The catalogue's item: the job's id and name, the licence, the collection. Written by rename, so
             // the job's own item.json (a hard link until then) is left as it was.
             item["id"] = job.id
