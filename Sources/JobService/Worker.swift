@@ -340,11 +340,11 @@ public final class WorkerPool: Service, @unchecked Sendable {
         // The results' zip is laid out from the files' CRC-32s: computed now, while the files are fresh in the
         // page cache, so that the first download of a scene's archive starts at once (a download computes
         // what the index lacks; a damaged manifest is the results routes' to report).
-        if owned && ended == .successful, case let folder = runDir,
-           let manifest = FileManager.default.contents(atPath: (folder as NSString).appendingPathComponent("manifest.json")),
+        if owned && ended == .successful,
+           let manifest = FileManager.default.contents(atPath: (runDir as NSString).appendingPathComponent("manifest.json")),
            let products = ((try? JSONSerialization.jsonObject(with: manifest)) as? [String: Any])?["products"] as? [[String: Any]] {
             let started = Date()
-            if let members = try? await ResultsArchive.indexed(folder: folder, files: ServiceAPI.resultsFiles(folder: folder, products: products)) {
+            if let members = try? await ResultsArchive.indexed(folder: runDir, files: ServiceAPI.resultsFiles(folder: runDir, products: products)) {
                 try? appendLog(job.id, attempt, String(format: "results' zip index: %d files, %.2f GB, CRC-32s in %.1f s\n", members.count,
                                                        Double(members.reduce(0) { $0 + $1.size }) / 1e9, Date().timeIntervalSince(started)))
             }

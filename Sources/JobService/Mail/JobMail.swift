@@ -42,9 +42,7 @@ public final class MailSender: Service, DeliverySender, @unchecked Sendable {
         guard let owner = try? await store.user(id: job.userId), let to = owner.email else {
             return await finishAttempt(job, attempt: attempt, state: .skipped, error: "the owner has no email address any more")
         }
-        let base = api.linkBase(try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8)))
-        let results = job.status == .successful && !job.purged ? try? api.resultsDocument(job, base: base) : nil
-        let link = results == nil ? nil : try? await api.downloadLink(job, for: owner, seconds: DownloadLink.maxSeconds)
+        let (base, results, link) = await api.mailedResults(job, owner: owner, now: Date())
         let outcome = await deliver(JobMail.message(job, owner: owner, to: to, from: config.mailSender, base: base, results: results, link: link))
         await finishAttempt(job, attempt: attempt, state: outcome.state, error: outcome.error)
     }
@@ -90,14 +88,23 @@ struct PurgeReminderSender: DeliverySender {
             return await finishAttempt(job, attempt: attempt, state: .skipped, error: "the owner has no email address any more")
         }
         let api = mail.api, config = mail.config
-        let base = api.linkBase(try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8)))
-        let results = try? api.resultsDocument(job, base: base)
-        let link = results == nil ? nil : try? await api.downloadLink(job, for: owner, seconds: DownloadLink.maxSeconds, now: now)
+        let (base, results, link) = await api.mailedResults(job, owner: owner, now: now)
         let published = (try? await store.publication(id: job.id)) != nil
         let outcome = await mail.deliver(JobMail.purgeReminder(job, owner: owner, to: to, from: config.mailSender, base: base, results: results,
                                                                link: link, published: published, now: now))
         api.metrics.observePurgeReminder(sent: outcome.state == .delivered)
         await finishAttempt(job, attempt: attempt, state: outcome.state, error: outcome.error)
+    }
+}
+
+extension ServiceAPI {
+    /// What a mail about `job` links to: the base of its addresses (`linkBase`), the results document of a
+    /// successful job whose results are kept, and the owner's download link for them, signed until the purge
+    /// (nil when the owner's token is revoked: the addresses then need a token).
+    func mailedResults(_ job: Job, owner: User, now: Date) async -> (base: String, results: [String: Any]?, link: DownloadLink?) {
+        let base = linkBase(try? JSONDecoder().decode(ExecutionRequest.self, from: Data(job.request.utf8)))
+        guard job.status == .successful, !job.purged, let results = try? resultsDocument(job, base: base) else { return (base, nil, nil) }
+        return (base, results, try? await downloadLink(job, for: owner, seconds: DownloadLink.maxSeconds, now: now))
     }
 }
 
