@@ -53,6 +53,14 @@ import Testing
         #expect(try #require(s["over_20m"]) == 0)
         #expect(try #require(s["completeness"]) >= 0.95)
         #expect(abs(try #require(s["bias_m"])) <= 0.3)
+        // Every matched cell has its uncertainty: the matches without a measurable correlation peak (no σ) are
+        // left out (item 20; before, 1.2 % of the whole pair's matched cells had a height and no σ).
+        let heights = try RasterDataset(path: tmp.path("out/dsm.tif")).read()
+        let filledMask = try RasterDataset(path: tmp.path("out/dsm_filled_mask.tif")).read()
+        let sigmas = try RasterDataset(path: tmp.path("out/dsm_uncertainty.tif")).read()
+        let matched = heights.indices.filter { !heights[$0].isNaN && filledMask[$0] == 0 }
+        let withoutSigma = matched.filter { sigmas[$0].isNaN || sigmas[$0] <= 0 }.count
+        #expect(matched.count > heights.count / 2 && withoutSigma == 0, "\(withoutSigma) of \(matched.count) matched cells without σ")
         // The regularisation adapts to the pair's matching noise (AdaptiveRegularisation): La Réunion's matches
         // cost 0.07 (median 1 − ZNCC of the sample windows, measured), a clean match 0.01, so the pair is
         // matched with 0.025 × 7 and large jumps cost √7 times as much; parameters.json and the manifest say so.

@@ -129,7 +129,7 @@ struct ProductAssembly: Sendable {
                                            + (finishing.maskWater ? ", water masked" : "") + (finishing.coregister ? ", coregistered on the reference DEM" : ""),
                                        units: units, crs: crs))
         manifest.products.append(.init(code: "A2", file: "dsm_uncertainty.tif",
-                                       description: "height uncertainty of the matched heights (dsm_raw.tif), 1 σ in metres: per match 2·√((1 − ZNCC)/(N·curvature)) px × GSD ÷ B/H, per cell the median of its matches, fused over pairs with their disagreement; dsm.tif's denoising lowers the noise further (not modelled); nodata where dsm.tif is filled or empty, and where no match of the cell (in a triplet: of one of the pairs averaged) had a concave correlation peak to measure (its height kept at the search step; about 1 % of the cells, with two to three times the others' error; README \"DSM quality\", item 7)",
+                                       description: "height uncertainty of the matched heights (dsm_raw.tif), 1 σ in metres: per match 2·√((1 − ZNCC)/(N·curvature)) px × GSD ÷ B/H, per cell the median of its matches, fused over pairs with their disagreement; dsm.tif's denoising lowers the noise further (not modelled); nodata only where dsm.tif is filled or empty (matches without a concave correlation peak to measure are left out of the DSM; README \"DSM quality\", items 7 and 20)",
                                        units: "m", crs: crs))
         manifest.products.append(.init(code: "A3", file: "dsm_filled_mask.tif", description: "1 where dsm.tif was filled by interpolation, 0 elsewhere",
                                        units: "flag", crs: crs))

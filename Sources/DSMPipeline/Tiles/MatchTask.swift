@@ -5,8 +5,8 @@ import SensorIngest
 
 /// Stage 1 of a ground tile, for every selected pair: the image window that sees the tile (from the RPC
 /// and the height range, plus a matching margin), epipolar resampling in sub-tiles, dense matching,
-/// triangulation and rasterisation on the tile's cells. Writes 3 bands per pair (height, score, height
-/// uncertainty: the disparity's σ × GSD ÷ B/H, metres).
+/// triangulation and rasterisation on the tile's cells of the matches with a measured σ. Writes 3 bands per
+/// pair (height, score, height uncertainty: the disparity's σ × GSD ÷ B/H, metres).
 struct MatchTask: Sendable {
     let plan: RunPlan
     let images: [SensorImage]
@@ -64,7 +64,11 @@ struct MatchTask: Sendable {
                                                  y1: Double(lw.y + lw.height), heights: plan.heightRange)
                     let g2 = try LineOfSightGrid(model: b.model, x0: Double(rw.x), y0: Double(rw.y), x1: Double(rw.x + rw.width),
                                                  y1: Double(rw.y + rw.height), heights: plan.heightRange)
+                    // Matches whose correlation peak gave no σ (the refinement's parabola flat or opening upwards:
+                    // the disparity stays on the search step) are left out: they erred three times as much as the
+                    // others, and their cells are better filled or left open (README "DSM quality", item 20).
                     let pts = Triangulation.points(tile: t.geometry, disparity: m, first: g1, second: g2)
+                        .filter { !$0.disparityUncertainty.isNaN }
                     var p = ProjectedPoints()
                     p.x = pts.map(\.longitude); p.y = pts.map(\.latitude)
                     p.z = pts.map { Float($0.height) }; p.score = pts.map(\.score)
