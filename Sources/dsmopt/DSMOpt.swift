@@ -461,13 +461,14 @@ struct ExpertOptions: ParsableArguments {
     @Option(name: .customLong("left-right-tolerance"), parsing: .unconditional, help: help("left-right-tolerance")) var leftRightTolerance: Double?
     @Option(name: .customLong("jump-penalty-ratio"), parsing: .unconditional, help: help("jump-penalty-ratio")) var jumpPenaltyRatio: Double?
     @Option(name: .customLong("regularisation-adaptation"), parsing: .unconditional, help: help("regularisation-adaptation")) var regularisationAdaptation: Double?
+    @Option(name: .customLong("uncertainty-threshold"), parsing: .unconditional, help: help("uncertainty-threshold")) var uncertaintyThreshold: Double?
 
     /// The options given, by the table's keys (every key of the table has its option above: a test checks it).
     var given: [String: Double] {
         let all: [(String, Double?)] = [("window", window), ("regularisation", regularisation), ("z-uncertainty", zUncertainty),
                                         ("precision", precision), ("decorrelation-threshold", decorrelationThreshold),
                                         ("left-right-tolerance", leftRightTolerance), ("jump-penalty-ratio", jumpPenaltyRatio),
-                                        ("regularisation-adaptation", regularisationAdaptation)]
+                                        ("regularisation-adaptation", regularisationAdaptation), ("uncertainty-threshold", uncertaintyThreshold)]
         return Dictionary(uniqueKeysWithValues: all.compactMap { k, v in v.map { (k, $0) } })
     }
 

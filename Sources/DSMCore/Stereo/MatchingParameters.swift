@@ -28,6 +28,11 @@ public struct MatchingParameters: Sendable, Codable, Equatable {
     /// (`AdaptiveRegularisation`); 1 keeps the regularisation as set. The matcher itself reads
     /// `regularisation` only: the pipeline scales it per pair.
     public var regularisationAdaptation: Double = 8
+    /// Largest disparity uncertainty (1 σ from the correlation peak, pixels; item 7 of the README's "DSM
+    /// quality") of a match the DSM takes: less certain matches — and those without a σ — are left out of
+    /// the DSM, their cells taking their neighbours' matches, the hole filling, or staying empty. The
+    /// matcher's own map (`dsmopt match`) keeps them. 0.5: README "DSM quality", item 21.
+    public var uncertaintyThreshold: Double = 0.5
 
     public init() {}
 

@@ -117,6 +117,8 @@ extension MatchingParameters {
                       help: "Ratio of the large-jump penalty to the one-step penalty (higher: flatter surfaces, fewer steps)"),
         ParameterSpec("regularisation-adaptation", .number, .expert, minimum: 1, maximum: 8, default: 8,
                       help: "Largest factor by which a run raises the regularisation of a pair whose matches are noisy (their median 1 − ZNCC ÷ 0.01, see parameters.json); 1 keeps it as set"),
+        ParameterSpec("uncertainty-threshold", .number, .expert, minimum: 0.1, maximum: 10, default: 0.5, unit: "pixels",
+                      help: "Matches whose disparity uncertainty (1 σ from the correlation peak) exceeds it are left out of the DSM (not of dsmopt match's map); their cells take their neighbours' matches or the hole filling, or stay empty"),
     ]
 
     public static func spec(_ key: String) -> ParameterSpec? { specs.first { $0.key == key } }
@@ -133,6 +135,7 @@ extension MatchingParameters {
             case "left-right-tolerance": return leftRightTolerance
             case "jump-penalty-ratio": return jumpPenaltyRatio
             case "regularisation-adaptation": return regularisationAdaptation
+            case "uncertainty-threshold": return uncertaintyThreshold
             default: return nil
             }
         }
@@ -147,6 +150,7 @@ extension MatchingParameters {
             case "left-right-tolerance": leftRightTolerance = v
             case "jump-penalty-ratio": jumpPenaltyRatio = v
             case "regularisation-adaptation": regularisationAdaptation = v
+            case "uncertainty-threshold": uncertaintyThreshold = v
             default: break
             }
         }

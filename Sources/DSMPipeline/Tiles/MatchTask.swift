@@ -5,8 +5,8 @@ import SensorIngest
 
 /// Stage 1 of a ground tile, for every selected pair: the image window that sees the tile (from the RPC
 /// and the height range, plus a matching margin), epipolar resampling in sub-tiles, dense matching,
-/// triangulation and rasterisation on the tile's cells of the matches with a measured σ. Writes 3 bands per
-/// pair (height, score, height uncertainty: the disparity's σ × GSD ÷ B/H, metres).
+/// triangulation and rasterisation on the tile's cells of the matches whose σ is measured and within the
+/// uncertainty threshold. Writes 3 bands per pair (height, score, height uncertainty: the disparity's σ × GSD ÷ B/H, metres).
 struct MatchTask: Sendable {
     let plan: RunPlan
     let images: [SensorImage]
@@ -32,6 +32,8 @@ struct MatchTask: Sendable {
         var matcher = DenseMatcher(parameters: matching)
         matcher.threads = plan.workload.matcherThreads
         matcher.stripRows = plan.workload.stripRows
+        // NaN (no σ) fails the comparison too.
+        let maximumSigma = Float(matching.uncertaintyThreshold)
         var bands: [[Float]] = []
         for (k, pair) in plan.pairs.enumerated() {
             let a = images[pair[0]], b = images[pair[1]]
@@ -65,10 +67,10 @@ struct MatchTask: Sendable {
                     let g2 = try LineOfSightGrid(model: b.model, x0: Double(rw.x), y0: Double(rw.y), x1: Double(rw.x + rw.width),
                                                  y1: Double(rw.y + rw.height), heights: plan.heightRange)
                     // Matches whose correlation peak gave no σ (the refinement's parabola flat or opening upwards:
-                    // the disparity stays on the search step) are left out: they erred three times as much as the
-                    // others, and their cells are better filled or left open (README "DSM quality", item 20).
+                    // the disparity stays on the search step), or a σ above the uncertainty threshold, are left
+                    // out: their cells are better filled or left open (README "DSM quality", items 20 and 21).
                     let pts = Triangulation.points(tile: t.geometry, disparity: m, first: g1, second: g2)
-                        .filter { !$0.disparityUncertainty.isNaN }
+                        .filter { $0.disparityUncertainty <= maximumSigma }
                     var p = ProjectedPoints()
                     p.x = pts.map(\.longitude); p.y = pts.map(\.latitude)
                     p.z = pts.map { Float($0.height) }; p.score = pts.map(\.score)
