@@ -6,7 +6,8 @@ import SensorIngest
 /// Stage 1 of a ground tile, for every selected pair: the image window that sees the tile (from the RPC
 /// and the height range, plus a matching margin), epipolar resampling in sub-tiles, dense matching,
 /// triangulation and rasterisation on the tile's cells of the matches whose σ is measured and within the
-/// uncertainty threshold. Writes 3 bands per pair (height, score, height uncertainty: the disparity's σ × GSD ÷ B/H, metres).
+/// uncertainty threshold. Writes 3 bands per pair (height, score, height uncertainty: the disparity's σ ×
+/// GSD ÷ B/H, metres).
 struct MatchTask: Sendable {
     let plan: RunPlan
     let images: [SensorImage]
