@@ -540,9 +540,11 @@ public struct DSMPipelineRunner: Sendable {
         let plan: RunPlan
         let images: [SensorImage]
         if resume {
-            guard let p = try work.readJSON(RunPlan.self, from: work.planPath), p.formatVersion == RunPlan.formatVersion else {
-                throw PipelineError.nothingToResume(options.output)
+            guard FileManager.default.fileExists(atPath: work.planPath) else { throw PipelineError.nothingToResume(options.output) }
+            guard work.holdsResumablePlan else {
+                throw PipelineError.workFolder(work.planPath, "was written by another version of dsmopt (another plan format): run again without --resume")
             }
+            guard let p = try work.readJSON(RunPlan.self, from: work.planPath) else { throw PipelineError.nothingToResume(options.output) }
             plan = p
             progress(.init(stage: "inspect", fraction: 0, message: "resuming: reading \(p.images.count) images"))
             // Images whose files are as they were when the run was planned were read whole then: their pixels
@@ -658,7 +660,8 @@ public struct DSMPipelineRunner: Sendable {
         case .fuse:
             let ext = (tw + 2 * plan.filterMargin) * (th + 2 * plan.filterMargin)
             concurrency = TileWorkload.concurrency(budget: plan.memoryBudget, cores: options.cores,
-                                                   bytes: TileWorkload.fuseBytes(extendedCells: ext, pairs: plan.pairs.count))
+                                                   bytes: TileWorkload.fuseBytes(extendedCells: ext, pairs: plan.pairs.count,
+                                                                                   bandsPerPair: plan.matchBandsPerPair))
         case .ortho:
             let ext = (tw + 2 * plan.orthoMargin) * (th + 2 * plan.orthoMargin)
             let ppc = plan.parameters.resolution / max(0.01, plan.gsd)

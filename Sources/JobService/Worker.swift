@@ -101,9 +101,9 @@ public final class WorkerPool: Service, @unchecked Sendable {
         return spec
     }
 
-    /// An interrupted run left its plan and finished tiles in this folder.
+    /// An interrupted run of this version left its plan and finished tiles in this folder.
     static func canResume(_ runDir: String) -> Bool {
-        FileManager.default.fileExists(atPath: runDir + "/" + WorkFolder.name + "/plan.json")
+        WorkFolder(output: runDir).holdsResumablePlan
     }
 
     /// Makes this attempt's run folder resumable from an earlier attempt's finished tiles: hard links to

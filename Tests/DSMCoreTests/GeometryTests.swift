@@ -225,6 +225,29 @@ import Testing
         #expect(abs(f.sigma!.values[4] - ((1 + 16) * 0.09 / 25 + spread).squareRoot()) < 1e-4)
     }
 
+    /// A match a pair left out of its DSM (its σ above the uncertainty threshold) makes no height but still
+    /// contradicts: a cell another pair alone gives a height is left empty when the left-out height lies more
+    /// than the tolerance from it, and kept when it agrees or when the left-out match is the same pair's.
+    @Test func aLeftOutMatchStillContradicts() {
+        let t = DSMFusion.agreementTolerance
+        var a = GridRaster(grid: grid, fill: 100), b = GridRaster(grid: grid, fill: .nan)
+        var outA = GridRaster(grid: grid, fill: .nan), outB = GridRaster(grid: grid, fill: .nan)
+        outB.values[1] = 100 + t + 0.5  // another pair's left-out match, too far: contradicts
+        outB.values[2] = 100 - t + 0.5  // within the tolerance: agrees
+        outA.values[3] = 100 + 3 * t  // the same pair's own left-out match: not a second opinion
+        b.values[4] = 100.5; outB.values[4] = 100 + 3 * t  // two pairs agree: a left-out match cannot undo that
+        a.values[5] = .nan; outA.values[5] = 100  // only a left-out match: still no height
+        let s = GridRaster(grid: grid, fill: 0.8)
+        let f = DSMFusion.fuse(heights: [a, b], scores: [s, s], leftOut: [outA, outB])
+        #expect(f.height.values[0] == 100 && f.contributors[0] == 0b01)
+        #expect(f.height.values[1].isNaN && f.contributors[1] == 0 && f.score.values[1].isNaN)
+        #expect(f.height.values[2] == 100 && f.height.values[3] == 100)
+        #expect(abs(f.height.values[4] - 100.25) < 1e-4 && f.contributors[4] == 0b11)
+        #expect(f.height.values[5].isNaN && f.contributors[5] == 0)
+        // Without the left-out heights the first case is kept, as before.
+        #expect(DSMFusion.fuse(heights: [a, b], scores: [s, s]).height.values[1] == 100)
+    }
+
     @Test func outliersRemovedAndSmallHolesFilled() {
         var r = GridRaster(grid: grid, values: (0..<100).map { Float($0 % 10) * 0.5 + 50 })
         r.values[44] = 90  // spike

@@ -175,6 +175,33 @@ import Testing
         #expect(tiles() == 1, "no tile may come from the changed file")
     }
 
+    /// A work folder planned by a version whose tiles are laid out otherwise (another `RunPlan.formatVersion`)
+    /// is not resumed: `--resume` says so in one line, and the job service starts such a job again
+    /// (`WorkFolder.holdsResumablePlan`). Without this a run resumed across the change of the match tiles'
+    /// bands would read one pair's bands as another's.
+    @Test func resumeRefusesAPlanOfAnotherFormat() throws {
+        let tmp = try TemporaryFolder()
+        let exe = try dsmoptExecutable()
+        try synthetic(tmp.path("scene"), size: 384)
+        let out = tmp.path("run")
+        let plan = try run(exe, ["run", tmp.path("scene/view_1.tif"), tmp.path("scene/view_2.tif"), "--resolution", "0.5",
+                                 "--tile-size", "128", "--out", out, "--step", "plan"], timeout: 300)
+        #expect(plan.status == 0, "\(plan.stderr)")
+        let work = WorkFolder(output: out)
+        #expect(work.holdsResumablePlan)
+        let text = try String(contentsOfFile: work.planPath, encoding: .utf8)
+        let key = "\"formatVersion\":\(RunPlan.formatVersion)"
+        #expect(text.replacingOccurrences(of: " ", with: "").contains(key), "the plan's format version is not where expected")
+        let older = text.replacingOccurrences(of: #""formatVersion"\s*:\s*[0-9]+"#, with: "\"formatVersion\": \(RunPlan.formatVersion - 1)",
+                                              options: .regularExpression)
+        try older.write(toFile: work.planPath, atomically: true, encoding: .utf8)
+        #expect(!work.holdsResumablePlan)
+        let resumed = try run(exe, ["run", "--resume", out, "--step", "match", "--tiles", "0"], timeout: 300)
+        #expect(resumed.status != 0)
+        #expect(resumed.stderr.contains("another version of dsmopt") && resumed.stderr.contains("without --resume"), "\(resumed.stderr)")
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: work.path("match"))) ?? []).filter { $0.hasSuffix(".tile") }.isEmpty)
+    }
+
     @Test func memoryBudgetBoundsThePeak() throws {
         let tmp = try TemporaryFolder()
         let exe = try dsmoptExecutable()

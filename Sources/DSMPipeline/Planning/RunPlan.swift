@@ -7,7 +7,9 @@ import Foundation
 /// pass measured (the relative pointing of each pair). Tiles read it and nothing else, so they are
 /// independent of each other and of the process that runs them; `--resume` reloads it.
 public struct RunPlan: Sendable, Codable {
-    public static let formatVersion = 2
+    /// 3 since the match tiles of several pairs hold a fourth band per pair (`matchBandsPerPair`): an
+    /// interrupted run of an earlier version is not resumed (`Pipeline`, `isResumable`).
+    public static let formatVersion = 3
     public var formatVersion = RunPlan.formatVersion
     /// Absolute paths of the input images, in the order given.
     public var images: [String]
@@ -70,6 +72,11 @@ public struct RunPlan: Sendable, Codable {
     }
     public var heightRange: ClosedRange<Double> { heights[0]...heights[1] }
     public var pairs: [[Int]] { parameters.pairs }
+    /// With several pairs, the match tiles keep the heights of the matches the uncertainty threshold left
+    /// out, as witnesses for the fusion (`DSMFusion.fuse`'s `leftOut`; README "DSM quality", item 22).
+    public var keepsLeftOutHeights: Bool { pairs.count > 1 }
+    /// Bands per pair in a match tile: height, score, height uncertainty, and the left-out height when kept.
+    public var matchBandsPerPair: Int { keepsLeftOutHeights ? 4 : 3 }
 }
 
 public struct PairPointing: Sendable, Codable, Equatable {

@@ -75,9 +75,12 @@ public struct TileWorkload: Sendable, Codable, Equatable {
 }
 
 extension TileWorkload {
-    /// Bytes of one fusion/filtering tile: the extended window's per-pair bands and ~16 rasters of work
-    /// (fusion, outliers, hole labels, denoising), 4–8 bytes per cell.
-    static func fuseBytes(extendedCells: Int, pairs: Int) -> Int { extendedCells * (4 * (2 * pairs) + 4 * 16 + 16) + (8 << 20) }
+    /// Bytes of one fusion/filtering tile: the extended window's per-pair bands as read (`bandsPerPair`) and
+    /// their heights shifted by the pair's offset (two more), and ~16 rasters of work (fusion, outliers, hole
+    /// labels, denoising), 4–8 bytes per cell.
+    static func fuseBytes(extendedCells: Int, pairs: Int, bandsPerPair: Int) -> Int {
+        extendedCells * (4 * ((bandsPerPair + 2) * pairs) + 4 * 16 + 16) + (8 << 20)
+    }
 
     /// Bytes of one true-ortho tile: ground coordinates (2 doubles), projections (2 doubles), the DSM and
     /// z-buffer per image, and the image window (about the tile's footprint in pixels).

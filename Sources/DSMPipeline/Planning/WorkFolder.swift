@@ -18,6 +18,16 @@ public struct WorkFolder: Sendable {
     }
 
     public var planPath: String { path("plan.json") }
+
+    /// Whether an interrupted run left here a plan this version can resume. One of another format
+    /// (`RunPlan.formatVersion`: its tiles laid out otherwise) cannot be: the run starts again.
+    public var holdsResumablePlan: Bool {
+        struct Format: Decodable { var formatVersion: Int? }
+        guard let d = FileManager.default.contents(atPath: planPath), let f = try? JSONDecoder().decode(Format.self, from: d) else {
+            return false
+        }
+        return f.formatVersion == RunPlan.formatVersion
+    }
     public var stagingPath: String { path("staging") }
     public var assemblyPath: String { path("assembly") }
 
@@ -163,7 +173,8 @@ public struct WorkFolder: Sendable {
 
 /// The per-tile stages whose results are kept in the work folder.
 public enum TileStage: String, Sendable, CaseIterable, Codable {
-    /// Per pair: height, correlation score and height uncertainty rasterised on the tile (3 bands per pair).
+    /// Per pair: height, correlation score and height uncertainty rasterised on the tile, and with several
+    /// pairs the height of the matches left out by the uncertainty threshold (`RunPlan.matchBandsPerPair`).
     case match
     /// Fused and filtered: raw DSM, score, DSM, filled mask, pair contributions, height uncertainty.
     case fuse

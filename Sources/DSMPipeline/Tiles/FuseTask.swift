@@ -12,15 +12,15 @@ enum OffsetPass {
     static func run(plan: RunPlan, work: WorkFolder, minimumCommon: Int = 100) throws -> PairOffsets {
         let bhs = plan.baseToHeight
         let reference = bhs.indices.max { bhs[$0] < bhs[$1] }!
-        let n = plan.pairs.count
+        let n = plan.pairs.count, per = plan.matchBandsPerPair
         let bins = Int(2 * halfRange / binWidth) + 1
         var hist = [[Int]](repeating: [Int](repeating: 0, count: bins), count: n)
         var counts = [Int](repeating: 0, count: n)
         for t in plan.tiles.tiles {
             let r = try work.read(.match, t)
-            let ref = r.bands[3 * reference]
+            let ref = r.bands[per * reference]
             for k in 0..<n where k != reference {
-                let h = r.bands[3 * k]
+                let h = r.bands[per * k]
                 for c in 0..<h.count {
                     let d = h[c] - ref[c]
                     guard d.isFinite else { continue }
@@ -58,18 +58,24 @@ struct FuseTask: Sendable {
         let grid = plan.grid
         let ext = tile.cells.expanded(by: plan.filterMargin, within: grid)
         let g = grid.subgrid(ext)
-        let n = plan.pairs.count
-        let bands = try work.read(.match, plan: plan.tiles, window: ext, bands: Array(0..<(3 * n)))
-        var heights: [GridRaster] = [], scores: [GridRaster] = [], sigmas: [GridRaster] = []
+        let n = plan.pairs.count, per = plan.matchBandsPerPair
+        let bands = try work.read(.match, plan: plan.tiles, window: ext, bands: Array(0..<(per * n)))
+        var heights: [GridRaster] = [], scores: [GridRaster] = [], sigmas: [GridRaster] = [], leftOut: [GridRaster] = []
         for k in 0..<n {
-            var h = GridRaster(grid: g, values: bands[3 * k])
-            if let o = offsets?.offsets[k], o != 0 { h.values = h.values.map { $0 - o } }
-            heights.append(h)
-            scores.append(GridRaster(grid: g, values: bands[3 * k + 1]))
-            sigmas.append(GridRaster(grid: g, values: bands[3 * k + 2]))
+            // A pair's heights after its vertical offset; its left-out matches' heights too.
+            func height(_ band: Int) -> GridRaster {
+                var h = GridRaster(grid: g, values: bands[per * k + band])
+                if let o = offsets?.offsets[k], o != 0 { h.values = h.values.map { $0 - o } }
+                return h
+            }
+            heights.append(height(0))
+            scores.append(GridRaster(grid: g, values: bands[per * k + 1]))
+            sigmas.append(GridRaster(grid: g, values: bands[per * k + 2]))
+            if plan.keepsLeftOutHeights { leftOut.append(height(3)) }
         }
         let weights = plan.baseToHeight.map { Float($0 * $0) }
-        let fused = DSMFusion.fuse(heights: heights, scores: scores, weights: weights, sigmas: sigmas)
+        let fused = DSMFusion.fuse(heights: heights, scores: scores, weights: weights, sigmas: sigmas,
+                                   leftOut: plan.keepsLeftOutHeights ? leftOut : nil)
         var cleaned = DSMFilter.removeOutliers(fused.height)
         // An island touching the window's edge is kept, as one touching the grid's edge is in a
         // whole-scene run; with filterMargin ≥ min(maxIslandCells, 64) this depends on the tiling only

@@ -6,8 +6,9 @@ import SensorIngest
 /// Stage 1 of a ground tile, for every selected pair: the image window that sees the tile (from the RPC
 /// and the height range, plus a matching margin), epipolar resampling in sub-tiles, dense matching,
 /// triangulation and rasterisation on the tile's cells of the matches whose σ is measured and within the
-/// uncertainty threshold. Writes 3 bands per pair (height, score, height uncertainty: the disparity's σ ×
-/// GSD ÷ B/H, metres).
+/// uncertainty threshold. Writes `RunPlan.matchBandsPerPair` bands per pair: height, score, height
+/// uncertainty (the disparity's σ × GSD ÷ B/H, metres) and, with several pairs, the height of the matches
+/// the threshold left out (`DSMFusion.fuse`'s `leftOut`: they still contradict another pair's height).
 struct MatchTask: Sendable {
     let plan: RunPlan
     let images: [SensorImage]
@@ -48,7 +49,15 @@ struct MatchTask: Sendable {
                     cs.append(p.column); rs.append(p.row)
                 }
             }
-            var points = ProjectedPoints()
+            var points = ProjectedPoints(), leftOut = ProjectedPoints()
+            func projected(_ pts: [GroundPoint]) -> ProjectedPoints {
+                var p = ProjectedPoints()
+                p.x = pts.map(\.longitude); p.y = pts.map(\.latitude)
+                p.z = pts.map { Float($0.height) }; p.score = pts.map(\.score)
+                p.sigma = pts.map { $0.disparityUncertainty * metresPerPixel }
+                toGrid.transform(x: &p.x, y: &p.y)
+                return p.within(keepGrid)
+            }
             if let window = Self.window(columns: cs, rows: rs, margin: plan.matchMargin, within: plan.pairRegions[k]) {
                 let rect = PairRectification(first: a, second: b)
                 for w in PairRectification.tiles(window, size: plan.epipolarTileSize) where w.width >= 24 && w.height >= 24 {
@@ -70,20 +79,17 @@ struct MatchTask: Sendable {
                     // Matches whose correlation peak gave no σ (the refinement's parabola flat or opening upwards:
                     // the disparity stays on the search step), or a σ above the uncertainty threshold, are left
                     // out: their cells are better filled or left open (README "DSM quality", items 20 and 21).
+                    // With several pairs their heights are kept apart, as witnesses only (item 22).
                     let pts = Triangulation.points(tile: t.geometry, disparity: m, first: g1, second: g2)
-                        .filter { $0.disparityUncertainty <= maximumSigma }
-                    var p = ProjectedPoints()
-                    p.x = pts.map(\.longitude); p.y = pts.map(\.latitude)
-                    p.z = pts.map { Float($0.height) }; p.score = pts.map(\.score)
-                    p.sigma = pts.map { $0.disparityUncertainty * metresPerPixel }
-                    toGrid.transform(x: &p.x, y: &p.y)
-                    points.append(p.within(keepGrid))
+                    points.append(projected(pts.filter { $0.disparityUncertainty <= maximumSigma }))
+                    if plan.keepsLeftOutHeights { leftOut.append(projected(pts.filter { !($0.disparityUncertainty <= maximumSigma) })) }
                 }
             }
             let r = Rasterizer.rasterize(points, grid: tileGrid)
             bands.append(r.height.values)
             bands.append(r.score.values)
             bands.append(r.sigma.values)
+            if plan.keepsLeftOutHeights { bands.append(Rasterizer.rasterize(leftOut, grid: tileGrid, slopes: nil).height.values) }
         }
         try work.write(.match, tile, bands: bands)
     }
