@@ -101,7 +101,7 @@ public final class WorkerPool: Service, @unchecked Sendable {
         return spec
     }
 
-    /// An interrupted run of this version left its plan and finished tiles in this folder.
+    /// An interrupted run of this plan format left its plan and finished tiles in this folder.
     static func canResume(_ runDir: String) -> Bool {
         WorkFolder(output: runDir).holdsResumablePlan
     }

@@ -18,7 +18,7 @@ public enum DSMFusion {
     /// the uncertainty threshold, or none). They never make a height, but a cell that one pair alone gives a
     /// height is left empty when another pair's left-out height lies more than `tolerance` from it: before
     /// the threshold those were two pairs that disagree. On the whole Marseille triplet the cells this
-    /// empties were off by an NMAD of 2.4 m against S2P's DSM, 33 % within 1 m (item 22).
+    /// empties were off by an NMAD of 2.5 m against S2P's DSM, 33 % within 1 m (item 22).
     /// Averages are weighted by `weights` (use (B/H)²: height noise scales with 1/(B/H)).
     /// `contributors` holds, per cell, a bit per pair that contributed (bit k = pair k).
     /// With per-pair height uncertainties (`sigmas`, metres), also the fused cell's: one value keeps its σ;

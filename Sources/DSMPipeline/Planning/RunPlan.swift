@@ -8,7 +8,7 @@ import Foundation
 /// independent of each other and of the process that runs them; `--resume` reloads it.
 public struct RunPlan: Sendable, Codable {
     /// 3 since the match tiles of several pairs hold a fourth band per pair (`matchBandsPerPair`): an
-    /// interrupted run of an earlier version is not resumed (`Pipeline`, `isResumable`).
+    /// interrupted run of an earlier format is not resumed (`WorkFolder.holdsResumablePlan`).
     public static let formatVersion = 3
     public var formatVersion = RunPlan.formatVersion
     /// Absolute paths of the input images, in the order given.
