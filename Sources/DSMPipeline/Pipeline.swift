@@ -540,8 +540,9 @@ public struct DSMPipelineRunner: Sendable {
         let plan: RunPlan
         let images: [SensorImage]
         if resume {
-            guard FileManager.default.fileExists(atPath: work.planPath) else { throw PipelineError.nothingToResume(options.output) }
-            guard work.holdsResumablePlan else {
+            // A plan of another format is refused before it is decoded (its fields may differ); without a plan, or
+            // with one that is not JSON, the plan's own reading says which.
+            if let format = work.planFormat, format != RunPlan.formatVersion {
                 throw PipelineError.workFolder(work.planPath, "was written by another version of dsmopt (another plan format): run again without --resume")
             }
             guard let p = try work.readJSON(RunPlan.self, from: work.planPath) else { throw PipelineError.nothingToResume(options.output) }

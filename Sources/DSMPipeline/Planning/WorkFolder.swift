@@ -19,15 +19,17 @@ public struct WorkFolder: Sendable {
 
     public var planPath: String { path("plan.json") }
 
-    /// Whether an interrupted run left here a plan this version can resume. One of another format
-    /// (`RunPlan.formatVersion`: its tiles laid out otherwise) cannot be: the run starts again.
-    public var holdsResumablePlan: Bool {
+    /// The format (`RunPlan.formatVersion`) of the plan an interrupted run left here; nil without a
+    /// readable plan.
+    public var planFormat: Int? {
         struct Format: Decodable { var formatVersion: Int? }
-        guard let d = FileManager.default.contents(atPath: planPath), let f = try? JSONDecoder().decode(Format.self, from: d) else {
-            return false
-        }
-        return f.formatVersion == RunPlan.formatVersion
+        guard let d = FileManager.default.contents(atPath: planPath) else { return nil }
+        return (try? JSONDecoder().decode(Format.self, from: d))?.formatVersion
     }
+
+    /// Whether an interrupted run left here a plan this version can resume. One of another format
+    /// (its tiles laid out otherwise) cannot be: the run starts again.
+    public var holdsResumablePlan: Bool { planFormat == RunPlan.formatVersion }
     public var stagingPath: String { path("staging") }
     public var assemblyPath: String { path("assembly") }
 
