@@ -24,14 +24,43 @@ public enum AreaOfInterest: Sendable, Equatable, Codable {
         }
     }
 
+    /// Why a position is not a longitude and latitude in degrees (GeoJSON's, RFC 7946: longitude within
+    /// −180…180, latitude within −90…90), or nil. A position far outside the images' domain would be projected
+    /// through the RPC's polynomials to columns and rows beyond any image (a vertex at 1e308° stopped a run).
+    public static func problem(longitude: Double, latitude: Double) -> String? {
+        guard longitude.isFinite, latitude.isFinite else { return "a position is not a number (\(longitude), \(latitude))" }
+        guard (-180...180).contains(longitude) else { return "longitude \(longitude) outside −180…180" }
+        guard (-90...90).contains(latitude) else { return "latitude \(latitude) outside −90…90" }
+        return nil
+    }
+
+    /// Why the area is not one on the ground, or nil (every position's `problem`, then a bounding box's order).
+    public var problem: String? {
+        for p in ring { if let why = Self.problem(longitude: p[0], latitude: p[1]) { return why } }
+        if case .boundingBox(let a, let b, let c, let d) = self, !(a < c && b < d) {
+            return "bounding box must be minLon,minLat,maxLon,maxLat with min < max"
+        }
+        return nil
+    }
+
+    /// The forms an area is given in, as an API's field error says it.
+    public static let expectedForm = "must be a GeoJSON Polygon/Feature or \"minLon,minLat,maxLon,maxLat\""
+
+    /// What was wrong with an area `parse` refused, without the CLI's "invalid area of interest" prefix.
+    public static func reason(_ error: Error) -> String {
+        if case PipelineError.invalidAOI(let why) = error { return why }
+        return "\(error)"
+    }
+
     /// Parses "minLon,minLat,maxLon,maxLat" or GeoJSON text: a Polygon / Feature / FeatureCollection (first
     /// polygon). Text only: a file is read by the caller (`--aoi-file`), never guessed from the text.
     public static func parse(_ text: String) throws -> AreaOfInterest {
         let parts = text.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
         if parts.count == 4, parts.allSatisfy({ $0 != nil }) {
             let v = parts.map { $0! }
-            guard v[0] < v[2], v[1] < v[3] else { throw PipelineError.invalidAOI("bounding box must be minLon,minLat,maxLon,maxLat with min < max") }
-            return .boundingBox(v[0], v[1], v[2], v[3])
+            let box = AreaOfInterest.boundingBox(v[0], v[1], v[2], v[3])
+            if let why = box.problem { throw PipelineError.invalidAOI(why) }
+            return box
         }
         guard let json = try? JSONSerialization.jsonObject(with: Data(text.utf8)) else {
             throw PipelineError.invalidAOI("neither a lon/lat bounding box nor GeoJSON text")
@@ -44,9 +73,10 @@ public enum AreaOfInterest: Sendable, Equatable, Codable {
             if d["type"] as? String == "MultiPolygon", let c = d["coordinates"] as? [[[[Double]]]], let ring = c.first?.first { return ring }
             return nil
         }
-        guard let ring = polygon(json), ring.count >= 3, ring.allSatisfy({ $0.count >= 2 && $0.allSatisfy(\.isFinite) }) else {
+        guard let ring = polygon(json), ring.count >= 3, ring.allSatisfy({ $0.count >= 2 }) else {
             throw PipelineError.invalidAOI("GeoJSON holds no Polygon with at least 3 positions")
         }
+        if let why = AreaOfInterest.polygon(ring).problem { throw PipelineError.invalidAOI(why) }
         return .polygon(ring)
     }
 
@@ -56,17 +86,19 @@ public enum AreaOfInterest: Sendable, Equatable, Codable {
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         if let b = try c.decodeIfPresent([Double].self, forKey: .bbox) {
-            guard b.count == 4, b.allSatisfy(\.isFinite), b[0] < b[2], b[1] < b[3] else {
+            guard b.count == 4 else {
                 throw DecodingError.dataCorruptedError(forKey: .bbox, in: c, debugDescription: "bbox must be [minLon, minLat, maxLon, maxLat] with min < max")
             }
             self = .boundingBox(b[0], b[1], b[2], b[3])
+            if let why = problem { throw DecodingError.dataCorruptedError(forKey: .bbox, in: c, debugDescription: "bbox: \(why)") }
             return
         }
         guard try c.decode(String.self, forKey: .type) == "Polygon", let ring = try c.decode([[[Double]]].self, forKey: .coordinates).first,
-              ring.count >= 3, ring.allSatisfy({ $0.count >= 2 && $0.allSatisfy(\.isFinite) }) else {
+              ring.count >= 3, ring.allSatisfy({ $0.count >= 2 }) else {
             throw DecodingError.dataCorruptedError(forKey: .coordinates, in: c, debugDescription: "expected a GeoJSON Polygon with at least 3 positions")
         }
         self = .polygon(ring)
+        if let why = problem { throw DecodingError.dataCorruptedError(forKey: .coordinates, in: c, debugDescription: why) }
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -246,7 +278,8 @@ public struct DSMPipelineRunner: Sendable {
         let first = images[0]
         var roi = PixelWindow(x: 0, y: 0, width: first.width, height: first.height)
         if let r = options.roi {
-            guard r.width > 0, r.height > 0, r.x >= 0, r.y >= 0, r.x + r.width <= first.width, r.y + r.height <= first.height else {
+            // Compared by subtraction: a window's corner near Int.max must not overflow the sum.
+            guard r.width > 0, r.height > 0, r.x >= 0, r.y >= 0, r.x <= first.width - r.width, r.y <= first.height - r.height else {
                 throw PipelineError.invalidROI("\(r.x) \(r.y) \(r.width) \(r.height) is not inside the \(first.width)×\(first.height) first image")
             }
             roi = r
@@ -256,6 +289,13 @@ public struct DSMPipelineRunner: Sendable {
         let gsd = report.images[0].gsd
         let factor = options.resolutionFactor ?? preset.resolutionFactor
         let resolution = options.resolution ?? Self.cleanResolution(factor * gsd)
+        let finest = JobParameterTable.finestResolutionFactor * gsd
+        if resolution < finest * 0.999 {
+            throw PipelineError.invalidParameters([ParameterProblem(
+                field: "resolution", value: ParameterSpec.number(resolution),
+                expected: String(format: "at least %@ × the first image's GSD (%.3f m), %.3f m: finer cells hold no more heights",
+                                 ParameterSpec.number(JobParameterTable.finestResolutionFactor), gsd, finest))])
+        }
         // Output grid: the ROI's ground footprint at the scene's heights, in the output CRS.
         var lon: [Double] = [], lat: [Double] = []
         for h in [scene.low, scene.high] {
@@ -348,12 +388,17 @@ public struct DSMPipelineRunner: Sendable {
         return w
     }
 
-    /// The pixel window bounding projected points, clipped to the image; nil when nothing is left.
-    static func clippedWindow(columns cs: [Double], rows rs: [Double], in image: SensorImage) -> PixelWindow? {
-        let x0 = max(0, Int(cs.min()!.rounded(.down))), y0 = max(0, Int(rs.min()!.rounded(.down)))
-        let x1 = min(image.width - 1, Int(cs.max()!.rounded(.up))), y1 = min(image.height - 1, Int(rs.max()!.rounded(.up)))
+    /// The pixel window bounding projected points, clipped to the image; nil when nothing is left, or when a
+    /// point has no finite projection (the RPC's polynomials far outside their domain).
+    public static func clippedWindow(columns cs: [Double], rows rs: [Double], in image: SensorImage) -> PixelWindow? {
+        // Every point checked: min() and max() pass over a NaN.
+        guard cs.allSatisfy(\.isFinite), rs.allSatisfy(\.isFinite),
+              let c0 = cs.min(), let c1 = cs.max(), let r0 = rs.min(), let r1 = rs.max() else { return nil }
+        // Clipped as numbers first: a projection beyond Int's range must not be converted.
+        let x0 = max(0, c0.rounded(.down)), y0 = max(0, r0.rounded(.down))
+        let x1 = min(Double(image.width - 1), c1.rounded(.up)), y1 = min(Double(image.height - 1), r1.rounded(.up))
         guard x1 >= x0, y1 >= y0 else { return nil }
-        return PixelWindow(x: x0, y: y0, width: x1 - x0 + 1, height: y1 - y0 + 1)
+        return PixelWindow(x: Int(x0), y: Int(y0), width: Int(x1 - x0) + 1, height: Int(y1 - y0) + 1)
     }
 
     /// The window of image `k` that sees the ground of the first image's ROI.

@@ -601,6 +601,7 @@ public struct ServiceAPI: Sendable {
             guard let n = try? JSONDecoder().decode(NewUser.self, from: data), !n.name.isEmpty, !raw.values.contains(where: { $0 is NSNull }) else {
                 throw APIProblem.unprocessable("expected {\"name\": string, \"role\": researcher|operator|admin|catalogue, \"quota\"?: {...}, \"email\"?: string}")
             }
+            if let problem = User.nameProblem(n.name) { throw APIProblem.unprocessable("name: \(problem)") }
             if let e = n.email, let problem = MailMessage.addressProblem(e) {
                 throw APIProblem.unprocessable("email: \(problem)")
             }

@@ -1,3 +1,4 @@
+import DSMPipeline
 import Foundation
 import GDALKit
 
@@ -288,8 +289,19 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         return row[b.count]
     }
 
+    /// The longest duration a setting may give, 100 years: longer is a typo (`--retention 99999999999999999999d`
+    /// was taken as written), and its dates (a purge date of 1e300 s) are none the portal or a mail can show.
+    public static let longestSeconds: Double = 100 * 365.25 * 86_400
+
     public func validate() throws {
         guard (0...65535).contains(port) else { throw ConfigurationError.invalid("port \(port) outside 0–65535") }
+        for (name, v) in [("retentionSeconds", retentionSeconds), ("leaseSeconds", leaseSeconds), ("jobRecordSeconds", jobRecordSeconds),
+                          ("idleTimeoutSeconds", idleTimeoutSeconds), ("maxJobWallSeconds", maxJobWallSeconds), ("stallSeconds", stallSeconds),
+                          ("sweepSeconds", sweepSeconds), ("orphanAgeSeconds", orphanAgeSeconds), ("fetchTimeoutSeconds", fetchTimeoutSeconds),
+                          ("callbackRetrySeconds", callbackRetrySeconds), ("callbackSecretGraceSeconds", callbackSecretGraceSeconds),
+                          ("mailRetrySeconds", mailRetrySeconds), ("purgeReminderSeconds", purgeReminderSeconds)] where !(v <= Self.longestSeconds) {
+            throw ConfigurationError.invalid("\(name) \(v) is longer than 100 years (\(Int(Self.longestSeconds)) s)")
+        }
         guard (0...64).contains(workers) else { throw ConfigurationError.invalid("workers \(workers) outside 0–64") }
         guard maxUploadBytes > 0 else { throw ConfigurationError.invalid("maxUploadBytes must be positive") }
         guard retentionSeconds > 0 else { throw ConfigurationError.invalid("retention must be positive") }
@@ -324,6 +336,10 @@ public struct ServiceConfiguration: Sendable, Codable, Equatable {
         guard jobRecordSeconds > 0, minFreeBytes >= 0, maxConcurrentUploads >= 1, idleTimeoutSeconds > 0, maxJobCells > 0,
               minResolutionFactor > 0, maxJobWallSeconds > 0 else {
             throw ConfigurationError.invalid("jobRecordSeconds, idleTimeoutSeconds, maxJobCells, minResolutionFactor and maxJobWallSeconds must be positive, maxConcurrentUploads at least 1, minFreeBytes non-negative")
+        }
+        // A job finer than the pipeline makes would be accepted, then fail in its run.
+        guard minResolutionFactor >= JobParameterTable.finestResolutionFactor else {
+            throw ConfigurationError.invalid("minResolutionFactor \(minResolutionFactor) is below \(JobParameterTable.finestResolutionFactor), the finest DSM cell a run makes (× the image GSD)")
         }
     }
 

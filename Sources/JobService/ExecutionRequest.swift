@@ -301,8 +301,10 @@ enum RequestValidator {
         if let a = d["aoi"] {
             // A bounding box string or inline GeoJSON; never a file name (the pipeline reads no file for it).
             let text = a.string ?? (a.object != nil ? a.jsonText : nil)
-            if let text, let aoi = try? AreaOfInterest.parse(text) { p.aoi = aoi } else {
-                e.append(.init(field: "parameters.aoi", message: "must be a GeoJSON Polygon/Feature or \"minLon,minLat,maxLon,maxLat\""))
+            switch Result(catching: { try text.map(AreaOfInterest.parse) }) {
+            case .success(let aoi?): p.aoi = aoi
+            case .success(nil): e.append(.init(field: "parameters.aoi", message: AreaOfInterest.expectedForm))
+            case .failure(let why): e.append(.init(field: "parameters.aoi", message: AreaOfInterest.expectedForm + ": \(AreaOfInterest.reason(why))"))
             }
         }
         if p.roi != nil && p.aoi != nil { e.append(.init(field: "parameters.aoi", message: "give roi or aoi, not both")) }

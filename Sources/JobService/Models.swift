@@ -63,6 +63,28 @@ public struct User: Sendable, Codable, Equatable {
     public var createdAt: Date
     /// Where mail about the user's jobs goes (a job's end); nil: no mail.
     public var email: String? = nil
+
+    /// The longest user name, in Unicode code points (what JSON Schema's `maxLength` counts).
+    public static let maximumNameLength = 100
+    /// Code points a user name must not hold: the C0 and C1 control characters (a line break would forge a
+    /// line in a log or a mail).
+    public static let forbiddenInNames: [ClosedRange<UInt32>] = [0x00...0x1F, 0x7F...0x9F]
+    /// The same rule as an OpenAPI (ECMA-262) pattern, for the API's description.
+    public static var namePattern: String {
+        "^[^" + forbiddenInNames.map { String(format: "\\x%02x-\\x%02x", $0.lowerBound, $0.upperBound) }.joined() + "]*$"
+    }
+
+    /// Why `name` cannot name a user, or nil. A name is shown in the portal, mail, logs and listings and typed
+    /// in `dsmopt admin` commands: 1–100 code points, none of them a control character.
+    public static func nameProblem(_ name: String) -> String? {
+        if name.isEmpty { return "a user name must not be empty" }
+        let length = name.unicodeScalars.count
+        if length > maximumNameLength { return "a user name has at most \(maximumNameLength) characters (this one \(length))" }
+        if name.unicodeScalars.contains(where: { c in forbiddenInNames.contains { $0.contains(c.value) } }) {
+            return "a user name must not hold control characters (line breaks, tabs, …)"
+        }
+        return nil
+    }
 }
 
 public struct Upload: Sendable, Codable, Equatable {

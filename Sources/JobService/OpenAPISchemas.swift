@@ -98,7 +98,7 @@ extension OpenAPIDocument {
         let inspection: Schema = ["type": "object", "required": ["images"], "additionalProperties": false,
                                   "properties": ["images": ["type": "array", "minItems": 1, "maxItems": 3, "items": imageRef]]]
         let newUser: Schema = ["type": "object", "required": ["name", "role"],
-                               "properties": ["name": ["type": "string", "minLength": 1],
+                               "properties": ["name": ["type": "string", "minLength": 1, "maxLength": User.maximumNameLength, "pattern": User.namePattern],
                                               "role": ["type": "string", "enum": ["researcher", "operator", "admin", "catalogue"]],
                                               "quota": quota, "email": ["type": "string", "format": "email", "maxLength": 254]]]
         var expert: [String: Any] = [:]

@@ -140,6 +140,7 @@ struct RPCCommand: ParsableCommand {
 
         func run() throws {
             let v = try RPCCommand.numbers(values, names: ["LON", "LAT", "HEIGHT"])
+            if let why = AreaOfInterest.problem(longitude: v[0], latitude: v[1]) { throw CLIFailure(message: why, code: ExitCodes.usage) }
             let img = try SensorImage.open(image)
             let p = img.model.project(longitude: v[0], latitude: v[1], height: v[2])
             print(String(format: "%.6f %.6f", p.column + 0.5, p.row + 0.5))
@@ -205,10 +206,11 @@ struct CheckInputs: ParsableCommand {
             let first = opened[0]
             var area = [0, 0, first.width, first.height]
             if let r = spec.roi, r.count == 4 {
-                if r[0] + r[2] > first.width || r[1] + r[3] > first.height {
+                if !(r.allSatisfy { $0 >= 0 } && r[2] > 0 && r[3] > 0) || r[0] > first.width - r[2] || r[1] > first.height - r[3] {
                     report.errors.append(.init(field: "parameters.roi", message: "\(r) is not inside the \(first.width)×\(first.height) first image"))
+                } else {
+                    area = r
                 }
-                area = r
             }
             if let aoi = spec.aoi {
                 if let w = DSMPipelineRunner.roughWindow(of: aoi, in: first) { area = [w.x, w.y, w.width, w.height] } else {
@@ -571,7 +573,7 @@ struct Epipolar: ParsableCommand {
             window = PixelWindow(x: 0, y: 0, width: a.width, height: a.height)
         } else {
             guard roi.count == 4, roi[2] > 0, roi[3] > 0, roi[0] >= 0, roi[1] >= 0,
-                  roi[0] + roi[2] <= a.width, roi[1] + roi[3] <= a.height else {
+                  roi[0] <= a.width - roi[2], roi[1] <= a.height - roi[3] else {
                 throw CLIFailure(message: "--roi must be COL ROW WIDTH HEIGHT inside the \(a.width)×\(a.height) first image", code: ExitCodes.usage)
             }
             window = PixelWindow(x: roi[0], y: roi[1], width: roi[2], height: roi[3])
@@ -743,7 +745,7 @@ struct Run: ParsableCommand {
         }
         if let maxMemory {
             guard let b = MemoryBudget.parse(maxMemory) else {
-                throw CLIFailure(message: "--max-memory must look like 1.5G, 800M or a number of bytes", code: ExitCodes.usage)
+                throw CLIFailure(message: "--max-memory must look like 1.5G, 800M or a number of bytes, at most 1 PiB", code: ExitCodes.usage)
             }
             o.memoryBudget = b
         }
@@ -922,6 +924,7 @@ struct Admin: AsyncParsableCommand {
             guard let r = Role(rawValue: role) else {
                 throw CLIFailure(message: "unknown role '\(role)' (researcher, operator, admin, catalogue)", code: ExitCodes.usage)
             }
+            if let problem = User.nameProblem(name) { throw CLIFailure(message: problem, code: ExitCodes.usage) }
             if let email, let problem = MailMessage.addressProblem(email) { throw CLIFailure(message: "--email: \(problem)", code: ExitCodes.usage) }
             let store = try await Daemon.prepare(c, checkingPresets: false)
             let (u, token) = try await store.createUser(name: name, role: r, quota: try quota.apply(c.defaultQuota))

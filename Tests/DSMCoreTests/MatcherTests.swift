@@ -398,6 +398,21 @@ import TestSupport
         }
     }
 
+    /// A disparity range beyond the images is searched only where a left pixel can meet the right image (a range
+    /// of ±1e9 px had asked for a 644 GB cost volume and stopped `dsmopt match`); a range that misses them
+    /// entirely is refused, naming the range that can match.
+    @Test func aDisparityRangeBeyondTheImagesIsClamped() throws {
+        let (l, r) = pair { _, _ in 5.5 }
+        let asked = try DenseMatcher().matchWithReport(left: l, right: r, minDisparity: -1e9, maxDisparity: 1e9)
+        let searched = asked.report.searchedRange
+        #expect(searched.lowerBound >= -159 && searched.upperBound <= 159, "searched \(searched)")
+        let s = stats(asked.map, truth: 5.5)
+        #expect(s.valid > 0.95 && s.meanError < 0.05, "\(s)")
+        #expect(throws: MatchingError.disparityRangeOutsideImages(min: 1000, max: 2000, possible: -159...159)) {
+            try DenseMatcher().match(left: l, right: r, minDisparity: 1000, maxDisparity: 2000)
+        }
+    }
+
     /// Small islands of disparities unconnected to their surroundings are removed; large regions, however
     /// far their disparity from their neighbours', are kept.
     @Test func specklesAreRemoved() {

@@ -374,6 +374,32 @@ import Testing
         }
         o.epsg = 1025
         #expect(throws: GDALError.self) { try DSMPipelineRunner(options: o).run() }
+        // A cell finer than half the first image's GSD (0.506 m): 1e-9 m had stopped the run on an integer
+        // overflow, 1e-4 m ran on without end.
+        for fine in [1e-9, 1e-4, 0.25] {
+            o = options([a, b], out: tmp.path("o6"))
+            o.resolution = fine
+            do { try DSMPipelineRunner(options: o).run(); Issue.record("accepted resolution \(fine)") } catch let PipelineError.invalidParameters(p) {
+                #expect(p.map(\.field) == ["resolution"] && p[0].expected.contains("at least 0.5 × the first image's GSD (0.506 m), 0.253 m"), "\(p)")
+            }
+            #expect(((try? FileManager.default.contentsOfDirectory(atPath: o.output)) ?? []).isEmpty)
+        }
+        // Positions that are not longitudes and latitudes: refused where the area is read (a vertex at 1e308°
+        // had stopped the run converting its projection to a pixel).
+        for (text, why) in [(#"{"type":"Polygon","coordinates":[[[55.6,-21.2],[1e308,2],[55.7,-21.3],[55.6,-21.2]]]}"#, "longitude 1e+308 outside −180…180"),
+                            ("55.6,-95,55.7,95", "latitude -95.0 outside −90…90"),
+                            ("55.6,-21.3,nan,-21.2", "a position is not a number (nan, -21.3)")] {
+            #expect(throws: PipelineError.invalidAOI(why)) { _ = try AreaOfInterest.parse(text) }
+        }
+        // The same in a job file (what the job service hands over), and the window of a projection beyond
+        // Int's range is empty, not a crash.
+        #expect(throws: DecodingError.self) { _ = try JSONDecoder().decode(AreaOfInterest.self, from: Data(#"{"bbox": [55.6, -21.3, 55.7, 91]}"#.utf8)) }
+        #expect(throws: DecodingError.self) {
+            _ = try JSONDecoder().decode(AreaOfInterest.self, from: Data(#"{"type":"Polygon","coordinates":[[[1e300,0],[1,2],[3,4]]]}"#.utf8))
+        }
+        let image = try SensorImage.open(a)
+        #expect(DSMPipelineRunner.clippedWindow(columns: [0, 1e300], rows: [0, 10], in: image) == PixelWindow(x: 0, y: 0, width: image.width, height: 11))
+        #expect(DSMPipelineRunner.clippedWindow(columns: [0, .nan], rows: [0, 10], in: image) == nil)
     }
 
     @Test func aoiSelectsTheRegion() throws {

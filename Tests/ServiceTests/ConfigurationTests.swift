@@ -48,7 +48,10 @@ import Testing
         // Values of the right type but out of range: refused by the validation, the setting named.
         for (json, expected) in [(#"{"callbackSecretGraceSeconds": -1}"#, "callbackSecretGraceSeconds -1.0 outside"),
                                  (#"{"callbackAttempts": 0}"#, "callbackAttempts 0 outside"),
-                                 (#"{"defaultQuota": {"storageBytes": -5}}"#, "defaultQuota's limits must not be negative")] {
+                                 (#"{"defaultQuota": {"storageBytes": -5}}"#, "defaultQuota's limits must not be negative"),
+                                 // Finer than a run makes: such jobs would be accepted, then fail.
+                                 (#"{"minResolutionFactor": 0.25}"#, "minResolutionFactor 0.25 is below 0.5"),
+                                 (#"{"retentionSeconds": 1e300}"#, "retentionSeconds 1e+300 is longer than 100 years")] {
             let why = try #require(try Self.refusal(json), "\(json) was accepted")
             #expect(why.contains(expected), "\(json): \(why)")
         }

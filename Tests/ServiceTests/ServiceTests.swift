@@ -426,6 +426,15 @@ import Testing
         let ginaToken = try #require(created.json?["token"] as? String)
         let answer4 = try await http("GET", "\(s.base)/me", token: ginaToken)
         #expect(created.status == 201 && answer4.status == 200)
+        // A name that would forge a log line, or that no one types: refused by the API and by `admin create-user`
+        // alike, and no user is created.
+        for (name, why) in [("eve\n2026-11-26 admin logged in", "control characters"), (String(repeating: "é", count: 101), "at most 100 characters")] {
+            let refused = try await http("POST", "\(s.base)/admin/users", token: admin, body: json(["name": name, "role": "researcher"]))
+            #expect(refused.status == 422 && refused.text.contains(why), "\(refused.text)")
+            #expect(throws: ServerError.self) { _ = try s.admin(["create-user", name]) }
+        }
+        let names = try #require(try JSONSerialization.jsonObject(with: Data(try s.admin(["list-users"]).utf8)) as? [[String: Any]]).compactMap { $0["name"] as? String }
+        #expect(!names.contains { $0.hasPrefix("eve") || $0.hasPrefix("é") }, "\(names)")
     }
 
     @Test func usersAreIsolated() async throws {
@@ -597,6 +606,11 @@ import Testing
         #expect(roi.0 == 422 && roi.1 == ["parameters.roi"] && roi.2.contains("1024×1024"), "\(roi.2)")
         let aoi = try await refusal(["images": [["upload": u1], ["upload": u2]], "parameters": ["aoi": "5.0,43.0,5.1,43.1"]])
         #expect(aoi.0 == 422 && aoi.1 == ["parameters.aoi"], "\(aoi.2)")
+        // A position that is no longitude and latitude is refused as such, before the images are read (it
+        // had stopped the input check, whose answer then blamed the images).
+        let polar = try await refusal(["images": [["upload": u1], ["upload": u2]],
+                                       "parameters": ["aoi": ["type": "Polygon", "coordinates": [[[5.0, 43.0], [1e300, 43.0], [5.1, 43.1], [5.0, 43.0]]]]]])
+        #expect(polar.0 == 422 && polar.1 == ["parameters.aoi"] && polar.2.contains("longitude 1e+300 outside −180…180"), "\(polar.2)")
         let far = try await upload(s, token: token, path: try TestData.path("pleiades/marseille-triplet/img_01.tif"), name: "marseille.tif")
         let apart = try await refusal(["images": [["upload": u1], ["upload": far]]])
         #expect(apart.0 == 422 && apart.1 == ["images"] && apart.2.contains("do not overlap") && !apart.2.contains(s.data.url.path), "\(apart.2)")

@@ -203,9 +203,20 @@ public struct DenseMatcher: Sendable {
         guard left.width > p.window, left.height > p.window, right.width > p.window else {
             throw MatchingError.sizeMismatch("images smaller than the \(p.window)×\(p.window) window")
         }
+        // Only disparities that put a left pixel on the right image can match: left column x meets right column
+        // x − d, so d lies in [−(right width − 1), left width − 1]. A range beyond asks for a cost volume of
+        // labels that cannot match (a range of ±1e9 px asked for 644 GB).
+        let possible = Double(-(right.width - 1))...Double(left.width - 1)
+        guard minDisparity <= possible.upperBound, maxDisparity >= possible.lowerBound else {
+            throw MatchingError.disparityRangeOutsideImages(min: minDisparity, max: maxDisparity, possible: possible)
+        }
+        // Clamped on the requested range's label grid, so that the labels searched are a subset of its labels.
+        let lo = minDisparity < possible.lowerBound
+            ? minDisparity + ((possible.lowerBound - minDisparity) / p.precision).rounded(.down) * p.precision : minDisparity
+        let hi = min(maxDisparity, possible.upperBound)
         let l = normalised(left), r = normalised(right)
         var report = MatchingReport()
-        let range = try searchRange(left: l.image, right: r.image, min: minDisparity, max: maxDisparity, parameters: p, report: &report)
+        let range = try searchRange(left: l.image, right: r.image, min: lo, max: max(lo, hi), parameters: p, report: &report)
         report.searchedRange = range
         let labels = DisparityLabels(minimum: range.lowerBound, maximum: range.upperBound, step: p.precision)
         var map = matchStrips(left: l, right: r, labels: labels, parameters: p, report: &report)

@@ -64,12 +64,16 @@ public struct ParameterProblem: Sendable, Codable, Equatable, CustomStringConver
 public enum MatchingError: Error, Equatable, CustomStringConvertible {
     case invalidParameters([ParameterProblem])
     case invalidDisparityRange(min: Double, max: Double)
+    /// No disparity of the range puts a left pixel on the right image.
+    case disparityRangeOutsideImages(min: Double, max: Double, possible: ClosedRange<Double>)
     case sizeMismatch(String)
 
     public var description: String {
         switch self {
         case .invalidParameters(let p): return "invalid parameters: " + p.map(\.description).joined(separator: "; ")
         case .invalidDisparityRange(let a, let b): return "invalid disparity range [\(a), \(b)]: the minimum must not exceed the maximum"
+        case .disparityRangeOutsideImages(let a, let b, let p):
+            return "disparity range [\(a), \(b)] puts no left pixel on the right image: with these widths a disparity lies in [\(p.lowerBound), \(p.upperBound)]"
         case .sizeMismatch(let s): return "images do not match: \(s)"
         }
     }

@@ -32,6 +32,12 @@ public enum JobParameterTable {
                       help: "Heights of the DSM: above the WGS84 ellipsoid, or orthometric above the EGM96 geoid (PROJ's grid)"),
     ]
 
+    /// The finest DSM cell a run makes, as a multiple of the first image's GSD: the resolution factor's minimum.
+    /// Finer cells than half a pixel hold no more heights, only interpolation (and a cell of 1e-9 m stopped a
+    /// run on an integer overflow). `--resolution` is held to it once the GSD is known; the job service's
+    /// `minResolutionFactor` may only be coarser.
+    public static var finestResolutionFactor: Double { standard.first { $0.key == "resolution-factor" }?.minimum ?? 0.5 }
+
     /// Standard then expert parameters.
     public static var specs: [ParameterSpec] { standard + MatchingParameters.specs }
 
@@ -183,8 +189,9 @@ public struct JobSpec: Sendable, Codable, Equatable {
             for (name, v) in [("limits.cpuSeconds", l.cpuSeconds), ("limits.wallSeconds", l.wallSeconds)] where v.map({ !($0 > 0 && $0.isFinite) }) ?? false {
                 out.append(ParameterProblem(field: name, value: "\(v!)", expected: "a positive number of seconds"))
             }
-            if let m = l.memoryBytes, m < MemoryBudget.baseBytes + (64 << 20) {
-                out.append(ParameterProblem(field: "limits.memoryBytes", value: "\(m)", expected: "at least \(MemoryBudget.baseBytes + (64 << 20)) bytes"))
+            if let m = l.memoryBytes, !((MemoryBudget.baseBytes + (64 << 20))...MemoryBudget.maximumBytes).contains(m) {
+                out.append(ParameterProblem(field: "limits.memoryBytes", value: "\(m)",
+                                            expected: "at least \(MemoryBudget.baseBytes + (64 << 20)) bytes, at most \(MemoryBudget.maximumBytes) (1 PiB)"))
             }
         }
         return out

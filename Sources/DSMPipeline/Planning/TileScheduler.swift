@@ -12,15 +12,19 @@ public struct MemoryBudget: Sendable, Codable, Equatable {
         MemoryBudget(bytes: Int(ProcessInfo.processInfo.physicalMemory / 2))
     }
 
-    /// "1.5G", "800M", "2048K" or a plain number of bytes.
+    /// The largest budget a run takes, 1 PiB: beyond any machine, and far enough from Int's range that the
+    /// scheduler's sums of it cannot overflow (99999999999G had stopped `dsmopt run` converting it).
+    public static let maximumBytes = 1 << 50
+
+    /// "1.5G", "800M", "2048K" or a plain number of bytes; nil beyond `maximumBytes`.
     public static func parse(_ text: String) -> MemoryBudget? {
         let t = text.trimmingCharacters(in: .whitespaces).uppercased()
         let units: [(String, Double)] = [("GB", 1_073_741_824), ("G", 1_073_741_824), ("MB", 1_048_576), ("M", 1_048_576), ("KB", 1024), ("K", 1024)]
         for (suffix, m) in units where t.hasSuffix(suffix) {
-            guard let v = Double(t.dropLast(suffix.count)), v > 0 else { return nil }
+            guard let v = Double(t.dropLast(suffix.count)), v > 0, v * m <= Double(maximumBytes) else { return nil }
             return MemoryBudget(bytes: Int(v * m))
         }
-        guard let v = Int(t), v > 0 else { return nil }
+        guard let v = Int(t), v > 0, v <= maximumBytes else { return nil }
         return MemoryBudget(bytes: v)
     }
 

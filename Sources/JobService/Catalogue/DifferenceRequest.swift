@@ -115,8 +115,10 @@ extension ServiceAPI {
         }
         if let a = obj["aoi"] {
             let text: String? = (a as? String) ?? (a is [String: Any] ? (try? JSONSerialization.data(withJSONObject: a)).map { String(decoding: $0, as: UTF8.self) } : nil)
-            if let text, let aoi = try? AreaOfInterest.parse(text) { inputs.aoi = aoi } else {
-                errors.append(.init(field: "aoi", message: "must be a GeoJSON Polygon/Feature or \"minLon,minLat,maxLon,maxLat\""))
+            switch Result(catching: { try text.map(AreaOfInterest.parse) }) {
+            case .success(let aoi?): inputs.aoi = aoi
+            case .success(nil): errors.append(.init(field: "aoi", message: AreaOfInterest.expectedForm))
+            case .failure(let why): errors.append(.init(field: "aoi", message: AreaOfInterest.expectedForm + ": \(AreaOfInterest.reason(why))"))
             }
         }
         for field in ["stableMask", "changedMask"] {
