@@ -289,11 +289,12 @@ public struct DSMPipelineRunner: Sendable {
         let gsd = report.images[0].gsd
         let factor = options.resolutionFactor ?? preset.resolutionFactor
         let resolution = options.resolution ?? Self.cleanResolution(factor * gsd)
-        let finest = JobParameterTable.finestResolutionFactor * gsd
+        // The resolution factor's minimum, as its clean value gives it (0.5 × 0.506 m: 0.25 m).
+        let finest = min(JobParameterTable.finestResolutionFactor * gsd, Self.cleanResolution(JobParameterTable.finestResolutionFactor * gsd))
         if resolution < finest * 0.999 {
             throw PipelineError.invalidParameters([ParameterProblem(
                 field: "resolution", value: ParameterSpec.number(resolution),
-                expected: String(format: "at least %@ × the first image's GSD (%.3f m), %.3f m: finer cells hold no more heights",
+                expected: String(format: "at least %@ × the first image's GSD (%.3f m), %.2f m: finer cells hold no more heights",
                                  ParameterSpec.number(JobParameterTable.finestResolutionFactor), gsd, finest))])
         }
         // Output grid: the ROI's ground footprint at the scene's heights, in the output CRS.

@@ -376,14 +376,21 @@ import Testing
         #expect(throws: GDALError.self) { try DSMPipelineRunner(options: o).run() }
         // A cell finer than half the first image's GSD (0.506 m): 1e-9 m had stopped the run on an integer
         // overflow, 1e-4 m ran on without end.
-        for fine in [1e-9, 1e-4, 0.25] {
+        for fine in [1e-9, 1e-4, 0.24] {
             o = options([a, b], out: tmp.path("o6"))
             o.resolution = fine
             do { try DSMPipelineRunner(options: o).run(); Issue.record("accepted resolution \(fine)") } catch let PipelineError.invalidParameters(p) {
-                #expect(p.map(\.field) == ["resolution"] && p[0].expected.contains("at least 0.5 × the first image's GSD (0.506 m), 0.253 m"), "\(p)")
+                #expect(p.map(\.field) == ["resolution"] && p[0].expected.contains("at least 0.5 × the first image's GSD (0.506 m), 0.25 m"), "\(p)")
             }
             #expect(((try? FileManager.default.contentsOfDirectory(atPath: o.output)) ?? []).isEmpty)
         }
+        // The finest the resolution factor allows (0.5, which gives 0.25 m) passes, given either way.
+        o = options([a, b], out: tmp.path("o7"))
+        o.resolutionFactor = 0.5
+        #expect(try DSMPipelineRunner(options: o).prepare().parameters.resolution == 0.25)
+        o.resolutionFactor = nil
+        o.resolution = 0.25
+        #expect(try DSMPipelineRunner(options: o).prepare().parameters.resolution == 0.25)
         // Positions that are not longitudes and latitudes: refused where the area is read (a vertex at 1e308°
         // had stopped the run converting its projection to a pixel).
         for (text, why) in [(#"{"type":"Polygon","coordinates":[[[55.6,-21.2],[1e308,2],[55.7,-21.3],[55.6,-21.2]]]}"#, "longitude 1e+308 outside −180…180"),
