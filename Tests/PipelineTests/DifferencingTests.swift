@@ -48,6 +48,33 @@ import TestSupport
         #expect(whole.stableTerrain.automaticChangeAreaM2 > flowArea && whole.stableTerrain.automaticChangeAreaM2 < 1.5 * flowArea)
     }
 
+    /// Cells of B holding an undeclared no-data value (−9999, as many DEMs write it without saying so) or an
+    /// absurd one (3.4e38) are no heights: before, the 3.4e38 cells made a volume of change of 1e42 m³.
+    @Test func undeclaredNoDataIsNoHeight() throws {
+        let tmp = try TemporaryFolder()
+        var c = SyntheticChange()
+        c.size = 500
+        c.flowCentre = [250, 260]; c.flowAxes = [110, 45]
+        let truth = try c.write(to: tmp.path("scenes"))
+        let src = try RasterDataset(path: tmp.path("scenes/dsm_b.tif"))
+        var z = try src.read()
+        let sw = src.width, sh = src.height
+        for y in 20..<60 { for x in 20..<60 { z[y * sw + x] = -9999 } }
+        for y in (sh - 70)..<(sh - 30) { for x in (sw - 80)..<(sw - 40) { z[y * sw + x] = 3.4e38 } }
+        let bad = tmp.path("b_bad.tif")
+        let w = try WindowedRasterWriter(path: bad, width: src.width, height: src.height, bands: 1, type: .float32,
+                                         geoTransform: src.geoTransform!, projectionWKT: src.projectionWKT, noData: nil)
+        try w.write(band: 1, x: 0, y: 0, width: src.width, height: src.height, values: z)
+        try w.close()
+        let m = try DSMDifference.run(DifferenceOptions(a: tmp.path("scenes/dsm_a.tif"), b: bad, output: tmp.path("out")))
+        #expect(abs(m.volumes.netM3 - truth.volumeM3) / truth.volumeM3 < 0.03, "net \(m.volumes.netM3) vs \(truth.volumeM3)")
+        #expect(abs(m.coregistration.dz - truth.shift[2]) < 0.05, "dz \(m.coregistration.dz)")
+        // The two blocks (2 × 1,600 cells of B's) are left out of the coverage, and only they.
+        let clean = try DSMDifference.run(DifferenceOptions(a: tmp.path("scenes/dsm_a.tif"), b: tmp.path("scenes/dsm_b.tif"), output: tmp.path("clean")))
+        #expect(m.volumes.coverage < clean.volumes.coverage && m.volumes.coverage > clean.volumes.coverage - 0.03,
+                "coverage \(m.volumes.coverage) vs \(clean.volumes.coverage)")
+    }
+
     @Test func dsmsThatDoNotOverlapAreRefused() throws {
         let tmp = try TemporaryFolder()
         var c = SyntheticChange()

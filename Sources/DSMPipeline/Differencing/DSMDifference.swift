@@ -275,7 +275,8 @@ public enum DSMDifference {
             var d = [Float](repeating: .nan, count: w * rows)
             for k in d.indices {
                 let va = za[k], vb = zb[k]
-                guard va.isFinite, vb.isFinite, va != ndA, va > -1000, va < 9000 else { continue }
+                let heights = DEMCoregistration.plausibleHeights
+                guard va != ndA, heights.contains(va), heights.contains(vb) else { continue }
                 d[k] = vb - va
                 if ex.map({ $0[k] > 0 }) ?? false { continue }
                 stableCells += 1
@@ -394,7 +395,8 @@ public enum DSMDifference {
             let y0 = max(0, y - r), y1 = min(h, y + rows + r), n = y1 - y0
             let za = try a.read(row: y0, height: n), zb = try bOnA.read(row: y0, height: n)
             var d = [Float](repeating: 0, count: w * n), c = [Float](repeating: 0, count: w * n)
-            for k in d.indices where za[k].isFinite && zb[k].isFinite && za[k] != ndA && za[k] > -1000 && za[k] < 9000 { d[k] = zb[k] - za[k]; c[k] = 1 }
+            let heights = DEMCoregistration.plausibleHeights
+            for k in d.indices where za[k] != ndA && heights.contains(za[k]) && heights.contains(zb[k]) { d[k] = zb[k] - za[k]; c[k] = 1 }
             // Separable box sums: along rows, then along columns.
             func rowSums(_ v: [Float]) -> [Float] {
                 var out = [Float](repeating: 0, count: v.count)

@@ -47,6 +47,14 @@ public struct CoregistrationOutcome: Sendable, Codable, Equatable {
 /// heights converted to the DSM's vertical datum with PROJ's geoid grid, the shift fitted there
 /// (`NuthKaab`), and returned in metres, in reference pixels and in the DSM's CRS units.
 public enum DEMCoregistration {
+    /// Heights a DEM or DSM may hold, metres: a value outside is an undeclared no-data value (−9999, −32768,
+    /// 3.4e38) or a corrupt cell, and is read as no height. The Dead Sea's shore (−430 m) and Everest (8,849 m),
+    /// with the geoid's ±110 m, lie well inside. NaN and infinities are outside.
+    public static let plausibleHeights: ClosedRange<Float> = -1000...9000
+
+    /// A pixel index from a fractional one, clamped to 0...limit before its conversion: a hostile
+    /// geotransform (a pixel of 1e-300 units) gives indices beyond Int's range. NaN gives 0.
+    static func pixelIndex(_ v: Double, limit: Int) -> Int { v.isNaN ? 0 : Int(min(Double(limit), max(0, v))) }
     /// Raster formats a reference given with a job may be (no VRT or network format on a user's behalf).
     public static let uploadDrivers = ["GTiff", "SRTMHGT", "JP2OpenJPEG", "AAIGrid", "USGSDEM"]
     /// Largest working grid, cells: a finer reference over a large area is averaged down to it.
@@ -126,8 +134,10 @@ public enum DEMCoregistration {
         guard pts.count > 4 else { throw FinishingError.reference("the DSM's area cannot be expressed in the reference's coordinate system") }
         let minX = pts.map(\.0).min()!, maxX = pts.map(\.0).max()!, minY = pts.map(\.1).min()!, maxY = pts.map(\.1).max()!
         // Reference pixel window over the DSM, with a margin of 2 pixels, clipped to the reference.
-        let c0 = max(0, Int(((minX - rgt[0]) / rgt[1]).rounded(.down)) - 2), c1 = min(ref.width, Int(((maxX - rgt[0]) / rgt[1]).rounded(.up)) + 2)
-        let r0 = max(0, Int(((maxY - rgt[3]) / rgt[5]).rounded(.down)) - 2), r1 = min(ref.height, Int(((minY - rgt[3]) / rgt[5]).rounded(.up)) + 2)
+        let c0 = pixelIndex(((minX - rgt[0]) / rgt[1]).rounded(.down) - 2, limit: ref.width)
+        let c1 = pixelIndex(((maxX - rgt[0]) / rgt[1]).rounded(.up) + 2, limit: ref.width)
+        let r0 = pixelIndex(((maxY - rgt[3]) / rgt[5]).rounded(.down) - 2, limit: ref.height)
+        let r1 = pixelIndex(((minY - rgt[3]) / rgt[5]).rounded(.up) + 2, limit: ref.height)
         guard c1 - c0 >= 8, r1 - r0 >= 8 else {
             throw FinishingError.reference("it does not cover the DSM's area (\(String(format: "%.6g %.6g – %.6g %.6g", minX, minY, maxX, maxY)) in its CRS)")
         }
@@ -137,7 +147,7 @@ public enum DEMCoregistration {
         let cw = Double(w0) / Double(w), ch = Double(h0) / Double(h)   // working cell in reference pixels
         var refHeights = try ref.read(column: c0, row: r0, width: w0, height: h0, bufferWidth: w, bufferHeight: h, resampling: .average)
         if let nd = ref.noDataValue() { for i in refHeights.indices where refHeights[i] == Float(nd) { refHeights[i] = .nan } }
-        for i in refHeights.indices where !refHeights[i].isFinite || refHeights[i] < -1000 || refHeights[i] > 9000 { refHeights[i] = .nan }
+        for i in refHeights.indices where !Self.plausibleHeights.contains(refHeights[i]) { refHeights[i] = .nan }
         guard refHeights.contains(where: \.isFinite) else { throw FinishingError.reference("it is nodata over the DSM's area") }
         let wx0 = rgt[0] + Double(c0) * rgt[1], wy0 = rgt[3] + Double(r0) * rgt[5]
         let wgt = [wx0, rgt[1] * cw, 0, wy0, 0, rgt[5] * ch]
@@ -152,7 +162,8 @@ public enum DEMCoregistration {
         try GeoProducts.warp(source: dsmPath, destination: onRef,
                              arguments: ["-of", "GTiff", "-overwrite", "-t_srs", refWKT, "-te"] + te + ["-ts", "\(w)", "\(h)", "-r", method,
                                          "-ot", "Float32", "-dstnodata", "nan", "-wo", "NUM_THREADS=1"])
-        let secondary = try RasterDataset(path: onRef).read()
+        // An undeclared no-data value of the DSM, spread by the warp's interpolation, is no height either.
+        let secondary = try RasterDataset(path: onRef).read().map { Self.plausibleHeights.contains($0) ? $0 : .nan }
         var excludedCells: [Bool]?
         if let excluded {
             let ex = (scratch as NSString).appendingPathComponent("excluded_on_reference.tif")

@@ -369,7 +369,7 @@ public enum FinishingInputCheck {
         let f = max(1, Int((Double(w.2 * w.3) / 1e6).squareRoot().rounded(.up)))
         let v = try ref.read(column: w.0, row: w.1, width: w.2, height: w.3, bufferWidth: max(1, w.2 / f), bufferHeight: max(1, w.3 / f), resampling: .nearest)
         let nd = ref.noDataValue().map(Float.init)
-        guard v.contains(where: { $0.isFinite && $0 != nd && $0 > -1000 && $0 < 9000 }) else {
+        guard v.contains(where: { $0 != nd && DEMCoregistration.plausibleHeights.contains($0) }) else {
             throw FinishingError.reference("it is nodata over the job's area")
         }
     }
@@ -409,8 +409,11 @@ public enum FinishingInputCheck {
             }
         }
         t.transform(x: &xs, y: &ys)
-        let c0 = max(0, Int(((xs.min()! - g[0]) / g[1]).rounded(.down))), c1 = min(width, Int(((xs.max()! - g[0]) / g[1]).rounded(.up)))
-        let r0 = max(0, Int(((ys.max()! - g[3]) / g[5]).rounded(.down))), r1 = min(height, Int(((ys.min()! - g[3]) / g[5]).rounded(.up)))
+        guard xs.allSatisfy(\.isFinite), ys.allSatisfy(\.isFinite), let x0 = xs.min(), let x1 = xs.max(), let y0 = ys.min(), let y1 = ys.max() else { return nil }
+        let c0 = DEMCoregistration.pixelIndex(((x0 - g[0]) / g[1]).rounded(.down), limit: width)
+        let c1 = DEMCoregistration.pixelIndex(((x1 - g[0]) / g[1]).rounded(.up), limit: width)
+        let r0 = DEMCoregistration.pixelIndex(((y1 - g[3]) / g[5]).rounded(.down), limit: height)
+        let r1 = DEMCoregistration.pixelIndex(((y0 - g[3]) / g[5]).rounded(.up), limit: height)
         guard c1 > c0, r1 > r0 else { return nil }
         return (c0, r0, c1 - c0, r1 - r0)
     }
