@@ -263,7 +263,12 @@ public struct DSMPipelineRunner: Sendable {
         }
         if !problems.isEmpty { throw PipelineError.invalidParameters(problems) }
         try checkWritable(options.output)
-        if let epsg = options.epsg { _ = try CoordinateTransform(fromEPSG: 4326, toEPSG: epsg) }
+        if let epsg = options.epsg {
+            _ = try CoordinateTransform(fromEPSG: 4326, toEPSG: epsg)
+            if let why = OutputCRS.problem(epsg: epsg) {
+                throw PipelineError.invalidParameters([ParameterProblem(field: "epsg", value: "\(epsg)", expected: "a projected CRS in metres: \(why)")])
+            }
+        }
 
         progress(.init(stage: "inspect", fraction: 0, message: "reading \(options.images.count) images"))
         let paths = try ProductDiscovery.expand(options.images)

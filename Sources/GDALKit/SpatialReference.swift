@@ -38,6 +38,14 @@ public enum SpatialReference {
         return (name, OSRIsProjected(srs) != 0, OSRIsGeographic(srs) != 0)
     }
 
+    /// Metres per unit of a projected CRS's axes; nil for any other kind (geographic, geocentric, …).
+    public static func projectedUnit(epsg: Int) throws -> Double? {
+        let srs = try handle(epsg: epsg)
+        defer { OSRDestroySpatialReference(srs) }
+        guard OSRIsProjected(srs) != 0 else { return nil }
+        return OSRGetLinearUnits(srs, nil)
+    }
+
     /// True when the CRS is geographic (degrees).
     public static func isGeographic(wkt: String) -> Bool {
         guard let srs = try? handle(wkt: wkt) else { return false }

@@ -292,6 +292,10 @@ enum RequestValidator {
             default: e.append(.init(field: "parameters.\(k)", message: "must be a number: expected \(spec.expected)"))
             }
         }
+        // The output CRS must hold a grid in metres (checked against GDAL's registry, not only the code's range).
+        if let code = p.values["epsg"]?.number, let why = OutputCRS.problem(epsg: Int(code)) {
+            e.append(.init(field: "parameters.epsg", message: why))
+        }
         if let r = d["roi"] {
             let a = r.array?.compactMap(\.number) ?? []
             if a.count == 4, r.array?.count == 4, a.allSatisfy({ $0 == $0.rounded() && $0 >= 0 && $0 < 1e7 }), a[2] > 0, a[3] > 0 {

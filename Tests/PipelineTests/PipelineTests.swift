@@ -374,6 +374,15 @@ import Testing
         }
         o.epsg = 1025
         #expect(throws: GDALError.self) { try DSMPipelineRunner(options: o).run() }
+        // A CRS that cannot hold a grid of square metres: geographic (EPSG:4326 had given one cell of 1°),
+        // geocentric (EPSG:4978 had ended in "no pixel correlated"), projected in feet.
+        for (code, why) in [(4326, "geographic, in degrees"), (4978, "not a projected CRS"), (2263, "in units of 0.3048")] {
+            o.epsg = code
+            do { try DSMPipelineRunner(options: o).run(); Issue.record("accepted EPSG:\(code)") } catch let PipelineError.invalidParameters(p) {
+                #expect(p.map(\.field) == ["epsg"] && p[0].expected.contains(why) && p[0].expected.contains("projected in metres"), "\(p)")
+            }
+        }
+        #expect(OutputCRS.problem(epsg: 32740) == nil && OutputCRS.problem(epsg: 2154) == nil && OutputCRS.problem(epsg: 3857) == nil)
         // A cell finer than half the first image's GSD (0.506 m): 1e-9 m had stopped the run on an integer
         // overflow, 1e-4 m ran on without end.
         for fine in [1e-9, 1e-4, 0.24] {

@@ -611,6 +611,12 @@ import Testing
         let polar = try await refusal(["images": [["upload": u1], ["upload": u2]],
                                        "parameters": ["aoi": ["type": "Polygon", "coordinates": [[[5.0, 43.0], [1e300, 43.0], [5.1, 43.1], [5.0, 43.0]]]]]])
         #expect(polar.0 == 422 && polar.1 == ["parameters.aoi"] && polar.2.contains("longitude 1e+300 outside −180…180"), "\(polar.2)")
+        // An output CRS that cannot hold a grid in metres: refused at submission, and the portal's CRS lookup says why.
+        let geographic = try await refusal(["images": [["upload": u1], ["upload": u2]], "parameters": ["epsg": 4326]])
+        #expect(geographic.0 == 422 && geographic.1 == ["parameters.epsg"] && geographic.2.contains("geographic, in degrees"), "\(geographic.2)")
+        let crs = try await http("GET", "\(s.base)/crs/4326", token: token), utm = try await http("GET", "\(s.base)/crs/32740", token: token)
+        #expect((crs.json?["gridProblem"] as? String)?.contains("projected in metres") == true, "\(crs.text)")
+        #expect(utm.status == 200 && utm.json?["gridProblem"] == nil, "\(utm.text)")
         let far = try await upload(s, token: token, path: try TestData.path("pleiades/marseille-triplet/img_01.tif"), name: "marseille.tif")
         let apart = try await refusal(["images": [["upload": u1], ["upload": far]]])
         #expect(apart.0 == 422 && apart.1 == ["images"] && apart.2.contains("do not overlap") && !apart.2.contains(s.data.url.path), "\(apart.2)")

@@ -2,6 +2,23 @@ import DSMCore
 import Foundation
 import GDALKit
 
+/// The coordinate reference systems a DSM's grid may be in.
+public enum OutputCRS {
+    /// Why EPSG:`code` cannot hold a DSM's grid, or nil. The grid's cells are square in metres (the resolution,
+    /// the hole and island sizes, the slopes and the denoising are in metres), so the CRS must be projected
+    /// with metre axes: EPSG:4326 had given a grid of one 1° cell, and EPSG:4978 (geocentric) "no pixel
+    /// correlated".
+    public static func problem(epsg code: Int) -> String? {
+        guard let d = try? SpatialReference.describe(epsg: code) else { return "EPSG:\(code) is not a coordinate reference system GDAL knows" }
+        let advice = "a DSM's cells are square in metres, so its CRS must be projected in metres (the default is the scene's UTM zone; reproject the products afterwards, e.g. with gdalwarp)"
+        guard d.projected, let unit = try? SpatialReference.projectedUnit(epsg: code) else {
+            return "EPSG:\(code) (\(d.name)) is \(d.geographic ? "geographic, in degrees" : "not a projected CRS"): \(advice)"
+        }
+        guard abs(unit - 1) < 1e-9 else { return "EPSG:\(code) (\(d.name)) is in units of \(unit) m: \(advice)" }
+        return nil
+    }
+}
+
 /// The standard-mode parameters of a job (the expert ones are `MatchingParameters.specs`). With them,
 /// the one table every interface reads: `dsmopt run` options, API `parameters`, presets, the process
 /// description and OpenAPI.

@@ -1,3 +1,4 @@
+import DSMPipeline
 import Foundation
 import GDALKit
 import Hummingbird
@@ -127,8 +128,9 @@ extension ServiceAPI {
                                                errors: [.init(field: "parameters.epsg", message: "an integer from 1024 to 32767")])
             }
             guard let d = try? SpatialReference.describe(epsg: code) else { throw APIProblem.notFound("EPSG:\(code) is not a coordinate reference system GDAL knows") }
-            struct CRS: Encodable { var epsg: Int; var name: String; var projected: Bool; var geographic: Bool }
-            return jsonResponse(CRS(epsg: code, name: d.name, projected: d.projected, geographic: d.geographic))
+            // `gridProblem`: why a DSM cannot be made in it (`OutputCRS.problem`); absent when one can.
+            struct CRS: Encodable { var epsg: Int; var name: String; var projected: Bool; var geographic: Bool; var gridProblem: String? }
+            return jsonResponse(CRS(epsg: code, name: d.name, projected: d.projected, geographic: d.geographic, gridProblem: OutputCRS.problem(epsg: code)))
         }
         router.get("/jobs/:id/map") { request, context in
             let user = try await authenticate(request)

@@ -604,7 +604,7 @@ function crsName() {
   crsTimer = setTimeout(async () => {
     const v = $('#epsg').value.trim();
     if (!/^[0-9]+$/.test(v)) { $('#epsg-name').textContent = ''; return; }
-    try { const c = await api(`/crs/${v}`); $('#epsg-name').textContent = c.name; $('#err-epsg').textContent = ''; }
+    try { const c = await api(`/crs/${v}`); $('#epsg-name').textContent = c.name; $('#err-epsg').textContent = c.gridProblem || ''; }
     catch (e) { $('#epsg-name').textContent = ''; $('#err-epsg').textContent = e.message; }
   }, 250);
 }
