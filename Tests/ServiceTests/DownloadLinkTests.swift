@@ -66,7 +66,9 @@ import Testing
         // What a link does not open: other routes of the job, another job, an altered or incomplete link.
         #expect(try await http("GET", "\(s.base)/jobs/\(id)?\(query)").status == 401)
         #expect(try await http("GET", "\(s.base)/jobs/\(id)/results?\(query)").status == 401)
-        let other = try await http("GET", "\(s.base)/jobs/0\(id.dropFirst())/results.zip?\(query)")
+        // Another job's id: the first character changed (to "1" when it is "0", or the id would be this job's).
+        let otherId = (id.first == "0" ? "1" : "0") + id.dropFirst()
+        let other = try await http("GET", "\(s.base)/jobs/\(otherId)/results.zip?\(query)")
         #expect(other.status == 403 && other.text.contains("signature does not match"), "\(other.text)")
         let signature = String(query.split(separator: "=").last!)
         let flipped = String(signature.dropLast()) + (signature.last == "A" ? "B" : "A")
