@@ -43,15 +43,6 @@ public enum AreaOfInterest: Sendable, Equatable, Codable {
         return nil
     }
 
-    /// The forms an area is given in, as an API's field error says it.
-    public static let expectedForm = "must be a GeoJSON Polygon/Feature or \"minLon,minLat,maxLon,maxLat\""
-
-    /// What was wrong with an area `parse` refused, without the CLI's "invalid area of interest" prefix.
-    public static func reason(_ error: Error) -> String {
-        if case PipelineError.invalidAOI(let why) = error { return why }
-        return "\(error)"
-    }
-
     /// Parses "minLon,minLat,maxLon,maxLat" or GeoJSON text: a Polygon / Feature / FeatureCollection (first
     /// polygon). Text only: a file is read by the caller (`--aoi-file`), never guessed from the text.
     public static func parse(_ text: String) throws -> AreaOfInterest {
@@ -283,8 +274,7 @@ public struct DSMPipelineRunner: Sendable {
         let first = images[0]
         var roi = PixelWindow(x: 0, y: 0, width: first.width, height: first.height)
         if let r = options.roi {
-            // Compared by subtraction: a window's corner near Int.max must not overflow the sum.
-            guard r.width > 0, r.height > 0, r.x >= 0, r.y >= 0, r.x <= first.width - r.width, r.y <= first.height - r.height else {
+            guard r.isInside(imageWidth: first.width, imageHeight: first.height) else {
                 throw PipelineError.invalidROI("\(r.x) \(r.y) \(r.width) \(r.height) is not inside the \(first.width)×\(first.height) first image")
             }
             roi = r

@@ -31,19 +31,13 @@ public enum SpatialReference {
 
     /// The name of an EPSG coordinate reference system ("WGS 84 / UTM zone 40S") and whether it is projected;
     /// throws for an unknown code.
-    public static func describe(epsg: Int) throws -> (name: String, projected: Bool, geographic: Bool) {
+    /// `metresPerUnit`: of a projected CRS's axes; nil for any other kind (geographic, geocentric, …).
+    public static func describe(epsg: Int) throws -> (name: String, projected: Bool, geographic: Bool, metresPerUnit: Double?) {
         let srs = try handle(epsg: epsg)
         defer { OSRDestroySpatialReference(srs) }
         let name = OSRGetName(srs).map { String(cString: $0) } ?? "EPSG:\(epsg)"
-        return (name, OSRIsProjected(srs) != 0, OSRIsGeographic(srs) != 0)
-    }
-
-    /// Metres per unit of a projected CRS's axes; nil for any other kind (geographic, geocentric, …).
-    public static func projectedUnit(epsg: Int) throws -> Double? {
-        let srs = try handle(epsg: epsg)
-        defer { OSRDestroySpatialReference(srs) }
-        guard OSRIsProjected(srs) != 0 else { return nil }
-        return OSRGetLinearUnits(srs, nil)
+        let projected = OSRIsProjected(srs) != 0
+        return (name, projected, OSRIsGeographic(srs) != 0, projected ? OSRGetLinearUnits(srs, nil) : nil)
     }
 
     /// True when the CRS is geographic (degrees).

@@ -267,6 +267,19 @@ enum RequestValidator {
         return (errors.isEmpty ? req : nil, errors)
     }
 
+    /// Why an API field's area of interest was refused.
+    struct AreaProblem: Error { var message: String }
+
+    /// The area an API field gives as text (a bounding box or GeoJSON; nil: the field is neither a string nor
+    /// an object), or why it is none, with `AreaOfInterest.parse`'s reason.
+    static func areaOfInterest(_ text: String?) -> Result<AreaOfInterest, AreaProblem> {
+        let form = "must be a GeoJSON Polygon/Feature or \"minLon,minLat,maxLon,maxLat\""
+        guard let text else { return .failure(AreaProblem(message: form)) }
+        do { return .success(try AreaOfInterest.parse(text)) } catch PipelineError.invalidAOI(let why) {
+            return .failure(AreaProblem(message: "\(form): \(why)"))
+        } catch { return .failure(AreaProblem(message: "\(form): \(error)")) }
+    }
+
     /// Table-driven: every key of `JobParameterTable.specs` with its type and range, plus `roi` and `aoi`.
     static func parameters(_ d: [String: JSONValue]) -> (JobParameters, [FieldError]) {
         var p = JobParameters()
@@ -305,10 +318,9 @@ enum RequestValidator {
         if let a = d["aoi"] {
             // A bounding box string or inline GeoJSON; never a file name (the pipeline reads no file for it).
             let text = a.string ?? (a.object != nil ? a.jsonText : nil)
-            switch Result(catching: { try text.map(AreaOfInterest.parse) }) {
-            case .success(let aoi?): p.aoi = aoi
-            case .success(nil): e.append(.init(field: "parameters.aoi", message: AreaOfInterest.expectedForm))
-            case .failure(let why): e.append(.init(field: "parameters.aoi", message: AreaOfInterest.expectedForm + ": \(AreaOfInterest.reason(why))"))
+            switch areaOfInterest(text) {
+            case .success(let aoi): p.aoi = aoi
+            case .failure(let problem): e.append(.init(field: "parameters.aoi", message: problem.message))
             }
         }
         if p.roi != nil && p.aoi != nil { e.append(.init(field: "parameters.aoi", message: "give roi or aoi, not both")) }

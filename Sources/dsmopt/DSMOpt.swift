@@ -206,7 +206,7 @@ struct CheckInputs: ParsableCommand {
             let first = opened[0]
             var area = [0, 0, first.width, first.height]
             if let r = spec.roi, r.count == 4 {
-                if !(r.allSatisfy { $0 >= 0 } && r[2] > 0 && r[3] > 0) || r[0] > first.width - r[2] || r[1] > first.height - r[3] {
+                if !PixelWindow(x: r[0], y: r[1], width: r[2], height: r[3]).isInside(imageWidth: first.width, imageHeight: first.height) {
                     report.errors.append(.init(field: "parameters.roi", message: "\(r) is not inside the \(first.width)×\(first.height) first image"))
                 } else {
                     area = r
@@ -572,8 +572,7 @@ struct Epipolar: ParsableCommand {
         if roi.isEmpty {
             window = PixelWindow(x: 0, y: 0, width: a.width, height: a.height)
         } else {
-            guard roi.count == 4, roi[2] > 0, roi[3] > 0, roi[0] >= 0, roi[1] >= 0,
-                  roi[0] <= a.width - roi[2], roi[1] <= a.height - roi[3] else {
+            guard roi.count == 4, PixelWindow(x: roi[0], y: roi[1], width: roi[2], height: roi[3]).isInside(imageWidth: a.width, imageHeight: a.height) else {
                 throw CLIFailure(message: "--roi must be COL ROW WIDTH HEIGHT inside the \(a.width)×\(a.height) first image", code: ExitCodes.usage)
             }
             window = PixelWindow(x: roi[0], y: roi[1], width: roi[2], height: roi[3])

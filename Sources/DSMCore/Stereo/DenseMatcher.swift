@@ -216,7 +216,7 @@ public struct DenseMatcher: Sendable {
         let hi = min(maxDisparity, possible.upperBound)
         let l = normalised(left), r = normalised(right)
         var report = MatchingReport()
-        let range = try searchRange(left: l.image, right: r.image, min: lo, max: max(lo, hi), parameters: p, report: &report)
+        let range = try searchRange(left: l.image, right: r.image, min: lo, max: hi, parameters: p, report: &report)
         report.searchedRange = range
         let labels = DisparityLabels(minimum: range.lowerBound, maximum: range.upperBound, step: p.precision)
         var map = matchStrips(left: l, right: r, labels: labels, parameters: p, report: &report)

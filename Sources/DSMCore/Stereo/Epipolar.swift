@@ -44,6 +44,12 @@ public struct PixelWindow: Sendable, Equatable, Codable {
     public init(x: Int, y: Int, width: Int, height: Int) {
         self.x = x; self.y = y; self.width = width; self.height = height
     }
+
+    /// Whether the window has a positive size and lies inside an image of `imageWidth` × `imageHeight`
+    /// pixels. Compared by subtraction: a corner near Int.max must not overflow a sum.
+    public func isInside(imageWidth: Int, imageHeight: Int) -> Bool {
+        width > 0 && height > 0 && x >= 0 && y >= 0 && x <= imageWidth - width && y <= imageHeight - height
+    }
 }
 
 /// The epipolar geometry of one tile of a pair: sensor → rectified maps for both images, the rectified

@@ -273,9 +273,9 @@ public enum DSMDifference {
             let za = try a.read(row: y, height: rows), zb = try bOnA.read(row: y, height: rows)
             let ex = try excl?.read(row: y, height: rows)
             var d = [Float](repeating: .nan, count: w * rows)
+            let heights = DEMCoregistration.plausibleHeights
             for k in d.indices {
                 let va = za[k], vb = zb[k]
-                let heights = DEMCoregistration.plausibleHeights
                 guard va != ndA, heights.contains(va), heights.contains(vb) else { continue }
                 d[k] = vb - va
                 if ex.map({ $0[k] > 0 }) ?? false { continue }

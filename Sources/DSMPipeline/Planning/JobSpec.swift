@@ -11,7 +11,7 @@ public enum OutputCRS {
     public static func problem(epsg code: Int) -> String? {
         guard let d = try? SpatialReference.describe(epsg: code) else { return "EPSG:\(code) is not a coordinate reference system GDAL knows" }
         let advice = "a DSM's cells are square in metres, so its CRS must be projected in metres (the default is the scene's UTM zone; reproject the products afterwards, e.g. with gdalwarp)"
-        guard d.projected, let unit = try? SpatialReference.projectedUnit(epsg: code) else {
+        guard let unit = d.metresPerUnit else {
             return "EPSG:\(code) (\(d.name)) is \(d.geographic ? "geographic, in degrees" : "not a projected CRS"): \(advice)"
         }
         guard abs(unit - 1) < 1e-9 else { return "EPSG:\(code) (\(d.name)) is in units of \(unit) m: \(advice)" }

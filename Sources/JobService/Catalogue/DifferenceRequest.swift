@@ -115,10 +115,9 @@ extension ServiceAPI {
         }
         if let a = obj["aoi"] {
             let text: String? = (a as? String) ?? (a is [String: Any] ? (try? JSONSerialization.data(withJSONObject: a)).map { String(decoding: $0, as: UTF8.self) } : nil)
-            switch Result(catching: { try text.map(AreaOfInterest.parse) }) {
-            case .success(let aoi?): inputs.aoi = aoi
-            case .success(nil): errors.append(.init(field: "aoi", message: AreaOfInterest.expectedForm))
-            case .failure(let why): errors.append(.init(field: "aoi", message: AreaOfInterest.expectedForm + ": \(AreaOfInterest.reason(why))"))
+            switch RequestValidator.areaOfInterest(text) {
+            case .success(let aoi): inputs.aoi = aoi
+            case .failure(let problem): errors.append(.init(field: "aoi", message: problem.message))
             }
         }
         for field in ["stableMask", "changedMask"] {
