@@ -700,7 +700,7 @@ public struct DSMPipelineRunner: Sendable {
         switch stage {
         case .match: concurrency = plan.workload.concurrency
         case .fuse:
-            let ext = (tw + 2 * plan.filterMargin) * (th + 2 * plan.filterMargin)
+            let ext = (tw + 2 * plan.fuseMargin) * (th + 2 * plan.fuseMargin)
             concurrency = TileWorkload.concurrency(budget: plan.memoryBudget, cores: options.cores,
                                                    bytes: TileWorkload.fuseBytes(extendedCells: ext, pairs: plan.pairs.count,
                                                                                    bandsPerPair: plan.matchBandsPerPair))

@@ -248,6 +248,56 @@ import Testing
         #expect(DSMFusion.fuse(heights: [a, b], scores: [s, s]).height.values[1] == 100)
     }
 
+    /// A height one pair alone gives, where another pair matched within `witnessRadius` cells (the cell lies in
+    /// its coverage) but found nothing, is kept only with a σ within `loneSigmaPx` of disparity; where no other
+    /// pair matched nearby (outside its coverage) it is kept whatever its σ.
+    @Test func aLoneHeightWhereAnotherPairLookedNeedsAPreciseMatch() {
+        let r = DSMFusion.witnessRadius, side = 4 * r
+        let g = GridDefinition(epsg: 32631, originX: 0, originY: Double(side), resolution: 1, width: side, height: 1)
+        // Pair a matched everywhere; pair b only in the first cell (a match left out there: it still witnesses).
+        let a = GridRaster(grid: g, fill: 100), nothing = GridRaster(grid: g, fill: .nan)
+        var outB = nothing
+        outB.values[0] = 100.5
+        let metresPerPixel: [Float] = [2, 4]
+        let limit = DSMFusion.loneSigmaPx * metresPerPixel[0]
+        var sigma = GridRaster(grid: g, fill: limit * 1.5)
+        sigma.values[3] = limit * 0.9  // precise enough to stand alone
+        let lone = DSMFusion.LoneHeights(heights: [a, nothing], leftOut: [nothing, outB], metresPerPixel: metresPerPixel)
+        #expect(lone.maximumSigma == metresPerPixel.map { DSMFusion.loneSigmaPx * $0 })
+        let s = GridRaster(grid: g, fill: 0.8)
+        let f = DSMFusion.fuse(heights: [a, nothing], scores: [s, s], sigmas: [sigma, sigma], leftOut: [nothing, outB], lone: lone)
+        // Cell 0 agrees with b's left-out match but no second pair confirms it: the σ decides there too.
+        for c in 0...r where c != 3 {
+            #expect(f.height.values[c].isNaN && f.contributors[c] == 0, "cell \(c) is within b's reach")
+        }
+        #expect(f.height.values[3] == 100 && f.contributors[3] == 0b01)
+        for c in (r + 1)..<side {
+            #expect(f.height.values[c] == 100 && f.contributors[c] == 0b01, "cell \(c) lies outside b's reach")
+        }
+        // A pair's own matches do not witness against it, and without the rule every cell is kept.
+        let own = DSMFusion.LoneHeights(heights: [a, nothing], leftOut: [nothing, nothing], metresPerPixel: metresPerPixel)
+        #expect(DSMFusion.fuse(heights: [a, nothing], scores: [s, s], sigmas: [sigma, sigma], lone: own).height.values.allSatisfy { $0 == 100 })
+        #expect(DSMFusion.fuse(heights: [a, nothing], scores: [s, s], sigmas: [sigma, sigma]).height.values.allSatisfy { $0 == 100 })
+    }
+
+    @Test func nearCellsAgreeWithACountOfTheBox() {
+        var rng = SystemRandomNumberGenerator()
+        let w = 37, h = 23
+        for radius in [0, 1, 3, 8] {
+            let mask = (0..<(w * h)).map { _ in Int.random(in: 0..<40, using: &rng) == 0 }
+            let near = DSMFusion.near(mask, width: w, height: h, radius: radius)
+            for y in 0..<h {
+                for x in 0..<w {
+                    var any = false
+                    for yy in max(0, y - radius)...min(h - 1, y + radius) {
+                        for xx in max(0, x - radius)...min(w - 1, x + radius) where mask[yy * w + xx] { any = true }
+                    }
+                    #expect(near[y * w + x] == any, "radius \(radius) at (\(x), \(y))")
+                }
+            }
+        }
+    }
+
     @Test func outliersRemovedAndSmallHolesFilled() {
         var r = GridRaster(grid: grid, values: (0..<100).map { Float($0 % 10) * 0.5 + 50 })
         r.values[44] = 90  // spike

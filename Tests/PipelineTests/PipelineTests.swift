@@ -165,12 +165,14 @@ import Testing
         let manifest = try DSMPipelineRunner(options: o).run()
         let s = try compare(tmp.path("out/dsm.tif"), try TestData.path("\(d)/reference_dsm_s2p.tif"))
         print("Marseille vs S2P reference: \(s.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.4f", $0.value))" }.joined(separator: ", "))")
-        // Measured NMAD 0.453 m, RMSE 0.62 m, completeness 0.994 (2026-11-26; issue 10's targets 0.50 / 1.0 m;
-        // 0.546 / 0.89 m before the speckle filter, the sub-pixel window and the edge-preserving denoising;
-        // CARS: 0.76). Regression fences:
+        // Measured NMAD 0.451 m, RMSE 0.60 m, completeness 0.990, 238 cells off by > 5 m (2026-11-26; issue
+        // 10's targets 0.50 / 1.0 m; 0.546 / 0.89 m before the speckle filter, the sub-pixel window and the
+        // edge-preserving denoising; CARS: 0.76; 321 cells off by > 5 m before lone heights were judged,
+        // item 23). Regression fences:
         #expect(try #require(s["nmad_m"]) <= 0.51)
         #expect(try #require(s["rmse_debiased_m"]) <= 0.8)
         #expect(try #require(s["over_20m"]) == 0)
+        #expect(try #require(s["over_5m"]) <= 290)
         #expect(try #require(s["completeness"]) >= 0.95)
         #expect(manifest.parameters.pairs.count == 3)
         #expect(Set(manifest.products.map(\.code)).isSuperset(of: ["C1", "C2", "C3", "C4"]))

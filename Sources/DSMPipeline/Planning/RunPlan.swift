@@ -7,9 +7,10 @@ import Foundation
 /// pass measured (the relative pointing of each pair). Tiles read it and nothing else, so they are
 /// independent of each other and of the process that runs them; `--resume` reloads it.
 public struct RunPlan: Sendable, Codable {
-    /// 3 since the match tiles of several pairs hold a fourth band per pair (`matchBandsPerPair`): an
-    /// interrupted run of an earlier format is not resumed (`WorkFolder.holdsResumablePlan`).
-    public static let formatVersion = 3
+    /// 3 since the match tiles of several pairs hold a fourth band per pair (`matchBandsPerPair`); 4 since
+    /// the fusion of several pairs judges lone heights (`DSMFusion.LoneHeights`), so that one DSM is not fused
+    /// by both rules. An interrupted run of an earlier format is not resumed (`WorkFolder.holdsResumablePlan`).
+    public static let formatVersion = 4
     public var formatVersion = RunPlan.formatVersion
     /// Absolute paths of the input images, in the order given.
     public var images: [String]
@@ -50,6 +51,9 @@ public struct RunPlan: Sendable, Codable {
     /// tile's edge is then filled exactly as in an untiled run unless it is both under the 100 m² limit
     /// and stretched over more than 64 cells (and so for the islands removed, smaller than the holes).
     public var filterMargin: Int
+    /// Cells read around a tile by the fuse step: `filterMargin`, and with several pairs the reach of the
+    /// fusion's witnesses (`DSMFusion.witnessRadius`), on which the fused heights within `filterMargin` depend.
+    public var fuseMargin: Int { filterMargin + (keepsLeftOutHeights ? DSMFusion.witnessRadius : 0) }
     /// Cells read around a tile for the true orthos' occlusion test.
     public var orthoMargin = 32
     /// Largest hole filled, cells (100 m²).

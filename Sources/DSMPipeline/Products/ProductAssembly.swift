@@ -121,7 +121,7 @@ struct ProductAssembly: Sendable {
                                        units: "0-1", crs: crs))
         manifest.products.append(.init(code: "A2", file: "dsm_raw.tif",
                                        description: "DSM before filtering (fused pairs), nodata where no match"
-                                           + (plan.pairs.count > 1 ? ", and where the pairs that see a cell contradict each other (fewer than two of their heights within \(String(format: "%g", DSMFusion.agreementTolerance)) m of each other, or one pair's height more than that from another pair's match left out by the uncertainty threshold)" : ""),
+                                           + (plan.pairs.count > 1 ? ", and where the pairs that see a cell contradict each other (fewer than two of their heights within \(String(format: "%g", DSMFusion.agreementTolerance)) m of each other, or one pair's height more than that from another pair's match left out by the uncertainty threshold), and where one pair alone gives a height with a disparity σ above \(String(format: "%g", DSMFusion.loneSigmaPx)) px while another pair matched within \(DSMFusion.witnessRadius) cells" : ""),
                                        units: units, crs: crs))
         func squareMetres(_ cells: Int) -> Int { Int((Double(cells) * plan.grid.resolution * plan.grid.resolution).rounded()) }
         manifest.products.append(.init(code: "A3", file: "dsm.tif",

@@ -45,7 +45,7 @@ enum OffsetPass {
 }
 
 /// Stage 2 of a ground tile: fusion of the pairs (after their vertical offsets), outlier removal,
-/// small-island removal, small-hole filling and denoising, computed over the tile plus `filterMargin`
+/// small-island removal, small-hole filling and denoising, computed over the tile plus `fuseMargin`
 /// cells read from the neighbouring tiles' match results, so that the result does not depend on the
 /// tiling. Writes the raw fused DSM, the score, the DSM, the filled mask and the pair contributions for
 /// the tile's cells.
@@ -56,7 +56,7 @@ struct FuseTask: Sendable {
 
     func run(_ tile: GroundTile) throws {
         let grid = plan.grid
-        let ext = tile.cells.expanded(by: plan.filterMargin, within: grid)
+        let ext = tile.cells.expanded(by: plan.fuseMargin, within: grid)
         let g = grid.subgrid(ext)
         let n = plan.pairs.count, per = plan.matchBandsPerPair
         let bands = try work.read(.match, plan: plan.tiles, window: ext, bands: Array(0..<(per * n)))
@@ -74,8 +74,11 @@ struct FuseTask: Sendable {
             if plan.keepsLeftOutHeights { leftOut.append(height(3)) }
         }
         let weights = plan.baseToHeight.map { Float($0 * $0) }
+        let lone = plan.keepsLeftOutHeights
+            ? DSMFusion.LoneHeights(heights: heights, leftOut: leftOut,
+                                    metresPerPixel: plan.baseToHeight.map { Float(plan.gsd / max($0, 0.01)) }) : nil
         let fused = DSMFusion.fuse(heights: heights, scores: scores, weights: weights, sigmas: sigmas,
-                                   leftOut: plan.keepsLeftOutHeights ? leftOut : nil)
+                                   leftOut: plan.keepsLeftOutHeights ? leftOut : nil, lone: lone)
         var cleaned = DSMFilter.removeOutliers(fused.height)
         // An island touching the window's edge is kept, as one touching the grid's edge is in a
         // whole-scene run; with filterMargin ≥ min(maxIslandCells, 64) this depends on the tiling only
