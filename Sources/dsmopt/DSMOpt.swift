@@ -343,6 +343,7 @@ struct Synth: ParsableCommand {
         guard (32...32768).contains(size) else { throw ValidationError("--size must be within 32–32768") }
         guard gsd > 0, gsd <= 100 else { throw ValidationError("--gsd must be within (0, 100] metres") }
         guard baseToHeight > 0, baseToHeight <= 1.5 else { throw ValidationError("--base-to-height must be within (0, 1.5]") }
+        guard relief >= 0, relief <= 8000 else { throw ValidationError("--relief must be within 0–8000 metres") }
         guard noise >= 0, noise <= 1000 else { throw ValidationError("--noise must be within 0–1000 DN") }
         guard (0...10_000).contains(buildings) else { throw ValidationError("--buildings must be within 0–10000") }
     }

@@ -28,6 +28,8 @@ enum RunEvent: Encodable {
 /// The process's event file and its self-imposed limits.
 enum RunEvents {
     nonisolated(unsafe) private static var handle: FileHandle?
+    nonisolated(unsafe) private static var path = ""
+    nonisolated(unsafe) private static var warned = false
     private static let lock = NSLock()
 
     static func open(_ path: String) throws {
@@ -36,17 +38,26 @@ enum RunEvents {
             throw CLIFailure(message: "\(path): cannot write the events file", code: ExitCodes.badInput)
         }
         _ = try? h.seekToEnd()
-        lock.withLock { handle = h }
+        lock.withLock { handle = h; Self.path = path }
     }
 
-    /// Appends one event (one write of one line); a full disk loses the event, never the run. A `failed`
+    /// Appends one event (one write of one line); a full disk loses the event, never the run (the first
+    /// lost event is reported once on stderr, so that a missing event is not taken for a run that stopped
+    /// without one). A `failed`
     /// event is the last: the process is exiting, and other threads' progress events that would land after
     /// it (a limit's watch fails the run while the stages go on until `exit`) are dropped.
     static func emit(_ event: RunEvent) {
         lock.withLock {
             guard let h = handle, var data = try? JSONEncoder().encode(event) else { return }
             data.append(0x0A)
-            try? h.write(contentsOf: data)
+            do {
+                try h.write(contentsOf: data)
+            } catch {
+                if !warned {
+                    warned = true
+                    FileHandle.standardError.write(Data("dsmopt: \(path): cannot append to the events file (\((error as NSError).localizedFailureReason ?? error.localizedDescription)); this and later events are lost, the run goes on\n".utf8))
+                }
+            }
             if case .failed = event { handle = nil }
         }
     }

@@ -315,10 +315,27 @@ import Testing
             #expect((last["message"] as? String ?? "").contains(fragment), "case \(i): \(last)")
             #expect(last["cpuSeconds"] is Double)
         }
+        // An events file that cannot be written (a full disk) loses the events, not the run, and says so once.
+        let full = try run(exe, ["run", "--job", tmp.path("job0.json"), "--out", tmp.path("full"), "--events", "/dev/full"], timeout: 120)
+        #expect(full.status == 3 && full.stderr.contains("missing.tif"), "\(full.stderr)")
+        #expect(full.stderr.components(separatedBy: "cannot append to the events file").count == 2, "\(full.stderr)")
         // A job file with an unknown field is refused as a whole.
         try #"{"images": ["a.tif", "b.tif"], "prest": "urban"}"#.write(toFile: tmp.path("typo.json"), atomically: true, encoding: .utf8)
         let r = try run(exe, ["run", "--job", tmp.path("typo.json"), "--out", tmp.path("typo")])
         #expect(r.status == 2 && r.stderr.contains("unknown field(s): prest"), "\(r.stderr)")
+    }
+
+    /// `dsmopt synth` refuses a scene it cannot render with a line naming the option (a relief of 1e300 m had
+    /// ended in "RPC localisation did not converge", NaN in "RPC model is singular"), and writes nothing.
+    @Test func synthRefusesImpossibleScenes() throws {
+        let tmp = try TemporaryFolder()
+        let exe = try dsmoptExecutable()
+        for (args, fragment) in [(["--relief", "1e300"], "--relief"), (["--relief", "nan"], "--relief"), (["--relief=-5"], "--relief"),
+                                 (["--gsd", "0"], "--gsd"), (["--size", "8"], "--size"), (["--noise", "inf"], "--noise")] {
+            let r = try run(exe, ["synth", "--out", tmp.path("scene")] + args)
+            #expect(r.status == 64 && r.stderr.contains(fragment), "\(args): exit \(r.status): \(r.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: tmp.path("scene")), "\(args)")
+        }
     }
 
     /// AOIs: negative longitudes (everything west of Greenwich) are values, not options; text is never
