@@ -19,8 +19,13 @@ struct XMLLeaves {
         let parser = XMLParser(data: data)
         parser.delegate = collector
         guard parser.parse() else {
-            let reason = parser.parserError.map { "\($0.localizedDescription)" } ?? "unknown error"
-            throw IngestError.malformed(file: file, reason: "not well-formed XML (line \(parser.lineNumber): \(reason))")
+            // Foundation describes a parser error as "The operation could not be completed. (… error 89.)":
+            // the code, in words for the ones met here, and where the parser stopped say more.
+            let code = (parser.parserError as NSError?)?.code
+            let words: [Int: String] = [5: "the document ends before its elements close", 76: "a closing tag does not match the open element",
+                                        89: "entities that loop or expand too far (an entity bomb)"]
+            let what = code.map { c in words[c].map { "\($0), XML parser error \(c)" } ?? "XML parser error \(c)" } ?? "unknown error"
+            throw IngestError.malformed(file: file, reason: "not well-formed XML (\(what); the parser stopped at line \(parser.lineNumber), column \(parser.columnNumber))")
         }
         leaves = collector.leaves
     }

@@ -94,6 +94,18 @@ import Testing
         let garbage = tmp.path("RPC_garbage.XML")
         try "<Dimap_Document><Global_RFM>".write(toFile: garbage, atomically: true, encoding: .utf8)
         #expect(throws: IngestError.self) { _ = try DIMAPRPCReader.model(contentsOf: URL(fileURLWithPath: garbage)) }
+        // A tag closed by another name: the message says so and where the parser stopped, without Foundation's
+        // "could not be completed".
+        let mismatched = tmp.path("RPC_mismatched.XML")
+        try "<Dimap_Document>\n<Global_RFM><A>1</B>\n</Global_RFM></Dimap_Document>".write(toFile: mismatched, atomically: true, encoding: .utf8)
+        do {
+            _ = try DIMAPRPCReader.model(contentsOf: URL(fileURLWithPath: mismatched))
+            Issue.record("a mismatched tag was read")
+        } catch {
+            let text = "\(error)"
+            #expect(text.contains("not well-formed XML (a closing tag does not match the open element, XML parser error 76; the parser stopped at line")
+                    && !text.contains("could not be completed"), "\(text)")
+        }
     }
 
     @Test func zeroScaleIsRejected() throws {
