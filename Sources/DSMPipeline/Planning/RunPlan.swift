@@ -75,6 +75,9 @@ public struct RunPlan: Sendable, Codable {
         parameters.denoising ?? .forScene(resolution: parameters.resolution, gsd: gsd, baseToHeight: baseToHeight.max() ?? 1)
     }
     public var heightRange: ClosedRange<Double> { heights[0]...heights[1] }
+    /// Metres of height per pixel of disparity of pair `k` (GSD ÷ B/H): a match's σ in pixels × this is its
+    /// height's σ (`MatchTask`), and the fusion's limits in pixels are compared in metres with it (`FuseTask`).
+    public func metresPerPixel(pair k: Int) -> Float { Float(gsd / max(baseToHeight[k], 0.01)) }
     public var pairs: [[Int]] { parameters.pairs }
     /// With several pairs, the match tiles keep the heights of the matches the uncertainty threshold left
     /// out, as witnesses for the fusion (`DSMFusion.fuse`'s `leftOut`; README "DSM quality", item 22).

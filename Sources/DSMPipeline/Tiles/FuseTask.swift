@@ -76,7 +76,7 @@ struct FuseTask: Sendable {
         let weights = plan.baseToHeight.map { Float($0 * $0) }
         let lone = plan.keepsLeftOutHeights
             ? DSMFusion.LoneHeights(heights: heights, leftOut: leftOut,
-                                    metresPerPixel: plan.baseToHeight.map { Float(plan.gsd / max($0, 0.01)) }) : nil
+                                    metresPerPixel: plan.pairs.indices.map { plan.metresPerPixel(pair: $0) }) : nil
         let fused = DSMFusion.fuse(heights: heights, scores: scores, weights: weights, sigmas: sigmas,
                                    leftOut: plan.keepsLeftOutHeights ? leftOut : nil, lone: lone)
         var cleaned = DSMFilter.removeOutliers(fused.height)

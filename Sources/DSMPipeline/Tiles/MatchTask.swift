@@ -41,7 +41,7 @@ struct MatchTask: Sendable {
             let a = images[pair[0]], b = images[pair[1]]
             matcher.parameters.regularisation = plan.pointing[k].regularisation ?? matching.regularisation
             matcher.parameters.jumpPenaltyRatio = plan.pointing[k].jumpPenaltyRatio ?? matching.jumpPenaltyRatio
-            let metresPerPixel = Float(plan.gsd / max(plan.baseToHeight[k], 0.01))
+            let metresPerPixel = plan.metresPerPixel(pair: k)
             var cs: [Double] = [], rs: [Double] = []
             for (lon, lat) in zip(cx, cy) {
                 for h in [plan.heights[0], plan.heights[1]] {
