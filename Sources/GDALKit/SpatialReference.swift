@@ -29,10 +29,13 @@ public enum SpatialReference {
         }
     }
 
+    /// What `describe` tells of a CRS. `metresPerUnit`: of a projected CRS's axes; nil for any other kind
+    /// (geographic, geocentric, …).
+    public typealias Description = (name: String, projected: Bool, geographic: Bool, metresPerUnit: Double?)
+
     /// The name of an EPSG coordinate reference system ("WGS 84 / UTM zone 40S") and whether it is projected;
     /// throws for an unknown code.
-    /// `metresPerUnit`: of a projected CRS's axes; nil for any other kind (geographic, geocentric, …).
-    public static func describe(epsg: Int) throws -> (name: String, projected: Bool, geographic: Bool, metresPerUnit: Double?) {
+    public static func describe(epsg: Int) throws -> Description {
         let srs = try handle(epsg: epsg)
         defer { OSRDestroySpatialReference(srs) }
         let name = OSRGetName(srs).map { String(cString: $0) } ?? "EPSG:\(epsg)"

@@ -111,13 +111,8 @@ extension DSMFusion {
     /// What `fuse` needs to judge a height one pair alone gives: per pair, the cells it witnessed, and the
     /// largest σ (metres) of a height of its own that stands alone where another pair witnessed.
     public struct LoneHeights: Sendable {
-        public var witnessed: [[Bool]]
-        public var maximumSigma: [Float]
-
-        public init(witnessed: [[Bool]], maximumSigma: [Float]) {
-            self.witnessed = witnessed
-            self.maximumSigma = maximumSigma
-        }
+        public let witnessed: [[Bool]]
+        public let maximumSigma: [Float]
 
         /// From each pair's heights and left-out heights on one grid, and each pair's metres of height per
         /// pixel of disparity (GSD ÷ B/H).
@@ -132,27 +127,11 @@ extension DSMFusion {
         }
     }
 
-    /// Per cell, whether `mask` holds a true cell within `radius` cells (a (2r+1)² box), by prefix sums.
+    /// Per cell, whether `mask` holds a true cell within `radius` cells (a (2r+1)² box): the matcher's box
+    /// means of the mask (edge-replicating, which near a border repeats cells already inside the box).
     public static func near(_ mask: [Bool], width: Int, height: Int, radius r: Int) -> [Bool] {
         precondition(mask.count == width * height && r >= 0)
-        let w1 = width + 1
-        var sum = [Int32](repeating: 0, count: w1 * (height + 1))
-        for y in 0..<height {
-            var row: Int32 = 0
-            for x in 0..<width {
-                row += mask[y * width + x] ? 1 : 0
-                sum[(y + 1) * w1 + x + 1] = sum[y * w1 + x + 1] + row
-            }
-        }
-        var out = [Bool](repeating: false, count: mask.count)
-        for y in 0..<height {
-            let y0 = max(0, y - r), y1 = min(height, y + r + 1)
-            for x in 0..<width {
-                let x0 = max(0, x - r), x1 = min(width, x + r + 1)
-                out[y * width + x] = sum[y1 * w1 + x1] - sum[y0 * w1 + x1] - sum[y1 * w1 + x0] + sum[y0 * w1 + x0] > 0
-            }
-        }
-        return out
+        return boxMeans(mask.map { $0 ? 1 : 0 }, width: width, height: height, radius: r).map { $0 > 0 }
     }
 }
 

@@ -10,6 +10,11 @@ public enum OutputCRS {
     /// correlated".
     public static func problem(epsg code: Int) -> String? {
         guard let d = try? SpatialReference.describe(epsg: code) else { return "EPSG:\(code) is not a coordinate reference system GDAL knows" }
+        return problem(epsg: code, described: d)
+    }
+
+    /// The same, from what `SpatialReference.describe` gave for it (a caller that has it opens the CRS once).
+    public static func problem(epsg code: Int, described d: SpatialReference.Description) -> String? {
         let advice = "a DSM's cells are square in metres, so its CRS must be projected in metres (the default is the scene's UTM zone; reproject the products afterwards, e.g. with gdalwarp)"
         guard let unit = d.metresPerUnit else {
             return "EPSG:\(code) (\(d.name)) is \(d.geographic ? "geographic, in degrees" : "not a projected CRS"): \(advice)"

@@ -130,7 +130,7 @@ extension ServiceAPI {
             guard let d = try? SpatialReference.describe(epsg: code) else { throw APIProblem.notFound("EPSG:\(code) is not a coordinate reference system GDAL knows") }
             // `gridProblem`: why a DSM cannot be made in it (`OutputCRS.problem`); absent when one can.
             struct CRS: Encodable { var epsg: Int; var name: String; var projected: Bool; var geographic: Bool; var gridProblem: String? }
-            return jsonResponse(CRS(epsg: code, name: d.name, projected: d.projected, geographic: d.geographic, gridProblem: OutputCRS.problem(epsg: code)))
+            return jsonResponse(CRS(epsg: code, name: d.name, projected: d.projected, geographic: d.geographic, gridProblem: OutputCRS.problem(epsg: code, described: d)))
         }
         router.get("/jobs/:id/map") { request, context in
             let user = try await authenticate(request)
